@@ -1,0 +1,216 @@
+"""Wire types of the native protocol, `WS /v1/stream` (DESIGN §4.1).
+
+Sans-IO: msgspec Structs, tagged unions and module-level decoders/encoders only. The session
+pipeline in `service/` produces the server frames below (without `seq`); `NativeCodec` stamps
+each with the session's increasing `seq` and encodes it. Other dialects translate the same
+frames into their own shapes (see `protocol/dialects/`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+import msgspec
+
+Encoding = Literal["pcm_s16le", "pcm_f32le", "auto"]
+Task = Literal["transcribe", "translate"]
+
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 48000
+
+
+class Inbound(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Base of every client → server JSON frame."""
+
+
+class Config(Inbound, tag="config"):
+    """Session options; from query parameters, or one `config` frame before any audio."""
+
+    sample_rate: Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = 16000
+    encoding: Encoding = "pcm_s16le"
+    language: Annotated[str, msgspec.Meta(pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")] = (
+        "auto"
+    )
+    task: Task = "transcribe"
+    interim: bool = True
+    endpointing_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 500
+    max_utterance_s: Annotated[float, msgspec.Meta(ge=1.0, le=30.0)] = 15.0
+    words: bool = False
+    sentiment: bool = False
+    record: bool = False
+    prompt: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+class Audio(Inbound, tag="audio"):
+    """Audio for clients that cannot send binary frames: base64 of the configured encoding."""
+
+    data: str
+
+
+class Finalize(Inbound, tag="finalize"):
+    """End the open utterance now; the stream stays open."""
+
+
+class KeepAlive(Inbound, tag="keepalive"):
+    """Keeps an idle stream open without advancing audio time."""
+
+
+class Stop(Inbound, tag="stop"):
+    """Finish all pending work, answer `stopped`, then close 1000."""
+
+
+class Ping(Inbound, tag="ping"):
+    id: str | int | None = None
+
+
+ClientFrame = Config | Audio | Finalize | KeepAlive | Stop | Ping
+
+
+class Outbound(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=False):
+    """Base of every server → client frame; `seq` is stamped by the codec."""
+
+    seq: int = 0
+
+
+class Word(msgspec.Struct, kw_only=True):
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+class Sentiment(msgspec.Struct, kw_only=True):
+    type: Literal["positive", "negative", "neutral"]
+    confidence: float
+    polarity: float
+    subjectivity: float
+
+
+class Ready(Outbound, tag="ready"):
+    session_id: str
+    model: str
+    sample_rate: int
+    language: str
+    protocol: str = "chorus.v1"
+
+
+class SpeechStarted(Outbound, tag="speech_started"):
+    at: float
+
+
+class Partial(Outbound, tag="partial"):
+    utterance: int
+    revision: int
+    text: str
+    start: float
+    end: float
+
+
+class Final(Outbound, tag="final"):
+    utterance: int
+    text: str
+    start: float
+    end: float
+    language: str
+    confidence: float
+    from_finalize: bool = False
+    flags: list[str] = msgspec.field(default_factory=list)
+    words: list[Word] | None = None
+    sentiment: Sentiment | None = None
+
+
+class UtteranceEnd(Outbound, tag="utterance_end"):
+    utterance: int
+    at: float
+
+
+class Status(Outbound, tag="status"):
+    lag_s: float
+    queue: int
+    degraded: bool
+
+
+class Stopped(Outbound, tag="stopped"):
+    session_id: str
+    transcript: str
+    duration_s: float
+    utterances: int
+
+
+class Error(Outbound, tag="error"):
+    code: str
+    message: str
+    fatal: bool = False
+
+
+class Pong(Outbound, tag="pong"):
+    id: str | int | None = None
+
+
+ServerFrame = (
+    Ready | SpeechStarted | Partial | Final | UtteranceEnd | Status | Stopped | Error | Pong
+)
+
+client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
+server_decoder: msgspec.json.Decoder[ServerFrame] = msgspec.json.Decoder(ServerFrame)
+encoder = msgspec.json.Encoder()
+
+
+def config_from_query(params: dict[str, str]) -> Config:
+    """Build a `Config` from query parameters; raises `msgspec.ValidationError` when wrong."""
+    known = {name: value for name, value in params.items() if name in Config.__struct_fields__}
+    return msgspec.convert(known, Config, strict=False)
+
+
+def merge_config(base: Config, update: Config, given: set[str]) -> Config:
+    """Apply the fields a client named in a `config` frame over `base`."""
+    return msgspec.structs.replace(base, **{name: getattr(update, name) for name in given})
+
+
+class NativeCodec:
+    """Stamps `seq` on server frames and encodes them as JSON text (one codec per session)."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self._seq = 0
+
+    def decode(self, message: str | bytes) -> list[bytes | ClientFrame]:
+        return decode_client_message(message)
+
+    def encode(self, frame: ServerFrame) -> list[str | bytes]:
+        self._seq += 1
+        frame.seq = self._seq
+        return [encoder.encode(frame).decode()]
+
+
+def decode_client_message(message: str | bytes) -> list[bytes | ClientFrame]:
+    """Native decoding: binary frames are audio, text frames are JSON client frames.
+
+    Raises `protocol.codec.ProtocolError` with a stable code for anything a client got wrong.
+    """
+    from protocol.codec import ProtocolError  # local: codec imports this module
+
+    if isinstance(message, bytes):
+        if not message:
+            raise ProtocolError("empty_frame", "binary frame carries no audio")
+        return [message]
+    try:
+        frame = client_decoder.decode(message)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        code = "unknown_type" if text.endswith("`$.type`") else "invalid_message"
+        raise ProtocolError(code, text) from None
+    except msgspec.DecodeError as error:
+        raise ProtocolError("invalid_json", f"text frame is not JSON: {error}") from None
+    if isinstance(frame, Audio):
+        try:
+            data = base64.b64decode(frame.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("invalid_base64", "`data` is not valid base64") from None
+        if not data:
+            raise ProtocolError("empty_frame", "`audio` frame carries no audio")
+        return [data]
+    return [frame]
