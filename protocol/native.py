@@ -30,9 +30,7 @@ class Config(Inbound, tag="config"):
 
     sample_rate: Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = 16000
     encoding: Encoding = "pcm_s16le"
-    language: Annotated[str, msgspec.Meta(pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")] = (
-        "auto"
-    )
+    language: Annotated[str, msgspec.Meta(pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")] = "auto"
     task: Task = "transcribe"
     interim: bool = True
     endpointing_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 500

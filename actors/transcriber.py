@@ -1,0 +1,224 @@
+"""The transcriber actor: one per loaded model, shared by every session and upload.
+
+Ownership: `open_transcriber()` opens a nursery that owns one task, `_serve_batches`, and yields
+a `TranscriberHandle`. Callers put `Job`s into a bounded channel (a full queue blocks them: that
+is the backpressure that reaches each session's pipeline). The actor takes what is waiting,
+orders it (finals before partials, then oldest first), drops jobs whose caller has gone, and
+runs one batch at a time in a worker thread (`trio.to_thread.run_sync` with a
+`CapacityLimiter(1)`; never abandoned on cancel, so the model is never used by two threads).
+It never waits to fill a batch: an idle model takes whatever is there.
+
+A model error fails only the jobs of the batch that raised it: the batch is retried one job at a
+time, so one bad request cannot fail its neighbours, and the jobs that still fail get
+`TranscriptionFailed`. Leaving the `async with` closes the queue; the actor finishes what is
+queued and exits. If the actor itself dies, every waiting caller gets `TranscriberClosed` and
+the error surfaces to whoever opened it (the app lifespan).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from actors.model_api import Priority, Request, Result, SpeechModel
+
+
+class TranscriberClosed(Exception):
+    """The transcriber is gone (shut down or crashed); no more results will come."""
+
+
+class TranscriptionFailed(Exception):
+    """The model raised on this request."""
+
+
+@attrs.frozen
+class TranscriberConfig:
+    max_batch_size: int = 8
+    queue_size: int = 64
+
+
+@attrs.frozen
+class TranscriberStatistics:
+    batches: int
+    items: int
+    batch_sizes: dict[int, int]
+    queue: int
+    busy_s: float
+    dropped: int
+    failed: int
+    running: int
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+@attrs.define(eq=False)
+class Job:
+    request: Request
+    priority: Priority
+    submitted: float
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Result | None = None
+    error: BaseException | None = None
+    abandoned: bool = False
+
+    def finish(self, result: Result | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+@attrs.define
+class _Counters:
+    batches: int = 0
+    items: int = 0
+    batch_sizes: Counter[int] = attrs.field(factory=Counter)
+    busy_s: float = 0.0
+    dropped: int = 0
+    failed: int = 0
+    pending: int = 0
+    running: int = 0
+
+
+class TranscriberHandle:
+    """What sessions hold: submit work, read statistics."""
+
+    def __init__(self, jobs: trio.MemorySendChannel[Job], counters: _Counters) -> None:
+        self._jobs = jobs
+        self._counters = counters
+
+    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+        """Queue `request` (waiting while the queue is full) and wait for its result.
+
+        Cancelling the caller abandons the job: the actor drops it before the model sees it.
+        """
+        job = Job(request, priority, trio.current_time())
+        try:
+            await self._jobs.send(job)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise TranscriberClosed("the transcriber is not running") from None
+        try:
+            await job.done.wait()
+        finally:
+            if not job.done.is_set():
+                job.abandoned = True
+        if job.error is not None:
+            if isinstance(job.error, TranscriberClosed):
+                raise TranscriberClosed(str(job.error))
+            raise TranscriptionFailed(f"{type(job.error).__name__}: {job.error}") from job.error
+        assert job.result is not None
+        return job.result
+
+    def statistics(self) -> TranscriberStatistics:
+        counters = self._counters
+        return TranscriberStatistics(
+            batches=counters.batches,
+            items=counters.items,
+            batch_sizes=dict(sorted(counters.batch_sizes.items())),
+            queue=self._jobs.statistics().current_buffer_used + counters.pending,
+            busy_s=round(counters.busy_s, 3),
+            dropped=counters.dropped,
+            failed=counters.failed,
+            running=counters.running,
+        )
+
+
+@asynccontextmanager
+async def open_transcriber(
+    model: SpeechModel, config: TranscriberConfig = TranscriberConfig()
+) -> AsyncIterator[TranscriberHandle]:
+    jobs_send, jobs_recv = trio.open_memory_channel[Job](config.queue_size)
+    counters = _Counters()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_serve_batches, model, jobs_recv, config, counters)
+        with jobs_send:
+            yield TranscriberHandle(jobs_send, counters)
+
+
+async def _serve_batches(
+    model: SpeechModel,
+    jobs: trio.MemoryReceiveChannel[Job],
+    config: TranscriberConfig,
+    counters: _Counters,
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    pending: list[Job] = []
+    with jobs:
+        try:
+            while True:
+                if not pending:
+                    try:
+                        pending.append(await jobs.receive())
+                    except trio.EndOfChannel:
+                        return
+                _take_waiting(jobs, pending, config.queue_size)
+                live = [job for job in pending if not job.abandoned]
+                counters.dropped += len(pending) - len(live)
+                live.sort(key=lambda job: (job.priority != "final", job.submitted))
+                batch, pending = live[: config.max_batch_size], live[config.max_batch_size :]
+                counters.pending = len(pending)
+                if batch:
+                    await _run_batch(model, batch, limiter, counters)
+        except BaseException as error:
+            closed = TranscriberClosed(f"the transcriber stopped: {error!r}")
+            for job in pending:
+                job.finish(error=closed)
+            _fail_waiting(jobs, closed)
+            raise
+
+
+def _take_waiting(jobs: trio.MemoryReceiveChannel[Job], pending: list[Job], limit: int) -> None:
+    while len(pending) < limit:
+        try:
+            pending.append(jobs.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+
+
+def _fail_waiting(jobs: trio.MemoryReceiveChannel[Job], error: TranscriberClosed) -> None:
+    while True:
+        try:
+            jobs.receive_nowait().finish(error=error)
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+
+
+async def _run_batch(
+    model: SpeechModel, batch: list[Job], limiter: trio.CapacityLimiter, counters: _Counters
+) -> None:
+    try:
+        results = await _call_model(model, batch, limiter, counters)
+    except Exception as error:
+        if len(batch) == 1:
+            counters.failed += 1
+            batch[0].finish(error=error)
+            return
+        for job in batch:  # isolate the request that broke the batch
+            await _run_batch(model, [job], limiter, counters)
+        return
+    counters.batches += 1
+    counters.items += len(batch)
+    counters.batch_sizes[len(batch)] += 1
+    for job, result in zip(batch, results, strict=True):
+        job.finish(result=result)
+
+
+async def _call_model(
+    model: SpeechModel, batch: list[Job], limiter: trio.CapacityLimiter, counters: _Counters
+) -> list[Result]:
+    started = trio.current_time()
+    counters.running = len(batch)
+    try:
+        results = await trio.to_thread.run_sync(
+            model.transcribe_batch, [job.request for job in batch], limiter=limiter
+        )
+    finally:
+        counters.running = 0
+        counters.busy_s += trio.current_time() - started
+    if len(results) != len(batch):
+        raise RuntimeError(f"model returned {len(results)} results for {len(batch)} requests")
+    return results

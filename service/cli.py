@@ -1,0 +1,91 @@
+"""The `chorus` command: `chorus serve` runs the app under hypercorn's trio worker.
+
+`serve` owns the process: it builds the app and hands it to `hypercorn.trio.serve`, which owns
+the listening sockets and every connection's task; SIGINT/SIGTERM stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from service.config import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus", description="Live speech-to-text server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--model", help="bundled name (tiny.en, base, small), path or hub name")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--compute-type", dest="compute_type")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--cpu-threads", dest="cpu_threads", type=int)
+    serve.add_argument("--max-batch-size", dest="max_batch_size", type=int)
+    serve.add_argument(
+        "--naive",
+        action="store_true",
+        default=None,
+        help="baseline: each utterance alone on a 30 s window, no batching",
+    )
+    serve.add_argument("--log-level", dest="log_level")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        overrides = {key: value for key, value in vars(args).items() if key != "command"}
+        settings = Settings.from_env(**overrides)
+        return serve(settings)
+    return 2
+
+
+def serve(settings: Settings) -> int:
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from actors.model_files import ModelNotFound
+    from service.app import create_app, load_whisper
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = HypercornConfig()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.websocket_max_message_size = 64 * 1024 * 1024
+    config.graceful_timeout = 10.0
+    config.accesslog = None
+    try:
+        model = load_whisper(settings)
+    except ModelNotFound as error:
+        print(f"chorus: {error}", file=sys.stderr)
+        return 1
+    app = create_app(settings, model=model)
+
+    async def run() -> None:
+        shutdown = trio.Event()
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    shutdown.set()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_signals)
+            await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+            nursery.cancel_scope.cancel()
+
+    trio.run(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Server settings from the environment (a `.env` file is read when present) and CLI flags.
+
+`Settings.from_env()` is called once by the CLI or by `create_app()`; the record is frozen and
+handed down. Limits and security settings that belong to `service/security.py` are read there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+
+def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
+    """`KEY=value` lines of a `.env` file; comments and blank lines ignored; quotes stripped."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@attrs.frozen
+class Settings:
+    model: str = "base"
+    device: str = "auto"
+    compute_type: str = "default"
+    cpu_threads: int = 0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
+    max_batch_size: int = 8
+    queue_size: int = 64
+    bucket_s: float = 5.0
+    final_beam_size: int = 5
+    partial_interval_s: float = 0.6
+    status_interval_s: float = 1.0
+    data_dir: Path = Path("data")
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = {**read_dotenv(), **(os.environ if environ is None else environ)}
+        values: dict[str, object] = {}
+        fields = {field.name: field for field in attrs.fields(cls)}
+        for name, field in fields.items():
+            raw = env.get(f"CHORUS_{name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if field.type in ("bool", bool):
+                values[name] = _flag(raw)
+            elif field.type in ("int", int):
+                values[name] = int(raw)
+            elif field.type in ("float", float):
+                values[name] = float(raw)
+            elif field.type in ("Path", Path):
+                values[name] = Path(raw)
+            else:
+                values[name] = raw
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def effective_compute_type(self) -> str:
+        if self.compute_type != "default":
+            return self.compute_type
+        return "int8" if self.device in ("cpu", "auto") else "float16"

@@ -1,0 +1,95 @@
+"""Shared shapes of the per-connection pipeline: the small protocols the stages depend on.
+
+The supervisor (`service/session.py`) and its four stages (`service/stages.py`) see a
+`FrameSocket`, a `Transcriber` and `SessionHooks`, never Starlette or the actor itself, so tests
+drive them with fakes (`tests/fakes.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from actors.model_api import Priority, Request, Result, Samples
+from protocol.native import Config, Final
+
+
+class ClientGone(Exception):
+    """The client closed the connection or vanished; a normal end of a session."""
+
+
+class FrameSocket(Protocol):
+    async def receive(self) -> str | bytes:
+        """Next client message; raises `ClientGone` when the client has left."""
+        ...
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message; raises `ClientGone` when the client has left."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Transcriber(Protocol):
+    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
+
+
+class SessionHooks(Protocol):
+    """What a session tells the rest of the server: the store and recorder implement this."""
+
+    async def started(self, session: SessionInfo) -> None: ...
+
+    async def audio(self, samples: Samples) -> None:
+        """16 kHz audio as it arrives (for recordings); must not block for long."""
+        ...
+
+    async def final(self, frame: Final) -> None:
+        """Called before a final is sent; returns once it is durable."""
+        ...
+
+    async def ended(self, reason: str, duration_s: float) -> None: ...
+
+
+class NoHooks:
+    async def started(self, session: SessionInfo) -> None:
+        return None
+
+    async def audio(self, samples: Samples) -> None:
+        return None
+
+    async def final(self, frame: Final) -> None:
+        return None
+
+    async def ended(self, reason: str, duration_s: float) -> None:
+        return None
+
+
+@attrs.frozen
+class SessionInfo:
+    session_id: str
+    route: str
+    client: str
+    model: str
+    config: Config
+
+
+@attrs.frozen
+class SessionLimits:
+    max_frame_bytes: int = 1 << 20
+    max_message_bytes: int = 64 << 10
+    idle_timeout_s: float = 30.0
+    max_session_s: float = 4 * 3600.0
+    queue_size: int = 16  # items per inter-stage channel
+
+
+@attrs.frozen
+class StreamOptions:
+    """Server-side knobs for one session (from `Settings`), beside the client's `Config`."""
+
+    model: str = "tiny.en"
+    multilingual: bool = False
+    languages: tuple[str, ...] = ("en",)
+    final_beam_size: int = 5
+    partial_interval_s: float = 0.6
+    limits: SessionLimits = SessionLimits()
