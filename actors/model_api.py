@@ -19,7 +19,8 @@ SAMPLE_RATE = 16000
 Samples = npt.NDArray[np.float32]
 """Mono float32 audio at 16 kHz, the only audio shape past the segmenter."""
 
-Priority = Literal["final", "partial"]
+Priority = Literal["final", "partial", "background"]
+"""Live finals first, then live partials; `background` (uploads) only when no live work waits."""
 
 
 @attrs.frozen

@@ -6,7 +6,9 @@ is the backpressure that reaches each session's pipeline). The actor takes what 
 orders it (finals before partials, then oldest first), drops jobs whose caller has gone, and
 runs one batch at a time in a worker thread (`trio.to_thread.run_sync` with a
 `CapacityLimiter(1)`; never abandoned on cancel, so the model is never used by two threads).
-It never waits to fill a batch: an idle model takes whatever is there.
+It never waits to fill a batch: an idle model takes whatever is there. Uploads submit
+`background` work, which runs only when no live work waits, in batches of at most
+`background_batch_size`, so a long file delays a live final by one small batch at most.
 
 A model error fails only the jobs of the batch that raised it: the batch is retried one job at a
 time, so one bad request cannot fail its neighbours, and the jobs that still fail get
@@ -39,6 +41,7 @@ class TranscriptionFailed(Exception):
 class TranscriberConfig:
     max_batch_size: int = 8
     queue_size: int = 64
+    background_batch_size: int = 2  # uploads run in small batches, so live work waits little
 
 
 @attrs.frozen
@@ -156,10 +159,9 @@ async def _serve_batches(
                     except trio.EndOfChannel:
                         return
                 _take_waiting(jobs, pending, config.queue_size)
-                live = [job for job in pending if not job.abandoned]
-                counters.dropped += len(pending) - len(live)
-                live.sort(key=lambda job: (job.priority != "final", job.submitted))
-                batch, pending = live[: config.max_batch_size], live[config.max_batch_size :]
+                kept = [job for job in pending if not job.abandoned]
+                counters.dropped += len(pending) - len(kept)
+                batch, pending = _next_batch(kept, config)
                 counters.pending = len(pending)
                 if batch:
                     await _run_batch(model, batch, limiter, counters)
@@ -169,6 +171,17 @@ async def _serve_batches(
                 job.finish(error=closed)
             _fail_waiting(jobs, closed)
             raise
+
+
+_RANK = {"final": 0, "partial": 1, "background": 2}
+
+
+def _next_batch(jobs: list[Job], config: TranscriberConfig) -> tuple[list[Job], list[Job]]:
+    """Finals, then partials, oldest first; background work only when no live work waits."""
+    jobs.sort(key=lambda job: (_RANK[job.priority], job.submitted))
+    live = sum(1 for job in jobs if job.priority != "background")
+    size = min(live, config.max_batch_size) if live else config.background_batch_size
+    return jobs[:size], jobs[size:]
 
 
 def _take_waiting(jobs: trio.MemoryReceiveChannel[Job], pending: list[Job], limit: int) -> None:

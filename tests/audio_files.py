@@ -1,0 +1,45 @@
+"""Test helpers: real speech on disk, read as 16 kHz mono, and where the shared set lives."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from actors.model_api import Samples
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+SPEECH = Path(os.environ.get("CHORUS_SPEECH_DIR") or HERE.parent.parent / "shared" / "speech")
+
+
+def need_speech() -> Path:
+    """The shared speech set, or skip: it lives beside the checkout, not in it."""
+    if not (SPEECH / "en_wer.tsv").is_file():
+        pytest.skip(f"shared speech set not found at {SPEECH} (set CHORUS_SPEECH_DIR)")
+    return SPEECH
+
+
+def load(path: Path | str, rate: int = 16000) -> Samples:
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        pieces = [
+            frame.to_ndarray()[0]
+            for packet in container.decode(audio=0)
+            for frame in resampler.resample(packet)
+        ]
+        pieces += [frame.to_ndarray()[0] for frame in resampler.resample(None)]
+    return np.concatenate(pieces).astype(np.float32)
+
+
+def pcm16(samples: Samples) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def en_wer_rows() -> list[dict[str, str]]:
+    with (need_speech() / "en_wer.tsv").open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))

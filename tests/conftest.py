@@ -1,0 +1,42 @@
+"""Shared fixtures: the real tiny.en model (loaded once), real speech, a real server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.types import ASGIApp
+
+from actors.model_api import SpeechModel
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Iterator[SpeechModel]:
+    from actors.model import WhisperAdapter
+    from actors.model_files import resolve_model
+
+    yield WhisperAdapter(resolve_model("tiny.en"), compute_type="int8", cpu_threads=2)
+
+
+@asynccontextmanager
+async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve `app` with hypercorn's trio worker on 127.0.0.1:0; yield `host:port`."""
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.websocket_max_message_size = 64 * 1024 * 1024
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        yield binds[0].removeprefix("http://")
+        shutdown.set()

@@ -1,0 +1,138 @@
+"""`/v1/stream` end to end: hypercorn on 127.0.0.1:0, trio-websocket, the real tiny.en model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import numpy as np
+import trio
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from actors.model_api import SpeechModel
+from audio_files import DATA, load
+from conftest import serve_app
+from service.app import create_app
+from service.config import Settings
+from ws_client import connect, receive_all, send_audio, send_json
+
+SETTINGS = Settings(model="tiny.en", partial_interval_s=0.5)
+
+
+def words(text: str) -> set[str]:
+    return {word.strip(".,!?").lower() for word in text.split()}
+
+
+async def test_words_arrive_as_partials_then_finals(tiny_model: SpeechModel) -> None:
+    app = create_app(SETTINGS, model=tiny_model)
+    audio = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32),
+                            load(DATA / "library.wav"), np.zeros(16000, np.float32)])
+    async with serve_app(app) as address, connect(
+        f"ws://{address}/v1/stream?language=en"
+    ) as ws:
+        await send_audio(ws, audio, pace=4.0)
+        await send_json(ws, {"type": "stop"})
+        frames = await receive_all(ws)
+    kinds = [frame["type"] for frame in frames]
+    assert kinds[0] == "ready" and kinds[-1] == "stopped"
+    finals = [frame for frame in frames if frame["type"] == "final"]
+    said = words(" ".join(final["text"] for final in finals))
+    assert {"weather", "sunny", "breeze", "library", "books", "friday"} <= said
+    first_partial = kinds.index("partial")
+    assert first_partial < kinds.index("final")
+    assert frames[-1]["transcript"] == " ".join(final["text"] for final in finals)
+    assert all(0 <= f["start"] < f["end"] <= len(audio) / 16000 + 0.01 for f in finals)
+    assert ws.closed is not None and ws.closed.code == 1000
+
+
+async def test_finalize_mid_stream_then_more_audio_loses_nothing(
+    tiny_model: SpeechModel,
+) -> None:
+    app = create_app(SETTINGS, model=tiny_model)
+    garden = load(DATA / "garden.wav")
+    cut = int(len(garden) * 0.55)
+    async with serve_app(app) as address, connect(
+        f"ws://{address}/v1/stream"
+    ) as ws:
+        await send_audio(ws, garden[:cut])
+        await send_json(ws, {"type": "finalize"})
+        await send_audio(ws, np.concatenate([garden[cut:], np.zeros(16000, np.float32)]))
+        await send_json(ws, {"type": "stop"})
+        frames = await receive_all(ws)
+    finals = [frame for frame in frames if frame["type"] == "final"]
+    assert finals[0]["from_finalize"] is True and len(finals) >= 2
+    said = words(" ".join(final["text"] for final in finals))
+    assert {"grandmother", "tomatoes", "garden"} <= said
+
+
+async def test_silence_and_low_noise_produce_no_words(tiny_model: SpeechModel) -> None:
+    app = create_app(SETTINGS, model=tiny_model)
+    rng = np.random.default_rng(3)
+    inputs = {
+        "silence": np.zeros(60 * 16000, np.float32),
+        "noise": (rng.standard_normal(60 * 16000) * 0.005).astype(np.float32),
+    }
+    async with serve_app(app) as address:
+        for audio in inputs.values():
+            async with connect(f"ws://{address}/v1/stream") as ws:
+                await send_audio(ws, audio, chunk_s=0.5)
+                await send_json(ws, {"type": "stop"})
+                frames = await receive_all(ws)
+            spoken = [f for f in frames if f["type"] in ("partial", "final") and f["text"]]
+            assert spoken == []
+            assert frames[-1]["type"] == "stopped" and frames[-1]["transcript"] == ""
+            assert abs(frames[-1]["duration_s"] - 60.0) < 0.01
+
+
+async def test_eight_sessions_share_batches_and_keep_their_own_words(
+    tiny_model: SpeechModel,
+) -> None:
+    app = create_app(SETTINGS, model=tiny_model)
+    clips = {"weather": {"weather", "sunny", "breeze"},
+             "library": {"library", "books", "friday"},
+             "garden": {"grandmother", "tomatoes", "garden"}}
+    names = [list(clips)[index % 3] for index in range(8)]
+    heard: dict[int, set[str]] = {}
+
+    async def session(index: int, name: str) -> None:
+        audio = np.concatenate([load(DATA / f"{name}.wav"), np.zeros(16000, np.float32)])
+        async with connect(f"ws://{address}/v1/stream") as ws:
+            await send_audio(ws, audio, pace=1.0)
+            await send_json(ws, {"type": "stop"})
+            frames = await receive_all(ws)
+        heard[index] = words(frames[-1]["transcript"])
+
+    async with serve_app(app) as address:
+        async with trio.open_nursery() as nursery:
+            for index, name in enumerate(names):
+                nursery.start_soon(session, index, name)
+        stats = app.state.transcriber.statistics()
+    for index, name in enumerate(names):
+        assert clips[name] <= heard[index], (name, heard[index])
+        for other, other_words in clips.items():
+            if other != name:
+                assert not (other_words - clips[name]) & heard[index]
+    assert max(stats.batch_sizes) > 1, stats.batch_sizes
+
+
+async def test_mounted_under_a_parent_app(tiny_model: SpeechModel) -> None:
+    chorus = create_app(SETTINGS, model=tiny_model)
+
+    @asynccontextmanager
+    async def lifespan(parent: Starlette) -> AsyncIterator[None]:
+        async with chorus.router.lifespan_context(chorus):
+            yield
+
+    parent = Starlette(routes=[Mount("/stt", app=chorus)], lifespan=lifespan)
+    async with serve_app(parent) as address:
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(f"http://{address}/stt/health")).json()
+        assert health["status"] == "ok" and health["model"] == "tiny.en"
+        async with connect(f"ws://{address}/stt/v1/stream") as ws:
+            await send_audio(ws, np.concatenate([load(DATA / "weather.wav"),
+                                                 np.zeros(16000, np.float32)]))
+            await send_json(ws, {"type": "stop"})
+            frames = await receive_all(ws)
+    assert "weather" in words(frames[-1]["transcript"])

@@ -1,0 +1,164 @@
+"""The per-connection supervisor with fakes: the pipeline's order, drain, disconnects, bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import trio
+import trio.testing
+
+from actors.model_api import Samples
+from audio_files import DATA, load, pcm16
+from fakes import FakeSocket, FakeTranscriber, frame_types
+from protocol.native import (
+    Config, Final, Partial, Ready, SpeechStarted, Stopped, UtteranceEnd, encoder,
+)
+from protocol.native import Finalize as FinalizeFrame
+from protocol.native import Stop as StopFrame
+from service.pipeline import SessionInfo, SessionLimits, StreamOptions
+from service.session import run_session
+from service.stages import SessionState
+
+OPTIONS = StreamOptions(model="fake", final_beam_size=1)
+
+
+def speech_with_pauses() -> Samples:
+    pause = np.zeros(16000, np.float32)
+    return np.concatenate([pause[:8000], load(DATA / "weather.wav"), pause,
+                           load(DATA / "library.wav"), pause])
+
+
+class RecordingHooks:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.audio_samples = 0
+
+    async def started(self, session: SessionInfo) -> None:
+        self.events.append(f"started {session.route}")
+
+    async def audio(self, samples: Samples) -> None:
+        self.audio_samples += len(samples)
+
+    async def final(self, frame: Final) -> None:
+        self.events.append(f"final {frame.utterance}")
+
+    async def ended(self, reason: str, duration_s: float) -> None:
+        self.events.append(f"ended {reason} {duration_s}")
+
+
+async def stream(socket: FakeSocket, audio: Samples, *, then: list[object]) -> None:
+    data = pcm16(audio)
+    for offset in range(0, len(data), 3200):
+        await socket.to_server.send(data[offset : offset + 3200])
+    for frame in then:
+        await socket.to_server.send(encoder.encode(frame).decode())
+
+
+async def test_stop_drains_through_every_stage() -> None:
+    socket, transcriber, hooks = FakeSocket(), FakeTranscriber(), RecordingHooks()
+    audio = speech_with_pauses()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
+        state = await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS,
+                                  hooks=hooks)
+        frames = await socket.frames()
+    kinds = frame_types(frames)
+    assert kinds[0] == "Ready" and kinds[-1] == "Stopped"
+    finals = [f for f in frames if isinstance(f, Final)]
+    assert len(finals) == 2 and [f.utterance for f in finals] == [0, 1]
+    stopped = frames[-1]
+    assert isinstance(stopped, Stopped)
+    assert stopped.transcript == " ".join(f.text for f in finals)
+    assert stopped.utterances == 2 and abs(stopped.duration_s - len(audio) / 16000) < 0.01
+    assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
+    for final in finals:  # utterance_end follows its final; speech_started precedes it
+        after = frames[frames.index(final) + 1]
+        assert isinstance(after, UtteranceEnd) and after.utterance == final.utterance
+    assert isinstance(frames[1], SpeechStarted)
+    assert any(isinstance(f, Partial) for f in frames)
+    assert socket.closed_with == 1000 and state.stop_reason == "stop"
+    assert hooks.events == ["started /v1/stream", "final 0", "final 1",
+                            f"ended stop {round(len(audio) / 16000, 3)}"]
+    assert hooks.audio_samples == len(audio)
+    priorities = {priority for _, priority in transcriber.calls}
+    assert priorities == {"final", "partial"}
+
+
+async def test_finalize_keeps_the_stream_open_and_loses_nothing() -> None:
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    garden = load(DATA / "garden.wav")
+    half = len(garden) // 2
+    async with trio.open_nursery() as nursery:
+        async def client() -> None:
+            await stream(socket, garden[:half], then=[FinalizeFrame()])
+            await stream(socket, np.concatenate([garden[half:], np.zeros(16000, np.float32)]),
+                         then=[StopFrame()])
+
+        nursery.start_soon(client)
+        await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS)
+        frames = await socket.frames()
+    finals = [f for f in frames if isinstance(f, Final)]
+    assert len(finals) == 2
+    assert finals[0].from_finalize and not finals[1].from_finalize
+    assert finals[0].end == round(half / 16000, 3) <= finals[1].start + 0.001
+    assert finals[1].end > finals[0].end
+
+
+async def test_partial_never_follows_its_final() -> None:
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[StopFrame()]))
+        await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS)
+        frames = await socket.frames()
+    finalized = -1
+    for frame in frames:
+        if isinstance(frame, Final):
+            finalized = frame.utterance
+        if isinstance(frame, Partial):
+            assert frame.utterance > finalized
+
+
+async def test_client_that_vanishes_ends_the_session_and_finals_are_still_stored() -> None:
+    socket, transcriber, hooks = FakeSocket(), FakeTranscriber(), RecordingHooks()
+    transcriber.gate = trio.Event()  # hold the model until the client has gone
+
+    async def client() -> None:
+        await stream(socket, speech_with_pauses(), then=[])
+        await trio.testing.wait_all_tasks_blocked()
+        await socket.to_server.aclose()
+        await socket.from_server.aclose()  # nobody reads any more
+        transcriber.gate.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        state = await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS,
+                                  hooks=hooks)
+    assert state.client_gone and state.stop_reason == "client_closed"
+    assert "final 0" in hooks.events and "final 1" in hooks.events
+
+
+async def test_idle_stream_is_closed_with_a_reason(autojump_clock: trio.abc.Clock) -> None:
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    options = StreamOptions(model="fake", limits=SessionLimits(idle_timeout_s=5.0))
+    state = await run_session(socket, socket_codec(), transcriber, Config(), options)
+    frames = await socket.frames()
+    assert isinstance(frames[0], Ready)
+    errors = [f for f in frames if type(f).__name__ == "Error"]
+    assert errors and errors[0].code == "idle_timeout" and errors[0].fatal  # type: ignore[attr-defined]
+    assert isinstance(frames[-1], Stopped) and state.stop_reason == "idle_timeout"
+
+
+def test_per_session_memory_bound() -> None:
+    """The bound written in service/session.py, from the default limits."""
+    limits = SessionLimits()
+    state = SessionState(session_id="x", config=Config())
+    commands = limits.queue_size * limits.max_frame_bytes
+    segments = limits.queue_size * 15.0 * 16000 * 4
+    assert commands == 16 * 2**20
+    assert segments <= 16_000_000
+    assert state.lag_s == 0.0
+
+
+def socket_codec():  # type: ignore[no-untyped-def]
+    from protocol.native import NativeCodec
+
+    return NativeCodec()

@@ -1,0 +1,65 @@
+"""A small native-protocol client for end-to-end tests (trio-websocket)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from actors.model_api import Samples
+from audio_files import pcm16
+
+
+async def send_audio(
+    ws: WebSocketConnection, audio: Samples, *, chunk_s: float = 0.1, pace: float = 0.0
+) -> None:
+    """Send PCM16 in `chunk_s` frames; `pace` > 0 sleeps `chunk_s / pace` between frames."""
+    data = pcm16(audio)
+    step = int(chunk_s * 16000) * 2
+    for offset in range(0, len(data), step):
+        await ws.send_message(data[offset : offset + step])
+        if pace:
+            await trio.sleep(chunk_s / pace)
+
+
+async def send_json(ws: WebSocketConnection, payload: dict[str, Any]) -> None:
+    await ws.send_message(json.dumps(payload))
+
+
+async def receive_all(ws: WebSocketConnection) -> list[dict[str, Any]]:
+    frames = []
+    try:
+        while True:
+            message = await ws.get_message()
+            frames.append(json.loads(message) | {"_at": trio.current_time()})
+    except ConnectionClosed:
+        return frames
+
+
+async def receive_until(ws: WebSocketConnection, kind: str) -> list[dict[str, Any]]:
+    frames = []
+    while True:
+        frame = json.loads(await ws.get_message())
+        frames.append(frame)
+        if frame["type"] == kind:
+            return frames
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
+    """`open_websocket_url`, plus closing the TCP stream it can leave open.
+
+    trio-websocket's client waits for the server's TCP close after the close handshake; if the
+    block ends first, its reader task is cancelled and the socket is never closed (a
+    ResourceWarning, an error under our warnings policy).
+    """
+    async with open_websocket_url(url) as ws:
+        try:
+            yield ws
+        finally:
+            stream = ws._stream  # noqa: SLF001 - see the docstring
+    await stream.aclose()
