@@ -1,29 +1,42 @@
 """`create_app()`: the Chorus ASGI app, mountable under a larger trio ASGI application.
 
-Ownership: the app's lifespan loads the model (in a worker thread) and opens the one
-transcriber actor (`actors.transcriber.open_transcriber`), whose nursery lives as long as the
-lifespan; the handle is kept in `app.state.transcriber`. Each WebSocket route runs its
-session's nursery (`service.session.run_session`) inside the request. On shutdown the
-transcriber's queue closes and the actor finishes what it holds.
+Ownership: the app's lifespan loads the model (in a worker thread) and opens the long-lived
+actors, each with its own nursery that lives as long as the lifespan: the one transcriber
+(`app.state.transcriber`), the store (`app.state.store`) and the rate limiter
+(`app.state.limiter`); the session gate counts live sessions. Each WebSocket route runs its
+session's nursery (`service.admission.serve_session`) inside the request. On shutdown the
+transcriber's queue closes and the actor finishes what it holds; the store commits what is
+queued and closes.
+
+To mount Chorus under a parent Starlette app, enter its lifespan from the parent's:
+`async with chorus.router.lifespan_context(chorus): yield`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from actors.limiter import LimiterConfig, open_limiter
 from actors.model_api import SpeechModel
+from actors.store import open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
+from service.admission import session_limits
 from service.config import Settings
-from service.pipeline import SessionLimits, StreamOptions
+from service.limits import BodyLimitMiddleware, SessionGate
+from service.pipeline import StreamOptions
+from service.security import SecurityConfig, SecurityMiddleware
+from service.sessions_api import sessions_routes
 from service.stream import stream_endpoint
 
 log = logging.getLogger("chorus")
@@ -50,13 +63,19 @@ def create_app(
     model: SpeechModel | None = None,
     load_model: ModelLoader = load_whisper,
     extra_routes: list[BaseRoute] | None = None,
+    security: SecurityConfig | None = None,
+    limiter: LimiterConfig | None = None,
 ) -> Starlette:
     """Build the app; `model` injects a ready model (tests), else `load_model(settings)`."""
     settings = settings or Settings.from_env()
+    security = security or SecurityConfig.from_env()
+    limiter_config = limiter or LimiterConfig.from_env(os.environ)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        speech = model or await trio.to_thread.run_sync(load_model, settings)
+        speech: SpeechModel = (
+            model if model is not None else await trio.to_thread.run_sync(load_model, settings)
+        )
         config = TranscriberConfig(
             max_batch_size=1 if settings.naive else settings.max_batch_size,
             queue_size=settings.queue_size,
@@ -67,10 +86,18 @@ def create_app(
             languages=speech.languages,
             final_beam_size=settings.final_beam_size,
             partial_interval_s=settings.partial_interval_s,
-            limits=SessionLimits(),
+            limits=session_limits(security.limits),
         )
-        app.state.sessions = 0
-        async with open_transcriber(speech, config) as transcriber:
+        app.state.live = {}
+        app.state.gate = SessionGate.from_limits(security.limits)
+        retention = settings.retention_days or None
+        async with (
+            open_store(settings.data_dir, retention_days=retention) as store,
+            open_limiter(limiter_config) as rate_limiter,
+            open_transcriber(speech, config) as transcriber,
+        ):
+            app.state.store = store
+            app.state.limiter = rate_limiter
             app.state.transcriber = transcriber
             log.info("chorus ready: model %s, batch <= %d", speech.name, config.max_batch_size)
             yield
@@ -78,10 +105,18 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/health", health),
         WebSocketRoute("/v1/stream", stream_endpoint),
+        *sessions_routes(),
         *(extra_routes or []),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        *security.origins.cors(),
+        Middleware(SecurityMiddleware, config=security),
+        Middleware(BodyLimitMiddleware, max_bytes=security.limits.max_upload_bytes),
+    ]
+    security.log_startup_warnings()
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
+    app.state.security = security
     return app
 
 
@@ -91,9 +126,20 @@ async def health(request: Request) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "ok" if transcriber is not None else "starting",
         "model": state.options.model if transcriber is not None else state.settings.model,
-        "sessions": getattr(state, "sessions", 0),
+        "sessions": len(getattr(state, "live", {})),
     }
     if transcriber is not None:
+        limiter = state.limiter.statistics()
+        if not limiter.healthy:
+            body["status"] = "degraded"
+        body["limits"] = {
+            "backend": limiter.backend,
+            "healthy": limiter.healthy,
+            "fail_policy": limiter.fail_policy,
+            "last_error": limiter.last_error,
+        }
+        store = state.store.statistics()
+        body["store"] = {"writes": store.writes, "queue": store.queue, "failed": store.failed}
         stats = transcriber.statistics()
         body["languages"] = list(state.options.languages)
         body["transcriber"] = {

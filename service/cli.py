@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="baseline: each utterance alone on a 30 s window, no batching",
     )
+    serve.add_argument("--data-dir", dest="data_dir", type=Path,
+                       help="where sessions (SQLite) and recordings (WAV) are kept")
     serve.add_argument("--log-level", dest="log_level")
     return parser
 

@@ -47,6 +47,8 @@ class Settings:
     partial_interval_s: float = 0.6
     status_interval_s: float = 1.0
     data_dir: Path = Path("data")
+    retention_days: float = 0.0  # 0 keeps sessions forever
+    admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     log_level: str = "info"
 
     @classmethod

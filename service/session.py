@@ -57,10 +57,12 @@ async def run_session(
     hooks: SessionHooks | None = None,
     annotate: Callable[[Final], Final] = lambda frame: frame,
     session_id: str | None = None,
+    on_start: Callable[[SessionState], object] = lambda state: None,
 ) -> SessionState:
     """Serve one connection until it ends; returns the session's final state."""
     hooks = hooks or NoHooks()
     state = SessionState(session_id=session_id or new_session_id(), config=config)
+    on_start(state)
     size = options.limits.queue_size
     commands_send, commands_recv = trio.open_memory_channel[Command](size)
     events_send, events_recv = trio.open_memory_channel[Event](size)
@@ -79,7 +81,6 @@ async def run_session(
         return ready_frame(state, options)
 
     await hooks.started(SessionInfo(state.session_id, route, client, options.model, config))
-    started = trio.current_time()
     await frames_send.send(ready_frame(state, options))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
@@ -100,7 +101,6 @@ async def run_session(
         )
         nursery.start_soon(write_frames, socket, codec, frames_recv, state, hooks)
     await hooks.ended(state.stop_reason, round(state.received_s, 3))
-    del started
     return state
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import trio
 
 from actors.audio import PcmDecoder
+from actors.decode import UndecodableAudio
+from actors.decode_stream import StreamingDecoder
 from actors.model_api import SAMPLE_RATE, DecodeOptions, Request, Samples
 from actors.segmenter import Event, Segment, Segmenter, SegmenterConfig, SpeechStart, UtteranceEnded
 from actors.transcriber import TranscriptionFailed
@@ -122,11 +124,12 @@ async def read_frames(
                 for item in items:
                     if isinstance(item, bytes | KeepAlive):
                         idle_deadline = trio.current_time() + limits.idle_timeout_s
-                    if isinstance(item, bytes):
-                        state.audio_started = True
-                        await commands.send(item)
-                    elif isinstance(item, Finalize):
-                        await commands.send(item)
+                    if isinstance(item, bytes | Finalize):
+                        state.audio_started = state.audio_started or isinstance(item, bytes)
+                        try:
+                            await commands.send(item)
+                        except trio.BrokenResourceError:
+                            return  # the segmenter gave up on this stream
                     elif isinstance(item, Stop):
                         state.stop_reason = "stop"
                         return
@@ -145,9 +148,7 @@ async def read_frames(
                 Error(
                     code=expired,
                     fatal=True,
-                    message=(
-                        f"{what} for {limit:g} s: closing"
-                    ),
+                    message=(f"{what} for {limit:g} s: closing"),
                 )
             )
             state.stop_reason = expired
@@ -171,51 +172,71 @@ async def segment_audio(
     options: StreamOptions,
     hooks: SessionHooks,
 ) -> None:
+    """Decode audio, cut utterances, and pass every event on in order.
+
+    An undecodable `encoding=auto` stream ends the session: an `error` frame, then this stage
+    closes its command channel, so the reader stops taking audio.
+    """
     segmenter: Segmenter | None = None
-    decoder: PcmDecoder | None = None
+    decoder: AudioDecoder | None = None
     with commands, events, frames:
-        async for command in commands:
-            if segmenter is None or decoder is None:
-                config = state.config
-                segmenter = Segmenter(
-                    SegmenterConfig(
-                        endpointing_ms=config.endpointing_ms,
-                        max_utterance_s=config.max_utterance_s,
-                        partial_interval_s=options.partial_interval_s,
-                        interim=config.interim,
+        try:
+            async for command in commands:
+                if segmenter is None or decoder is None:
+                    config = state.config
+                    segmenter = Segmenter(
+                        SegmenterConfig(
+                            endpointing_ms=config.endpointing_ms,
+                            max_utterance_s=config.max_utterance_s,
+                            partial_interval_s=options.partial_interval_s,
+                            interim=config.interim,
+                        )
                     )
-                )
-                decoder = make_decoder(config)
-            if isinstance(command, Finalize):
-                for event in segmenter.finalize():
-                    await events.send(event)
-                continue
-            samples = decoder.feed(command)
-            if decoder.misaligned_frames and not state.warned_misaligned:
-                state.warned_misaligned = True
-                await frames.send(
-                    Error(
-                        code="odd_byte_count",
-                        message=(
-                            "a binary frame's length is not a multiple of the "
-                            f"{config.encoding} sample size; the partial sample is kept "
-                            "and joined to the next frame"
-                        ),
+                    decoder = make_decoder(config)
+                if isinstance(command, Finalize):
+                    for event in segmenter.finalize():
+                        await events.send(event)
+                    continue
+                samples = await _decode(decoder, command)
+                if getattr(decoder, "misaligned_frames", 0) and not state.warned_misaligned:
+                    state.warned_misaligned = True
+                    await frames.send(
+                        Error(
+                            code="odd_byte_count",
+                            message=(
+                                "a binary frame's length is not a multiple of the "
+                                f"{config.encoding} sample size; the partial sample is kept "
+                                "and joined to the next frame"
+                            ),
+                        )
                     )
-                )
-            await _push(samples, segmenter, events, state, hooks)
-        if segmenter is not None and decoder is not None:
-            await _push(decoder.flush(), segmenter, events, state, hooks)
+                await _push(samples, segmenter, events, state, hooks)
+            if segmenter is not None and decoder is not None:
+                await _push(await _decode(decoder, None), segmenter, events, state, hooks)
+        except UndecodableAudio as error:
+            state.stop_reason, state.close_code = "undecodable_audio", 1003
+            await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
+        if segmenter is not None:
             for event in segmenter.close():
                 await events.send(event)
 
 
-def make_decoder(config: Config) -> PcmDecoder:
-    if config.encoding == "auto":
-        from actors.decode import StreamingPcmAdapter
+AudioDecoder = PcmDecoder | StreamingDecoder
 
-        return StreamingPcmAdapter()  # type: ignore[no-any-return]
+
+def make_decoder(config: Config) -> AudioDecoder:
+    if config.encoding == "auto":
+        return StreamingDecoder()
     return PcmDecoder(config.encoding, config.sample_rate)
+
+
+async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
+    """PCM decodes inline; containers decode in a worker thread (a few ms of CPU a chunk)."""
+    if isinstance(decoder, PcmDecoder):
+        return decoder.feed(data) if data is not None else decoder.flush()
+    if data is None:
+        return await trio.to_thread.run_sync(decoder.flush)
+    return await trio.to_thread.run_sync(decoder.feed, data)
 
 
 async def _push(

@@ -1,61 +1,36 @@
 """`WS /v1/stream`: the native protocol route (DESIGN §4.1).
 
-The route owns the connection: it reads the query into a `Config`, accepts, and runs one
-session (`service.session.run_session`) with a `NativeCodec`. Errors inside the session's
-nursery close the socket with 1011 and are logged; the server goes on.
+The route reads the query into a `Config` (or an `Error` to answer) and hands the connection
+to `service.admission.serve_session`, which admits, accepts and runs the session with a
+`NativeCodec`. Sentiment, when asked for, is added to each final by `annotate`.
 """
 
 from __future__ import annotations
-
-import logging
 
 import msgspec
 from starlette.websockets import WebSocket
 
 from protocol.native import Config, Error, NativeCodec, config_from_query
-from service.session import check_config, run_session
-from service.sockets import StarletteSocket
+from service.admission import serve_session
 
-log = logging.getLogger("chorus.stream")
+
+def native_config(query: dict[str, str]) -> Config | Error:
+    try:
+        return config_from_query(query)
+    except msgspec.ValidationError as error:
+        return Error(code="invalid_config", message=str(error), fatal=True)
 
 
 async def stream_endpoint(websocket: WebSocket) -> None:
-    await serve_native(websocket, route="/v1/stream")
+    config = native_config(dict(websocket.query_params))
+    await serve_session(
+        websocket, NativeCodec(), config, route="/v1/stream", annotate=sentiment_annotator(config)
+    )
 
 
-async def serve_native(websocket: WebSocket, *, route: str) -> None:
-    state = websocket.app.state
-    codec = NativeCodec()
-    socket = StarletteSocket(websocket)
-    await websocket.accept()
-    try:
-        config = config_from_query(dict(websocket.query_params))
-    except msgspec.ValidationError as error:
-        await _refuse(socket, codec, Error(code="invalid_config", message=str(error), fatal=True))
-        return
-    problem = check_config(config, state.options)
-    if problem is not None:
-        problem.fatal = True
-        await _refuse(socket, codec, problem)
-        return
-    await _serve(websocket, socket, codec, config, route)
+def sentiment_annotator(config: Config | Error):  # type: ignore[no-untyped-def]
+    if isinstance(config, Config) and config.sentiment:
+        from actors.sentiment import annotate_sentiment
 
-
-async def _serve(
-    websocket: WebSocket, socket: StarletteSocket, codec: NativeCodec, config: Config, route: str
-) -> None:
-    state = websocket.app.state
-    state.sessions += 1
-    try:
-        await run_session(socket, codec, state.transcriber, config, state.options, route=route)
-    except Exception:
-        log.exception("session failed")
-        await socket.close(1011, "internal error")
-    finally:
-        state.sessions -= 1
-
-
-async def _refuse(socket: StarletteSocket, codec: NativeCodec, error: Error) -> None:
-    for message in codec.encode(error):
-        await socket.send(message)
-    await socket.close(1008, error.code)
+        return annotate_sentiment
+    return lambda frame: frame

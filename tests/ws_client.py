@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url,
+)
 
 from actors.model_api import Samples
 from audio_files import pcm16
@@ -63,3 +65,30 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
         finally:
             stream = ws._stream  # noqa: SLF001 - see the docstring
     await stream.aclose()
+
+
+async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> ConnectionRejected:
+    """Open a WebSocket that the server must refuse before the upgrade; return the refusal.
+
+    trio-websocket 0.12 leaves its TCP stream open when a handshake is rejected, so the
+    streams opened meanwhile are closed here.
+    """
+    streams: list[trio.SocketStream] = []
+    original = trio.open_tcp_stream
+
+    async def tracked(host: str, port: int) -> trio.SocketStream:
+        stream = await original(host, port)
+        streams.append(stream)
+        return stream
+
+    trio.open_tcp_stream = tracked  # type: ignore[assignment]
+    try:
+        async with open_websocket_url(url, extra_headers=headers or []):
+            pass
+    except ConnectionRejected as refusal:
+        return refusal
+    finally:
+        trio.open_tcp_stream = original
+        for stream in streams:
+            await stream.aclose()
+    raise AssertionError(f"{url} was accepted")

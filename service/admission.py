@@ -1,0 +1,158 @@
+"""Admission and the common life of a WebSocket session, for every route and dialect.
+
+`serve_session` is what each WebSocket route calls: before the upgrade it checks the client's
+recording rate limit, the per-client and total session caps, and whether the transcriber is
+keeping up (refusing with HTTP 429/503 + `Retry-After`, never after audio was accepted); then it
+accepts, builds the session's store hooks, and runs the session pipeline. It owns the
+session's admission slot and releases it when the session ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from protocol.codec import Codec
+from protocol.native import Config, Error, Final
+from service.limits import Limits
+from service.pipeline import NoHooks, SessionHooks, SessionLimits, StreamOptions
+from service.recorder import StoreHooks
+from service.refusal import Refusal
+from service.security import refuse_websocket
+from service.session import check_config, new_session_id, run_session
+from service.sockets import StarletteSocket
+from service.stages import SessionState
+
+log = logging.getLogger("chorus.session")
+
+
+def session_limits(limits: Limits, queue_size: int = 16) -> SessionLimits:
+    return SessionLimits(
+        max_frame_bytes=limits.max_frame_bytes,
+        max_message_bytes=limits.max_message_bytes,
+        idle_timeout_s=limits.idle_timeout_s,
+        max_session_s=limits.max_session_s,
+        queue_size=queue_size,
+    )
+
+
+async def admit(state: Any, client: str) -> Refusal | None:
+    """Why a new session or upload from `client` must be refused now, or None."""
+    limiter = getattr(state, "limiter", None)
+    if limiter is not None:
+        decision = await limiter.hit(client)
+        if not decision.allowed:
+            code = "rate_limited" if decision.reason == "limit" else "limits_unavailable"
+            window = f" per {decision.window}" if decision.window else ""
+            return Refusal(
+                decision.status_code,
+                code,
+                f"too many recordings{window} for this client",
+                retry_after=max(1, decision.retry_after),
+            )
+    if overloaded(state):
+        return Refusal(
+            503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
+        )
+    return None
+
+
+def overloaded(state: Any) -> bool:
+    """The transcriber cannot keep up: a live session is far behind, or the queue is full."""
+    settings = state.settings
+    live: dict[str, SessionState] = getattr(state, "live", {})
+    if any(session.lag_s > settings.admission_lag_s for session in live.values()):
+        return True
+    transcriber = getattr(state, "transcriber", None)
+    return transcriber is not None and (
+        transcriber.statistics().queue >= settings.queue_size * 3 // 4
+    )
+
+
+async def serve_session(
+    websocket: WebSocket,
+    codec: Codec,
+    config: Config | Error,
+    *,
+    route: str,
+    annotate: Callable[[Final], Final] = lambda frame: frame,
+    options: StreamOptions | None = None,
+    subprotocol: str | None = None,
+) -> SessionState | None:
+    """Admit, accept and run one session; `config` may be an `Error` to answer and close."""
+    state = websocket.app.state
+    client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
+    refusal = await admit(state, client)
+    admission = None
+    if refusal is None and getattr(state, "gate", None) is not None:
+        try:
+            admission = state.gate.admit(client)
+        except Refusal as refused:
+            refusal = refused
+    if refusal is not None:
+        log.info("refused %s for %s: %s", route, client, refusal.code)
+        await refuse_websocket(websocket, refusal)
+        return None
+    try:
+        await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
+        socket = StarletteSocket(websocket)
+        options = options or state.options
+        problem = config if isinstance(config, Error) else check_config(config, options)
+        if problem is not None or not isinstance(config, Config):
+            problem = problem or Error(code="invalid_config", message="bad configuration")
+            problem.fatal = True
+            for message in codec.encode(problem):
+                await socket.send(message)
+            await socket.close(1008, problem.code)
+            return None
+        return await _run(websocket, socket, codec, config, options, route, client, annotate)
+    finally:
+        if admission is not None:
+            admission.release()
+
+
+async def _run(
+    websocket: WebSocket,
+    socket: StarletteSocket,
+    codec: Codec,
+    config: Config,
+    options: StreamOptions,
+    route: str,
+    client: str,
+    annotate: Callable[[Final], Final],
+) -> SessionState | None:
+    state = websocket.app.state
+    store = getattr(state, "store", None)
+    hooks: SessionHooks = StoreHooks(store, record=config.record) if store else NoHooks()
+    session_id = new_session_id()
+    live: dict[str, SessionState] = state.live
+    try:
+        return await run_session(
+            socket,
+            codec,
+            state.transcriber,
+            config,
+            options,
+            route=route,
+            client=client,
+            hooks=hooks,
+            annotate=annotate,
+            session_id=session_id,
+            on_start=lambda session: live.__setitem__(session_id, session),
+        )
+    except Exception:
+        log.exception("session %s failed", session_id)
+        await socket.close(1011, "internal error")
+        return None
+    finally:
+        live.pop(session_id, None)
+
+
+def _subprotocol(websocket: WebSocket, wanted: str | None) -> str | None:
+    offered = websocket.scope.get("subprotocols") or []
+    if wanted is not None and wanted in offered:
+        return wanted
+    return "token" if "token" in offered else None

@@ -1,0 +1,310 @@
+"""Who may connect: API keys, client identity, allowed origins, and refusals before the upgrade.
+
+Pure parts (no I/O, usable from HTTP routes and WebSocket handshakes alike): `authenticate()`
+reads a key from `Authorization: Bearer|Token <key>`, the `token` query parameter, or a
+`Sec-WebSocket-Protocol: token, <key>` offer (Deepgram's browser style), and compares it with
+every configured key in constant time; `peer_address()` honours `X-Forwarded-For` only when
+the peer is a trusted proxy; `AllowedOrigins.allows()` checks a browser's `Origin`.
+
+`SecurityMiddleware` applies them to every HTTP request and WebSocket handshake. A refusal is a
+`Refusal` (status, code, message, `Retry-After`); on a WebSocket it is answered as a plain HTTP
+response before the upgrade, through the ASGI "websocket.http.response" extension (hypercorn
+has it); a server without it gets close code 1008 before accept (hypercorn answers 403). The
+admitted client's identity ("key:<hash>" or "ip:<address>") goes in `scope["state"]["client"]`
+(`request.state.client`); the key itself is never stored or logged.
+
+`SecurityConfig.from_env()` reads everything here plus the `Limits` (re-exported, with
+`SessionGate`, from `service/limits.py`). Stack, outermost first: `*config.origins.cors()`,
+`SecurityMiddleware`, `BodyLimitMiddleware`, so CORS preflights are answered before any key
+is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import attrs
+from starlette.datastructures import Headers, QueryParams
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from service.limits import Limits, SessionGate
+from service.refusal import Refusal
+
+__all__ = [
+    "AllowedOrigins",
+    "ApiKeys",
+    "Limits",
+    "Refusal",
+    "SecurityConfig",
+    "SecurityMiddleware",
+    "SessionGate",
+    "authenticate",
+    "deny_handshake",
+    "peer_address",
+    "refuse_websocket",
+]
+
+log = logging.getLogger("chorus.security")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@attrs.frozen
+class ApiKeys:
+    keys: frozenset[str] = attrs.field(default=frozenset(), repr=False)  # never in a log line
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ApiKeys:
+        """`CHORUS_API_KEYS` (comma-separated) and/or `CHORUS_API_KEYS_FILE` (one per line)."""
+        keys = {key.strip() for key in environ.get("CHORUS_API_KEYS", "").split(",")}
+        if path := environ.get("CHORUS_API_KEYS_FILE", "").strip():
+            lines = Path(path).read_text().splitlines()  # a missing file is a start-up error
+            keys |= {line.strip() for line in lines if not line.lstrip().startswith("#")}
+        return cls(frozenset(key for key in keys if key))
+
+    def match(self, given: str) -> str | None:
+        """The identity of the key `given` matches, comparing with every key in constant time."""
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(key.encode(), given.encode()):
+                found = key
+        return None if found is None else key_identity(found)
+
+
+def key_identity(key: str) -> str:
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _offered_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    if authorization := headers.get("authorization"):
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() in ("bearer", "token") and credentials.strip():
+            return credentials.strip()
+        raise Refusal(401, "unauthorized", "Authorization must be 'Bearer <key>' or 'Token <key>'")
+    if token := query.get("token"):
+        return token
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    if len(offered) >= 2 and offered[0].lower() == "token" and offered[1]:
+        return offered[1]  # the server must accept with subprotocol "token"
+    return None
+
+
+def authenticate(headers: Mapping[str, str], query: Mapping[str, str], keys: ApiKeys) -> str | None:
+    """The identity of the offered API key, or None when no keys are configured (open server).
+
+    `headers` must look names up case-insensitively (Starlette's `Headers`). Raises `Refusal`
+    (401) when a key is required and is missing or wrong.
+    """
+    if not keys.keys:
+        return None
+    offered = _offered_key(headers, query)
+    if offered is None:
+        raise Refusal(401, "unauthorized", "an API key is required")
+    identity = keys.match(offered)
+    if identity is None:
+        raise Refusal(401, "unauthorized", "invalid API key")
+    return identity
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p)
+    except ValueError as error:
+        raise ValueError(f"CHORUS_TRUSTED_PROXIES: {error}") from None
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def peer_address(
+    client: tuple[str, int] | None, headers: Mapping[str, str], proxies: Collection[IPNetwork]
+) -> str:
+    """The client's address: the peer, or for a trusted proxy the first untrusted hop."""
+    address = client[0] if client else "unknown"
+    hops = [hop for hop in headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+    while _trusted(address, proxies) and hops:
+        hop = _address(hops.pop())
+        if hop is None:
+            break  # garbage from beyond the proxy: keep the last address we can vouch for
+        address = str(hop)
+    return address
+
+
+def _trusted(address: str, proxies: Collection[IPNetwork]) -> bool:
+    parsed = _address(address)
+    return parsed is not None and any(parsed in network for network in proxies)
+
+
+def _normal_origin(origin: str) -> str | None:
+    """`scheme://host[:port]` in lower case without a default port; None when not an origin."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    keep_port = port is not None and port != _DEFAULT_PORTS[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if keep_port else "")
+
+
+@attrs.frozen
+class AllowedOrigins:
+    """`CHORUS_ALLOWED_ORIGINS`: browser origins allowed besides the server's own."""
+
+    origins: frozenset[str] = frozenset()
+    any: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AllowedOrigins:
+        given = [p.strip() for p in environ.get("CHORUS_ALLOWED_ORIGINS", "").split(",")]
+        normal = set()
+        for origin in (p for p in given if p and p != "*"):
+            if (value := _normal_origin(origin)) is None:
+                raise ValueError(f"CHORUS_ALLOWED_ORIGINS: {origin!r} is not an origin")
+            normal.add(value)
+        return cls(frozenset(normal), "*" in given)
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        """No `Origin` (not a browser), the same host, or a listed origin."""
+        if origin is None or self.any:
+            return True
+        normal = _normal_origin(origin)
+        if normal is None:
+            return False  # "null" (sandboxed pages, files) and garbage
+        if normal in self.origins:
+            return True
+        return host is not None and _same_host(normal, host)
+
+    def cors(self) -> list[Middleware]:
+        """CORS for the HTTP routes, from the same list; none when unset (same-origin only)."""
+        if not (self.any or self.origins):
+            return []
+        return [
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"] if self.any else sorted(self.origins),
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "range"],
+                expose_headers=["retry-after", "content-range", "accept-ranges", "content-length"],
+            )
+        ]
+
+
+def _same_host(origin: str, host: str) -> bool:
+    """Whether the `Host` a browser connected to is the origin's host and port."""
+    scheme, _, netloc = origin.partition("://")
+    try:
+        parts = urlsplit("//" + host.strip().lower())
+        port = parts.port
+    except ValueError:
+        return False
+    if not parts.hostname:
+        return False
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    keep_port = port is not None and port != _DEFAULT_PORTS[scheme]
+    return netloc == name + (f":{port}" if keep_port else "")
+
+
+@attrs.frozen
+class SecurityConfig:
+    api_keys: ApiKeys = attrs.field(factory=ApiKeys)
+    origins: AllowedOrigins = attrs.field(factory=AllowedOrigins)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    limits: Limits = attrs.field(factory=Limits)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> SecurityConfig:
+        return cls(
+            api_keys=ApiKeys.from_env(environ),
+            origins=AllowedOrigins.from_env(environ),
+            trusted_proxies=_networks(environ.get("CHORUS_TRUSTED_PROXIES", "")),
+            limits=Limits.from_env(environ),
+        )
+
+    def log_startup_warnings(self) -> None:
+        if not self.api_keys.keys:
+            log.warning(
+                "no API keys configured (CHORUS_API_KEYS): anyone who can reach it may use it"
+            )
+        if self.origins.any:
+            log.warning("CHORUS_ALLOWED_ORIGINS=*: any web page may open streams on this server")
+
+    def identify(self, scope: Scope) -> str:
+        """Authenticate (and for WebSockets check the Origin); the client identity or `Refusal`."""
+        headers = Headers(scope=scope)
+        if scope["type"] == "websocket":
+            host = headers.get("host")
+            client = scope.get("client")
+            if client and _trusted(client[0], self.trusted_proxies):
+                host = headers.get("x-forwarded-host", host)
+            if not self.origins.allows(headers.get("origin"), host):
+                raise Refusal(403, "origin_not_allowed", "this Origin may not open streams here")
+        identity = authenticate(headers, QueryParams(scope["query_string"]), self.api_keys)
+        return identity or "ip:" + peer_address(scope.get("client"), headers, self.trusted_proxies)
+
+
+async def deny_handshake(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
+    """Refuse a WebSocket handshake with an HTTP response (or close 1008 without the extension)."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await refusal.response()(scope, receive, send)
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.message})
+
+
+async def refuse_websocket(websocket: WebSocket, refusal: Refusal) -> None:
+    """`deny_handshake` for a Starlette `WebSocket` that has not been accepted."""
+    await deny_handshake(websocket.scope, websocket.receive, websocket.send, refusal)
+
+
+class SecurityMiddleware:
+    """Authenticates every request and handshake outside `public_paths`; puts the client in
+    `scope["state"]["client"]`. Public paths (and CORS preflights) only get the client set."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: SecurityConfig,
+        *,
+        public_paths: Collection[str] = ("/", "/health", "/metrics"),
+        public_prefixes: tuple[str, ...] = ("/static/",),
+    ) -> None:
+        self.app, self.config = app, config
+        self.public_paths, self.public_prefixes = frozenset(public_paths), public_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        public = path in self.public_paths or path.startswith(self.public_prefixes)
+        try:
+            if scope["type"] == "http" and (public or scope["method"] == "OPTIONS"):
+                client = "ip:" + peer_address(
+                    scope.get("client"), Headers(scope=scope), self.config.trusted_proxies
+                )
+            else:
+                client = self.config.identify(scope)
+        except Refusal as refusal:
+            if scope["type"] == "websocket":
+                await deny_handshake(scope, receive, send, refusal)
+            else:
+                await refusal.response()(scope, receive, send)
+            return
+        scope.setdefault("state", {})["client"] = client
+        await self.app(scope, receive, send)

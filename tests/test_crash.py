@@ -1,0 +1,95 @@
+"""A server killed with SIGKILL mid-session loses no final its client had received."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import sys
+import wave
+from pathlib import Path
+
+import httpx
+import numpy as np
+import trio
+
+from audio_files import DATA, load, pcm16
+from ws_client import connect
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def start_server(data_dir: Path, port: int) -> trio.Process:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "service.cli", "serve", "--model", "tiny.en", "--port",
+         str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
+        cwd=HERE.parent)
+    async with httpx.AsyncClient() as http:
+        with trio.fail_after(60):
+            while True:
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        return process
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.2)
+
+
+async def test_sigkill_mid_session_keeps_every_final_sent(tmp_path: Path) -> None:
+    port = free_port()
+    pause = np.zeros(16000, np.float32)
+    clips = [load(DATA / f"{name}.wav") for name in ("weather", "library", "garden")]
+    speech = np.concatenate([part for clip in clips for part in (clip, pause)] * 3)
+    data = pcm16(speech)
+    server = await start_server(tmp_path, port)
+    received: list[dict[str, object]] = []
+    sent_bytes = 0
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/v1/stream?record=true") as ws:
+            session_id = json.loads(await ws.get_message())["session_id"]
+
+            async def send() -> None:
+                nonlocal sent_bytes
+                for offset in range(0, len(data), 6400):
+                    await ws.send_message(data[offset : offset + 6400])
+                    sent_bytes = offset + 6400
+                    await trio.sleep(0.05)  # 4x real time
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while len([f for f in received if f["type"] == "final"]) < 2:
+                    received.append(json.loads(await ws.get_message()))
+                server.send_signal(signal.SIGKILL)
+                nursery.cancel_scope.cancel()
+        await server.wait()
+    finally:
+        if server.returncode is None:
+            server.kill()
+    finals = [f for f in received if f["type"] == "final"]
+    server = await start_server(tmp_path, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            detail = (await http.get(f"/v1/sessions/{session_id}")).json()
+            audio = (await http.get(f"/v1/sessions/{session_id}/audio")).content
+    finally:
+        server.send_signal(signal.SIGTERM)
+        with trio.move_on_after(15):
+            await server.wait()
+        if server.returncode is None:
+            server.kill()
+    assert detail["end_reason"] == "interrupted"
+    stored = {u["index"]: u["text"] for u in detail["utterances"]}
+    for final in finals:
+        assert stored[final["utterance"]] == final["text"]
+    with wave.open(io.BytesIO(audio)) as recording:
+        seconds = recording.getnframes() / recording.getframerate()
+    assert float(finals[-1]["end"]) <= seconds + 0.01
+    assert seconds <= sent_bytes / 32000 + 0.01

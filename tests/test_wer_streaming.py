@@ -1,0 +1,72 @@
+"""Word error rate of live streaming vs offline faster-whisper, on the shared English set.
+
+Each file of `en_wer.tsv` is streamed at real-time pace through `/v1/stream` (16 kHz PCM16),
+eight sessions at once; the finals' WER (Whisper's English normalizer) must be within one
+point of offline `WhisperModel.transcribe` with the same model and compute type.
+"""
+
+from __future__ import annotations
+
+import jiwer
+import numpy as np
+import pytest
+import trio
+from faster_whisper import WhisperModel
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from actors.model_api import SpeechModel
+from actors.model_files import resolve_model
+from audio_files import en_wer_rows, load, need_speech
+from conftest import serve_app
+from service.app import create_app
+from service.config import Settings
+from ws_client import connect, receive_all, send_audio, send_json
+
+SESSIONS = 8
+
+
+def offline_transcripts(files: list[str]) -> list[str]:
+    model = WhisperModel(resolve_model("tiny.en").source, device="cpu", compute_type="int8",
+                         cpu_threads=2)
+    texts = []
+    for path in files:
+        segments, _ = model.transcribe(path, language="en", beam_size=5)
+        texts.append(" ".join(segment.text.strip() for segment in segments))
+    return texts
+
+
+@pytest.mark.slow
+async def test_streaming_wer_is_within_a_point_of_offline(tiny_model: SpeechModel) -> None:
+    speech = need_speech()
+    rows = en_wer_rows()
+    files = [str(speech / row["file"]) for row in rows]
+    normalize = EnglishTextNormalizer()
+    references = [normalize(row["reference"]) for row in rows]
+    app = create_app(Settings(model="tiny.en"), model=tiny_model)
+    streamed: dict[int, str] = {}
+    work = trio.open_memory_channel[int](len(files))
+    for index in range(len(files)):
+        work[0].send_nowait(index)
+    work[0].close()
+
+    async def client(address: str) -> None:
+        async for index in work[1].clone():
+            audio = np.concatenate([load(files[index]), np.zeros(8000, np.float32)])
+            async with connect(f"ws://{address}/v1/stream?language=en") as ws:
+                await send_audio(ws, audio, pace=1.0)
+                await send_json(ws, {"type": "stop"})
+                frames = await receive_all(ws)
+            streamed[index] = frames[-1]["transcript"]
+
+    async with serve_app(app) as address:
+        async with trio.open_nursery() as nursery:
+            for _ in range(SESSIONS):
+                nursery.start_soon(client, address)
+        stats = app.state.transcriber.statistics()
+    offline = await trio.to_thread.run_sync(offline_transcripts, files)
+    live_wer = jiwer.wer(references, [normalize(streamed[i]) for i in range(len(files))])
+    offline_wer = jiwer.wer(references, [normalize(text) for text in offline])
+    print(f"\nWER streaming {live_wer:.2%} vs offline {offline_wer:.2%}; "
+          f"batches {stats.batch_sizes}")
+    assert live_wer <= offline_wer + 0.01
+    assert max(stats.batch_sizes) > 1
