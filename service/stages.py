@@ -63,6 +63,7 @@ class SessionState:
     client_gone: bool = False
     warned_misaligned: bool = False
     partial_shown: set[int] = attrs.field(factory=set)  # utterances with partial text sent
+    reader: trio.CancelScope = attrs.field(factory=trio.CancelScope)  # stops taking input
 
     @property
     def received_s(self) -> float:
@@ -90,7 +91,7 @@ async def read_frames(
     limits = options.limits
     deadline = trio.current_time() + limits.max_session_s
     idle_deadline = trio.current_time() + limits.idle_timeout_s
-    with commands, frames:
+    with commands, frames, state.reader:
         while True:
             with trio.move_on_at(min(deadline, idle_deadline)):
                 try:
@@ -215,6 +216,7 @@ async def segment_audio(
                 await _push(await _decode(decoder, None), segmenter, events, state, hooks)
         except UndecodableAudio as error:
             state.stop_reason, state.close_code = "undecodable_audio", 1003
+            state.reader.cancel()  # an error path: the reader stops waiting for the client
             await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
         if segmenter is not None:
             for event in segmenter.close():

@@ -136,3 +136,37 @@ async def test_mounted_under_a_parent_app(tiny_model: SpeechModel) -> None:
             await send_json(ws, {"type": "stop"})
             frames = await receive_all(ws)
     assert "weather" in words(frames[-1]["transcript"])
+
+
+async def test_webm_opus_chunks_transcribe_like_pcm(tiny_model: SpeechModel) -> None:
+    """A MediaRecorder-style webm/opus stream in 250 ms chunks, `encoding=auto`."""
+    app = create_app(SETTINGS, model=tiny_model)
+    webm = (DATA / "speech_48k_mono_opus.webm").read_bytes()
+    seconds = 3.5
+    chunk = max(1, int(len(webm) * 0.25 / seconds))
+    transcripts = {}
+    async with serve_app(app) as address:
+        async with connect(f"ws://{address}/v1/stream?encoding=auto") as ws:
+            for offset in range(0, len(webm), chunk):
+                await ws.send_message(webm[offset : offset + chunk])
+            await send_json(ws, {"type": "stop"})
+            transcripts["webm"] = (await receive_all(ws))[-1]["transcript"]
+        async with connect(f"ws://{address}/v1/stream") as ws:
+            await send_audio(ws, load(DATA / "speech_48k_mono_opus.webm"))
+            await send_json(ws, {"type": "stop"})
+            transcripts["pcm"] = (await receive_all(ws))[-1]["transcript"]
+    assert words(transcripts["webm"]) == words(transcripts["pcm"])
+    assert len(words(transcripts["pcm"])) >= 4
+
+
+async def test_undecodable_auto_stream_is_refused_with_a_reason(tiny_model: SpeechModel) -> None:
+    app = create_app(SETTINGS, model=tiny_model)
+    async with serve_app(app) as address, connect(
+        f"ws://{address}/v1/stream?encoding=auto"
+    ) as ws:
+        await ws.send_message(b"this is plainly not an audio container" * 10)
+        frames = await receive_all(ws)
+    errors = [f for f in frames if f["type"] == "error"]
+    assert errors[0]["code"] == "undecodable_audio" and errors[0]["fatal"] is True
+    assert frames[-1]["type"] == "stopped"
+    assert ws.closed is not None and ws.closed.code == 1003
