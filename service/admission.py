@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import trio
 from starlette.websockets import WebSocket
 
 from protocol.codec import Codec
@@ -27,6 +28,28 @@ from service.sockets import StarletteSocket
 from service.stages import SessionState
 
 log = logging.getLogger("chorus.session")
+
+
+class LiveSessions(dict[str, SessionState]):
+    """The sessions running now, by id; `wait_empty` wakes when the last one ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def add(self, session: SessionState) -> None:
+        if not self:
+            self._empty = trio.Event()
+        self[session.session_id] = session
+
+    def remove(self, session_id: str) -> None:
+        self.pop(session_id, None)
+        if not self:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
 
 
 def session_limits(limits: Limits, queue_size: int = 16) -> SessionLimits:
@@ -128,7 +151,7 @@ async def _run(
     store = getattr(state, "store", None)
     hooks: SessionHooks = StoreHooks(store, record=config.record) if store else NoHooks()
     session_id = new_session_id()
-    live: dict[str, SessionState] = state.live
+    live: LiveSessions = state.live
     try:
         return await run_session(
             socket,
@@ -141,14 +164,14 @@ async def _run(
             hooks=hooks,
             annotate=annotate,
             session_id=session_id,
-            on_start=lambda session: live.__setitem__(session_id, session),
+            on_start=live.add,
         )
     except Exception:
         log.exception("session %s failed", session_id)
         await socket.close(1011, "internal error")
         return None
     finally:
-        live.pop(session_id, None)
+        live.remove(session_id)
 
 
 def _subprotocol(websocket: WebSocket, wanted: str | None) -> str | None:

@@ -31,9 +31,10 @@ from actors.limiter import LimiterConfig, open_limiter
 from actors.model_api import SpeechModel
 from actors.store import open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
-from service.admission import session_limits
+from service.admission import LiveSessions, session_limits
 from service.config import Settings
 from service.limits import BodyLimitMiddleware, SessionGate
+from service.metrics import metrics
 from service.pipeline import StreamOptions
 from service.security import SecurityConfig, SecurityMiddleware
 from service.sessions_api import sessions_routes
@@ -88,7 +89,7 @@ def create_app(
             partial_interval_s=settings.partial_interval_s,
             limits=session_limits(security.limits),
         )
-        app.state.live = {}
+        app.state.live = LiveSessions()
         app.state.gate = SessionGate.from_limits(security.limits)
         retention = settings.retention_days or None
         async with (
@@ -104,6 +105,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/health", health),
+        Route("/metrics", metrics),
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
         *(extra_routes or []),
@@ -118,6 +120,23 @@ def create_app(
     app.state.settings = settings
     app.state.security = security
     return app
+
+
+async def drain_sessions(app: Starlette, timeout_s: float = 30.0) -> int:
+    """Shutdown: every live session stops taking audio, finishes its finals, and closes 1012.
+
+    Returns how many sessions were still open after `timeout_s` (they are then cut off by the
+    server's own shutdown).
+    """
+    live: LiveSessions | None = getattr(app.state, "live", None)
+    if live is None:
+        return 0
+    for session in list(live.values()):
+        session.stop_reason, session.close_code = "server_shutdown", 1012
+        session.reader.cancel()
+    with trio.move_on_after(timeout_s):
+        await live.wait_empty()
+    return len(live)
 
 
 async def health(request: Request) -> JSONResponse:

@@ -55,7 +55,7 @@ def serve(settings: Settings) -> int:
     from hypercorn.trio import serve as hypercorn_serve
 
     from actors.model_files import ModelNotFound
-    from service.app import create_app, load_whisper
+    from service.app import create_app, drain_sessions, load_whisper
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -78,6 +78,8 @@ def serve(settings: Settings) -> int:
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
+                    logging.getLogger("chorus").info("draining live sessions")
+                    await drain_sessions(app, timeout_s=settings.drain_timeout_s)
                     shutdown.set()
                     return
 

@@ -48,6 +48,7 @@ class Settings:
     status_interval_s: float = 1.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
+    drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     log_level: str = "info"
 

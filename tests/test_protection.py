@@ -8,17 +8,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import trio
-from trio_websocket import open_websocket_url
-
-from actors.limiter import LimiterConfig, RateLimits
 from audio_files import DATA, load
 from conftest import serve_app
 from fakes import FakeModel
+from trio_websocket import open_websocket_url
+from ws_client import connect, receive_all, rejected, send_audio, send_json
+
+from actors.limiter import LimiterConfig, RateLimits
 from service.app import create_app
 from service.config import Settings
 from service.limits import Limits
 from service.security import AllowedOrigins, ApiKeys, SecurityConfig
-from ws_client import connect, receive_all, rejected, send_audio, send_json
 
 
 async def refused_status(url: str, headers: list[tuple[str, str]] | None = None) -> int:
@@ -52,7 +52,7 @@ async def test_wrong_or_missing_key_and_foreign_origin_are_refused_before_upgrad
             ("Authorization", "Token sesame"), ("Origin", "https://good.example")]) as ws:
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"
-            await ws._stream.aclose()  # noqa: SLF001 - see ws_client.connect
+            await ws._stream.aclose()
 
 
 async def test_rate_limit_and_session_caps_refuse_with_retry_after(tmp_path: Path) -> None:
@@ -114,10 +114,47 @@ async def test_overloaded_server_refuses_new_sessions_up_front(tmp_path: Path) -
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         await send_audio(ws, speech)
         with trio.fail_after(10):
-            while max((s.lag_s for s in app.state.live.values()), default=0) <= 1.0:
+            while max((s.lag_s for s in app.state.live.values()), default=0) <= 1.0:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         assert (await rejected(f"ws://{address}/v1/stream")).status_code == 503
         model.gate.set()
         await send_json(ws, {"type": "stop"})
         frames = await receive_all(ws)
     assert frames[-1]["type"] == "stopped" and frames[-1]["utterances"] == 3
+
+
+async def test_shutdown_drains_live_sessions_then_closes_1012(tmp_path: Path) -> None:
+    from service.app import drain_sessions
+
+    app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
+    garden = load(DATA / "garden.wav")
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
+        await send_audio(ws, garden[: len(garden) * 2 // 3])  # mid-utterance
+        with trio.fail_after(10):
+            while not any(s.received_s for s in app.state.live.values()):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_sessions, app, 10.0)
+            frames = await receive_all(ws)
+    kinds = [f["type"] for f in frames]
+    assert "final" in kinds and kinds[-1] == "stopped"
+    assert ws.closed is not None and ws.closed.code == 1012
+    assert not app.state.live
+
+
+async def test_health_and_metrics_report_the_actors(tmp_path: Path) -> None:
+    app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
+    async with serve_app(app) as address:
+        async with connect(f"ws://{address}/v1/stream") as ws:
+            await send_audio(ws, np.concatenate([load(DATA / "weather.wav"),
+                                                 np.zeros(16000, np.float32)]))
+            await send_json(ws, {"type": "stop"})
+            await receive_all(ws)
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            health = (await http.get("/health")).json()
+            metrics = await http.get("/metrics")
+    assert health["status"] == "ok" and health["model"] == "fake" and health["sessions"] == 0
+    assert health["transcriber"]["items"] >= 1 and health["limits"]["healthy"] is True
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "chorus_transcriber_items_total" in metrics.text
+    assert 'chorus_transcriber_batch_size_total{size="1"}' in metrics.text
