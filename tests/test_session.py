@@ -162,3 +162,29 @@ def socket_codec():  # type: ignore[no-untyped-def]
     from protocol.native import NativeCodec
 
     return NativeCodec()
+
+
+async def test_status_reports_lag_while_behind_and_once_caught_up(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    transcriber.gate = trio.Event()  # the model is stuck: finals pile up
+
+    async def client() -> None:
+        data = pcm16(speech_with_pauses())
+        for offset in range(0, len(data), 3200):  # real-time pace, on the virtual clock
+            await socket.to_server.send(data[offset : offset + 3200])
+            await trio.sleep(0.1)
+        await trio.sleep(3.0)
+        transcriber.gate.set()
+        await trio.sleep(3.0)
+        await socket.to_server.send(encoder.encode(StopFrame()).decode())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS)
+        frames = await socket.frames()
+    statuses = [f for f in frames if type(f).__name__ == "Status"]
+    assert statuses and max(s.lag_s for s in statuses) > 1.0  # type: ignore[attr-defined]
+    assert statuses[-1].lag_s == 0.0 and statuses[-1].queue == 0  # type: ignore[attr-defined]
+    assert any(s.degraded for s in statuses)  # type: ignore[attr-defined]
