@@ -1,8 +1,10 @@
-"""A server killed with SIGKILL mid-session loses no final its client had received."""
+"""Real `chorus serve` processes: SIGKILL mid-session loses no final the client had; two
+replicas sharing one Redis enforce one per-client limit together."""
 
 from __future__ import annotations
 
 import io
+import os
 import json
 import signal
 import socket
@@ -13,9 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import trio
-
 from audio_files import DATA, load, pcm16
-from ws_client import connect
+from ws_client import connect, rejected
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,11 +28,13 @@ def free_port() -> int:
         return port
 
 
-async def start_server(data_dir: Path, port: int) -> trio.Process:
+async def start_server(
+    data_dir: Path, port: int, env: dict[str, str] | None = None
+) -> trio.Process:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "service.cli", "serve", "--model", "tiny.en", "--port",
          str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
-        cwd=HERE.parent)
+        cwd=HERE.parent, env={**os.environ, **(env or {})})
     async with httpx.AsyncClient() as http:
         with trio.fail_after(60):
             while True:
@@ -93,3 +96,40 @@ async def test_sigkill_mid_session_keeps_every_final_sent(tmp_path: Path) -> Non
         seconds = recording.getnframes() / recording.getframerate()
     assert float(finals[-1]["end"]) <= seconds + 0.01
     assert seconds <= sent_bytes / 32000 + 0.01
+
+
+async def stop(process: trio.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(15):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+
+
+async def test_two_replicas_share_one_limit_through_redis(tmp_path: Path) -> None:
+    from redis_server import start_redis_server
+
+    with start_redis_server(tmp_path) as redis:
+        env = {"REDIS_URL": redis.url, "MAX_RECORDINGS_PER_MINUTE": "3",
+               "CHORUS_API_KEYS": "shared-key,other-key"}
+        ports = [free_port(), free_port()]
+        servers = [await start_server(tmp_path / str(port), port, env) for port in ports]
+        try:
+            accepted = []
+            for attempt in range(3):
+                port = ports[attempt % 2]
+                async with connect(f"ws://127.0.0.1:{port}/v1/stream?token=shared-key") as ws:
+                    await ws.send_message('{"type": "stop"}')
+                    accepted.append(json.loads(await ws.get_message())["type"])
+            assert accepted == ["ready"] * 3
+            for port in ports:  # the fourth, on either replica, is over the shared limit
+                refusal = await rejected(f"ws://127.0.0.1:{port}/v1/stream?token=shared-key")
+                assert refusal.status_code == 429
+                assert int(dict(refusal.headers)[b"retry-after"]) > 0
+            other = f"ws://127.0.0.1:{ports[0]}/v1/stream?token=other-key"
+            async with connect(other) as ws:  # another client has its own count
+                await ws.send_message('{"type": "stop"}')
+                assert json.loads(await ws.get_message())["type"] == "ready"
+        finally:
+            for server in servers:
+                await stop(server)
