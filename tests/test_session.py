@@ -5,12 +5,19 @@ from __future__ import annotations
 import numpy as np
 import trio
 import trio.testing
-
-from actors.model_api import Samples
 from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber, frame_types
+
+from actors.model_api import Samples
 from protocol.native import (
-    Config, Final, Partial, Ready, SpeechStarted, Stopped, UtteranceEnd, encoder,
+    Config,
+    Final,
+    Partial,
+    Ready,
+    SpeechStarted,
+    Stopped,
+    UtteranceEnd,
+    encoder,
 )
 from protocol.native import Finalize as FinalizeFrame
 from protocol.native import Stop as StopFrame
@@ -188,3 +195,23 @@ async def test_status_reports_lag_while_behind_and_once_caught_up(
     assert statuses and max(s.lag_s for s in statuses) > 1.0  # type: ignore[attr-defined]
     assert statuses[-1].lag_s == 0.0 and statuses[-1].queue == 0  # type: ignore[attr-defined]
     assert any(s.degraded for s in statuses)  # type: ignore[attr-defined]
+
+
+async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Clock) -> None:
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    options = StreamOptions(model="fake", limits=SessionLimits(max_session_s=5.0,
+                                                               idle_timeout_s=2.0))
+
+    async def client() -> None:
+        for _ in range(20):  # keepalives hold off the idle limit, not the length limit
+            await socket.to_server.send('{"type": "keepalive"}')
+            await trio.sleep(1.0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        state = await run_session(socket, socket_codec(), transcriber, Config(), options)
+        frames = await socket.frames()
+        nursery.cancel_scope.cancel()
+    errors = [f for f in frames if type(f).__name__ == "Error"]
+    assert [e.code for e in errors] == ["session_too_long"]  # type: ignore[attr-defined]
+    assert state.stop_reason == "session_too_long" and isinstance(frames[-1], Stopped)
