@@ -39,6 +39,7 @@ from service.pipeline import StreamOptions
 from service.security import SecurityConfig, SecurityMiddleware
 from service.sessions_api import sessions_routes
 from service.stream import stream_endpoint
+from service.web import web_routes
 
 log = logging.getLogger("chorus")
 
@@ -109,6 +110,7 @@ def create_app(
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
         *(extra_routes or []),
+        *web_routes(),
     ]
     middleware = [
         *security.origins.cors(),
