@@ -29,7 +29,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_suppressed_tokens
+from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
 from actors.model_api import SAMPLE_RATE, Request, Result, Samples, WordTiming
 from actors.model_files import ModelNotFound, ResolvedModel
@@ -40,6 +40,8 @@ WINDOW_S = 30.0
 WINDOW_FACTOR = 2.0
 MIN_WINDOW_S = 10.0
 FRAMES_PER_SECOND = 100
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 HALLUCINATIONS = (
     "thank you for watching",
     "thanks for watching",
@@ -271,6 +273,7 @@ class WhisperAdapter:
                 tokenizer, text_tokens, group_encoded, max(num_frames)
             )
             for index, words in zip(indices, alignments, strict=True):
+                merge_punctuations(words, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
                 limit = len(requests[index].audio) / SAMPLE_RATE
                 timings = tuple(
                     WordTiming(

@@ -29,16 +29,19 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.limiter import LimiterConfig, open_limiter
 from actors.model_api import SpeechModel
+from actors.sentiment import load_sentiment
 from actors.store import open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.admission import LiveSessions, session_limits
 from service.config import Settings
+from service.dialects import dialect_routes
 from service.limits import BodyLimitMiddleware, SessionGate
 from service.metrics import metrics
 from service.pipeline import StreamOptions
 from service.security import SecurityConfig, SecurityMiddleware
 from service.sessions_api import sessions_routes
 from service.stream import stream_endpoint
+from service.uploads import upload_routes
 from service.web import web_routes
 
 log = logging.getLogger("chorus")
@@ -90,6 +93,7 @@ def create_app(
             partial_interval_s=settings.partial_interval_s,
             limits=session_limits(security.limits),
         )
+        await load_sentiment()
         app.state.live = LiveSessions()
         app.state.gate = SessionGate.from_limits(security.limits)
         retention = settings.retention_days or None
@@ -109,6 +113,8 @@ def create_app(
         Route("/metrics", metrics),
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
+        *dialect_routes(),
+        *upload_routes(),
         *(extra_routes or []),
         *web_routes(),
     ]

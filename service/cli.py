@@ -16,6 +16,7 @@ from pathlib import Path
 import trio
 
 from service.config import Settings
+from service.tools import add_commands, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="baseline: each utterance alone on a 30 s window, no batching",
     )
-    serve.add_argument("--data-dir", dest="data_dir", type=Path,
-                       help="where sessions (SQLite) and recordings (WAV) are kept")
+    serve.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        type=Path,
+        help="where sessions (SQLite) and recordings (WAV) are kept",
+    )
     serve.add_argument("--log-level", dest="log_level")
+    add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("transcribe", "stream"):
+        return run_command(args)
     if args.command == "serve":
         overrides = {key: value for key, value in vars(args).items() if key != "command"}
         settings = Settings.from_env(**overrides)

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import attrs
 from starlette.exceptions import HTTPException
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.codec import ProtocolError
@@ -226,6 +226,12 @@ class BodyLimitMiddleware:
             await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = PlainTextResponse(f"request body over {self.max_bytes} bytes", 413)
+        error = {
+            "message": f"request body over {self.max_bytes} bytes",
+            "code": "file_too_large",
+            "type": "invalid_request_error",
+            "param": "file",
+        }
+        response = JSONResponse({"error": error}, 413)
         response.headers["connection"] = "close"
         await response(scope, receive, send)

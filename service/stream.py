@@ -7,10 +7,13 @@ to `service.admission.serve_session`, which admits, accepts and runs the session
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 from starlette.websockets import WebSocket
 
-from protocol.native import Config, Error, NativeCodec, config_from_query
+from actors.sentiment import annotate_sentiment
+from protocol.native import Config, Error, Final, NativeCodec, config_from_query
 from service.admission import serve_session
 
 
@@ -28,9 +31,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     )
 
 
-def sentiment_annotator(config: Config | Error):  # type: ignore[no-untyped-def]
+def sentiment_annotator(config: Config | Error) -> Callable[[Final], Final]:
     if isinstance(config, Config) and config.sentiment:
-        from actors.sentiment import annotate_sentiment
-
         return annotate_sentiment
     return lambda frame: frame

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import trio
-from trio_websocket import WebSocketConnection
-
 from audio_files import DATA, load, pcm16
 from conftest import serve_app
 from fakes import FakeModel
+from trio_websocket import WebSocketConnection
+from ws_client import connect, receive_all, send_audio, send_json
+
 from service.app import create_app
 from service.config import Settings
-from ws_client import connect, receive_all, send_audio, send_json
 
 BAD_TEXT = [
     ("not json at all", "invalid_json"),

@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 import httpx
 import numpy as np
 import trio
-from starlette.applications import Starlette
-from starlette.routing import Mount
-
-from actors.model_api import SpeechModel
 from audio_files import DATA, load
 from conftest import serve_app
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from ws_client import connect, receive_all, send_audio, send_json
+
+from actors.model_api import SpeechModel
 from service.app import create_app
 from service.config import Settings
-from ws_client import connect, receive_all, send_audio, send_json
 
 SETTINGS = Settings(model="tiny.en", partial_interval_s=0.5)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
+from audio_files import DATA, load
 
 from actors.segmenter import Segment, Segmenter, SegmenterConfig, SpeechStart, UtteranceEnded
-from audio_files import DATA, load
 
 RATE = 16000
 
@@ -47,7 +49,7 @@ def test_partials_grow_while_speech_goes_on() -> None:
     partials = [e for e in events if isinstance(e, Segment) and not e.final]
     assert len(partials) >= 4
     assert [p.revision for p in partials] == list(range(1, len(partials) + 1))
-    assert all(b.end > a.end for a, b in zip(partials, partials[1:], strict=False))
+    assert all(b.end > a.end for a, b in pairwise(partials))
     assert events.index(partials[-1]) < events.index(finals(events)[0])
     quiet = run(Segmenter(SegmenterConfig(interim=False)), audio)
     assert not [e for e in quiet if isinstance(e, Segment) and not e.final]
@@ -61,7 +63,7 @@ def test_long_speech_is_cut_at_max_length_without_losing_samples() -> None:
     cut = finals(run(Segmenter(config), speech))
     assert len(cut) >= 4
     assert all(segment.end - segment.start <= 4.0 + 0.001 for segment in cut)
-    forced = [(a, b) for a, b in zip(cut, cut[1:], strict=False) if b.start == a.end]
+    forced = [(a, b) for a, b in pairwise(cut) if b.start == a.end]
     assert forced, "a forced cut continues exactly where the previous utterance ended"
 
 
@@ -90,7 +92,7 @@ def test_ring_buffer_memory_is_fixed() -> None:
     """The bound in the module docstring: (max_utterance + 1.556 s) of float32 at 16 kHz."""
     segmenter = Segmenter(SegmenterConfig(max_utterance_s=15.0))
     assert segmenter.capacity == int((15.0 + 0.3 + 0.256 + 1.0) * RATE)
-    assert segmenter._ring.nbytes <= 1_100_000  # noqa: SLF001 - the bound itself
+    assert segmenter._ring.nbytes <= 1_100_000
     speech = np.concatenate([load(DATA / "weather.wav"), silence(0.3)] * 20)
     run(segmenter, speech, chunk=RATE * 5)  # large frames too
-    assert segmenter._ring.nbytes <= 1_100_000  # noqa: SLF001
+    assert segmenter._ring.nbytes <= 1_100_000

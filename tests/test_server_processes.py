@@ -4,8 +4,8 @@ replicas sharing one Redis enforce one per-client limit together."""
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import signal
 import socket
 import sys

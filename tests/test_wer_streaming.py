@@ -11,16 +11,16 @@ import jiwer
 import numpy as np
 import pytest
 import trio
+from audio_files import en_wer_rows, load, need_speech
+from conftest import serve_app
 from faster_whisper import WhisperModel
 from whisper_normalizer.english import EnglishTextNormalizer
+from ws_client import connect, receive_all, send_audio, send_json
 
 from actors.model_api import SpeechModel
 from actors.model_files import resolve_model
-from audio_files import en_wer_rows, load, need_speech
-from conftest import serve_app
 from service.app import create_app
 from service.config import Settings
-from ws_client import connect, receive_all, send_audio, send_json
 
 SESSIONS = 8
 

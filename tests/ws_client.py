@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from audio_files import pcm16
 from trio_websocket import (
-    ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url,
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
 )
 
 from actors.model_api import Samples
-from audio_files import pcm16
 
 
 async def send_audio(
@@ -63,7 +66,7 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
         try:
             yield ws
         finally:
-            stream = ws._stream  # noqa: SLF001 - see the docstring
+            stream = ws._stream
     await stream.aclose()
 
 

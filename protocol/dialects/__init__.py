@@ -1,0 +1,21 @@
+"""Compatible dialects: sans-IO codecs between other APIs' wire shapes and the native frames.
+
+`deepgram` (Deepgram live streaming, `WS /v1/listen`), `seed_stt` (`WS /ws/v1/speech-to-text`),
+`seed_call` (`WS /ws/{client_id}`), `seed_ws` (`WS /ws`); `languages` maps Whisper's language
+names and codes. Routes live in `service/dialects.py`.
+"""
+
+from protocol.dialects.deepgram import DeepgramCodec, QueryError, handshake_error, parse_query
+from protocol.dialects.seed_call import CallCodec
+from protocol.dialects.seed_stt import SpeechToTextCodec
+from protocol.dialects.seed_ws import LiveAudioCodec
+
+__all__ = [
+    "CallCodec",
+    "DeepgramCodec",
+    "LiveAudioCodec",
+    "QueryError",
+    "SpeechToTextCodec",
+    "handshake_error",
+    "parse_query",
+]

@@ -1,0 +1,107 @@
+"""The compatible WebSocket dialects (DESIGN §4.2): Deepgram and the three seed protocols.
+
+Each route reads its options and hands the connection to `service.admission.serve_session`,
+as the native route does (`service/stream.py`): admission, accept, store hooks and the one
+session pipeline (`service.session.run_session`) on the one transcriber actor, with the
+dialect's codec from `protocol/dialects/`; a dialect only changes the wire shapes. Sentiment
+(on by default on the call-intelligence route, `sentiment=true` elsewhere) is the session's
+`annotate` step. The Deepgram route refuses bad options before the upgrade with HTTP 400, as
+Deepgram does; the seeds answer them with an `error` message in their own shape and close 1008.
+
+Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from starlette.responses import Response
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from actors.sentiment import annotate_sentiment, load_sentiment
+from protocol.codec import Codec
+from protocol.dialects.deepgram import DeepgramCodec, QueryError, handshake_error, parse_query
+from protocol.dialects.seed_call import CallCodec
+from protocol.dialects.seed_stt import SpeechToTextCodec
+from protocol.dialects.seed_ws import LiveAudioCodec
+from protocol.native import Config, Error, Final
+from service.admission import serve_session
+from service.session import check_config
+from service.stream import native_config
+
+
+def dialect_routes() -> list[BaseRoute]:
+    return [
+        WebSocketRoute("/v1/listen", listen_endpoint),
+        WebSocketRoute("/ws/v1/speech-to-text", speech_to_text_endpoint),
+        WebSocketRoute("/ws/{client_id}", call_endpoint),
+        WebSocketRoute("/ws", live_audio_endpoint),
+    ]
+
+
+async def listen_endpoint(websocket: WebSocket) -> None:
+    """Deepgram live streaming; bad options are refused before the upgrade with HTTP 400."""
+    try:
+        config, options = parse_query(websocket.query_params)
+    except QueryError as error:
+        await _deny_deepgram(websocket, str(error))
+        return
+    problem = check_config(config, websocket.app.state.options)
+    if problem is not None:
+        await _deny_deepgram(websocket, problem.message)
+        return
+    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    model = websocket.app.state.options.model
+    codec = DeepgramCodec(options, created=created, model=model)
+    await serve_session(websocket, codec, config, route="/v1/listen")
+
+
+async def _deny_deepgram(websocket: WebSocket, message: str) -> None:
+    request_id = str(uuid.uuid4())
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        headers = {"dg-error": message[:200], "dg-request-id": request_id}
+        body = handshake_error(message, request_id)
+        await websocket.send_denial_response(Response(body, 400, headers, "application/json"))
+        return
+    await websocket.close(1008, message[:120])
+
+
+async def speech_to_text_endpoint(websocket: WebSocket) -> None:
+    """Seed STT: options arrive in the `start` event (query parameters give the defaults)."""
+    options = websocket.app.state.options
+
+    def check(config: Config) -> str | None:
+        problem = check_config(config, options)
+        return None if problem is None else problem.message
+
+    config = native_config(dict(websocket.query_params))
+    base = config if isinstance(config, Config) else Config()
+    await _serve(websocket, SpeechToTextCodec(base, check), config, "/ws/v1/speech-to-text")
+
+
+async def call_endpoint(websocket: WebSocket) -> None:
+    """Seed call intelligence: base64 PCM chunks in, transcriptions with sentiment out."""
+    params = {"sentiment": "true", **websocket.query_params}
+    codec = CallCodec(websocket.path_params["client_id"])
+    await _serve(websocket, codec, native_config(params), "/ws/{client_id}")
+
+
+async def live_audio_endpoint(websocket: WebSocket) -> None:
+    """Seeds "Live Audio Transcript" / "Audio WebSocket API": status and transcription."""
+    config = native_config(dict(websocket.query_params))
+    await _serve(websocket, LiveAudioCodec(), config, "/ws")
+
+
+async def _serve(websocket: WebSocket, codec: Codec, config: Config | Error, route: str) -> None:
+    annotate: Callable[[Final], Final] = _unchanged
+    if isinstance(config, Config) and config.sentiment:
+        await load_sentiment()
+        annotate = annotate_sentiment
+    await serve_session(websocket, codec, config, route=route, annotate=annotate)
+
+
+def _unchanged(frame: Final) -> Final:
+    return frame
