@@ -1,0 +1,61 @@
+"""The real adapter: requests with different prompts, languages and tasks share one batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.model import WhisperAdapter
+from actors.model_api import DecodeOptions, Request, SpeechModel
+from actors.model_files import resolve_model
+from audio_files import DATA, load
+
+
+def lowered(text: str) -> str:
+    return text.lower().replace(",", "").replace(".", "").replace("!", "")
+
+
+@pytest.fixture(scope="module")
+def base_model() -> WhisperAdapter:
+    return WhisperAdapter(resolve_model("base"), compute_type="int8", cpu_threads=2)
+
+
+def test_languages_tasks_and_prompts_mix_in_one_batch(base_model: WhisperAdapter) -> None:
+    spanish, german = load(DATA / "spanish.wav"), load(DATA / "german.wav")
+    weather = load(DATA / "weather.wav")
+    requests = [
+        Request(spanish),  # language detected
+        Request(german, DecodeOptions(language="de")),
+        Request(german, DecodeOptions(language="de", task="translate")),
+        Request(weather, DecodeOptions(language="en", prompt="A weather report for the west.")),
+        Request(spanish, DecodeOptions(language="es", prompt="Playa")),
+    ]
+    results = base_model.transcribe_batch(requests)
+    assert [r.language for r in results] == ["es", "de", "de", "en", "es"]
+    assert "playa" in lowered(results[0].text) and results[0].language_probability > 0.5
+    assert "guten morgen" in lowered(results[1].text)
+    assert "morning" in lowered(results[2].text)  # translated into English
+    assert {"weather", "sunny", "breeze"} <= set(lowered(results[3].text).split())
+    assert "playa" in lowered(results[4].text)
+
+
+def test_lengths_prompts_and_beams_mix_in_one_batch(tiny_model: SpeechModel) -> None:
+    garden = load(DATA / "garden.wav")
+    long_audio = np.concatenate([load(DATA / "weather.wav"), np.zeros(8000, np.float32),
+                                 load(DATA / "library.wav"), np.zeros(8000, np.float32),
+                                 garden])
+    requests = [
+        Request(garden, DecodeOptions(beam_size=5)),
+        Request(long_audio, DecodeOptions(beam_size=5, words=True)),
+        Request(garden, DecodeOptions(beam_size=1, prompt="Gardening notes.")),
+        Request(garden[:16000], DecodeOptions(beam_size=1)),
+    ]
+    results = tiny_model.transcribe_batch(requests)
+    assert "tomatoes" in lowered(results[0].text) and "tomatoes" in lowered(results[2].text)
+    said = set(lowered(results[1].text).split())
+    assert {"weather", "library", "grandmother"} <= said
+    words = results[1].words
+    assert words and all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert words[-1].end <= len(long_audio) / 16000 + 0.01
+    assert all(not word.word.strip(".,!?") == "" for word in words)  # punctuation merged
+    assert len(results) == 4
