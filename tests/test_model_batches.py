@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+from audio_files import DATA, load
 
 from actors.model import WhisperAdapter
 from actors.model_api import DecodeOptions, Request, SpeechModel
 from actors.model_files import resolve_model
-from audio_files import DATA, load
 
 
 def lowered(text: str) -> str:
@@ -55,7 +57,7 @@ def test_lengths_prompts_and_beams_mix_in_one_batch(tiny_model: SpeechModel) -> 
     said = set(lowered(results[1].text).split())
     assert {"weather", "library", "grandmother"} <= said
     words = results[1].words
-    assert words and all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert words and all(a.start <= b.start for a, b in itertools.pairwise(words))
     assert words[-1].end <= len(long_audio) / 16000 + 0.01
-    assert all(not word.word.strip(".,!?") == "" for word in words)  # punctuation merged
+    assert all(word.word.strip(".,!?") != "" for word in words)  # punctuation merged
     assert len(results) == 4
