@@ -1,0 +1,182 @@
+"""From session records to figures: latencies, time to first partial, partial rate, WER.
+
+Pure functions. The definitions (DESIGN §8):
+
+- final latency: arrival of a final - the wall time the chunk holding audio time `final.end`
+  was sent (the server cannot have answered before it had that audio);
+- end-of-speech latency: arrival of a final - the send time of the end of the speech it covers,
+  that is min(`final.end`, the end of the last reference span it overlaps); it adds the
+  endpointing wait to the final latency, and is what a speaker feels;
+- time to first partial: for each reference span, the first partial overlapping it - the send
+  time of the span's speech start;
+- WER: finals of completed sessions against their references, both normalized by Whisper's
+  English normalizer (the basic one for other languages), counted over all words together.
+"""
+
+from __future__ import annotations
+
+import warnings
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+import jiwer
+import numpy as np
+
+from bench.client import SessionRecord
+from bench.conversation import Span
+from bench.schema import BatchStats, Distribution, Health, Sessions
+from protocol.native import Final, Partial, Status
+
+EPSILON_S = 1e-6
+
+
+def distribution(samples: Sequence[float]) -> Distribution:
+    if not samples:
+        return Distribution(count=0)
+    values = np.asarray(samples, dtype=np.float64)
+    p50, p95, p99 = (float(v) for v in np.percentile(values, [50, 95, 99]))
+    return Distribution(
+        count=len(values),
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        mean=float(values.mean()),
+        max=float(values.max()),
+    )
+
+
+def sent_time(record: SessionRecord, audio_t: float) -> float | None:
+    """When the chunk holding audio time `audio_t` was sent (the last chunk when beyond it)."""
+    if not record.audio_ends:
+        return None
+    index = bisect_left(record.audio_ends, audio_t - EPSILON_S)
+    return record.sent_at[min(index, len(record.sent_at) - 1)]
+
+
+def overlapping(spans: Iterable[Span], start: float, end: float) -> list[Span]:
+    return [span for span in spans if start < span.end and end > span.start]
+
+
+@attrs.frozen
+class SessionFigures:
+    final_latencies: tuple[float, ...]
+    end_of_speech_latencies: tuple[float, ...]
+    first_partial_latencies: tuple[float, ...]
+    finals: int
+    unmatched_finals: int
+    partials: int
+    speech_s: float  # reference speech inside the audio that was sent
+    hypothesis: str
+    max_lag_s: float | None
+
+
+def session_figures(record: SessionRecord) -> SessionFigures:
+    spans = [span for span in record.conversation.spans if span.end <= record.audio_sent_s]
+    finals = [(a.at, a.frame) for a in record.arrivals if isinstance(a.frame, Final)]
+    partials = [(a.at, a.frame) for a in record.arrivals if isinstance(a.frame, Partial)]
+    lags = [a.frame.lag_s for a in record.arrivals if isinstance(a.frame, Status)]
+    final_latencies, speech_latencies = [], []
+    unmatched = 0
+    for at, final in finals:
+        if (sent := sent_time(record, final.end)) is not None:
+            final_latencies.append(at - sent)
+        covered = overlapping(record.conversation.spans, final.start, final.end)
+        if not covered:
+            unmatched += 1
+            continue
+        speech_end = min(final.end, max(span.end for span in covered))
+        if (sent := sent_time(record, speech_end)) is not None:
+            speech_latencies.append(at - sent)
+    first_partials = []
+    for span in spans:
+        arrivals = [
+            at for at, partial in partials if overlapping([span], partial.start, partial.end)
+        ]
+        sent = sent_time(record, span.start)
+        if arrivals and sent is not None:
+            first_partials.append(min(arrivals) - sent)
+    ordered = sorted((final.start, final.utterance, final.text) for _, final in finals)
+    return SessionFigures(
+        final_latencies=tuple(final_latencies),
+        end_of_speech_latencies=tuple(speech_latencies),
+        first_partial_latencies=tuple(first_partials),
+        finals=len(finals),
+        unmatched_finals=unmatched,
+        partials=len(partials),
+        speech_s=sum(span.end - span.start for span in spans),
+        hypothesis=" ".join(text.strip() for _, _, text in ordered),
+        max_lag_s=max(lags) if lags else None,
+    )
+
+
+def reference_text(record: SessionRecord) -> str | None:
+    """The session's reference transcript, or None when a clip has no reference."""
+    texts = [span.reference for span in record.conversation.spans]
+    if any(text is None for text in texts):
+        return None
+    return " ".join(text for text in texts if text)
+
+
+@attrs.frozen
+class ErrorRate:
+    wer: float | None
+    reference_words: int
+
+
+def word_error_rate(pairs: Iterable[tuple[str, str]], *, language: str = "en") -> ErrorRate:
+    """WER over (reference, hypothesis) pairs, counting all words together."""
+    normalize = _normalizer(language)
+    references, hypotheses = [], []
+    for reference, hypothesis in pairs:
+        normalized = normalize(reference).strip()
+        if normalized:
+            references.append(normalized)
+            hypotheses.append(normalize(hypothesis).strip())
+    if not references:
+        return ErrorRate(wer=None, reference_words=0)
+    counts = jiwer.process_words(references, hypotheses)
+    words = counts.hits + counts.substitutions + counts.deletions
+    return ErrorRate(wer=float(counts.wer), reference_words=int(words))
+
+
+def _normalizer(language: str) -> Callable[[str], str]:
+    # whisper_normalizer's sources hold invalid escape sequences: compiling them warns, and
+    # under `-W error` (pytest here) the warning would be a SyntaxError.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        from whisper_normalizer.basic import BasicTextNormalizer
+        from whisper_normalizer.english import EnglishTextNormalizer
+    english = language.startswith("en")
+    normalize: Callable[[str], str] = EnglishTextNormalizer() if english else BasicTextNormalizer()
+    return normalize
+
+
+def count_sessions(records: Sequence[SessionRecord]) -> Sessions:
+    return Sessions(
+        started=sum(record.started for record in records),
+        completed=sum(record.outcome == "completed" for record in records),
+        refused=sum(record.outcome == "refused" for record in records),
+        failed=sum(record.outcome == "failed" for record in records),
+    )
+
+
+def batch_difference(before: Health | None, after: Health | None) -> BatchStats | None:
+    """What the transcriber did between two `/health` answers."""
+    if before is None or after is None or before.transcriber is None or after.transcriber is None:
+        return None
+    old, new = before.transcriber, after.transcriber
+    sizes = {
+        size: count - old.batch_sizes.get(size, 0)
+        for size, count in new.batch_sizes.items()
+        if count - old.batch_sizes.get(size, 0) > 0
+    }
+    batches, items = new.batches - old.batches, new.items - old.items
+    return BatchStats(
+        batches=batches,
+        items=items,
+        mean_batch=items / batches if batches else None,
+        batch_sizes=dict(sorted(sizes.items(), key=lambda pair: int(pair[0]))),
+        busy_s=new.busy_s - old.busy_s,
+    )

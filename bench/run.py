@@ -1,0 +1,221 @@
+"""One load run (N clients at once) and the capacity search (raise N until it no longer holds).
+
+`run_load()` owns one nursery: the usage sampler (when the server's pid is known) and, inside
+it, one task per client, each started `stagger_s` after the previous one. Every client has the
+same deadline, so a run never outlasts its time limit; what a client saw up to then is kept. The
+search runs one load after another against the same server and stops at the first that fails
+its criteria (DESIGN §8): p95 final latency over the limit, a refused or failed session, or WER
+worse than the first run's by more than `wer_margin`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import attrs
+import msgspec
+import trio
+
+from bench.client import SessionRecord, StreamOptions, stream_conversation, stream_url
+from bench.conversation import Conversation
+from bench.figures import (
+    batch_difference,
+    count_sessions,
+    distribution,
+    reference_text,
+    session_figures,
+    word_error_rate,
+)
+from bench.report import write_trace
+from bench.schema import BatchStats, CapacitySearch, RunFigures, ServerUsage
+from bench.server import UsageSampler, fetch_health, wait_idle
+
+SEND_LAG_WARNING_S = 0.5
+
+
+@attrs.frozen
+class Criteria:
+    max_p95_final_s: float = 2.0
+    wer_margin: float = 0.01  # one point of WER
+
+
+@attrs.frozen
+class RunPlan:
+    label: str
+    url: str  # http://127.0.0.1:PORT
+    stream: StreamOptions
+    stagger_s: float = 0.5
+    server_pid: int | None = None
+    trace_prefix: Path | None = None  # write `<prefix>-<label>-n<N>.jsonl` per run
+    slack_s: float = 10.0  # on top of stagger, audio time and drain, before clients are abandoned
+
+    def time_limit_s(self, conversations: Sequence[Conversation]) -> float:
+        longest = max(conversation.duration for conversation in conversations)
+        return (
+            self.stagger_s * (len(conversations) - 1)
+            + longest / self.stream.speed
+            + self.stream.connect_timeout_s
+            + self.stream.drain_s
+            + self.slack_s
+        )
+
+
+async def run_load(plan: RunPlan, conversations: Sequence[Conversation]) -> RunFigures:
+    """Stream one conversation per client, all at once, and reduce what they saw to figures."""
+    await wait_idle(plan.url)
+    before = await fetch_health(plan.url)
+    ws_url = stream_url(plan.url, language=plan.stream.language)
+    records: list[SessionRecord] = []
+    sampler = UsageSampler(plan.server_pid) if plan.server_pid is not None else None
+    begin, cpu_begin = trio.current_time(), time.process_time()
+    deadline = begin + plan.time_limit_s(conversations)
+
+    async def client(index: int, conversation: Conversation) -> None:
+        await trio.sleep_until(begin + index * plan.stagger_s)
+        record = await stream_conversation(
+            ws_url, conversation, plan.stream, client=index, deadline=deadline
+        )
+        records.append(record)
+
+    async with trio.open_nursery() as nursery:
+        if sampler is not None:
+            await nursery.start(sampler.run)
+        async with trio.open_nursery() as clients:
+            for index, conversation in enumerate(conversations):
+                clients.start_soon(client, index, conversation)
+        usage = sampler.usage() if sampler is not None else None
+        nursery.cancel_scope.cancel()
+    wall_s = trio.current_time() - begin
+    bench_cpu = (time.process_time() - cpu_begin) / wall_s
+    await wait_idle(plan.url)
+    after = await fetch_health(plan.url)
+    records.sort(key=lambda record: record.client)
+    if plan.trace_prefix is not None:
+        name = f"{plan.trace_prefix.name}-{plan.label}-n{len(records)}.jsonl"
+        write_trace(records, begin, plan.trace_prefix.with_name(name))
+    return summarize(
+        plan,
+        records,
+        wall_s=wall_s,
+        usage=usage,
+        batches=batch_difference(before, after),
+        bench_cpu_cores=bench_cpu,
+    )
+
+
+def summarize(
+    plan: RunPlan,
+    records: Sequence[SessionRecord],
+    *,
+    wall_s: float,
+    usage: ServerUsage | None = None,
+    batches: BatchStats | None = None,
+    bench_cpu_cores: float = 0.0,
+) -> RunFigures:
+    per_session = [session_figures(record) for record in records]
+    pairs = []
+    for record, figures in zip(records, per_session, strict=True):
+        reference = reference_text(record)
+        if record.outcome == "completed" and reference is not None:
+            pairs.append((reference, figures.hypothesis))
+    error_rate = word_error_rate(pairs, language=plan.stream.language)
+    speech_s = sum(figures.speech_s for figures in per_session)
+    partials = sum(figures.partials for figures in per_session)
+    lags = [figures.max_lag_s for figures in per_session if figures.max_lag_s is not None]
+    return RunFigures(
+        label=plan.label,
+        clients=len(records),
+        speed=plan.stream.speed,
+        wall_s=wall_s,
+        audio_s=max((record.conversation.duration for record in records), default=0.0),
+        speech_s=speech_s,
+        sessions=count_sessions(records),
+        failures=[
+            f"client {record.client} {record.outcome}: {record.reason}"
+            for record in records
+            if record.outcome != "completed"
+        ],
+        finals=sum(figures.finals for figures in per_session),
+        final_latency_s=distribution([v for f in per_session for v in f.final_latencies]),
+        end_of_speech_latency_s=distribution(
+            [v for f in per_session for v in f.end_of_speech_latencies]
+        ),
+        first_partial_s=distribution([v for f in per_session for v in f.first_partial_latencies]),
+        partials_per_speech_s=partials / speech_s if speech_s > 0 else None,
+        unmatched_finals=sum(figures.unmatched_finals for figures in per_session),
+        wer=error_rate.wer,
+        reference_words=error_rate.reference_words,
+        max_lag_s=max(lags) if lags else None,
+        max_send_lag_s=max((record.send_lag_s for record in records), default=0.0),
+        bench_cpu_cores=bench_cpu_cores,
+        server=usage,
+        transcriber=batches,
+    )
+
+
+def judge(figures: RunFigures, criteria: Criteria, baseline_wer: float | None) -> RunFigures:
+    """The same figures with `held` and `verdict` filled in."""
+    reasons = []
+    if figures.sessions.refused:
+        reasons.append(f"{figures.sessions.refused} refused")
+    if figures.sessions.failed:
+        reasons.append(f"{figures.sessions.failed} failed")
+    p95 = figures.final_latency_s.p95
+    if p95 is None:
+        reasons.append("no finals")
+    elif p95 > criteria.max_p95_final_s:
+        reasons.append(f"p95 final latency {p95:.2f} s > {criteria.max_p95_final_s:g} s")
+    if (
+        baseline_wer is not None
+        and figures.wer is not None
+        and figures.wer > baseline_wer + criteria.wer_margin
+    ):
+        reasons.append(f"WER {figures.wer:.3f} > {baseline_wer:.3f} + {criteria.wer_margin:g}")
+    notes = []
+    if figures.max_send_lag_s > SEND_LAG_WARNING_S:
+        notes.append(f"bench sent audio up to {figures.max_send_lag_s:.2f} s late")
+    verdict = "; ".join(reasons) if reasons else "held"
+    if notes:
+        verdict += " (" + "; ".join(notes) + ")"
+    return msgspec.structs.replace(figures, held=not reasons, verdict=verdict)
+
+
+async def search_capacity(
+    plan: RunPlan,
+    steps: Sequence[int],
+    make_conversations: Callable[[int], Sequence[Conversation]],
+    *,
+    naive: bool,
+    criteria: Criteria = Criteria(),
+    on_run: Callable[[RunFigures], Awaitable[None]] | None = None,
+    stop_at_failure: bool = True,
+) -> CapacitySearch:
+    """Run each client count in `steps` (ascending) until one does not hold; the capacity is
+    the largest count before the first that did not hold."""
+    runs: list[RunFigures] = []
+    capacity, stop_reason = 0, "every step held"
+    baseline_wer: float | None = None
+    for clients in steps:
+        figures = await run_load(plan, make_conversations(clients))
+        figures = judge(figures, criteria, baseline_wer)
+        if baseline_wer is None:
+            baseline_wer = figures.wer
+        runs.append(figures)
+        if on_run is not None:
+            await on_run(figures)
+        if not figures.held and stop_reason == "every step held":
+            stop_reason = f"{clients} clients: {figures.verdict}"
+        if stop_reason == "every step held":
+            capacity = clients
+        elif stop_at_failure:
+            break
+    return CapacitySearch(
+        label=plan.label,
+        url=plan.url,
+        naive=naive,
+        runs=runs,
+        capacity=capacity,
+        stop_reason=stop_reason,
+    )

@@ -1,0 +1,139 @@
+"""Shapes of the benchmark result files (JSON) and of the server's `/health` answer.
+
+msgspec Structs only, no I/O. `bench/figures.py` fills `RunFigures`; `bench/load.py` and
+`bench/offline.py` wrap them in `LoadReport` / `OfflineReport`; `bench/report.py` writes them.
+Every duration is in seconds, every latency is wall-clock time on the bench's machine.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Distribution(msgspec.Struct, kw_only=True):
+    """Percentiles of a set of samples; all None when there are none."""
+
+    count: int
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    max: float | None = None
+
+
+class Sessions(msgspec.Struct, kw_only=True):
+    started: int  # the WebSocket handshake succeeded
+    completed: int  # `stopped` arrived
+    refused: int  # HTTP 503, or close 1013 before `ready`
+    failed: int  # everything else, with reasons in `RunFigures.failures`
+
+
+class ServerUsage(msgspec.Struct, kw_only=True):
+    """The server's process tree, sampled from /proc while the run lasted."""
+
+    pid: int
+    cpu_cores: float  # CPU seconds / wall seconds: 1.0 is one core fully busy
+    cpu_percent: float  # the same as a share of all cores of the machine
+    peak_rss_mb: float
+    samples: int
+
+
+class BatchStats(msgspec.Struct, kw_only=True):
+    """What the shared transcriber did during the run (difference of two `/health` answers)."""
+
+    batches: int
+    items: int
+    mean_batch: float | None
+    batch_sizes: dict[str, int]
+    busy_s: float
+
+
+class RunFigures(msgspec.Struct, kw_only=True):
+    label: str
+    clients: int
+    speed: float
+    wall_s: float
+    audio_s: float  # audio per session (conversation length)
+    speech_s: float  # speech sent, all sessions together
+    sessions: Sessions
+    failures: list[str]
+    finals: int
+    final_latency_s: Distribution  # arrival of a final - send of the chunk holding `final.end`
+    end_of_speech_latency_s: Distribution  # arrival - send of the end of the speech it covers
+    first_partial_s: Distribution  # first partial of a clip - send of the start of its speech
+    partials_per_speech_s: float | None
+    unmatched_finals: int  # finals that overlap no reference speech (hallucinations, noise)
+    wer: float | None  # completed sessions, Whisper-normalized, all words together
+    reference_words: int
+    max_lag_s: float | None  # largest `lag_s` in `status` frames
+    max_send_lag_s: float  # how late the bench itself sent a chunk: large values void the run
+    bench_cpu_cores: float  # CPU the load generator itself used (it shares the machine)
+    server: ServerUsage | None
+    transcriber: BatchStats | None
+    held: bool = True
+    verdict: str = ""
+
+
+class CapacitySearch(msgspec.Struct, kw_only=True):
+    label: str
+    url: str
+    naive: bool
+    runs: list[RunFigures]
+    capacity: int  # largest client count that held; 0 when none did
+    stop_reason: str
+
+
+class Comparison(msgspec.Struct, kw_only=True):
+    """Chorus against the naive server, measured in the same invocation."""
+
+    capacity_ratio: float | None
+    p95_final_latency_ratio: dict[str, float]  # by client count: naive / chorus
+    cpu_ratio: dict[str, float]  # by client count: naive / chorus
+
+
+class LoadReport(msgspec.Struct, kw_only=True):
+    kind: str
+    created: str
+    machine: dict[str, str]
+    options: dict[str, str]
+    searches: list[CapacitySearch]
+    comparison: Comparison | None = None
+
+
+class MethodResult(msgspec.Struct, kw_only=True):
+    method: str
+    available: bool
+    note: str = ""
+    files: int = 0
+    audio_s: float = 0.0
+    wall_s: float | None = None
+    audio_s_per_wall_s: float | None = None
+    wer: float | None = None
+
+
+class OfflineReport(msgspec.Struct, kw_only=True):
+    kind: str
+    created: str
+    machine: dict[str, str]
+    options: dict[str, str]
+    methods: list[MethodResult]
+
+
+class TranscriberHealth(msgspec.Struct, kw_only=True):
+    batches: int = 0
+    items: int = 0
+    batch_sizes: dict[str, int] = msgspec.field(default_factory=dict)
+    queue: int = 0
+    busy_s: float = 0.0
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """`GET /health`; unknown fields are ignored, missing ones default."""
+
+    status: str = ""
+    model: str = ""
+    sessions: int = 0
+    transcriber: TranscriberHealth | None = None
+
+
+health_decoder: msgspec.json.Decoder[Health] = msgspec.json.Decoder(Health)

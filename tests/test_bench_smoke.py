@@ -1,0 +1,80 @@
+"""Smoke test of the load generator against the real server: `chorus serve --model tiny.en`
+started by the bench itself, two clients streaming a few seconds of real speech, and the JSON
+report checked for every figure. No timing thresholds: only that the figures are there and sane.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bench.load import parse_arguments, run
+from bench.schema import RunFigures
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+CLIPS = ("ljspeech_coqui/LJ001-0002.wav", "ljspeech_coqui/LJ001-0004.wav")
+
+pytestmark = pytest.mark.skipif(
+    not (SPEECH / "en_wer.tsv").exists(), reason=f"real speech not found at {SPEECH}"
+)
+
+
+def small_set(directory: Path) -> Path:
+    """A TSV of two short clips (1.9 s and 5.1 s) from the shared English set."""
+    with (SPEECH / "en_wer.tsv").open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle, delimiter="\t") if row["file"] in CLIPS]
+    table = directory / "small.tsv"
+    lines = ["file\tseconds\treference"]
+    lines += [f"{SPEECH / row['file']}\t{row['seconds']}\t{row['reference']}" for row in rows]
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return table
+
+
+async def test_two_clients_against_the_real_server(tmp_path: Path) -> None:
+    settings = parse_arguments(
+        [
+            "--model", "tiny.en",
+            "--clients", "2",
+            "--seconds", "5",
+            "--no-naive",
+            "--set", str(small_set(tmp_path)),
+            "--out", str(tmp_path / "results"),
+        ]
+    )  # fmt: skip
+    check_report(await run(settings))
+
+
+def check_report(stem: Path) -> None:
+    for suffix in (".json", ".md", "-latency.png", "-wer.png"):
+        assert Path(f"{stem}{suffix}").stat().st_size > 0, suffix
+    data = json.loads(Path(f"{stem}.json").read_text())
+    (search,) = data["searches"]
+    (raw,) = search["runs"]
+    assert set(RunFigures.__struct_fields__) <= raw.keys()
+    figures = msgspec.convert(raw, RunFigures)
+
+    assert figures.clients == 2
+    assert figures.sessions.started == figures.sessions.completed == 2, figures.failures
+    assert figures.sessions.refused == figures.sessions.failed == 0
+    assert figures.finals >= 4  # two clips, two clients
+    for name in ("final_latency_s", "end_of_speech_latency_s", "first_partial_s"):
+        spread = getattr(figures, name)
+        assert spread.count > 0, name
+        assert 0 < spread.p50 <= spread.p95 <= spread.p99 <= spread.max, name
+    assert figures.partials_per_speech_s is not None
+    assert figures.partials_per_speech_s > 0
+    assert figures.wer is not None
+    assert 0 <= figures.wer < 0.5  # tiny.en on read speech; a broken pipeline scores near 1
+    assert figures.reference_words > 20
+    assert figures.server is not None
+    assert figures.server.cpu_cores > 0
+    assert figures.server.peak_rss_mb > 50
+    assert figures.transcriber is not None
+    assert figures.transcriber.batches > 0
+    assert figures.transcriber.items >= figures.finals
+    assert figures.max_lag_s is None or figures.max_lag_s >= 0
+    assert search["capacity"] in (0, 2)
