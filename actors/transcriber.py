@@ -42,6 +42,7 @@ class TranscriberConfig:
     max_batch_size: int = 8
     queue_size: int = 64
     background_batch_size: int = 2  # uploads run in small batches, so live work waits little
+    partial_batch_size: int = 8  # a batch of partials delays finals that arrive meanwhile
 
 
 @attrs.frozen
@@ -179,8 +180,14 @@ _RANK = {"final": 0, "partial": 1, "background": 2}
 def _next_batch(jobs: list[Job], config: TranscriberConfig) -> tuple[list[Job], list[Job]]:
     """Finals, then partials, oldest first; background work only when no live work waits."""
     jobs.sort(key=lambda job: (_RANK[job.priority], job.submitted))
+    finals = sum(1 for job in jobs if job.priority == "final")
     live = sum(1 for job in jobs if job.priority != "background")
-    size = min(live, config.max_batch_size) if live else config.background_batch_size
+    if finals:
+        size = min(finals, config.max_batch_size)
+    elif live:
+        size = min(live, config.partial_batch_size)
+    else:
+        size = config.background_batch_size
     return jobs[:size], jobs[size:]
 
 

@@ -84,6 +84,7 @@ def create_app(
         config = TranscriberConfig(
             max_batch_size=1 if settings.naive else settings.max_batch_size,
             queue_size=settings.queue_size,
+            partial_batch_size=1 if settings.naive else settings.partial_batch_size,
         )
         app.state.options = StreamOptions(
             model=speech.name,

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--cpu-threads", dest="cpu_threads", type=int)
     serve.add_argument("--max-batch-size", dest="max_batch_size", type=int)
+    serve.add_argument("--partial-batch-size", dest="partial_batch_size", type=int)
     serve.add_argument(
         "--naive",
         action="store_true",
