@@ -41,7 +41,7 @@ class Settings:
     port: int = 8000
     naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
     max_batch_size: int = 8
-    partial_batch_size: int = 2  # CPU: bounds how long a final waits behind partials; raise on a GPU
+    partial_batch_size: int = 2  # bounds how long a final waits behind partials; raise on a GPU
     queue_size: int = 64
     bucket_s: float = 5.0
     final_beam_size: int = 5

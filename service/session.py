@@ -1,7 +1,7 @@
 """The per-connection supervisor: one nursery, one line per stage.
 
-`run_session` owns the session's nursery and its four stages (`service/stages.py`), joined by
-bounded channels sized from `SessionLimits.queue_size`. A clean end (client `stop`, a client
+`run_session` owns the session's nursery and its four stages (`service/stages.py`,
+`service/transcribing.py`), joined by bounded channels sized from `SessionLimits.queue_size`. A clean end (client `stop`, a client
 that leaves, an idle or length limit) closes the first channel and the close ripples down; an
 error in any stage cancels its siblings and propagates to the route, which closes the socket
 with 1011. The route owns the socket; the app owns the transcriber and the hooks.
@@ -36,9 +36,9 @@ from service.stages import (
     SessionState,
     read_frames,
     segment_audio,
-    transcribe_segments,
     write_frames,
 )
+from service.transcribing import transcribe_segments
 
 
 def new_session_id() -> str:
