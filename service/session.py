@@ -1,8 +1,8 @@
 """The per-connection supervisor: one nursery, one line per stage.
 
 `run_session` owns the session's nursery and its four stages (`service/stages.py`,
-`service/transcribing.py`), joined by bounded channels sized from `SessionLimits.queue_size`. A clean end (client `stop`, a client
-that leaves, an idle or length limit) closes the first channel and the close ripples down; an
+`service/transcribing.py`), joined by bounded channels sized from `SessionLimits.queue_size`.
+A clean end (client `stop`, a client that leaves, an idle or length limit) closes the first channel and the close ripples down; an
 error in any stage cancels its siblings and propagates to the route, which closes the socket
 with 1011. The route owns the socket; the app owns the transcriber and the hooks.
 
