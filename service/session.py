@@ -2,14 +2,15 @@
 
 `run_session` owns the session's nursery and its four stages (`service/stages.py`,
 `service/transcribing.py`), joined by bounded channels sized from `SessionLimits.queue_size`.
-A clean end (client `stop`, a client that leaves, an idle or length limit) closes the first channel and the close ripples down; an
-error in any stage cancels its siblings and propagates to the route, which closes the socket
-with 1011. The route owns the socket; the app owns the transcriber and the hooks.
+A clean end (client `stop`, a client that leaves, an idle or length limit) closes the first
+channel and the close ripples down; an error in any stage cancels its siblings and propagates
+to the route, which closes the socket with 1011. The route owns the socket; the app owns the
+transcriber and the hooks.
 
 Memory bound per session (defaults): commands `queue_size` (16) × `max_frame_bytes` (1 MiB) =
 16 MiB of raw client audio at worst (typical frames are 3–32 KiB, so < 0.5 MiB); segmenter ring
 ≈ 1.1 MB; segment events 16 × one utterance (≤ 15 s × 64 KB/s ≈ 1 MB) = ≤ 16 MB; frames
-16 × < 4 KB. `tests/test_session_bound.py` pins these numbers.
+16 × < 4 KB. `tests/test_session.py` and `tests/test_segmenter.py` pin these numbers.
 """
 
 from __future__ import annotations
