@@ -27,7 +27,6 @@ from actors.store import (
     SessionNotFound,
     SessionRecord,
     StoreClosed,
-    StoredUtterance,
     StoreHandle,
 )
 from service.refusal import Refusal
@@ -96,52 +95,15 @@ def _json(value: msgspec.Struct) -> Response:
 
 
 def _session_out(record: SessionRecord) -> SessionOut:
-    return SessionOut(
-        id=record.id,
-        route=record.route,
-        client=record.client,
-        model=record.model,
-        language=record.language,
-        started_at=record.started_at,
-        ended_at=record.ended_at,
-        end_reason=record.end_reason,
-        duration_s=record.duration_s,
-        utterances=record.utterances,
-        has_audio=record.has_audio,
-    )
-
-
-def _utterance_out(utterance: StoredUtterance) -> UtteranceOut:
-    words = None
-    if utterance.words is not None:
-        words = [WordOut(w.word, w.start, w.end, w.confidence) for w in utterance.words]
-    return UtteranceOut(
-        index=utterance.index,
-        start=utterance.start,
-        end=utterance.end,
-        text=utterance.text,
-        language=utterance.language,
-        confidence=utterance.confidence,
-        words=words,
-    )
+    return msgspec.convert(record, SessionOut, from_attributes=True)
 
 
 def _detail_out(detail: SessionDetail) -> SessionDetailOut:
-    record = detail.session
-    return SessionDetailOut(
-        id=record.id,
-        route=record.route,
-        client=record.client,
-        model=record.model,
-        language=record.language,
-        started_at=record.started_at,
-        ended_at=record.ended_at,
-        end_reason=record.end_reason,
-        duration_s=record.duration_s,
-        has_audio=record.has_audio,
-        utterances=[_utterance_out(u) for u in detail.utterances],
-        transcript=detail.transcript,
+    fields = msgspec.structs.asdict(_session_out(detail.session))
+    fields["utterances"] = msgspec.convert(
+        detail.utterances, list[UtteranceOut], from_attributes=True
     )
+    return SessionDetailOut(**fields, transcript=detail.transcript)
 
 
 def _store(request: Request) -> StoreHandle:
