@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
@@ -289,8 +290,6 @@ class WhisperAdapter:
 
 
 def _with_words(result: Result, words: tuple[WordTiming, ...]) -> Result:
-    import attrs
-
     return attrs.evolve(result, words=words)
 
 
