@@ -80,6 +80,7 @@ class SessionLimits:
     max_message_bytes: int = 64 << 10
     idle_timeout_s: float = 30.0
     max_session_s: float = 4 * 3600.0
+    send_timeout_s: float = 30.0  # a client that reads nothing for this long is dropped
     queue_size: int = 16  # items per inter-stage channel
 
 

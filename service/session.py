@@ -100,7 +100,9 @@ async def run_session(
         nursery.start_soon(
             transcribe_segments, transcriber, events_recv, frames_send, state, options, annotate
         )
-        nursery.start_soon(write_frames, socket, codec, frames_recv, state, hooks)
+        nursery.start_soon(
+            write_frames, socket, codec, frames_recv, state, hooks, options.limits.send_timeout_s
+        )
     await hooks.ended(state.stop_reason, round(state.received_s, 3))
     return state
 

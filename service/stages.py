@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
-import numpy as np
 import trio
 
 from actors.audio import PcmDecoder
@@ -258,8 +257,13 @@ async def write_frames(
     frames: trio.MemoryReceiveChannel[ServerFrame],
     state: SessionState,
     hooks: SessionHooks,
+    send_timeout_s: float = 30.0,
 ) -> None:
-    """Encode and send every frame; store finals first; drop partials a final has overtaken."""
+    """Encode and send every frame; store finals first; drop partials a final has overtaken.
+
+    A client that stops reading (a send blocked for `send_timeout_s`) is treated as gone: the
+    reader stops, the pipeline drains into the store, and nothing waits on that client again.
+    """
     last_final = -1
     with frames:
         async for frame in frames:
@@ -271,17 +275,17 @@ async def write_frames(
             if state.client_gone:
                 continue
             try:
-                for message in codec.encode(frame):
-                    await socket.send(message)
+                with trio.move_on_after(send_timeout_s) as sending:
+                    for message in codec.encode(frame):
+                        await socket.send(message)
             except ClientGone:
                 state.client_gone = True
+            if sending.cancelled_caught:
+                state.client_gone, state.stop_reason = True, "slow_reader"
+                state.reader.cancel()
         if not state.client_gone:
             try:
                 await socket.close(state.close_code)
             except ClientGone:
                 state.client_gone = True
 
-
-def samples_to_pcm16(samples: Samples) -> bytes:
-    clipped = np.clip(samples, -1.0, 1.0) * 32767.0
-    return bytes(np.round(clipped).astype("<i2").tobytes())

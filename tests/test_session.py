@@ -215,3 +215,23 @@ async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Cl
     errors = [f for f in frames if type(f).__name__ == "Error"]
     assert [e.code for e in errors] == ["session_too_long"]  # type: ignore[attr-defined]
     assert state.stop_reason == "session_too_long" and isinstance(frames[-1], Stopped)
+
+
+class DeafSocket(FakeSocket):
+    """A client that sends but never reads: every send blocks."""
+
+    async def send(self, message: str | bytes) -> None:
+        await trio.sleep_forever()
+
+
+async def test_client_that_stops_reading_is_dropped_and_finals_still_stored(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    socket, transcriber, hooks = DeafSocket(), FakeTranscriber(), RecordingHooks()
+    options = StreamOptions(model="fake", limits=SessionLimits(send_timeout_s=10.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[]))
+        state = await run_session(socket, socket_codec(), transcriber, Config(), options,
+                                  hooks=hooks)
+    assert state.stop_reason == "slow_reader" and state.client_gone
+    assert "final 0" in hooks.events and "final 1" in hooks.events
