@@ -119,9 +119,9 @@ async def serve_session(
         log.info("refused %s for %s: %s", route, client, refusal.code)
         await refuse_websocket(websocket, refusal)
         return None
+    socket = StarletteSocket(websocket)
     try:
         await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
-        socket = StarletteSocket(websocket)
         options = options or state.options
         problem = config if isinstance(config, Error) else check_config(config, options)
         if problem is not None or not isinstance(config, Config):
@@ -135,6 +135,8 @@ async def serve_session(
     finally:
         if admission is not None:
             admission.release()
+        with trio.CancelScope(shield=True):
+            await socket.drain()
 
 
 async def _run(

@@ -2,10 +2,17 @@
 
 The route owns the Starlette `WebSocket`; this adapter translates its disconnect signals into
 `ClientGone` at the boundary, so the stages never see Starlette.
+
+`drain` is the route's last step: hypercorn hands client messages to the app through a small
+bounded queue and, once the app returns, puts a final `websocket.disconnect` into it; if the
+session stopped reading with that queue full (a drain on shutdown, a fatal error, a client that
+kept sending after `stop`), that put would block the connection forever. So the route reads
+and discards what is left until the client's close (or a short timeout).
 """
 
 from __future__ import annotations
 
+import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from service.pipeline import ClientGone
@@ -44,3 +51,12 @@ class StarletteSocket:
             await self._websocket.close(code, reason)
         except (WebSocketDisconnect, RuntimeError, OSError) as error:
             raise ClientGone(str(error)) from None
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Read and discard client messages until the client has closed (or `timeout_s`)."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    await self.receive()
+                except ClientGone:
+                    return

@@ -27,11 +27,15 @@ def words(text: str) -> set[str]:
 
 async def test_words_arrive_as_partials_then_finals(tiny_model: SpeechModel) -> None:
     app = create_app(SETTINGS, model=tiny_model)
-    audio = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32),
-                            load(DATA / "library.wav"), np.zeros(16000, np.float32)])
-    async with serve_app(app) as address, connect(
-        f"ws://{address}/v1/stream?language=en"
-    ) as ws:
+    audio = np.concatenate(
+        [
+            load(DATA / "weather.wav"),
+            np.zeros(16000, np.float32),
+            load(DATA / "library.wav"),
+            np.zeros(16000, np.float32),
+        ]
+    )
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream?language=en") as ws:
         await send_audio(ws, audio, pace=4.0)
         await send_json(ws, {"type": "stop"})
         frames = await receive_all(ws)
@@ -53,9 +57,7 @@ async def test_finalize_mid_stream_then_more_audio_loses_nothing(
     app = create_app(SETTINGS, model=tiny_model)
     garden = load(DATA / "garden.wav")
     cut = int(len(garden) * 0.55)
-    async with serve_app(app) as address, connect(
-        f"ws://{address}/v1/stream"
-    ) as ws:
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         await send_audio(ws, garden[:cut])
         await send_json(ws, {"type": "finalize"})
         await send_audio(ws, np.concatenate([garden[cut:], np.zeros(16000, np.float32)]))
@@ -90,9 +92,11 @@ async def test_eight_sessions_share_batches_and_keep_their_own_words(
     tiny_model: SpeechModel,
 ) -> None:
     app = create_app(SETTINGS, model=tiny_model)
-    clips = {"weather": {"weather", "sunny", "breeze"},
-             "library": {"library", "books", "friday"},
-             "garden": {"grandmother", "tomatoes", "garden"}}
+    clips = {
+        "weather": {"weather", "sunny", "breeze"},
+        "library": {"library", "books", "friday"},
+        "garden": {"grandmother", "tomatoes", "garden"},
+    }
     names = [list(clips)[index % 3] for index in range(8)]
     heard: dict[int, set[str]] = {}
 
@@ -131,8 +135,9 @@ async def test_mounted_under_a_parent_app(tiny_model: SpeechModel) -> None:
             health = (await http.get(f"http://{address}/stt/health")).json()
         assert health["status"] == "ok" and health["model"] == "tiny.en"
         async with connect(f"ws://{address}/stt/v1/stream") as ws:
-            await send_audio(ws, np.concatenate([load(DATA / "weather.wav"),
-                                                 np.zeros(16000, np.float32)]))
+            await send_audio(
+                ws, np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
+            )
             await send_json(ws, {"type": "stop"})
             frames = await receive_all(ws)
     assert "weather" in words(frames[-1]["transcript"])
@@ -161,12 +166,28 @@ async def test_webm_opus_chunks_transcribe_like_pcm(tiny_model: SpeechModel) -> 
 
 async def test_undecodable_auto_stream_is_refused_with_a_reason(tiny_model: SpeechModel) -> None:
     app = create_app(SETTINGS, model=tiny_model)
-    async with serve_app(app) as address, connect(
-        f"ws://{address}/v1/stream?encoding=auto"
-    ) as ws:
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream?encoding=auto") as ws:
         await ws.send_message(b"this is plainly not an audio container" * 10)
         frames = await receive_all(ws)
     errors = [f for f in frames if f["type"] == "error"]
     assert errors[0]["code"] == "undecodable_audio" and errors[0]["fatal"] is True
     assert frames[-1]["type"] == "stopped"
     assert ws.closed is not None and ws.closed.code == 1003
+
+
+async def test_session_that_stops_reading_does_not_wedge_the_connection(
+    tiny_model: SpeechModel,
+) -> None:
+    """The app stops reading (a fatal error) while the client keeps sending: hypercorn's
+    bounded app queue fills, and the route must drain it or the connection never closes."""
+    app = create_app(SETTINGS, model=tiny_model)
+    with trio.fail_after(30):
+        async with serve_app(app) as address:
+            async with connect(f"ws://{address}/v1/stream?encoding=auto") as ws:
+                await ws.send_message(b"not audio at all" * 20)
+                for _ in range(60):
+                    await ws.send_message(b"\0" * 3200)
+                frames = await receive_all(ws)
+            assert frames[-1]["type"] == "stopped"
+            async with httpx.AsyncClient() as http:  # and the server still serves
+                assert (await http.get(f"http://{address}/health")).status_code == 200
