@@ -288,4 +288,3 @@ async def write_frames(
                 await socket.close(state.close_code)
             except ClientGone:
                 state.client_gone = True
-

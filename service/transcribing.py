@@ -252,5 +252,3 @@ async def _report_lag(frames: trio.MemorySendChannel[ServerFrame], state: Sessio
                     )
                 )
             lagging = lag > LAGGING_S
-
-

@@ -91,14 +91,17 @@ async def test_every_bad_frame_is_answered_and_the_session_goes_on(app) -> None:
     assert ws.closed is not None and ws.closed.code == 1000
 
 
-@pytest.mark.parametrize("query, code", [
-    ("sample_rate=96000", "invalid_config"),
-    ("sample_rate=abc", "invalid_config"),
-    ("encoding=mp3", "invalid_config"),
-    ("endpointing_ms=-5", "invalid_config"),
-    ("task=translate", "unsupported_task"),
-    ("language=de", "unsupported_language"),
-])
+@pytest.mark.parametrize(
+    "query, code",
+    [
+        ("sample_rate=96000", "invalid_config"),
+        ("sample_rate=abc", "invalid_config"),
+        ("encoding=mp3", "invalid_config"),
+        ("endpointing_ms=-5", "invalid_config"),
+        ("task=translate", "unsupported_task"),
+        ("language=de", "unsupported_language"),
+    ],
+)
 async def test_bad_query_is_refused_with_a_reason(app, query: str, code: str) -> None:  # type: ignore[no-untyped-def]
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream?{query}") as ws:
         frames = await receive_all(ws)
@@ -118,13 +121,10 @@ async def test_a_bad_client_does_not_disturb_another_session(app) -> None:  # ty
                 await ws.send_message(b"\x01")
                 await ws.send_message(base64.b64encode(b"junk"))
 
-        async with trio.open_nursery() as nursery, connect(
-            f"ws://{address}/v1/stream"
-        ) as ws:
+        async with trio.open_nursery() as nursery, connect(f"ws://{address}/v1/stream") as ws:
             nursery.start_soon(vandal)
             await send_audio(ws, speech, pace=8.0)
             await send_json(ws, {"type": "stop"})
             frames = await receive_all(ws)
-    assert [f["type"] for f in frames if f["type"] in ("final", "stopped")] == ["final",
-                                                                                "stopped"]
+    assert [f["type"] for f in frames if f["type"] in ("final", "stopped")] == ["final", "stopped"]
     assert not [f for f in frames if f["type"] == "error"]

@@ -43,9 +43,15 @@ def test_languages_tasks_and_prompts_mix_in_one_batch(base_model: WhisperAdapter
 
 def test_lengths_prompts_and_beams_mix_in_one_batch(tiny_model: SpeechModel) -> None:
     garden = load(DATA / "garden.wav")
-    long_audio = np.concatenate([load(DATA / "weather.wav"), np.zeros(8000, np.float32),
-                                 load(DATA / "library.wav"), np.zeros(8000, np.float32),
-                                 garden])
+    long_audio = np.concatenate(
+        [
+            load(DATA / "weather.wav"),
+            np.zeros(8000, np.float32),
+            load(DATA / "library.wav"),
+            np.zeros(8000, np.float32),
+            garden,
+        ]
+    )
     requests = [
         Request(garden, DecodeOptions(beam_size=5)),
         Request(long_audio, DecodeOptions(beam_size=5, words=True)),

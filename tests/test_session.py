@@ -30,8 +30,9 @@ OPTIONS = StreamOptions(model="fake", final_beam_size=1)
 
 def speech_with_pauses() -> Samples:
     pause = np.zeros(16000, np.float32)
-    return np.concatenate([pause[:8000], load(DATA / "weather.wav"), pause,
-                           load(DATA / "library.wav"), pause])
+    return np.concatenate(
+        [pause[:8000], load(DATA / "weather.wav"), pause, load(DATA / "library.wav"), pause]
+    )
 
 
 class RecordingHooks:
@@ -65,8 +66,9 @@ async def test_stop_drains_through_every_stage() -> None:
     audio = speech_with_pauses()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
-        state = await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS,
-                                  hooks=hooks)
+        state = await run_session(
+            socket, socket_codec(), transcriber, Config(), OPTIONS, hooks=hooks
+        )
         frames = await socket.frames()
     kinds = frame_types(frames)
     assert kinds[0] == "Ready" and kinds[-1] == "Stopped"
@@ -83,8 +85,12 @@ async def test_stop_drains_through_every_stage() -> None:
     assert isinstance(frames[1], SpeechStarted)
     assert any(isinstance(f, Partial) for f in frames)
     assert socket.closed_with == 1000 and state.stop_reason == "stop"
-    assert hooks.events == ["started /v1/stream", "final 0", "final 1",
-                            f"ended stop {round(len(audio) / 16000, 3)}"]
+    assert hooks.events == [
+        "started /v1/stream",
+        "final 0",
+        "final 1",
+        f"ended stop {round(len(audio) / 16000, 3)}",
+    ]
     assert hooks.audio_samples == len(audio)
     priorities = {priority for _, priority in transcriber.calls}
     assert priorities == {"final", "partial"}
@@ -95,10 +101,14 @@ async def test_finalize_keeps_the_stream_open_and_loses_nothing() -> None:
     garden = load(DATA / "garden.wav")
     half = len(garden) // 2
     async with trio.open_nursery() as nursery:
+
         async def client() -> None:
             await stream(socket, garden[:half], then=[FinalizeFrame()])
-            await stream(socket, np.concatenate([garden[half:], np.zeros(16000, np.float32)]),
-                         then=[StopFrame()])
+            await stream(
+                socket,
+                np.concatenate([garden[half:], np.zeros(16000, np.float32)]),
+                then=[StopFrame()],
+            )
 
         nursery.start_soon(client)
         await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS)
@@ -137,8 +147,9 @@ async def test_client_that_vanishes_ends_the_session_and_finals_are_still_stored
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        state = await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS,
-                                  hooks=hooks)
+        state = await run_session(
+            socket, socket_codec(), transcriber, Config(), OPTIONS, hooks=hooks
+        )
     assert state.client_gone and state.stop_reason == "client_closed"
     assert "final 0" in hooks.events and "final 1" in hooks.events
 
@@ -199,8 +210,9 @@ async def test_status_reports_lag_while_behind_and_once_caught_up(
 
 async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Clock) -> None:
     socket, transcriber = FakeSocket(), FakeTranscriber()
-    options = StreamOptions(model="fake", limits=SessionLimits(max_session_s=5.0,
-                                                               idle_timeout_s=2.0))
+    options = StreamOptions(
+        model="fake", limits=SessionLimits(max_session_s=5.0, idle_timeout_s=2.0)
+    )
 
     async def client() -> None:
         for _ in range(20):  # keepalives hold off the idle limit, not the length limit
@@ -231,7 +243,8 @@ async def test_client_that_stops_reading_is_dropped_and_finals_still_stored(
     options = StreamOptions(model="fake", limits=SessionLimits(send_timeout_s=10.0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[]))
-        state = await run_session(socket, socket_codec(), transcriber, Config(), options,
-                                  hooks=hooks)
+        state = await run_session(
+            socket, socket_codec(), transcriber, Config(), options, hooks=hooks
+        )
     assert state.stop_reason == "slow_reader" and state.client_gone
     assert "final 0" in hooks.events and "final 1" in hooks.events

@@ -54,14 +54,18 @@ async def test_finals_before_partials_then_oldest_first() -> None:
     config = TranscriberConfig(max_batch_size=2)
     async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
         order: list[tuple[Priority, float]] = [
-            ("partial", 1.0), ("final", 2.0), ("background", 3.0), ("partial", 4.0),
+            ("partial", 1.0),
+            ("final", 2.0),
+            ("background", 3.0),
+            ("partial", 4.0),
             ("final", 5.0),
         ]
         nursery.start_soon(transcriber.transcribe, request(9.0))
         await wait_entered(model)
         for priority, seconds in order:
-            nursery.start_soon(lambda p=priority, s=seconds: transcriber.transcribe(
-                request(s), priority=p))
+            nursery.start_soon(
+                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
+            )
             await trio.testing.wait_all_tasks_blocked()
         model.gate.set()
     lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
@@ -76,8 +80,9 @@ async def test_background_waits_for_live_work_and_runs_in_small_batches() -> Non
         nursery.start_soon(transcriber.transcribe, request(9.0))
         await wait_entered(model)
         for seconds in (1.0, 2.0, 3.0):
-            nursery.start_soon(lambda s=seconds: transcriber.transcribe(
-                request(s), priority="background"))
+            nursery.start_soon(
+                lambda s=seconds: transcriber.transcribe(request(s), priority="background")
+            )
             await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(transcriber.transcribe, request(4.0))
         await trio.testing.wait_all_tasks_blocked()
@@ -195,10 +200,16 @@ async def test_finals_never_wait_for_partials_in_their_batch() -> None:
     async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
         nursery.start_soon(transcriber.transcribe, request(9.0))
         await wait_entered(model)
-        for priority, seconds in [("partial", 1.0), ("partial", 2.0), ("final", 3.0),
-                                  ("partial", 4.0), ("final", 5.0)]:
-            nursery.start_soon(lambda p=priority, s=seconds: transcriber.transcribe(
-                request(s), priority=p))
+        for priority, seconds in [
+            ("partial", 1.0),
+            ("partial", 2.0),
+            ("final", 3.0),
+            ("partial", 4.0),
+            ("final", 5.0),
+        ]:
+            nursery.start_soon(
+                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
+            )
             await trio.testing.wait_all_tasks_blocked()
         model.gate.set()
     lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]

@@ -29,8 +29,9 @@ MODEL = os.environ.get("CHORUS_WER_MODEL", "tiny.en")  # e.g. base, to check the
 
 
 def offline_transcripts(files: list[str]) -> list[str]:
-    model = WhisperModel(resolve_model(MODEL).source, device="cpu", compute_type="int8",
-                         cpu_threads=2)
+    model = WhisperModel(
+        resolve_model(MODEL).source, device="cpu", compute_type="int8", cpu_threads=2
+    )
     texts = []
     for path in files:
         segments, _ = model.transcribe(path, language="en", beam_size=5)
@@ -73,7 +74,8 @@ async def test_streaming_wer_is_within_a_point_of_offline(tiny_model: SpeechMode
     offline = await trio.to_thread.run_sync(offline_transcripts, files)
     live_wer = jiwer.wer(references, [normalize(streamed[i]) for i in range(len(files))])
     offline_wer = jiwer.wer(references, [normalize(text) for text in offline])
-    print(f"\nWER streaming {live_wer:.2%} vs offline {offline_wer:.2%}; "
-          f"batches {stats.batch_sizes}")
+    print(
+        f"\nWER streaming {live_wer:.2%} vs offline {offline_wer:.2%}; batches {stats.batch_sizes}"
+    )
     assert live_wer <= offline_wer + 0.01
     assert max(stats.batch_sizes) > 1
