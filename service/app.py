@@ -15,7 +15,6 @@ To mount Chorus under a parent Starlette app, enter its lifespan from the parent
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,7 +32,7 @@ from actors.sentiment import load_sentiment
 from actors.store import open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.admission import LiveSessions, session_limits
-from service.config import Settings
+from service.config import Settings, environment
 from service.dialects import dialect_routes
 from service.limits import BodyLimitMiddleware, SessionGate
 from service.metrics import metrics
@@ -72,9 +71,10 @@ def create_app(
     limiter: LimiterConfig | None = None,
 ) -> Starlette:
     """Build the app; `model` injects a ready model (tests), else `load_model(settings)`."""
-    settings = settings or Settings.from_env()
-    security = security or SecurityConfig.from_env()
-    limiter_config = limiter or LimiterConfig.from_env(os.environ)
+    environ = environment()
+    settings = settings or Settings.from_env(environ)
+    security = security or SecurityConfig.from_env(environ)
+    limiter_config = limiter or LimiterConfig.from_env(environ)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -27,6 +27,12 @@ def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
     return values
 
 
+def environment() -> dict[str, str]:
+    """The process environment over a `.env` file in the working directory, read once here
+    for every settings record (`Settings`, security, limits, rate limits)."""
+    return {**read_dotenv(), **os.environ}
+
+
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -55,7 +61,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        env = {**read_dotenv(), **(os.environ if environ is None else environ)}
+        env = environment() if environ is None else {**read_dotenv(), **environ}
         values: dict[str, object] = {}
         fields = {field.name: field for field in attrs.fields(cls)}
         for name, field in fields.items():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import trio
 from audio_files import DATA, load
 from conftest import serve_app
@@ -174,3 +175,17 @@ async def test_health_and_metrics_report_the_actors(tmp_path: Path) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "chorus_transcriber_items_total" in metrics.text
     assert 'chorus_transcriber_batch_size_total{size="1"}' in metrics.text
+
+
+async def test_dotenv_file_configures_security_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("CHORUS_API_KEYS=from-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHORUS_API_KEYS", raising=False)
+    app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
+    async with serve_app(app) as address:
+        assert (await rejected(f"ws://{address}/v1/stream")).status_code == 401
+        async with connect(f"ws://{address}/v1/stream?token=from-dotenv") as ws:
+            await send_json(ws, {"type": "stop"})
+            assert (await receive_all(ws))[-1]["type"] == "stopped"
