@@ -30,8 +30,10 @@ class DecodeOptions:
     language: str | None = None  # None: detect
     task: Literal["transcribe", "translate"] = "transcribe"
     prompt: str | None = None
+    context: str | None = None  # the session's earlier finals; only its tail is used
     words: bool = False
     beam_size: int = 1
+    partial: bool = False  # a draft of an open utterance: cheaper window, no second try
 
 
 @attrs.frozen(eq=False)
