@@ -9,7 +9,7 @@ transcriber and the hooks.
 
 Memory bound per session (defaults): commands `queue_size` (16) × `max_frame_bytes` (1 MiB) =
 16 MiB of raw client audio at worst (typical frames are 3–32 KiB, so < 0.5 MiB); segmenter ring
-≈ 1.1 MB; segment events 16 × one utterance (≤ 15 s × 64 KB/s ≈ 1 MB) = ≤ 16 MB; frames
+≈ 1.2 MB; segment events 16 × one utterance (≤ 15 s × 64 KB/s ≈ 1 MB) = ≤ 16 MB; frames
 16 × < 4 KB. `tests/test_session.py` and `tests/test_segmenter.py` pin these numbers.
 """
 

@@ -7,7 +7,14 @@ from itertools import pairwise
 import numpy as np
 from audio_files import DATA, load
 
-from actors.segmenter import Segment, Segmenter, SegmenterConfig, SpeechStart, UtteranceEnded
+from actors.segmenter import (
+    PRE_ROLL_S,
+    Segment,
+    Segmenter,
+    SegmenterConfig,
+    SpeechStart,
+    UtteranceEnded,
+)
 
 RATE = 16000
 
@@ -35,12 +42,21 @@ def test_pauses_cut_utterances_inside_the_audio() -> None:
     cut = finals(events)
     assert len(cut) == 2
     first_end = 0.5 + len(weather) / RATE
-    assert 0.2 <= cut[0].start < 0.7 and first_end - 0.3 < cut[0].end <= first_end + 0.6
+    assert 0.0 <= cut[0].start < 0.7 and first_end - 0.3 < cut[0].end <= first_end + 0.6
     assert cut[1].start >= cut[0].end
     assert [e.utterance for e in events if isinstance(e, UtteranceEnded)] == [0, 1]
     assert sum(isinstance(e, SpeechStart) for e in events) == 2
     for segment in cut:
         assert len(segment.audio) == round((segment.end - segment.start) * RATE)
+
+
+def test_an_utterance_opens_before_its_soft_onset_but_not_into_silence() -> None:
+    weather = load(DATA / "weather.wav")
+    audio = np.concatenate([silence(3.0), weather, silence(1.0)])
+    (cut,) = finals(run(Segmenter(SegmenterConfig()), audio))
+    # the pre-roll (0.5 s) before the first frame judged speech, and no further: digital
+    # silence scores under the onset threshold, so the look-back stops at once
+    assert 3.0 - PRE_ROLL_S - 0.15 <= cut.start <= 3.0
 
 
 def test_partials_grow_while_speech_goes_on() -> None:
@@ -90,10 +106,10 @@ def test_silence_and_low_noise_open_no_utterance() -> None:
 
 
 def test_ring_buffer_memory_is_fixed() -> None:
-    """The bound in the module docstring: (max_utterance + 1.556 s) of float32 at 16 kHz."""
+    """The bound in the module docstring: (max_utterance + 2.756 s) of float32 at 16 kHz."""
     segmenter = Segmenter(SegmenterConfig(max_utterance_s=15.0))
-    assert segmenter.capacity == int((15.0 + 0.3 + 0.256 + 1.0) * RATE)
-    assert segmenter._ring.nbytes <= 1_100_000
+    assert segmenter.capacity == int((15.0 + 1.0 + 0.5 + 0.256 + 1.0) * RATE)
+    assert segmenter._ring.nbytes <= 1_200_000
     speech = np.concatenate([load(DATA / "weather.wav"), silence(0.3)] * 20)
     run(segmenter, speech, chunk=RATE * 5)  # large frames too
-    assert segmenter._ring.nbytes <= 1_100_000
+    assert segmenter._ring.nbytes <= 1_200_000
