@@ -1,6 +1,7 @@
 """Raw PCM in, 16 kHz mono float32 out: the front of every session's audio path.
 
-`PcmDecoder` is sans-IO and owned by one session's segmenter task. It carries an odd trailing
+`PcmDecoder` is sans-IO and owned by one session's segmenter task. It reads 16-bit and float
+PCM, and 8-bit G.711 μ-law / A-law (telephony). It carries an odd trailing
 byte (or partial float) over to the next frame rather than dropping it, and resamples other
 rates with soxr's streaming resampler, which keeps its filter state across chunks so chunk
 boundaries leave no clicks and no samples are lost.
@@ -14,9 +15,10 @@ import numpy as np
 import soxr
 
 from actors.model_api import SAMPLE_RATE, Samples
+from protocol.dialects.pcm import g711_table
 
-PcmEncoding = Literal["pcm_s16le", "pcm_f32le"]
-_WIDTH = {"pcm_s16le": 2, "pcm_f32le": 4}
+PcmEncoding = Literal["pcm_s16le", "pcm_f32le", "mulaw", "alaw"]
+_WIDTH = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 
 
 class PcmDecoder:
@@ -59,6 +61,9 @@ class PcmDecoder:
     def _to_float(self, data: bytes) -> Samples:
         if self.encoding == "pcm_s16le":
             samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        elif self.encoding in ("mulaw", "alaw"):
+            codes = np.frombuffer(data, dtype=np.uint8)
+            samples = g711_table(self.encoding)[codes].astype(np.float32) / 32768.0
         else:
             samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
             samples = np.nan_to_num(np.clip(samples, -1.0, 1.0))

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Encoding = Literal["pcm_s16le", "pcm_f32le", "auto"]
+Encoding = Literal["pcm_s16le", "pcm_f32le", "mulaw", "alaw", "auto"]
+COMPANDED = ("mulaw", "alaw")  # G.711 telephony, 8 bits a sample; 8 kHz unless told
 Task = Literal["transcribe", "translate"]
 
 MIN_SAMPLE_RATE = 8000
@@ -159,6 +160,8 @@ encoder = msgspec.json.Encoder()
 def config_from_query(params: dict[str, str]) -> Config:
     """Build a `Config` from query parameters; raises `msgspec.ValidationError` when wrong."""
     known = {name: value for name, value in params.items() if name in Config.__struct_fields__}
+    if known.get("encoding") in COMPANDED:
+        known.setdefault("sample_rate", "8000")  # as Deepgram does: G.711 is telephone audio
     return msgspec.convert(known, Config, strict=False)
 
 

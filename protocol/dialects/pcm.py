@@ -35,6 +35,11 @@ def _alaw_table() -> npt.NDArray[np.int16]:
 _TABLES = {"mulaw": _mulaw_table(), "alaw": _alaw_table()}
 
 
+def g711_table(law: Literal["mulaw", "alaw"]) -> npt.NDArray[np.int16]:
+    """The 256 linear 16-bit values of one G.711 law, indexed by the coded byte."""
+    return _TABLES[law]
+
+
 class G711Expander:
     def __init__(self, law: Literal["mulaw", "alaw"]) -> None:
         self._table = _TABLES[law]
