@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import jiwer
 import numpy as np
 import trio
 from audio_files import DATA, load
@@ -23,6 +24,10 @@ SETTINGS = Settings(model="tiny.en", partial_interval_s=0.5)
 
 def words(text: str) -> set[str]:
     return {word.strip(".,!?").lower() for word in text.split()}
+
+
+def normalize(text: str) -> str:
+    return " ".join(word.strip(".,!?-").lower() for word in text.replace("-", " ").split())
 
 
 async def test_words_arrive_as_partials_then_finals(tiny_model: SpeechModel) -> None:
@@ -160,8 +165,11 @@ async def test_webm_opus_chunks_transcribe_like_pcm(tiny_model: SpeechModel) -> 
             await send_audio(ws, load(DATA / "speech_48k_mono_opus.webm"))
             await send_json(ws, {"type": "stop"})
             transcripts["pcm"] = (await receive_all(ws))[-1]["transcript"]
-    assert words(transcripts["webm"]) == words(transcripts["pcm"])
-    assert len(words(transcripts["pcm"])) >= 4
+    # Opus is lossy, so the model may hear a word a little differently ("not while" against
+    # "non-while" on an AVX2-only CPU): the two may differ by one word in five, no more. A
+    # broken demuxer (lost or repeated packets, wrong timing) reads far worse than that.
+    assert len(transcripts["pcm"].split()) >= 4
+    assert jiwer.wer(normalize(transcripts["pcm"]), normalize(transcripts["webm"])) <= 0.2
 
 
 async def test_undecodable_auto_stream_is_refused_with_a_reason(tiny_model: SpeechModel) -> None:
