@@ -1,11 +1,14 @@
 """The transcriber actor: one per loaded model, shared by every session and upload.
 
-Ownership: `open_transcriber()` opens a nursery that owns one task, `_serve_batches`, and yields
-a `TranscriberHandle`. Callers put `Job`s into a bounded channel (a full queue blocks them: that
-is the backpressure that reaches each session's pipeline). The actor takes what is waiting,
-orders it (finals before partials, then oldest first), drops jobs whose caller has gone, and
-runs one batch at a time in a worker thread (`trio.to_thread.run_sync` with a
-`CapacityLimiter(1)`; never abandoned on cancel, so the model is never used by two threads).
+Ownership: `open_transcriber()` opens a nursery that owns `config.workers` tasks
+(`_serve_batches`, one per model worker) and yields a `TranscriberHandle`. Callers put `Job`s
+into a bounded channel (a full queue blocks them: that is the backpressure that reaches each
+session's pipeline). The workers share one list of pending jobs (all on the trio thread, so no
+lock): each idle worker takes what is waiting, orders it (finals before partials, then oldest
+first), drops jobs whose caller has gone, and runs one batch in a worker thread
+(`trio.to_thread.run_sync` with a `CapacityLimiter(workers)`; never abandoned on cancel). A job
+is taken by exactly one worker. The model must allow `workers` concurrent calls (the Whisper
+adapter loads CTranslate2 with as many `inter_threads`, each with its share of the threads).
 It never waits to fill a batch: an idle model takes whatever is there. Uploads submit
 `background` work, which runs only when no live work waits, in batches of at most
 `background_batch_size`, so a long file delays a live final by one small batch at most.
@@ -43,6 +46,7 @@ class TranscriberConfig:
     queue_size: int = 64
     background_batch_size: int = 2  # uploads run in small batches, so live work waits little
     partial_batch_size: int = 8  # a batch of partials delays finals that arrive meanwhile
+    workers: int = 1  # batches run at once on the model (CTranslate2 inter_threads)
 
 
 @attrs.frozen
@@ -137,41 +141,48 @@ async def open_transcriber(
 ) -> AsyncIterator[TranscriberHandle]:
     jobs_send, jobs_recv = trio.open_memory_channel[Job](config.queue_size)
     counters = _Counters()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_serve_batches, model, jobs_recv, config, counters)
-        with jobs_send:
-            yield TranscriberHandle(jobs_send, counters)
+    limiter = trio.CapacityLimiter(max(1, config.workers))
+    pending: list[Job] = []  # taken from the channel, not yet in a batch; shared by the workers
+    with jobs_recv:
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(max(1, config.workers)):
+                    nursery.start_soon(
+                        _serve_batches, model, jobs_recv, pending, limiter, config, counters
+                    )
+                with jobs_send:
+                    yield TranscriberHandle(jobs_send, counters)
+        except BaseException as error:
+            closed = TranscriberClosed(f"the transcriber stopped: {error!r}")
+            for job in pending:
+                job.finish(error=closed)
+            _fail_waiting(jobs_recv, closed)
+            raise
 
 
 async def _serve_batches(
     model: SpeechModel,
     jobs: trio.MemoryReceiveChannel[Job],
+    pending: list[Job],
+    limiter: trio.CapacityLimiter,
     config: TranscriberConfig,
     counters: _Counters,
 ) -> None:
-    limiter = trio.CapacityLimiter(1)
-    pending: list[Job] = []
-    with jobs:
-        try:
-            while True:
-                if not pending:
-                    try:
-                        pending.append(await jobs.receive())
-                    except trio.EndOfChannel:
-                        return
-                _take_waiting(jobs, pending, config.queue_size)
-                kept = [job for job in pending if not job.abandoned]
-                counters.dropped += len(pending) - len(kept)
-                batch, pending = _next_batch(kept, config)
-                counters.pending = len(pending)
-                if batch:
-                    await _run_batch(model, batch, limiter, counters)
-        except BaseException as error:
-            closed = TranscriberClosed(f"the transcriber stopped: {error!r}")
-            for job in pending:
-                job.finish(error=closed)
-            _fail_waiting(jobs, closed)
-            raise
+    """One model worker: take the most urgent batch from the shared pending list, run it."""
+    while True:
+        if not pending:
+            try:
+                pending.append(await jobs.receive())
+            except trio.EndOfChannel:
+                return
+        _take_waiting(jobs, pending, config.queue_size)
+        kept = [job for job in pending if not job.abandoned]
+        counters.dropped += len(pending) - len(kept)
+        batch, rest = _next_batch(kept, config)
+        pending[:] = rest
+        counters.pending = len(pending)
+        if batch:
+            await _run_batch(model, batch, limiter, counters)
 
 
 _RANK = {"final": 0, "partial": 1, "background": 2}
@@ -231,13 +242,13 @@ async def _call_model(
     model: SpeechModel, batch: list[Job], limiter: trio.CapacityLimiter, counters: _Counters
 ) -> list[Result]:
     started = trio.current_time()
-    counters.running = len(batch)
+    counters.running += len(batch)
     try:
         results = await trio.to_thread.run_sync(
             model.transcribe_batch, [job.request for job in batch], limiter=limiter
         )
     finally:
-        counters.running = 0
+        counters.running -= len(batch)
         counters.busy_s += trio.current_time() - started
     if len(results) != len(batch):
         raise RuntimeError(f"model returned {len(results)} results for {len(batch)} requests")

@@ -58,6 +58,8 @@ def load_whisper(settings: Settings) -> SpeechModel:
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
         bucket_s=30.0 if settings.naive else settings.bucket_s,
+        workers=1 if settings.naive else settings.workers,
+        tight_partials=settings.partial_window == "tight" and not settings.naive,
     )
 
 
@@ -85,6 +87,7 @@ def create_app(
             max_batch_size=1 if settings.naive else settings.max_batch_size,
             queue_size=settings.queue_size,
             partial_batch_size=1 if settings.naive else settings.partial_batch_size,
+            workers=1 if settings.naive else settings.workers,
         )
         app.state.options = StreamOptions(
             model=speech.name,

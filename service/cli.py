@@ -32,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", dest="max_batch_size", type=int)
     serve.add_argument("--partial-batch-size", dest="partial_batch_size", type=int)
     serve.add_argument(
+        "--workers", type=int, help="model workers running batches at once, sharing the threads"
+    )
+    serve.add_argument(
+        "--partial-window",
+        dest="partial_window",
+        choices=["tight", "final"],
+        help="partials' encoder window: tight to the audio (default) or the finals' rule",
+    )
+    serve.add_argument(
         "--naive",
         action="store_true",
         default=None,

@@ -49,6 +49,8 @@ class Settings:
     max_batch_size: int = 8
     partial_batch_size: int = 2  # bounds how long a final waits behind partials; raise on a GPU
     queue_size: int = 64
+    workers: int = 1  # model workers running batches at once; the threads are shared out
+    partial_window: str = "tight"  # partials: "tight" to the audio, or "final" (finals' rule)
     bucket_s: float = 5.0
     final_beam_size: int = 5
     partial_interval_s: float = 0.6

@@ -30,6 +30,7 @@ from service.pipeline import StreamOptions, Transcriber
 from service.stages import SessionState
 
 LAGGING_S = 1.0
+CONTEXT_FINALS = 4  # earlier finals offered as context; the adapter keeps only their tail
 DEGRADED_S = 5.0
 
 
@@ -99,8 +100,10 @@ def _decode_options(state: SessionState, options: StreamOptions, final: bool) ->
         language=language,
         task=config.task,
         prompt=config.prompt,
+        context=" ".join(state.finals[-CONTEXT_FINALS:]) or None,
         words=config.words and final,
         beam_size=options.final_beam_size if final else 1,
+        partial=not final,
     )
 
 
