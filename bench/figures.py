@@ -46,6 +46,10 @@ def distribution(samples: Sequence[float]) -> Distribution:
     )
 
 
+FIRST_TEXT_MIN_SPEECH_S = 2.0  # utterances this long must show text while they go on
+FIRST_TEXT_AFTER_S = 1.0  # measured from the send of their first second of speech
+
+
 def sent_time(record: SessionRecord, audio_t: float) -> float | None:
     """When the chunk holding audio time `audio_t` was sent (the last chunk when beyond it)."""
     if not record.audio_ends:
@@ -63,6 +67,7 @@ class SessionFigures:
     final_latencies: tuple[float, ...]
     end_of_speech_latencies: tuple[float, ...]
     first_partial_latencies: tuple[float, ...]
+    first_text_latencies: tuple[float, ...]
     finals: int
     unmatched_finals: int
     partials: int
@@ -96,11 +101,25 @@ def session_figures(record: SessionRecord) -> SessionFigures:
         sent = sent_time(record, span.start)
         if arrivals and sent is not None:
             first_partials.append(min(arrivals) - sent)
+    first_texts = []
+    texts = [
+        (a.at, a.frame)
+        for a in record.arrivals
+        if isinstance(a.frame, Partial | Final) and a.frame.text
+    ]
+    for span in spans:
+        if span.end - span.start < FIRST_TEXT_MIN_SPEECH_S:
+            continue
+        arrivals = [at for at, frame in texts if overlapping([span], frame.start, frame.end)]
+        sent = sent_time(record, span.start + FIRST_TEXT_AFTER_S)
+        if arrivals and sent is not None:
+            first_texts.append(min(arrivals) - sent)
     ordered = sorted((final.start, final.utterance, final.text) for _, final in finals)
     return SessionFigures(
         final_latencies=tuple(final_latencies),
         end_of_speech_latencies=tuple(speech_latencies),
         first_partial_latencies=tuple(first_partials),
+        first_text_latencies=tuple(first_texts),
         finals=len(finals),
         unmatched_finals=unmatched,
         partials=len(partials),

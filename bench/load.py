@@ -1,10 +1,13 @@
-"""`python -m bench.load`: capacity of one machine, Chorus against the naive server.
+"""`python -m bench.load`: capacity of one machine, Chorus against a baseline, in one run.
 
-Without `--url` the bench starts each server itself (`uv run chorus serve --model M`, then the
-same with `--naive`), one after the other, each inside `open_server()` so it is stopped however
+First it measures the reference: offline faster-whisper `WhisperModel.transcribe` (beam 5, the
+server's threads) on the same clips, so that capacity efficiency E comes from this invocation.
+Without `--url` the bench then starts each server itself (`uv run chorus serve --model M`, then
+the baseline: the same with `--naive`, or with `--baseline-ref REF` an earlier commit built in a
+temporary worktree), one after the other, each inside `open_server()` so it is stopped however
 the search ends. With `--url` it drives a server that is already running (and `--naive-url`, a
-naive one). The report (JSON, Markdown, PNG) is rewritten after every run, so an interrupted
-invocation still leaves what it measured.
+naive one). Every client says other clips unless `--same-speech`. The report (JSON, Markdown,
+PNG) is rewritten after every run, so an interrupted invocation still leaves what it measured.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -20,9 +24,17 @@ import trio
 from bench.audio import Clip, load_files, load_set, speech_dir
 from bench.client import StreamOptions
 from bench.conversation import Conversation, build_conversations
+from bench.reference import baseline_server_command, baseline_worktree, offline_throughput
 from bench.report import DEFAULT_RESULTS, machine, now_stamp, write_load
 from bench.run import Criteria, RunPlan, search_capacity
-from bench.schema import CapacitySearch, Comparison, LoadReport, RunFigures
+from bench.schema import (
+    CapacitySearch,
+    Comparison,
+    Efficiency,
+    LoadReport,
+    Reference,
+    RunFigures,
+)
 from bench.server import ServerHandle, open_server, require_loopback, require_process
 
 
@@ -49,10 +61,14 @@ class LoadSettings:
     clip_set: Path | None
     audio: list[Path] | None
     max_clip_s: float
-    distinct: bool
+    same_speech: bool
     language: str
     max_p95: float
+    max_first_text: float
     wer_margin: float
+    baseline_ref: str | None
+    no_reference: bool
+    cpu_threads: int
     out: Path
     trace: bool
 
@@ -72,6 +88,17 @@ def parse_arguments(argv: Sequence[str] | None = None) -> LoadSettings:
     target.add_argument("--server-cmd", default="uv run chorus serve")
     target.add_argument("--server-args", default="", help="more flags for both servers")
     target.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    target.add_argument(
+        "--baseline-ref",
+        help="compare with this git commit of Chorus (built in a temporary worktree) "
+        "instead of the naive server",
+    )
+    target.add_argument(
+        "--no-reference", action="store_true", help="skip offline faster-whisper (no E)"
+    )
+    target.add_argument(
+        "--cpu-threads", type=int, default=2, help="threads for the reference (the server's)"
+    )
     load = parser.add_argument_group("load")
     load.add_argument("--clients", default="1,2,4,8", help="client counts, ascending")
     load.add_argument("--no-stop", action="store_true", help="run every step even after a failure")
@@ -89,10 +116,20 @@ def parse_arguments(argv: Sequence[str] | None = None) -> LoadSettings:
     )
     load.add_argument("--audio", type=Path, nargs="+", help="audio files instead (no WER)")
     load.add_argument("--max-clip-s", type=float, default=20.0, help="leave longer clips out")
-    load.add_argument("--distinct", action="store_true", help="each client says other clips")
+    load.add_argument(
+        "--same-speech",
+        action="store_true",
+        help="every client streams the same conversation (default: each says other clips)",
+    )
     load.add_argument("--language", default="en")
     judge = parser.add_argument_group("criteria")
     judge.add_argument("--max-p95", type=float, default=2.0, help="p95 final latency limit (s)")
+    judge.add_argument(
+        "--max-first-text",
+        type=float,
+        default=1.5,
+        help="p95 first-text delay limit (s): text of a 2 s+ utterance after its first second",
+    )
     judge.add_argument("--wer-margin", type=float, default=0.01, help="allowed WER increase")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--trace", action="store_true", help="also write every frame (JSONL)")
@@ -126,6 +163,20 @@ def compare(chorus: CapacitySearch, naive: CapacitySearch) -> Comparison:
     return Comparison(capacity_ratio=ratio, p95_final_latency_ratio=latency, cpu_ratio=cpu)
 
 
+def efficiency(search: CapacitySearch, reference: Reference | None) -> Efficiency:
+    """E for one search: sessions held × speech fraction at that count ÷ offline throughput."""
+    held = [run for run in search.runs if run.clients == search.capacity]
+    fraction = None
+    if held and held[0].audio_s > 0:
+        fraction = held[0].speech_s / (held[0].audio_s * held[0].clients)
+    value = None
+    if reference is not None and fraction is not None and reference.audio_s_per_wall_s > 0:
+        value = search.capacity * fraction / reference.audio_s_per_wall_s
+    return Efficiency(
+        label=search.label, capacity=search.capacity, speech_fraction=fraction, efficiency=value
+    )
+
+
 @attrs.define
 class Invocation:
     """Everything one `bench.load` invocation measures, written out after every run."""
@@ -137,6 +188,7 @@ class Invocation:
     searches: list[CapacitySearch] = attrs.Factory(list)
     current: list[RunFigures] = attrs.Factory(list)
     current_label: str = ""
+    reference: Reference | None = None
 
     def conversations(self, clients: int) -> list[Conversation]:
         return build_conversations(
@@ -144,7 +196,7 @@ class Invocation:
             clients,
             target_s=self.arguments.seconds,
             pause_s=self.arguments.pause,
-            distinct=self.arguments.distinct,
+            distinct=not self.arguments.same_speech,
         )
 
     def report(self) -> LoadReport:
@@ -159,10 +211,9 @@ class Invocation:
                 stop_reason="in progress",
             )
             searches.append(partial)
-        by_label = {search.label: search for search in searches}
-        comparison = None
-        if "chorus" in by_label and "naive" in by_label:
-            comparison = compare(by_label["chorus"], by_label["naive"])
+        finished = [search for search in self.searches if search.label != "chorus"]
+        ours = [search for search in self.searches if search.label == "chorus"]
+        comparison = compare(ours[0], finished[0]) if ours and finished else None
         options = {
             name: str(value)
             for name, value in attrs.asdict(self.arguments).items()
@@ -175,6 +226,8 @@ class Invocation:
             options=options,
             searches=searches,
             comparison=comparison,
+            reference=self.reference,
+            efficiency=[efficiency(search, self.reference) for search in self.searches],
         )
 
     async def record(self, figures: RunFigures) -> None:
@@ -198,7 +251,12 @@ class Invocation:
             trace_prefix=self.stem if arguments.trace else None,
         )
         self.current, self.current_label = [], label
-        criteria = Criteria(max_p95_final_s=arguments.max_p95, wer_margin=arguments.wer_margin)
+        criteria = Criteria(
+            max_p95_final_s=arguments.max_p95,
+            max_p95_first_text_s=arguments.max_first_text,
+            wer_margin=arguments.wer_margin,
+            compare_wer=arguments.same_speech,
+        )
         result = await search_capacity(
             plan,
             arguments.steps,
@@ -217,6 +275,23 @@ async def run(arguments: LoadSettings) -> Path:
     created, stamp = now_stamp()
     stem = arguments.out / f"load-{stamp}"
     invocation = Invocation(arguments, load_clips(arguments), stem, created)
+    if not arguments.no_reference and not arguments.audio:
+        measured = await trio.to_thread.run_sync(
+            partial(
+                offline_throughput,
+                arguments.model,
+                invocation.clips,
+                cpu_threads=arguments.cpu_threads,
+            )
+        )
+        invocation.reference = Reference(
+            method=f"faster-whisper WhisperModel.transcribe, beam {measured.beam_size}, "
+            f"{measured.cpu_threads} threads, int8",
+            audio_s_per_wall_s=round(measured.audio_s_per_wall_s, 3),
+            audio_s=round(measured.audio_s, 3),
+            files=measured.files,
+        )
+        print(f"reference: {invocation.reference.audio_s_per_wall_s:.2f} audio s / wall s")
     command = [
         *shlex.split(arguments.server_cmd),
         "--model",
@@ -238,7 +313,18 @@ async def run(arguments: LoadSettings) -> Path:
     chorus_log = Path(f"{stem}-chorus.log")
     async with open_server(command, log_path=chorus_log) as server:
         await invocation.search("chorus", server, naive=False)
-    if not arguments.no_naive:
+    if arguments.baseline_ref:
+        with baseline_worktree(arguments.baseline_ref) as tree:
+            baseline = [
+                *baseline_server_command(tree),
+                "--model",
+                arguments.model,
+                *shlex.split(arguments.server_args),
+            ]
+            baseline_log = Path(f"{stem}-baseline.log")
+            async with open_server(baseline, log_path=baseline_log) as server:
+                await invocation.search(f"chorus@{arguments.baseline_ref}", server, naive=False)
+    elif not arguments.no_naive:
         naive_log = Path(f"{stem}-naive.log")
         naive_command = [*command, "--naive"]
         async with open_server(naive_command, log_path=naive_log) as server:

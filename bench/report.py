@@ -53,7 +53,8 @@ def _percent(value: float | None) -> str:
 
 LOAD_COLUMNS = (
     "server | N | started | done | refused | failed | final p50 | p95 | p99 | end-of-speech p95"
-    " | 1st partial p50 | partials/s | WER | CPU cores | peak RSS MB | max lag | mean batch"
+    " | 1st partial p50 | first text p95 | partials/s | WER | CPU cores | peak RSS MB | max lag"
+    " | mean batch"
     " | verdict"
 )
 
@@ -72,6 +73,7 @@ def _load_row(run: RunFigures) -> str:
         _number(latency.p99),
         _number(run.end_of_speech_latency_s.p95),
         _number(run.first_partial_s.p50),
+        _number(run.first_text_s.p95),
         _number(run.partials_per_speech_s),
         _percent(run.wer),
         _number(run.server.cpu_cores if run.server else None),
@@ -99,13 +101,25 @@ def load_markdown(report: LoadReport) -> str:
         lines.append(
             f"- **{search.label}**: capacity {search.capacity} clients ({search.stop_reason})"
         )
+    if (reference := report.reference) is not None:
+        lines.append(
+            f"- reference: {reference.method}: {reference.audio_s_per_wall_s:.2f} audio s per "
+            f"wall s ({reference.files} files, {reference.audio_s:.0f} s)"
+        )
+    for row in report.efficiency:
+        fraction = _number(row.speech_fraction)
+        lines.append(
+            f"- **E** ({row.label}) = {row.capacity} sessions × {fraction} speech ÷ reference "
+            f"= {_number(row.efficiency)}"
+        )
     if (comparison := report.comparison) is not None:
+        other = report.searches[1].label if len(report.searches) > 1 else "baseline"
         ratio = _number(comparison.capacity_ratio)
-        lines.append(f"- capacity, chorus / naive: {ratio}")
+        lines.append(f"- capacity, chorus / {other}: {ratio}")
         for clients, value in comparison.p95_final_latency_ratio.items():
-            lines.append(f"- p95 final latency at N={clients}, naive / chorus: {value:.2f}")
+            lines.append(f"- p95 final latency at N={clients}, {other} / chorus: {value:.2f}")
         for clients, value in comparison.cpu_ratio.items():
-            lines.append(f"- server CPU at N={clients}, naive / chorus: {value:.2f}")
+            lines.append(f"- server CPU at N={clients}, {other} / chorus: {value:.2f}")
     return "\n".join(lines) + "\n"
 
 

@@ -61,6 +61,8 @@ class RunFigures(msgspec.Struct, kw_only=True):
     final_latency_s: Distribution  # arrival of a final - send of the chunk holding `final.end`
     end_of_speech_latency_s: Distribution  # arrival - send of the end of the speech it covers
     first_partial_s: Distribution  # first partial of a clip - send of the start of its speech
+    # first partial or final of a clip of 2 s or more - send of its first second of speech
+    first_text_s: Distribution = msgspec.field(default_factory=lambda: Distribution(count=0))
     partials_per_speech_s: float | None
     unmatched_finals: int  # finals that overlap no reference speech (hallucinations, noise)
     wer: float | None  # completed sessions, Whisper-normalized, all words together
@@ -84,11 +86,29 @@ class CapacitySearch(msgspec.Struct, kw_only=True):
 
 
 class Comparison(msgspec.Struct, kw_only=True):
-    """Chorus against the naive server, measured in the same invocation."""
+    """Chorus against the baseline (the naive server, or an earlier commit), same invocation."""
 
     capacity_ratio: float | None
     p95_final_latency_ratio: dict[str, float]  # by client count: naive / chorus
     cpu_ratio: dict[str, float]  # by client count: naive / chorus
+
+
+class Reference(msgspec.Struct, kw_only=True):
+    """Offline faster-whisper on this machine, measured in the same invocation (DESIGN §8)."""
+
+    method: str
+    audio_s_per_wall_s: float
+    audio_s: float
+    files: int
+
+
+class Efficiency(msgspec.Struct, kw_only=True):
+    """E = sessions held × speech fraction ÷ offline throughput, for one capacity search."""
+
+    label: str
+    capacity: int
+    speech_fraction: float | None
+    efficiency: float | None
 
 
 class LoadReport(msgspec.Struct, kw_only=True):
@@ -98,6 +118,8 @@ class LoadReport(msgspec.Struct, kw_only=True):
     options: dict[str, str]
     searches: list[CapacitySearch]
     comparison: Comparison | None = None
+    reference: Reference | None = None
+    efficiency: list[Efficiency] = msgspec.field(default_factory=list)
 
 
 class MethodResult(msgspec.Struct, kw_only=True):

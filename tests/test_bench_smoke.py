@@ -41,6 +41,7 @@ async def test_two_clients_against_the_real_server(tmp_path: Path) -> None:
             "--clients", "2",
             "--seconds", "5",
             "--no-naive",
+            "--same-speech",  # two clips each, so the finals below can be counted
             "--set", str(small_set(tmp_path)),
             "--out", str(tmp_path / "results"),
         ]
@@ -78,3 +79,14 @@ def check_report(stem: Path) -> None:
     assert figures.transcriber.items >= figures.finals
     assert figures.max_lag_s is None or figures.max_lag_s >= 0
     assert search["capacity"] in (0, 2)
+    # E comes from this invocation: offline faster-whisper measured before the servers ran
+    reference = data["reference"]
+    assert reference["files"] >= 1 and reference["audio_s_per_wall_s"] > 0
+    (row,) = data["efficiency"]
+    assert 0 < row["speech_fraction"] <= 1
+    if search["capacity"]:
+        expected = 2 * row["speech_fraction"] / reference["audio_s_per_wall_s"]
+        assert row["efficiency"] == pytest.approx(expected)
+    assert figures.first_text_s.count > 0  # the clips are longer than 2 s
+    # negative when a partial comes before the first second of speech was even sent
+    assert -1.0 < figures.first_text_s.p50 <= figures.first_text_s.p95 < 5.0
