@@ -111,6 +111,7 @@ class WhisperAdapter:
         self.languages = tuple(self._whisper.supported_languages)
         self.bucket_s = min(max(bucket_s, 1.0), WINDOW_S)
         self.tight_partials = tight_partials
+        self.window_factor, self.window_pad_s, self.min_window_s = WINDOW_FACTOR, 0.0, MIN_WINDOW_S
         self.workers = workers
         self.pad_to_longest = self.device == "cuda"
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
@@ -175,8 +176,8 @@ class WhisperAdapter:
 
     def _window_frames(self, audio: Samples) -> int:
         """Encoder window: twice the audio, rounded up to `bucket_s`, within [10 s, 30 s]."""
-        seconds = len(audio) / SAMPLE_RATE * WINDOW_FACTOR
-        window = max(MIN_WINDOW_S, math.ceil(seconds / self.bucket_s) * self.bucket_s)
+        seconds = len(audio) / SAMPLE_RATE * self.window_factor + self.window_pad_s
+        window = max(self.min_window_s, math.ceil(seconds / self.bucket_s) * self.bucket_s)
         return int(min(WINDOW_S, window) * FRAMES_PER_SECOND)
 
     def _tokenizer(self, language: str, task: str) -> Tokenizer:

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from actors.model_api import Priority, Request, Result, SpeechModel
+from actors.model_api import SAMPLE_RATE, Priority, Request, Result, SpeechModel
 
 
 class TranscriberClosed(Exception):
@@ -59,6 +59,9 @@ class TranscriberStatistics:
     dropped: int
     failed: int
     running: int
+    final_busy_s: float = 0.0  # model time spent on live finals (summed over workers)
+    final_audio_s: float = 0.0  # audio seconds of the live finals answered
+    workers: int = 1
 
     @property
     def mean_batch_size(self) -> float:
@@ -90,6 +93,9 @@ class _Counters:
     failed: int = 0
     pending: int = 0
     running: int = 0
+    final_busy_s: float = 0.0
+    final_audio_s: float = 0.0
+    workers: int = 1
 
 
 class TranscriberHandle:
@@ -132,6 +138,9 @@ class TranscriberHandle:
             dropped=counters.dropped,
             failed=counters.failed,
             running=counters.running,
+            final_busy_s=round(counters.final_busy_s, 3),
+            final_audio_s=round(counters.final_audio_s, 3),
+            workers=counters.workers,
         )
 
 
@@ -140,7 +149,7 @@ async def open_transcriber(
     model: SpeechModel, config: TranscriberConfig = TranscriberConfig()
 ) -> AsyncIterator[TranscriberHandle]:
     jobs_send, jobs_recv = trio.open_memory_channel[Job](config.queue_size)
-    counters = _Counters()
+    counters = _Counters(workers=max(1, config.workers))
     limiter = trio.CapacityLimiter(max(1, config.workers))
     pending: list[Job] = []  # taken from the channel, not yet in a batch; shared by the workers
     with jobs_recv:
@@ -185,11 +194,12 @@ async def _serve_batches(
             await _run_batch(model, batch, limiter, counters)
 
 
-_RANK = {"final": 0, "partial": 1, "background": 2}
+_RANK = {"final": 0, "first_partial": 1, "partial": 2, "background": 3}
 
 
 def _next_batch(jobs: list[Job], config: TranscriberConfig) -> tuple[list[Job], list[Job]]:
-    """Finals, then partials, oldest first; background work only when no live work waits."""
+    """Finals, then first partials, then partials, oldest first; background work only when
+    no live work waits. Partials of both kinds share batches; finals share with nothing."""
     jobs.sort(key=lambda job: (_RANK[job.priority], job.submitted))
     finals = sum(1 for job in jobs if job.priority == "final")
     live = sum(1 for job in jobs if job.priority != "background")
@@ -249,7 +259,11 @@ async def _call_model(
         )
     finally:
         counters.running -= len(batch)
-        counters.busy_s += trio.current_time() - started
+        elapsed = trio.current_time() - started
+        counters.busy_s += elapsed
+        if batch[0].priority == "final":  # finals never share a batch with other work
+            counters.final_busy_s += elapsed
+            counters.final_audio_s += sum(len(job.request.audio) for job in batch) / SAMPLE_RATE
     if len(results) != len(batch):
         raise RuntimeError(f"model returned {len(results)} results for {len(batch)} requests")
     return results

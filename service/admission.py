@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 
 from protocol.codec import Codec
 from protocol.native import Config, Error, Final
+from service.capacity import CapacityMeter, CapacityStatistics
 from service.limits import Limits
 from service.pipeline import NoHooks, SessionHooks, SessionLimits, StreamOptions
 from service.recorder import StoreHooks
@@ -62,8 +63,13 @@ def session_limits(limits: Limits, queue_size: int = 16) -> SessionLimits:
     )
 
 
-async def admit(state: Any, client: str) -> Refusal | None:
-    """Why a new session or upload from `client` must be refused now, or None."""
+async def admit(state: Any, client: str, *, live_session: bool = True) -> Refusal | None:
+    """Why a new session or upload from `client` must be refused now, or None.
+
+    A live session must also fit the transcriber's measured capacity (`service/capacity.py`):
+    refused up front, before it or anyone else falls behind. Uploads run behind live work and
+    are not counted there.
+    """
     limiter = getattr(state, "limiter", None)
     if limiter is not None:
         decision = await limiter.hit(client)
@@ -80,7 +86,35 @@ async def admit(state: Any, client: str) -> Refusal | None:
         return Refusal(
             503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
         )
+    if live_session and not fits(state):
+        return Refusal(
+            503,
+            "at_capacity",
+            "the server holds as many live sessions as it can serve on time; try again soon",
+            retry_after=10,
+        )
     return None
+
+
+def capacity_statistics(state: Any) -> CapacityStatistics | None:
+    """Bring the capacity meter up to date and read it (None without a transcriber)."""
+    meter: CapacityMeter | None = getattr(state, "capacity", None)
+    transcriber = getattr(state, "transcriber", None)
+    if meter is None or transcriber is None:
+        return None
+    stats = transcriber.statistics()
+    live: dict[str, SessionState] = getattr(state, "live", {})
+    sessions = [(session.speech_s, session.received_s) for session in live.values()]
+    meter.observe(trio.current_time(), stats.final_busy_s, stats.final_audio_s, sessions)
+    return meter.statistics(len(live))
+
+
+def fits(state: Any) -> bool:
+    """Does one more live session fit the measured capacity (True while unmeasured)?"""
+    measured = capacity_statistics(state)
+    if measured is None or state.settings.admission_utilization <= 0:
+        return True
+    return measured.headroom is None or measured.headroom >= 1
 
 
 def overloaded(state: Any) -> bool:

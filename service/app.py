@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,7 +32,8 @@ from actors.model_api import SpeechModel
 from actors.sentiment import load_sentiment
 from actors.store import open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
-from service.admission import LiveSessions, session_limits
+from service.admission import LiveSessions, capacity_statistics, session_limits
+from service.capacity import CapacityMeter
 from service.config import Settings, environment
 from service.dialects import dialect_routes
 from service.limits import BodyLimitMiddleware, SessionGate
@@ -99,6 +101,9 @@ def create_app(
         )
         await load_sentiment()
         app.state.live = LiveSessions()
+        app.state.capacity = CapacityMeter(
+            workers=config.workers, utilization=settings.admission_utilization or 1.0
+        )
         app.state.gate = SessionGate.from_limits(security.limits)
         retention = settings.retention_days or None
         async with (
@@ -182,5 +187,8 @@ async def health(request: Request) -> JSONResponse:
             "busy_s": stats.busy_s,
             "dropped": stats.dropped,
             "failed": stats.failed,
+            "workers": stats.workers,
         }
+        if (capacity := capacity_statistics(state)) is not None:
+            body["capacity"] = attrs.asdict(capacity)
     return JSONResponse(body, status_code=200 if transcriber is not None else 503)

@@ -59,6 +59,8 @@ class Settings:
     retention_days: float = 0.0  # 0 keeps sessions forever
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
+    # plan live finals for this share of the measured model capacity; 0 turns it off
+    admission_utilization: float = 0.7
     log_level: str = "info"
 
     @classmethod

@@ -11,6 +11,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
+from service.admission import capacity_statistics
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -39,6 +41,23 @@ def render(state: Any) -> str:
         "Largest lag of a live session behind its audio.",
     )
     transcriber = getattr(state, "transcriber", None)
+    capacity = capacity_statistics(state)
+    if capacity is not None:
+        lines += _line(
+            "capacity_speech_seconds_per_second",
+            capacity.capacity_speech_s_per_s if capacity.capacity_speech_s_per_s else 0.0,
+            "Seconds of speech per second that admission plans to serve (0 until measured).",
+        )
+        lines += _line(
+            "offered_speech_seconds_per_second",
+            capacity.offered_speech_s_per_s,
+            "Seconds of speech per second that live sessions send (estimate).",
+        )
+        lines += _line(
+            "admission_headroom_sessions",
+            capacity.headroom if capacity.headroom is not None else -1,
+            "More live sessions that fit now (-1 until measured).",
+        )
     if transcriber is not None:
         stats = transcriber.statistics()
         lines += _line("transcriber_batches_total", stats.batches, "Model batches run.", "counter")

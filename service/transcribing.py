@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import trio
 
-from actors.model_api import DecodeOptions, Request
+from actors.model_api import DecodeOptions, Priority, Request
 from actors.segmenter import Event, Segment, SpeechStart, UtteranceEnded
 from actors.transcriber import TranscriptionFailed
 from protocol.native import (
@@ -223,7 +223,9 @@ async def _partials_worker(
         while (segment := await slot.take()) is not None:
             request = Request(segment.audio, _decode_options(state, options, final=False))
             try:
-                result = await transcriber.transcribe(request, priority="partial")
+                shown = segment.utterance in state.partial_shown
+                priority: Priority = "partial" if shown else "first_partial"
+                result = await transcriber.transcribe(request, priority=priority)
             except TranscriptionFailed:
                 continue
             if segment.utterance > slot.finalized_through and result.text:

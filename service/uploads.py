@@ -69,7 +69,7 @@ async def check_admission(request: Request) -> None:
     """Refuse an upload the way a session would be refused: over the client's rate limit
     (429) or while the transcriber is not keeping up with live sessions (503)."""
     client = request.scope.get("state", {}).get("client") or "anonymous"
-    refusal = await admit(request.app.state, client)
+    refusal = await admit(request.app.state, client, live_session=False)
     if refusal is not None:
         raise UploadError(
             refusal.status_code, refusal.code, refusal.message, retry_after=refusal.retry_after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import trio
 import trio.testing
 from audio_files import DATA, load, pcm16
@@ -92,8 +93,12 @@ async def test_stop_drains_through_every_stage() -> None:
         f"ended stop {round(len(audio) / 16000, 3)}",
     ]
     assert hooks.audio_samples == len(audio)
+    # what admission learns of this session: the audio it sent, and how much of it was speech
+    assert state.received_s == pytest.approx(len(audio) / 16000)
+    spoken = sum(f.end - f.start for f in finals)
+    assert state.speech_s == pytest.approx(spoken, abs=0.01) and state.speech_s < state.received_s
     priorities = {priority for _, priority in transcriber.calls}
-    assert priorities == {"final", "partial"}
+    assert priorities == {"final", "first_partial", "partial"}
 
 
 async def test_finalize_keeps_the_stream_open_and_loses_nothing() -> None:

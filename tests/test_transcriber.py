@@ -214,3 +214,27 @@ async def test_finals_never_wait_for_partials_in_their_batch() -> None:
         model.gate.set()
     lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
     assert lengths == [[9.0], [3.0, 5.0], [1.0, 2.0], [4.0]]
+
+
+async def test_first_partials_of_new_utterances_go_before_revisions() -> None:
+    """What a listener waits for first: any text at all for an utterance that shows none."""
+    model = FakeModel()
+    model.gate.clear()
+    config = TranscriberConfig(max_batch_size=8, partial_batch_size=2)
+    async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
+        nursery.start_soon(transcriber.transcribe, request(9.0))
+        await wait_entered(model)
+        for priority, seconds in [
+            ("partial", 1.0),
+            ("partial", 2.0),
+            ("first_partial", 3.0),
+            ("final", 4.0),
+            ("first_partial", 5.0),
+        ]:
+            nursery.start_soon(
+                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
+            )
+            await trio.testing.wait_all_tasks_blocked()
+        model.gate.set()
+    lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
+    assert lengths == [[9.0], [4.0], [3.0, 5.0], [1.0, 2.0]]

@@ -1,0 +1,131 @@
+"""Admission by measured capacity: the meter's prediction, its measurement from the real
+transcriber's counters, and a refusal at the handshake while the sessions held keep going."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import trio
+from audio_files import DATA, load
+from conftest import serve_app
+from fakes import FakeModel
+from ws_client import connect, receive_all, rejected, send_audio, send_json
+
+from actors.model_api import Request, Result
+from actors.transcriber import TranscriberConfig, open_transcriber
+from service.app import create_app
+from service.capacity import CapacityMeter
+from service.config import Settings
+
+
+def test_nothing_is_refused_before_anything_was_measured() -> None:
+    meter = CapacityMeter()
+    assert meter.admits(live=100) and meter.headroom(100) is None
+    meter.observe(0.0, 0.0, 0.0)
+    meter.observe(5.0, 0.0, 0.0, [(3.0, 5.0)] * 3)  # no finals yet: no cost sample
+    assert meter.cost is None and meter.admits(live=3)
+
+
+def test_headroom_follows_cost_and_speech_per_session() -> None:
+    meter = CapacityMeter(workers=1, utilization=0.7, halflife_s=1e-9)  # no smoothing
+    meter.observe(0.0, 0.0, 0.0)
+    # 3 model seconds for 12 s of final audio; two sessions, speech 60% of what they sent
+    meter.observe(10.0, 3.0, 12.0, [(6.0, 10.0), (6.0, 10.0)])
+    assert meter.cost == pytest.approx(0.25)
+    assert meter.capacity == pytest.approx(2.8)  # 0.7 x 1 worker / 0.25
+    assert meter.per_session == pytest.approx(0.6)
+    assert meter.headroom(2) == 2  # floor(2.8 / 0.6) = 4 sessions fit, 2 are live
+    assert meter.admits(3) and not meter.admits(4)
+    stats = meter.statistics(4)
+    assert (stats.headroom, stats.offered_speech_s_per_s) == (0, pytest.approx(2.4))
+    meter.workers = 2  # a second model worker doubles what admission plans for
+    assert meter.headroom(4) == 5
+
+
+def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
+    meter = CapacityMeter(workers=1, utilization=1.0, halflife_s=1e-9)
+    meter.observe(0.0, 0.0, 0.0)
+    meter.observe(10.0, 2.0, 10.0, [(0.0, 2.0)] * 10)  # ten sessions, all under 5 s old
+    assert meter.speech_fraction is None and meter.per_session == 0.8
+    assert meter.headroom(0) == 6  # 5 speech-s/s capacity / 0.8
+    meter.observe(20.0, 4.0, 20.0, [(3.0, 12.0)] * 10)  # settled: a quarter is speech
+    assert meter.per_session == pytest.approx(0.25)
+    assert meter.headroom(10) == 10  # 20 fit
+
+
+def test_samples_are_averaged_over_the_half_life() -> None:
+    meter = CapacityMeter(halflife_s=10.0)
+    meter.observe(0.0, 0.0, 0.0)
+    meter.observe(10.0, 2.0, 10.0)  # cost 0.2: the first sample is taken as it is
+    meter.observe(20.0, 6.0, 20.0)  # cost 0.4, one half-life later: halfway
+    assert meter.cost == pytest.approx(0.3)
+
+
+class SlowModel:
+    """Costs `cost` wall seconds per second of audio, like a real model but predictable."""
+
+    name = "slow"
+    multilingual = False
+    languages = ("en",)
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+
+    def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
+        time.sleep(self.cost * sum(len(r.audio) for r in requests) / 16000)
+        return [Result(text="words", language="en") for _ in requests]
+
+
+async def test_the_meter_reads_the_cost_of_finals_from_the_real_transcriber() -> None:
+    meter = CapacityMeter(halflife_s=1e-9)
+    audio = np.zeros(2 * 16000, np.float32)
+    async with open_transcriber(SlowModel(0.1), TranscriberConfig()) as transcriber:
+        stats = transcriber.statistics()
+        meter.observe(trio.current_time(), stats.final_busy_s, stats.final_audio_s)
+        for _ in range(6):
+            await transcriber.transcribe(Request(audio), priority="final")
+            await transcriber.transcribe(Request(audio), priority="partial")  # not counted
+        stats = transcriber.statistics()
+        meter.observe(trio.current_time(), stats.final_busy_s, stats.final_audio_s)
+    assert stats.final_audio_s == pytest.approx(12.0)
+    assert meter.cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s of audio
+
+
+async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
+    tmp_path: Path,
+) -> None:
+    app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
+    weather = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
+    async with serve_app(app) as address:
+        meter: CapacityMeter = app.state.capacity
+        meter.cost, meter.speech_fraction = 0.5, 0.8  # measured: one session fits (1.4/0.8)
+        meter._last_time = trio.current_time() + 3600  # hold these figures for the test
+        async with connect(f"ws://{address}/v1/stream") as ws:
+            await send_audio(ws, weather[:16000])
+            refusal = await rejected(f"ws://{address}/v1/stream")
+            assert refusal.status_code == 503
+            assert refusal.headers is not None
+            headers = {k.decode().lower(): v.decode() for k, v in refusal.headers}
+            assert int(headers["retry-after"]) > 0
+            assert json.loads(refusal.body or b"{}")["error"]["code"] == "at_capacity"
+            async with httpx.AsyncClient() as http:
+                health = (await http.get(f"http://{address}/health")).json()
+                metrics = (await http.get(f"http://{address}/metrics")).text
+            assert health["capacity"]["headroom"] == 0
+            assert health["capacity"]["capacity_speech_s_per_s"] == pytest.approx(1.4)
+            assert "chorus_admission_headroom_sessions 0" in metrics
+            await send_audio(ws, weather[16000:])  # the admitted session goes on
+            await send_json(ws, {"type": "stop"})
+            frames = await receive_all(ws)
+        assert frames[-1]["type"] == "stopped" and frames[-1]["utterances"] == 1
+        with trio.fail_after(5):
+            await app.state.live.wait_empty()
+        async with connect(f"ws://{address}/v1/stream") as ws:  # room again once it left
+            await send_json(ws, {"type": "stop"})
+            assert (await receive_all(ws))[-1]["type"] == "stopped"
