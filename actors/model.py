@@ -82,19 +82,21 @@ class WhisperAdapter:
         compute_type: str = "default",
         cpu_threads: int = 0,
         bucket_s: float = 5.0,
-        workers: int = 1,
+        workers: int = 0,
         tight_partials: bool = True,
     ) -> None:
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         if compute_type == "default":
             compute_type = "int8" if device == "cpu" else "float16"
+        threads = cpu_threads or min(os.cpu_count() or 1, 8)
+        workers = workers or _default_workers(device, threads)
         try:
             self._whisper = WhisperModel(
                 resolved.source,
                 device=device,
                 compute_type=compute_type,
-                cpu_threads=max(1, (cpu_threads or min(os.cpu_count() or 1, 8)) // workers),
+                cpu_threads=max(1, threads // workers),
                 num_workers=workers,
                 local_files_only=resolved.kind != "hub",
             )
@@ -353,6 +355,15 @@ class WhisperAdapter:
                     if word["word"].strip()
                 )
                 results[index] = _with_words(results[index], timings)
+
+
+def _default_workers(device: str, threads: int) -> int:
+    """Model workers when not given: on a CPU one per thread up to 2 threads, then one per 2
+    (on 2 cores, 2 workers x 1 thread held twice the live sessions of 1 x 2: small matrices
+    do not spread over threads); one on a GPU, where one wide batch beats several narrow."""
+    if device == "cuda":
+        return 1
+    return threads if threads <= 2 else threads // 2
 
 
 _LOOPED = "looped: a phrase repeated back to back, or the generation ran out of length"

@@ -60,6 +60,7 @@ class TranscriberStatistics:
     failed: int
     running: int
     final_busy_s: float = 0.0  # model time spent on live finals (summed over workers)
+    live_busy_s: float = 0.0  # ... on live finals and partials
     final_audio_s: float = 0.0  # audio seconds of the live finals answered
     workers: int = 1
 
@@ -94,6 +95,7 @@ class _Counters:
     pending: int = 0
     running: int = 0
     final_busy_s: float = 0.0
+    live_busy_s: float = 0.0
     final_audio_s: float = 0.0
     workers: int = 1
 
@@ -139,6 +141,7 @@ class TranscriberHandle:
             failed=counters.failed,
             running=counters.running,
             final_busy_s=round(counters.final_busy_s, 3),
+            live_busy_s=round(counters.live_busy_s, 3),
             final_audio_s=round(counters.final_audio_s, 3),
             workers=counters.workers,
         )
@@ -261,6 +264,8 @@ async def _call_model(
         counters.running -= len(batch)
         elapsed = trio.current_time() - started
         counters.busy_s += elapsed
+        if batch[0].priority != "background":  # uploads never share a batch with live work
+            counters.live_busy_s += elapsed
         if batch[0].priority == "final":  # finals never share a batch with other work
             counters.final_busy_s += elapsed
             counters.final_audio_s += sum(len(job.request.audio) for job in batch) / SAMPLE_RATE

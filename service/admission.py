@@ -105,7 +105,7 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
     stats = transcriber.statistics()
     live: dict[str, SessionState] = getattr(state, "live", {})
     sessions = [(session.speech_s, session.received_s) for session in live.values()]
-    meter.observe(trio.current_time(), stats.final_busy_s, stats.final_audio_s, sessions)
+    meter.observe(trio.current_time(), stats.live_busy_s, stats.final_audio_s, sessions)
     return meter.statistics(len(live))
 
 

@@ -89,7 +89,8 @@ def create_app(
             max_batch_size=1 if settings.naive else settings.max_batch_size,
             queue_size=settings.queue_size,
             partial_batch_size=1 if settings.naive else settings.partial_batch_size,
-            workers=1 if settings.naive else settings.workers,
+            # as many as the model was loaded for (an injected model: what it says, else 1)
+            workers=max(1, int(getattr(speech, "workers", 1))),
         )
         app.state.options = StreamOptions(
             model=speech.name,
@@ -97,6 +98,8 @@ def create_app(
             languages=speech.languages,
             final_beam_size=settings.final_beam_size,
             partial_interval_s=settings.partial_interval_s,
+            pace=settings.pace,
+            pace_burst_s=settings.pace_burst_s,
             limits=session_limits(security.limits),
         )
         await load_sentiment()

@@ -4,10 +4,12 @@
 the transcriber's counters whenever admission or `/health` asks, at most once a second; no task
 of its own. It learns two rates, each a time-weighted moving average (`halflife_s`):
 
-- **cost**: model seconds per second of final audio (`final_busy_s / final_audio_s` between two
-  looks). With `workers` model workers, the model can serve `workers / cost` seconds of speech
-  per wall second if it did nothing but finals; `utilization` (default 0.7) of that is what
-  admission plans for, leaving the rest to partials and uploads, which give way under load.
+- **cost**: model seconds of live work (finals and the partials that led to them) per second
+  of final audio (`live_busy_s / final_audio_s` between two looks). With `workers` model
+  workers the model can serve `workers / cost` seconds of speech per wall second;
+  `utilization` (default 0.85) of that is what admission plans for. Partials thin out as load
+  grows (one in flight per session, finals first), so the cost measured at moderate load falls
+  and the capacity rises with it: admission starts prudent and learns.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
   clients stream in real time, so that is the speech each session sends per wall second.
@@ -30,7 +32,7 @@ import attrs
 
 @attrs.frozen
 class CapacityStatistics:
-    cost: float | None  # model seconds per second of final audio
+    cost: float | None  # model seconds of live work per second of final audio
     capacity_speech_s_per_s: float | None  # what admission plans to serve
     offered_speech_s_per_s: float  # what live sessions send, by the speech-per-session estimate
     speech_per_session: float
@@ -41,7 +43,7 @@ class CapacityStatistics:
 @attrs.define
 class CapacityMeter:
     workers: int = 1
-    utilization: float = 0.7
+    utilization: float = 0.85
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
@@ -55,20 +57,20 @@ class CapacityMeter:
     def observe(
         self,
         now: float,
-        final_busy_s: float,
+        live_busy_s: float,
         final_audio_s: float,
         sessions: Iterable[tuple[float, float]] = (),
     ) -> None:
         """Fold in the counters as they are at `now` (seconds, monotonic); `sessions` gives
         each live session's (speech seconds, audio seconds) so far."""
         if self._last_time is None:
-            self._last_time, self._last_busy, self._last_audio = now, final_busy_s, final_audio_s
+            self._last_time, self._last_busy, self._last_audio = now, live_busy_s, final_audio_s
             return
         elapsed = now - self._last_time
         if elapsed < 1.0:
             return
         audio = final_audio_s - self._last_audio
-        busy = final_busy_s - self._last_busy
+        busy = live_busy_s - self._last_busy
         weight = 1.0 - math.exp(-elapsed * math.log(2) / self.halflife_s)
         if audio >= self.min_audio_s and busy > 0:
             sample = busy / audio
@@ -80,7 +82,7 @@ class CapacityMeter:
             self.speech_fraction = (
                 share if previous is None else previous + weight * (share - previous)
             )
-        self._last_time, self._last_busy, self._last_audio = now, final_busy_s, final_audio_s
+        self._last_time, self._last_busy, self._last_audio = now, live_busy_s, final_audio_s
 
     @property
     def per_session(self) -> float:

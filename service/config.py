@@ -49,18 +49,20 @@ class Settings:
     max_batch_size: int = 8
     partial_batch_size: int = 2  # bounds how long a final waits behind partials; raise on a GPU
     queue_size: int = 64
-    workers: int = 1  # model workers running batches at once; the threads are shared out
+    workers: int = 0  # model workers running batches at once (0: chosen by the adapter)
     partial_window: str = "tight"  # partials: "tight" to the audio, or "final" (finals' rule)
     bucket_s: float = 5.0
     final_beam_size: int = 5
     partial_interval_s: float = 0.6
+    pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
+    pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time
     status_interval_s: float = 1.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
-    # plan live finals for this share of the measured model capacity; 0 turns it off
-    admission_utilization: float = 0.7
+    # plan live work for this share of the measured model capacity; 0 turns it off
+    admission_utilization: float = 0.85
     log_level: str = "info"
 
     @classmethod

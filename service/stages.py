@@ -177,6 +177,7 @@ async def segment_audio(
     """
     segmenter: Segmenter | None = None
     decoder: AudioDecoder | None = None
+    pacer = Pacer(options.pace, options.pace_burst_s)
     with commands, events, frames:
         try:
             async for command in commands:
@@ -209,6 +210,7 @@ async def segment_audio(
                         )
                     )
                 await _push(samples, segmenter, events, state, hooks)
+                await pacer.wait(state.received_s)
             if segmenter is not None and decoder is not None:
                 await _push(await _decode(decoder, None), segmenter, events, state, hooks)
         except UndecodableAudio as error:
@@ -221,6 +223,30 @@ async def segment_audio(
 
 
 AudioDecoder = PcmDecoder | StreamingDecoder
+
+
+@attrs.define
+class Pacer:
+    """Reads a client no faster than `pace` × real time once it is `burst_s` of audio ahead.
+
+    A client that sends faster (silence at 100×, a replayed file) waits here; the command
+    channel fills, the reader stops reading and TCP pushes back, so it cannot take the event
+    loop or the model from sessions that stream in real time. `pace` 0 turns it off.
+    """
+
+    pace: float
+    burst_s: float
+    started: float | None = None
+
+    async def wait(self, audio_s: float) -> None:
+        if self.pace <= 0:
+            return
+        now = trio.current_time()
+        if self.started is None:
+            self.started = now
+        due = self.started + max(0.0, audio_s - self.burst_s) / self.pace
+        if due > now:
+            await trio.sleep_until(due)
 
 
 def make_decoder(config: Config) -> AudioDecoder:

@@ -35,7 +35,7 @@ def test_nothing_is_refused_before_anything_was_measured() -> None:
 def test_headroom_follows_cost_and_speech_per_session() -> None:
     meter = CapacityMeter(workers=1, utilization=0.7, halflife_s=1e-9)  # no smoothing
     meter.observe(0.0, 0.0, 0.0)
-    # 3 model seconds for 12 s of final audio; two sessions, speech 60% of what they sent
+    # 3 model seconds of live work for 12 s of final audio; two sessions, 60% of it speech
     meter.observe(10.0, 3.0, 12.0, [(6.0, 10.0), (6.0, 10.0)])
     assert meter.cost == pytest.approx(0.25)
     assert meter.capacity == pytest.approx(2.8)  # 0.7 x 1 worker / 0.25
@@ -87,14 +87,16 @@ async def test_the_meter_reads_the_cost_of_finals_from_the_real_transcriber() ->
     audio = np.zeros(2 * 16000, np.float32)
     async with open_transcriber(SlowModel(0.1), TranscriberConfig()) as transcriber:
         stats = transcriber.statistics()
-        meter.observe(trio.current_time(), stats.final_busy_s, stats.final_audio_s)
+        meter.observe(trio.current_time(), stats.live_busy_s, stats.final_audio_s)
         for _ in range(6):
             await transcriber.transcribe(Request(audio), priority="final")
-            await transcriber.transcribe(Request(audio), priority="partial")  # not counted
+            await transcriber.transcribe(Request(audio), priority="partial")  # counted
+            await transcriber.transcribe(Request(audio), priority="background")  # not counted
         stats = transcriber.statistics()
-        meter.observe(trio.current_time(), stats.final_busy_s, stats.final_audio_s)
+        meter.observe(trio.current_time(), stats.live_busy_s, stats.final_audio_s)
     assert stats.final_audio_s == pytest.approx(12.0)
-    assert meter.cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s of audio
+    # 1.2 s of model time for the finals and 1.2 s for the partials, per 12 s of final audio
+    assert meter.cost == pytest.approx(0.2, rel=0.3)
 
 
 async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
@@ -104,7 +106,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     weather = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
     async with serve_app(app) as address:
         meter: CapacityMeter = app.state.capacity
-        meter.cost, meter.speech_fraction = 0.5, 0.8  # measured: one session fits (1.4/0.8)
+        meter.cost, meter.speech_fraction = 0.85, 0.8  # measured: one session fits (1.0/0.8)
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
         async with connect(f"ws://{address}/v1/stream") as ws:
             await send_audio(ws, weather[:16000])
@@ -118,7 +120,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
                 health = (await http.get(f"http://{address}/health")).json()
                 metrics = (await http.get(f"http://{address}/metrics")).text
             assert health["capacity"]["headroom"] == 0
-            assert health["capacity"]["capacity_speech_s_per_s"] == pytest.approx(1.4)
+            assert health["capacity"]["capacity_speech_s_per_s"] == pytest.approx(1.0)
             assert "chorus_admission_headroom_sessions 0" in metrics
             await send_audio(ws, weather[16000:])  # the admitted session goes on
             await send_json(ws, {"type": "stop"})

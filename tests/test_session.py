@@ -253,3 +253,22 @@ async def test_client_that_stops_reading_is_dropped_and_finals_still_stored(
         )
     assert state.stop_reason == "slow_reader" and state.client_gone
     assert "final 0" in hooks.events and "final 1" in hooks.events
+
+
+@pytest.mark.parametrize(("pace", "least_s"), [(0.0, 0.0), (1.5, (40.0 - 10.0) / 1.5)])
+async def test_a_client_faster_than_real_time_is_read_at_the_pace(
+    autojump_clock: trio.abc.Clock, pace: float, least_s: float
+) -> None:
+    """40 s of audio sent at once: read 10 s ahead of real time, then at 1.5x; nothing lost."""
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    options = StreamOptions(model="fake", pace=pace, pace_burst_s=10.0)
+    audio = np.concatenate([speech_with_pauses()] * 5)[: 40 * 16000]
+    begin = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
+        state = await run_session(socket, socket_codec(), transcriber, Config(), options)
+        frames = await socket.frames()
+    took = trio.current_time() - begin
+    assert least_s <= took < least_s + 2.0
+    assert state.received_s == pytest.approx(40.0)
+    assert isinstance(frames[-1], Stopped) and frames[-1].duration_s == pytest.approx(40.0)

@@ -12,6 +12,7 @@ from actors.model_api import Priority, Request
 from actors.transcriber import (
     TranscriberClosed,
     TranscriberConfig,
+    TranscriberHandle,
     TranscriptionFailed,
     open_transcriber,
 )
@@ -23,6 +24,23 @@ def request(seconds: float) -> Request:
 
 async def wait_entered(model: FakeModel) -> None:
     await trio.to_thread.run_sync(model.entered.wait, 10)
+
+
+async def submit_in_order(
+    nursery: trio.Nursery,
+    transcriber: TranscriberHandle,
+    order: list[tuple[Priority, float]],
+) -> None:
+    """Queue one request of each length with its priority, in this order (the model is busy)."""
+    for priority, seconds in order:
+        nursery.start_soon(
+            lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+
+
+def batch_lengths(model: FakeModel) -> list[list[float]]:
+    return [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
 
 
 async def test_batches_work_from_many_sessions() -> None:
@@ -192,49 +210,36 @@ async def test_closed_transcriber_says_so() -> None:
         await transcriber.transcribe(request(1.0))
 
 
-async def test_finals_never_wait_for_partials_in_their_batch() -> None:
-    """A batch returns as a whole, so finals run without partials; partial batches are small."""
-    model = FakeModel()
-    model.gate.clear()
-    config = TranscriberConfig(max_batch_size=8, partial_batch_size=2)
-    async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
-        nursery.start_soon(transcriber.transcribe, request(9.0))
-        await wait_entered(model)
-        for priority, seconds in [
-            ("partial", 1.0),
-            ("partial", 2.0),
-            ("final", 3.0),
-            ("partial", 4.0),
-            ("final", 5.0),
-        ]:
-            nursery.start_soon(
-                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
-            )
-            await trio.testing.wait_all_tasks_blocked()
-        model.gate.set()
-    lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
-    assert lengths == [[9.0], [3.0, 5.0], [1.0, 2.0], [4.0]]
-
-
-async def test_first_partials_of_new_utterances_go_before_revisions() -> None:
-    """What a listener waits for first: any text at all for an utterance that shows none."""
-    model = FakeModel()
-    model.gate.clear()
-    config = TranscriberConfig(max_batch_size=8, partial_batch_size=2)
-    async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
-        nursery.start_soon(transcriber.transcribe, request(9.0))
-        await wait_entered(model)
-        for priority, seconds in [
+ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
+    # a batch returns as a whole, so finals run without partials; partial batches are small
+    (
+        [("partial", 1.0), ("partial", 2.0), ("final", 3.0), ("partial", 4.0), ("final", 5.0)],
+        [[9.0], [3.0, 5.0], [1.0, 2.0], [4.0]],
+    ),
+    # what a listener waits for first: any text at all for an utterance that shows none
+    (
+        [
             ("partial", 1.0),
             ("partial", 2.0),
             ("first_partial", 3.0),
             ("final", 4.0),
             ("first_partial", 5.0),
-        ]:
-            nursery.start_soon(
-                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
-            )
-            await trio.testing.wait_all_tasks_blocked()
+        ],
+        [[9.0], [4.0], [3.0, 5.0], [1.0, 2.0]],
+    ),
+]
+
+
+@pytest.mark.parametrize(("order", "batches"), ORDERS, ids=["finals_alone", "first_partials"])
+async def test_finals_then_first_partials_then_revisions(
+    order: list[tuple[Priority, float]], batches: list[list[float]]
+) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    config = TranscriberConfig(max_batch_size=8, partial_batch_size=2)
+    async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
+        nursery.start_soon(transcriber.transcribe, request(9.0))
+        await wait_entered(model)
+        await submit_in_order(nursery, transcriber, order)
         model.gate.set()
-    lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
-    assert lengths == [[9.0], [4.0], [3.0, 5.0], [1.0, 2.0]]
+    assert batch_lengths(model) == batches

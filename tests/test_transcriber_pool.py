@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from test_transcriber import submit_in_order
 
 from actors.model_api import Priority, Request, Result
 from actors.transcriber import TranscriberConfig, TranscriptionFailed, open_transcriber
@@ -97,17 +98,17 @@ async def test_a_free_worker_takes_finals_before_partials() -> None:
         nursery.start_soon(transcriber.transcribe, request(9.0))
         nursery.start_soon(transcriber.transcribe, request(8.0))
         await model.wait_entered(2)  # both workers busy
-        for priority, seconds in [
-            ("partial", 1.0),
-            ("final", 2.0),
-            ("partial", 3.0),
-            ("final", 4.0),
-            ("background", 5.0),
-        ]:
-            nursery.start_soon(
-                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
-            )
-            await trio.testing.wait_all_tasks_blocked()
+        await submit_in_order(
+            nursery,
+            transcriber,
+            [
+                ("partial", 1.0),
+                ("final", 2.0),
+                ("partial", 3.0),
+                ("final", 4.0),
+                ("background", 5.0),
+            ],
+        )
         model.release()  # one worker comes free: it takes the finals
         await model.wait_entered()
         assert seconds_of(model.batches[2]) == [2.0, 4.0]
