@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="model workers running batches at once, sharing the threads"
     )
     serve.add_argument(
+        "--pace",
+        type=float,
+        help="read live audio no faster than this x real time once 10 s ahead (0: no limit)",
+    )
+    serve.add_argument(
         "--partial-window",
         dest="partial_window",
         choices=["tight", "final"],
