@@ -60,8 +60,9 @@ class TranscriberStatistics:
     failed: int
     running: int
     final_busy_s: float = 0.0  # model time spent on live finals (summed over workers)
-    live_busy_s: float = 0.0  # ... on live finals and partials
     final_audio_s: float = 0.0  # audio seconds of the live finals answered
+    partial_busy_s: float = 0.0  # model time spent on partials
+    partials: int = 0  # partials answered
     workers: int = 1
 
     @property
@@ -95,8 +96,9 @@ class _Counters:
     pending: int = 0
     running: int = 0
     final_busy_s: float = 0.0
-    live_busy_s: float = 0.0
     final_audio_s: float = 0.0
+    partial_busy_s: float = 0.0
+    partials: int = 0
     workers: int = 1
 
 
@@ -141,8 +143,9 @@ class TranscriberHandle:
             failed=counters.failed,
             running=counters.running,
             final_busy_s=round(counters.final_busy_s, 3),
-            live_busy_s=round(counters.live_busy_s, 3),
             final_audio_s=round(counters.final_audio_s, 3),
+            partial_busy_s=round(counters.partial_busy_s, 3),
+            partials=counters.partials,
             workers=counters.workers,
         )
 
@@ -264,11 +267,12 @@ async def _call_model(
         counters.running -= len(batch)
         elapsed = trio.current_time() - started
         counters.busy_s += elapsed
-        if batch[0].priority != "background":  # uploads never share a batch with live work
-            counters.live_busy_s += elapsed
         if batch[0].priority == "final":  # finals never share a batch with other work
             counters.final_busy_s += elapsed
             counters.final_audio_s += sum(len(job.request.audio) for job in batch) / SAMPLE_RATE
+        elif batch[0].priority != "background":  # nor uploads with live work
+            counters.partial_busy_s += elapsed
+            counters.partials += len(batch)
     if len(results) != len(batch):
         raise RuntimeError(f"model returned {len(results)} results for {len(batch)} requests")
     return results

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 
 from protocol.codec import Codec
 from protocol.native import Config, Error, Final
-from service.capacity import CapacityMeter, CapacityStatistics
+from service.capacity import CapacityMeter, CapacityStatistics, Counters
 from service.limits import Limits
 from service.pipeline import NoHooks, SessionHooks, SessionLimits, StreamOptions
 from service.recorder import StoreHooks
@@ -103,9 +103,15 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
     if meter is None or transcriber is None:
         return None
     stats = transcriber.statistics()
+    counters = Counters(
+        final_busy_s=stats.final_busy_s,
+        final_audio_s=stats.final_audio_s,
+        partial_busy_s=stats.partial_busy_s,
+        partials=stats.partials,
+    )
     live: dict[str, SessionState] = getattr(state, "live", {})
     sessions = [(session.speech_s, session.received_s) for session in live.values()]
-    meter.observe(trio.current_time(), stats.live_busy_s, stats.final_audio_s, sessions)
+    meter.observe(trio.current_time(), counters, sessions)
     return meter.statistics(len(live))
 
 

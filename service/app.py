@@ -105,7 +105,9 @@ def create_app(
         await load_sentiment()
         app.state.live = LiveSessions()
         app.state.capacity = CapacityMeter(
-            workers=config.workers, utilization=settings.admission_utilization or 1.0
+            workers=config.workers,
+            utilization=settings.admission_utilization or 1.0,
+            partials_per_s=settings.admission_partials_per_s,
         )
         app.state.gate = SessionGate.from_limits(security.limits)
         retention = settings.retention_days or None

@@ -2,24 +2,27 @@
 
 `CapacityMeter` is a plain record owned by the app (one per transcriber), updated lazily from
 the transcriber's counters whenever admission or `/health` asks, at most once a second; no task
-of its own. It learns two rates, each a time-weighted moving average (`halflife_s`):
+of its own. It learns, each as a time-weighted moving average (`halflife_s`):
 
-- **cost**: model seconds of live work (finals and the partials that led to them) per second
-  of final audio (`live_busy_s / final_audio_s` between two looks). With `workers` model
-  workers the model can serve `workers / cost` seconds of speech per wall second;
-  `utilization` (default 0.85) of that is what admission plans for. Partials thin out as load
-  grows (one in flight per session, finals first), so the cost measured at moderate load falls
-  and the capacity rises with it: admission starts prudent and learns.
+- **final cost**: model seconds per second of final audio (`final_busy_s / final_audio_s`
+  between two looks). Finals are what every session must get, whatever the load.
+- **partial cost**: model seconds per partial answered. Partials are elastic (one in flight
+  per session, finals first, a newer one replaces one not started), so they thin out as load
+  grows; admission reserves `partials_per_s` of them (default 1) per second of speech, enough
+  for text to keep flowing while people talk.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
   clients stream in real time, so that is the speech each session sends per wall second.
-  Until it has been measured, `default_speech_fraction` (0.8) is assumed, so a burst of new
-  sessions that have not spoken yet does not look free.
+  Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
+  have not spoken yet does not look free.
 
-A new session fits when `(live + 1) × speech per session ≤ capacity`. Until the first finals
-have been measured nothing is refused here (the lag rule in `service/admission.py` still is).
-`statistics()` is what `/health` and `/metrics` show, `headroom` included: how many more
-sessions fit now.
+Cost per second of speech = final cost + `partials_per_s` × partial cost. With `workers` model
+workers the model serves `workers × utilization / cost` seconds of speech per wall second
+(utilization 0.85 by default), and a new session fits when `(live + 1) × speech per session`
+stays within that. Measured on 2 cores with tiny.en: final cost 0.07, 0.09 per partial, and
+the bench held 16 sessions and failed at 24 (first text too late); this plans for about 13.
+Until the first finals have been measured nothing is refused here (the lag rule in
+`service/admission.py` still is). `statistics()` is what `/health` and `/metrics` show.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import attrs
 
 @attrs.frozen
 class CapacityStatistics:
-    cost: float | None  # model seconds of live work per second of final audio
+    cost: float | None  # model seconds per second of speech, partials reserved included
+    final_cost: float | None  # model seconds per second of final audio
+    partial_cost: float | None  # model seconds per partial
     capacity_speech_s_per_s: float | None  # what admission plans to serve
     offered_speech_s_per_s: float  # what live sessions send, by the speech-per-session estimate
     speech_per_session: float
@@ -40,49 +45,57 @@ class CapacityStatistics:
     headroom: int | None  # more sessions that fit now; None while not yet measured
 
 
+@attrs.frozen
+class Counters:
+    """What the meter reads from the transcriber's statistics, cumulative."""
+
+    final_busy_s: float = 0.0
+    final_audio_s: float = 0.0
+    partial_busy_s: float = 0.0
+    partials: int = 0
+
+
 @attrs.define
 class CapacityMeter:
     workers: int = 1
     utilization: float = 0.85
+    partials_per_s: float = 1.0
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
+    min_partials: int = 3  # partials between two looks before a cost sample counts
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
-    cost: float | None = None
+    final_cost: float | None = None
+    partial_cost: float | None = None
     speech_fraction: float | None = None
     _last_time: float | None = None
-    _last_busy: float = 0.0
-    _last_audio: float = 0.0
+    _last: Counters = Counters()
 
     def observe(
-        self,
-        now: float,
-        live_busy_s: float,
-        final_audio_s: float,
-        sessions: Iterable[tuple[float, float]] = (),
+        self, now: float, counters: Counters, sessions: Iterable[tuple[float, float]] = ()
     ) -> None:
         """Fold in the counters as they are at `now` (seconds, monotonic); `sessions` gives
         each live session's (speech seconds, audio seconds) so far."""
         if self._last_time is None:
-            self._last_time, self._last_busy, self._last_audio = now, live_busy_s, final_audio_s
+            self._last_time, self._last = now, counters
             return
         elapsed = now - self._last_time
         if elapsed < 1.0:
             return
-        audio = final_audio_s - self._last_audio
-        busy = live_busy_s - self._last_busy
         weight = 1.0 - math.exp(-elapsed * math.log(2) / self.halflife_s)
+        audio = counters.final_audio_s - self._last.final_audio_s
+        busy = counters.final_busy_s - self._last.final_busy_s
         if audio >= self.min_audio_s and busy > 0:
-            sample = busy / audio
-            self.cost = sample if self.cost is None else self.cost + weight * (sample - self.cost)
+            self.final_cost = _average(self.final_cost, busy / audio, weight)
+        partials = counters.partials - self._last.partials
+        busy = counters.partial_busy_s - self._last.partial_busy_s
+        if partials >= self.min_partials and busy > 0:
+            self.partial_cost = _average(self.partial_cost, busy / partials, weight)
         settled = [(speech, heard) for speech, heard in sessions if heard >= self.settle_s]
         if settled:
             share = min(1.0, sum(s for s, _ in settled) / sum(h for _, h in settled))
-            previous = self.speech_fraction
-            self.speech_fraction = (
-                share if previous is None else previous + weight * (share - previous)
-            )
-        self._last_time, self._last_busy, self._last_audio = now, live_busy_s, final_audio_s
+            self.speech_fraction = _average(self.speech_fraction, share, weight)
+        self._last_time, self._last = now, counters
 
     @property
     def per_session(self) -> float:
@@ -92,11 +105,19 @@ class CapacityMeter:
         return max(self.speech_fraction, 0.05)
 
     @property
+    def cost(self) -> float | None:
+        """Model seconds per second of speech, with `partials_per_s` partials reserved."""
+        if self.final_cost is None:
+            return None
+        return self.final_cost + self.partials_per_s * (self.partial_cost or 0.0)
+
+    @property
     def capacity(self) -> float | None:
         """Seconds of speech per wall second that admission plans to serve."""
-        if self.cost is None or self.cost <= 0:
+        cost = self.cost
+        if cost is None or cost <= 0:
             return None
-        return self.workers * self.utilization / self.cost
+        return self.workers * self.utilization / cost
 
     def headroom(self, live: int) -> int | None:
         capacity = self.capacity
@@ -110,12 +131,21 @@ class CapacityMeter:
         return headroom is None or headroom >= 1
 
     def statistics(self, live: int) -> CapacityStatistics:
-        capacity = self.capacity
         return CapacityStatistics(
-            cost=None if self.cost is None else round(self.cost, 4),
-            capacity_speech_s_per_s=None if capacity is None else round(capacity, 3),
+            cost=_rounded(self.cost, 4),
+            final_cost=_rounded(self.final_cost, 4),
+            partial_cost=_rounded(self.partial_cost, 4),
+            capacity_speech_s_per_s=_rounded(self.capacity, 3),
             offered_speech_s_per_s=round(live * self.per_session, 3),
             speech_per_session=round(self.per_session, 3),
             live_sessions=live,
             headroom=self.headroom(live),
         )
+
+
+def _average(previous: float | None, sample: float, weight: float) -> float:
+    return sample if previous is None else previous + weight * (sample - previous)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

@@ -63,6 +63,7 @@ class Settings:
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # plan live work for this share of the measured model capacity; 0 turns it off
     admission_utilization: float = 0.85
+    admission_partials_per_s: float = 1.0  # partials reserved per second of speech
     log_level: str = "info"
 
     @classmethod

@@ -18,26 +18,27 @@ from fakes import FakeModel
 from ws_client import connect, receive_all, rejected, send_audio, send_json
 
 from actors.model_api import Request, Result
-from actors.transcriber import TranscriberConfig, open_transcriber
+from actors.transcriber import TranscriberConfig, TranscriberStatistics, open_transcriber
 from service.app import create_app
-from service.capacity import CapacityMeter
+from service.capacity import CapacityMeter, Counters
 from service.config import Settings
 
 
 def test_nothing_is_refused_before_anything_was_measured() -> None:
     meter = CapacityMeter()
     assert meter.admits(live=100) and meter.headroom(100) is None
-    meter.observe(0.0, 0.0, 0.0)
-    meter.observe(5.0, 0.0, 0.0, [(3.0, 5.0)] * 3)  # no finals yet: no cost sample
+    meter.observe(0.0, Counters())
+    meter.observe(5.0, Counters(), [(3.0, 5.0)] * 3)  # no finals yet: no cost sample
     assert meter.cost is None and meter.admits(live=3)
 
 
-def test_headroom_follows_cost_and_speech_per_session() -> None:
-    meter = CapacityMeter(workers=1, utilization=0.7, halflife_s=1e-9)  # no smoothing
-    meter.observe(0.0, 0.0, 0.0)
-    # 3 model seconds of live work for 12 s of final audio; two sessions, 60% of it speech
-    meter.observe(10.0, 3.0, 12.0, [(6.0, 10.0), (6.0, 10.0)])
-    assert meter.cost == pytest.approx(0.25)
+def test_headroom_follows_costs_and_speech_per_session() -> None:
+    meter = CapacityMeter(workers=1, utilization=0.7, partials_per_s=1.0, halflife_s=1e-9)
+    meter.observe(0.0, Counters())
+    # 1.2 model seconds for 12 s of final audio, 1.5 s for 10 partials; two sessions, 60% speech
+    meter.observe(10.0, Counters(1.2, 12.0, 1.5, 10), [(6.0, 10.0), (6.0, 10.0)])
+    assert (meter.final_cost, meter.partial_cost) == (pytest.approx(0.1), pytest.approx(0.15))
+    assert meter.cost == pytest.approx(0.25)  # a second of speech and the partial it needs
     assert meter.capacity == pytest.approx(2.8)  # 0.7 x 1 worker / 0.25
     assert meter.per_session == pytest.approx(0.6)
     assert meter.headroom(2) == 2  # floor(2.8 / 0.6) = 4 sessions fit, 2 are live
@@ -46,25 +47,27 @@ def test_headroom_follows_cost_and_speech_per_session() -> None:
     assert (stats.headroom, stats.offered_speech_s_per_s) == (0, pytest.approx(2.4))
     meter.workers = 2  # a second model worker doubles what admission plans for
     assert meter.headroom(4) == 5
+    meter.partials_per_s = 0.0  # finals alone, two workers: 14 speech-s/s, 23 sessions
+    assert meter.headroom(0) == 23
 
 
 def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
     meter = CapacityMeter(workers=1, utilization=1.0, halflife_s=1e-9)
-    meter.observe(0.0, 0.0, 0.0)
-    meter.observe(10.0, 2.0, 10.0, [(0.0, 2.0)] * 10)  # ten sessions, all under 5 s old
+    meter.observe(0.0, Counters())
+    meter.observe(10.0, Counters(2.0, 10.0), [(0.0, 2.0)] * 10)  # ten sessions under 5 s old
     assert meter.speech_fraction is None and meter.per_session == 0.8
     assert meter.headroom(0) == 6  # 5 speech-s/s capacity / 0.8
-    meter.observe(20.0, 4.0, 20.0, [(3.0, 12.0)] * 10)  # settled: a quarter is speech
+    meter.observe(20.0, Counters(4.0, 20.0), [(3.0, 12.0)] * 10)  # settled: a quarter is speech
     assert meter.per_session == pytest.approx(0.25)
     assert meter.headroom(10) == 10  # 20 fit
 
 
 def test_samples_are_averaged_over_the_half_life() -> None:
     meter = CapacityMeter(halflife_s=10.0)
-    meter.observe(0.0, 0.0, 0.0)
-    meter.observe(10.0, 2.0, 10.0)  # cost 0.2: the first sample is taken as it is
-    meter.observe(20.0, 6.0, 20.0)  # cost 0.4, one half-life later: halfway
-    assert meter.cost == pytest.approx(0.3)
+    meter.observe(0.0, Counters())
+    meter.observe(10.0, Counters(2.0, 10.0))  # cost 0.2: the first sample is taken as it is
+    meter.observe(20.0, Counters(6.0, 20.0))  # cost 0.4, one half-life later: halfway
+    assert meter.final_cost == pytest.approx(0.3)
 
 
 class SlowModel:
@@ -82,21 +85,26 @@ class SlowModel:
         return [Result(text="words", language="en") for _ in requests]
 
 
-async def test_the_meter_reads_the_cost_of_finals_from_the_real_transcriber() -> None:
+async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:
     meter = CapacityMeter(halflife_s=1e-9)
     audio = np.zeros(2 * 16000, np.float32)
+
+    def counters(stats: TranscriberStatistics) -> Counters:
+        return Counters(
+            stats.final_busy_s, stats.final_audio_s, stats.partial_busy_s, stats.partials
+        )
+
     async with open_transcriber(SlowModel(0.1), TranscriberConfig()) as transcriber:
-        stats = transcriber.statistics()
-        meter.observe(trio.current_time(), stats.live_busy_s, stats.final_audio_s)
+        meter.observe(trio.current_time(), counters(transcriber.statistics()))
         for _ in range(6):
             await transcriber.transcribe(Request(audio), priority="final")
-            await transcriber.transcribe(Request(audio), priority="partial")  # counted
+            await transcriber.transcribe(Request(audio[:16000]), priority="partial")
             await transcriber.transcribe(Request(audio), priority="background")  # not counted
         stats = transcriber.statistics()
-        meter.observe(trio.current_time(), stats.live_busy_s, stats.final_audio_s)
-    assert stats.final_audio_s == pytest.approx(12.0)
-    # 1.2 s of model time for the finals and 1.2 s for the partials, per 12 s of final audio
-    assert meter.cost == pytest.approx(0.2, rel=0.3)
+        meter.observe(trio.current_time(), counters(stats))
+    assert (stats.final_audio_s, stats.partials) == (pytest.approx(12.0), 6)
+    assert meter.final_cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s
+    assert meter.partial_cost == pytest.approx(0.1, rel=0.3)  # 0.1 s for each 1 s partial
 
 
 async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
@@ -106,7 +114,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     weather = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
     async with serve_app(app) as address:
         meter: CapacityMeter = app.state.capacity
-        meter.cost, meter.speech_fraction = 0.85, 0.8  # measured: one session fits (1.0/0.8)
+        meter.final_cost, meter.speech_fraction = 0.85, 0.8  # one session fits (1.0 / 0.8)
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
         async with connect(f"ws://{address}/v1/stream") as ws:
             await send_audio(ws, weather[:16000])

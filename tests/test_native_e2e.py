@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -199,3 +200,26 @@ async def test_session_that_stops_reading_does_not_wedge_the_connection(
             assert frames[-1]["type"] == "stopped"
             async with httpx.AsyncClient() as http:  # and the server still serves
                 assert (await http.get(f"http://{address}/health")).status_code == 200
+
+
+async def test_word_timestamps_are_session_times_inside_their_final(
+    tiny_model: SpeechModel,
+) -> None:
+    app = create_app(SETTINGS, model=tiny_model)
+    pause = np.zeros(24000, np.float32)
+    audio = np.concatenate([pause, load(DATA / "weather.wav"), pause, load(DATA / "garden.wav")])
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream?words=true") as ws:
+        await send_audio(ws, np.concatenate([audio, pause]))
+        await send_json(ws, {"type": "stop"})
+        frames = await receive_all(ws)
+    finals = [frame for frame in frames if frame["type"] == "final"]
+    assert len(finals) == 2
+    for final in finals:
+        timed = final["words"]
+        assert [w["word"] for w in timed] == final["text"].split()
+        assert all(final["start"] - 0.05 <= w["start"] <= w["end"] <= final["end"] for w in timed)
+        assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(timed))
+    # seconds of the session's audio, not of the utterance: the second starts after the first
+    assert finals[1]["words"][0]["start"] > finals[0]["words"][-1]["end"] + 1.0
+    weather = next(w for w in finals[0]["words"] if w["word"].lower().strip(".,") == "weather")
+    assert 1.5 <= weather["start"] <= 2.6  # said about 0.2 s into the clip, after 1.5 s of pause
