@@ -116,11 +116,15 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
 
 
 def fits(state: Any) -> bool:
-    """Does one more live session fit the measured capacity (True while unmeasured)?"""
+    """Does one more live session fit the measured capacity? Until the first finals have been
+    measured, `admission_cold_sessions` live sessions fit (a cold server's burst)."""
+    settings = state.settings
     measured = capacity_statistics(state)
-    if measured is None or state.settings.admission_utilization <= 0:
+    if measured is None or settings.admission_utilization <= 0:
         return True
-    return measured.headroom is None or measured.headroom >= 1
+    if measured.headroom is None:
+        return measured.live_sessions < int(settings.admission_cold_sessions)
+    return measured.headroom >= 1
 
 
 def overloaded(state: Any) -> bool:

@@ -21,8 +21,9 @@ workers the model serves `workers × utilization / cost` seconds of speech per w
 (utilization 0.85 by default), and a new session fits when `(live + 1) × speech per session`
 stays within that. Measured on 2 cores with tiny.en: final cost 0.07, 0.09 per partial, and
 the bench held 16 sessions and failed at 24 (first text too late); this plans for about 13.
-Until the first finals have been measured nothing is refused here (the lag rule in
-`service/admission.py` still is). `statistics()` is what `/health` and `/metrics` show.
+Until the first finals have been measured the meter knows nothing, and admission lets a cold
+server take `admission_cold_sessions` (8) live sessions (the lag rule in `service/admission.py`
+still applies). `statistics()` is what `/health` and `/metrics` show.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ class Settings:
     # plan live work for this share of the measured model capacity; 0 turns it off
     admission_utilization: float = 0.85
     admission_partials_per_s: float = 1.0  # partials reserved per second of speech
+    admission_cold_sessions: int = 8  # live sessions admitted before any cost is measured
     log_level: str = "info"
 
     @classmethod

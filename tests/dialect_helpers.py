@@ -73,7 +73,7 @@ def wav_seconds(path: Path) -> float:
         return clip.getnframes() / clip.getframerate()
 
 
-def dialect_app(model: SpeechModel, data_dir: Path) -> Starlette:
+def dialect_app(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> Starlette:
     """The app as the brief builds it: every dialect and upload route, the real model."""
     from service.app import create_app
     from service.config import Settings
@@ -81,16 +81,16 @@ def dialect_app(model: SpeechModel, data_dir: Path) -> Starlette:
     from service.uploads import upload_routes
 
     return create_app(
-        Settings(model="tiny.en", data_dir=data_dir),
+        Settings(model="tiny.en", data_dir=data_dir, pace=pace),
         model=model,
         extra_routes=dialect_routes() + upload_routes(),
     )
 
 
 @asynccontextmanager
-async def serving(model: SpeechModel, data_dir: Path) -> AsyncIterator[str]:
+async def serving(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> AsyncIterator[str]:
     """`dialect_app` on 127.0.0.1:0; yields `host:port`."""
-    async with serve_app(dialect_app(model, data_dir)) as address:
+    async with serve_app(dialect_app(model, data_dir, pace=pace)) as address:
         yield address
 
 

@@ -139,3 +139,19 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
         async with connect(f"ws://{address}/v1/stream") as ws:  # room again once it left
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"
+
+
+async def test_a_cold_server_takes_a_burst_then_waits_for_measurements(tmp_path: Path) -> None:
+    settings = Settings(model="fake", data_dir=tmp_path, admission_cold_sessions=2)
+    app = create_app(settings, model=FakeModel())
+    async with (
+        serve_app(app) as address,
+        connect(f"ws://{address}/v1/stream") as first,
+        connect(f"ws://{address}/v1/stream") as second,
+    ):
+        assert app.state.capacity.cost is None  # nothing measured yet
+        refusal = await rejected(f"ws://{address}/v1/stream")
+        assert refusal.status_code == 503
+        for ws in (first, second):
+            await send_json(ws, {"type": "stop"})
+            assert (await receive_all(ws))[-1]["type"] == "stopped"

@@ -116,7 +116,8 @@ def test_stream_url() -> None:
 async def test_stream_prints_partials_and_finals(tiny_model: SpeechModel, tmp_path: Path) -> None:
     path = _long_file(tmp_path)
     out = io.StringIO()
-    async with serving(tiny_model, tmp_path) as address:
+    # 8x real time on purpose (the server's pacing would hold it to 1.5x: test_session.py)
+    async with serving(tiny_model, tmp_path, pace=0) as address:
         status = await stream_file(f"ws://{address}", path, 8.0, 100, "en", None, out)
     assert status == 0
     lines = out.getvalue().splitlines()

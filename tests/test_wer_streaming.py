@@ -76,7 +76,9 @@ async def test_streaming_wer_is_within_a_point_of_offline(tiny_model: SpeechMode
     files = [str(speech / row["file"]) for row in rows]
     normalize = EnglishTextNormalizer()
     references = [normalize(row["reference"]) for row in rows]
-    app = create_app(Settings(model=MODEL), model=tiny_model)
+    # Measured admission off: this process also runs the eight clients on the same two cores,
+    # which inflates the model's measured cost; admission is tested in test_capacity.py.
+    app = create_app(Settings(model=MODEL, admission_utilization=0), model=tiny_model)
     streamed: dict[int, str] = {}
     work = trio.open_memory_channel[int](len(files))
     for index in range(len(files)):
