@@ -16,16 +16,11 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
   Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
   have not spoken yet does not look free.
 
-- **busy share**: the share of the workers' time spent on live work lately (half-life
-  `busy_halflife_s`, 5 s). Costs measured while few sessions talk are low (short drafts,
-  idle cores); the busy share is the plain fact when a burst arrives faster than costs settle.
-
 Cost per second of speech = final cost + `partials_per_s` × partial cost. With `workers` model
 workers the model serves `workers × utilization / cost` seconds of speech per wall second
 (utilization 0.85 by default), and a new session fits when `(live + 1) × speech per session`
-stays within that and the busy share is under `utilization`. Measured on 2 cores with
-tiny.en: final cost 0.07, 0.09 per partial, and the bench held 16 sessions and failed at 24
-(first text too late); this plans for about 13.
+stays within that. Measured on 2 cores with tiny.en: final cost 0.07, 0.09 per partial, and
+the bench held 16 sessions and failed at 24 (first text too late); this plans for about 13.
 Until the first finals have been measured the meter knows nothing, and admission lets a cold
 server take `admission_cold_sessions` (8) live sessions (the lag rule in `service/admission.py`
 still applies). `statistics()` is what `/health` and `/metrics` show.
@@ -49,7 +44,6 @@ class CapacityStatistics:
     speech_per_session: float
     live_sessions: int
     headroom: int | None  # more sessions that fit now; None while not yet measured
-    busy_share: float  # of the workers' time, on live work lately
 
 
 @attrs.frozen
@@ -72,8 +66,6 @@ class CapacityMeter:
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
     min_partials: int = 3  # partials between two looks before a cost sample counts
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
-    busy_halflife_s: float = 5.0
-    busy_share: float = 0.0
     final_cost: float | None = None
     partial_cost: float | None = None
     speech_fraction: float | None = None
@@ -92,11 +84,6 @@ class CapacityMeter:
         if elapsed < 1.0:
             return
         weight = 1.0 - math.exp(-elapsed * math.log(2) / self.halflife_s)
-        busy_weight = 1.0 - math.exp(-elapsed * math.log(2) / self.busy_halflife_s)
-        live_busy = counters.final_busy_s + counters.partial_busy_s
-        last_busy = self._last.final_busy_s + self._last.partial_busy_s
-        share = min(1.0, (live_busy - last_busy) / elapsed / max(1, self.workers))
-        self.busy_share += busy_weight * (share - self.busy_share)
         audio = counters.final_audio_s - self._last.final_audio_s
         busy = counters.final_busy_s - self._last.final_busy_s
         if audio >= self.min_audio_s and busy > 0:
@@ -137,8 +124,6 @@ class CapacityMeter:
         capacity = self.capacity
         if capacity is None:
             return None
-        if self.busy_share >= self.utilization:
-            return 0
         return max(0, math.floor(capacity / self.per_session + 1e-9) - live)
 
     def admits(self, live: int) -> bool:
@@ -156,7 +141,6 @@ class CapacityMeter:
             speech_per_session=round(self.per_session, 3),
             live_sessions=live,
             headroom=self.headroom(live),
-            busy_share=round(self.busy_share, 3),
         )
 
 

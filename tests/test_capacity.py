@@ -155,15 +155,3 @@ async def test_a_cold_server_takes_a_burst_then_waits_for_measurements(tmp_path:
         for ws in (first, second):
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"
-
-
-def test_busy_workers_refuse_whatever_the_costs_say() -> None:
-    """A burst arrives faster than costs settle: the workers' busy share is the plain fact."""
-    meter = CapacityMeter(workers=2, utilization=0.85, halflife_s=1e-9, busy_halflife_s=1e-9)
-    meter.observe(0.0, Counters())
-    meter.observe(10.0, Counters(1.0, 20.0, 1.0, 20))  # cheap so far: 0.2 of 20 worker-seconds
-    assert meter.busy_share == pytest.approx(0.1) and meter.headroom(0) == 21  # 17 / 0.8
-    meter.observe(20.0, Counters(10.0, 30.0, 10.0, 40))  # now 18 of 20 worker-seconds busy
-    assert meter.busy_share == pytest.approx(0.9)
-    assert meter.headroom(0) == 0 and not meter.admits(0)
-    assert meter.statistics(3).busy_share == pytest.approx(0.9)
