@@ -84,6 +84,20 @@ def test_long_speech_is_cut_at_max_length_without_losing_samples() -> None:
     assert forced, "a forced cut continues exactly where the previous utterance ended"
 
 
+def test_a_forced_cut_falls_in_the_pause_not_at_the_limit() -> None:
+    """Speech longer than `max_utterance_s` is cut at its quietest frame in the last 40%: here
+    the short pause between two sentences, not the middle of a word at the limit."""
+    weather, library = load(DATA / "weather.wav"), load(DATA / "library.wav")
+    pause = silence(0.25)  # shorter than endpointing: no ordinary cut
+    speech = np.concatenate([weather, pause, library, silence(1.0)])
+    config = SegmenterConfig(max_utterance_s=len(weather) / RATE + 1.0, endpointing_ms=800)
+    first, *rest = finals(run(Segmenter(config), speech))
+    assert rest and rest[0].start == first.end  # forced: the next one goes on from there
+    pause_start, pause_end = len(weather) / RATE, (len(weather) + len(pause)) / RATE
+    assert pause_start - 0.1 <= first.end <= pause_end + 0.1, (first.end, pause_start)
+    assert first.end < config.max_utterance_s - 0.3  # well before the limit
+
+
 def test_finalize_closes_the_open_utterance_and_the_stream_goes_on() -> None:
     garden = load(DATA / "garden.wav")
     segmenter = Segmenter(SegmenterConfig())
