@@ -63,6 +63,8 @@ class TranscriberStatistics:
     final_audio_s: float = 0.0  # audio seconds of the live finals answered
     partial_busy_s: float = 0.0  # model time spent on partials
     partials: int = 0  # partials answered
+    partial_audio_s: float = 0.0  # audio seconds of the partials answered
+    finals: int = 0  # live finals answered
     workers: int = 1
 
     @property
@@ -99,6 +101,8 @@ class _Counters:
     final_audio_s: float = 0.0
     partial_busy_s: float = 0.0
     partials: int = 0
+    partial_audio_s: float = 0.0
+    finals: int = 0
     workers: int = 1
 
 
@@ -146,6 +150,8 @@ class TranscriberHandle:
             final_audio_s=round(counters.final_audio_s, 3),
             partial_busy_s=round(counters.partial_busy_s, 3),
             partials=counters.partials,
+            partial_audio_s=round(counters.partial_audio_s, 3),
+            finals=counters.finals,
             workers=counters.workers,
         )
 
@@ -267,12 +273,15 @@ async def _call_model(
         counters.running -= len(batch)
         elapsed = trio.current_time() - started
         counters.busy_s += elapsed
+        audio_s = sum(len(job.request.audio) for job in batch) / SAMPLE_RATE
         if batch[0].priority == "final":  # finals never share a batch with other work
             counters.final_busy_s += elapsed
-            counters.final_audio_s += sum(len(job.request.audio) for job in batch) / SAMPLE_RATE
+            counters.final_audio_s += audio_s
+            counters.finals += len(batch)
         elif batch[0].priority != "background":  # nor uploads with live work
             counters.partial_busy_s += elapsed
             counters.partials += len(batch)
+            counters.partial_audio_s += audio_s
     if len(results) != len(batch):
         raise RuntimeError(f"model returned {len(results)} results for {len(batch)} requests")
     return results

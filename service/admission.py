@@ -107,7 +107,8 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
         final_busy_s=stats.final_busy_s,
         final_audio_s=stats.final_audio_s,
         partial_busy_s=stats.partial_busy_s,
-        partials=stats.partials,
+        partial_audio_s=stats.partial_audio_s,
+        finals=stats.finals,
     )
     live: dict[str, SessionState] = getattr(state, "live", {})
     sessions = [(session.speech_s, session.received_s) for session in live.values()]

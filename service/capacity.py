@@ -6,21 +6,25 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
 
 - **final cost**: model seconds per second of final audio (`final_busy_s / final_audio_s`
   between two looks). Finals are what every session must get, whatever the load.
-- **partial cost**: model seconds per partial answered. Partials are elastic (one in flight
-  per session, finals first, a newer one replaces one not started), so they thin out as load
-  grows; admission reserves `partials_per_s` of them (default 1) per second of speech, enough
-  for text to keep flowing while people talk.
+- **draft cost**: model seconds per second of partial ("draft") audio. Partials are elastic
+  (one in flight per session, finals first, a newer one replaces one not started): they thin
+  out as load grows, and each then covers more of its utterance, so a cost *per partial*
+  measured while quiet (short drafts) is far below what a partial costs under load; per
+  second of draft audio it holds. Admission reserves `partials_per_s` partials (default 1)
+  per second of speech, each `draft_share` (0.75) of the mean utterance: enough for text to
+  keep flowing while people talk.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
   clients stream in real time, so that is the speech each session sends per wall second.
   Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
   have not spoken yet does not look free.
 
-Cost per second of speech = final cost + `partials_per_s` × partial cost. With `workers` model
+Cost per second of speech = final cost + `partials_per_s` × `draft_share` × mean utterance ×
+draft cost. With `workers` model
 workers the model serves `workers × utilization / cost` seconds of speech per wall second
 (utilization 0.85 by default), and a new session fits when `(live + 1) × speech per session`
-stays within that. Measured on 2 cores with tiny.en: final cost 0.07, 0.09 per partial, and
-the bench held 16 sessions and failed at 24 (first text too late); this plans for about 13.
+stays within that. Measured on 2 cores with tiny.en: the bench held 12-16 sessions and
+failed at 24 (first text too late).
 Until the first finals have been measured the meter knows nothing, and admission lets a cold
 server take `admission_cold_sessions` (8) live sessions (the lag rule in `service/admission.py`
 still applies). `statistics()` is what `/health` and `/metrics` show.
@@ -38,7 +42,8 @@ import attrs
 class CapacityStatistics:
     cost: float | None  # model seconds per second of speech, partials reserved included
     final_cost: float | None  # model seconds per second of final audio
-    partial_cost: float | None  # model seconds per partial
+    draft_cost: float | None  # model seconds per second of partial audio
+    utterance_s: float | None  # mean length of a final
     capacity_speech_s_per_s: float | None  # what admission plans to serve
     offered_speech_s_per_s: float  # what live sessions send, by the speech-per-session estimate
     speech_per_session: float
@@ -53,7 +58,8 @@ class Counters:
     final_busy_s: float = 0.0
     final_audio_s: float = 0.0
     partial_busy_s: float = 0.0
-    partials: int = 0
+    partial_audio_s: float = 0.0
+    finals: int = 0
 
 
 @attrs.define
@@ -61,13 +67,15 @@ class CapacityMeter:
     workers: int = 1
     utilization: float = 0.85
     partials_per_s: float = 1.0
+    draft_share: float = 0.75
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
-    min_partials: int = 3  # partials between two looks before a cost sample counts
+    min_draft_s: float = 2.0  # draft audio between two looks before a cost sample counts
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
     final_cost: float | None = None
-    partial_cost: float | None = None
+    draft_cost: float | None = None
+    utterance_s: float | None = None
     speech_fraction: float | None = None
     _last_time: float | None = None
     _last: Counters = Counters()
@@ -88,10 +96,13 @@ class CapacityMeter:
         busy = counters.final_busy_s - self._last.final_busy_s
         if audio >= self.min_audio_s and busy > 0:
             self.final_cost = _average(self.final_cost, busy / audio, weight)
-        partials = counters.partials - self._last.partials
+            finals = counters.finals - self._last.finals
+            if finals > 0:
+                self.utterance_s = _average(self.utterance_s, audio / finals, weight)
+        drafts = counters.partial_audio_s - self._last.partial_audio_s
         busy = counters.partial_busy_s - self._last.partial_busy_s
-        if partials >= self.min_partials and busy > 0:
-            self.partial_cost = _average(self.partial_cost, busy / partials, weight)
+        if drafts >= self.min_draft_s and busy > 0:
+            self.draft_cost = _average(self.draft_cost, busy / drafts, weight)
         settled = [(speech, heard) for speech, heard in sessions if heard >= self.settle_s]
         if settled:
             share = min(1.0, sum(s for s, _ in settled) / sum(h for _, h in settled))
@@ -110,7 +121,8 @@ class CapacityMeter:
         """Model seconds per second of speech, with `partials_per_s` partials reserved."""
         if self.final_cost is None:
             return None
-        return self.final_cost + self.partials_per_s * (self.partial_cost or 0.0)
+        draft_s = self.draft_share * (self.utterance_s or 0.0)
+        return self.final_cost + self.partials_per_s * draft_s * (self.draft_cost or 0.0)
 
     @property
     def capacity(self) -> float | None:
@@ -135,7 +147,8 @@ class CapacityMeter:
         return CapacityStatistics(
             cost=_rounded(self.cost, 4),
             final_cost=_rounded(self.final_cost, 4),
-            partial_cost=_rounded(self.partial_cost, 4),
+            draft_cost=_rounded(self.draft_cost, 4),
+            utterance_s=_rounded(self.utterance_s, 3),
             capacity_speech_s_per_s=_rounded(self.capacity, 3),
             offered_speech_s_per_s=round(live * self.per_session, 3),
             speech_per_session=round(self.per_session, 3),

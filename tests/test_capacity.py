@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import httpx
 import numpy as np
 import pytest
@@ -35,10 +36,14 @@ def test_nothing_is_refused_before_anything_was_measured() -> None:
 def test_headroom_follows_costs_and_speech_per_session() -> None:
     meter = CapacityMeter(workers=1, utilization=0.7, partials_per_s=1.0, halflife_s=1e-9)
     meter.observe(0.0, Counters())
-    # 1.2 model seconds for 12 s of final audio, 1.5 s for 10 partials; two sessions, 60% speech
-    meter.observe(10.0, Counters(1.2, 12.0, 1.5, 10), [(6.0, 10.0), (6.0, 10.0)])
-    assert (meter.final_cost, meter.partial_cost) == (pytest.approx(0.1), pytest.approx(0.15))
-    assert meter.cost == pytest.approx(0.25)  # a second of speech and the partial it needs
+    # 1.2 model seconds for 3 finals of 4 s; 1.5 s for 30 s of drafts; two sessions, 60% speech
+    counters = Counters(final_busy_s=1.2, final_audio_s=12.0, partial_busy_s=1.5)
+    counters = attrs.evolve(counters, partial_audio_s=30.0, finals=3)
+    meter.observe(10.0, counters, [(6.0, 10.0), (6.0, 10.0)])
+    assert (meter.final_cost, meter.draft_cost) == (pytest.approx(0.1), pytest.approx(0.05))
+    assert meter.utterance_s == pytest.approx(4.0)
+    # a second of speech, and one draft of 3 s (0.75 of an utterance) at 0.05 a second
+    assert meter.cost == pytest.approx(0.25)
     assert meter.capacity == pytest.approx(2.8)  # 0.7 x 1 worker / 0.25
     assert meter.per_session == pytest.approx(0.6)
     assert meter.headroom(2) == 2  # floor(2.8 / 0.6) = 4 sessions fit, 2 are live
@@ -49,6 +54,18 @@ def test_headroom_follows_costs_and_speech_per_session() -> None:
     assert meter.headroom(4) == 5
     meter.partials_per_s = 0.0  # finals alone, two workers: 14 speech-s/s, 23 sessions
     assert meter.headroom(0) == 23
+
+
+def test_drafts_cost_by_their_audio_so_quiet_figures_hold_under_load() -> None:
+    """Few long drafts under load cost what many short ones cost while quiet, per second."""
+    meter = CapacityMeter(halflife_s=1e-9)
+    meter.observe(0.0, Counters())
+    quiet = Counters(final_busy_s=1.0, final_audio_s=10.0, partial_busy_s=1.0)
+    meter.observe(10.0, attrs.evolve(quiet, partial_audio_s=20.0, finals=2))  # 20 drafts of 1 s
+    before = meter.cost
+    busy = attrs.evolve(quiet, final_busy_s=2.0, final_audio_s=20.0, partial_busy_s=2.0)
+    meter.observe(20.0, attrs.evolve(busy, partial_audio_s=40.0, finals=4))  # 5 drafts of 4 s
+    assert meter.draft_cost == pytest.approx(0.05) and meter.cost == pytest.approx(before)
 
 
 def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
@@ -91,7 +108,11 @@ async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:
 
     def counters(stats: TranscriberStatistics) -> Counters:
         return Counters(
-            stats.final_busy_s, stats.final_audio_s, stats.partial_busy_s, stats.partials
+            final_busy_s=stats.final_busy_s,
+            final_audio_s=stats.final_audio_s,
+            partial_busy_s=stats.partial_busy_s,
+            partial_audio_s=stats.partial_audio_s,
+            finals=stats.finals,
         )
 
     async with open_transcriber(SlowModel(0.1), TranscriberConfig()) as transcriber:
@@ -102,9 +123,10 @@ async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:
             await transcriber.transcribe(Request(audio), priority="background")  # not counted
         stats = transcriber.statistics()
         meter.observe(trio.current_time(), counters(stats))
-    assert (stats.final_audio_s, stats.partials) == (pytest.approx(12.0), 6)
+    assert (stats.final_audio_s, stats.partials, stats.finals) == (pytest.approx(12.0), 6, 6)
     assert meter.final_cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s
-    assert meter.partial_cost == pytest.approx(0.1, rel=0.3)  # 0.1 s for each 1 s partial
+    assert meter.draft_cost == pytest.approx(0.1, rel=0.3)  # 0.6 s for 6 s of drafts
+    assert meter.utterance_s == pytest.approx(2.0)
 
 
 async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
