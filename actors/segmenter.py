@@ -87,6 +87,7 @@ class Segmenter:
         self._last_partial = 0
         self.utterance = 0
         self._revision = 0
+        self._spoken = 0  # samples of the utterances already cut
 
     @property
     def samples(self) -> int:
@@ -96,6 +97,11 @@ class Segmenter:
     @property
     def speaking(self) -> bool:
         return self._open is not None
+
+    @property
+    def speech_samples(self) -> int:
+        """Audio judged speech so far: the utterances cut, and the open one up to now."""
+        return self._spoken + (self.samples - self._open if self._open is not None else 0)
 
     def feed(self, audio: Samples) -> Iterator[Event]:
         step = int(STEP_S * SAMPLE_RATE)
@@ -186,6 +192,7 @@ class Segmenter:
     def _cut(self, end: int, *, from_finalize: bool, reopen: bool = False) -> Iterator[Event]:
         assert self._open is not None
         start = self._open
+        self._spoken += end - start
         yield Segment(
             self.utterance,
             True,

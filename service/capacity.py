@@ -25,8 +25,9 @@ workers the model serves `workers × utilization / cost` seconds of speech per w
 (utilization 0.85 by default), and a new session fits when `(live + 1) × speech per session`
 stays within that. Measured on 2 cores with tiny.en: the bench held 12-16 sessions and
 failed at 24 (first text too late).
-Until the first finals have been measured the meter knows nothing, and admission lets a cold
-server take `admission_cold_sessions` (8) live sessions (the lag rule in `service/admission.py`
+Until it has seen `trust_audio_s` (30 s) of finals the meter trusts nothing (the first
+finals are short and cheap), and admission lets a cold server take `admission_cold_sessions`
+(8) live sessions (the lag rule in `service/admission.py`
 still applies). `statistics()` is what `/health` and `/metrics` show.
 """
 
@@ -73,6 +74,7 @@ class CapacityMeter:
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
     min_draft_s: float = 2.0  # draft audio between two looks before a cost sample counts
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
+    trust_audio_s: float = 30.0  # final audio seen before the costs are trusted at all
     final_cost: float | None = None
     draft_cost: float | None = None
     utterance_s: float | None = None
@@ -119,7 +121,7 @@ class CapacityMeter:
     @property
     def cost(self) -> float | None:
         """Model seconds per second of speech, with `partials_per_s` partials reserved."""
-        if self.final_cost is None:
+        if self.final_cost is None or self._last.final_audio_s < self.trust_audio_s:
             return None
         draft_s = self.draft_share * (self.utterance_s or 0.0)
         return self.final_cost + self.partials_per_s * draft_s * (self.draft_cost or 0.0)

@@ -21,7 +21,7 @@ from actors.audio import PcmDecoder
 from actors.decode import UndecodableAudio
 from actors.decode_stream import StreamingDecoder
 from actors.model_api import SAMPLE_RATE, Samples
-from actors.segmenter import Event, Segment, Segmenter, SegmenterConfig
+from actors.segmenter import Event, Segmenter, SegmenterConfig
 from protocol.codec import Codec, ProtocolError
 from protocol.native import (
     Config,
@@ -49,7 +49,7 @@ class SessionState:
     audio_started: bool = False
     stop_reason: str = "client_closed"
     received_samples: int = 0
-    speech_samples: int = 0  # audio the segmenter cut into final utterances
+    speech_samples: int = 0  # audio the segmenter judged speech (the open utterance too)
     finals: list[str] = attrs.field(factory=list)
     pending_finals: list[float] = attrs.field(factory=list)  # end times, oldest first
     close_code: int = 1000
@@ -276,9 +276,8 @@ async def _push(
     await hooks.audio(samples)
     state.received_samples += len(samples)
     for event in segmenter.feed(samples):
-        if isinstance(event, Segment) and event.final:
-            state.speech_samples += len(event.audio)
         await events.send(event)
+    state.speech_samples = segmenter.speech_samples
 
 
 # -- writer --------------------------------------------------------------------------------

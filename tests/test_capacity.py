@@ -34,7 +34,9 @@ def test_nothing_is_refused_before_anything_was_measured() -> None:
 
 
 def test_headroom_follows_costs_and_speech_per_session() -> None:
-    meter = CapacityMeter(workers=1, utilization=0.7, partials_per_s=1.0, halflife_s=1e-9)
+    meter = CapacityMeter(
+        workers=1, utilization=0.7, partials_per_s=1.0, halflife_s=1e-9, trust_audio_s=0
+    )
     meter.observe(0.0, Counters())
     # 1.2 model seconds for 3 finals of 4 s; 1.5 s for 30 s of drafts; two sessions, 60% speech
     counters = Counters(final_busy_s=1.2, final_audio_s=12.0, partial_busy_s=1.5)
@@ -58,7 +60,7 @@ def test_headroom_follows_costs_and_speech_per_session() -> None:
 
 def test_drafts_cost_by_their_audio_so_quiet_figures_hold_under_load() -> None:
     """Few long drafts under load cost what many short ones cost while quiet, per second."""
-    meter = CapacityMeter(halflife_s=1e-9)
+    meter = CapacityMeter(halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
     quiet = Counters(final_busy_s=1.0, final_audio_s=10.0, partial_busy_s=1.0)
     meter.observe(10.0, attrs.evolve(quiet, partial_audio_s=20.0, finals=2))  # 20 drafts of 1 s
@@ -69,7 +71,7 @@ def test_drafts_cost_by_their_audio_so_quiet_figures_hold_under_load() -> None:
 
 
 def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
-    meter = CapacityMeter(workers=1, utilization=1.0, halflife_s=1e-9)
+    meter = CapacityMeter(workers=1, utilization=1.0, halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
     meter.observe(10.0, Counters(2.0, 10.0), [(0.0, 2.0)] * 10)  # ten sessions under 5 s old
     assert meter.speech_fraction is None and meter.per_session == 0.8
@@ -77,6 +79,16 @@ def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
     meter.observe(20.0, Counters(4.0, 20.0), [(3.0, 12.0)] * 10)  # settled: a quarter is speech
     assert meter.per_session == pytest.approx(0.25)
     assert meter.headroom(10) == 10  # 20 fit
+
+
+def test_costs_from_the_first_short_finals_are_not_trusted() -> None:
+    meter = CapacityMeter(halflife_s=1e-9)
+    meter.observe(0.0, Counters())
+    meter.observe(5.0, Counters(final_busy_s=0.5, final_audio_s=10.0, finals=4))
+    assert meter.final_cost == pytest.approx(0.05) and meter.cost is None  # 10 s < 30 s
+    assert meter.headroom(100) is None
+    meter.observe(10.0, Counters(final_busy_s=2.0, final_audio_s=40.0, finals=10))
+    assert meter.cost is not None and meter.headroom(0) is not None
 
 
 def test_samples_are_averaged_over_the_half_life() -> None:
@@ -137,6 +149,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     async with serve_app(app) as address:
         meter: CapacityMeter = app.state.capacity
         meter.final_cost, meter.speech_fraction = 0.85, 0.8  # one session fits (1.0 / 0.8)
+        meter.trust_audio_s = 0
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
         async with connect(f"ws://{address}/v1/stream") as ws:
             await send_audio(ws, weather[:16000])

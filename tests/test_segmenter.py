@@ -103,7 +103,10 @@ def test_finalize_closes_the_open_utterance_and_the_stream_goes_on() -> None:
     segmenter = Segmenter(SegmenterConfig())
     half = len(garden) // 2
     events = list(segmenter.feed(garden[:half]))
+    open_speech = segmenter.speech_samples  # what admission counts: speech heard so far
+    assert not finals(events) and 0.5 * half < open_speech <= half
     flushed = list(segmenter.finalize())
+    assert segmenter.speech_samples == open_speech  # cut: the same audio, now closed
     assert len(finals(flushed)) == 1 and finals(flushed)[0].from_finalize
     assert finals(flushed)[0].end == round(half / RATE, 3)
     later = run(segmenter, np.concatenate([garden[half:], silence(1.0)]))
