@@ -11,7 +11,7 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
   out as load grows, and each then covers more of its utterance, so a cost *per partial*
   measured while quiet (short drafts) is far below what a partial costs under load; per
   second of draft audio it holds. Admission reserves `partials_per_s` partials (default 1)
-  per second of speech, each `draft_share` (0.75) of the mean utterance: enough for text to
+  per second of speech, each `draft_share` (0.6) of the mean utterance: enough for text to
   keep flowing while people talk.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
@@ -22,7 +22,7 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
 Cost per second of speech = final cost + `partials_per_s` × `draft_share` × mean utterance ×
 draft cost. With `workers` model
 workers the model serves `workers × utilization / cost` seconds of speech per wall second
-(utilization 0.85 by default), and a new session fits when `(live + 1) × speech per session`
+(utilization 0.9 by default), and a new session fits when `(live + 1) × speech per session`
 stays within that. Measured on 2 cores with tiny.en: the bench held 12-16 sessions and
 failed at 24 (first text too late).
 Until it has seen `trust_audio_s` (30 s) of finals the meter trusts nothing (the first
@@ -66,9 +66,9 @@ class Counters:
 @attrs.define
 class CapacityMeter:
     workers: int = 1
-    utilization: float = 0.85
+    utilization: float = 0.9
     partials_per_s: float = 1.0
-    draft_share: float = 0.75
+    draft_share: float = 0.6
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts

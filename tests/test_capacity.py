@@ -35,7 +35,12 @@ def test_nothing_is_refused_before_anything_was_measured() -> None:
 
 def test_headroom_follows_costs_and_speech_per_session() -> None:
     meter = CapacityMeter(
-        workers=1, utilization=0.7, partials_per_s=1.0, halflife_s=1e-9, trust_audio_s=0
+        workers=1,
+        utilization=0.7,
+        partials_per_s=1.0,
+        draft_share=0.75,
+        halflife_s=1e-9,
+        trust_audio_s=0,
     )
     meter.observe(0.0, Counters())
     # 1.2 model seconds for 3 finals of 4 s; 1.5 s for 30 s of drafts; two sessions, 60% speech
@@ -148,7 +153,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     weather = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
     async with serve_app(app) as address:
         meter: CapacityMeter = app.state.capacity
-        meter.final_cost, meter.speech_fraction = 0.85, 0.8  # one session fits (1.0 / 0.8)
+        meter.final_cost, meter.speech_fraction = 0.9, 0.8  # one session fits (1.0 / 0.8)
         meter.trust_audio_s = 0
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
         async with connect(f"ws://{address}/v1/stream") as ws:
