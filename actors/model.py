@@ -370,34 +370,29 @@ _LOOPED = "looped: a phrase repeated back to back, or the generation ran out of 
 _WIDENED = "widened: decoded again in a 30 s window"
 
 
-def _repeats(text: str, shortest: int = 3, longest: int = 6) -> bool:
-    """Is a phrase said twice: `shortest`+ words back to back, or `longest` words anywhere?
-
-    ("a b c a b c"; or a loop cut short by the length limit, "x y z u v w ... x y z u v w").
-    """
+def _repeat_start(text: str, shortest: int = 3, longest: int = 6) -> int | None:
+    """Index of the word where a phrase starts again, or None: `shortest`+ words back to back
+    ("a b c a b c"), or `longest` words anywhere (a loop cut short by the length limit)."""
     words = [word.strip(".,!?;:").lower() for word in text.split()]
+    starts = []
     for lag in range(shortest, len(words)):
         run = 0  # how many words in a row equal the word `lag` places later
-        for here, there in zip(words, words[lag:], strict=False):
-            run = run + 1 if here == there else 0
-            if run >= min(lag, longest):
-                return True
-    return False
-
-
-def _before_repeat(text: str, shortest: int = 3, longest: int = 6) -> str:
-    """`text` up to where a phrase starts again (what `_repeats` finds), else unchanged."""
-    spoken = text.split()
-    words = [word.strip(".,!?;:").lower() for word in spoken]
-    cut = len(words)
-    for lag in range(shortest, len(words)):
-        run = 0
         for index, (here, there) in enumerate(zip(words, words[lag:], strict=False)):
             run = run + 1 if here == there else 0
             if run >= min(lag, longest):
-                cut = min(cut, index - run + 1 + lag)
+                starts.append(index - run + 1 + lag)
                 break
-    return " ".join(spoken[:cut])
+    return min(starts, default=None)
+
+
+def _repeats(text: str) -> bool:
+    return _repeat_start(text) is not None
+
+
+def _before_repeat(text: str) -> str:
+    """`text` up to where a phrase starts again, else unchanged."""
+    start = _repeat_start(text)
+    return text if start is None else " ".join(text.split()[:start])
 
 
 def _with_words(result: Result, words: tuple[WordTiming, ...]) -> Result:

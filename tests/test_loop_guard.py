@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.model import CONTEXT_TOKENS, WINDOW_S, WhisperAdapter, _repeats
+from actors.model import CONTEXT_TOKENS, WINDOW_S, WhisperAdapter, _before_repeat, _repeats
 from actors.model_api import DecodeOptions, Request, Result
 
 
@@ -87,3 +87,9 @@ def test_context_is_a_fixed_number_of_tokens(tiny_model: WhisperAdapter) -> None
     )
     assert len(with_prompt) > CONTEXT_TOKENS + 1  # the client's prompt is kept whole
     assert tiny_model._prefix(Request(audio)) == []
+
+
+def test_a_looping_draft_is_cut_where_the_repeat_starts() -> None:
+    looped = "the cat sat on the mat. the cat sat on the mat. the cat"
+    assert _before_repeat(looped) == "the cat sat on the mat."
+    assert _before_repeat("ask not what your country can do") == "ask not what your country can do"
