@@ -102,14 +102,7 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
     transcriber = getattr(state, "transcriber", None)
     if meter is None or transcriber is None:
         return None
-    stats = transcriber.statistics()
-    counters = Counters(
-        final_busy_s=stats.final_busy_s,
-        final_audio_s=stats.final_audio_s,
-        partial_busy_s=stats.partial_busy_s,
-        partial_audio_s=stats.partial_audio_s,
-        finals=stats.finals,
-    )
+    counters = Counters.of(transcriber.statistics())
     live: dict[str, SessionState] = getattr(state, "live", {})
     sessions = [(session.speech_s, session.received_s) for session in live.values()]
     meter.observe(trio.current_time(), counters, sessions)
@@ -117,15 +110,12 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
 
 
 def fits(state: Any) -> bool:
-    """Does one more live session fit the measured capacity? Until the first finals have been
-    measured, `admission_cold_sessions` live sessions fit (a cold server's burst)."""
-    settings = state.settings
-    measured = capacity_statistics(state)
-    if measured is None or settings.admission_utilization <= 0:
+    """Does one more live session fit the measured capacity (`service/capacity.py`)?"""
+    meter: CapacityMeter | None = getattr(state, "capacity", None)
+    if meter is None or state.settings.admission_utilization <= 0:
         return True
-    if measured.headroom is None:
-        return measured.live_sessions < int(settings.admission_cold_sessions)
-    return measured.headroom >= 1
+    capacity_statistics(state)  # bring the meter up to date
+    return meter.admits(len(getattr(state, "live", {})))
 
 
 def overloaded(state: Any) -> bool:

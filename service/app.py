@@ -108,6 +108,7 @@ def create_app(
             workers=config.workers,
             utilization=settings.admission_utilization or 1.0,
             partials_per_s=settings.admission_partials_per_s,
+            cold_sessions=settings.admission_cold_sessions,
         )
         app.state.gate = SessionGate.from_limits(security.limits)
         retention = settings.retention_days or None

@@ -20,15 +20,15 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
   have not spoken yet does not look free.
 
 Cost per second of speech = final cost + `partials_per_s` × `draft_share` × mean utterance ×
-draft cost. With `workers` model
-workers the model serves `workers × utilization / cost` seconds of speech per wall second
-(utilization 0.9 by default), and a new session fits when `(live + 1) × speech per session`
-stays within that. Measured on 2 cores with tiny.en: the bench held 12-16 sessions and
-failed at 24 (first text too late).
-Until it has seen `trust_audio_s` (30 s) of finals the meter trusts nothing (the first
-finals are short and cheap), and admission lets a cold server take `admission_cold_sessions`
-(8) live sessions (the lag rule in `service/admission.py`
-still applies). `statistics()` is what `/health` and `/metrics` show.
+draft cost. With `workers` model workers the model serves `workers × utilization / cost`
+seconds of speech per wall second (utilization 0.9 by default), and a new session fits when
+`(live + 1) × speech per session` stays within that. Measured on 2 cores with tiny.en: the
+bench held 12-16 sessions and failed at 24 (first text too late).
+
+Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
+are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no
+limit). The lag rule in `service/admission.py` still applies. `statistics()` is what
+`/health` and `/metrics` show.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import math
 from collections.abc import Iterable
 
 import attrs
+
+from actors.transcriber import TranscriberStatistics
 
 
 @attrs.frozen
@@ -62,6 +64,16 @@ class Counters:
     partial_audio_s: float = 0.0
     finals: int = 0
 
+    @classmethod
+    def of(cls, stats: TranscriberStatistics) -> Counters:
+        return cls(
+            final_busy_s=stats.final_busy_s,
+            final_audio_s=stats.final_audio_s,
+            partial_busy_s=stats.partial_busy_s,
+            partial_audio_s=stats.partial_audio_s,
+            finals=stats.finals,
+        )
+
 
 @attrs.define
 class CapacityMeter:
@@ -75,6 +87,7 @@ class CapacityMeter:
     min_draft_s: float = 2.0  # draft audio between two looks before a cost sample counts
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
     trust_audio_s: float = 30.0  # final audio seen before the costs are trusted at all
+    cold_sessions: int | None = None  # live sessions admitted while no cost is trusted
     final_cost: float | None = None
     draft_cost: float | None = None
     utterance_s: float | None = None
@@ -141,9 +154,11 @@ class CapacityMeter:
         return max(0, math.floor(capacity / self.per_session + 1e-9) - live)
 
     def admits(self, live: int) -> bool:
-        """Would one more session fit? True while nothing has been measured."""
+        """Would one more session fit? While nothing is trusted: up to `cold_sessions`."""
         headroom = self.headroom(live)
-        return headroom is None or headroom >= 1
+        if headroom is None:
+            return self.cold_sessions is None or live < self.cold_sessions
+        return headroom >= 1
 
     def statistics(self, live: int) -> CapacityStatistics:
         return CapacityStatistics(

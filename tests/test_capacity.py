@@ -19,7 +19,7 @@ from fakes import FakeModel
 from ws_client import connect, receive_all, rejected, send_audio, send_json
 
 from actors.model_api import Request, Result
-from actors.transcriber import TranscriberConfig, TranscriberStatistics, open_transcriber
+from actors.transcriber import TranscriberConfig, open_transcriber
 from service.app import create_app
 from service.capacity import CapacityMeter, Counters
 from service.config import Settings
@@ -123,23 +123,14 @@ async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:
     meter = CapacityMeter(halflife_s=1e-9)
     audio = np.zeros(2 * 16000, np.float32)
 
-    def counters(stats: TranscriberStatistics) -> Counters:
-        return Counters(
-            final_busy_s=stats.final_busy_s,
-            final_audio_s=stats.final_audio_s,
-            partial_busy_s=stats.partial_busy_s,
-            partial_audio_s=stats.partial_audio_s,
-            finals=stats.finals,
-        )
-
     async with open_transcriber(SlowModel(0.1), TranscriberConfig()) as transcriber:
-        meter.observe(trio.current_time(), counters(transcriber.statistics()))
+        meter.observe(trio.current_time(), Counters.of(transcriber.statistics()))
         for _ in range(6):
             await transcriber.transcribe(Request(audio), priority="final")
             await transcriber.transcribe(Request(audio[:16000]), priority="partial")
             await transcriber.transcribe(Request(audio), priority="background")  # not counted
         stats = transcriber.statistics()
-        meter.observe(trio.current_time(), counters(stats))
+        meter.observe(trio.current_time(), Counters.of(stats))
     assert (stats.final_audio_s, stats.partials, stats.finals) == (pytest.approx(12.0), 6, 6)
     assert meter.final_cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s
     assert meter.draft_cost == pytest.approx(0.1, rel=0.3)  # 0.6 s for 6 s of drafts

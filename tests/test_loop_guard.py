@@ -31,7 +31,6 @@ class _LoopingAdapter(WhisperAdapter):
 
     def __init__(self) -> None:  # no model: `_run_group` is replaced below
         self.bucket_s = 5.0
-        self.window_factor, self.window_pad_s, self.min_window_s = 2.0, 0.0, 10.0
         self.tight_partials = True
         self.pad_to_longest = False
         self.windows: list[tuple[int, int]] = []
