@@ -25,6 +25,11 @@ Context: `DecodeOptions.context` carries the session's earlier finals. Its last
 `CONTEXT_TOKENS` tokens go before `<|startoftranscript|>` (after the client's own prompt), so
 an utterance cut at a pause keeps the sense of what came before ("ask not" alone read "Knock!").
 The count is fixed so that sessions with enough history share one batch.
+
+Committed words: `DecodeOptions.committed` (the words two drafts of an open utterance agreed on)
+go after `<|notimestamps|>`, so the decoder reads them in one pass and generates only the rest;
+CTranslate2 takes forced prefixes of different lengths in one batch, and returns them as the
+start of the text.
 """
 
 from __future__ import annotations
@@ -217,11 +222,15 @@ class WhisperAdapter:
         )
         languages, language_probs = self._languages(requests, encoded)
         prompts: list[list[int]] = []
+        forced_counts: list[int] = []
         tokenizers: list[Tokenizer] = []
         for request, prefix, language in zip(requests, prefixes, languages, strict=True):
             tokenizer = self._tokenizer(language, request.options.task)
             tokenizers.append(tokenizer)
-            prompts.append([*prefix, *tokenizer.sot_sequence, tokenizer.no_timestamps])
+            forced = request.options.committed
+            committed = tokenizer.encode(" " + forced.strip()) if forced else []
+            prompts.append([*prefix, *tokenizer.sot_sequence, tokenizer.no_timestamps, *committed])
+            forced_counts.append(len(committed))
         longest = max(len(request.audio) for request in requests) / SAMPLE_RATE
         max_length = min(448, max(len(p) for p in prompts) + 16 + int(longest * 12))
         outputs = self._whisper.model.generate(
@@ -238,8 +247,11 @@ class WhisperAdapter:
         for index, output in enumerate(outputs):
             tokens = [token for token in output.sequences_ids[0] if token < tokenizers[index].eot]
             text = tokenizers[index].decode(tokens).strip()
-            length = len(output.sequences_ids[0])
-            avg_logprob = output.scores[0] * length / (length + 1) if length else -10.0
+            length = len(output.sequences_ids[0]) - forced_counts[index]  # generated tokens
+            if length:
+                avg_logprob = output.scores[0] * length / (length + 1)
+            else:  # nothing generated: after committed words that is an end, not a doubt
+                avg_logprob = 0.0 if forced_counts[index] else -10.0
             result = self._judge(
                 text,
                 tokens,

@@ -32,6 +32,9 @@ class DecodeOptions:
     task: Literal["transcribe", "translate"] = "transcribe"
     prompt: str | None = None
     context: str | None = None  # the session's earlier finals; only its tail is used
+    # words already committed for this utterance: forced as the start of the text, so the
+    # decoder only writes what follows them (see `service/agreement.py`)
+    committed: str | None = None
     words: bool = False
     beam_size: int = 1
     partial: bool = False  # a draft of an open utterance: cheaper window, no second try

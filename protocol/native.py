@@ -105,6 +105,9 @@ class Partial(Outbound, tag="partial"):
     text: str
     start: float
     end: float
+    # how many leading characters of `text` are committed: later partials and the final
+    # start with exactly them
+    committed: int = 0
 
 
 class Final(Outbound, tag="final"):

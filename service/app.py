@@ -98,6 +98,7 @@ def create_app(
             languages=speech.languages,
             final_beam_size=settings.final_beam_size,
             partial_interval_s=settings.partial_interval_s,
+            commit_partials=settings.commit_partials and not settings.naive,
             pace=settings.pace,
             pace_burst_s=settings.pace_burst_s,
             limits=session_limits(security.limits),

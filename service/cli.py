@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="partials' encoder window: tight to the audio (default) or the finals' rule",
     )
     serve.add_argument(
+        "--no-commit-partials",
+        dest="commit_partials",
+        action="store_false",
+        default=None,
+        help="partials re-decode the whole open utterance (no committed prefix)",
+    )
+    serve.add_argument(
         "--naive",
         action="store_true",
         default=None,

@@ -54,6 +54,7 @@ class Settings:
     bucket_s: float = 5.0
     final_beam_size: int = 5
     partial_interval_s: float = 0.6
+    commit_partials: bool = True  # commit words two drafts agree on; drafts write only the rest
     pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
     pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time
     status_interval_s: float = 1.0

@@ -82,28 +82,42 @@ async def run_session(
         return ready_frame(state, options)
 
     await hooks.started(SessionInfo(state.session_id, route, client, options.model, config))
-    await frames_send.send(ready_frame(state, options))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            read_frames,
-            socket,
-            codec,
-            commands_send,
-            frames_send.clone(),
-            state,
-            options,
-            reconfigure,
-        )
-        nursery.start_soon(
-            segment_audio, commands_recv, events_send, frames_send.clone(), state, options, hooks
-        )
-        nursery.start_soon(
-            transcribe_segments, transcriber, events_recv, frames_send, state, options, annotate
-        )
-        nursery.start_soon(
-            write_frames, socket, codec, frames_recv, state, hooks, options.limits.send_timeout_s
-        )
-    await hooks.ended(state.stop_reason, round(state.received_s, 3))
+    try:  # a session cancelled from outside (server shutdown) still closes its recording
+        await frames_send.send(ready_frame(state, options))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                read_frames,
+                socket,
+                codec,
+                commands_send,
+                frames_send.clone(),
+                state,
+                options,
+                reconfigure,
+            )
+            nursery.start_soon(
+                segment_audio,
+                commands_recv,
+                events_send,
+                frames_send.clone(),
+                state,
+                options,
+                hooks,
+            )
+            nursery.start_soon(
+                transcribe_segments, transcriber, events_recv, frames_send, state, options, annotate
+            )
+            nursery.start_soon(
+                write_frames,
+                socket,
+                codec,
+                frames_recv,
+                state,
+                hooks,
+                options.limits.send_timeout_s,
+            )
+    finally:
+        await hooks.ended(state.stop_reason, round(state.received_s, 3))
     return state
 
 

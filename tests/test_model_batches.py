@@ -71,3 +71,23 @@ def test_lengths_prompts_and_beams_mix_in_one_batch(tiny_model: SpeechModel) -> 
     assert words[-1].end <= len(long_audio) / 16000 + 0.01
     assert all(word.word.strip(".,!?") != "" for word in words)  # punctuation merged
     assert len(results) == 4
+
+
+def test_committed_words_are_forced_and_mix_with_other_lengths(tiny_model: SpeechModel) -> None:
+    garden = load(DATA / "garden.wav")
+    alone = tiny_model.transcribe_batch([Request(garden)])[0].text
+    words = alone.split()
+    # committed words the model would not have written itself are still where the text starts
+    forced = "Hello there friends"
+    requests = [
+        Request(garden),
+        Request(garden, DecodeOptions(committed=" ".join(words[:3]))),
+        Request(garden, DecodeOptions(committed=forced, beam_size=1)),
+        Request(garden, DecodeOptions(committed=" ".join(words[:1]), partial=True)),
+    ]
+    results = tiny_model.transcribe_batch(requests)
+    assert results[0].text == alone
+    assert results[1].text == alone  # the model's own start, forced: the same text
+    assert results[2].text.startswith(forced) and len(results[2].text) > len(forced)
+    assert results[3].text.startswith(words[0])
+    assert not any(f.startswith("looped") for r in results for f in r.flags)
