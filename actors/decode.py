@@ -27,7 +27,13 @@ import numpy as np
 import soxr
 import trio
 
-from actors.demux import UndecodableAudio, UndecodableKind, WavDemuxer, sniff_container
+from actors.demux import (
+    UndecodableAudio,
+    UndecodableKind,
+    WavDemuxer,
+    checked_rate,
+    sniff_container,
+)
 from actors.model_api import SAMPLE_RATE, Samples
 
 __all__ = [
@@ -97,6 +103,7 @@ class FrameResampler:
 
     def push(self, frame: av.AudioFrame, *, skip: int = 0) -> Samples:
         """Resample `frame`, less its first `skip` samples (codec priming to drop)."""
+        checked_rate(frame.sample_rate, f"{frame.format.name} audio")
         mono = frame_to_mono(frame)[skip:]
         head = self.finish() if frame.sample_rate != self._rate else _EMPTY
         if frame.sample_rate != self._rate:
@@ -193,13 +200,23 @@ def probe_audio(data: AudioSource) -> AudioInfo:
         )
 
 
-def decode_file(data: AudioSource, *, target_rate: int = SAMPLE_RATE) -> Samples:
-    """Decode a whole file (webm, ogg, mp3, m4a, flac, wav, … at any rate and channel count)
-    to float32 mono at `target_rate`. Blocking: call it from a worker thread."""
+def decode_file(
+    data: AudioSource, *, target_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> Samples:
+    """Decode a whole file (webm, ogg, mp3, m4a, flac, wav, … at 8-192 kHz, any channel count)
+    to float32 mono at `target_rate`. Blocking: call it from a worker thread.
+
+    A file that decodes to more than `max_seconds` raises `too_long` as soon as it passes the
+    limit (memory stops growing there; what a header declares is not trusted either way)."""
     container, head = _open(data)
     with container:
         stream = _audio_stream(container)
+        checked_rate(
+            stream.codec_context.sample_rate or SAMPLE_RATE, f"{container.format.name} file"
+        )
         declared = _declared_seconds(container, stream, head)
+        limit = None if max_seconds is None else int(max_seconds * target_rate)
+        out = 0
         resampler = FrameResampler(target_rate)
         pieces: list[Samples] = []
         packets = bad_packets = decoded = 0
@@ -214,6 +231,9 @@ def decode_file(data: AudioSource, *, target_rate: int = SAMPLE_RATE) -> Samples
                 for frame in frames:
                     decoded += frame.samples
                     pieces.append(resampler.push(frame))
+                    out += len(pieces[-1])
+                    if limit is not None and out > limit:
+                        raise _too_long(max_seconds or 0.0)
         except av.error.FFmpegError as error:
             if not decoded:
                 raise UndecodableAudio(
@@ -242,15 +262,24 @@ def decode_file(data: AudioSource, *, target_rate: int = SAMPLE_RATE) -> Samples
     return samples
 
 
+def _too_long(max_seconds: float) -> UndecodableAudio:
+    return UndecodableAudio(
+        "too_long",
+        f"the file is too long: it decodes to more than the {max_seconds:g} s of audio this "
+        "server accepts per file (CHORUS_MAX_UPLOAD_S)",
+    )
+
+
 async def decode_file_async(
     data: AudioSource,
     *,
     target_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
     limiter: trio.CapacityLimiter | None = None,
 ) -> Samples:
     """`decode_file` in a worker thread; `limiter` bounds how many decode at once."""
     return await trio.to_thread.run_sync(
-        functools.partial(decode_file, data, target_rate=target_rate),
+        functools.partial(decode_file, data, target_rate=target_rate, max_seconds=max_seconds),
         abandon_on_cancel=False,
         limiter=limiter,
     )

@@ -8,7 +8,10 @@ packet at once with one persistent FFmpeg decoder, and resamples with the same
 `FrameResampler` as `decode_file`, so a streamed file and the uploaded file come out alike.
 
 Memory is bounded: the demuxer keeps at most one unfinished element, page or fragment, the
-decoder and resampler keep their own small state, and nothing already returned is kept.
+decoder and resampler keep their own small state, and nothing already returned is kept. What
+one chunk may decode to is bounded too: headers must declare 8-192 kHz (`checked_rate`), and a
+chunk that decodes to more than `max_chunk_s` of audio (a decoding bomb: thousands of tiny
+Opus packets) raises `too_long` as soon as it passes the limit.
 
 Errors: anything undecodable raises `UndecodableAudio`, promptly: a first chunk that starts no
 known container raises as soon as 12 bytes are in; a known container that shows no audio
@@ -33,6 +36,7 @@ from actors.demux_matroska import MatroskaDemuxer
 from actors.model_api import SAMPLE_RATE, Samples
 
 _SNIFF_BYTES = 12
+MAX_CHUNK_S = 60.0  # audio one chunk may decode to (a 31 kB Ogg of 2-byte Opus packets: 1,224 s)
 _DEMUXERS: dict[str, Callable[[], Demuxer]] = {
     "webm": MatroskaDemuxer,
     "ogg": OggDemuxer,
@@ -62,8 +66,10 @@ class StreamingDecoder:
         target_rate: int = SAMPLE_RATE,
         max_header_bytes: int = 64 * 1024,
         max_bad_packets: int = 10,
+        max_chunk_s: float = MAX_CHUNK_S,
     ) -> None:
         self.target_rate = target_rate
+        self.max_chunk_s = max_chunk_s
         self.max_header_bytes = max_header_bytes
         self.max_bad_packets = max_bad_packets
         self.bytes_in = 0
@@ -117,7 +123,20 @@ class StreamingDecoder:
         packets = self._demuxer.feed(chunk)
         if self._decoder is None and self._demuxer.track is not None:
             self._decoder = self._open_decoder(self._demuxer.track)
-        samples = [self._decode(packet) for packet in packets if packet]
+        samples: list[Samples] = []
+        limit = int(self.max_chunk_s * self.target_rate)
+        out = 0
+        for packet in packets:
+            if packet:
+                samples.append(self._decode(packet))
+                out += len(samples[-1])
+                if out > limit:  # stop now: what is decoded so far is the most memory it takes
+                    raise UndecodableAudio(
+                        "too_long",
+                        f"one chunk of {len(chunk)} bytes decodes to more than "
+                        f"{self.max_chunk_s:g} s of audio; stream audio as it is recorded, "
+                        "or upload a file to /v1/listen",
+                    )
         if not self._decoded and self.bytes_in > self.max_header_bytes:
             what = "audio track" if self._demuxer.track is None else "decodable audio"
             raise UndecodableAudio(

@@ -14,13 +14,14 @@ Matroska / WebM lives in `actors.demux_matroska`, fragmented MP4 and raw MP3 / A
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Literal, Protocol
 
 import attrs
 
 UndecodableKind = Literal[
-    "empty", "not_audio", "no_audio_stream", "unsupported_codec", "corrupt", "truncated"
+    "empty", "not_audio", "no_audio_stream", "unsupported_codec", "corrupt", "truncated", "too_long"
 ]
 
 
@@ -35,6 +36,21 @@ class UndecodableAudio(ValueError):
 
 # The largest single element / page / box a demuxer will hold while it waits for the rest.
 MAX_UNIT_BYTES = 4 * 1024 * 1024
+# Sample rates a header may declare. Anything else is a decoding bomb (a 1 kB WAV declaring
+# 1 Hz decodes to 16 M samples at 16 kHz) or a broken file, never a recording.
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192_000
+
+
+def checked_rate(rate: float, what: str) -> int:
+    """`rate` as an int when it is a real recording's rate; `UndecodableAudio` otherwise."""
+    if not (math.isfinite(rate) and MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE):
+        raise UndecodableAudio(
+            "corrupt",
+            f"the {what} declares a sample rate of {rate:g} Hz; "
+            f"{MIN_SAMPLE_RATE // 1000} to {MAX_SAMPLE_RATE // 1000} kHz is accepted",
+        )
+    return int(rate)
 
 
 @attrs.frozen
@@ -114,7 +130,7 @@ def vorbis_track(headers: list[bytes]) -> TrackInfo:
     if len(identification) < 30 or not identification.startswith(b"\x01vorbis"):
         raise UndecodableAudio("corrupt", "the Vorbis stream has no valid identification header")
     channels, rate = struct.unpack_from("<BI", identification, 11)
-    return TrackInfo("vorbis", rate, channels, xiph_lace(headers))
+    return TrackInfo("vorbis", checked_rate(rate, "Vorbis header"), channels, xiph_lace(headers))
 
 
 class OggDemuxer:
@@ -302,8 +318,8 @@ def _wav_format(fmt: bytes) -> tuple[TrackInfo, int]:
     if tag == 0xFFFE and len(fmt) >= 26:
         tag = struct.unpack_from("<H", fmt, 24)[0]  # WAVE_FORMAT_EXTENSIBLE's sub-format
     codec = _WAV_CODECS.get((tag, bits))
-    if codec is None or channels == 0 or rate == 0:
+    if codec is None or channels == 0:
         raise UndecodableAudio(
             "unsupported_codec", f"wav format {tag} with {bits}-bit samples is not supported"
         )
-    return TrackInfo(codec, rate, channels), channels * bits // 8
+    return TrackInfo(codec, checked_rate(rate, "wav header"), channels), channels * bits // 8

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 from actors.decode import UndecodableAudio
-from actors.demux import MAX_UNIT_BYTES, TrackInfo, opus_track
+from actors.demux import MAX_UNIT_BYTES, TrackInfo, checked_rate, opus_track
 
 EBML = 0x1A45DFA3
 SEGMENT = 0x18538067
@@ -84,7 +84,8 @@ def _track_info(entry: dict[int, list[bytes]]) -> TrackInfo:
     frequency = audio.get(SAMPLING_FREQUENCY, [b""])[0]
     rate = 8000  # the Matroska default
     if len(frequency) in (4, 8):
-        rate = int(struct.unpack(">f" if len(frequency) == 4 else ">d", frequency)[0])
+        declared = struct.unpack(">f" if len(frequency) == 4 else ">d", frequency)[0]
+        rate = checked_rate(declared, "webm SamplingFrequency")
     channels = _uint(audio.get(CHANNELS), 1)
     bits = _uint(audio.get(BIT_DEPTH), 16)
     if codec_id == "A_OPUS":

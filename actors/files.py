@@ -72,6 +72,7 @@ class FileOptions:
     max_utterance_s: float = 25.0
     in_flight: int = 4
     priority: Priority = "background"
+    max_seconds: float | None = None  # longer audio is refused as `too_long` while decoding
 
 
 @attrs.frozen
@@ -137,7 +138,9 @@ async def transcribe_file(
     decode_limiter: trio.CapacityLimiter | None = None,
 ) -> FileTranscript:
     """Decode `source` (bytes or a path) and transcribe it; see the module docstring."""
-    samples = await decode_file_async(source, limiter=decode_limiter)
+    samples = await decode_file_async(
+        source, max_seconds=options.max_seconds, limiter=decode_limiter
+    )
     return await transcribe_samples(transcriber, samples, options, progress=progress)
 
 

@@ -92,7 +92,6 @@ def serve(settings: Settings) -> int:
     )
     config = HypercornConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.websocket_max_message_size = 64 * 1024 * 1024
     config.graceful_timeout = 10.0
     config.accesslog = None
     try:
@@ -101,6 +100,11 @@ def serve(settings: Settings) -> int:
         print(f"chorus: {error}", file=sys.stderr)
         return 1
     app = create_app(settings, model=model)
+    # hypercorn buffers a whole message (and up to `max_app_queue_size` of them) before the app
+    # sees it: its limit is the largest frame a route accepts, so bigger ones close with 1009
+    # at the door instead of being held in memory first
+    limits = app.state.security.limits
+    config.websocket_max_message_size = max(limits.max_frame_bytes, limits.max_message_bytes)
 
     async def run() -> None:
         shutdown = trio.Event()

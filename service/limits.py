@@ -47,6 +47,9 @@ class Limits:
     max_frame_bytes: int = _MiB
     max_message_bytes: int = 64 * 1024
     max_upload_bytes: int = 100 * _MiB
+    max_upload_s: float = (
+        4 * 3600.0
+    )  # audio one upload may decode to (a 40 kB file can claim hours)
     max_session_s: float = 4 * 3600.0
     idle_timeout_s: float = 30.0
     max_sessions_per_client: int = 10
@@ -54,7 +57,8 @@ class Limits:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Limits:
-        """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_UPLOAD_BYTES`, `CHORUS_MAX_SESSION_S`,
+        """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_UPLOAD_BYTES`, `…_UPLOAD_S`,
+        `CHORUS_MAX_SESSION_S`,
         `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_MAX_SESSIONS_PER_CLIENT`, `CHORUS_MAX_SESSIONS`."""
         default = cls()
 
@@ -68,6 +72,7 @@ class Limits:
             max_frame_bytes=whole("CHORUS_MAX_FRAME_BYTES", default.max_frame_bytes),
             max_message_bytes=whole("CHORUS_MAX_MESSAGE_BYTES", default.max_message_bytes),
             max_upload_bytes=whole("CHORUS_MAX_UPLOAD_BYTES", default.max_upload_bytes),
+            max_upload_s=seconds("CHORUS_MAX_UPLOAD_S", default.max_upload_s),
             max_session_s=seconds("CHORUS_MAX_SESSION_S", default.max_session_s),
             idle_timeout_s=seconds("CHORUS_IDLE_TIMEOUT_S", default.idle_timeout_s),
             max_sessions_per_client=whole(

@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,18 +60,44 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+def _entries(text: str) -> dict[str, str | None]:
+    """`key` or `name:key` entries → {key: name or None}."""
+    found: dict[str, str | None] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        name, colon, key = entry.partition(":")
+        if colon and key and _NAME.fullmatch(name):
+            found[key] = name
+        elif entry:
+            found[entry] = None
+    return found
+
+
 @attrs.frozen
 class ApiKeys:
+    """The keys that may call this server; each is a tenant that sees only its own sessions,
+    except `admin_keys`, which see everyone's. A key may carry a name (`name:key`), which is
+    then its client identity (`key:name`) in the store, logs and per-client limits."""
+
     keys: frozenset[str] = attrs.field(default=frozenset(), repr=False)  # never in a log line
+    names: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
+    admin_keys: frozenset[str] = attrs.field(default=frozenset(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiKeys:
-        """`CHORUS_API_KEYS` (comma-separated) and/or `CHORUS_API_KEYS_FILE` (one per line)."""
-        keys = {key.strip() for key in environ.get("CHORUS_API_KEYS", "").split(",")}
+        """`CHORUS_API_KEYS` (comma-separated) and/or `CHORUS_API_KEYS_FILE` (one per line),
+        plus `CHORUS_ADMIN_KEYS` (comma-separated); entries are `key` or `name:key`."""
+        entries = _entries(environ.get("CHORUS_API_KEYS", ""))
         if path := environ.get("CHORUS_API_KEYS_FILE", "").strip():
             lines = Path(path).read_text().splitlines()  # a missing file is a start-up error
-            keys |= {line.strip() for line in lines if not line.lstrip().startswith("#")}
-        return cls(frozenset(key for key in keys if key))
+            kept = [line for line in lines if not line.lstrip().startswith("#")]
+            entries |= _entries(",".join(kept))
+        admins = _entries(environ.get("CHORUS_ADMIN_KEYS", ""))
+        entries |= admins
+        names = tuple((key, name) for key, name in entries.items() if name)
+        return cls(frozenset(entries), names, frozenset(admins))
 
     def match(self, given: str) -> str | None:
         """The identity of the key `given` matches, comparing with every key in constant time."""
@@ -78,11 +105,20 @@ class ApiKeys:
         for key in self.keys:
             if hmac.compare_digest(key.encode(), given.encode()):
                 found = key
-        return None if found is None else key_identity(found)
+        return None if found is None else self._identity(found)
+
+    def sees_all(self, identity: str | None) -> bool:
+        """Whether `identity` may see every tenant's sessions: an admin key, or no keys at all
+        (a single-tenant server)."""
+        return not self.keys or identity in {self._identity(key) for key in self.admin_keys}
+
+    def _identity(self, key: str) -> str:
+        return key_identity(key, dict(self.names).get(key))
 
 
-def key_identity(key: str) -> str:
-    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+def key_identity(key: str, name: str | None = None) -> str:
+    """`key:<name>` for a named key, else `key:` and 16 hex digits of the key's SHA-256."""
+    return "key:" + (name or hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def _offered_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -306,5 +342,7 @@ class SecurityMiddleware:
             else:
                 await refusal.response()(scope, receive, send)
             return
-        scope.setdefault("state", {})["client"] = client
+        state = scope.setdefault("state", {})
+        state["client"] = client
+        state["sees_all"] = self.config.api_keys.sees_all(client)
         await self.app(scope, receive, send)

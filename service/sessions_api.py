@@ -6,7 +6,10 @@ The routes hold no state: each request finds the store at `request.app.state.sto
 cannot be satisfied). Errors are `{"error": {"code", "message"}}`: 400 for a bad `limit` or
 cursor, 404 for an unknown session or a session without audio, 409 for a session still live
 (its audio is still being written and it cannot be deleted yet), 503 when the store is closed.
-Who may call them is decided in front of them (`service.security.SecurityMiddleware`).
+Who may call them is decided in front of them (`service.security.SecurityMiddleware`), and
+whose sessions they show here: each API key is a tenant that sees only the sessions it made
+(another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
+and a server without keys (single-tenant) see all, and only they may filter by `?client=`.
 """
 
 from __future__ import annotations
@@ -117,13 +120,33 @@ def _not_found(session_id: str) -> Refusal:
     return Refusal(404, "not_found", f"no session {session_id!r}")
 
 
+def _tenant(request: Request) -> str | None:
+    """The client whose sessions the caller may see; None: everyone's (admin, or no keys, or
+    the routes mounted without `SecurityMiddleware`, which is what decides this)."""
+    state = request.scope.get("state") or {}
+    if state.get("sees_all", True):
+        return None
+    client: str = state.get("client", "")
+    return client
+
+
+async def _visible(store: StoreHandle, request: Request, session_id: str) -> SessionDetail:
+    """The session if the caller may see it; `SessionNotFound` otherwise, whichever it is."""
+    detail = await store.get_session(session_id)
+    tenant = _tenant(request)
+    if tenant is not None and detail.session.client != tenant:
+        raise SessionNotFound(session_id)
+    return detail
+
+
 async def list_sessions(request: Request) -> Response:
     text = request.query_params.get("limit", str(DEFAULT_PAGE))
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise Refusal(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+    tenant = _tenant(request)
     try:
         page = await _store(request).list_sessions(
-            client=request.query_params.get("client"),
+            client=request.query_params.get("client") if tenant is None else tenant,
             limit=int(text),
             cursor=request.query_params.get("next") or request.query_params.get("cursor"),
         )
@@ -136,10 +159,11 @@ async def one_session(request: Request) -> Response:
     session_id: str = request.path_params["session_id"]
     store = _store(request)
     try:
+        detail = await _visible(store, request, session_id)
         if request.method == "DELETE":
             await store.delete_session(session_id)
             return Response(status_code=204)
-        return _json(_detail_out(await store.get_session(session_id)))
+        return _json(_detail_out(detail))
     except SessionNotFound:
         raise _not_found(session_id) from None
     except SessionLive:
@@ -150,7 +174,7 @@ async def session_audio(request: Request) -> Response:
     session_id: str = request.path_params["session_id"]
     store = _store(request)
     try:
-        record = (await store.get_session(session_id)).session
+        record = (await _visible(store, request, session_id)).session
     except SessionNotFound:
         raise _not_found(session_id) from None
     if not record.has_audio:

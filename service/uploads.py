@@ -26,6 +26,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -144,10 +145,15 @@ class Uploads:
         transcriber = getattr(request.app.state, "transcriber", None)
         if transcriber is None:
             raise UploadError(503, "not_ready", "the model is still loading")
+        security = getattr(request.app.state, "security", None)
+        if security is not None:
+            options = attrs.evolve(options, max_seconds=security.limits.max_upload_s)
         try:
             return await transcribe_file(transcriber, data, options, decode_limiter=self.decodes)
         except UndecodableAudio as error:
             status = not_audio if error.kind in NOT_AUDIO else 400
+            if error.kind == "too_long":
+                status = 413
             raise UploadError(status, error.kind, error.reason, "file") from None
         except TranscriptionFailed as error:
             raise UploadError(500, "model_error", f"the model failed: {error}") from None

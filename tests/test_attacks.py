@@ -1,0 +1,220 @@
+"""Hostile input, refused early with memory flat: each attack from the security review, kept
+here so that it stays fixed (issue 11). Decoding bombs on uploads and streams, huge WebSocket
+messages at the door, and stored sessions of other tenants."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import trio
+from audio_files import DATA, load, pcm16
+from conftest import serve_app
+from fakes import FakeModel
+from test_server_processes import free_port, start_server, stop
+from trio_websocket import ConnectionClosed
+from ws_client import connect, receive_all
+
+from actors.decode import UndecodableAudio, decode_file
+from actors.decode_stream import StreamingDecoder
+from service.app import create_app
+from service.config import Settings
+
+
+def wav_declaring(rate: int, data: bytes) -> bytes:
+    """A 16-bit mono WAV whose header says `rate` Hz, holding `data`."""
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2 & 0xFFFFFFFF, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def webm_with_rate(rate: float) -> bytes:
+    """Our Opus WebM clip with its SamplingFrequency (a big-endian double) replaced."""
+    data = bytearray((DATA / "speech_48k_mono_opus.webm").read_bytes())
+    at = data.find(b"\xb5\x88") + 2  # SamplingFrequency, 8 bytes
+    assert struct.unpack(">d", data[at : at + 8]) == (48000.0,)
+    data[at : at + 8] = struct.pack(">d", rate)
+    return bytes(data)
+
+
+# -- decoding bombs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [1, 7999, 192_001, 2_000_000_000])
+def test_a_wav_declaring_an_absurd_rate_is_refused_before_decoding(rate: int) -> None:
+    bomb = wav_declaring(rate, bytes(1000))  # at 1 Hz: 500 samples = 8 M samples at 16 kHz
+    with pytest.raises(UndecodableAudio, match="sample rate") as caught:
+        decode_file(bomb)
+    assert caught.value.kind == "corrupt"
+    decoder = StreamingDecoder()
+    with pytest.raises(UndecodableAudio, match="sample rate"):
+        decoder.feed(bomb)
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, 1.0, 1e9])
+def test_a_webm_declaring_an_absurd_rate_is_refused(rate: float) -> None:
+    with pytest.raises(UndecodableAudio, match="sample rate"):
+        StreamingDecoder().feed(webm_with_rate(rate))
+
+
+def test_rates_of_real_recordings_still_decode() -> None:
+    for rate in (8000, 11025, 44100, 96000, 192_000):
+        tone = (np.sin(np.arange(rate) * 0.05) * 8000).astype("<i2").tobytes()
+        samples = decode_file(wav_declaring(rate, tone))
+        assert abs(len(samples) - 16000) < 50
+        assert len(StreamingDecoder().feed(wav_declaring(rate, tone))) > 14000  # less the filter delay
+
+
+def test_one_chunk_may_not_decode_to_more_than_its_limit() -> None:
+    """The Opus bomb (thousands of tiny packets in one chunk) stops at the limit, while the same
+    bytes streamed as they are recorded decode whole."""
+    ogg = (DATA / "speech_48k_stereo_opus.ogg").read_bytes()  # 4.4 s
+    with pytest.raises(UndecodableAudio, match="more than 2 s") as caught:
+        StreamingDecoder(max_chunk_s=2.0).feed(ogg)
+    assert caught.value.kind == "too_long"
+    decoder = StreamingDecoder(max_chunk_s=2.0)
+    pieces = [decoder.feed(ogg[at : at + 4096]) for at in range(0, len(ogg), 4096)]
+    assert abs(sum(map(len, [*pieces, decoder.flush()])) / 16000 - 4.43) < 0.1
+
+
+def test_a_file_may_not_decode_to_more_than_the_upload_limit() -> None:
+    garden = (DATA / "garden.wav").read_bytes()  # 3.95 s
+    with pytest.raises(UndecodableAudio, match="more than the 2 s") as caught:
+        decode_file(garden, max_seconds=2.0)
+    assert caught.value.kind == "too_long"
+    assert len(decode_file(garden, max_seconds=4.0)) == pytest.approx(3.95 * 16000, abs=10)
+
+
+async def test_bombs_get_clear_answers_from_the_upload_routes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHORUS_MAX_UPLOAD_S", "2")
+    app = create_app(Settings(model="fake"), model=FakeModel())
+    async with serve_app(app) as address, httpx.AsyncClient(timeout=30) as http:
+
+        async def post(name: str, data: bytes) -> httpx.Response:
+            files = {"file": (name, data, "application/octet-stream")}
+            form = {"model": "whisper-1"}
+            return await http.post(
+                f"http://{address}/v1/audio/transcriptions", files=files, data=form
+            )
+
+        one_hz = await post("bomb.wav", wav_declaring(1, bytes(40_000)))
+        assert one_hz.status_code == 400, one_hz.text
+        assert "sample rate of 1 Hz" in one_hz.text
+        nan = await post("nan.webm", webm_with_rate(math.nan))  # FFmpeg ignores it for Opus
+        assert nan.status_code in (400, 413, 415), nan.text  # an answer, not a 500
+        long = await post("garden.wav", (DATA / "garden.wav").read_bytes())
+        assert long.status_code == 413 and "CHORUS_MAX_UPLOAD_S" in long.text, long.text
+        short = await post(
+            "short.wav", wav_declaring(16000, pcm16(load(DATA / "garden.wav"))[:32000])
+        )
+        assert short.status_code == 200, short.text
+
+
+async def test_a_bomb_on_a_live_stream_ends_that_stream_with_a_reason() -> None:
+    app = create_app(Settings(model="fake"), model=FakeModel())
+    async with serve_app(app) as address:
+        for bomb, reason in (
+            (wav_declaring(1, bytes(400_000)), "sample rate of 1 Hz"),
+            (webm_with_rate(math.nan), "sample rate of nan Hz"),
+        ):
+            async with connect(f"ws://{address}/v1/stream?encoding=auto") as ws:
+                await ws.send_message(bomb)
+                with trio.fail_after(10):
+                    frames = await receive_all(ws)
+            errors = [f for f in frames if f["type"] == "error"]
+            assert errors and errors[0]["code"] == "undecodable_audio"
+            assert reason in str(errors[0]["message"])
+            assert ws.closed is not None and ws.closed.code == 1003
+
+
+# -- huge messages at the door ----------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for memory")
+async def test_a_frame_over_the_limit_is_closed_1009_by_the_server_before_buffering(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = await start_server(tmp_path, port)
+    try:
+        before = _rss_kib(process.pid)
+        for _ in range(3):
+            async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+                await ws.get_message()  # ready
+                await ws.send_message(bytes(2 << 20))  # 2 MiB, the limit is 1 MiB
+                with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+                    while True:
+                        await ws.get_message()
+                assert closed.value.reason.code == 1009
+        grown = _rss_kib(process.pid) - before
+        assert grown < 32 * 1024, f"the server grew by {grown} KiB"
+        async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:  # and it still serves
+            assert json.loads(await ws.get_message())["type"] == "ready"
+    finally:
+        await stop(process)
+
+
+# -- other tenants' sessions ------------------------------------------------------------------
+
+
+async def test_a_key_sees_only_its_own_sessions_and_an_admin_sees_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHORUS_API_KEYS", "alice:key-a,bob:key-b")
+    monkeypatch.setenv("CHORUS_ADMIN_KEYS", "ops:key-ops")
+    app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
+    audio = np.concatenate([load(DATA / "garden.wav"), np.zeros(16000, np.float32)])
+    async with serve_app(app) as address, httpx.AsyncClient(timeout=30) as http:
+        async with connect(f"ws://{address}/v1/stream?token=key-a&record=true") as ws:
+            await ws.send_message(pcm16(audio))
+            await ws.send_message(json.dumps({"type": "stop"}))
+            frames = await receive_all(ws)
+        session = str(frames[0]["session_id"])
+
+        async def call(method: str, path: str, key: str, **params: str) -> httpx.Response:
+            return await http.request(
+                method,
+                f"http://{address}{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+        def listed(response: httpx.Response) -> list[str]:
+            assert response.status_code == 200, response.text
+            return [s["id"] for s in response.json()["sessions"]]
+
+        one, audio_path = f"/v1/sessions/{session}", f"/v1/sessions/{session}/audio"
+        # bob: nothing of alice's, by list, filter, id, recording or delete; a 404, not a 403
+        assert listed(await call("GET", "/v1/sessions", "key-b")) == []
+        assert listed(await call("GET", "/v1/sessions", "key-b", client="key:alice")) == []
+        for method, path in (("GET", one), ("GET", audio_path), ("DELETE", one)):
+            refused = await call(method, path, "key-b")
+            assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+        # alice: her session, whole; the store knows her by her key's name
+        assert listed(await call("GET", "/v1/sessions", "key-a")) == [session]
+        mine = (await call("GET", one, "key-a")).json()
+        assert mine["client"] == "key:alice" and mine["transcript"]
+        assert (await call("GET", audio_path, "key-a")).content.startswith(b"RIFF")
+        # the admin: everyone's, and may filter by client
+        assert listed(await call("GET", "/v1/sessions", "key-ops")) == [session]
+        assert listed(await call("GET", "/v1/sessions", "key-ops", client="key:bob")) == []
+        assert (await call("GET", one, "key-ops")).status_code == 200
+        # bob's delete did nothing; alice's does
+        assert (await call("DELETE", one, "key-a")).status_code == 204
+        assert (await call("GET", one, "key-a")).status_code == 404
