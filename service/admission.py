@@ -58,6 +58,7 @@ def session_limits(limits: Limits, queue_size: int = 16) -> SessionLimits:
         max_frame_bytes=limits.max_frame_bytes,
         max_message_bytes=limits.max_message_bytes,
         idle_timeout_s=limits.idle_timeout_s,
+        audio_idle_timeout_s=limits.audio_idle_timeout_s,
         max_session_s=limits.max_session_s,
         queue_size=queue_size,
     )

@@ -52,6 +52,7 @@ class Limits:
     )  # audio one upload may decode to (a 40 kB file can claim hours)
     max_session_s: float = 4 * 3600.0
     idle_timeout_s: float = 30.0
+    audio_idle_timeout_s: float = 600.0  # keepalives alone hold a session this long at most
     max_sessions_per_client: int = 10
     max_sessions: int = 200
 
@@ -59,7 +60,8 @@ class Limits:
     def from_env(cls, environ: Mapping[str, str]) -> Limits:
         """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_UPLOAD_BYTES`, `…_UPLOAD_S`,
         `CHORUS_MAX_SESSION_S`,
-        `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_MAX_SESSIONS_PER_CLIENT`, `CHORUS_MAX_SESSIONS`."""
+        `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_AUDIO_IDLE_TIMEOUT_S`, `CHORUS_MAX_SESSIONS_PER_CLIENT`,
+        `CHORUS_MAX_SESSIONS`."""
         default = cls()
 
         def whole(name: str, value: int) -> int:
@@ -75,6 +77,9 @@ class Limits:
             max_upload_s=seconds("CHORUS_MAX_UPLOAD_S", default.max_upload_s),
             max_session_s=seconds("CHORUS_MAX_SESSION_S", default.max_session_s),
             idle_timeout_s=seconds("CHORUS_IDLE_TIMEOUT_S", default.idle_timeout_s),
+            audio_idle_timeout_s=seconds(
+                "CHORUS_AUDIO_IDLE_TIMEOUT_S", default.audio_idle_timeout_s
+            ),
             max_sessions_per_client=whole(
                 "CHORUS_MAX_SESSIONS_PER_CLIENT", default.max_sessions_per_client
             ),

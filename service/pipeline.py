@@ -78,8 +78,9 @@ class SessionInfo:
 class SessionLimits:
     max_frame_bytes: int = 1 << 20
     max_message_bytes: int = 64 << 10
-    idle_timeout_s: float = 30.0
-    max_session_s: float = 4 * 3600.0
+    idle_timeout_s: float = 30.0  # no audio and no keepalive for this long: closed
+    audio_idle_timeout_s: float = 600.0  # no audio for this long, keepalives or not: closed
+    max_session_s: float = 4 * 3600.0  # of audio received, or of wall time, whichever first
     send_timeout_s: float = 30.0  # a client that reads nothing for this long is dropped
     queue_size: int = 16  # items per inter-stage channel
 

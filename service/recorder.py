@@ -8,11 +8,13 @@ recording is closed before the session row is ended (start-up repair looks for u
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
 from actors.model_api import Samples
 from actors.recording import RecordingWriter
-from actors.store import StoreHandle
+from actors.store import StoreClosed, StoreHandle
 from actors.store_schema import SessionRecord, StoredUtterance
 from protocol.native import Final
 from service.pipeline import SessionInfo
@@ -50,4 +52,6 @@ class StoreHooks:
         with trio.CancelScope(shield=True):
             if self._recording is not None:
                 await self._recording.aclose()
-            await self._store.end_session(self._session_id, reason, duration_s)
+            # a server that is stopping has closed its store: start-up repair ends the row
+            with contextlib.suppress(StoreClosed):
+                await self._store.end_session(self._session_id, reason, duration_s)

@@ -86,11 +86,14 @@ async def read_frames(
     reconfigure: Callable[[Config], ServerFrame | None],
 ) -> None:
     limits = options.limits
-    deadline = trio.current_time() + limits.max_session_s
-    idle_deadline = trio.current_time() + limits.idle_timeout_s
+    now = trio.current_time()
+    deadline = now + limits.max_session_s
+    idle_deadline = now + limits.idle_timeout_s
+    audio_deadline = now + limits.audio_idle_timeout_s
+    expired: _Expired | None = None
     with commands, frames, state.reader:
-        while True:
-            with trio.move_on_at(min(deadline, idle_deadline)):
+        while expired is None:
+            with trio.move_on_at(min(deadline, idle_deadline, audio_deadline)):
                 try:
                     message = await socket.receive()
                 except ClientGone:
@@ -122,6 +125,8 @@ async def read_frames(
                 for item in items:
                     if isinstance(item, bytes | KeepAlive):
                         idle_deadline = trio.current_time() + limits.idle_timeout_s
+                    if isinstance(item, bytes):
+                        audio_deadline = trio.current_time() + limits.audio_idle_timeout_s
                     if isinstance(item, bytes | Finalize):
                         state.audio_started = state.audio_started or isinstance(item, bytes)
                         try:
@@ -137,20 +142,34 @@ async def read_frames(
                         answer = reconfigure(item)
                         if answer is not None:
                             await frames.send(answer)
+                # audio time counts too: a client faster than real time reaches it first
+                if state.received_s >= limits.max_session_s:
+                    expired = _Expired("session_too_long", "audio", limits.max_session_s)
                 continue
-            too_long = trio.current_time() >= deadline
-            expired = "session_too_long" if too_long else "idle_timeout"
-            what = "session length" if too_long else "no audio or keepalive"
-            limit = limits.max_session_s if too_long else limits.idle_timeout_s
-            await frames.send(
-                Error(
-                    code=expired,
-                    fatal=True,
-                    message=(f"{what} for {limit:g} s: closing"),
+            now = trio.current_time()
+            if now >= deadline:
+                expired = _Expired("session_too_long", "session length", limits.max_session_s)
+            elif now >= idle_deadline:
+                expired = _Expired("idle_timeout", "no audio or keepalive", limits.idle_timeout_s)
+            else:
+                expired = _Expired(
+                    "audio_idle_timeout", "no audio (keepalives only)", limits.audio_idle_timeout_s
                 )
+        await frames.send(
+            Error(
+                code=expired.code,
+                fatal=True,
+                message=f"{expired.what} for {expired.limit:g} s: closing",
             )
-            state.stop_reason = expired
-            return
+        )
+        state.stop_reason = expired.code
+
+
+@attrs.frozen
+class _Expired:
+    code: str
+    what: str
+    limit: float
 
 
 def _too_large(message: str | bytes, frame_limit: int, text_limit: int) -> bool:

@@ -69,7 +69,9 @@ def test_rates_of_real_recordings_still_decode() -> None:
         tone = (np.sin(np.arange(rate) * 0.05) * 8000).astype("<i2").tobytes()
         samples = decode_file(wav_declaring(rate, tone))
         assert abs(len(samples) - 16000) < 50
-        assert len(StreamingDecoder().feed(wav_declaring(rate, tone))) > 14000  # less the filter delay
+        assert (
+            len(StreamingDecoder().feed(wav_declaring(rate, tone))) > 14000
+        )  # less the filter delay
 
 
 def test_one_chunk_may_not_decode_to_more_than_its_limit() -> None:
@@ -218,3 +220,63 @@ async def test_a_key_sees_only_its_own_sessions_and_an_admin_sees_all(
         # bob's delete did nothing; alice's does
         assert (await call("DELETE", one, "key-a")).status_code == 204
         assert (await call("GET", one, "key-a")).status_code == 404
+
+
+# -- clients faster than real time ------------------------------------------------------------
+
+
+async def _final_latencies(address: str) -> list[float]:
+    """One client streaming in real time: seconds from each utterance's end being sent to its
+    final arriving."""
+    utterance = np.concatenate([load(DATA / "garden.wav"), np.zeros(16000, np.float32)])
+    data = pcm16(np.concatenate([utterance] * 3))
+    latencies: list[float] = []
+    async with connect(f"ws://{address}/v1/stream") as ws:
+        begin = trio.current_time()
+
+        async def send() -> None:
+            for index, at in enumerate(range(0, len(data), 3200)):
+                await trio.sleep_until(begin + index * 0.1)
+                await ws.send_message(data[at : at + 3200])
+            await ws.send_message(json.dumps({"type": "stop"}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            for frame in await receive_all(ws):
+                if frame["type"] == "final":
+                    latencies.append(trio.current_time() - begin - float(frame["end"]))
+    return latencies
+
+
+async def test_ten_clients_at_100x_do_not_slow_a_real_time_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Silence at 100x is read at the pace (1.5x once 10 s ahead), so it cannot take the event
+    loop (the VAD) from a client that streams in real time. With `pace=0` this fails: the
+    real-time client's finals come seconds late."""
+    monkeypatch.setenv("CHORUS_MAX_SESSIONS_PER_CLIENT", "20")  # all come from 127.0.0.1
+    # admission by capacity off: here the point is what the flood does once it is admitted
+    app = create_app(Settings(model="fake", admission_utilization=0), model=FakeModel())
+    async with serve_app(app) as address:
+        alone = await _final_latencies(address)
+        async with trio.open_nursery() as nursery:
+
+            async def flood() -> None:
+                async with connect(f"ws://{address}/v1/stream") as ws:
+                    quiet = np.random.default_rng(1).normal(0, 0.003, 1600).astype(np.float32)
+                    hiss = pcm16(quiet)  # room noise, not digital zeros: the VAD has to look
+                    while True:
+                        await ws.send_message(hiss)
+
+            for _ in range(10):
+                nursery.start_soon(flood)
+            began = trio.current_time()
+            await trio.sleep(1.0)
+            loaded = await _final_latencies(address)
+            took = trio.current_time() - began
+            read = sorted(session.received_s for session in app.state.live.values())
+            nursery.cancel_scope.cancel()
+    assert len(alone) == len(loaded) == 3
+    assert max(loaded) < max(alone) + 1.0, (alone, loaded)
+    # each flood (the sessions still live) was read 10 s ahead, then at 1.5x real time
+    assert len(read) >= 10 and read[-1] <= 10.0 + 1.5 * took + 1.0, (took, read)

@@ -272,3 +272,69 @@ async def test_a_client_faster_than_real_time_is_read_at_the_pace(
     assert least_s <= took < least_s + 2.0
     assert state.received_s == pytest.approx(40.0)
     assert isinstance(frames[-1], Stopped) and frames[-1].duration_s == pytest.approx(40.0)
+
+
+async def test_session_length_counts_audio_time_for_a_client_faster_than_real_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """20 s of audio sent at once, pacing off: the 5 s limit is reached in audio, not wall time."""
+    socket, transcriber = FakeSocket(size=1024), FakeTranscriber()
+    options = StreamOptions(model="fake", pace=0, limits=SessionLimits(max_session_s=5.0))
+    audio = np.concatenate([speech_with_pauses()] * 3)[: 20 * 16000]
+    begin = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, audio, then=[]))
+        state = await run_session(socket, socket_codec(), transcriber, Config(), options)
+        frames = await socket.frames()
+        nursery.cancel_scope.cancel()
+    errors = [f for f in frames if type(f).__name__ == "Error"]
+    assert [e.code for e in errors] == ["session_too_long"]  # type: ignore[attr-defined]
+    assert "audio for 5 s" in errors[0].message  # type: ignore[attr-defined]
+    assert trio.current_time() - begin < 5.0
+    # what was already queued is finished, nothing much beyond the limit is read
+    assert 5.0 <= state.received_s < 5.0 + 17 * 0.1
+
+
+async def test_keepalives_alone_do_not_hold_a_session_forever(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    limits = SessionLimits(idle_timeout_s=2.0, audio_idle_timeout_s=6.0)
+    options = StreamOptions(model="fake", limits=limits)
+
+    async def client() -> None:
+        await socket.to_server.send(pcm16(np.zeros(3200, np.float32)))
+        for _ in range(30):  # keepalives hold off the idle limit, not the audio-idle one
+            await socket.to_server.send('{"type": "keepalive"}')
+            await trio.sleep(1.0)
+
+    begin = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        state = await run_session(socket, socket_codec(), transcriber, Config(), options)
+        frames = await socket.frames()
+        nursery.cancel_scope.cancel()
+    errors = [f for f in frames if type(f).__name__ == "Error"]
+    assert [e.code for e in errors] == ["audio_idle_timeout"]  # type: ignore[attr-defined]
+    assert state.stop_reason == "audio_idle_timeout"
+    assert 6.0 <= trio.current_time() - begin < 7.0
+
+
+class BrokenSocket(FakeSocket):
+    """A transport that fails with an unexpected error after the first audio."""
+
+    async def receive(self) -> str | bytes:
+        message = await super().receive()
+        if isinstance(message, bytes):
+            raise RuntimeError("the transport broke")
+        return message
+
+
+async def test_a_stage_that_fails_still_ends_the_session_in_the_store() -> None:
+    socket, transcriber, hooks = BrokenSocket(), FakeTranscriber(), RecordingHooks()
+    with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="broke"), flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[]))
+            await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS, hooks=hooks)
+    assert hooks.events[0] == "started /v1/stream"
+    assert hooks.events[-1].startswith("ended ")  # the recording closed, the row ended
