@@ -77,7 +77,7 @@ def create_app(
     """Build the app; `model` injects a ready model (tests), else `load_model(settings)`."""
     environ = environment()
     settings = settings or Settings.from_env(environ)
-    security = security or SecurityConfig.from_env(environ)
+    security = security or SecurityConfig.from_env(environ, bind_host=settings.host)
     limiter_config = limiter or LimiterConfig.from_env(environ)
 
     @asynccontextmanager
