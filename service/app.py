@@ -123,6 +123,7 @@ def create_app(
             store_actor = open_store(
                 settings.data_dir, retention_days=settings.retention_days or None
             )
+            started = False
             try:
                 async with (
                     watch("store", store_actor) as store,
@@ -133,11 +134,13 @@ def create_app(
                     app.state.limiter = rate_limiter
                     app.state.transcriber = transcriber
                     task_status.started()
+                    started = True
                     await stop.wait()
             except Exception:
-                if not app.state.actors.died:
-                    raise  # not an actor's death: start-up failed
-                # logged by the watch; the server stays up and /health answers 503
+                if not started:
+                    raise  # start-up failed, as before
+                # an actor died (nothing else here raises): logged by its watch, and the
+                # server stays up with /health answering 503
 
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_actors)
