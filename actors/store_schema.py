@@ -255,7 +255,7 @@ def select_page(
         where.append("s.client = ?")
         params.append(client)
     if cursor is not None:
-        if not cursor.isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", cursor):  # an SQLite INTEGER; not "²"
             raise ValueError(f"invalid cursor {cursor!r}")
         where.append("s.seq < ?")
         params.append(int(cursor))

@@ -1,12 +1,14 @@
 """`create_app()`: the Chorus ASGI app, mountable under a larger trio ASGI application.
 
-Ownership: the app's lifespan loads the model (in a worker thread) and opens the long-lived
-actors, each with its own nursery that lives as long as the lifespan: the one transcriber
-(`app.state.transcriber`), the store (`app.state.store`) and the rate limiter
-(`app.state.limiter`); the session gate counts live sessions. Each WebSocket route runs its
-session's nursery (`service.admission.serve_session`) inside the request. On shutdown the
-transcriber's queue closes and the actor finishes what it holds; the store commits what is
-queued and closes.
+Ownership: the app's lifespan loads the model (in a worker thread) and starts one task in its
+nursery that opens the long-lived actors, each with its own nursery, and holds them until
+shutdown: the one transcriber (`app.state.transcriber`), the store (`app.state.store`) and the
+rate limiter (`app.state.limiter`); the session gate counts live sessions. An actor that dies
+ends that task only: `app.state.actors` (`service.supervision.ActorWatch`) names it, the
+server logs it, and `/health` answers 503 until the process is restarted. Each WebSocket
+route runs its session's nursery (`service.admission.serve_session`) inside the request. On
+shutdown the transcriber's queue closes and the actor finishes what it holds; the store
+commits what is queued and closes.
 
 To mount Chorus under a parent Starlette app, enter its lifespan from the parent's:
 `async with chorus.router.lifespan_context(chorus): yield`.
@@ -42,6 +44,7 @@ from service.pipeline import StreamOptions
 from service.security import SecurityConfig, SecurityMiddleware
 from service.sessions_api import sessions_routes
 from service.stream import stream_endpoint
+from service.supervision import ActorWatch
 from service.uploads import upload_routes
 from service.web import web_routes
 
@@ -77,7 +80,7 @@ def create_app(
     """Build the app; `model` injects a ready model (tests), else `load_model(settings)`."""
     environ = environment()
     settings = settings or Settings.from_env(environ)
-    security = security or SecurityConfig.from_env(environ)
+    security = security or SecurityConfig.from_env(environ, bind_host=settings.host)
     limiter_config = limiter or LimiterConfig.from_env(environ)
 
     @asynccontextmanager
@@ -112,17 +115,38 @@ def create_app(
             cold_sessions=settings.admission_cold_sessions,
         )
         app.state.gate = SessionGate.from_limits(security.limits)
-        retention = settings.retention_days or None
-        async with (
-            open_store(settings.data_dir, retention_days=retention) as store,
-            open_limiter(limiter_config) as rate_limiter,
-            open_transcriber(speech, config) as transcriber,
-        ):
-            app.state.store = store
-            app.state.limiter = rate_limiter
-            app.state.transcriber = transcriber
+        stop = trio.Event()
+
+        async def serve_actors(*, task_status: trio.TaskStatus[None]) -> None:
+            """The actors run here, not around the `yield`: a dead one stops this task only."""
+            watch = app.state.actors.watch
+            store_actor = open_store(
+                settings.data_dir, retention_days=settings.retention_days or None
+            )
+            started = False
+            try:
+                async with (
+                    watch("store", store_actor) as store,
+                    watch("limiter", open_limiter(limiter_config)) as rate_limiter,
+                    watch("transcriber", open_transcriber(speech, config)) as transcriber,
+                ):
+                    app.state.store = store
+                    app.state.limiter = rate_limiter
+                    app.state.transcriber = transcriber
+                    task_status.started()
+                    started = True
+                    await stop.wait()
+            except Exception:
+                if not started:
+                    raise  # start-up failed, as before
+                # an actor died (nothing else here raises): logged by its watch, and the
+                # server stays up with /health answering 503
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_actors)
             log.info("chorus ready: model %s, batch <= %d", speech.name, config.max_batch_size)
             yield
+            stop.set()  # the actors close in turn: the transcriber drains, the store commits
 
     routes: list[BaseRoute] = [
         Route("/health", health),
@@ -143,6 +167,7 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.security = security
+    app.state.actors = ActorWatch()
     return app
 
 
@@ -164,8 +189,12 @@ async def drain_sessions(app: Starlette, timeout_s: float = 30.0) -> int:
 
 
 async def health(request: Request) -> JSONResponse:
+    """`ok`, `degraded` (the rate limiter's backend is down), `starting` or `failed` (503: an
+    actor died, named in `died`). Error texts (a Redis host name, an actor's exception) go only
+    to callers that see every tenant (an admin key, or a server without keys)."""
     state = request.app.state
     transcriber: TranscriberHandle | None = getattr(state, "transcriber", None)
+    sees_all = bool(getattr(request.state, "sees_all", False))
     body: dict[str, Any] = {
         "status": "ok" if transcriber is not None else "starting",
         "model": state.options.model if transcriber is not None else state.settings.model,
@@ -179,8 +208,9 @@ async def health(request: Request) -> JSONResponse:
             "backend": limiter.backend,
             "healthy": limiter.healthy,
             "fail_policy": limiter.fail_policy,
-            "last_error": limiter.last_error,
         }
+        if sees_all:
+            body["limits"]["last_error"] = limiter.last_error
         store = state.store.statistics()
         body["store"] = {"writes": store.writes, "queue": store.queue, "failed": store.failed}
         stats = transcriber.statistics()
@@ -198,4 +228,11 @@ async def health(request: Request) -> JSONResponse:
         }
         if (capacity := capacity_statistics(state)) is not None:
             body["capacity"] = attrs.asdict(capacity)
-    return JSONResponse(body, status_code=200 if transcriber is not None else 503)
+    died: dict[str, str] = state.actors.died
+    if died:
+        body["status"] = "failed"
+        body["died"] = list(died)
+        if sees_all:
+            body["died_of"] = died
+    healthy = transcriber is not None and not died
+    return JSONResponse(body, status_code=200 if healthy else 503)

@@ -1,7 +1,9 @@
 """The `chorus` command: `chorus serve` runs the app under hypercorn's trio worker.
 
 `serve` owns the process: it builds the app and hands it to `hypercorn.trio.serve`, which owns
-the listening sockets and every connection's task; SIGINT/SIGTERM stop it gracefully.
+the listening sockets and every connection's task; SIGINT/SIGTERM stop it gracefully. Before
+anything loads it refuses (exit 2) to listen beyond loopback without API keys, unless told
+`--insecure-open`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--compute-type", dest="compute_type")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--insecure-open",
+        dest="insecure_open",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address without API keys (anyone who reaches it may use it)",
+    )
     serve.add_argument("--cpu-threads", dest="cpu_threads", type=int)
     serve.add_argument("--max-batch-size", dest="max_batch_size", type=int)
     serve.add_argument("--partial-batch-size", dest="partial_batch_size", type=int)
@@ -87,6 +96,9 @@ def serve(settings: Settings) -> int:
     from actors.model_files import ModelNotFound
     from service.app import create_app, drain_sessions, load_whisper
 
+    if (refusal := refuse_open(settings)) is not None:
+        print(f"chorus: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -124,6 +136,26 @@ def serve(settings: Settings) -> int:
 
     trio.run(run)
     return 0
+
+
+def refuse_open(settings: Settings) -> str | None:
+    """Why `serve` must not start (before the model loads): an address beyond loopback and no
+    API keys, which would let anyone who reaches it transcribe, read and delete sessions."""
+    from service.config import environment
+    from service.hosts import is_loopback
+    from service.security import ApiKeys
+
+    try:
+        keys = ApiKeys.from_env(environment())
+    except OSError as error:
+        return f"CHORUS_API_KEYS_FILE: {error}"
+    if keys.keys or settings.insecure_open or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to serve {settings.host} without API keys: set CHORUS_API_KEYS or "
+        "CHORUS_API_KEYS_FILE, bind to 127.0.0.1, or pass --insecure-open "
+        "(CHORUS_INSECURE_OPEN=1)"
+    )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class Settings:
     cpu_threads: int = 0
     host: str = "127.0.0.1"
     port: int = 8000
+    insecure_open: bool = False  # serve beyond loopback without API keys (refused otherwise)
     naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
     max_batch_size: int = 8
     partial_batch_size: int = 2  # bounds how long a final waits behind partials; raise on a GPU

@@ -13,6 +13,7 @@ Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -61,12 +62,19 @@ async def listen_endpoint(websocket: WebSocket) -> None:
 
 async def _deny_deepgram(websocket: WebSocket, message: str) -> None:
     request_id = str(uuid.uuid4())
+    printable = _printable_ascii(message)  # the message quotes what the client sent
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        headers = {"dg-error": message[:200], "dg-request-id": request_id}
+        headers = {"dg-error": printable[:200], "dg-request-id": request_id}
         body = handshake_error(message, request_id)
         await websocket.send_denial_response(Response(body, 400, headers, "application/json"))
         return
-    await websocket.close(1008, message[:120])
+    await websocket.close(1008, printable[:120])
+
+
+def _printable_ascii(text: str) -> str:
+    """`text` with anything but printable ASCII escaped (`Ā` → `\\u0100`): a header value
+    must encode as Latin-1 (else a 500), and a close reason may hold only 123 bytes."""
+    return re.sub(r"[^ -~]", lambda found: found[0].encode("unicode_escape").decode(), text)
 
 
 async def speech_to_text_endpoint(websocket: WebSocket) -> None:

@@ -6,7 +6,11 @@ reads a key from `Authorization: Bearer|Token <key>`, the `token` query paramete
 every configured key in constant time; `peer_address()` honours `X-Forwarded-For` only when
 the peer is a trusted proxy; `AllowedOrigins.allows()` checks a browser's `Origin`.
 
-`SecurityMiddleware` applies them to every HTTP request and WebSocket handshake. A refusal is a
+`SecurityMiddleware` applies them to every HTTP request and WebSocket handshake: first the
+`Host` (`service.hosts.AllowedHosts`, against DNS rebinding: 400 `host_not_allowed`), then the
+`Origin` of a handshake or a state-changing request (POST, PUT, PATCH, DELETE: 403
+`origin_not_allowed`; a request without `Origin` is no browser's and passes), then the key
+(public paths take one when offered, so an admin key sees `/health`'s details). A refusal is a
 `Refusal` (status, code, message, `Retry-After`); on a WebSocket it is answered as a plain HTTP
 response before the upgrade, through the ASGI "websocket.http.response" extension (hypercorn
 has it); a server without it gets close code 1008 before accept (hypercorn answers 403). The
@@ -38,10 +42,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from service.hosts import AllowedHosts
 from service.limits import Limits, SessionGate
 from service.refusal import Refusal
 
 __all__ = [
+    "AllowedHosts",
     "AllowedOrigins",
     "ApiKeys",
     "Limits",
@@ -57,6 +63,7 @@ __all__ = [
 
 log = logging.getLogger("chorus.security")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -261,14 +268,19 @@ def _same_host(origin: str, host: str) -> bool:
 class SecurityConfig:
     api_keys: ApiKeys = attrs.field(factory=ApiKeys)
     origins: AllowedOrigins = attrs.field(factory=AllowedOrigins)
+    hosts: AllowedHosts = attrs.field(factory=AllowedHosts)
     trusted_proxies: tuple[IPNetwork, ...] = ()
     limits: Limits = attrs.field(factory=Limits)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> SecurityConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, *, bind_host: str | None = None
+    ) -> SecurityConfig:
+        """`bind_host`: the address the server listens on, a name it always answers to."""
         return cls(
             api_keys=ApiKeys.from_env(environ),
             origins=AllowedOrigins.from_env(environ),
+            hosts=AllowedHosts.from_env(environ, bind_host),
             trusted_proxies=_networks(environ.get("CHORUS_TRUSTED_PROXIES", "")),
             limits=Limits.from_env(environ),
         )
@@ -280,19 +292,33 @@ class SecurityConfig:
             )
         if self.origins.any:
             log.warning("CHORUS_ALLOWED_ORIGINS=*: any web page may open streams on this server")
+        if self.hosts.any:
+            log.warning("CHORUS_ALLOWED_HOSTS=*: nothing here stops DNS rebinding")
 
-    def identify(self, scope: Scope) -> str:
-        """Authenticate (and for WebSockets check the Origin); the client identity or `Refusal`."""
+    def identify(self, scope: Scope, *, public: bool = False) -> str:
+        """Check the Host, the Origin and the key; the client identity or `Refusal`.
+
+        On a `public` path a key is optional: a valid one identifies the caller, a missing or
+        wrong one leaves the caller anonymous (`ip:<address>`).
+        """
         headers = Headers(scope=scope)
-        if scope["type"] == "websocket":
-            host = headers.get("host")
-            client = scope.get("client")
-            if client and _trusted(client[0], self.trusted_proxies):
-                host = headers.get("x-forwarded-host", host)
-            if not self.origins.allows(headers.get("origin"), host):
-                raise Refusal(403, "origin_not_allowed", "this Origin may not open streams here")
-        identity = authenticate(headers, QueryParams(scope["query_string"]), self.api_keys)
-        return identity or "ip:" + peer_address(scope.get("client"), headers, self.trusted_proxies)
+        host = headers.get("host")
+        client = scope.get("client")
+        if client and _trusted(client[0], self.trusted_proxies):
+            host = headers.get("x-forwarded-host", host)
+        if not self.hosts.allows(host):
+            raise Refusal(400, "host_not_allowed", "this Host is not served here")
+        changes = scope["type"] == "websocket" or scope["method"] in _STATE_CHANGING
+        if changes and not self.origins.allows(headers.get("origin"), host):
+            raise Refusal(403, "origin_not_allowed", "this Origin may not use this server")
+        query = QueryParams(scope["query_string"])
+        try:
+            identity = authenticate(headers, query, self.api_keys)
+        except Refusal:
+            if not public:
+                raise
+            identity = None
+        return identity or "ip:" + peer_address(client, headers, self.trusted_proxies)
 
 
 async def deny_handshake(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
@@ -309,8 +335,10 @@ async def refuse_websocket(websocket: WebSocket, refusal: Refusal) -> None:
 
 
 class SecurityMiddleware:
-    """Authenticates every request and handshake outside `public_paths`; puts the client in
-    `scope["state"]["client"]`. Public paths (and CORS preflights) only get the client set."""
+    """Checks the Host (and Origin) of every request and handshake and authenticates those
+    outside `public_paths`; puts the client in `scope["state"]["client"]` and whether it sees
+    every tenant in `scope["state"]["sees_all"]`. On public paths (and CORS preflights) a key
+    is optional."""
 
     def __init__(
         self,
@@ -330,12 +358,8 @@ class SecurityMiddleware:
         path: str = scope["path"]
         public = path in self.public_paths or path.startswith(self.public_prefixes)
         try:
-            if scope["type"] == "http" and (public or scope["method"] == "OPTIONS"):
-                client = "ip:" + peer_address(
-                    scope.get("client"), Headers(scope=scope), self.config.trusted_proxies
-                )
-            else:
-                client = self.config.identify(scope)
+            anonymous = scope["type"] == "http" and (public or scope["method"] == "OPTIONS")
+            client = self.config.identify(scope, public=anonymous)
         except Refusal as refusal:
             if scope["type"] == "websocket":
                 await deny_handshake(scope, receive, send, refusal)

@@ -141,7 +141,7 @@ async def _visible(store: StoreHandle, request: Request, session_id: str) -> Ses
 
 async def list_sessions(request: Request) -> Response:
     text = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:  # not "²"
         raise Refusal(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
     tenant = _tenant(request)
     try:
