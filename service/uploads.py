@@ -121,10 +121,6 @@ class UploadSlots:
         self._by_client: Counter[str] = Counter()
         self._total = 0
 
-    @property
-    def uploads(self) -> int:
-        return self._total
-
     @contextmanager
     def take(self, client: str, limits: Limits) -> Iterator[None]:
         """Hold one of `client`'s slots for the block, or raise `UploadError`: 429 for a client
