@@ -117,6 +117,15 @@ def serve(settings: Settings) -> int:
     # at the door instead of being held in memory first
     limits = app.state.security.limits
     config.websocket_max_message_size = max(limits.max_frame_bytes, limits.max_message_bytes)
+    # slow clients: hypercorn's idle timer runs from the connection's start until a request's
+    # headers are complete, so headers that trickle are cut off after `keep_alive_timeout`,
+    # and they may not pass `h11_max_incomplete_size`; a body has the app's own deadline
+    # (`Limits.upload_read_timeout_s`, 408), as a silent WebSocket has its idle timeout. No
+    # `read_timeout`: it also ends the wait of a client whose upload is being transcribed
+    # (it sends nothing meanwhile), and a client going away now cancels its transcription
+    config.keep_alive_timeout = 5.0
+    config.h11_max_incomplete_size = 16 * 1024
+    config.read_timeout = None
 
     async def run() -> None:
         shutdown = trio.Event()

@@ -55,13 +55,17 @@ class Limits:
     audio_idle_timeout_s: float = 600.0  # keepalives alone hold a session this long at most
     max_sessions_per_client: int = 10
     max_sessions: int = 200
+    max_uploads_per_client: int = 2  # uploads in flight (body, decode, transcription)
+    max_uploads: int = 8
+    upload_read_timeout_s: float = 60.0  # the whole body must arrive within this (slowloris)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Limits:
         """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_UPLOAD_BYTES`, `…_UPLOAD_S`,
         `CHORUS_MAX_SESSION_S`,
         `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_AUDIO_IDLE_TIMEOUT_S`, `CHORUS_MAX_SESSIONS_PER_CLIENT`,
-        `CHORUS_MAX_SESSIONS`."""
+        `CHORUS_MAX_SESSIONS`, `CHORUS_MAX_UPLOADS_PER_CLIENT`, `CHORUS_MAX_UPLOADS`,
+        `CHORUS_UPLOAD_READ_TIMEOUT_S`."""
         default = cls()
 
         def whole(name: str, value: int) -> int:
@@ -84,6 +88,13 @@ class Limits:
                 "CHORUS_MAX_SESSIONS_PER_CLIENT", default.max_sessions_per_client
             ),
             max_sessions=whole("CHORUS_MAX_SESSIONS", default.max_sessions),
+            max_uploads_per_client=whole(
+                "CHORUS_MAX_UPLOADS_PER_CLIENT", default.max_uploads_per_client
+            ),
+            max_uploads=whole("CHORUS_MAX_UPLOADS", default.max_uploads),
+            upload_read_timeout_s=seconds(
+                "CHORUS_UPLOAD_READ_TIMEOUT_S", default.upload_read_timeout_s
+            ),
         )
 
     def check_message(self, message: str | bytes) -> None:

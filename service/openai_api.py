@@ -1,8 +1,10 @@
 """OpenAI's audio API over the shared transcriber: `POST /v1/audio/transcriptions`,
 `POST /v1/audio/translations`, `GET /v1/models`, `GET /v1/models/{model}`.
 
-The request reading, size limit, decoding and model call are `service.uploads.Uploads`'; this
-module checks OpenAI's form fields and renders OpenAI's shapes (`protocol/openai.py`).
+Admission (the upload caps and rate limits), the request reading (size limit and read
+deadline), decoding and the model call (cancelled if the client goes) are
+`service.uploads.Uploads`'; this module checks OpenAI's form fields and renders OpenAI's shapes
+(`protocol/openai.py`).
 
 Fields: `file` (required), `model` (required: `whisper-1` or the loaded model's name),
 `language` (ISO 639-1; a name is accepted too), `prompt`, `response_format` (`json` default,
@@ -42,7 +44,7 @@ from protocol.openai import (
     to_text,
     to_vtt,
 )
-from service.uploads import UploadError, Uploads, check_admission, form_language
+from service.uploads import UploadError, Uploads, form_language
 
 ALIASES = ("whisper-1",)
 UNSPACED = frozenset({"zh", "ja", "yue", "th", "lo", "my", "km", "bo"})
@@ -101,11 +103,11 @@ def _text_field(form: FormData, name: str) -> str | None:
 
 
 async def _transcribe(uploads: Uploads, request: Request, task: str) -> Response:
-    await check_admission(request)
-    async with uploads.open_form(request) as form:
-        fmt, granularities, file_options = _options(form, request, task)
-        data = await uploads.file_bytes(form)
-    transcript = await uploads.transcribe(request, data, file_options, not_audio=400)
+    async with uploads.admit(request):
+        async with uploads.open_form(request) as form:
+            fmt, granularities, file_options = _options(form, request, task)
+            data = await uploads.file_bytes(form)
+        transcript = await uploads.transcribe(request, data, file_options, not_audio=400)
     body = render(transcript, fmt, task=task, words="word" in granularities)
     return Response(body, 200, media_type=MEDIA_TYPES[fmt])
 

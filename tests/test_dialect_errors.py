@@ -255,14 +255,17 @@ async def test_seed_transcribe_unknown_language(address: str) -> None:
         }
 
 
-async def test_uploads_over_the_size_limit(address: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHORUS_MAX_UPLOAD_BYTES", "4096")  # read per request
+async def test_uploads_over_the_size_limit(
+    tiny_model: SpeechModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHORUS_MAX_UPLOAD_BYTES", "4096")  # read once, when the app is built
     clip = (DATA / "weather.wav").read_bytes()
     assert len(clip) > 4096
-    answer = await _post(address, "/v1/audio/transcriptions", clip, model="whisper-1")
-    assert answer.status_code == 413
-    assert _openai_error(answer)["code"] == "file_too_large"
-    seed = await _post(address, "/transcribe", clip)
-    assert seed.status_code == 413 and seed.json()["error"]["code"] == "file_too_large"
-    small = await _post(address, "/transcribe", clip[:3000])  # under the limit: decoded
-    assert small.status_code == 400 and small.json()["error"]["code"] == "truncated"
+    async with serve_app(dialect_app(tiny_model, tmp_path)) as address:
+        answer = await _post(address, "/v1/audio/transcriptions", clip, model="whisper-1")
+        assert answer.status_code == 413
+        assert _openai_error(answer)["code"] == "file_too_large"
+        seed = await _post(address, "/transcribe", clip)
+        assert seed.status_code == 413 and seed.json()["error"]["code"] == "file_too_large"
+        small = await _post(address, "/transcribe", clip[:3000])  # under the limit: decoded
+        assert small.status_code == 400 and small.json()["error"]["code"] == "truncated"
