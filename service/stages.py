@@ -51,7 +51,8 @@ class SessionState:
     received_samples: int = 0
     speech_samples: int = 0  # audio the segmenter judged speech (the open utterance too)
     finals: list[str] = attrs.field(factory=list)
-    pending_finals: list[float] = attrs.field(factory=list)  # end times, oldest first
+    # when each final still owed was asked for (trio clock), oldest first
+    pending_finals: list[float] = attrs.field(factory=list)
     close_code: int = 1000
     client_gone: bool = False
     warned_misaligned: bool = False
@@ -68,9 +69,12 @@ class SessionState:
 
     @property
     def lag_s(self) -> float:
+        """How long the oldest final still owed has waited, in wall time. Not audio received
+        past it: a client that sends ahead of real time (by up to the pacer's burst) would
+        look 10 s behind while the model is keeping up, and admission would refuse everyone."""
         if not self.pending_finals:
             return 0.0
-        return max(0.0, self.received_s - self.pending_finals[0])
+        return max(0.0, trio.current_time() - self.pending_finals[0])
 
 
 # -- reader --------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ async def transcribe_segments(
                         partial_slot.put(event)
                     else:
                         if isinstance(event, Segment):
-                            state.pending_finals.append(event.end)
+                            state.pending_finals.append(trio.current_time())
                             partial_slot.finalized(event.utterance)
                         await finals_send.send(event)
             partial_slot.close()

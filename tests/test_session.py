@@ -9,13 +9,14 @@ import trio.testing
 from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber, frame_types
 
-from actors.model_api import Samples
+from actors.model_api import Priority, Request, Result, Samples
 from protocol.native import (
     Config,
     Final,
     Partial,
     Ready,
     SpeechStarted,
+    Status,
     Stopped,
     UtteranceEnd,
     encoder,
@@ -338,3 +339,30 @@ async def test_a_stage_that_fails_still_ends_the_session_in_the_store() -> None:
             await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS, hooks=hooks)
     assert hooks.events[0] == "started /v1/stream"
     assert hooks.events[-1].startswith("ended ")  # the recording closed, the row ended
+
+
+class SlowTranscriber(FakeTranscriber):
+    """Every request takes 1.5 s: a model that keeps up, but not quickly."""
+
+    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+        await trio.sleep(1.5)
+        return await super().transcribe(request, priority=priority)
+
+
+async def test_a_client_ahead_of_real_time_is_not_lagging_while_the_model_keeps_up(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """40 s sent at once is read 10 s ahead of real time; its finals take 1.5 s each, so it is
+    a final or two behind. A lag counted in audio read past the oldest pending final said 7.7 s,
+    and admission, which refuses new sessions while one lags 3 s, refused everyone for it."""
+    socket, transcriber = FakeSocket(size=1024), SlowTranscriber()
+    options = StreamOptions(model="fake", pace=1.5, pace_burst_s=10.0)
+    audio = np.concatenate([speech_with_pauses()] * 5)[: 40 * 16000]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
+        await run_session(socket, socket_codec(), transcriber, Config(), options)
+        frames = await socket.frames()
+    assert sum(isinstance(f, Final) for f in frames) >= 8
+    lags = [f.lag_s for f in frames if isinstance(f, Status)]
+    # at most two finals' time (the burst queues two at once), not the audio read ahead (7.7 s)
+    assert max(lags, default=0.0) <= 3.1, lags
