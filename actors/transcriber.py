@@ -10,8 +10,10 @@ first), drops jobs whose caller has gone, and runs one batch in a worker thread
 is taken by exactly one worker. The model must allow `workers` concurrent calls (the Whisper
 adapter loads CTranslate2 with as many `inter_threads`, each with its share of the threads).
 It never waits to fill a batch: an idle model takes whatever is there. Uploads submit
-`background` work, which runs only when no live work waits, in batches of at most
-`background_batch_size`, so a long file delays a live final by one small batch at most.
+`background` work into a channel of their own (`background_queue_size`), which the workers
+read only when no live work waits, one batch of at most `background_batch_size` at a time: a
+long file delays a live final by one small batch at most, and uploads never fill the live
+queue (which admission watches) nor stand in it ahead of a live final.
 
 A model error fails only the jobs of the batch that raised it: the batch is retried one job at a
 time, so one bad request cannot fail its neighbours, and the jobs that still fail get
@@ -45,6 +47,7 @@ class TranscriberConfig:
     max_batch_size: int = 8
     queue_size: int = 64
     background_batch_size: int = 2  # uploads run in small batches, so live work waits little
+    background_queue_size: int = 8  # upload jobs waiting; more block their uploads, not live work
     partial_batch_size: int = 8  # a batch of partials delays finals that arrive meanwhile
     workers: int = 1  # batches run at once on the model (CTranslate2 inter_threads)
 
@@ -54,7 +57,7 @@ class TranscriberStatistics:
     batches: int
     items: int
     batch_sizes: dict[int, int]
-    queue: int
+    queue: int  # live jobs waiting
     busy_s: float
     dropped: int
     failed: int
@@ -66,6 +69,7 @@ class TranscriberStatistics:
     partial_audio_s: float = 0.0  # audio seconds of the partials answered
     finals: int = 0  # live finals answered
     workers: int = 1
+    background_queue: int = 0  # upload jobs waiting
 
     @property
     def mean_batch_size(self) -> float:
@@ -96,6 +100,7 @@ class _Counters:
     dropped: int = 0
     failed: int = 0
     pending: int = 0
+    pending_background: int = 0
     running: int = 0
     final_busy_s: float = 0.0
     final_audio_s: float = 0.0
@@ -106,11 +111,34 @@ class _Counters:
     workers: int = 1
 
 
+class _Signal:
+    """Wakes idle workers when a job arrives on either channel."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        if self._event.is_set():  # the first to wake re-arms; every woken worker re-checks
+            self._event = trio.Event()
+
+
 class TranscriberHandle:
     """What sessions hold: submit work, read statistics."""
 
-    def __init__(self, jobs: trio.MemorySendChannel[Job], counters: _Counters) -> None:
+    def __init__(
+        self,
+        jobs: trio.MemorySendChannel[Job],
+        background: trio.MemorySendChannel[Job],
+        arrived: _Signal,
+        counters: _Counters,
+    ) -> None:
         self._jobs = jobs
+        self._background = background
+        self._arrived = arrived
         self._counters = counters
 
     async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
@@ -119,10 +147,12 @@ class TranscriberHandle:
         Cancelling the caller abandons the job: the actor drops it before the model sees it.
         """
         job = Job(request, priority, trio.current_time())
+        channel = self._background if priority == "background" else self._jobs
         try:
-            await self._jobs.send(job)
+            await channel.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise TranscriberClosed("the transcriber is not running") from None
+        self._arrived.set()
         try:
             await job.done.wait()
         finally:
@@ -142,6 +172,9 @@ class TranscriberHandle:
             items=counters.items,
             batch_sizes=dict(sorted(counters.batch_sizes.items())),
             queue=self._jobs.statistics().current_buffer_used + counters.pending,
+            background_queue=(
+                self._background.statistics().current_buffer_used + counters.pending_background
+            ),
             busy_s=round(counters.busy_s, 3),
             dropped=counters.dropped,
             failed=counters.failed,
@@ -161,29 +194,44 @@ async def open_transcriber(
     model: SpeechModel, config: TranscriberConfig = TranscriberConfig()
 ) -> AsyncIterator[TranscriberHandle]:
     jobs_send, jobs_recv = trio.open_memory_channel[Job](config.queue_size)
+    background_send, background_recv = trio.open_memory_channel[Job](config.background_queue_size)
+    queues = _Queues(jobs_recv, background_recv, _Signal())
     counters = _Counters(workers=max(1, config.workers))
     limiter = trio.CapacityLimiter(max(1, config.workers))
-    pending: list[Job] = []  # taken from the channel, not yet in a batch; shared by the workers
-    with jobs_recv:
+    pending: list[Job] = []  # taken from the channels, not yet in a batch; shared by the workers
+    with jobs_recv, background_recv:
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(max(1, config.workers)):
                     nursery.start_soon(
-                        _serve_batches, model, jobs_recv, pending, limiter, config, counters
+                        _serve_batches, model, queues, pending, limiter, config, counters
                     )
-                with jobs_send:
-                    yield TranscriberHandle(jobs_send, counters)
+                try:
+                    with jobs_send, background_send:
+                        yield TranscriberHandle(
+                            jobs_send, background_send, queues.arrived, counters
+                        )
+                finally:
+                    queues.arrived.set()  # idle workers see the channels closed and finish
         except BaseException as error:
             closed = TranscriberClosed(f"the transcriber stopped: {error!r}")
             for job in pending:
                 job.finish(error=closed)
             _fail_waiting(jobs_recv, closed)
+            _fail_waiting(background_recv, closed)
             raise
+
+
+@attrs.frozen
+class _Queues:
+    live: trio.MemoryReceiveChannel[Job]
+    background: trio.MemoryReceiveChannel[Job]
+    arrived: _Signal
 
 
 async def _serve_batches(
     model: SpeechModel,
-    jobs: trio.MemoryReceiveChannel[Job],
+    queues: _Queues,
     pending: list[Job],
     limiter: trio.CapacityLimiter,
     config: TranscriberConfig,
@@ -191,19 +239,24 @@ async def _serve_batches(
 ) -> None:
     """One model worker: take the most urgent batch from the shared pending list, run it."""
     while True:
-        if not pending:
-            try:
-                pending.append(await jobs.receive())
-            except trio.EndOfChannel:
-                return
-        _take_waiting(jobs, pending, config.queue_size)
+        live_open = _take_waiting(queues.live, pending, config.queue_size)
+        background_open = True
+        if all(job.priority == "background" for job in pending):  # no live work waits
+            room = config.background_batch_size - len(pending)
+            background_open = _take_waiting(queues.background, pending, len(pending) + room)
         kept = [job for job in pending if not job.abandoned]
         counters.dropped += len(pending) - len(kept)
+        if not kept:
+            pending.clear()
+            if not (live_open or background_open):
+                return
+            await queues.arrived.wait()
+            continue
         batch, rest = _next_batch(kept, config)
         pending[:] = rest
-        counters.pending = len(pending)
-        if batch:
-            await _run_batch(model, batch, limiter, counters)
+        counters.pending = sum(job.priority != "background" for job in pending)
+        counters.pending_background = len(pending) - counters.pending
+        await _run_batch(model, batch, limiter, counters)
 
 
 _RANK = {"final": 0, "first_partial": 1, "partial": 2, "background": 3}
@@ -224,12 +277,16 @@ def _next_batch(jobs: list[Job], config: TranscriberConfig) -> tuple[list[Job], 
     return jobs[:size], jobs[size:]
 
 
-def _take_waiting(jobs: trio.MemoryReceiveChannel[Job], pending: list[Job], limit: int) -> None:
+def _take_waiting(jobs: trio.MemoryReceiveChannel[Job], pending: list[Job], limit: int) -> bool:
+    """Move waiting jobs into `pending` up to `limit`; False once `jobs` is closed and empty."""
     while len(pending) < limit:
         try:
             pending.append(jobs.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return
+        except trio.WouldBlock:
+            return True
+        except trio.EndOfChannel:
+            return False
+    return True
 
 
 def _fail_waiting(jobs: trio.MemoryReceiveChannel[Job], error: TranscriberClosed) -> None:

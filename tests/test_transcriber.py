@@ -243,3 +243,30 @@ async def test_finals_then_first_partials_then_revisions(
         await submit_in_order(nursery, transcriber, order)
         model.gate.set()
     assert batch_lengths(model) == batches
+
+
+async def test_uploads_wait_in_their_own_queue_never_in_front_of_live_work() -> None:
+    """Twenty upload jobs while the model is busy: the live queue (which admission watches)
+    stays empty, uploads wait in their own bounded channel, and a live final that comes
+    after all of them is the next batch."""
+    model = FakeModel()
+    model.gate.clear()
+    config = TranscriberConfig(queue_size=8, background_queue_size=4, background_batch_size=2)
+    async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: transcriber.transcribe(request(9.0), priority="background"))
+        await wait_entered(model)
+        for index in range(20):
+            nursery.start_soon(
+                lambda s=index: transcriber.transcribe(request(10.0 + s), priority="background")
+            )
+        await trio.testing.wait_all_tasks_blocked()
+        statistics = transcriber.statistics()
+        assert statistics.queue == 0 and statistics.background_queue == 4
+        nursery.start_soon(lambda: transcriber.transcribe(request(1.0), priority="final"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert transcriber.statistics().queue == 1  # not blocked behind the uploads
+        model.gate.set()
+    seconds = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
+    assert seconds[0] == [9.0] and seconds[1] == [1.0]  # the final first, then the uploads
+    assert sorted(s for batch in seconds[2:] for s in batch) == [10.0 + i for i in range(20)]
+    assert all(len(batch) <= 2 for batch in seconds[2:])

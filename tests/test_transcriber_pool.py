@@ -96,8 +96,9 @@ async def test_a_free_worker_takes_finals_before_partials() -> None:
     config = TranscriberConfig(workers=2, max_batch_size=8, partial_batch_size=2)
     async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
         nursery.start_soon(transcriber.transcribe, request(9.0))
+        await model.wait_entered()
         nursery.start_soon(transcriber.transcribe, request(8.0))
-        await model.wait_entered(2)  # both workers busy
+        await model.wait_entered()  # both workers busy
         await submit_in_order(
             nursery,
             transcriber,
