@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import io
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
 import av
@@ -128,19 +129,27 @@ class FrameResampler:
 _EMPTY: Samples = np.zeros(0, np.float32)
 
 
-def _open(data: AudioSource) -> tuple[av.container.InputContainer, bytes]:
+def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, bytes]:
     """Open `data` with FFmpeg; also return its first bytes (for sniffing and wav headers)."""
+    source: str | BinaryIO
     if isinstance(data, Path):
         if not data.is_file() or data.stat().st_size == 0:
             raise UndecodableAudio("empty", f"{data.name} is empty or not a file")
         with data.open("rb") as file:
             head = file.read(_HEAD_BYTES)
-        source: str | io.BytesIO = str(data)
-    elif len(data) == 0:
-        raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
-    else:
+        source = str(data)
+    elif isinstance(data, bytes | bytearray | memoryview):
+        if len(data) == 0:
+            raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
         head = bytes(data[:_HEAD_BYTES])
         source = io.BytesIO(data)
+    else:  # an open binary file (an upload's spooled temporary file): read in place
+        data.seek(0)
+        head = data.read(_HEAD_BYTES)
+        data.seek(0)
+        if not head:
+            raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
+        source = data
     try:
         return av.open(source, "r", metadata_errors="replace"), head
     except av.error.FFmpegError as error:
@@ -200,66 +209,131 @@ def probe_audio(data: AudioSource) -> AudioInfo:
         )
 
 
+class FileDecoder:
+    """A whole file decoded piece by piece, so that memory stays flat for any length.
+
+    Blocking: every call runs in a worker thread (one at a time; `transcribe_file` owns one
+    per upload and drives it with `trio.to_thread.run_sync`). `read(seconds)` returns the next
+    piece of at least `seconds` of audio at `target_rate`, or None at the end, where the checks
+    on the whole file are made (nothing decoded, too many bad packets, a header that promised
+    more). Past `max_seconds` of decoded audio it raises `too_long` at once.
+    """
+
+    def __init__(
+        self,
+        data: AudioSource | BinaryIO,
+        *,
+        target_rate: int = SAMPLE_RATE,
+        max_seconds: float | None = None,
+    ) -> None:
+        self.target_rate = target_rate
+        self.max_seconds = max_seconds
+        self._container, head = _open(data)
+        try:
+            self._stream = _audio_stream(self._container)
+            name = self._container.format.name
+            checked_rate(self._stream.codec_context.sample_rate or SAMPLE_RATE, f"{name} file")
+            self.declared_s = _declared_seconds(self._container, self._stream, head)
+        except BaseException:
+            self._container.close()
+            raise
+        self.codec = self._stream.codec_context.name
+        self.samples_out = 0
+        self._packets_seen = 0
+        self._bad_packets = 0
+        self._decoded = 0
+        self._resampler = FrameResampler(target_rate)
+        self._packets = self._container.demux(self._stream)
+        self._finished = False
+
+    def close(self) -> None:
+        self._container.close()
+
+    def read(self, seconds: float) -> Samples | None:
+        if self._finished:
+            return None
+        wanted = max(1, int(seconds * self.target_rate))
+        pieces: list[Samples] = []
+        got = 0
+        while got < wanted:
+            frames = self._next_frames()
+            if frames is None:
+                pieces.append(self._resampler.finish())
+                got += len(pieces[-1])
+                self._finish(self.samples_out + got)
+                break
+            for frame in frames:
+                self._decoded += frame.samples
+                pieces.append(self._resampler.push(frame))
+                got += len(pieces[-1])
+            limit = self.max_seconds
+            if limit is not None and self.samples_out + got > limit * self.target_rate:
+                raise _too_long(limit)
+        self.samples_out += got
+        return np.concatenate(pieces) if pieces else _EMPTY
+
+    def _next_frames(self) -> list[av.AudioFrame] | None:
+        """The frames of the next packet (none for a bad one); None at the end."""
+        try:
+            packet = next(self._packets)
+            self._packets_seen += packet.size > 0
+            try:
+                return list(packet.decode())
+            except av.error.InvalidDataError:
+                self._bad_packets += 1
+                return []
+        except StopIteration:
+            return None
+        except av.error.FFmpegError as error:
+            if not self._decoded:
+                raise UndecodableAudio(
+                    "corrupt", f"corrupt {self._container.format.name} data: {error.strerror}"
+                ) from error
+            return None  # damage after audio: keep what was decoded (as FFmpeg's tools do)
+
+    def _finish(self, total: int) -> None:
+        self._finished = True
+        codec, packets, bad = self.codec, self._packets_seen, self._bad_packets
+        if not self._decoded:
+            raise UndecodableAudio(
+                "corrupt" if packets else "truncated",
+                f"no {codec} audio could be decoded"
+                + (f" ({bad} of {packets} packets corrupt)" if packets else " (no packets)"),
+            )
+        if bad > _MAX_BAD_PACKET_SHARE * packets:
+            raise UndecodableAudio(
+                "corrupt", f"corrupt {codec} stream: {bad} of {packets} packets failed"
+            )
+        seconds = total / self.target_rate
+        declared = self.declared_s
+        if declared is not None and seconds < declared * _TRUNCATED_FRACTION - _TRUNCATED_SLACK_S:
+            raise UndecodableAudio(
+                "truncated",
+                f"the file is truncated or damaged: its header declares {declared:.1f} s of audio "
+                f"but only {seconds:.1f} s could be decoded",
+            )
+
+
 def decode_file(
-    data: AudioSource, *, target_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+    data: AudioSource | BinaryIO,
+    *,
+    target_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
 ) -> Samples:
     """Decode a whole file (webm, ogg, mp3, m4a, flac, wav, … at 8-192 kHz, any channel count)
-    to float32 mono at `target_rate`. Blocking: call it from a worker thread.
+    to float32 mono at `target_rate`. Blocking: call it from a worker thread. For long files
+    use `FileDecoder`, which holds one piece at a time.
 
     A file that decodes to more than `max_seconds` raises `too_long` as soon as it passes the
-    limit (memory stops growing there; what a header declares is not trusted either way)."""
-    container, head = _open(data)
-    with container:
-        stream = _audio_stream(container)
-        checked_rate(
-            stream.codec_context.sample_rate or SAMPLE_RATE, f"{container.format.name} file"
-        )
-        declared = _declared_seconds(container, stream, head)
-        limit = None if max_seconds is None else int(max_seconds * target_rate)
-        out = 0
-        resampler = FrameResampler(target_rate)
-        pieces: list[Samples] = []
-        packets = bad_packets = decoded = 0
-        try:
-            for packet in container.demux(stream):
-                packets += packet.size > 0
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    bad_packets += 1
-                    continue
-                for frame in frames:
-                    decoded += frame.samples
-                    pieces.append(resampler.push(frame))
-                    out += len(pieces[-1])
-                    if limit is not None and out > limit:
-                        raise _too_long(max_seconds or 0.0)
-        except av.error.FFmpegError as error:
-            if not decoded:
-                raise UndecodableAudio(
-                    "corrupt", f"corrupt {container.format.name} data: {error.strerror}"
-                ) from error
-        pieces.append(resampler.finish())
-        codec = stream.codec_context.name
-    if not decoded:
-        raise UndecodableAudio(
-            "corrupt" if packets else "truncated",
-            f"no {codec} audio could be decoded"
-            + (f" ({bad_packets} of {packets} packets corrupt)" if packets else " (no packets)"),
-        )
-    if bad_packets > _MAX_BAD_PACKET_SHARE * packets:
-        raise UndecodableAudio(
-            "corrupt", f"corrupt {codec} stream: {bad_packets} of {packets} packets failed"
-        )
-    samples = np.concatenate(pieces)
-    seconds = len(samples) / target_rate
-    if declared is not None and seconds < declared * _TRUNCATED_FRACTION - _TRUNCATED_SLACK_S:
-        raise UndecodableAudio(
-            "truncated",
-            f"the file is truncated or damaged: its header declares {declared:.1f} s of audio "
-            f"but only {seconds:.1f} s could be decoded",
-        )
-    return samples
+    limit (what a header declares is not trusted either way)."""
+    decoder = FileDecoder(data, target_rate=target_rate, max_seconds=max_seconds)
+    try:
+        pieces = []
+        while (piece := decoder.read(60.0)) is not None:
+            pieces.append(piece)
+    finally:
+        decoder.close()
+    return np.concatenate(pieces) if pieces else _EMPTY
 
 
 def _too_long(max_seconds: float) -> UndecodableAudio:

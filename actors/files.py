@@ -1,20 +1,21 @@
 """Files of any length on the shared transcriber: decode, cut at pauses, transcribe, assemble.
 
 `transcribe_file` runs in the caller's task (an HTTP request, or the CLI's main task) and owns
-one nursery for the file's segments. Decoding (`actors.decode.decode_file_async`) and voice
-activity detection (`find_utterances`, the same `Segmenter` that live sessions use, with longer
-utterances) run in worker threads, so the event loop never stalls on a long file. Every
-utterance is then submitted to the one transcriber actor at `background` priority, at most
-`in_flight` at a time, so they batch with each other while the actor still puts every live
-final and partial first (it runs background work only when no live work waits, in small
-batches). A bounded `in_flight` also keeps one upload from filling the actor's queue, which
-would make live sessions wait to submit.
+one nursery for the file's segments. It decodes the file piece by piece (`FileDecoder`, 30 s
+at a time) and feeds each piece to the same `Segmenter` that live sessions use (with longer
+utterances), both in worker threads, so the event loop never stalls on a long file. Every
+utterance the segmenter cuts is submitted to the one transcriber actor at `background`
+priority, at most `in_flight` at a time, so they batch with each other while the actor still
+puts every live final and partial first (it runs background work only when no live work
+waits, in small batches). Decoding waits while `in_flight` utterances are out: memory stays
+flat for any length (one piece, the open utterance, and `in_flight` utterances; an hour of
+audio would be 230 MB decoded whole).
 
-Errors: undecodable input raises `UndecodableAudio` before any model work; a model error on any
+Errors: undecodable input raises `UndecodableAudio` (from the header at once; from damage later
+in the file when decoding reaches it, which cancels the work under way); a model error on any
 segment cancels the rest and raises `TranscriptionFailed` (a transcript with a hole is worse
 than an error); a caller that goes away cancels the nursery and the actor drops the jobs that
-have not started. Memory: the decoded file (64 KB per second of audio, 230 MB an hour) plus
-`in_flight` utterances in the actor's queue.
+have not started.
 
 Choice of cut, measured with tiny.en (int8, 2 CPU threads, beam 5, this project's 2-core box)
 on the shared English set (41 clips joined with 0.7 s pauses: 366 s) and the 53 s sonnet, WER
@@ -36,15 +37,15 @@ faster-whisper's `BatchedInferencePipeline` (same model, threads, beam; batch 8)
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO, Protocol
 
 import attrs
-import numpy as np
 import trio
 
-from actors.decode import AudioSource, decode_file_async
+from actors.decode import AudioSource, FileDecoder, UndecodableAudio
 from actors.model_api import SAMPLE_RATE, DecodeOptions, Priority, Request, Result, Samples
 from actors.segmenter import Segment, Segmenter, SegmenterConfig
 from actors.transcriber import TranscriberClosed, TranscriptionFailed
@@ -111,13 +112,7 @@ class FileTranscript:
 
 def find_utterances(samples: Samples, options: FileOptions) -> list[tuple[int, int]]:
     """(start, end) sample offsets of the utterances the segmenter cuts. Blocking (VAD)."""
-    segmenter = Segmenter(
-        SegmenterConfig(
-            endpointing_ms=options.endpointing_ms,
-            max_utterance_s=options.max_utterance_s,
-            interim=False,
-        )
-    )
+    segmenter = _segmenter(options)
     events = [*segmenter.feed(samples), *segmenter.close()]
     spans = []
     for event in events:
@@ -129,19 +124,31 @@ def find_utterances(samples: Samples, options: FileOptions) -> list[tuple[int, i
     return spans
 
 
+PIECE_S = 30.0  # audio decoded at a time
+
+
 async def transcribe_file(
     transcriber: Transcriber,
-    source: AudioSource,
+    source: AudioSource | BinaryIO,
     options: FileOptions = FileOptions(),
     *,
     progress: Progress | None = None,
     decode_limiter: trio.CapacityLimiter | None = None,
 ) -> FileTranscript:
-    """Decode `source` (bytes or a path) and transcribe it; see the module docstring."""
-    samples = await decode_file_async(
-        source, max_seconds=options.max_seconds, limiter=decode_limiter
-    )
-    return await transcribe_samples(transcriber, samples, options, progress=progress)
+    """Decode `source` (bytes, a path or an open binary file) and transcribe it, piece by piece;
+    see the module docstring. `decode_limiter` bounds the decoding threads of all uploads."""
+    opened = functools.partial(FileDecoder, source, max_seconds=options.max_seconds)
+    decoder = await trio.to_thread.run_sync(opened, limiter=decode_limiter)
+    try:
+
+        async def next_piece() -> Samples | None:
+            return await trio.to_thread.run_sync(decoder.read, PIECE_S, limiter=decode_limiter)
+
+        return await _transcribe_pieces(
+            transcriber, next_piece, options, progress, decoder.declared_s
+        )
+    finally:
+        decoder.close()
 
 
 async def transcribe_samples(
@@ -151,11 +158,46 @@ async def transcribe_samples(
     *,
     progress: Progress | None = None,
 ) -> FileTranscript:
-    duration = len(samples) / SAMPLE_RATE
-    spans = await trio.to_thread.run_sync(find_utterances, samples, options)
-    results: list[Result | None] = [None] * len(spans)
+    """Transcribe audio already decoded (16 kHz mono float32)."""
+    pieces: list[Samples | None] = [samples, None]
+
+    async def next_piece() -> Samples | None:
+        return pieces.pop(0)
+
+    return await _transcribe_pieces(
+        transcriber, next_piece, options, progress, len(samples) / SAMPLE_RATE
+    )
+
+
+def _segmenter(options: FileOptions) -> Segmenter:
+    return Segmenter(
+        SegmenterConfig(
+            endpointing_ms=options.endpointing_ms,
+            max_utterance_s=options.max_utterance_s,
+            interim=False,
+        )
+    )
+
+
+def _cut(segmenter: Segmenter, piece: Samples | None) -> list[Segment]:
+    """The utterances `piece` completes (all that is left when `piece` is None). Blocking."""
+    events = segmenter.close() if piece is None else segmenter.feed(piece)
+    return [event for event in events if isinstance(event, Segment) and event.final]
+
+
+async def _transcribe_pieces(
+    transcriber: Transcriber,
+    next_piece: Callable[[], Awaitable[Samples | None]],
+    options: FileOptions,
+    progress: Progress | None,
+    expected_s: float | None,
+) -> FileTranscript:
+    segmenter = _segmenter(options)
+    spans: list[tuple[float, float]] = []
+    results: list[Result | None] = []
     failures: list[Exception] = []
-    limiter = trio.CapacityLimiter(max(1, options.in_flight))
+    slots = trio.Semaphore(max(1, options.in_flight))
+    received = 0
     done_s = 0.0
     decode = DecodeOptions(
         language=options.language,
@@ -165,32 +207,46 @@ async def transcribe_samples(
         beam_size=options.beam_size,
     )
 
-    async def run(index: int, start: int, end: int, cancel: trio.CancelScope) -> None:
+    async def run(index: int, segment: Segment, cancel: trio.CancelScope) -> None:
         nonlocal done_s
-        async with limiter:
-            request = Request(np.ascontiguousarray(samples[start:end]), decode)
-            try:
-                results[index] = await transcriber.transcribe(request, priority=options.priority)
-            except (TranscriptionFailed, TranscriberClosed) as error:
-                failures.append(error)
-                cancel.cancel()
-                return
-        done_s += (end - start) / SAMPLE_RATE
+        try:
+            request = Request(segment.audio, decode)
+            results[index] = await transcriber.transcribe(request, priority=options.priority)
+        except (TranscriptionFailed, TranscriberClosed) as error:
+            failures.append(error)
+            cancel.cancel()
+            return
+        finally:
+            slots.release()
+        done_s += segment.end - segment.start
         if progress is not None:
-            progress(done_s, duration)
+            progress(done_s, max(expected_s or 0.0, received / SAMPLE_RATE))
 
     async with trio.open_nursery() as nursery:
-        for index, (start, end) in enumerate(spans):
-            nursery.start_soon(run, index, start, end, nursery.cancel_scope)
+        try:
+            while True:
+                piece = await next_piece()
+                received += 0 if piece is None else len(piece)
+                for segment in await trio.to_thread.run_sync(_cut, segmenter, piece):
+                    await slots.acquire()  # decode no further while `in_flight` are out
+                    spans.append((segment.start, min(segment.end, received / SAMPLE_RATE)))
+                    results.append(None)
+                    nursery.start_soon(run, len(results) - 1, segment, nursery.cancel_scope)
+                if piece is None:
+                    break
+        except UndecodableAudio as error:  # damage found part-way through the file
+            failures.append(error)
+            nursery.cancel_scope.cancel()
     if failures:
         raise failures[0]
+    duration = received / SAMPLE_RATE
     if progress is not None:
         progress(duration, duration)
     return _assemble(spans, results, duration, options)
 
 
 def _assemble(
-    spans: list[tuple[int, int]],
+    spans: list[tuple[float, float]],
     results: list[Result | None],
     duration: float,
     options: FileOptions,
@@ -199,7 +255,7 @@ def _assemble(
     for (start, end), result in zip(spans, results, strict=True):
         if result is None or not result.text:
             continue
-        offset = start / SAMPLE_RATE
+        offset = start
         words = tuple(
             FileWord(text, round(offset + start, 3), round(offset + end, 3), probability)
             for text, start, end, probability in merge_punctuation(
@@ -210,7 +266,7 @@ def _assemble(
             FileSegment(
                 index=len(segments),
                 start=round(offset, 3),
-                end=round(end / SAMPLE_RATE, 3),
+                end=round(end, 3),
                 text=result.text,
                 language=result.language,
                 avg_logprob=round(result.avg_logprob, 4),

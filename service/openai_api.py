@@ -103,10 +103,9 @@ def _text_field(form: FormData, name: str) -> str | None:
 
 
 async def _transcribe(uploads: Uploads, request: Request, task: str) -> Response:
-    async with uploads.admit(request):
-        async with uploads.open_form(request) as form:
-            fmt, granularities, file_options = _options(form, request, task)
-            data = await uploads.file_bytes(form)
+    async with uploads.admit(request), uploads.open_form(request) as form:
+        fmt, granularities, file_options = _options(form, request, task)
+        data = await uploads.uploaded_file(form)
         transcript = await uploads.transcribe(request, data, file_options, not_audio=400)
     body = render(transcript, fmt, task=task, words="word" in granularities)
     return Response(body, 200, media_type=MEDIA_TYPES[fmt])

@@ -36,6 +36,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import BinaryIO
 
 import attrs
 import trio
@@ -201,17 +202,19 @@ class Uploads:
         finally:
             await form.close()
 
-    async def file_bytes(self, form: FormData) -> bytes:
+    async def uploaded_file(self, form: FormData) -> BinaryIO:
+        """The form's `file` part, left where the parser spooled it (memory up to 1 MiB, then
+        a temporary file): it is decoded from there piece by piece, never read whole. Valid
+        until the `open_form` block ends."""
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise UploadError(400, "missing_file", "the form has no `file` part", "file")
-        data = await upload.read()
-        if not data:
+        if not upload.size:
             raise UploadError(400, "empty", "the uploaded file is empty (0 bytes)", "file")
-        return data
+        return upload.file
 
     async def transcribe(
-        self, request: Request, data: bytes, options: FileOptions, *, not_audio: int
+        self, request: Request, data: BinaryIO, options: FileOptions, *, not_audio: int
     ) -> FileTranscript:
         """Decode and transcribe; decoding and model failures become `UploadError`s, and so
         does the client going away (`client_gone`), which cancels the work at once."""
@@ -233,7 +236,7 @@ class Uploads:
         return outcome
 
     async def _outcome(
-        self, transcriber: TranscriberHandle, data: bytes, options: FileOptions, not_audio: int
+        self, transcriber: TranscriberHandle, data: BinaryIO, options: FileOptions, not_audio: int
     ) -> FileTranscript | UploadError:
         try:
             return await transcribe_file(transcriber, data, options, decode_limiter=self.decodes)
@@ -253,10 +256,9 @@ class Uploads:
         return await _seed_errors(self._transcribe_seed, request)
 
     async def _transcribe_seed(self, request: Request) -> Response:
-        async with self.admit(request):
-            async with self.open_form(request) as form:
-                language = form_language(form.get("language"), request)
-                data = await self.file_bytes(form)
+        async with self.admit(request), self.open_form(request) as form:
+            language = form_language(form.get("language"), request)
+            data = await self.uploaded_file(form)
             options = FileOptions(language=language)
             transcript = await self.transcribe(request, data, options, not_audio=415)
         body = {

@@ -280,3 +280,74 @@ async def test_ten_clients_at_100x_do_not_slow_a_real_time_session(
     assert max(loaded) < max(alone) + 1.0, (alone, loaded)
     # each flood (the sessions still live) was read 10 s ahead, then at 1.5x real time
     assert len(read) >= 10 and read[-1] <= 10.0 + 1.5 * took + 1.0, (took, read)
+
+
+# -- long uploads in flat memory --------------------------------------------------------------
+
+
+def _long_wav(path: Path, minutes: float) -> int:
+    """A WAV of `minutes`: a clip of speech every 10 s, room noise between; written piece by
+    piece. Returns how many clips it holds."""
+    import wave
+
+    clip = load(DATA / "garden.wav")
+    noise = np.random.default_rng(2).normal(0, 0.002, 10 * 16000).astype(np.float32)
+    block = noise.copy()
+    block[16000 : 16000 + len(clip)] += clip
+    blocks = int(minutes * 6)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        for _ in range(blocks):
+            out.writeframes(pcm16(block))
+    return blocks
+
+
+async def test_a_long_upload_is_decoded_and_transcribed_in_flat_memory(tmp_path: Path) -> None:
+    """Two and eight minutes of audio through `transcribe_file`: the peak of Python's
+    allocations does not grow with the length (it held the whole decoded file before: 31 MB
+    of float32 samples for eight minutes)."""
+    import tracemalloc
+
+    from actors.files import FileOptions, transcribe_file
+    from actors.model_api import Priority, Request, Result
+
+    class Forgetful:  # keeps no request, unlike tests/fakes.py:FakeTranscriber
+        async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+            await trio.lowlevel.checkpoint()
+            return Result(text=f"{len(request.audio)}", language="en")
+
+    peaks = []
+    for minutes in (2.0, 8.0):
+        path = tmp_path / f"{minutes}.wav"
+        clips = _long_wav(path, minutes)
+        tracemalloc.start()
+        try:
+            with path.open("rb") as file:
+                transcript = await transcribe_file(Forgetful(), file, FileOptions())
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert transcript.duration_s == pytest.approx(minutes * 60, abs=0.1)
+        assert len(transcript.segments) == clips  # every clip found, in order, with its time
+        assert [round(s.start) // 10 for s in transcript.segments] == list(range(clips))
+    whole = 8 * 60 * 16000 * 4
+    assert peaks[1] < peaks[0] * 1.25 + 1e6, peaks
+    assert peaks[1] < whole / 2, peaks
+
+
+async def test_an_upload_over_the_spool_size_is_read_from_its_temporary_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "minute.wav"
+    clips = _long_wav(path, 1.0)  # 1.9 MB: past the 1 MiB the form parser keeps in memory
+    app = create_app(Settings(model="fake"), model=FakeModel())
+    async with serve_app(app) as address, httpx.AsyncClient(timeout=60) as http:
+        response = await http.post(
+            f"http://{address}/v1/audio/transcriptions",
+            files={"file": ("minute.wav", path.read_bytes(), "audio/wav")},
+            data={"model": "whisper-1", "response_format": "verbose_json"},
+        )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["segments"]) == clips
