@@ -16,6 +16,12 @@ Leaving the `async with` cancels the periodic purge, closes the write queue, let
 commit what is queued, and closes the database. If the writer dies, waiting callers get
 `StoreClosed` and the error surfaces to whoever opened the store (the app lifespan).
 
+A commit the disk refuses (full, I/O error) fails its writes with `StoreError`, never the writer:
+`statistics().failing` says so until a commit succeeds again, and callers decide what a lost
+write means (a live session goes on unstored, `service/recorder.py`). Recordings follow the
+`RecordingPolicy` the store was opened with: `open_recording` refuses to start one below its
+free-space floor (`LowDiskSpace`).
+
 Start-up recovery: sessions that never ended (the process died) are marked `interrupted`, with
 their duration from the recording or their last final; their WAV headers are fixed from the
 file length; WAV files whose session row is gone are removed.
@@ -35,7 +41,14 @@ import attrs
 import trio
 
 from actors import store_schema as schema
-from actors.recording import SAMPLE_WIDTH, RecordingWriter, create_recording, repair_wav
+from actors.recording import (
+    DEFAULT_POLICY,
+    SAMPLE_WIDTH,
+    RecordingPolicy,
+    RecordingWriter,
+    create_recording,
+    repair_wav,
+)
 from actors.store_schema import (
     AlreadyStored,
     SessionDetail,
@@ -86,6 +99,7 @@ class StoreStatistics:
     queue: int
     interrupted_at_start: int
     purged: int
+    failing: bool  # the last commit failed (disk full, I/O error)
 
 
 @attrs.define(eq=False)
@@ -108,6 +122,7 @@ class _Counters:
     failed: int = 0
     interrupted_at_start: int = 0
     purged: int = 0
+    failing: bool = False
 
 
 class StoreHandle:
@@ -120,9 +135,11 @@ class StoreHandle:
         jobs: trio.MemorySendChannel[_Write],
         limiter: trio.CapacityLimiter,
         counters: _Counters,
+        recording_policy: RecordingPolicy = DEFAULT_POLICY,
     ) -> None:
         self.directory = directory
         self.recordings = directory / "recordings"
+        self.recording_policy = recording_policy
         self._db = db
         self._jobs = jobs
         self._limiter = limiter
@@ -171,9 +188,15 @@ class StoreHandle:
         return self.recordings / f"{session_id}.wav"
 
     async def open_recording(self, session_id: str, sample_rate: int) -> RecordingWriter:
-        """Start the session's WAV file (16-bit mono PCM); close it before `end_session`."""
+        """Start the session's WAV file (16-bit mono PCM); close it before `end_session`.
+
+        Raises `LowDiskSpace` below the policy's floor (nothing is marked or created), and the
+        `OSError` of a file that cannot be created."""
+        policy = self.recording_policy
+        await trio.to_thread.run_sync(policy.check_free_space, self.recordings)
         await self._write(lambda db: schema.mark_audio(db, session_id, sample_rate))
-        return await create_recording(self.audio_path(session_id), sample_rate)
+        path = self.audio_path(session_id)
+        return await create_recording(path, sample_rate, policy=policy)
 
     async def list_sessions(
         self, *, client: str | None = None, limit: int = 50, cursor: str | None = None
@@ -225,13 +248,14 @@ async def open_store(
     retention_days: float | None = None,
     purge_every_s: float = 3600.0,
     queue_size: int = 256,
+    recording: RecordingPolicy = DEFAULT_POLICY,
 ) -> AsyncIterator[StoreHandle]:
     """Open (or create) the store in `directory`; see the module docstring."""
     limiter = trio.CapacityLimiter(1)
     counters = _Counters()
     db = await trio.to_thread.run_sync(_open, directory, counters, limiter=limiter)
     jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
-    handle = StoreHandle(directory, db, jobs_send, limiter, counters)
+    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
@@ -307,6 +331,7 @@ async def _run_writes(
                 counters.writes += len(batch)
                 counters.largest_batch = max(counters.largest_batch, len(batch))
                 counters.failed += sum(job.error is not None for job in batch)
+                counters.failing = any(isinstance(job.error, StoreError) for job in batch)
                 for job in batch:
                     job.done.set()
         finally:  # cancelled or crashed: nobody may wait forever on a write that will not come
@@ -330,7 +355,9 @@ def _commit(db: sqlite3.Connection, batch: list[_Write]) -> None:
                 job.result = job.apply(db)
             except (sqlite3.Error, LookupError, SessionLive, ValueError) as error:
                 db.execute("ROLLBACK TO write")
-                job.error = error
+                # the disk (full, I/O) rather than the write: callers see a `StoreError`
+                disk = isinstance(error, sqlite3.OperationalError)
+                job.error = StoreError(f"write failed: {error}") if disk else error
             db.execute("RELEASE write")
         db.execute("COMMIT")
     except sqlite3.Error as error:

@@ -17,6 +17,7 @@ To mount Chorus under a parent Starlette app, enter its lifespan from the parent
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,7 +33,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from actors.limiter import LimiterConfig, open_limiter
 from actors.model_api import SpeechModel
 from actors.sentiment import load_sentiment
-from actors.store import open_store
+from actors.store import StoreHandle, open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.admission import LiveSessions, capacity_statistics, session_limits
 from service.capacity import CapacityMeter
@@ -121,7 +122,9 @@ def create_app(
             """The actors run here, not around the `yield`: a dead one stops this task only."""
             watch = app.state.actors.watch
             store_actor = open_store(
-                settings.data_dir, retention_days=settings.retention_days or None
+                settings.data_dir,
+                retention_days=settings.retention_days or None,
+                recording=settings.recording_policy,
             )
             started = False
             try:
@@ -189,9 +192,11 @@ async def drain_sessions(app: Starlette, timeout_s: float = 30.0) -> int:
 
 
 async def health(request: Request) -> JSONResponse:
-    """`ok`, `degraded` (the rate limiter's backend is down), `starting` or `failed` (503: an
-    actor died, named in `died`). Error texts (a Redis host name, an actor's exception) go only
-    to callers that see every tenant (an admin key, or a server without keys)."""
+    """`ok`, `degraded` (200, with its reasons in `degraded`: `rate_limiter` when its backend
+    is down, `low_disk` below `CHORUS_MIN_FREE_BYTES` on the data dir, `store_failing` when the
+    store's last commit failed), `starting` or `failed` (503: an actor died, named in `died`).
+    Error texts (a Redis host name, an actor's exception) and disk figures go only to callers
+    that see every tenant (an admin key, or a server without keys)."""
     state = request.app.state
     transcriber: TranscriberHandle | None = getattr(state, "transcriber", None)
     sees_all = bool(getattr(request.state, "sees_all", False))
@@ -202,8 +207,7 @@ async def health(request: Request) -> JSONResponse:
     }
     if transcriber is not None:
         limiter = state.limiter.statistics()
-        if not limiter.healthy:
-            body["status"] = "degraded"
+        degraded = [] if limiter.healthy else ["rate_limiter"]
         body["limits"] = {
             "backend": limiter.backend,
             "healthy": limiter.healthy,
@@ -212,7 +216,22 @@ async def health(request: Request) -> JSONResponse:
         if sees_all:
             body["limits"]["last_error"] = limiter.last_error
         store = state.store.statistics()
-        body["store"] = {"writes": store.writes, "queue": store.queue, "failed": store.failed}
+        body["store"] = {
+            "writes": store.writes,
+            "queue": store.queue,
+            "failed": store.failed,
+            "failing": store.failing,
+        }
+        free, floor = await disk_space(state.store)
+        body["disk"] = {"low": free < floor}
+        if sees_all:
+            body["disk"] |= {"free_bytes": free, "min_free_bytes": floor}
+        if free < floor:
+            degraded.append("low_disk")
+        if store.failing:
+            degraded.append("store_failing")
+        if degraded:
+            body["status"], body["degraded"] = "degraded", degraded
         stats = transcriber.statistics()
         body["languages"] = list(state.options.languages)
         body["transcriber"] = {
@@ -236,3 +255,9 @@ async def health(request: Request) -> JSONResponse:
             body["died_of"] = died
     healthy = transcriber is not None and not died
     return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def disk_space(store: StoreHandle) -> tuple[int, int]:
+    """Free bytes where the recordings (and the database) are kept, and the policy's floor."""
+    usage = await trio.to_thread.run_sync(shutil.disk_usage, store.recordings)
+    return usage.free, store.recording_policy.min_free_bytes

@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import get_args
 
 import attrs
+
+from actors.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
@@ -61,6 +64,12 @@ class Settings:
     status_interval_s: float = 1.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
+    # recordings (issue 11 M1): "allow" the client's `record`, "deny" it, or record "always"
+    recording: RecordingMode = attrs.field(
+        default="allow", validator=attrs.validators.in_(get_args(RecordingMode))
+    )
+    max_recording_s: float = 4 * 3600.0  # of audio per recording, then it stops (0: 4 GiB)
+    min_free_bytes: int = 1 << 30  # recordings stop (and /health degrades) below this free
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # plan live work for this share of the measured model capacity; 0 turns it off
@@ -90,6 +99,16 @@ class Settings:
                 values[name] = raw
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def recording_policy(self) -> RecordingPolicy:
+        """What the store enforces on recordings (16 kHz, 16-bit: 32,000 bytes a second)."""
+        policy = RecordingPolicy(mode=self.recording, min_free_bytes=self.min_free_bytes)
+        if self.max_recording_s > 0:
+            policy = attrs.evolve(
+                policy, max_bytes=int(self.max_recording_s * 16000) * SAMPLE_WIDTH
+            )
+        return policy
 
     @property
     def effective_compute_type(self) -> str:

@@ -12,7 +12,7 @@ from typing import Protocol
 import attrs
 
 from actors.model_api import Priority, Request, Result, Samples
-from protocol.native import Config, Final
+from protocol.native import Config, Error, Final
 
 
 class ClientGone(Exception):
@@ -36,16 +36,20 @@ class Transcriber(Protocol):
 
 
 class SessionHooks(Protocol):
-    """What a session tells the rest of the server: the store and recorder implement this."""
+    """What a session tells the rest of the server: the store and recorder implement this.
 
-    async def started(self, session: SessionInfo) -> None: ...
+    `started`, `audio` and `final` may answer with a non-fatal `Error` for the client (the
+    recording stopped, the transcript could not be stored); the session sends it and goes on.
+    """
 
-    async def audio(self, samples: Samples) -> None:
+    async def started(self, session: SessionInfo) -> Error | None: ...
+
+    async def audio(self, samples: Samples) -> Error | None:
         """16 kHz audio as it arrives (for recordings); must not block for long."""
         ...
 
-    async def final(self, frame: Final) -> None:
-        """Called before a final is sent; returns once it is durable."""
+    async def final(self, frame: Final) -> Error | None:
+        """Called before a final is sent; returns once it is durable (or says it is not)."""
         ...
 
     async def ended(self, reason: str, duration_s: float) -> None: ...

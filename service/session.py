@@ -81,9 +81,13 @@ async def run_session(
         state.config = update
         return ready_frame(state, options)
 
-    await hooks.started(SessionInfo(state.session_id, route, client, options.model, config))
+    notice = await hooks.started(
+        SessionInfo(state.session_id, route, client, options.model, config)
+    )
     try:  # a session cancelled from outside (server shutdown) still closes its recording
         await frames_send.send(ready_frame(state, options))
+        if notice is not None:  # e.g. `recording_disabled`: after `ready`, which comes first
+            await frames_send.send(notice)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 read_frames,

@@ -232,10 +232,11 @@ async def segment_audio(
                             ),
                         )
                     )
-                await _push(samples, segmenter, events, state, hooks)
+                await _push(samples, segmenter, events, frames, state, hooks)
                 await pacer.wait(state.received_s)
             if segmenter is not None and decoder is not None:
-                await _push(await _decode(decoder, None), segmenter, events, state, hooks)
+                flushed = await _decode(decoder, None)
+                await _push(flushed, segmenter, events, frames, state, hooks)
         except UndecodableAudio as error:
             state.stop_reason, state.close_code = "undecodable_audio", 1003
             state.reader.cancel()  # an error path: the reader stops waiting for the client
@@ -291,12 +292,15 @@ async def _push(
     samples: Samples,
     segmenter: Segmenter,
     events: trio.MemorySendChannel[Event],
+    frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
     hooks: SessionHooks,
 ) -> None:
     if not len(samples):
         return
-    await hooks.audio(samples)
+    notice = await hooks.audio(samples)  # e.g. `recording_stopped`: the session goes on
+    if notice is not None:
+        await frames.send(notice)
     state.received_samples += len(samples)
     for event in segmenter.feed(samples):
         await events.send(event)
@@ -324,15 +328,18 @@ async def write_frames(
         async for frame in frames:
             if isinstance(frame, Partial) and frame.utterance <= last_final:
                 continue
+            outgoing: list[ServerFrame] = [frame]
             if isinstance(frame, Final):
                 last_final = max(last_final, frame.utterance)
-                await hooks.final(frame)
+                notice = await hooks.final(frame)  # e.g. `not_stored`: sent after the final
+                outgoing += [notice] if notice is not None else []
             if state.client_gone:
                 continue
             try:
                 with trio.move_on_after(send_timeout_s) as sending:
-                    for message in codec.encode(frame):
-                        await socket.send(message)
+                    for item in outgoing:
+                        for message in codec.encode(item):
+                            await socket.send(message)
             except ClientGone:
                 state.client_gone = True
             if sending.cancelled_caught:
