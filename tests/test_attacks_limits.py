@@ -150,7 +150,7 @@ def _first_trun(data: bytes) -> int:
         # two billion samples in a trun that lists the sizes of 47
         (lambda data, at: data[: at + 4] + struct.pack(">I", 0x7FFFFFFF) + data[at + 8 :],
          "trun longer than its box"),
-        # no sizes listed: two billion samples of the tfhd's default size, from a 100-byte moof
+        # no sizes listed: two billion samples of the tfhd's default size, in one moof
         (lambda data, at: data[:at] + struct.pack(">II", 0x001, 0x7FFFFFFF) + data[at + 8 :],
          "outside its mdat"),
         # a data offset pointing back into the moof
