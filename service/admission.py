@@ -1,8 +1,9 @@
 """Admission and the common life of a WebSocket session, for every route and dialect.
 
-`serve_session` is what each WebSocket route calls: before the upgrade it checks the client's
-recording rate limit, the per-client and total session caps, and whether the transcriber is
-keeping up (refusing with HTTP 429/503 + `Retry-After`, never after audio was accepted); then it
+`serve_session` is what each WebSocket route calls: before the upgrade it checks the per-client
+and total session caps, whether the transcriber is keeping up, and last the client's recording
+rate limit, so that a session refused for any other reason spends no rate-limit token (issue
+11, M5); refusals are HTTP 429/503 + `Retry-After`, never after audio was accepted. Then it
 accepts, builds the session's store hooks, and runs the session pipeline. It owns the
 session's admission slot and releases it when the session ends, however it ends.
 """
@@ -19,7 +20,7 @@ from starlette.websockets import WebSocket
 from protocol.codec import Codec
 from protocol.native import Config, Error, Final
 from service.capacity import CapacityMeter, CapacityStatistics, Counters
-from service.limits import Limits
+from service.limits import Admission, Limits
 from service.pipeline import NoHooks, SessionHooks, SessionLimits, StreamOptions
 from service.recorder import StoreHooks
 from service.refusal import Refusal
@@ -69,8 +70,20 @@ async def admit(state: Any, client: str, *, live_session: bool = True) -> Refusa
 
     A live session must also fit the transcriber's measured capacity (`service/capacity.py`):
     refused up front, before it or anyone else falls behind. Uploads run behind live work and
-    are not counted there.
+    are not counted there. The rate limit comes last, because an allowed `hit` spends one of
+    the client's tokens: a caller must check its own caps before calling this.
     """
+    if overloaded(state):
+        return Refusal(
+            503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
+        )
+    if live_session and not fits(state):
+        return Refusal(
+            503,
+            "at_capacity",
+            "the server holds as many live sessions as it can serve on time; try again soon",
+            retry_after=10,
+        )
     limiter = getattr(state, "limiter", None)
     if limiter is not None:
         decision = await limiter.hit(client)
@@ -83,18 +96,25 @@ async def admit(state: Any, client: str, *, live_session: bool = True) -> Refusa
                 f"too many recordings{window} for this client",
                 retry_after=max(1, decision.retry_after),
             )
-    if overloaded(state):
-        return Refusal(
-            503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
-        )
-    if live_session and not fits(state):
-        return Refusal(
-            503,
-            "at_capacity",
-            "the server holds as many live sessions as it can serve on time; try again soon",
-            retry_after=10,
-        )
     return None
+
+
+async def admit_session(state: Any, client: str) -> Admission | None:
+    """A live session slot for `client` (None without a gate), or `Refusal`: the session caps
+    first, then `admit`, so a session the caps refuse spends no rate-limit token. The slot is
+    given back if `admit` refuses or is cancelled."""
+    gate = getattr(state, "gate", None)
+    admission: Admission | None = None if gate is None else gate.admit(client)
+    admitted = False
+    try:
+        refusal = await admit(state, client)
+        if refusal is not None:
+            raise refusal
+        admitted = True
+        return admission
+    finally:
+        if not admitted and admission is not None:
+            admission.release()
 
 
 def capacity_statistics(state: Any) -> CapacityStatistics | None:
@@ -144,14 +164,9 @@ async def serve_session(
     """Admit, accept and run one session; `config` may be an `Error` to answer and close."""
     state = websocket.app.state
     client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
-    refusal = await admit(state, client)
-    admission = None
-    if refusal is None and getattr(state, "gate", None) is not None:
-        try:
-            admission = state.gate.admit(client)
-        except Refusal as refused:
-            refusal = refused
-    if refusal is not None:
+    try:
+        admission = await admit_session(state, client)
+    except Refusal as refusal:
         log.info("refused %s for %s: %s", route, client, refusal.code)
         await refuse_websocket(websocket, refusal)
         return None

@@ -14,7 +14,8 @@ the peer is a trusted proxy; `AllowedOrigins.allows()` checks a browser's `Origi
 `Refusal` (status, code, message, `Retry-After`); on a WebSocket it is answered as a plain HTTP
 response before the upgrade, through the ASGI "websocket.http.response" extension (hypercorn
 has it); a server without it gets close code 1008 before accept (hypercorn answers 403). The
-admitted client's identity ("key:<hash>" or "ip:<address>") goes in `scope["state"]["client"]`
+admitted client's identity ("key:<hash>", or without a key `address_identity()`: "ip:<address>"
+for IPv4, "ip:<prefix>/64" for IPv6) goes in `scope["state"]["client"]`
 (`request.state.client`); the key itself is never stored or logged.
 
 `SecurityConfig.from_env()` reads everything here plus the `Limits` (re-exported, with
@@ -55,6 +56,7 @@ __all__ = [
     "SecurityConfig",
     "SecurityMiddleware",
     "SessionGate",
+    "address_identity",
     "authenticate",
     "deny_handshake",
     "peer_address",
@@ -187,6 +189,21 @@ def peer_address(
     return address
 
 
+def address_identity(address: str) -> str:
+    """The client identity of a caller without a key: `ip:` and its IPv4 address, or for IPv6
+    the /64 it is in. One host is routinely given a whole /64 (SLAAC, privacy addresses), so
+    counting each IPv6 address apart would give it 2^64 identities, each with its own session
+    caps and rate limits (issue 11, M5). IPv4-mapped IPv6 counts as the IPv4 address, and the
+    loopback address as itself."""
+    parsed = _address(address)
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return f"ip:{parsed.ipv4_mapped}"
+        if not parsed.is_loopback:
+            return f"ip:{ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64))}"
+    return f"ip:{address}"
+
+
 def _trusted(address: str, proxies: Collection[IPNetwork]) -> bool:
     parsed = _address(address)
     return parsed is not None and any(parsed in network for network in proxies)
@@ -299,7 +316,7 @@ class SecurityConfig:
         """Check the Host, the Origin and the key; the client identity or `Refusal`.
 
         On a `public` path a key is optional: a valid one identifies the caller, a missing or
-        wrong one leaves the caller anonymous (`ip:<address>`).
+        wrong one leaves the caller anonymous (`address_identity`).
         """
         headers = Headers(scope=scope)
         host = headers.get("host")
@@ -318,7 +335,7 @@ class SecurityConfig:
             if not public:
                 raise
             identity = None
-        return identity or "ip:" + peer_address(client, headers, self.trusted_proxies)
+        return identity or address_identity(peer_address(client, headers, self.trusted_proxies))
 
 
 async def deny_handshake(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:

@@ -66,7 +66,7 @@ async def test_wrong_or_missing_key_and_foreign_origin_are_refused_before_upgrad
 
 
 async def test_rate_limit_and_session_caps_refuse_with_retry_after(tmp_path: Path) -> None:
-    limiter = LimiterConfig(limits=RateLimits(per_minute=2))
+    limiter = LimiterConfig(limits=RateLimits(per_minute=1))  # the cap's refusal spends none
     app = app_with(tmp_path, limiter=limiter, limits=Limits(max_sessions_per_client=1))
     async with serve_app(app) as address:
         url = f"ws://{address}/v1/stream"
