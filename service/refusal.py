@@ -9,7 +9,12 @@ limiter; answered as JSON `{"error": {"code", "message"}}` with `Retry-After` wh
 from __future__ import annotations
 
 import msgspec
+import trio
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+DRAIN_BYTES = 256 * 1024  # a refused request body up to this size is read before answering
+DRAIN_S = 2.0
 
 
 class _ErrorBody(msgspec.Struct):
@@ -43,3 +48,24 @@ class Refusal(Exception):
     def response(self) -> Response:
         body = msgspec.json.encode(_ErrorResponse(_ErrorBody(self.code, self.message)))
         return Response(body, self.status_code, self.headers, "application/json")
+
+
+async def answer_http(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer an HTTP request with `refusal`, first reading (and dropping) a small body.
+
+    A server that answers while the client is still sending closes the connection under it,
+    and the client may then see the reset instead of the answer ("server disconnected").
+    Small bodies, which is what a browser's form or a misconfigured client sends, are read
+    first (at most `DRAIN_BYTES`, `DRAIN_S`); a bigger one is not worth reading: it gets the
+    answer and the close.
+    """
+    read = 0
+    with trio.move_on_after(DRAIN_S):
+        while read <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+    await refusal.response()(scope, receive, send)

@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket
 
 from service.hosts import AllowedHosts
 from service.limits import Limits, SessionGate
-from service.refusal import Refusal
+from service.refusal import Refusal, answer_http
 
 __all__ = [
     "AllowedHosts",
@@ -381,7 +381,7 @@ class SecurityMiddleware:
             if scope["type"] == "websocket":
                 await deny_handshake(scope, receive, send, refusal)
             else:
-                await refusal.response()(scope, receive, send)
+                await answer_http(refusal, scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["client"] = client
