@@ -53,6 +53,7 @@ from actors.transcriber import TranscriberClosed, TranscriberHandle, Transcripti
 from protocol.dialects.languages import language_code
 from service.admission import admit
 from service.limits import Limits, UploadTooLarge
+from service.refusal import DRAIN_BYTES, DRAIN_S
 
 log = logging.getLogger("chorus.uploads")
 
@@ -92,6 +93,19 @@ def upload_limits(request: Request) -> Limits:
     security = getattr(request.app.state, "security", None)
     limits: Limits = security.limits if security is not None else Limits()
     return limits
+
+
+async def _drain(request: Request) -> None:
+    """Read and drop a small refused body (see `service.refusal.answer_http`)."""
+    read = 0
+    with trio.move_on_after(DRAIN_S):
+        try:
+            async for chunk in request.stream():
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    return
+        except ClientDisconnect:
+            return
 
 
 async def check_admission(request: Request) -> None:
@@ -163,9 +177,16 @@ class Uploads:
         """Every upload route's first step, before a byte of the body is read: a slot under
         the upload caps (checked first, so a refused upload spends no rate-limit token), then
         `check_admission`. The slot is given back when the block ends, however it ends."""
-        with self.slots.take(_client(request), upload_limits(request)):
-            await check_admission(request)
-            yield
+        admitted = False
+        try:
+            with self.slots.take(_client(request), upload_limits(request)):
+                await check_admission(request)
+                admitted = True
+                yield
+        except UploadError:
+            if not admitted:
+                await _drain(request)  # refused before the body: read a small one first
+            raise
 
     @asynccontextmanager
     async def open_form(self, request: Request) -> AsyncIterator[FormData]:
