@@ -9,6 +9,7 @@ sends `stopped` and closes its frame channel.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import trio
@@ -29,6 +30,8 @@ from protocol.native import (
 from service.agreement import Agreement
 from service.pipeline import StreamOptions, Transcriber
 from service.stages import SessionState
+
+log = logging.getLogger("chorus.session")
 
 LAGGING_S = 1.0
 CONTEXT_FINALS = 4  # earlier finals offered as context; the adapter keeps only their tail
@@ -160,6 +163,12 @@ async def _final_frame(
     try:
         result = await transcriber.transcribe(Request(segment.audio, decode), priority="final")
     except TranscriptionFailed as error:
+        log.error(
+            "the model failed on utterance %d of %s",
+            segment.utterance,
+            state.session_id,
+            exc_info=error,
+        )  # the detail stays here: exception text is not for clients
         return Final(
             utterance=segment.utterance,
             text="",
@@ -168,7 +177,7 @@ async def _final_frame(
             language="",
             confidence=0.0,
             from_finalize=segment.from_finalize,
-            flags=[f"model_error: {error}"],
+            flags=["model_error: the model failed on this utterance"],
         )
     if (
         not result.text

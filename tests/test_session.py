@@ -10,6 +10,7 @@ from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber, frame_types
 
 from actors.model_api import Priority, Request, Result, Samples
+from actors.transcriber import TranscriptionFailed
 from protocol.native import (
     Config,
     Final,
@@ -366,3 +367,23 @@ async def test_a_client_ahead_of_real_time_is_not_lagging_while_the_model_keeps_
     lags = [f.lag_s for f in frames if isinstance(f, Status)]
     # at most two finals' time (the burst queues two at once), not the audio read ahead (7.7 s)
     assert max(lags, default=0.0) <= 3.1, lags
+
+
+class FailingTranscriber(FakeTranscriber):
+    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+        raise TranscriptionFailed("RuntimeError: /opt/models/secret.bin: CUDA out of memory")
+
+
+async def test_a_model_error_is_flagged_without_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    socket = FakeSocket()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[StopFrame()]))
+        await run_session(socket, socket_codec(), FailingTranscriber(), Config(), OPTIONS)
+        frames = await socket.frames()
+    finals = [f for f in frames if isinstance(f, Final)]
+    assert finals and all(
+        f.flags == ["model_error: the model failed on this utterance"] for f in finals
+    )
+    assert "secret.bin" not in str(frames) and "secret.bin" in caplog.text  # logged, not sent
