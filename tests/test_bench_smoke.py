@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
 from bench.load import parse_arguments, run
 from bench.schema import RunFigures
@@ -90,3 +92,28 @@ def check_report(stem: Path) -> None:
     assert figures.first_text_s.count > 0  # the clips are longer than 2 s
     # negative when a partial comes before the first second of speech was even sent
     assert -1.0 < figures.first_text_s.p50 <= figures.first_text_s.p95 < 5.0
+
+
+async def test_soak_runs_its_three_phases_against_the_real_server(tmp_path: Path) -> None:
+    """A tiny soak: 20 connect/disconnect cycles (half abrupt), 3 s of two streaming sessions,
+    one round of attacks. Every phase reports; the churn and attack verdicts must hold."""
+    from bench.soak import parse_arguments as soak_arguments
+    from bench.soak import run as soak
+
+    settings = soak_arguments(
+        [
+            "--model", "tiny.en",
+            "--server-cmd", f"{sys.executable} -m service.cli serve",
+            "--cycles", "20", "--concurrency", "4",
+            "--minutes", "0.05", "--sessions", "2",
+            "--attacks", "1",
+            "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    stem, phases = await soak(settings)
+    assert [phase.name for phase in phases] == ["churn", "sustained", "attacks"]
+    churn, _, attacks = phases
+    assert churn.figures["failed cycles"] == 0 and churn.figures["live sessions after"] == 0
+    assert attacks.ok, attacks.figures
+    report = await trio.Path(f"{stem}.md").read_text()
+    assert "## churn" in report and "## attacks: ok" in report
