@@ -34,10 +34,11 @@ Asked for with `?interim=true`: partials, as `transcription` messages with `"is_
 (finals then carry `"is_final": true`, and are sent as they come, not joined). With
 `?details=true`: `connected` {`client_id`, `session_id`, `sample_rate`, `timestamp`} first;
 transcriptions add `client_id`, `is_final`, `start`, `end`, `utterance`, `confidence`,
-`language`; `pong` adds `timestamp`; `stopped` {`client_id`, `session_id`, `transcript`,
+`language` (a joined piece: its first utterance, its whole span, the lowest confidence);
+`pong` adds `timestamp`; `stopped` {`client_id`, `session_id`, `transcript`,
 `duration`} before the close; errors as `error` {`code`, `message`, `fatal`}. Without it,
-invalid messages are ignored, as the README says (the server logs them; a fatal one still
-closes the socket with its code and reason).
+invalid messages are ignored, as the README says (not logged, unlike the seed's warnings; a
+fatal one still closes the socket with its code as the reason).
 """
 
 from __future__ import annotations
