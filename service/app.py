@@ -27,7 +27,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.limiter import LimiterConfig, open_limiter
@@ -159,7 +159,7 @@ def create_app(
         *dialect_routes(),
         *upload_routes(),
         *(extra_routes or []),
-        *web_routes(),
+        *_negotiated_root(web_routes()),
     ]
     middleware = [
         *security.origins.cors(),
@@ -172,6 +172,39 @@ def create_app(
     app.state.security = security
     app.state.actors = ActorWatch()
     return app
+
+
+def _negotiated_root(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """The web routes with `GET /` answering JSON to a client that asks for JSON (as the
+    seed backends' FastAPI roots did) and the page otherwise."""
+    page = next(r for r in routes if isinstance(r, Route) and r.name == "web_index").endpoint
+
+    async def root(request: Request) -> Response:
+        if _prefers_json(request.headers.get("accept", "")):
+            return JSONResponse(
+                {
+                    "message": "Chorus live speech-to-text server is running",
+                    "status": "running",
+                    "model": request.app.state.settings.model,
+                    "health": "/health",
+                }
+            )
+        response: Response = await page(request)
+        response.headers["Vary"] = "Accept"
+        return response
+
+    return [
+        Route("/", root, methods=["GET", "HEAD"], name="web_index")
+        if isinstance(r, Route) and r.name == "web_index"
+        else r
+        for r in routes
+    ]
+
+
+def _prefers_json(accept: str) -> bool:
+    """Whether `accept` asks for JSON and not for HTML (a browser asks for both: the page)."""
+    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "application/json" in kinds and "text/html" not in kinds
 
 
 async def drain_sessions(app: Starlette, timeout_s: float = 30.0) -> int:
@@ -204,6 +237,8 @@ async def health(request: Request) -> JSONResponse:
         "status": "ok" if transcriber is not None else "starting",
         "model": state.options.model if transcriber is not None else state.settings.model,
         "sessions": len(getattr(state, "live", {})),
+        # the seed backends' name for the same count (001 "Real-Time Call Intelligence")
+        "active_connections": len(getattr(state, "live", {})),
     }
     if transcriber is not None:
         limiter = state.limiter.statistics()

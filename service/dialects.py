@@ -8,6 +8,11 @@ dialect's codec from `protocol/dialects/`; a dialect only changes the wire shape
 `annotate` step. The Deepgram route refuses bad options before the upgrade with HTTP 400, as
 Deepgram does; the seeds answer them with an `error` message in their own shape and close 1008.
 
+The seed routes speak their READMEs' shapes by default; what a README does not show (partials
+on the call route, the sessions' details) is sent when the query string asks (`interim=true`,
+`details=true`). The speech-to-text route records each session (SQLite row and WAV) as its
+seed did, unless the recording policy or `record=false` says not to.
+
 Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws`.
 """
 
@@ -22,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from actors.sentiment import annotate_sentiment, load_sentiment
+from actors.sentiment import analyze, annotate_sentiment, load_sentiment
 from protocol.codec import Codec
 from protocol.dialects.deepgram import DeepgramCodec, QueryError, handshake_error, parse_query
 from protocol.dialects.seed_call import CallCodec
@@ -85,16 +90,29 @@ async def speech_to_text_endpoint(websocket: WebSocket) -> None:
         problem = check_config(config, options)
         return None if problem is None else problem.message
 
-    config = native_config(dict(websocket.query_params))
+    # the seed saved every session (SQLite row and WAV): record unless the policy says never
+    store = getattr(websocket.app.state, "store", None)
+    record = store is not None and store.recording_policy.records(True)
+    params = {"record": str(record).lower(), **websocket.query_params}
+    config = native_config(params)
     base = config if isinstance(config, Config) else Config()
-    await _serve(websocket, SpeechToTextCodec(base, check), config, "/ws/v1/speech-to-text")
+    codec = SpeechToTextCodec(base, check, details=_flag(params, "details"))
+    await _serve(websocket, codec, config, "/ws/v1/speech-to-text")
 
 
 async def call_endpoint(websocket: WebSocket) -> None:
     """Seed call intelligence: base64 PCM chunks in, transcriptions with sentiment out."""
-    params = {"sentiment": "true", **websocket.query_params}
-    codec = CallCodec(websocket.path_params["client_id"])
-    await _serve(websocket, codec, native_config(params), "/ws/{client_id}")
+    # the seed sent no partials: the model makes none unless the client asks (`interim=true`)
+    params = {"sentiment": "true", "interim": "false", **websocket.query_params}
+    config = native_config(params)
+    options = config if isinstance(config, Config) else Config(interim=False)
+    codec = CallCodec(
+        websocket.path_params["client_id"],
+        analyze=analyze if options.sentiment else None,
+        interim=options.interim,
+        details=_flag(params, "details"),
+    )
+    await _serve(websocket, codec, config, "/ws/{client_id}")
 
 
 async def live_audio_endpoint(websocket: WebSocket) -> None:
@@ -109,6 +127,10 @@ async def _serve(websocket: WebSocket, codec: Codec, config: Config | Error, rou
         await load_sentiment()
         annotate = annotate_sentiment
     await serve_session(websocket, codec, config, route=route, annotate=annotate)
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    return params.get(name, "false").lower() in {"true", "1", "yes"}
 
 
 def _unchanged(frame: Final) -> Final:

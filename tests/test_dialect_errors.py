@@ -93,8 +93,9 @@ async def test_stt_audio_before_start_and_wrong_events(address: str) -> None:
         *chunks(AUDIO, 6400),
         '{"event": "stop"}',
     ]
-    result = await exchange(f"ws://{address}/ws/v1/speech-to-text", outgoing)
-    errors = _errors(result.messages)
+    # `details=true`: the codes (the README's errors carry only `message`, see test_seed_002)
+    result = await exchange(f"ws://{address}/ws/v1/speech-to-text?details=true", outgoing)
+    errors = _errors(result.messages, "event")
     assert [e["code"] for e in errors] == [
         "audio_before_start",
         "unknown_type",
@@ -105,11 +106,11 @@ async def test_stt_audio_before_start_and_wrong_events(address: str) -> None:
         "invalid_json",
         "already_started",
     ]
-    assert all(set(e) == {"type", "code", "message", "fatal"} for e in errors)
+    assert all(set(e) == {"event", "code", "message", "fatal"} for e in errors)
     assert not any(e["fatal"] for e in errors)
-    assert [m["type"] for m in result.messages].count("started") == 1
+    assert [m["event"] for m in result.messages].count("started") == 1
     stopped = result.messages[-1]
-    assert stopped["type"] == "stopped" and "library" in stopped["full_transcription"].lower()
+    assert stopped["event"] == "stopped" and "library" in stopped["full_transcription"].lower()
     assert result.close_code == 1000
 
 
@@ -130,7 +131,8 @@ async def test_call_bad_base64_unknown_type_and_missing_fields(address: str) -> 
         *(chunk(piece) for piece in chunks(AUDIO, 16000)),
         '{"type": "stop"}',
     ]
-    result = await exchange(f"ws://{address}/ws/caller-9", outgoing)
+    # `details=true`: the README's server ignores invalid messages; asked, Chorus names them
+    result = await exchange(f"ws://{address}/ws/caller-9?details=true", outgoing)
     errors = _errors(result.messages)
     assert [e["code"] for e in errors] == [
         "invalid_base64",
@@ -146,10 +148,12 @@ async def test_call_bad_base64_unknown_type_and_missing_fields(address: str) -> 
 
 
 async def test_call_bad_query_option_is_an_error_then_close(address: str) -> None:
-    result = await exchange(f"ws://{address}/ws/caller-9?sample_rate=5", [])
+    result = await exchange(f"ws://{address}/ws/caller-9?sample_rate=5&details=true", [])
     [error] = _errors(result.messages)
     assert error["code"] == "invalid_config" and error["fatal"] is True
     assert result.close_code == 1008
+    quiet = await exchange(f"ws://{address}/ws/caller-9?sample_rate=5", [])
+    assert quiet.messages == [] and quiet.close_code == 1008  # the close says why
 
 
 # -- live-audio seed ---------------------------------------------------------------------------

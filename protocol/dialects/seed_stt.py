@@ -1,30 +1,39 @@
 """The "Speech-to-Text Backend API" seed, `WS /ws/v1/speech-to-text`, as a codec (sans-IO).
 
+Its README is the contract: every message it shows is accepted, and answered in exactly its
+shape (tag key `event`). What it does not show is sent only when the client asks for it with
+`?details=true` in the query string.
+
 Client → server (text frames are JSON with an `event`):
 
-* `{"event": "start", ...}` opens the stream. Optional fields, at the top level or inside
-  `"config": {...}`: `language` (code or `auto`), `sample_rate` (8000–48000, default 16000),
-  `encoding` (`pcm_s16le` / `linear16` / `pcm16`, or `pcm_f32le`), `interim_results` (default
-  true), `endpointing_ms`, `max_utterance_s`, `words`, `prompt`. Other fields are ignored.
+* `{"event": "start"}` opens the stream. Optional fields (extensions), at the top level or
+  inside `"config": {...}`: `language` (code or `auto`), `sample_rate` (8000–48000, default
+  16000), `encoding` (`pcm_s16le` / `linear16` / `pcm16`, or `pcm_f32le`), `interim_results`
+  (default true), `endpointing_ms`, `max_utterance_s`, `words`, `prompt`. Others are ignored.
 * binary frames: PCM in the started encoding (16-bit little-endian, 16 kHz mono by default);
-  audio before `start` is answered with an `audio_before_start` error and dropped.
+  audio before `start` is answered with an error and dropped.
 * `{"event": "stop"}` finishes: every pending final, then `stopped`, then close 1000.
-* `{"event": "finalize"}` ends the open utterance now; `{"event": "keepalive"}` keeps an idle
-  stream open; `{"event": "ping"}` is answered with `pong`.
+* extensions: `{"event": "finalize"}` ends the open utterance now; `{"event": "keepalive"}`
+  keeps an idle stream open; `{"event": "ping"}` is answered with `{"event": "pong"}`.
 
-Server → client (JSON with a `type`):
+Server → client, as the README shows them:
 
-* `started` {`session_id`, `sample_rate`, `language`, `model`}: the answer to `start`;
-* `transcript` {`text`, `is_final`, `start`, `end`, `utterance`}; finals add `confidence`,
-  `language` and, when `words` was asked for, `words` [{`word`, `start`, `end`,
-  `confidence`}];
-* `utterance_end` {`utterance`, `at`}; `pong` {};
-* `stopped` {`session_id`, `full_transcription`, `duration`}: the answer to `stop`;
-* `error` {`code`, `message`, `fatal`}.
+* `{"event": "transcript", "text", "is_final"}`: partials (`is_final` false) and finals;
+* `{"event": "utterance_end", "text": ""}` after each utterance's final;
+* `{"event": "stopped", "message": "STT session ended.", "session_id", "full_transcription"}`;
+* `{"event": "error", "message"}`.
 
-Times are seconds of audio since the stream started. A second `start` is an `already_started`
-error; a `start` whose options the model cannot serve (e.g. French on an English-only model)
-is an error and the stream stays unstarted.
+With `?details=true`: `started` {`session_id`, `sample_rate`, `language`, `model`} answers
+`start`; transcripts add `start`, `end`, `utterance` (finals also `confidence`, `language`
+and, when asked for, `words`); `utterance_end` adds `utterance` and `at`; `stopped` adds
+`duration`; `error` adds `code` and `fatal`. Times are seconds of audio since the start.
+
+Where the README is silent (written down in the README's "Coming from" section too): `start`
+has no answer by default (the README shows none; the session id arrives in `stopped`);
+`stopped` is followed by a close 1000, so a new session takes a new connection; a second
+`start`, or a `start` whose options the model cannot serve (e.g. French on an English-only
+model) is an `error` and the stream stays as it was. The route records each session (SQLite
+row and WAV file) unless the server's recording policy says otherwise or `record=false`.
 """
 
 from __future__ import annotations
@@ -103,7 +112,7 @@ class PingEvent(Event, tag="ping"):
 _decoder = msgspec.json.Decoder(Start | StopEvent | FinalizeEvent | KeepAliveEvent | PingEvent)
 
 
-class Out(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+class Out(msgspec.Struct, tag_field="event", kw_only=True, omit_defaults=True):
     pass
 
 
@@ -117,29 +126,34 @@ class Started(Out, tag="started"):
 class Transcript(Out, tag="transcript"):
     text: str
     is_final: bool
-    start: float
-    end: float
-    utterance: int
+    start: float | None = None
+    end: float | None = None
+    utterance: int | None = None
     confidence: float | None = None
     language: str | None = None
     words: list[Word] | None = None
 
 
 class UtteranceEndOut(Out, tag="utterance_end"):
-    utterance: int
-    at: float
+    text: str  # always "", as the README shows
+    utterance: int | None = None
+    at: float | None = None
+
+
+STOPPED_MESSAGE = "STT session ended."
 
 
 class StoppedOut(Out, tag="stopped"):
+    message: str
     session_id: str
     full_transcription: str
-    duration: float
+    duration: float | None = None
 
 
 class ErrorOut(Out, tag="error"):
-    code: str
     message: str
-    fatal: bool
+    code: str | None = None
+    fatal: bool | None = None
 
 
 class PongOut(Out, tag="pong"):
@@ -173,9 +187,12 @@ class SpeechToTextCodec:
 
     name = "seed_stt"
 
-    def __init__(self, base: Config, check: Callable[[Config], str | None]) -> None:
+    def __init__(
+        self, base: Config, check: Callable[[Config], str | None], *, details: bool = False
+    ) -> None:
         self.base = base
         self.check = check
+        self.details = details
         self.started = False
         self._readies = 0
 
@@ -209,19 +226,29 @@ class SpeechToTextCodec:
         raise AssertionError(f"unhandled {event!r}")
 
     def encode(self, frame: ServerFrame) -> list[str | bytes]:
-        out: Out | None = None
+        out = self._full(frame)
+        if out is None:
+            return []
+        if not self.details:
+            if isinstance(out, Started):
+                return []  # the README shows no answer to `start`
+            out = _readme_shape(out)
+        return [encoder.encode(out).decode()]
+
+    def _full(self, frame: ServerFrame) -> Out | None:
+        """`frame` with every detail; `_readme_shape` strips what the README does not show."""
         match frame:
             case Ready():
                 self._readies += 1
                 if self._readies > 1:  # the first is the session's opening, before `start`
-                    out = Started(
+                    return Started(
                         session_id=frame.session_id,
                         sample_rate=frame.sample_rate,
                         language=frame.language,
                         model=frame.model,
                     )
             case Partial():
-                out = Transcript(
+                return Transcript(
                     text=frame.text,
                     is_final=False,
                     start=frame.start,
@@ -229,7 +256,7 @@ class SpeechToTextCodec:
                     utterance=frame.utterance,
                 )
             case Final():
-                out = Transcript(
+                return Transcript(
                     text=frame.text,
                     is_final=True,
                     start=frame.start,
@@ -240,15 +267,34 @@ class SpeechToTextCodec:
                     words=frame.words,
                 )
             case UtteranceEnd():
-                out = UtteranceEndOut(utterance=frame.utterance, at=frame.at)
+                return UtteranceEndOut(text="", utterance=frame.utterance, at=frame.at)
             case Stopped():
-                out = StoppedOut(
+                return StoppedOut(
+                    message=STOPPED_MESSAGE,
                     session_id=frame.session_id,
                     full_transcription=frame.transcript,
                     duration=frame.duration_s,
                 )
             case Error():
-                out = ErrorOut(code=frame.code, message=frame.message, fatal=frame.fatal)
+                return ErrorOut(message=frame.message, code=frame.code, fatal=frame.fatal)
             case Pong():
-                out = PongOut()
-        return [] if out is None else [encoder.encode(out).decode()]
+                return PongOut()
+        return None
+
+
+def _readme_shape(out: Out) -> Out:
+    """`out` with only the keys the README shows (optional details cleared, so omitted)."""
+    match out:
+        case Transcript():
+            return Transcript(text=out.text, is_final=out.is_final)
+        case UtteranceEndOut():
+            return UtteranceEndOut(text="")
+        case StoppedOut():
+            return StoppedOut(
+                message=out.message,
+                session_id=out.session_id,
+                full_transcription=out.full_transcription,
+            )
+        case ErrorOut():
+            return ErrorOut(message=out.message)
+    return out
