@@ -4,7 +4,7 @@ The seed's README shows one answer, `{"transcript": "..."}`, and that is all a c
 default (`Transcript`). `?verbose=true` adds what Chorus knows besides (`VerboseTranscript`:
 the language it heard or was told, and the audio's length in seconds). The README shows no
 error; a FastAPI server like the seed's answers `{"detail": "..."}`, so errors carry `detail`
-(the message) beside Chorus's usual `{"error": {"code", "message"}}` (`ErrorResponse`).
+(the message) beside Chorus's usual `{"error": {"code", "message"}}` (`ChatServerError`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ class VerboseTranscript(msgspec.Struct, kw_only=True):
     duration: float
 
 
-class ErrorBody(msgspec.Struct, kw_only=True):
+class ChatServerErrorBody(msgspec.Struct, kw_only=True):
     code: str
     message: str
 
 
-class ErrorResponse(msgspec.Struct, kw_only=True):
+class ChatServerError(msgspec.Struct, kw_only=True):
     detail: str
-    error: ErrorBody
+    error: ChatServerErrorBody
 
 
 encoder = msgspec.json.Encoder()
@@ -37,5 +37,5 @@ encoder = msgspec.json.Encoder()
 
 def error_body(code: str, message: str) -> bytes:
     return encoder.encode(
-        ErrorResponse(detail=message, error=ErrorBody(code=code, message=message))
+        ChatServerError(detail=message, error=ChatServerErrorBody(code=code, message=message))
     )
