@@ -434,7 +434,10 @@ _REDOC = """<!doctype html>
 
 
 async def _openapi(request: Request) -> Response:
-    body = msgspec.json.encode(openapi_document(request.app.routes))
+    document = openapi_document(request.app.routes)
+    if root := request.scope.get("root_path", ""):  # mounted under a prefix: "Try it out" there
+        document["servers"] = [{"url": root}]
+    body = msgspec.json.encode(document)
     return Response(body, media_type=JSON)
 
 
