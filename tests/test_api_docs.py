@@ -17,9 +17,9 @@ from conftest import serve_app
 from fakes import FakeModel
 from starlette.applications import Starlette
 
-from service.api_docs import Health
 from service.app import create_app
 from service.config import Settings
+from service.openapi import Health
 
 ROUTES = {
     "/health": {"get"},
