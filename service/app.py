@@ -36,6 +36,7 @@ from actors.sentiment import load_sentiment
 from actors.store import StoreHandle, open_store
 from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.admission import LiveSessions, capacity_statistics, session_limits
+from service.api_docs import api_docs_routes
 from service.capacity import CapacityMeter
 from service.config import Settings, environment
 from service.dialects import dialect_routes
@@ -159,6 +160,7 @@ def create_app(
         *dialect_routes(),
         *upload_routes(),
         *(extra_routes or []),
+        *api_docs_routes(),
         *_negotiated_root(web_routes()),
     ]
     middleware = [

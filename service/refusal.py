@@ -17,13 +17,13 @@ DRAIN_BYTES = 256 * 1024  # a refused request body up to this size is read befor
 DRAIN_S = 2.0
 
 
-class _ErrorBody(msgspec.Struct):
+class RefusalError(msgspec.Struct):
     code: str
     message: str
 
 
-class _ErrorResponse(msgspec.Struct):
-    error: _ErrorBody
+class RefusalBody(msgspec.Struct):
+    error: RefusalError
 
 
 class Refusal(Exception):
@@ -46,7 +46,7 @@ class Refusal(Exception):
         return headers
 
     def response(self) -> Response:
-        body = msgspec.json.encode(_ErrorResponse(_ErrorBody(self.code, self.message)))
+        body = msgspec.json.encode(RefusalBody(RefusalError(self.code, self.message)))
         return Response(body, self.status_code, self.headers, "application/json")
 
 

@@ -362,7 +362,15 @@ class SecurityMiddleware:
         app: ASGIApp,
         config: SecurityConfig,
         *,
-        public_paths: Collection[str] = ("/", "/health", "/metrics"),
+        # the page and the API docs, as the seeds' FastAPI servers had them: no key needed
+        public_paths: Collection[str] = (
+            "/",
+            "/health",
+            "/metrics",
+            "/docs",
+            "/redoc",
+            "/openapi.json",
+        ),
         public_prefixes: tuple[str, ...] = ("/static/",),
     ) -> None:
         self.app, self.config = app, config

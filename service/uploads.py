@@ -19,8 +19,9 @@ Each request owns its work, in three steps that every upload route takes through
 Routes: `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`, `GET /v1/models`,
 `GET /v1/models/{model}` (OpenAI's shapes, `protocol/openai.py`; errors as
 `{"error": {"message", "type", "param", "code"}}`), and `POST /transcribe` (`file` +
-`language` as a name or a code → `{"transcript", "language", "duration"}`; errors as
-`{"error": {"code", "message"}}`).
+`language` as a name or a code → `{"transcript"}`, as the seed's README shows, and
+`{"transcript", "language", "duration"}` with `?verbose=true`; errors as
+`{"detail", "error": {"code", "message"}}`, `protocol/chatserver.py`).
 
 Status codes: 400 for a missing or bad field, an empty, corrupt or truncated file (OpenAI
 routes also use 400 for a file that is not audio, as OpenAI does, so its client raises
@@ -50,6 +51,7 @@ from starlette.types import Message, Receive
 from actors.decode import UndecodableAudio
 from actors.files import FileOptions, FileTranscript, transcribe_file
 from actors.transcriber import TranscriberClosed, TranscriberHandle, TranscriptionFailed
+from protocol import chatserver
 from protocol.dialects.languages import language_code
 from service.admission import admit
 from service.limits import Limits, UploadTooLarge
@@ -282,12 +284,16 @@ class Uploads:
             data = await self.uploaded_file(form)
             options = FileOptions(language=language)
             transcript = await self.transcribe(request, data, options, not_audio=415)
-        body = {
-            "transcript": transcript.text,
-            "language": transcript.language,
-            "duration": transcript.duration_s,
-        }
-        return Response(_json(body), 200, media_type="application/json")
+        body: chatserver.Transcript | chatserver.VerboseTranscript
+        if _flag(request.query_params.get("verbose")):
+            body = chatserver.VerboseTranscript(
+                transcript=transcript.text,
+                language=transcript.language,
+                duration=transcript.duration_s,
+            )
+        else:
+            body = chatserver.Transcript(transcript=transcript.text)
+        return Response(chatserver.encoder.encode(body), 200, media_type="application/json")
 
 
 async def _read_form(request: Request, limit: int) -> FormData:
@@ -340,10 +346,8 @@ def _too_large(limit: int) -> UploadError:
     return UploadError(413, "file_too_large", f"the upload is over the {limit}-byte limit", "file")
 
 
-def _json(value: object) -> bytes:
-    import msgspec
-
-    return msgspec.json.encode(value)
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 async def _seed_errors(
@@ -352,5 +356,5 @@ async def _seed_errors(
     try:
         return await handler(request)
     except UploadError as error:
-        body = {"error": {"code": error.code, "message": error.message}}
-        return Response(_json(body), error.status, error.headers, "application/json")
+        body = chatserver.error_body(error.code, error.message)
+        return Response(body, error.status, error.headers, "application/json")

@@ -254,9 +254,8 @@ async def test_seed_transcribe_unknown_language(address: str) -> None:
     for language, code in [("klingon", "invalid_language"), ("french", "unsupported_language")]:
         answer = await _post(address, "/transcribe", clip, language=language)
         assert answer.status_code == 400
-        assert answer.json() == {
-            "error": {"code": code, "message": answer.json()["error"]["message"]}
-        }
+        message = answer.json()["error"]["message"]
+        assert answer.json() == {"detail": message, "error": {"code": code, "message": message}}
 
 
 async def test_uploads_over_the_size_limit(

@@ -185,13 +185,13 @@ async def test_chatserver_transcribe_takes_a_name_or_a_code(
     ):
         answers = [
             await http.post(
-                "/transcribe",
+                "/transcribe?verbose=true",
                 files={"file": ("garden.wav", clip, "audio/wav")},
                 data={"language": language},
             )
             for language in ("english", "en", "English")
         ]
-        no_language = await http.post("/transcribe", files={"file": ("g.wav", clip)})
+        no_language = await http.post("/transcribe?verbose=1", files={"file": ("g.wav", clip)})
     for answer in [*answers, no_language]:
         assert answer.status_code == 200
         body = answer.json()

@@ -1,0 +1,50 @@
+"""`service.asgi:app`: Chorus for an ASGI server's command line, the way the seeds ran theirs:
+
+    hypercorn -k trio --bind 127.0.0.1:8000 service.asgi:app
+
+Importing this module builds the app from the environment and `.env` (`Settings.from_env()`,
+as `chorus serve` does) and nothing more: the model loads in the app's lifespan, in a worker
+thread (`create_app()`'s `load_whisper`), so the import stays fast (tests import it) and
+hypercorn is listening, with `/health` answering 503 `starting`, while the model loads. A model
+that cannot be found fails the lifespan's start-up, so hypercorn exits. hypercorn owns the
+process, its sockets and each connection's task; the lifespan owns the actors (see
+`service.app`).
+
+What `chorus serve` does besides, and how to have it here:
+- it refuses a non-loopback `CHORUS_HOST` without API keys; so does this import (hypercorn's
+  `--bind` is not visible to the app: beyond loopback, requests are still refused by the Host
+  check unless `CHORUS_HOST` or `CHORUS_ALLOWED_HOSTS` names the address);
+- its hypercorn settings (the largest WebSocket message a route takes, keep-alive, incomplete
+  header and graceful timeouts) are `hypercorn_config` here:
+  `hypercorn -k trio -c python:service.asgi.hypercorn_config service.asgi:app`;
+- on SIGINT/SIGTERM it lets live sessions finish their finals (`drain_sessions`) before the
+  server stops; plain hypercorn closes them after its graceful timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from service.app import create_app
+from service.cli import refuse_open
+from service.config import Settings
+
+settings = Settings.from_env()
+if (refusal := refuse_open(settings)) is not None:
+    raise RuntimeError(f"chorus: {refusal}")
+logging.basicConfig(
+    level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+)
+app = create_app(settings)
+
+_limits = app.state.security.limits
+# `chorus serve`'s hypercorn settings, for `-c python:service.asgi.hypercorn_config`
+hypercorn_config = SimpleNamespace(
+    bind=[f"{settings.host}:{settings.port}"],
+    graceful_timeout=10.0,
+    websocket_max_message_size=max(_limits.max_frame_bytes, _limits.max_message_bytes),
+    keep_alive_timeout=5.0,
+    h11_max_incomplete_size=16 * 1024,
+    read_timeout=None,
+)
