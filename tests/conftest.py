@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -40,3 +41,14 @@ async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
         binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
         yield binds[0].removeprefix("http://")
         shutdown.set()
+
+
+async def fetch_recording(http: Any, url: str, **options: Any) -> Any:
+    """GET a session's recording once it is written: the client has `stopped` and the close
+    before the session's row is ended and its WAV closed (409 `session_live` until then)."""
+    with trio.fail_after(10):
+        while True:
+            response = await http.get(url, **options)
+            if response.status_code != 409:
+                return response
+            await trio.sleep(0.05)

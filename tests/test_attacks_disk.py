@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import trio
 from audio_files import DATA, load
-from conftest import serve_app
+from conftest import fetch_recording, serve_app
 from fakes import FakeModel
 from ws_client import connect, receive_all, send_audio
 
@@ -98,7 +98,7 @@ async def test_deny_answers_a_record_request_and_the_session_goes_on_unrecorded(
     async with served(tmp_path, recording="deny") as (address, http):
         session = await stream(address, speech(2), "record=true")
         stored = (await http.get(f"/v1/sessions/{session.id}")).json()
-        audio = await http.get(f"/v1/sessions/{session.id}/audio")
+        audio = await fetch_recording(http, f"/v1/sessions/{session.id}/audio")
     session.assert_went_on(finals=2)
     (refused,) = session.errors("recording_disabled")
     assert session.frames[1] is refused  # right after `ready`
@@ -109,7 +109,7 @@ async def test_deny_answers_a_record_request_and_the_session_goes_on_unrecorded(
 async def test_always_records_a_session_that_did_not_ask(tmp_path: Path) -> None:
     async with served(tmp_path, recording="always") as (address, http):
         session = await stream(address, speech(1))
-        audio = await http.get(f"/v1/sessions/{session.id}/audio")
+        audio = await fetch_recording(http, f"/v1/sessions/{session.id}/audio")
     session.assert_went_on(finals=1)
     assert not session.of_type("error")
     assert audio.status_code == 200
@@ -123,7 +123,7 @@ async def test_a_recording_stops_at_its_cap_and_the_session_goes_on(tmp_path: Pa
     async with served(tmp_path, max_recording_s=2.0) as (address, http):
         session = await stream(address, speech(3), "record=true")
         stored = (await http.get(f"/v1/sessions/{session.id}")).json()
-        audio = await http.get(f"/v1/sessions/{session.id}/audio")
+        audio = await fetch_recording(http, f"/v1/sessions/{session.id}/audio")
     session.assert_went_on(finals=3)
     (stopped,) = session.errors("recording_stopped")  # once, not once a frame
     assert "limit of 2 s" in stopped["message"]
@@ -203,7 +203,7 @@ async def test_a_recording_that_fills_the_disk_stops_and_finals_are_still_stored
     async with served(tmp_path, min_free_bytes=0) as (address, http):
         session = await stream(address, speech(12), "record=true")  # 60 s: 1.9 MB of WAV
         stored = (await http.get(f"/v1/sessions/{session.id}")).json()
-        audio = await http.get(f"/v1/sessions/{session.id}/audio")
+        audio = await fetch_recording(http, f"/v1/sessions/{session.id}/audio")
         health = await http.get("/health")
     session.assert_went_on(finals=12)
     (stopped,) = session.errors("recording_stopped")
@@ -223,7 +223,7 @@ async def test_a_running_recording_stops_at_the_floor_leaving_room(
         assert (await http.get("/health")).json()["status"] == "ok"
         session = await stream(address, speech(12), "record=true")
         stored = (await http.get(f"/v1/sessions/{session.id}")).json()
-        audio = await http.get(f"/v1/sessions/{session.id}/audio")
+        audio = await fetch_recording(http, f"/v1/sessions/{session.id}/audio")
         assert shutil.disk_usage(recordings).free >= floor  # it stopped before the floor
         (recordings / "other").write_bytes(bytes(128 * 1024))  # something else takes the rest
         health = (await http.get("/health")).json()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trio
 from audio_files import DATA, load
-from conftest import serve_app
+from conftest import fetch_recording, serve_app
 from fakes import FakeModel
 from trio_websocket import open_websocket_url
 from ws_client import connect, receive_all, rejected, send_audio, send_json
@@ -98,8 +98,8 @@ async def test_finals_and_recording_are_stored_and_served(tmp_path: Path) -> Non
         finals = [f for f in frames if f["type"] == "final"]
         async with httpx.AsyncClient(base_url=f"http://{address}") as http:
             listing = (await http.get("/v1/sessions")).json()
+            audio = await fetch_recording(http, f"/v1/sessions/{session_id}/audio")
             detail = (await http.get(f"/v1/sessions/{session_id}")).json()
-            audio = await http.get(f"/v1/sessions/{session_id}/audio")
             part = await http.get(
                 f"/v1/sessions/{session_id}/audio", headers={"Range": "bytes=0-99"}
             )

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from conftest import fetch_recording
 from dialect_helpers import DATA, chunks, exchange, overlap, pcm16_file, serving
 
 from actors.model_api import SpeechModel
@@ -45,8 +46,8 @@ async def test_a_readme_client_sees_the_readme_messages_in_order(
         messages = result.messages
         assert all(isinstance(m, dict) and "event" in m and "type" not in m for m in messages)
         stopped = messages[-1]
+        recording = await fetch_recording(http, f"/v1/sessions/{stopped['session_id']}/audio")
         stored = await http.get(f"/v1/sessions/{stopped['session_id']}")
-        recording = await http.get(f"/v1/sessions/{stopped['session_id']}/audio")
     assert result.close_code == 1000
     events = [m["event"] for m in messages]
     assert set(events) <= {"transcript", "utterance_end", "stopped"}  # no `started`: not shown
