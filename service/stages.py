@@ -19,7 +19,7 @@ import trio
 
 from actors.audio import PcmDecoder
 from actors.decode import UndecodableAudio
-from actors.decode_stream import StreamingDecoder
+from actors.decode_stream import MAX_CHUNK_S, StreamingDecoder
 from actors.model_api import SAMPLE_RATE, Samples
 from actors.segmenter import Event, Segmenter, SegmenterConfig
 from protocol.codec import Codec, ProtocolError
@@ -219,6 +219,8 @@ async def segment_audio(
                     for event in segmenter.finalize():
                         await events.send(event)
                     continue
+                if isinstance(decoder, StreamingDecoder):  # a chunk gets its wall-clock share
+                    decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
                 samples = await _decode(decoder, command)
                 if getattr(decoder, "misaligned_frames", 0) and not state.warned_misaligned:
                     state.warned_misaligned = True
@@ -249,6 +251,9 @@ async def segment_audio(
 AudioDecoder = PcmDecoder | StreamingDecoder
 
 
+CHUNK_SLACK_S = 5.0
+
+
 @attrs.define
 class Pacer:
     """Reads a client no faster than `pace` × real time once it is `burst_s` of audio ahead.
@@ -261,6 +266,16 @@ class Pacer:
     pace: float
     burst_s: float
     started: float | None = None
+
+    def chunk_allowance_s(self, audio_s: float) -> float:
+        """How much audio the next container chunk may decode to: what the pace lets this
+        session read by now, plus `CHUNK_SLACK_S` (a chunk of a 1 Hz WAV or of tiny Opus
+        packets would decode to many minutes at once). At most `MAX_CHUNK_S`."""
+        if self.pace <= 0:
+            return MAX_CHUNK_S
+        elapsed = 0.0 if self.started is None else trio.current_time() - self.started
+        share = elapsed * self.pace + self.burst_s - audio_s
+        return min(MAX_CHUNK_S, max(0.0, share) + CHUNK_SLACK_S)
 
     async def wait(self, audio_s: float) -> None:
         if self.pace <= 0:

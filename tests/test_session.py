@@ -387,3 +387,50 @@ async def test_a_model_error_is_flagged_without_its_text(
         f.flags == ["model_error: the model failed on this utterance"] for f in finals
     )
     assert "secret.bin" not in str(frames) and "secret.bin" in caplog.text  # logged, not sent
+
+
+def _wav_u8(seconds: float) -> bytes:
+    """`seconds` of 8 kHz 8-bit speech-like noise as one WAV (a small file for its length)."""
+    import io
+    import wave
+
+    rng = np.random.default_rng(3)
+    data = (128 + rng.normal(0, 20, int(seconds * 8000))).clip(0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)
+        wav.setframerate(8000)
+        wav.writeframes(data.tobytes())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("whole", [True, False])
+async def test_a_container_chunk_decodes_to_its_wall_clock_share_at_most(whole: bool) -> None:
+    """20 s of WAV in one chunk is refused at once (7 s: the pacer's 2 s burst and 5 s of
+    slack); the same bytes in half-second chunks decode whole, read at the pace (4x here).
+    Real time: the decoder runs in a worker thread, which an autojump clock would skip past."""
+    socket, transcriber = FakeSocket(size=1024), FakeTranscriber()
+    options = StreamOptions(model="fake", final_beam_size=1, pace=4.0, pace_burst_s=2.0)
+    wav = _wav_u8(20.0)
+    pieces = [wav] if whole else [wav[at : at + 4000] for at in range(0, len(wav), 4000)]
+
+    async def client() -> None:
+        for piece in pieces:  # 4000 bytes: half a second
+            await socket.to_server.send(piece)
+        await socket.to_server.send('{"type": "stop"}')
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        state = await run_session(
+            socket, socket_codec(), transcriber, Config(encoding="auto"), options
+        )
+        frames = await socket.frames()
+        nursery.cancel_scope.cancel()
+    errors = [f for f in frames if type(f).__name__ == "Error"]
+    if whole:
+        assert [e.code for e in errors] == ["undecodable_audio"]  # type: ignore[attr-defined]
+        assert "more than 7 s" in errors[0].message  # type: ignore[attr-defined]
+        assert state.received_s == 0.0
+    else:
+        assert errors == [] and state.received_s == pytest.approx(20.0, abs=0.1)
