@@ -204,6 +204,8 @@ async def health(request: Request) -> JSONResponse:
         "status": "ok" if transcriber is not None else "starting",
         "model": state.options.model if transcriber is not None else state.settings.model,
         "sessions": len(getattr(state, "live", {})),
+        # the 003 seed's name for it: its README's `/health` shows "active connections"
+        "active_connections": len(getattr(state, "live", {})),
     }
     if transcriber is not None:
         limiter = state.limiter.statistics()
