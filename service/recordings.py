@@ -4,7 +4,7 @@
 session (`service.admission.admit_session`: caps, load, rate limit; refused before the
 upgrade), then one loop that reads a message, answers `status` ("Processing audio..."),
 decodes and transcribes it, and answers `transcription` or `error` (`protocol.dialects.seed_ws.
-RecordingCodec`). One message at a time: the next waits in hypercorn's queue (2 messages), so
+RecordingCodec`). One message at a time: the next waits in hypercorn's queue (10 messages), so
 a connection holds at most one recording in the app. The connection counts as a live session
 (`/health`'s `sessions` and `active_connections`, the session caps, a drain on shutdown cancels
 its loop and closes it with 1012).
@@ -24,7 +24,8 @@ with `error` and dropped; other text messages keep the 64 KiB JSON limit. A clie
 nothing between recordings, so the connection waits `Limits.audio_idle_timeout_s` (600 s),
 not the streaming routes' 30 s, before it is closed (1000, after an `error`). Memory per
 connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from base64, ≤ 60 s
-or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's queue.
+or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's queue (up to
+10 x 25 MiB: lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES` where that matters).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
 """
