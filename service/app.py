@@ -239,7 +239,7 @@ async def health(request: Request) -> JSONResponse:
         "status": "ok" if transcriber is not None else "starting",
         "model": state.options.model if transcriber is not None else state.settings.model,
         "sessions": len(getattr(state, "live", {})),
-        # the seed backends' name for the same count (001 "Real-Time Call Intelligence")
+        # the seeds' name for the same count (001 and 003 show "active connections")
         "active_connections": len(getattr(state, "live", {})),
     }
     if transcriber is not None:

@@ -112,11 +112,15 @@ def serve(settings: Settings) -> int:
         print(f"chorus: {error}", file=sys.stderr)
         return 1
     app = create_app(settings, model=model)
-    # hypercorn buffers a whole message (and up to `max_app_queue_size` of them) before the app
-    # sees it: its limit is the largest frame a route accepts, so bigger ones close with 1009
-    # at the door instead of being held in memory first
+    # hypercorn buffers a whole message before the app sees it, and queues up to
+    # `max_app_queue_size` (10) of them per connection: its limit is the largest message any
+    # route accepts (`WS /ws`'s audio messages, 25 MiB by default), so bigger ones close with
+    # 1009 at the door; each route still checks its own, smaller limit (`/v1/stream`: 1 MiB
+    # frames, answered with `frame_too_large`). The queue stays at hypercorn's 10: set to 2
+    # (to hold at most ~4 x 25 MiB per connection instead of ~12 x 25 MiB), a connection closed
+    # with 1009 hung in tests/test_attacks.py; see the README's memory note
     limits = app.state.security.limits
-    config.websocket_max_message_size = max(limits.max_frame_bytes, limits.max_message_bytes)
+    config.websocket_max_message_size = limits.largest_message_bytes
     # slow clients: hypercorn's idle timer runs from the connection's start until a request's
     # headers are complete, so headers that trickle are cut off after `keep_alive_timeout`,
     # and they may not pass `h11_max_incomplete_size`; a body has the app's own deadline

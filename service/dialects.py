@@ -13,16 +13,19 @@ on the call route, the sessions' details) is sent when the query string asks (`i
 `details=true`). The speech-to-text route records each session (SQLite row and WAV) as its
 seed did, unless the recording policy or `record=false` says not to.
 
-Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws`.
+Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws`
+(recordings: `service/recordings.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import trio
 from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -35,6 +38,8 @@ from protocol.dialects.seed_stt import SpeechToTextCodec
 from protocol.dialects.seed_ws import LiveAudioCodec
 from protocol.native import Config, Error, Final
 from service.admission import serve_session
+from service.limits import Limits
+from service.recordings import DECODES_AT_ONCE, serve_recordings
 from service.session import check_config
 from service.stream import native_config
 
@@ -44,7 +49,9 @@ def dialect_routes() -> list[BaseRoute]:
         WebSocketRoute("/v1/listen", listen_endpoint),
         WebSocketRoute("/ws/v1/speech-to-text", speech_to_text_endpoint),
         WebSocketRoute("/ws/{client_id}", call_endpoint),
-        WebSocketRoute("/ws", live_audio_endpoint),
+        WebSocketRoute(
+            "/ws", functools.partial(live_audio_endpoint, trio.CapacityLimiter(DECODES_AT_ONCE))
+        ),
     ]
 
 
@@ -115,10 +122,17 @@ async def call_endpoint(websocket: WebSocket) -> None:
     await _serve(websocket, codec, config, "/ws/{client_id}")
 
 
-async def live_audio_endpoint(websocket: WebSocket) -> None:
-    """Seeds "Live Audio Transcript" / "Audio WebSocket API": status and transcription."""
-    config = native_config(dict(websocket.query_params))
-    await _serve(websocket, LiveAudioCodec(), config, "/ws")
+async def live_audio_endpoint(decodes: trio.CapacityLimiter, websocket: WebSocket) -> None:
+    """Seeds "Audio WebSocket API" (003) / "Live Audio Transcript" (000): each `audio`
+    message a recording, answered with `status` then `transcription` (`service.recordings`);
+    `?stream=true` keeps the earlier streaming dialect (PCM, partials and finals)."""
+    params = dict(websocket.query_params)
+    if params.pop("stream", "").lower() in ("true", "1", "yes"):
+        await _serve(websocket, LiveAudioCodec(), native_config(params), "/ws")
+        return
+    security = getattr(websocket.app.state, "security", None)
+    limits: Limits = security.limits if security is not None else Limits()
+    await serve_recordings(websocket, limits, decodes)
 
 
 async def _serve(websocket: WebSocket, codec: Codec, config: Config | Error, route: str) -> None:

@@ -46,6 +46,8 @@ def _positive(environ: Mapping[str, str], name: str, default: float, kind: type)
 class Limits:
     max_frame_bytes: int = _MiB
     max_message_bytes: int = 64 * 1024
+    # one base64 `audio` message (or binary frame) of a whole recording on `WS /ws`
+    max_audio_message_bytes: int = 25 * _MiB
     max_upload_bytes: int = 100 * _MiB
     max_upload_s: float = (
         4 * 3600.0
@@ -61,7 +63,8 @@ class Limits:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Limits:
-        """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_UPLOAD_BYTES`, `…_UPLOAD_S`,
+        """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_AUDIO_MESSAGE_BYTES`,
+        `…_UPLOAD_BYTES`, `…_UPLOAD_S`,
         `CHORUS_MAX_SESSION_S`,
         `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_AUDIO_IDLE_TIMEOUT_S`, `CHORUS_MAX_SESSIONS_PER_CLIENT`,
         `CHORUS_MAX_SESSIONS`, `CHORUS_MAX_UPLOADS_PER_CLIENT`, `CHORUS_MAX_UPLOADS`,
@@ -77,6 +80,9 @@ class Limits:
         return cls(
             max_frame_bytes=whole("CHORUS_MAX_FRAME_BYTES", default.max_frame_bytes),
             max_message_bytes=whole("CHORUS_MAX_MESSAGE_BYTES", default.max_message_bytes),
+            max_audio_message_bytes=whole(
+                "CHORUS_MAX_AUDIO_MESSAGE_BYTES", default.max_audio_message_bytes
+            ),
             max_upload_bytes=whole("CHORUS_MAX_UPLOAD_BYTES", default.max_upload_bytes),
             max_upload_s=seconds("CHORUS_MAX_UPLOAD_S", default.max_upload_s),
             max_session_s=seconds("CHORUS_MAX_SESSION_S", default.max_session_s),
@@ -96,6 +102,11 @@ class Limits:
                 "CHORUS_UPLOAD_READ_TIMEOUT_S", default.upload_read_timeout_s
             ),
         )
+
+    @property
+    def largest_message_bytes(self) -> int:
+        """The largest WebSocket message any route accepts: the ASGI server's own limit."""
+        return max(self.max_frame_bytes, self.max_message_bytes, self.max_audio_message_bytes)
 
     def check_message(self, message: str | bytes) -> None:
         """Raise `ProtocolError` (not fatal) for a binary frame or a text message too big."""

@@ -149,21 +149,38 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for memory")
-async def test_a_frame_over_the_limit_is_closed_1009_by_the_server_before_buffering(
+async def test_a_frame_over_the_limit_is_refused_and_over_every_limit_closed_1009(
     tmp_path: Path,
 ) -> None:
+    """hypercorn's limit is the largest message any route takes (`WS /ws`'s audio messages,
+    here 4 MiB); `/v1/stream` refuses a 2 MiB frame itself (its limit is 1 MiB) and keeps
+    nothing of it; a frame over 4 MiB is closed with 1009 at the door, before it is buffered."""
     port = free_port()
-    process = await start_server(tmp_path, port)
+    limits = {"CHORUS_MAX_AUDIO_MESSAGE_BYTES": str(4 << 20)}
+    process = await start_server(tmp_path, port, env=limits)
     try:
         before = _rss_kib(process.pid)
         for _ in range(3):
             async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
                 await ws.get_message()  # ready
-                await ws.send_message(bytes(2 << 20))  # 2 MiB, the limit is 1 MiB
+                await ws.send_message(bytes(2 << 20))  # 2 MiB, /v1/stream's limit is 1 MiB
+                with trio.fail_after(10):
+                    error = json.loads(await ws.get_message())
+                assert error["type"] == "error" and error["code"] == "frame_too_large"
+                await ws.send_message(json.dumps({"type": "stop"}))
                 with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
                     while True:
                         await ws.get_message()
-                assert closed.value.reason.code == 1009
+                assert closed.value.reason.code == 1000
+            for path in ("/v1/stream", "/ws"):
+                async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
+                    # over every route's limit, by a little: the bytes the server no longer
+                    # reads once it has closed must fit the sockets' buffers, or this blocks
+                    await ws.send_message(bytes((4 << 20) + (64 << 10)))
+                    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+                        while True:
+                            await ws.get_message()
+                    assert closed.value.reason.code == 1009
         grown = _rss_kib(process.pid) - before
         assert grown < 32 * 1024, f"the server grew by {grown} KiB"
         async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:  # and it still serves

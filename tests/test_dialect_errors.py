@@ -156,7 +156,7 @@ async def test_call_bad_query_option_is_an_error_then_close(address: str) -> Non
     assert quiet.messages == [] and quiet.close_code == 1008  # the close says why
 
 
-# -- live-audio seed ---------------------------------------------------------------------------
+# -- live-audio seed, streaming (`?stream=true`; recordings: tests/test_seed_003.py) -----------
 
 
 async def test_live_audio_bad_messages(address: str) -> None:
@@ -169,7 +169,7 @@ async def test_live_audio_bad_messages(address: str) -> None:
         *chunks(AUDIO, 6400),
         '{"type": "stop"}',
     ]
-    result = await exchange(f"ws://{address}/ws", outgoing)
+    result = await exchange(f"ws://{address}/ws?stream=true", outgoing)
     errors = _errors(result.messages)
     assert [e["code"] for e in errors] == [
         "invalid_base64",
@@ -183,7 +183,7 @@ async def test_live_audio_bad_messages(address: str) -> None:
 
 
 async def test_live_audio_english_only_model_refuses_french(address: str) -> None:
-    result = await exchange(f"ws://{address}/ws?language=fr", [])
+    result = await exchange(f"ws://{address}/ws?stream=true&language=fr", [])
     [error] = _errors(result.messages)
     assert (error["code"], error["fatal"]) == ("unsupported_language", True)
     assert result.close_code == 1008

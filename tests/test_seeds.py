@@ -1,5 +1,6 @@
 """The seed protocols, message for message, against a real server with tiny.en:
-`WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws` and `POST /transcribe`."""
+`WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws?stream=true` and `POST /transcribe`
+(`WS /ws` as the 003 seed's README shows it: tests/test_seed_003.py)."""
 
 from __future__ import annotations
 
@@ -137,8 +138,10 @@ async def test_call_intelligence_sentiment_can_be_turned_off(
     assert result.close_code == 1000
 
 
-async def test_live_audio_seed(tiny_model: SpeechModel, tmp_path: Path) -> None:
-    """Binary frames and base64 `audio` messages mixed, as the two seeds send them."""
+async def test_live_audio_streaming_dialect(tiny_model: SpeechModel, tmp_path: Path) -> None:
+    """`/ws?stream=true`: Chorus's earlier streaming `/ws` (PCM in binary frames and base64
+    `audio` messages mixed), kept for its clients; the seeds' own shapes, a recording per
+    message, are the default (tests/test_seed_003.py)."""
     audio = pcm16_file(DATA / "weather.wav") + _silence(1.0)
     pieces = chunks(audio, 4000)
     outgoing: list[str | bytes] = [
@@ -149,7 +152,7 @@ async def test_live_audio_seed(tiny_model: SpeechModel, tmp_path: Path) -> None:
     ]
     outgoing += ['{"type": "ping"}', '{"type": "stop"}']
     async with serving(tiny_model, tmp_path) as address:
-        result = await exchange(f"ws://{address}/ws?interim=true", outgoing)
+        result = await exchange(f"ws://{address}/ws?stream=true&interim=true", outgoing)
     assert result.close_code == 1000
     statuses = [m["status"] for m in result.of_type("status")]
     assert statuses[:2] == ["connected", "listening"]

@@ -8,13 +8,14 @@ names and codes. Routes live in `service/dialects.py`.
 from protocol.dialects.deepgram import DeepgramCodec, QueryError, handshake_error, parse_query
 from protocol.dialects.seed_call import CallCodec
 from protocol.dialects.seed_stt import SpeechToTextCodec
-from protocol.dialects.seed_ws import LiveAudioCodec
+from protocol.dialects.seed_ws import LiveAudioCodec, RecordingCodec
 
 __all__ = [
     "CallCodec",
     "DeepgramCodec",
     "LiveAudioCodec",
     "QueryError",
+    "RecordingCodec",
     "SpeechToTextCodec",
     "handshake_error",
     "parse_query",

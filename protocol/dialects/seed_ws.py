@@ -1,13 +1,29 @@
-"""The "Live Audio Transcript" / "Audio WebSocket API" seeds, `WS /ws`, as a codec (sans-IO).
+"""The "Audio WebSocket API" (003) and "Live Audio Transcript" (000) seeds, `WS /ws`, as
+codecs (sans-IO).
 
-Session options come from query parameters (the native names: `sample_rate`, `encoding`,
-`language`, `interim`, `endpointing_ms`, …). Audio is 16-bit little-endian PCM, 16 kHz mono
-unless the query says otherwise (`encoding=auto` takes a browser's webm/opus).
+**Recordings (the default, `RecordingCodec`)**: what 003's README shows, message for message.
+Client → server: `{"type": "audio", "audio": <base64>}` where the base64 is a recording (WAV,
+WebM, Ogg, MP3, …; a whole one, or MediaRecorder chunks: a first chunk with the container
+header, then continuation chunks); a binary frame is taken as such a payload too (000's README
+shows no message format; its front end streams the recorder's chunks). Server → client, for
+each audio message, in this order and with exactly these keys:
 
-Client → server: binary frames are audio; text frames are JSON with a `type`:
-`{"type": "audio", "audio": <base64>}`, `{"type": "stop"}` (finish, then close 1000),
-`{"type": "ping"}` → `{"type": "pong"}`.
+* `{"type": "status", "message": "Processing audio..."}` when it arrives, then
+* `{"type": "transcription", "text": <str>, "status": "success"}` (the text of that message's
+  audio only, so a client can append it; `""` for silence), or
+* `{"type": "error", "message": <str>}` when it cannot be decoded or transcribed (also for a
+  bad or too big message; the connection stays open).
 
+Choices where the READMEs are silent: no message on connect (the README shows none); no
+`code`, `session_id` or timing fields (a client of that backend has nowhere to show them);
+`{"type": "stop"}` closes with 1000 and `{"type": "ping"}` answers `{"type": "pong"}` (kept
+from the streaming dialect; neither README shows them, so no client depends on them).
+
+**Streaming (`?stream=true`, `LiveAudioCodec`)**: Chorus's earlier `/ws`, kept for clients
+written against it. Session options come from query parameters (the native names:
+`sample_rate`, `encoding`, `language`, `interim`, `endpointing_ms`, …). Audio is 16-bit
+little-endian PCM, 16 kHz mono unless the query says otherwise (`encoding=auto` takes a
+browser's webm/opus), in binary frames or `audio` messages; `stop` and `ping` as above.
 Server → client (JSON with a `type`):
 
 * `status` {`status`, `session_id`?, `transcript`?, `message`?}: `connected` then `listening`
@@ -25,7 +41,7 @@ from typing import Literal
 
 import msgspec
 
-from protocol.codec import Inbound
+from protocol.codec import Inbound, ProtocolError
 from protocol.dialects.common import b64_audio, binary_audio, decode_json, encoder
 from protocol.native import (
     Error,
@@ -163,3 +179,67 @@ class LiveAudioCodec:
             utterance=frame.utterance,
             confidence=confidence,
         )
+
+
+# -- recordings (003) ------------------------------------------------------------------------
+
+PROCESSING = "Processing audio..."
+
+
+class RecordingStatus(Out, tag="status"):
+    message: str
+
+
+class RecordingTranscription(Out, tag="transcription"):
+    text: str
+    status: Literal["success"]  # no default: `omit_defaults` would drop it
+
+
+class RecordingError(Out, tag="error"):
+    message: str
+
+
+class RecordingCodec:
+    """003's messages. `decode` takes one client message (already under the route's audio
+    message limit) and returns the recording's bytes, `Stop` or `Ping`; it raises
+    `ProtocolError` for anything else, and for a control message over `max_control_bytes`."""
+
+    name = "seed_ws_recordings"
+
+    def __init__(self, max_control_bytes: int = 64 * 1024) -> None:
+        self.max_control_bytes = max_control_bytes
+
+    def decode(self, message: str | bytes) -> bytes | Stop | Ping:
+        if isinstance(message, bytes):
+            return binary_audio(message)
+        decoded = decode_json(_decoder, message, "type")
+        if not isinstance(decoded, AudioMessage) and len(message) > self.max_control_bytes:
+            raise ProtocolError(
+                "message_too_large",
+                f"a {decoded.__class__.__name__} message of {len(message)} bytes is over the "
+                f"{self.max_control_bytes}-byte limit for messages other than audio",
+            )
+        match decoded:
+            case AudioMessage(audio=data):
+                return b64_audio(data, "audio")
+            case StopMessage():
+                return Stop()
+            case PingMessage():
+                return Ping()
+        raise AssertionError("unhandled message")
+
+    def processing(self) -> str:
+        return _text(RecordingStatus(message=PROCESSING))
+
+    def transcription(self, text: str) -> str:
+        return _text(RecordingTranscription(text=text, status="success"))
+
+    def error(self, message: str) -> str:
+        return _text(RecordingError(message=message))
+
+    def pong(self) -> str:
+        return _text(PongOut())
+
+
+def _text(out: Out) -> str:
+    return encoder.encode(out).decode()
