@@ -27,7 +27,7 @@ import logging
 from types import SimpleNamespace
 
 from service.app import create_app
-from service.cli import refuse_open
+from service.cli import hypercorn_settings, refuse_open
 from service.config import Settings
 
 settings = Settings.from_env()
@@ -38,13 +38,5 @@ logging.basicConfig(
 )
 app = create_app(settings)
 
-_limits = app.state.security.limits
 # `chorus serve`'s hypercorn settings, for `-c python:service.asgi.hypercorn_config`
-hypercorn_config = SimpleNamespace(
-    bind=[f"{settings.host}:{settings.port}"],
-    graceful_timeout=10.0,
-    websocket_max_message_size=max(_limits.max_frame_bytes, _limits.max_message_bytes),
-    keep_alive_timeout=5.0,
-    h11_max_incomplete_size=16 * 1024,
-    read_timeout=None,
-)
+hypercorn_config = SimpleNamespace(**hypercorn_settings(settings, app.state.security.limits))

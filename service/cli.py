@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from service.config import Settings
+from service.limits import Limits
 from service.tools import add_commands, run_command
 
 
@@ -89,6 +90,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
+    """hypercorn's settings for Chorus, the same under `chorus serve` and `service.asgi`.
+
+    hypercorn buffers a whole message before the app sees it, and queues up to
+    `max_app_queue_size` (10) of them per connection: its limit is the largest message any
+    route accepts (`WS /ws`'s audio messages, 25 MiB by default), so bigger ones close with
+    1009 at the door; each route still checks its own, smaller limit (`/v1/stream`: 1 MiB
+    frames, answered with `frame_too_large`). The queue stays at hypercorn's 10: set to 2, a
+    connection closed with 1009 hung in tests/test_attacks.py; see the README's memory note.
+
+    Slow clients: hypercorn's idle timer runs from the connection's start until a request's
+    headers are complete, so headers that trickle are cut off after `keep_alive_timeout`, and
+    they may not pass `h11_max_incomplete_size`; a body has the app's own deadline
+    (`Limits.upload_read_timeout_s`, 408), as a silent WebSocket has its idle timeout. No
+    `read_timeout`: it also ends the wait of a client whose upload is being transcribed (it
+    sends nothing meanwhile), and a client going away now cancels its transcription.
+    """
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        "graceful_timeout": 10.0,
+        "accesslog": None,
+        "websocket_max_message_size": limits.largest_message_bytes,
+        "keep_alive_timeout": 5.0,
+        "h11_max_incomplete_size": 16 * 1024,
+        "read_timeout": None,
+    }
+
+
 def serve(settings: Settings) -> int:
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve as hypercorn_serve
@@ -102,34 +131,15 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = HypercornConfig()
-    config.bind = [f"{settings.host}:{settings.port}"]
-    config.graceful_timeout = 10.0
-    config.accesslog = None
     try:
         model = load_whisper(settings)
     except ModelNotFound as error:
         print(f"chorus: {error}", file=sys.stderr)
         return 1
     app = create_app(settings, model=model)
-    # hypercorn buffers a whole message before the app sees it, and queues up to
-    # `max_app_queue_size` (10) of them per connection: its limit is the largest message any
-    # route accepts (`WS /ws`'s audio messages, 25 MiB by default), so bigger ones close with
-    # 1009 at the door; each route still checks its own, smaller limit (`/v1/stream`: 1 MiB
-    # frames, answered with `frame_too_large`). The queue stays at hypercorn's 10: set to 2
-    # (to hold at most ~4 x 25 MiB per connection instead of ~12 x 25 MiB), a connection closed
-    # with 1009 hung in tests/test_attacks.py; see the README's memory note
-    limits = app.state.security.limits
-    config.websocket_max_message_size = limits.largest_message_bytes
-    # slow clients: hypercorn's idle timer runs from the connection's start until a request's
-    # headers are complete, so headers that trickle are cut off after `keep_alive_timeout`,
-    # and they may not pass `h11_max_incomplete_size`; a body has the app's own deadline
-    # (`Limits.upload_read_timeout_s`, 408), as a silent WebSocket has its idle timeout. No
-    # `read_timeout`: it also ends the wait of a client whose upload is being transcribed
-    # (it sends nothing meanwhile), and a client going away now cancels its transcription
-    config.keep_alive_timeout = 5.0
-    config.h11_max_incomplete_size = 16 * 1024
-    config.read_timeout = None
+    config = HypercornConfig()
+    for name, value in hypercorn_settings(settings, app.state.security.limits).items():
+        setattr(config, name, value)
 
     async def run() -> None:
         shutdown = trio.Event()
