@@ -297,7 +297,7 @@ async def test_ten_clients_at_100x_do_not_slow_a_real_time_session(
             read = sorted(session.received_s for session in app.state.live.values())
             nursery.cancel_scope.cancel()
     assert len(alone) == len(loaded) == 3
-    assert max(loaded) < max(alone) + 1.0, (alone, loaded)
+    assert max(loaded) < max(alone) + 2.0, (alone, loaded)  # generous: CI machines vary
     # each flood (the sessions still live) was read 10 s ahead, then at 1.5x real time
     assert len(read) >= 10 and read[-1] <= 10.0 + 1.5 * took + 1.0, (took, read)
 
