@@ -113,14 +113,12 @@ class FileTranscript:
 def find_utterances(samples: Samples, options: FileOptions) -> list[tuple[int, int]]:
     """(start, end) sample offsets of the utterances the segmenter cuts. Blocking (VAD)."""
     segmenter = _segmenter(options)
-    events = [*segmenter.feed(samples), *segmenter.close()]
     spans = []
-    for event in events:
-        if isinstance(event, Segment) and event.final:
-            start = round(event.start * SAMPLE_RATE)
-            end = min(round(event.end * SAMPLE_RATE), len(samples))
-            if end > start:
-                spans.append((start, end))
+    for segment in [*_cut(segmenter, samples), *_cut(segmenter, None)]:
+        start = round(segment.start * SAMPLE_RATE)
+        end = min(round(segment.end * SAMPLE_RATE), len(samples))
+        if end > start:
+            spans.append((start, end))
     return spans
 
 

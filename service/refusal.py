@@ -59,13 +59,18 @@ async def answer_http(refusal: Refusal, scope: Scope, receive: Receive, send: Se
     first (at most `DRAIN_BYTES`, `DRAIN_S`); a bigger one is not worth reading: it gets the
     answer and the close.
     """
+    await drain_body(receive)
+    await refusal.response()(scope, receive, send)
+
+
+async def drain_body(receive: Receive) -> None:
+    """Read and drop a request body that is refused unread, up to `DRAIN_BYTES`/`DRAIN_S`."""
     read = 0
     with trio.move_on_after(DRAIN_S):
         while read <= DRAIN_BYTES:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                return
             read += len(message.get("body", b""))
             if not message.get("more_body", False):
-                break
-    await refusal.response()(scope, receive, send)
+                return

@@ -55,7 +55,7 @@ from protocol import chatserver
 from protocol.dialects.languages import language_code
 from service.admission import admit
 from service.limits import Limits, UploadTooLarge
-from service.refusal import DRAIN_BYTES, DRAIN_S
+from service.refusal import drain_body
 
 log = logging.getLogger("chorus.uploads")
 
@@ -95,19 +95,6 @@ def upload_limits(request: Request) -> Limits:
     security = getattr(request.app.state, "security", None)
     limits: Limits = security.limits if security is not None else Limits()
     return limits
-
-
-async def _drain(request: Request) -> None:
-    """Read and drop a small refused body (see `service.refusal.answer_http`)."""
-    read = 0
-    with trio.move_on_after(DRAIN_S):
-        try:
-            async for chunk in request.stream():
-                read += len(chunk)
-                if read > DRAIN_BYTES:
-                    return
-        except ClientDisconnect:
-            return
 
 
 async def check_admission(request: Request) -> None:
@@ -187,7 +174,7 @@ class Uploads:
                 yield
         except UploadError:
             if not admitted:
-                await _drain(request)  # refused before the body: read a small one first
+                await drain_body(request.receive)  # refused before the body: read a small one
             raise
 
     @asynccontextmanager

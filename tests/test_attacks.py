@@ -23,16 +23,9 @@ from ws_client import connect, receive_all
 
 from actors.decode import UndecodableAudio, decode_file
 from actors.decode_stream import StreamingDecoder
+from bench.soak import wav_declaring
 from service.app import create_app
 from service.config import Settings
-
-
-def wav_declaring(rate: int, data: bytes) -> bytes:
-    """A 16-bit mono WAV whose header says `rate` Hz, holding `data`."""
-    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2 & 0xFFFFFFFF, 2, 16)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-    body += b"data" + struct.pack("<I", len(data)) + data
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def webm_with_rate(rate: float) -> bytes:
