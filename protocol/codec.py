@@ -1,10 +1,10 @@
 """What a dialect is: a sans-IO codec between one client's wire shapes and the native frames.
 
-The session pipeline (`service/session.py`) speaks only native frames (`protocol.native`). Each
-route owns one `Codec` per connection: `decode` turns what the client sent into audio bytes and
-native client frames, `encode` turns a native server frame into zero or more messages for the
-client. A codec keeps whatever per-session state its dialect needs (sequence numbers, the
-session's start, which events the client asked for); it never does I/O.
+The session pipeline (`service/session/supervisor.py`) speaks only native frames
+(`protocol.native`). Each route owns one `Codec` per connection: `decode` turns what the client
+sent into audio bytes and native client frames, `encode` turns a native server frame into zero or
+more messages for the client. A codec keeps whatever per-session state its dialect needs (sequence
+numbers, the session's start, which events the client asked for); it never does I/O.
 """
 
 from __future__ import annotations

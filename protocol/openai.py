@@ -1,8 +1,8 @@
 """OpenAI audio API shapes (`/v1/audio/transcriptions`, `/v1/audio/translations`,
 `/v1/models`) and the text, SRT and WebVTT formatters. Sans-IO: Structs and pure functions.
 
-The HTTP layer (`service/uploads.py`) turns a transcribed file into `Segment`s and `Word`s (times
-in seconds from the start of the file) and picks a formatter by `response_format`:
+The HTTP layer (`service/routes/uploads.py`) turns a transcribed file into `Segment`s and `Word`s
+(times in seconds from the start of the file) and picks a formatter by `response_format`:
 
 * `json` → `{"text"}`; `text` → the text and a newline; `verbose_json` → `{"task", "language"
   (the language's English name, as OpenAI writes it), "duration", "text", "segments", "words"?}`

@@ -6,7 +6,7 @@ shutdown: the one transcriber (`app.state.transcriber`), the store (`app.state.s
 rate limiter (`app.state.limiter`); the session gate counts live sessions. An actor that dies
 ends that task only: `app.state.actors` (`service.supervision.ActorWatch`) names it, the
 server logs it, and `/health` answers 503 until the process is restarted. Each WebSocket
-route runs its session's nursery (`service.admission.serve_session`) inside the request. On
+route runs its session's nursery (`service.session.admission.serve_session`) inside the request. On
 shutdown the transcriber's queue closes and the actor finishes what it holds; the store
 commits what is queued and closes.
 
@@ -31,24 +31,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.limiter import LimiterConfig, open_limiter
-from actors.model_api import SpeechModel
-from actors.sentiment import load_sentiment
-from actors.store import StoreHandle, open_store
-from actors.transcriber import TranscriberConfig, TranscriberHandle, open_transcriber
-from service.admission import LiveSessions, capacity_statistics, session_limits
-from service.api_docs import api_docs_routes
-from service.capacity import CapacityMeter
+from actors.model.port import SpeechModel
+from actors.model.sentiment import load_sentiment
+from actors.store.actor import StoreHandle, open_store
+from actors.transcriber.actor import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.config import Settings, environment
-from service.dialects import dialect_routes
-from service.limits import BodyLimitMiddleware, SessionGate
-from service.metrics import metrics
-from service.pipeline import StreamOptions
-from service.security import SecurityConfig, SecurityMiddleware
-from service.sessions_api import sessions_routes
-from service.stream import stream_endpoint
+from service.policy.capacity import CapacityMeter
+from service.policy.limits import BodyLimitMiddleware, SessionGate
+from service.policy.security import SecurityConfig, SecurityMiddleware
+from service.routes.dialects import dialect_routes
+from service.routes.docs import api_docs_routes
+from service.routes.metrics import metrics
+from service.routes.sessions import sessions_routes
+from service.routes.stream import stream_endpoint
+from service.routes.uploads import upload_routes
+from service.routes.web import web_routes
+from service.session.admission import LiveSessions, capacity_statistics, session_limits
+from service.session.ports import StreamOptions
 from service.supervision import ActorWatch
-from service.uploads import upload_routes
-from service.web import web_routes
 
 log = logging.getLogger("chorus")
 
@@ -56,8 +56,8 @@ ModelLoader = Callable[[Settings], SpeechModel]
 
 
 def load_whisper(settings: Settings) -> SpeechModel:
-    from actors.model import WhisperAdapter
-    from actors.model_files import resolve_model
+    from actors.model.weights import resolve_model
+    from actors.model.whisper import WhisperAdapter
 
     return WhisperAdapter(
         resolve_model(settings.model),

@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from service.config import Settings
-from service.limits import Limits
+from service.policy.limits import Limits
 from service.tools import add_commands, run_command
 
 
@@ -122,7 +122,7 @@ def serve(settings: Settings) -> int:
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve as hypercorn_serve
 
-    from actors.model_files import ModelNotFound
+    from actors.model.weights import ModelNotFound
     from service.app import create_app, drain_sessions, load_whisper
 
     if (refusal := refuse_open(settings)) is not None:
@@ -165,8 +165,8 @@ def refuse_open(settings: Settings) -> str | None:
     """Why `serve` must not start (before the model loads): an address beyond loopback and no
     API keys, which would let anyone who reaches it transcribe, read and delete sessions."""
     from service.config import environment
-    from service.hosts import is_loopback
-    from service.security import ApiKeys
+    from service.policy.hosts import is_loopback
+    from service.policy.security import ApiKeys
 
     try:
         keys = ApiKeys.from_env(environment())

@@ -1,7 +1,8 @@
 """Server settings from the environment (a `.env` file is read when present) and CLI flags.
 
 `Settings.from_env()` is called once by the CLI or by `create_app()`; the record is frozen and
-handed down. Limits and security settings that belong to `service/security.py` are read there.
+handed down. Limits and security settings that belong to `service/policy/security.py` are
+read there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import get_args
 
 import attrs
 
-from actors.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
+from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:

@@ -3,8 +3,8 @@
 `chorus transcribe FILE… [--format txt|srt|vtt|json] [--language] [--model] [--output-dir]`
 runs in-process: it loads the model, opens the transcriber actor (`open_transcriber`, owned by
 the command's one `trio.run`), then decodes each file in a worker thread and transcribes it
-with `actors.files.transcribe_samples`, one file after another; a text progress bar goes to
-stderr for files of 30 s or more. Output goes to stdout (a `==> FILE <==` line before each
+with `actors.transcriber.files.transcribe_samples`, one file after another; a text progress bar
+goes to stderr for files of 30 s or more. Output goes to stdout (a `==> FILE <==` line before each
 when there are several) or, with `--output-dir`, to `DIR/<name>.<format>`. `json` is OpenAI's
 `verbose_json` with words. A file that cannot be decoded is reported on stderr and the others
 go on; the exit status is 1 then.
@@ -29,12 +29,12 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import numpy as np
 import trio
 
-from actors.decode import UndecodableAudio, decode_file_async
-from actors.files import FileOptions, FileTranscript, transcribe_samples
-from actors.model_api import SpeechModel
+from actors.audio.file_decoder import UndecodableAudio, decode_file_async
+from actors.model.port import SpeechModel
+from actors.transcriber.files import FileOptions, FileTranscript, transcribe_samples
 from protocol.dialects.languages import language_code
 from protocol.openai import ResponseFormat
-from service.openai_api import render
+from service.routes.openai_api import render
 
 FORMATS: dict[str, ResponseFormat] = {
     "txt": "text",
@@ -86,7 +86,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def transcribe_command(args: argparse.Namespace) -> int:
-    from actors.model_files import ModelNotFound
+    from actors.model.weights import ModelNotFound
     from service.app import load_whisper
     from service.config import Settings
 
@@ -132,7 +132,7 @@ async def transcribe_files(
     batch_size: int = 8,
 ) -> int:
     """Transcribe `files` in turn on one transcriber; returns the exit status."""
-    from actors.transcriber import TranscriberConfig, open_transcriber
+    from actors.transcriber.actor import TranscriberConfig, open_transcriber
 
     status = 0
     config = TranscriberConfig(max_batch_size=batch_size, background_batch_size=batch_size)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soxr
 
-from actors.model_api import Samples
+from actors.model.port import Samples
 from protocol.dialects.pcm import g711_table
 
 HERE = Path(__file__).resolve().parent

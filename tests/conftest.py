@@ -14,7 +14,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.types import ASGIApp
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -22,8 +22,8 @@ DATA = HERE / "data"
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Iterator[SpeechModel]:
-    from actors.model import WhisperAdapter
-    from actors.model_files import resolve_model
+    from actors.model.weights import resolve_model
+    from actors.model.whisper import WhisperAdapter
 
     yield WhisperAdapter(resolve_model("tiny.en"), compute_type="int8", cpu_threads=2)
 

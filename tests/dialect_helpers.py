@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from trio_websocket import ConnectionClosed
 from ws_client import connect
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 
 DATA = Path(__file__).resolve().parent / "data"
 SPEECH = Path(
@@ -62,7 +62,7 @@ def overlap(hypothesis: str, expected: str) -> float:
 
 def pcm16_file(path: Path) -> bytes:
     """16 kHz mono s16le of any audio file."""
-    from actors.decode import decode_file
+    from actors.audio.file_decoder import decode_file
 
     samples = decode_file(path)
     return bytes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
@@ -77,8 +77,8 @@ def dialect_app(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> Sta
     """The app as the brief builds it: every dialect and upload route, the real model."""
     from service.app import create_app
     from service.config import Settings
-    from service.dialects import dialect_routes
-    from service.uploads import upload_routes
+    from service.routes.dialects import dialect_routes
+    from service.routes.uploads import upload_routes
 
     return create_app(
         Settings(model="tiny.en", data_dir=data_dir, pace=pace),

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 import msgspec
 import trio
 
-from actors.model_api import SAMPLE_RATE, Priority, Request, Result
+from actors.model.port import SAMPLE_RATE, Priority, Request, Result
 from protocol.native import ServerFrame, server_decoder
-from service.pipeline import ClientGone
+from service.session.ports import ClientGone
 
 
 def describe(request: Request) -> str:

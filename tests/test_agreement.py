@@ -10,12 +10,12 @@ import trio
 from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber
 
-from actors.model_api import SAMPLE_RATE, Request
+from actors.model.port import SAMPLE_RATE, Request
 from protocol.native import Config, Final, NativeCodec, Partial, encoder
 from protocol.native import Stop as StopFrame
-from service.agreement import Agreement
-from service.pipeline import StreamOptions
-from service.session import run_session
+from service.session.agreement import Agreement
+from service.session.ports import StreamOptions
+from service.session.supervisor import run_session
 
 SCRIPT = [
     "the",

@@ -21,8 +21,8 @@ from test_server_processes import free_port, start_server, stop
 from trio_websocket import ConnectionClosed
 from ws_client import connect, receive_all
 
-from actors.decode import UndecodableAudio, decode_file
-from actors.decode_stream import StreamingDecoder
+from actors.audio.file_decoder import UndecodableAudio, decode_file
+from actors.audio.stream_decoder import StreamingDecoder
 from bench.soak import wav_declaring
 from service.app import create_app
 from service.config import Settings
@@ -323,8 +323,8 @@ async def test_a_long_upload_is_decoded_and_transcribed_in_flat_memory(tmp_path:
     of float32 samples for eight minutes)."""
     import tracemalloc
 
-    from actors.files import FileOptions, transcribe_file
-    from actors.model_api import Priority, Request, Result
+    from actors.model.port import Priority, Request, Result
+    from actors.transcriber.files import FileOptions, transcribe_file
 
     class Forgetful:  # keeps no request, unlike tests/fakes.py:FakeTranscriber
         async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:

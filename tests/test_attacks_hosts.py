@@ -25,9 +25,9 @@ from starlette.applications import Starlette
 from test_server_processes import free_port
 from ws_client import connect, rejected
 
-from actors.model_api import Priority, Request
-from actors.store import StoreClosed
-from actors.transcriber import TranscriberClosed
+from actors.model.port import Priority, Request
+from actors.store.actor import StoreClosed
+from actors.transcriber.actor import TranscriberClosed
 from service.app import create_app
 from service.config import Settings
 

@@ -30,14 +30,14 @@ from fakes import FakeModel
 from trio_websocket import WebSocketConnection, open_websocket_url
 from ws_client import receive_all, rejected, send_json
 
-from actors.decode import UndecodableAudio, decode_file
-from actors.decode_stream import StreamingDecoder
-from actors.demux_ffmpeg import Mp4FragmentDemuxer
+from actors.audio.demux_ffmpeg import Mp4FragmentDemuxer
+from actors.audio.file_decoder import UndecodableAudio, decode_file
+from actors.audio.stream_decoder import StreamingDecoder
 from actors.limiter import LimiterConfig, RateLimits
 from service.app import create_app
 from service.config import Settings
-from service.limits import Limits
-from service.security import SecurityConfig
+from service.policy.limits import Limits
+from service.policy.security import SecurityConfig
 
 
 def _make_clips() -> ModuleType:

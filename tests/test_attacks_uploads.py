@@ -20,12 +20,12 @@ from conftest import serve_app
 from fakes import FakeModel
 from starlette.applications import Starlette
 
-from actors.files import FileOptions, find_utterances
-from actors.model_api import SAMPLE_RATE
+from actors.model.port import SAMPLE_RATE
+from actors.transcriber.files import FileOptions, find_utterances
 from service.app import create_app
 from service.config import Settings
-from service.limits import Limits
-from service.security import ApiKeys, SecurityConfig
+from service.policy.limits import Limits
+from service.policy.security import ApiKeys, SecurityConfig
 
 KEYS = ApiKeys.from_env({"CHORUS_API_KEYS": "alice:key-alice,bob:key-bob,carol:key-carol"})
 OPENAI = "/v1/audio/transcriptions"

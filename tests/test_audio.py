@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.audio import PcmDecoder
+from actors.audio.pcm import PcmDecoder
 
 
 def sine(rate: int, seconds: float, hz: float) -> np.ndarray:

@@ -18,11 +18,11 @@ from conftest import serve_app
 from fakes import FakeModel
 from ws_client import connect, receive_all, rejected, send_audio, send_json
 
-from actors.model_api import Request, Result
-from actors.transcriber import TranscriberConfig, open_transcriber
+from actors.model.port import Request, Result
+from actors.transcriber.actor import TranscriberConfig, open_transcriber
 from service.app import create_app
-from service.capacity import CapacityMeter, Counters
 from service.config import Settings
+from service.policy.capacity import CapacityMeter, Counters
 
 
 def test_nothing_is_refused_before_anything_was_measured() -> None:

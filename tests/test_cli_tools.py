@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from dialect_helpers import DATA, load_make_clips, overlap, serving
 
-from actors.decode import decode_file
-from actors.model_api import SpeechModel
+from actors.audio.file_decoder import decode_file
+from actors.model.port import SpeechModel
 from service.tools import add_commands, run_command, stream_file, stream_url, transcribe_files
 
 WEATHER = "The weather today is sunny with a light breeze from the west."

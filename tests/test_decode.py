@@ -18,15 +18,15 @@ import numpy.typing as npt
 import pytest
 import trio
 
-from actors.decode import (
+from actors.audio.file_decoder import (
     AudioInfo,
     UndecodableAudio,
     decode_file,
     decode_file_async,
     probe_audio,
 )
-from actors.decode_stream import StreamingDecoder
-from actors.model_api import SAMPLE_RATE, Samples
+from actors.audio.stream_decoder import StreamingDecoder
+from actors.model.port import SAMPLE_RATE, Samples
 
 DATA = Path(__file__).resolve().parent / "data"
 SPEECH = Path(

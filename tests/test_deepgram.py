@@ -28,7 +28,7 @@ from dialect_helpers import (
 )
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 from protocol.codec import ProtocolError
 from protocol.dialects.deepgram import DeepgramCodec, QueryError, parse_query
 from protocol.dialects.pcm import Downmixer, G711Expander
@@ -405,7 +405,7 @@ def _mulaw(samples: np.ndarray[Any, np.dtype[np.float32]]) -> bytes:
 
 async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) -> None:
     """Runs on a fresh clone: the project's own espeak-ng clip, sent as 8 kHz μ-law."""
-    from actors.decode import decode_file
+    from actors.audio.file_decoder import decode_file
 
     narrow = soxr.resample(decode_file(DATA / "weather.wav"), 16000, 8000).astype(np.float32)
     outgoing = [*chunks(_mulaw(narrow), 1600), '{"type": "CloseStream"}']
@@ -426,7 +426,7 @@ async def test_browser_webm_in_250ms_chunks_matches_pcm(
 ) -> None:
     """What a browser's MediaRecorder sends (live webm/opus, no `encoding`) against the same
     audio as 16 kHz PCM."""
-    from actors.decode import decode_file
+    from actors.audio.file_decoder import decode_file
 
     voice = decode_file(speech(JFK))
     webm = load_make_clips().encode_clip(

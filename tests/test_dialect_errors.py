@@ -14,7 +14,7 @@ from conftest import serve_app
 from dialect_helpers import DATA, chunks, dialect_app, exchange, pcm16_file
 from ws_client import rejected
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 
 AUDIO = pcm16_file(DATA / "library.wav")
 

@@ -1,4 +1,5 @@
-"""`actors.files`: files of any length on the shared transcriber, cut by the live segmenter.
+"""`actors.transcriber.files`: files of any length on the shared transcriber, cut by the live
+segmenter.
 
 The priority tests use `tests/fakes.py:FakeModel` (gated in its worker thread) under the real
 transcriber actor; the others use real speech and, where said, the real tiny.en model."""
@@ -15,16 +16,16 @@ import trio.testing
 from dialect_helpers import DATA, overlap
 from fakes import FakeModel
 
-from actors.decode import UndecodableAudio, decode_file
-from actors.files import (
+from actors.audio.file_decoder import UndecodableAudio, decode_file
+from actors.model.port import DecodeOptions, Request, Samples, SpeechModel
+from actors.transcriber.actor import TranscriberConfig, TranscriptionFailed, open_transcriber
+from actors.transcriber.files import (
     FileOptions,
     FileTranscript,
     find_utterances,
     transcribe_file,
     transcribe_samples,
 )
-from actors.model_api import DecodeOptions, Request, Samples, SpeechModel
-from actors.transcriber import TranscriberConfig, TranscriptionFailed, open_transcriber
 
 SENTENCES = {
     "weather.wav": "The weather today is sunny with a light breeze from the west.",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.model import CONTEXT_TOKENS, WINDOW_S, WhisperAdapter, _before_repeat, _repeats
-from actors.model_api import DecodeOptions, Request, Result
+from actors.model.port import DecodeOptions, Request, Result
+from actors.model.whisper import CONTEXT_TOKENS, WINDOW_S, WhisperAdapter, _before_repeat, _repeats
 
 
 @pytest.mark.parametrize(

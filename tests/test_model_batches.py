@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from audio_files import DATA, load
 
-from actors.model import WhisperAdapter
-from actors.model_api import DecodeOptions, Request, SpeechModel
-from actors.model_files import resolve_model
+from actors.model.port import DecodeOptions, Request, SpeechModel
+from actors.model.weights import resolve_model
+from actors.model.whisper import WhisperAdapter
 
 
 def lowered(text: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.model_files import Bundle, ModelNotFound, _bundled, resolve_model
+from actors.model.weights import Bundle, ModelNotFound, _bundled, resolve_model
 
 
 def test_local_directory_is_used_as_is(tmp_path: Path) -> None:
@@ -92,8 +92,8 @@ def test_hub_names_fall_through_for_users_with_network(tmp_path: Path) -> None:
 
 
 def test_unloadable_model_is_one_clear_line(tmp_path: Path) -> None:
-    from actors.model import WhisperAdapter
-    from actors.model_files import ResolvedModel
+    from actors.model.weights import ResolvedModel
+    from actors.model.whisper import WhisperAdapter
 
     (tmp_path / "model.bin").write_bytes(b"not a model")
     (tmp_path / "config.json").write_text("{}")

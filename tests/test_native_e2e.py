@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from ws_client import connect, receive_all, send_audio, send_json
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 from service.app import create_app
 from service.config import Settings
 

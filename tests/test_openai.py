@@ -14,7 +14,7 @@ import pytest
 import trio
 from dialect_helpers import DATA, overlap, reference, serving, speech
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 from protocol.openai import Segment, Word, split_segment, to_srt, to_vtt
 
 JFK = "faster_whisper/jfk.flac"

@@ -18,8 +18,8 @@ from ws_client import connect, receive_all, rejected, send_audio, send_json
 from actors.limiter import LimiterConfig, RateLimits
 from service.app import create_app
 from service.config import Settings
-from service.limits import Limits
-from service.security import AllowedOrigins, ApiKeys, SecurityConfig
+from service.policy.limits import Limits
+from service.policy.security import AllowedOrigins, ApiKeys, SecurityConfig
 
 
 async def refused_status(url: str, headers: list[tuple[str, str]] | None = None) -> int:

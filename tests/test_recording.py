@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trio
 
-from actors.recording import (
+from actors.store.recording import (
     HEADER_BYTES,
     RecordingClosed,
     create_recording,

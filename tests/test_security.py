@@ -25,8 +25,8 @@ from starlette.websockets import WebSocket
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from protocol.codec import ProtocolError
-from service.limits import BodyLimitMiddleware
-from service.security import (
+from service.policy.limits import BodyLimitMiddleware
+from service.policy.security import (
     AllowedOrigins,
     ApiKeys,
     Limits,
@@ -38,7 +38,7 @@ from service.security import (
     peer_address,
     refuse_websocket,
 )
-from service.security import key_identity as identity_of
+from service.policy.security import key_identity as identity_of
 
 KEYS = ApiKeys(frozenset({"k1", "k2", "k3"}))
 

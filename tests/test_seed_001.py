@@ -16,8 +16,8 @@ import httpx
 import msgspec
 from dialect_helpers import DATA, chunks, exchange, overlap, pcm16_file, serving
 
-from actors.model_api import SpeechModel
-from actors.sentiment import analyze
+from actors.model.port import SpeechModel
+from actors.model.sentiment import analyze
 from protocol.dialects.seed_call import CallCodec
 from protocol.native import Final, SpeechStarted, Stopped, UtteranceEnd
 

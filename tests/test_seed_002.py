@@ -14,7 +14,7 @@ import httpx
 from conftest import fetch_recording
 from dialect_helpers import DATA, chunks, exchange, overlap, pcm16_file, serving
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 
 # The README's client messages, copied as they are written there.
 START = """{

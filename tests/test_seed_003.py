@@ -22,8 +22,8 @@ from dialect_helpers import DATA, load_make_clips, overlap, serving
 from test_attacks import wav_declaring
 from ws_client import connect
 
-from actors.decode import decode_file
-from actors.model_api import SpeechModel
+from actors.audio.file_decoder import decode_file
+from actors.model.port import SpeechModel
 
 # The README's "WebSocket Message Format", copied as it stands.
 README_AUDIO = """{

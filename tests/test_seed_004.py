@@ -20,8 +20,8 @@ from conftest import serve_app
 from dialect_helpers import DATA, load_make_clips, overlap, reference, speech
 from starlette.applications import Starlette
 
-from actors.decode import decode_file
-from actors.model_api import SpeechModel
+from actors.audio.file_decoder import decode_file
+from actors.model.port import SpeechModel
 from service.app import create_app
 from service.config import Settings
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from dialect_helpers import DATA, chunks, exchange, overlap, pcm16_file, reference, serving, speech
 
-from actors.model_api import SpeechModel
-from actors.sentiment import analyze
+from actors.model.port import SpeechModel
+from actors.model.sentiment import analyze
 from protocol.dialects.seed_call import CallCodec
 from protocol.dialects.seed_ws import LiveAudioCodec
 from protocol.native import Final, Partial, Ready, SpeechStarted, Status, Stopped, UtteranceEnd

@@ -7,7 +7,7 @@ from itertools import pairwise
 import numpy as np
 from audio_files import DATA, load
 
-from actors.segmenter import (
+from actors.speech.segmenter import (
     PRE_ROLL_S,
     Segment,
     Segmenter,

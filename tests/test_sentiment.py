@@ -1,10 +1,10 @@
-"""`actors.sentiment`: TextBlob's polarity and subjectivity, the label and its confidence."""
+"""`actors.model.sentiment`: TextBlob's polarity and subjectivity, the label and its confidence."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.sentiment import POLARITY_BAND, analyze, annotate_sentiment, load_sentiment
+from actors.model.sentiment import POLARITY_BAND, analyze, annotate_sentiment, load_sentiment
 from protocol.native import Final
 
 

@@ -9,8 +9,8 @@ import trio.testing
 from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber, frame_types
 
-from actors.model_api import Priority, Request, Result, Samples
-from actors.transcriber import TranscriptionFailed
+from actors.model.port import Priority, Request, Result, Samples
+from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
     Config,
     Final,
@@ -24,9 +24,9 @@ from protocol.native import (
 )
 from protocol.native import Finalize as FinalizeFrame
 from protocol.native import Stop as StopFrame
-from service.pipeline import SessionInfo, SessionLimits, StreamOptions
-from service.session import run_session
-from service.stages import SessionState
+from service.session.ports import SessionInfo, SessionLimits, StreamOptions
+from service.session.stages import SessionState
+from service.session.supervisor import run_session
 
 OPTIONS = StreamOptions(model="fake", final_beam_size=1)
 
@@ -173,7 +173,7 @@ async def test_idle_stream_is_closed_with_a_reason(autojump_clock: trio.abc.Cloc
 
 
 def test_per_session_memory_bound() -> None:
-    """The bound written in service/session.py, from the default limits."""
+    """The bound written in service/session/supervisor.py, from the default limits."""
     limits = SessionLimits()
     state = SessionState(session_id="x", config=Config())
     commands = limits.queue_size * limits.max_frame_bytes

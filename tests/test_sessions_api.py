@@ -16,8 +16,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 
-from actors.store import SessionRecord, StoredUtterance, StoredWord, StoreHandle, open_store
-from service.sessions_api import sessions_routes
+from actors.store.actor import SessionRecord, StoredUtterance, StoredWord, StoreHandle, open_store
+from service.routes.sessions import sessions_routes
 
 
 @asynccontextmanager

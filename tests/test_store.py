@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.store import (
+from actors.store.actor import (
     AlreadyStored,
     SessionLive,
     SessionNotFound,
@@ -200,7 +200,7 @@ CRASHING_SESSION = """
 import os, signal, sys, trio
 from pathlib import Path
 from typing import Any
-from actors.store import SessionRecord, StoredUtterance, open_store
+from actors.store.actor import SessionRecord, StoredUtterance, open_store
 
 async def main() -> None:
     async with open_store(Path(sys.argv[1])) as store:

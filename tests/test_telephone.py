@@ -16,8 +16,8 @@ from audio_files import DATA, g711_encode, load, telephone_band
 from conftest import serve_app
 from ws_client import connect, receive_all, send_json
 
-from actors.audio import PcmDecoder
-from actors.model_api import SpeechModel
+from actors.audio.pcm import PcmDecoder
+from actors.model.port import SpeechModel
 from service.app import create_app
 from service.config import Settings
 

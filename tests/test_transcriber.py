@@ -8,8 +8,8 @@ import trio
 import trio.testing
 from fakes import FakeModel
 
-from actors.model_api import Priority, Request
-from actors.transcriber import (
+from actors.model.port import Priority, Request
+from actors.transcriber.actor import (
     TranscriberClosed,
     TranscriberConfig,
     TranscriberHandle,
@@ -197,7 +197,7 @@ async def test_backpressure_bound_is_the_queue_size() -> None:
 
 
 def _job(seconds: float):  # type: ignore[no-untyped-def]
-    from actors.transcriber import Job
+    from actors.transcriber.actor import Job
 
     return Job(request(seconds), "final", trio.current_time())
 

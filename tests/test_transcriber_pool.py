@@ -12,8 +12,8 @@ import trio
 import trio.testing
 from test_transcriber import submit_in_order
 
-from actors.model_api import Priority, Request, Result
-from actors.transcriber import TranscriberConfig, TranscriptionFailed, open_transcriber
+from actors.model.port import Priority, Request, Result
+from actors.transcriber.actor import TranscriberConfig, TranscriptionFailed, open_transcriber
 
 
 def request(seconds: float) -> Request:

@@ -31,8 +31,8 @@ from web.browser import PHONE, SPEECH_CLIP, open_page, screenshot, wait_ready
 from web.chorus import RECORD_MESSAGES, REFUSE_MICROPHONE, chorus_app, require_route
 from web.server import serve_on_loopback
 
-from actors.model_api import SpeechModel
-from service.web import web_routes
+from actors.model.port import SpeechModel
+from service.routes.web import web_routes
 
 CLIP_WORDS = ("call", "tomorrow", "morning", "train", "london")
 

@@ -25,12 +25,12 @@ from faster_whisper import WhisperModel
 from whisper_normalizer.english import EnglishTextNormalizer
 from ws_client import connect, receive_all, send_audio, send_json
 
-from actors.model_api import DecodeOptions, Request, SpeechModel
-from actors.model_files import resolve_model
-from actors.segmenter import Segment, Segmenter, SegmenterConfig
+from actors.model.port import DecodeOptions, Request, SpeechModel
+from actors.model.weights import resolve_model
+from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
 from service.app import create_app
 from service.config import Settings
-from service.transcribing import CONTEXT_FINALS
+from service.session.transcribing import CONTEXT_FINALS
 
 SESSIONS = 8
 MODEL = os.environ.get("CHORUS_WER_MODEL", "tiny.en")  # e.g. base, to check the default model
@@ -68,7 +68,7 @@ def unloaded_transcripts(model: SpeechModel, audios: list[np.ndarray]) -> list[s
 @pytest.mark.slow
 async def test_streaming_wer_is_within_a_point_of_offline(tiny_model: SpeechModel) -> None:
     if MODEL != "tiny.en":
-        from actors.model import WhisperAdapter
+        from actors.model.whisper import WhisperAdapter
 
         tiny_model = WhisperAdapter(resolve_model(MODEL), compute_type="int8", cpu_threads=2)
     speech = need_speech()

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from web.browser import open_page
 from web.server import serve_on_loopback
 
-from service.web import web_routes
+from service.routes.web import web_routes
 
 # Runs in the page: resample a sine through Resampler + FrameBuilder in 128-sample blocks (what
 # the audio thread sees) and return the frames as plain arrays.

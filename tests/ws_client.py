@@ -16,7 +16,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from actors.model_api import Samples
+from actors.model.port import Samples
 
 
 async def send_audio(

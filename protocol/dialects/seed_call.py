@@ -20,7 +20,7 @@ Server → client, as the README shows them:
 
 * `{"type": "transcription", "text", "sentiment": {"type", "confidence", "polarity",
   "subjectivity"}, "timestamp"}`, one per piece of speech; `sentiment.type` is `positive`,
-  `negative` or `neutral` (see `actors.sentiment`); `timestamp` is the server's Unix time of
+  `negative` or `neutral` (see `actors.model.sentiment`); `timestamp` is the server's Unix time of
   sending in integer milliseconds;
 * `{"type": "pong"}`.
 

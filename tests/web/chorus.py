@@ -8,10 +8,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Match, Mount, Route
 
-from actors.model_api import SpeechModel
+from actors.model.port import SpeechModel
 from service.app import create_app
 from service.config import Settings
-from service.web import web_routes
+from service.routes.web import web_routes
 
 
 def serves_page(app: Starlette) -> bool:

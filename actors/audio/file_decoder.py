@@ -1,0 +1,359 @@
+"""Any audio a user has → 16 kHz mono float32: whole files (uploads) decoded with PyAV.
+
+`decode_file` is synchronous and CPU-bound; it runs in a worker thread, normally through
+`decode_file_async` (`trio.to_thread.run_sync`, never abandoned on cancel, so the thread and
+the FFmpeg handles it owns always finish and close before the caller moves on). It decodes
+from memory (`io.BytesIO`) or straight from a path: no temporary files exist at any point.
+
+Every way bytes can fail to be audio ends in `UndecodableAudio(kind, reason)`; `kind` lets the
+HTTP layer choose a status (`not_audio`, `no_audio_stream`, `unsupported_codec` → 415; `empty`,
+`corrupt`, `truncated` → 400) and `reason` is a sentence for the user. Other exceptions are bugs.
+
+`FrameResampler` (frames of any layout, format and rate → mono at the target rate, with
+soxr's streaming resampler) is shared with `actors.audio.stream_decoder.StreamingDecoder`, so a file
+and the same file streamed come out alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+import av
+import av.error
+import numpy as np
+import soxr
+import trio
+
+from actors.audio.demux import (
+    UndecodableAudio,
+    UndecodableKind,
+    WavDemuxer,
+    checked_rate,
+    sniff_container,
+)
+from actors.model.port import SAMPLE_RATE, Samples
+
+__all__ = [
+    "AudioInfo",
+    "AudioSource",
+    "FrameResampler",
+    "UndecodableAudio",
+    "UndecodableKind",
+    "decode_file",
+    "decode_file_async",
+    "probe_audio",
+]
+
+AudioSource = bytes | bytearray | memoryview | Path
+
+# A file is "truncated" when its header promises clearly more audio than could be decoded.
+_TRUNCATED_FRACTION = 0.9
+_TRUNCATED_SLACK_S = 0.5
+# Isolated bad packets are skipped (as FFmpeg's own tools do); this share of them is not.
+_MAX_BAD_PACKET_SHARE = 0.1
+_HEAD_BYTES = 64 * 1024
+_MAX_CHANNELS = 8  # 7.1
+
+
+@attrs.frozen
+class AudioInfo:
+    """What `probe_audio` learns from a container's header without decoding it."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float | None
+
+
+def frame_to_mono(frame: av.AudioFrame) -> Samples:
+    """Average a decoded frame's channels into float32 in [-1, 1], whatever its sample format."""
+    channels, planes = len(frame.layout.channels), len(frame.planes)
+    if not 1 <= channels <= _MAX_CHANNELS or planes != (channels if frame.format.is_planar else 1):
+        # Corrupt headers can make a decoder emit such frames, and PyAV's `to_ndarray` then
+        # reads past its buffers (a segfault, seen with 29-channel AAC from a damaged stream).
+        raise UndecodableAudio(
+            "corrupt", f"corrupt audio: a decoded frame has {channels} channels in {planes} planes"
+        )
+    data = frame.to_ndarray()
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    full_scale = np.float32(2.0 ** (8 * data.itemsize - 1))
+    if data.dtype.kind == "u":
+        scaled = data.astype(np.float32) / full_scale - np.float32(1.0)
+    elif data.dtype.kind == "i":
+        scaled = data.astype(np.float32) / full_scale
+    else:
+        scaled = data.astype(np.float32, copy=False)
+    mono: Samples = scaled[0].copy() if channels == 1 else scaled.mean(axis=0, dtype=np.float32)
+    return mono
+
+
+class FrameResampler:
+    """Turn decoded frames into mono samples at `target_rate`, keeping filter state between
+    frames; a change of input rate mid-stream drains the old filter and starts a new one."""
+
+    def __init__(self, target_rate: int = SAMPLE_RATE) -> None:
+        self.target_rate = target_rate
+        self._rate: int | None = None
+        self._stream: soxr.ResampleStream | None = None
+
+    def push(self, frame: av.AudioFrame, *, skip: int = 0) -> Samples:
+        """Resample `frame`, less its first `skip` samples (codec priming to drop)."""
+        checked_rate(frame.sample_rate, f"{frame.format.name} audio")
+        mono = frame_to_mono(frame)[skip:]
+        head = self.finish() if frame.sample_rate != self._rate else _EMPTY
+        if frame.sample_rate != self._rate:
+            self._rate = frame.sample_rate
+            self._stream = (
+                None
+                if self._rate == self.target_rate
+                else soxr.ResampleStream(self._rate, self.target_rate, 1, dtype="float32")
+            )
+        body = mono if self._stream is None else self._stream.resample_chunk(mono)
+        return np.concatenate([head, body]) if len(head) else np.asarray(body, np.float32)
+
+    def finish(self) -> Samples:
+        """Drain the filter (end of stream, or before the input rate changes)."""
+        if self._stream is None:
+            return _EMPTY
+        tail = np.asarray(self._stream.resample_chunk(_EMPTY, last=True), np.float32)
+        self._stream, self._rate = None, None
+        return tail
+
+
+_EMPTY: Samples = np.zeros(0, np.float32)
+
+
+def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, bytes]:
+    """Open `data` with FFmpeg; also return its first bytes (for sniffing and wav headers)."""
+    source: str | BinaryIO
+    if isinstance(data, Path):
+        if not data.is_file() or data.stat().st_size == 0:
+            raise UndecodableAudio("empty", f"{data.name} is empty or not a file")
+        with data.open("rb") as file:
+            head = file.read(_HEAD_BYTES)
+        source = str(data)
+    elif isinstance(data, bytes | bytearray | memoryview):
+        if len(data) == 0:
+            raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
+        head = bytes(data[:_HEAD_BYTES])
+        source = io.BytesIO(data)
+    else:  # an open binary file (an upload's spooled temporary file): read in place
+        data.seek(0)
+        head = data.read(_HEAD_BYTES)
+        data.seek(0)
+        if not head:
+            raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
+        source = data
+    try:
+        return av.open(source, "r", metadata_errors="replace"), head
+    except av.error.FFmpegError as error:
+        name = sniff_container(head)
+        if name is None:
+            raise UndecodableAudio(
+                "not_audio",
+                f"not an audio file: no known audio format starts with {head[:12]!r}",
+            ) from error
+        raise UndecodableAudio(
+            "truncated" if isinstance(error, av.error.EOFError) else "corrupt",
+            f"the {name} file is truncated or corrupt: {error.strerror}",
+        ) from error
+
+
+def _audio_stream(container: av.container.InputContainer) -> av.audio.AudioStream:
+    if not container.streams.audio:
+        found = ", ".join(stream.type for stream in container.streams) or "no streams"
+        raise UndecodableAudio(
+            "no_audio_stream", f"the {container.format.name} file has no audio stream ({found})"
+        )
+    stream = container.streams.audio[0]
+    if stream.codec_context is None or stream.codec_context.name in ("", "none"):
+        raise UndecodableAudio("unsupported_codec", "the audio stream's codec is not supported")
+    return stream
+
+
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.audio.AudioStream, head: bytes
+) -> float | None:
+    if container.format.name == "wav":  # FFmpeg goes by the bytes present, not the header
+        wav = WavDemuxer()
+        try:
+            wav.feed(head)
+        except UndecodableAudio:
+            return None
+        return wav.declared_seconds
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def probe_audio(data: AudioSource) -> AudioInfo:
+    """Read the header only: container, codec, rate, channels and declared duration (None when
+    the file does not say, as with a browser's live webm). Raises `UndecodableAudio`."""
+    container, head = _open(data)
+    with container:
+        stream = _audio_stream(container)
+        return AudioInfo(
+            container=container.format.name,
+            codec=stream.codec_context.name,
+            sample_rate=stream.codec_context.sample_rate,
+            channels=stream.codec_context.channels,
+            duration_s=_declared_seconds(container, stream, head),
+        )
+
+
+class FileDecoder:
+    """A whole file decoded piece by piece, so that memory stays flat for any length.
+
+    Blocking: every call runs in a worker thread (one at a time; `transcribe_file` owns one
+    per upload and drives it with `trio.to_thread.run_sync`). `read(seconds)` returns the next
+    piece of at least `seconds` of audio at `target_rate`, or None at the end, where the checks
+    on the whole file are made (nothing decoded, too many bad packets, a header that promised
+    more). Past `max_seconds` of decoded audio it raises `too_long` at once.
+    """
+
+    def __init__(
+        self,
+        data: AudioSource | BinaryIO,
+        *,
+        target_rate: int = SAMPLE_RATE,
+        max_seconds: float | None = None,
+    ) -> None:
+        self.target_rate = target_rate
+        self.max_seconds = max_seconds
+        self._container, head = _open(data)
+        try:
+            self._stream = _audio_stream(self._container)
+            name = self._container.format.name
+            checked_rate(self._stream.codec_context.sample_rate or SAMPLE_RATE, f"{name} file")
+            self.declared_s = _declared_seconds(self._container, self._stream, head)
+        except BaseException:
+            self._container.close()
+            raise
+        self.codec = self._stream.codec_context.name
+        self.samples_out = 0
+        self._packets_seen = 0
+        self._bad_packets = 0
+        self._decoded = 0
+        self._resampler = FrameResampler(target_rate)
+        self._packets = self._container.demux(self._stream)
+        self._finished = False
+
+    def close(self) -> None:
+        self._container.close()
+
+    def read(self, seconds: float) -> Samples | None:
+        if self._finished:
+            return None
+        wanted = max(1, int(seconds * self.target_rate))
+        pieces: list[Samples] = []
+        got = 0
+        while got < wanted:
+            frames = self._next_frames()
+            if frames is None:
+                pieces.append(self._resampler.finish())
+                got += len(pieces[-1])
+                self._finish(self.samples_out + got)
+                break
+            for frame in frames:
+                self._decoded += frame.samples
+                pieces.append(self._resampler.push(frame))
+                got += len(pieces[-1])
+            limit = self.max_seconds
+            if limit is not None and self.samples_out + got > limit * self.target_rate:
+                raise _too_long(limit)
+        self.samples_out += got
+        return np.concatenate(pieces) if pieces else _EMPTY
+
+    def _next_frames(self) -> list[av.AudioFrame] | None:
+        """The frames of the next packet (none for a bad one); None at the end."""
+        try:
+            packet = next(self._packets)
+            self._packets_seen += packet.size > 0
+            try:
+                return list(packet.decode())
+            except av.error.InvalidDataError:
+                self._bad_packets += 1
+                return []
+        except StopIteration:
+            return None
+        except av.error.FFmpegError as error:
+            if not self._decoded:
+                raise UndecodableAudio(
+                    "corrupt", f"corrupt {self._container.format.name} data: {error.strerror}"
+                ) from error
+            return None  # damage after audio: keep what was decoded (as FFmpeg's tools do)
+
+    def _finish(self, total: int) -> None:
+        self._finished = True
+        codec, packets, bad = self.codec, self._packets_seen, self._bad_packets
+        if not self._decoded:
+            raise UndecodableAudio(
+                "corrupt" if packets else "truncated",
+                f"no {codec} audio could be decoded"
+                + (f" ({bad} of {packets} packets corrupt)" if packets else " (no packets)"),
+            )
+        if bad > _MAX_BAD_PACKET_SHARE * packets:
+            raise UndecodableAudio(
+                "corrupt", f"corrupt {codec} stream: {bad} of {packets} packets failed"
+            )
+        seconds = total / self.target_rate
+        declared = self.declared_s
+        if declared is not None and seconds < declared * _TRUNCATED_FRACTION - _TRUNCATED_SLACK_S:
+            raise UndecodableAudio(
+                "truncated",
+                f"the file is truncated or damaged: its header declares {declared:.1f} s of audio "
+                f"but only {seconds:.1f} s could be decoded",
+            )
+
+
+def decode_file(
+    data: AudioSource | BinaryIO,
+    *,
+    target_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
+) -> Samples:
+    """Decode a whole file (webm, ogg, mp3, m4a, flac, wav, … at 8-192 kHz, any channel count)
+    to float32 mono at `target_rate`. Blocking: call it from a worker thread. For long files
+    use `FileDecoder`, which holds one piece at a time.
+
+    A file that decodes to more than `max_seconds` raises `too_long` as soon as it passes the
+    limit (what a header declares is not trusted either way)."""
+    decoder = FileDecoder(data, target_rate=target_rate, max_seconds=max_seconds)
+    try:
+        pieces = []
+        while (piece := decoder.read(60.0)) is not None:
+            pieces.append(piece)
+    finally:
+        decoder.close()
+    return np.concatenate(pieces) if pieces else _EMPTY
+
+
+def _too_long(max_seconds: float) -> UndecodableAudio:
+    return UndecodableAudio(
+        "too_long",
+        f"the file is too long: it decodes to more than the {max_seconds:g} s of audio this "
+        "server accepts per file (CHORUS_MAX_UPLOAD_S)",
+    )
+
+
+async def decode_file_async(
+    data: AudioSource,
+    *,
+    target_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
+    limiter: trio.CapacityLimiter | None = None,
+) -> Samples:
+    """`decode_file` in a worker thread; `limiter` bounds how many decode at once."""
+    return await trio.to_thread.run_sync(
+        functools.partial(decode_file, data, target_rate=target_rate, max_seconds=max_seconds),
+        abandon_on_cancel=False,
+        limiter=limiter,
+    )

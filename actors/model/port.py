@@ -1,0 +1,82 @@
+"""What the transcriber actor asks of a speech model, with no model library imported.
+
+`SpeechModel.transcribe_batch` is synchronous and blocking: the transcriber actor calls it in a
+worker thread, one batch at a time. The real adapter lives in `actors/model/whisper.py`; tests use
+`tests/fakes.py:FakeModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 16000
+
+Samples = npt.NDArray[np.float32]
+"""Mono float32 audio at 16 kHz, the only audio shape past the segmenter."""
+
+Priority = Literal["final", "first_partial", "partial", "background"]
+"""Live finals first, then the first partial of an utterance that shows no text yet (what a
+listener waits for), then other partials; `background` (uploads) only when no live work waits."""
+
+
+@attrs.frozen
+class DecodeOptions:
+    """Per-request decoding choices; requests with equal `batch_key`s may share a batch."""
+
+    language: str | None = None  # None: detect
+    task: Literal["transcribe", "translate"] = "transcribe"
+    prompt: str | None = None
+    context: str | None = None  # the session's earlier finals; only its tail is used
+    # words already committed for this utterance: forced as the start of the text, so the
+    # decoder only writes what follows them (see `service/session/agreement.py`)
+    committed: str | None = None
+    words: bool = False
+    beam_size: int = 1
+    partial: bool = False  # a draft of an open utterance: cheaper window, no second try
+
+
+@attrs.frozen(eq=False)
+class Request:
+    audio: Samples = attrs.field(repr=lambda audio: f"<{len(audio) / SAMPLE_RATE:.2f} s>")
+    options: DecodeOptions = DecodeOptions()
+
+
+@attrs.frozen
+class WordTiming:
+    word: str
+    start: float  # seconds from the start of the request's audio
+    end: float
+    probability: float
+
+
+@attrs.frozen
+class Result:
+    text: str
+    language: str
+    language_probability: float = 1.0
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+    words: tuple[WordTiming, ...] = ()
+    flags: tuple[str, ...] = ()
+
+    @property
+    def confidence(self) -> float:
+        if self.words:
+            return float(np.mean([word.probability for word in self.words]))
+        return float(np.exp(min(self.avg_logprob, 0.0)))
+
+
+class SpeechModel(Protocol):
+    name: str
+    multilingual: bool
+    languages: tuple[str, ...]
+
+    def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
+        """Transcribe every request; blocking. One result per request, in order."""
+        ...

@@ -1,0 +1,68 @@
+"""Streaming Silero voice activity detection that keeps its state across chunks.
+
+The ONNX model ships inside faster-whisper (`faster_whisper/assets/silero_vad_v6.onnx`); it is
+loaded once per process and shared. Each session owns one `StreamingVad`, which holds the LSTM
+state, the 64-sample context the model expects before each 512-sample frame, and the samples
+left over until the next full frame. The work per call is small (tens of microseconds a
+frame), so the segmenter runs it inline on the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from actors.model.port import Samples
+
+FRAME = 512  # samples per VAD frame at 16 kHz: 32 ms
+CONTEXT = 64
+
+
+@functools.cache
+def _session() -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    options.log_severity_level = 4
+    path = resources.files("faster_whisper") / "assets" / "silero_vad_v6.onnx"
+    return onnxruntime.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"], sess_options=options
+    )
+
+
+class StreamingVad:
+    """Speech probability for each complete 32 ms frame of a 16 kHz stream."""
+
+    frame_samples = FRAME
+
+    def __init__(self) -> None:
+        self._session = _session()
+        self.reset()
+
+    def reset(self) -> None:
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._rest = np.zeros(0, dtype=np.float32)
+
+    def probabilities(self, samples: Samples) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """One probability per frame completed by `samples`; the remainder waits for more."""
+        audio = np.concatenate([self._rest, samples]) if len(self._rest) else samples
+        count = len(audio) // FRAME
+        self._rest = audio[count * FRAME :].astype(np.float32, copy=True)
+        if count == 0:
+            return np.zeros(0, dtype=np.float32)
+        frames = audio[: count * FRAME].reshape(count, FRAME)
+        contexts = np.concatenate([self._context[None, :], frames[:-1, -CONTEXT:]], axis=0)
+        batch = np.ascontiguousarray(np.concatenate([contexts, frames], axis=1), dtype=np.float32)
+        self._context = frames[-1, -CONTEXT:].copy()
+        output, self._h, self._c = self._session.run(
+            None, {"input": batch, "h": self._h, "c": self._c}
+        )
+        return np.asarray(output, dtype=np.float32).reshape(-1)

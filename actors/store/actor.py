@@ -1,0 +1,377 @@
+"""The store actor: sessions, their finals and their recordings, in SQLite (WAL) + WAV files.
+
+Ownership: `open_store()` opens one SQLite connection, repairs what a crash left behind, and
+runs a nursery that owns `_run_writes` (and `_purge_periodically` when a retention is given),
+then yields a `StoreHandle`. The connection is used by one worker thread at a time: every call
+that touches it goes through `trio.to_thread.run_sync` with the store's `CapacityLimiter(1)`
+and is never abandoned on cancel.
+
+Writes go through a bounded channel to `_run_writes`, which takes everything waiting and commits
+it in one transaction (one fsync for many finals; each write in its own savepoint, so one bad
+write fails alone). `add_utterance()` returns once its transaction is committed, so a final
+that the caller sends after it survives any crash. A cancelled caller does not undo its write.
+Reads run directly in the thread, between write batches.
+
+Leaving the `async with` cancels the periodic purge, closes the write queue, lets the writer
+commit what is queued, and closes the database. If the writer dies, waiting callers get
+`StoreClosed` and the error surfaces to whoever opened the store (the app lifespan).
+
+A commit the disk refuses (full, I/O error) fails its writes with `StoreError`, never the writer:
+`statistics().failing` says so until a commit succeeds again, and callers decide what a lost
+write means (a live session goes on unstored, `service/session/recorder.py`). Recordings follow the
+`RecordingPolicy` the store was opened with: `open_recording` refuses to start one below its
+free-space floor (`LowDiskSpace`).
+
+Start-up recovery: sessions that never ended (the process died) are marked `interrupted`, with
+their duration from the recording or their last final; their WAV headers are fixed from the
+file length; WAV files whose session row is gone are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from actors.store import schema
+from actors.store.recording import (
+    DEFAULT_POLICY,
+    SAMPLE_WIDTH,
+    RecordingPolicy,
+    RecordingWriter,
+    create_recording,
+    repair_wav,
+)
+from actors.store.schema import (
+    AlreadyStored,
+    SessionDetail,
+    SessionLive,
+    SessionNotFound,
+    SessionPage,
+    SessionRecord,
+    StoredUtterance,
+    StoredWord,
+)
+
+__all__ = [
+    "AlreadyStored",
+    "SessionDetail",
+    "SessionLive",
+    "SessionNotFound",
+    "SessionPage",
+    "SessionRecord",
+    "StoreClosed",
+    "StoreError",
+    "StoreHandle",
+    "StoreStatistics",
+    "StoredUtterance",
+    "StoredWord",
+    "open_store",
+]
+
+log = logging.getLogger("chorus.store")
+T = TypeVar("T")
+DATABASE_NAME = "chorus.sqlite3"
+MAX_BATCH = 128
+
+
+class StoreClosed(Exception):
+    """The store is shut down (or its writer died); nothing more is written."""
+
+
+class StoreError(Exception):
+    """A transaction could not be committed (disk full, I/O error)."""
+
+
+@attrs.frozen
+class StoreStatistics:
+    writes: int
+    batches: int
+    largest_batch: int
+    failed: int
+    queue: int
+    interrupted_at_start: int
+    purged: int
+    failing: bool  # the last commit failed (disk full, I/O error)
+
+
+@attrs.define(eq=False)
+class _Write:
+    apply: Callable[[sqlite3.Connection], Any]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+@attrs.define
+class _Counters:
+    writes: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    failed: int = 0
+    interrupted_at_start: int = 0
+    purged: int = 0
+    failing: bool = False
+
+
+class StoreHandle:
+    """What callers hold: async methods over the store actor."""
+
+    def __init__(
+        self,
+        directory: Path,
+        db: sqlite3.Connection,
+        jobs: trio.MemorySendChannel[_Write],
+        limiter: trio.CapacityLimiter,
+        counters: _Counters,
+        recording_policy: RecordingPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.directory = directory
+        self.recordings = directory / "recordings"
+        self.recording_policy = recording_policy
+        self._db = db
+        self._jobs = jobs
+        self._limiter = limiter
+        self._counters = counters
+        self._closed = False
+
+    async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+        job = _Write(apply)
+        try:
+            await self._jobs.send(job)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreClosed("the store is closed") from None
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        return await trio.to_thread.run_sync(query, self._db, limiter=self._limiter)
+
+    async def begin_session(self, record: SessionRecord) -> None:
+        await self._write(lambda db: schema.insert_session(db, record))
+
+    async def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None:
+        """Returns once the final is committed; `SessionNotFound`, `AlreadyStored`."""
+        await self._write(lambda db: schema.insert_utterance(db, session_id, utterance))
+
+    async def end_session(
+        self,
+        session_id: str,
+        reason: str,
+        duration_s: float,
+        *,
+        ended_at: datetime | None = None,
+    ) -> None:
+        when = ended_at or datetime.now(UTC)
+        await self._write(
+            lambda db: schema.finish_session(db, session_id, reason, duration_s, when)
+        )
+
+    def audio_path(self, session_id: str) -> Path:
+        if not schema.SESSION_ID.match(session_id):
+            raise SessionNotFound(session_id)
+        return self.recordings / f"{session_id}.wav"
+
+    async def open_recording(self, session_id: str, sample_rate: int) -> RecordingWriter:
+        """Start the session's WAV file (16-bit mono PCM); close it before `end_session`.
+
+        Raises `LowDiskSpace` below the policy's floor (nothing is marked or created), and the
+        `OSError` of a file that cannot be created."""
+        policy = self.recording_policy
+        await trio.to_thread.run_sync(policy.check_free_space, self.recordings)
+        await self._write(lambda db: schema.mark_audio(db, session_id, sample_rate))
+        path = self.audio_path(session_id)
+        return await create_recording(path, sample_rate, policy=policy)
+
+    async def list_sessions(
+        self, *, client: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> SessionPage:
+        """Newest first; `cursor` is a page's `next`. Raises ValueError for a bad cursor."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        return await self._read(lambda db: schema.select_page(db, client, limit, cursor))
+
+    async def get_session(self, session_id: str) -> SessionDetail:
+        """Metadata and finals; raises `SessionNotFound`."""
+        return await self._read(lambda db: schema.select_session(db, session_id))
+
+    async def transcript(self, session_id: str) -> str:
+        """The full transcript, built from the stored finals."""
+        return (await self.get_session(session_id)).transcript
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete the row, its finals and its WAV file; `SessionNotFound`, `SessionLive`."""
+        await self._write(lambda db: schema.delete_session_row(db, session_id))
+        await trio.to_thread.run_sync(self.audio_path(session_id).unlink, True)
+
+    async def purge_older_than(self, days: float) -> int:
+        """Delete ended sessions that started more than `days` ago; returns how many."""
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        deleted = await self._write(lambda db: schema.delete_ended_before(db, cutoff))
+
+        def unlink_all() -> None:
+            for session_id in deleted:
+                self.audio_path(session_id).unlink(missing_ok=True)
+
+        await trio.to_thread.run_sync(unlink_all)
+        self._counters.purged += len(deleted)
+        if deleted:
+            log.info("retention: deleted %d sessions older than %s days", len(deleted), days)
+        return len(deleted)
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            queue=self._jobs.statistics().current_buffer_used,
+            **attrs.asdict(self._counters),
+        )
+
+
+@asynccontextmanager
+async def open_store(
+    directory: Path,
+    *,
+    retention_days: float | None = None,
+    purge_every_s: float = 3600.0,
+    queue_size: int = 256,
+    recording: RecordingPolicy = DEFAULT_POLICY,
+) -> AsyncIterator[StoreHandle]:
+    """Open (or create) the store in `directory`; see the module docstring."""
+    limiter = trio.CapacityLimiter(1)
+    counters = _Counters()
+    db = await trio.to_thread.run_sync(_open, directory, counters, limiter=limiter)
+    jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
+    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
+            with jobs_send:
+                if retention_days is not None:
+                    await handle.purge_older_than(retention_days)
+                async with trio.open_nursery() as periodic:
+                    if retention_days is not None:
+                        periodic.start_soon(
+                            _purge_periodically, handle, retention_days, purge_every_s
+                        )
+                    yield handle
+                    periodic.cancel_scope.cancel()
+    finally:
+        handle._closed = True
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(db.close, limiter=limiter)
+
+
+def _open(directory: Path, counters: _Counters) -> sqlite3.Connection:
+    (directory / "recordings").mkdir(parents=True, exist_ok=True)
+    db = schema.connect(directory / DATABASE_NAME)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        counters.interrupted_at_start = _recover(db, directory / "recordings")
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _recover(db: sqlite3.Connection, recordings: Path) -> int:
+    known = schema.session_ids(db)
+    for path in recordings.glob("*.wav"):
+        if path.stem not in known:
+            path.unlink(missing_ok=True)
+    interrupted = schema.open_sessions(db)
+    for session_id, started, sample_rate, last_end in interrupted:
+        duration = last_end or 0.0
+        ended = started + duration
+        path = recordings / f"{session_id}.wav"
+        if sample_rate is not None and path.exists():
+            audio_bytes = repair_wav(path)
+            if audio_bytes is not None:
+                duration = max(duration, audio_bytes / (SAMPLE_WIDTH * sample_rate))
+                ended = max(started + duration, path.stat().st_mtime)
+        ended_at = datetime.fromtimestamp(ended, UTC)
+        schema.finish_session(db, session_id, "interrupted", duration, ended_at)
+    if interrupted:
+        log.warning("marked %d sessions left open by a crash as interrupted", len(interrupted))
+    return len(interrupted)
+
+
+async def _run_writes(
+    db: sqlite3.Connection,
+    jobs: trio.MemoryReceiveChannel[_Write],
+    limiter: trio.CapacityLimiter,
+    counters: _Counters,
+) -> None:
+    batch: list[_Write] = []
+    with jobs:
+        try:
+            async for first in jobs:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(jobs.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await trio.to_thread.run_sync(_commit, db, batch, limiter=limiter)
+                counters.batches += 1
+                counters.writes += len(batch)
+                counters.largest_batch = max(counters.largest_batch, len(batch))
+                counters.failed += sum(job.error is not None for job in batch)
+                counters.failing = any(isinstance(job.error, StoreError) for job in batch)
+                for job in batch:
+                    job.done.set()
+        finally:  # cancelled or crashed: nobody may wait forever on a write that will not come
+            while True:
+                try:
+                    batch.append(jobs.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for job in batch:
+                if not job.done.is_set():
+                    job.finish(error=StoreClosed("the store writer stopped"))
+
+
+def _commit(db: sqlite3.Connection, batch: list[_Write]) -> None:
+    """One transaction for the batch, one savepoint per write (runs in the store's thread)."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for job in batch:
+            db.execute("SAVEPOINT write")
+            try:
+                job.result = job.apply(db)
+            except (sqlite3.Error, LookupError, SessionLive, ValueError) as error:
+                db.execute("ROLLBACK TO write")
+                # the disk (full, I/O) rather than the write: callers see a `StoreError`
+                disk = isinstance(error, sqlite3.OperationalError)
+                job.error = StoreError(f"write failed: {error}") if disk else error
+            db.execute("RELEASE write")
+        db.execute("COMMIT")
+    except sqlite3.Error as error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        log.error("store commit failed: %s", error)
+        for job in batch:
+            job.result, job.error = None, StoreError(f"commit failed: {error}")
+
+
+async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:
+    while True:
+        await trio.sleep(every_s)
+        try:
+            await handle.purge_older_than(days)
+        except (StoreError, OSError) as error:
+            log.error("retention purge failed: %s", error)

@@ -1,0 +1,323 @@
+"""The store's records and its SQLite schema and queries (blocking; run in the store's thread).
+
+Everything here takes a `sqlite3.Connection` and runs inside the store actor's worker thread
+(see `actors/store/actor.py`, which owns the connection and the order of calls). Times are stored as
+UTC epoch seconds and come back as aware `datetime`s. The cursor of a page is the `seq` of the
+last session on it: `seq` is an AUTOINCREMENT key, so newest-first order is stable and a cursor
+stays valid while sessions are added or deleted.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import msgspec
+
+if TYPE_CHECKING:
+    from protocol.native import Final
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    route TEXT NOT NULL,
+    client TEXT NOT NULL,
+    model TEXT NOT NULL,
+    language TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    end_reason TEXT,
+    duration_s REAL,
+    sample_rate INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_by_client ON sessions (client, seq);
+CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_at);
+CREATE TABLE IF NOT EXISTS utterances (
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    text TEXT NOT NULL,
+    language TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    words TEXT,
+    PRIMARY KEY (session_id, idx)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = """s.seq, s.id, s.route, s.client, s.model, s.language, s.started_at, s.ended_at,
+    s.end_reason, s.duration_s, s.sample_rate,
+    (SELECT COUNT(*) FROM utterances AS u WHERE u.session_id = s.id)"""
+
+
+class SessionNotFound(LookupError):
+    """No session with this id."""
+
+
+class AlreadyStored(ValueError):
+    """A session id or a final's index that is already in the store (finals are never revised)."""
+
+
+class SessionLive(Exception):
+    """The session has not ended yet, so it cannot be deleted."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen
+class SessionRecord:
+    id: str = attrs.field(validator=attrs.validators.matches_re(SESSION_ID))
+    route: str
+    client: str
+    model: str
+    language: str
+    started_at: datetime = attrs.field(factory=_now)
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    duration_s: float | None = None
+    utterances: int = 0
+    has_audio: bool = False
+
+
+@attrs.frozen
+class StoredWord:
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@attrs.frozen
+class StoredUtterance:
+    index: int
+    start: float
+    end: float
+    text: str
+    language: str
+    confidence: float
+    words: tuple[StoredWord, ...] | None = None
+
+    @classmethod
+    def from_final(cls, final: Final) -> StoredUtterance:
+        """What the store keeps of a native `final` frame."""
+        words = None
+        if final.words is not None:
+            words = tuple(StoredWord(w.word, w.start, w.end, w.confidence) for w in final.words)
+        return cls(
+            index=final.utterance,
+            start=final.start,
+            end=final.end,
+            text=final.text,
+            language=final.language,
+            confidence=final.confidence,
+            words=words,
+        )
+
+
+_words_decoder = msgspec.json.Decoder(tuple[StoredWord, ...])
+
+
+def join_transcript(utterances: tuple[StoredUtterance, ...]) -> str:
+    return " ".join(text for u in utterances if (text := u.text.strip()))
+
+
+@attrs.frozen
+class SessionDetail:
+    session: SessionRecord
+    utterances: tuple[StoredUtterance, ...]
+
+    @property
+    def transcript(self) -> str:
+        return join_transcript(self.utterances)
+
+
+@attrs.frozen
+class SessionPage:
+    sessions: tuple[SessionRecord, ...]
+    next: str | None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database in WAL mode; commits are durable (synchronous=FULL)."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(SCHEMA)
+    return db
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    (_, id_, route, client, model, language, started, ended, reason, duration, rate, count) = row
+    return SessionRecord(
+        id=id_,
+        route=route,
+        client=client,
+        model=model,
+        language=language,
+        started_at=datetime.fromtimestamp(started, UTC),
+        ended_at=_time(ended),
+        end_reason=reason,
+        duration_s=duration,
+        utterances=count,
+        has_audio=rate is not None,
+    )
+
+
+def insert_session(db: sqlite3.Connection, record: SessionRecord) -> None:
+    try:
+        _insert_session(db, record)
+    except sqlite3.IntegrityError:
+        raise AlreadyStored(f"session {record.id} exists") from None
+
+
+def _insert_session(db: sqlite3.Connection, record: SessionRecord) -> None:
+    db.execute(
+        "INSERT INTO sessions (id, route, client, model, language, started_at, ended_at,"
+        " end_reason, duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.id,
+            record.route,
+            record.client,
+            record.model,
+            record.language,
+            record.started_at.timestamp(),
+            None if record.ended_at is None else record.ended_at.timestamp(),
+            record.end_reason,
+            record.duration_s,
+        ),
+    )
+
+
+def insert_utterance(db: sqlite3.Connection, session_id: str, utterance: StoredUtterance) -> None:
+    words = None if utterance.words is None else msgspec.json.encode(utterance.words).decode()
+    try:
+        db.execute(
+            "INSERT INTO utterances (session_id, idx, start, end, text, language, confidence,"
+            " words) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session_id,
+                utterance.index,
+                utterance.start,
+                utterance.end,
+                utterance.text,
+                utterance.language,
+                utterance.confidence,
+                words,
+            ),
+        )
+    except sqlite3.IntegrityError as error:
+        if "FOREIGN KEY" in str(error):
+            raise SessionNotFound(session_id) from None
+        raise AlreadyStored(f"final {utterance.index} of {session_id} exists") from None
+
+
+def finish_session(
+    db: sqlite3.Connection, session_id: str, reason: str, duration_s: float, ended_at: datetime
+) -> None:
+    cursor = db.execute(
+        "UPDATE sessions SET ended_at = ?, end_reason = ?, duration_s = ? WHERE id = ?",
+        (ended_at.timestamp(), reason, duration_s, session_id),
+    )
+    if cursor.rowcount == 0:
+        raise SessionNotFound(session_id)
+
+
+def mark_audio(db: sqlite3.Connection, session_id: str, sample_rate: int) -> None:
+    cursor = db.execute(
+        "UPDATE sessions SET sample_rate = ? WHERE id = ?", (sample_rate, session_id)
+    )
+    if cursor.rowcount == 0:
+        raise SessionNotFound(session_id)
+
+
+def select_page(
+    db: sqlite3.Connection, client: str | None, limit: int, cursor: str | None
+) -> SessionPage:
+    """Newest first; raises ValueError for a cursor this store did not hand out."""
+    where: list[str] = []
+    params: list[object] = []
+    if client is not None:
+        where.append("s.client = ?")
+        params.append(client)
+    if cursor is not None:
+        if not re.fullmatch(r"[0-9]{1,18}", cursor):  # an SQLite INTEGER; not "²"
+            raise ValueError(f"invalid cursor {cursor!r}")
+        where.append("s.seq < ?")
+        params.append(int(cursor))
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM sessions AS s {clause} ORDER BY s.seq DESC LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+    return SessionPage(tuple(_session(row) for row in rows[:limit]), next_cursor)
+
+
+def select_session(db: sqlite3.Connection, session_id: str) -> SessionDetail:
+    row = db.execute(f"SELECT {_COLUMNS} FROM sessions AS s WHERE s.id = ?", (session_id,))
+    found = row.fetchone()
+    if found is None:
+        raise SessionNotFound(session_id)
+    utterances = tuple(
+        StoredUtterance(
+            index=index,
+            start=start,
+            end=end,
+            text=text,
+            language=language,
+            confidence=confidence,
+            words=None if words is None else _words_decoder.decode(words),
+        )
+        for index, start, end, text, language, confidence, words in db.execute(
+            "SELECT idx, start, end, text, language, confidence, words FROM utterances"
+            " WHERE session_id = ? ORDER BY idx",
+            (session_id,),
+        )
+    )
+    return SessionDetail(_session(found), utterances)
+
+
+def delete_session_row(db: sqlite3.Connection, session_id: str) -> None:
+    found = db.execute("SELECT ended_at FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if found is None:
+        raise SessionNotFound(session_id)
+    if found[0] is None:
+        raise SessionLive(session_id)
+    db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+
+def delete_ended_before(db: sqlite3.Connection, cutoff: datetime) -> list[str]:
+    """Delete the ended sessions that started before `cutoff`; returns their ids."""
+    rows = db.execute(
+        "DELETE FROM sessions WHERE started_at < ? AND ended_at IS NOT NULL RETURNING id",
+        (cutoff.timestamp(),),
+    ).fetchall()
+    return [str(id_) for (id_,) in rows]
+
+
+def open_sessions(db: sqlite3.Connection) -> list[tuple[str, float, int | None, float | None]]:
+    """Sessions a crash left open: (id, started_at, sample_rate, end of the last utterance)."""
+    return db.execute(
+        "SELECT s.id, s.started_at, s.sample_rate,"
+        " (SELECT MAX(u.end) FROM utterances AS u WHERE u.session_id = s.id)"
+        " FROM sessions AS s WHERE s.ended_at IS NULL"
+    ).fetchall()
+
+
+def session_ids(db: sqlite3.Connection) -> set[str]:
+    return {str(id_) for (id_,) in db.execute("SELECT id FROM sessions")}

@@ -1,0 +1,182 @@
+"""Admission by measured capacity: refuse a new session before anyone falls behind.
+
+`CapacityMeter` is a plain record owned by the app (one per transcriber), updated lazily from
+the transcriber's counters whenever admission or `/health` asks, at most once a second; no task
+of its own. It learns, each as a time-weighted moving average (`halflife_s`):
+
+- **final cost**: model seconds per second of final audio (`final_busy_s / final_audio_s`
+  between two looks). Finals are what every session must get, whatever the load.
+- **draft cost**: model seconds per second of partial ("draft") audio. Partials are elastic
+  (one in flight per session, finals first, a newer one replaces one not started): they thin
+  out as load grows, and each then covers more of its utterance, so a cost *per partial*
+  measured while quiet (short drafts) is far below what a partial costs under load; per
+  second of draft audio it holds. Admission reserves `partials_per_s` partials (default 1)
+  per second of speech, each `draft_share` (0.6) of the mean utterance: enough for text to
+  keep flowing while people talk.
+- **speech per session**: the share of live sessions' audio that the segmenter cut into
+  utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
+  clients stream in real time, so that is the speech each session sends per wall second.
+  Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
+  have not spoken yet does not look free.
+
+Cost per second of speech = final cost + `partials_per_s` × `draft_share` × mean utterance ×
+draft cost. With `workers` model workers the model serves `workers × utilization / cost`
+seconds of speech per wall second (utilization 0.9 by default), and a new session fits when
+`(live + 1) × speech per session` stays within that. Measured on 2 cores with tiny.en: the
+bench held 12-16 sessions and failed at 24 (first text too late).
+
+Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
+are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no
+limit). The lag rule in `service/session/admission.py` still applies. `statistics()` is what
+`/health` and `/metrics` show.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import attrs
+
+from actors.transcriber.actor import TranscriberStatistics
+
+
+@attrs.frozen
+class CapacityStatistics:
+    cost: float | None  # model seconds per second of speech, partials reserved included
+    final_cost: float | None  # model seconds per second of final audio
+    draft_cost: float | None  # model seconds per second of partial audio
+    utterance_s: float | None  # mean length of a final
+    capacity_speech_s_per_s: float | None  # what admission plans to serve
+    offered_speech_s_per_s: float  # what live sessions send, by the speech-per-session estimate
+    speech_per_session: float
+    live_sessions: int
+    headroom: int | None  # more sessions that fit now; None while not yet measured
+
+
+@attrs.frozen
+class Counters:
+    """What the meter reads from the transcriber's statistics, cumulative."""
+
+    final_busy_s: float = 0.0
+    final_audio_s: float = 0.0
+    partial_busy_s: float = 0.0
+    partial_audio_s: float = 0.0
+    finals: int = 0
+
+    @classmethod
+    def of(cls, stats: TranscriberStatistics) -> Counters:
+        return cls(
+            final_busy_s=stats.final_busy_s,
+            final_audio_s=stats.final_audio_s,
+            partial_busy_s=stats.partial_busy_s,
+            partial_audio_s=stats.partial_audio_s,
+            finals=stats.finals,
+        )
+
+
+@attrs.define
+class CapacityMeter:
+    workers: int = 1
+    utilization: float = 0.9
+    partials_per_s: float = 1.0
+    draft_share: float = 0.6
+    default_speech_fraction: float = 0.8
+    halflife_s: float = 30.0
+    min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
+    min_draft_s: float = 2.0  # draft audio between two looks before a cost sample counts
+    settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
+    trust_audio_s: float = 30.0  # final audio seen before the costs are trusted at all
+    cold_sessions: int | None = None  # live sessions admitted while no cost is trusted
+    final_cost: float | None = None
+    draft_cost: float | None = None
+    utterance_s: float | None = None
+    speech_fraction: float | None = None
+    _last_time: float | None = None
+    _last: Counters = Counters()
+
+    def observe(
+        self, now: float, counters: Counters, sessions: Iterable[tuple[float, float]] = ()
+    ) -> None:
+        """Fold in the counters as they are at `now` (seconds, monotonic); `sessions` gives
+        each live session's (speech seconds, audio seconds) so far."""
+        if self._last_time is None:
+            self._last_time, self._last = now, counters
+            return
+        elapsed = now - self._last_time
+        if elapsed < 1.0:
+            return
+        weight = 1.0 - math.exp(-elapsed * math.log(2) / self.halflife_s)
+        audio = counters.final_audio_s - self._last.final_audio_s
+        busy = counters.final_busy_s - self._last.final_busy_s
+        if audio >= self.min_audio_s and busy > 0:
+            self.final_cost = _average(self.final_cost, busy / audio, weight)
+            finals = counters.finals - self._last.finals
+            if finals > 0:
+                self.utterance_s = _average(self.utterance_s, audio / finals, weight)
+        drafts = counters.partial_audio_s - self._last.partial_audio_s
+        busy = counters.partial_busy_s - self._last.partial_busy_s
+        if drafts >= self.min_draft_s and busy > 0:
+            self.draft_cost = _average(self.draft_cost, busy / drafts, weight)
+        settled = [(speech, heard) for speech, heard in sessions if heard >= self.settle_s]
+        if settled:
+            share = min(1.0, sum(s for s, _ in settled) / sum(h for _, h in settled))
+            self.speech_fraction = _average(self.speech_fraction, share, weight)
+        self._last_time, self._last = now, counters
+
+    @property
+    def per_session(self) -> float:
+        """Seconds of speech per wall second that one more session is expected to send."""
+        if self.speech_fraction is None:
+            return self.default_speech_fraction
+        return max(self.speech_fraction, 0.05)
+
+    @property
+    def cost(self) -> float | None:
+        """Model seconds per second of speech, with `partials_per_s` partials reserved."""
+        if self.final_cost is None or self._last.final_audio_s < self.trust_audio_s:
+            return None
+        draft_s = self.draft_share * (self.utterance_s or 0.0)
+        return self.final_cost + self.partials_per_s * draft_s * (self.draft_cost or 0.0)
+
+    @property
+    def capacity(self) -> float | None:
+        """Seconds of speech per wall second that admission plans to serve."""
+        cost = self.cost
+        if cost is None or cost <= 0:
+            return None
+        return self.workers * self.utilization / cost
+
+    def headroom(self, live: int) -> int | None:
+        capacity = self.capacity
+        if capacity is None:
+            return None
+        return max(0, math.floor(capacity / self.per_session + 1e-9) - live)
+
+    def admits(self, live: int) -> bool:
+        """Would one more session fit? While nothing is trusted: up to `cold_sessions`."""
+        headroom = self.headroom(live)
+        if headroom is None:
+            return self.cold_sessions is None or live < self.cold_sessions
+        return headroom >= 1
+
+    def statistics(self, live: int) -> CapacityStatistics:
+        return CapacityStatistics(
+            cost=_rounded(self.cost, 4),
+            final_cost=_rounded(self.final_cost, 4),
+            draft_cost=_rounded(self.draft_cost, 4),
+            utterance_s=_rounded(self.utterance_s, 3),
+            capacity_speech_s_per_s=_rounded(self.capacity, 3),
+            offered_speech_s_per_s=round(live * self.per_session, 3),
+            speech_per_session=round(self.per_session, 3),
+            live_sessions=live,
+            headroom=self.headroom(live),
+        )
+
+
+def _average(previous: float | None, sample: float, weight: float) -> float:
+    return sample if previous is None else previous + weight * (sample - previous)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

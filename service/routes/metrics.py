@@ -1,0 +1,98 @@
+"""`GET /metrics`: Prometheus text exposition of the actors' statistics.
+
+Read-only: it asks each actor's handle for `statistics()` at request time; nothing here owns a
+task or keeps state between scrapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+
+from service.session.admission import capacity_statistics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _line(
+    name: str,
+    value: float,
+    help_text: str,
+    kind: str = "gauge",
+    labels: dict[str, str] | None = None,
+) -> list[str]:
+    label = ",".join(f'{key}="{value}"' for key, value in (labels or {}).items())
+    return [
+        f"# HELP chorus_{name} {help_text}",
+        f"# TYPE chorus_{name} {kind}",
+        f"chorus_{name}{{{label}}} {value}" if label else f"chorus_{name} {value}",
+    ]
+
+
+def render(state: Any) -> str:
+    lines: list[str] = []
+    live = getattr(state, "live", {})
+    lines += _line("sessions_active", len(live), "Live streaming sessions.")
+    lines += _line(
+        "session_lag_seconds_max",
+        max((s.lag_s for s in live.values()), default=0.0),
+        "Largest lag of a live session behind its audio.",
+    )
+    transcriber = getattr(state, "transcriber", None)
+    capacity = capacity_statistics(state)
+    if capacity is not None:
+        lines += _line(
+            "capacity_speech_seconds_per_second",
+            capacity.capacity_speech_s_per_s if capacity.capacity_speech_s_per_s else 0.0,
+            "Seconds of speech per second that admission plans to serve (0 until measured).",
+        )
+        lines += _line(
+            "offered_speech_seconds_per_second",
+            capacity.offered_speech_s_per_s,
+            "Seconds of speech per second that live sessions send (estimate).",
+        )
+        lines += _line(
+            "admission_headroom_sessions",
+            capacity.headroom if capacity.headroom is not None else -1,
+            "More live sessions that fit now (-1 until measured).",
+        )
+    if transcriber is not None:
+        stats = transcriber.statistics()
+        lines += _line("transcriber_batches_total", stats.batches, "Model batches run.", "counter")
+        lines += _line("transcriber_items_total", stats.items, "Requests transcribed.", "counter")
+        lines += _line(
+            "transcriber_busy_seconds_total", stats.busy_s, "Seconds the model was busy.", "counter"
+        )
+        lines += _line("transcriber_queue", stats.queue, "Requests waiting for the model.")
+        lines += _line(
+            "transcriber_dropped_total",
+            stats.dropped,
+            "Requests dropped because their caller left.",
+            "counter",
+        )
+        lines += _line(
+            "transcriber_failed_total", stats.failed, "Requests the model failed.", "counter"
+        )
+        lines.append("# HELP chorus_transcriber_batch_size_total Batches by size.")
+        lines.append("# TYPE chorus_transcriber_batch_size_total counter")
+        lines += [
+            f'chorus_transcriber_batch_size_total{{size="{size}"}} {count}'
+            for size, count in stats.batch_sizes.items()
+        ]
+    store = getattr(state, "store", None)
+    if store is not None:
+        stats = store.statistics()
+        lines += _line("store_writes_total", stats.writes, "Store writes committed.", "counter")
+        lines += _line("store_failed_total", stats.failed, "Store writes failed.", "counter")
+    limiter = getattr(state, "limiter", None)
+    if limiter is not None:
+        stats = limiter.statistics()
+        lines += _line("limiter_healthy", int(stats.healthy), "Rate-limit backend answers.")
+        lines += _line("limiter_refused_total", stats.refused, "Recordings refused.", "counter")
+    return "\n".join(lines) + "\n"
+
+
+async def metrics(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(render(request.app.state), media_type=CONTENT_TYPE)

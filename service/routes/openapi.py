@@ -1,0 +1,386 @@
+"""The OpenAPI 3.1 document that `GET /openapi.json` serves (`service.routes.docs`).
+
+Built from the msgspec types the HTTP routes answer with (`msgspec.json.schema_components`,
+into `components.schemas`) and the table of operations below (`OPERATIONS`: what msgspec
+cannot say, such as multipart forms and parameters). Only the operations whose route the app
+has are listed; OpenAPI has no WebSocket operations, so the app's WebSocket routes are listed
+in `info.description`. No state: it is built anew for each request (a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from typing import Any, Literal
+
+import attrs
+import msgspec
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from protocol import chatserver, openai
+from service.policy.refusal import RefusalBody
+from service.routes.sessions import SessionDetailOut, SessionPageOut
+
+JSON = "application/json"
+OPENAI_FORMATS = "<OpenAI's response formats>"  # a response body: JSON, text, SRT or WebVTT
+REF = "#/components/schemas/{name}"
+Schema = dict[str, Any]
+
+
+class HealthLimits(msgspec.Struct, kw_only=True):
+    backend: str
+    healthy: bool
+    fail_policy: str
+    last_error: str | None = None
+
+
+class HealthStore(msgspec.Struct, kw_only=True):
+    writes: int
+    queue: int
+    failed: int
+    failing: bool
+
+
+class HealthDisk(msgspec.Struct, kw_only=True):
+    low: bool
+    free_bytes: int | None = None
+    min_free_bytes: int | None = None
+
+
+class HealthTranscriber(msgspec.Struct, kw_only=True):
+    batches: int
+    items: int
+    batch_sizes: dict[str, int]
+    mean_batch_size: float
+    queue: int
+    busy_s: float
+    dropped: int
+    failed: int
+    workers: int
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """`GET /health` (written by `service.app.health`; `tests/test_api_docs.py` reads a real
+    answer back through this type). The details appear once the model is loaded; error texts
+    (`last_error`, `died_of`) and disk figures only for callers that see every tenant."""
+
+    status: Literal["ok", "degraded", "starting", "failed"]
+    model: str
+    sessions: int
+    languages: list[str] | None = None
+    limits: HealthLimits | None = None
+    store: HealthStore | None = None
+    disk: HealthDisk | None = None
+    transcriber: HealthTranscriber | None = None
+    capacity: dict[str, float | int | None] | None = None
+    degraded: list[str] | None = None
+    died: list[str] | None = None
+    died_of: dict[str, str] | None = None
+
+
+@attrs.frozen
+class Field:
+    """A form field or a parameter, as an OpenAPI schema fragment."""
+
+    name: str
+    schema: Schema
+    description: str = ""
+    required: bool = False
+
+
+FILE = Field(
+    "file",
+    {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"},
+    "the audio file (WAV, WebM, Ogg, MP3, M4A, FLAC, ...)",
+    required=True,
+)
+
+
+@attrs.frozen
+class Operation:
+    method: Literal["get", "post", "delete"]
+    path: str
+    summary: str
+    tag: str
+    # status → (description, body: a msgspec type, a list of them (any of), a media type of
+    # text, `OPENAI_FORMATS`, or None)
+    responses: Mapping[int, tuple[str, Any]]
+    form: Sequence[Field] = ()
+    parameters: Sequence[Field] = ()  # in the path where the path names them, else the query
+    public: bool = False
+
+
+UPLOAD_ERRORS: Mapping[int, str] = {
+    400: "a missing or bad field; an empty, corrupt or truncated file",
+    408: "the body did not arrive in time",
+    413: "over the size or length limit",
+    429: "over the client's rate limit or upload cap (`Retry-After`)",
+    503: "busy, or the model is not running (`Retry-After` when busy)",
+}
+OPENAI_FORM = (
+    FILE,
+    Field("model", {"type": "string"}, "`whisper-1` or the loaded model's name", required=True),
+    Field("prompt", {"type": "string"}, "text the transcript should follow"),
+    Field(
+        "response_format",
+        {"type": "string", "enum": list(openai.RESPONSE_FORMATS), "default": "json"},
+    ),
+    Field("temperature", {"type": "number", "minimum": 0, "maximum": 1}, "accepted; beam search"),
+)
+OPENAI_RESPONSES: Mapping[int, tuple[str, Any]] = {
+    200: ("the transcript (`json`, `verbose_json`; `text`, `srt`, `vtt` as text)", OPENAI_FORMATS),
+    **{status: (text, openai.ErrorResponse) for status, text in UPLOAD_ERRORS.items()},
+}
+SESSION = Field("session_id", {"type": "string"}, required=True)
+SESSION_ERRORS: Mapping[int, tuple[str, Any]] = {
+    404: ("no such session (or another tenant's)", RefusalBody),
+    409: ("the session is still live", RefusalBody),
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/health",
+        "Server health",
+        "server",
+        {200: ("ok or degraded", Health), 503: ("starting, or an actor died", Health)},
+        public=True,
+    ),
+    Operation(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        "server",
+        {200: ("the metrics in Prometheus' text format", "text/plain")},
+        public=True,
+    ),
+    Operation(
+        "post",
+        "/transcribe",
+        "Transcribe a file (the ChatServer seed, 004)",
+        "uploads",
+        {
+            200: (
+                "`{transcript}`; `{transcript, language, duration}` with `?verbose=true`",
+                [
+                    chatserver.Transcript,
+                    chatserver.VerboseTranscript,
+                ],
+            ),
+            415: ("the file is not audio", chatserver.ChatServerError),
+            **{
+                status: (text, chatserver.ChatServerError) for status, text in UPLOAD_ERRORS.items()
+            },
+        },
+        form=(
+            FILE,
+            Field(
+                "language", {"type": "string"}, "a name or a code (`english`, `en`); none: detect"
+            ),
+        ),
+        parameters=(
+            Field("verbose", {"type": "boolean", "default": False}, "add language, duration"),
+        ),
+    ),
+    Operation(
+        "post",
+        "/v1/audio/transcriptions",
+        "Transcribe a file (OpenAI's audio API)",
+        "uploads",
+        OPENAI_RESPONSES,
+        form=(
+            *OPENAI_FORM,
+            Field("language", {"type": "string"}, "ISO 639-1 code (a name is accepted too)"),
+            Field(
+                "timestamp_granularities[]",
+                {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]}},
+            ),
+        ),
+    ),
+    Operation(
+        "post",
+        "/v1/audio/translations",
+        "Translate a file into English (OpenAI's audio API)",
+        "uploads",
+        OPENAI_RESPONSES,
+        form=OPENAI_FORM,
+    ),
+    Operation("get", "/v1/models", "Models (OpenAI)", "uploads", {200: ("", openai.ModelList)}),
+    Operation(
+        "get",
+        "/v1/models/{model}",
+        "One model (OpenAI)",
+        "uploads",
+        {200: ("", openai.Model), 404: ("unknown model", openai.ErrorResponse)},
+        parameters=(Field("model", {"type": "string"}, required=True),),
+    ),
+    Operation(
+        "get",
+        "/v1/sessions",
+        "Stored sessions, newest first",
+        "sessions",
+        {200: ("a page of sessions", SessionPageOut), 400: ("bad limit or cursor", RefusalBody)},
+        parameters=(
+            Field("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+            Field("next", {"type": "string"}, "the cursor from the previous page's `next`"),
+            Field("client", {"type": "string"}, "one client's sessions (admin keys only)"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}",
+        "One session with its utterances",
+        "sessions",
+        {200: ("", SessionDetailOut), **SESSION_ERRORS},
+        parameters=(SESSION,),
+    ),
+    Operation(
+        "delete",
+        "/v1/sessions/{session_id}",
+        "Delete a session and its audio",
+        "sessions",
+        {204: ("deleted", None), **SESSION_ERRORS},
+        parameters=(SESSION,),
+    ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}/audio",
+        "A session's recording (WAV; `Range` answered with 206)",
+        "sessions",
+        {200: ("16 kHz mono 16-bit WAV", "audio/wav"), **SESSION_ERRORS},
+        parameters=(SESSION,),
+    ),
+)
+
+WEBSOCKETS: Mapping[str, str] = {
+    "/v1/stream": "Chorus's own protocol: binary PCM or encoded audio in, JSON frames out",
+    "/v1/listen": "Deepgram's live API (`Results`, `UtteranceEnd`, `Metadata`)",
+    "/ws/v1/speech-to-text": "Speech-to-Text Backend API (seed 002): `event`-tagged JSON",
+    "/ws/{client_id}": "Real-Time Call Intelligence (seed 001): `audio_chunk` in, sentiment out",
+    "/ws": "Live Audio Transcript / Audio WebSocket API (seeds 000, 003): base64 audio",
+}
+
+
+def _path(template: str) -> str:
+    """A Starlette path (`/v1/models/{model:path}`) as OpenAPI writes it (`/v1/models/{model}`)."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", template)
+
+
+def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the operations whose routes are in `routes`."""
+    served = {
+        (method.lower(), _path(route.path))
+        for route in routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+    }
+    operations = [op for op in OPERATIONS if (op.method, op.path) in served]
+    bodies = sorted(
+        {
+            kind
+            for op in operations
+            for _, body in op.responses.values()
+            for kind in (body if isinstance(body, list) else [body])
+            if isinstance(body, type | list)
+        }
+        | {openai.Transcription, openai.VerboseTranscription, openai.ErrorResponse},
+        key=lambda kind: kind.__name__,
+    )
+    schemas, components = msgspec.json.schema_components(bodies, ref_template=REF)
+    refs = dict(zip(bodies, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
+    websockets = [_path(r.path) for r in routes if isinstance(r, WebSocketRoute)]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Chorus", "version": _version(), "description": _description(websockets)},
+        "tags": [
+            {"name": "uploads", "description": "whole files, transcribed at once"},
+            {"name": "sessions", "description": "stored live sessions (SQLite and WAV)"},
+            {"name": "server", "description": "health and metrics"},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
+            },
+        },
+        "security": [{"bearer": []}, {"token": []}],
+    }
+
+
+def _operation(op: Operation, refs: Mapping[Any, Schema]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, (description, body) in op.responses.items():
+        response: dict[str, Any] = {"description": description or "OK"}
+        if body == OPENAI_FORMATS:
+            transcript = {"anyOf": [refs[openai.Transcription], refs[openai.VerboseTranscription]]}
+            text = {"type": "string"}
+            response["content"] = {JSON: {"schema": transcript}} | {
+                media.split(";")[0]: {"schema": text}
+                for media in dict.fromkeys(openai.MEDIA_TYPES.values())
+                if media != JSON
+            }
+        elif isinstance(body, list):
+            response["content"] = {JSON: {"schema": {"anyOf": [refs[kind] for kind in body]}}}
+        elif isinstance(body, str):
+            response["content"] = {body: {"schema": {"type": "string"}}}
+        elif body is not None:
+            response["content"] = {JSON: {"schema": refs[body]}}
+        responses[str(status)] = response
+    operation: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "responses": responses}
+    parameters = [
+        {
+            "name": field.name,
+            "in": "path" if f"{{{field.name}}}" in op.path else "query",
+            "required": field.required or f"{{{field.name}}}" in op.path,
+            "schema": field.schema,
+        }
+        | ({"description": field.description} if field.description else {})
+        for field in op.parameters
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if op.form:
+        form: Schema = {
+            "type": "object",
+            "properties": {
+                field.name: field.schema
+                | ({"description": field.description} if field.description else {})
+                for field in op.form
+            },
+            "required": [field.name for field in op.form if field.required],
+        }
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": form}},
+        }
+    if op.public:
+        operation["security"] = [{}, {"bearer": []}]  # a key is optional (admins see more)
+    return operation
+
+
+def _description(websockets: Sequence[str]) -> str:
+    lines = [
+        "Live speech-to-text: many WebSocket streams, one shared Whisper model.",
+        "",
+        "OpenAPI describes no WebSocket operations; this server's WebSocket routes are:",
+        "",
+        *(f"- `{path}`: {WEBSOCKETS.get(path, 'see the README')}" for path in websockets),
+        "",
+        "Each is described message by message in the README. API keys go in "
+        "`Authorization: Bearer <key>`, the `token` query parameter, or (WebSockets) a "
+        "`Sec-WebSocket-Protocol: token, <key>` offer.",
+    ]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("chorus")
+    except metadata.PackageNotFoundError:
+        return "0"

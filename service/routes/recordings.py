@@ -1,0 +1,203 @@
+"""`WS /ws` for the 003/000 seeds: each `audio` message is a recording, answered in turn.
+
+`serve_recordings` is the route's whole life, in the request's task: admission as for every
+session (`service.session.admission.admit_session`: caps, load, rate limit; refused before the
+upgrade), then one loop that reads a message, answers `status` ("Processing audio..."),
+decodes and transcribes it, and answers `transcription` or `error` (`protocol.dialects.seed_ws.
+RecordingCodec`). One message at a time: the next waits in hypercorn's queue (10 messages), so
+a connection holds at most one recording in the app. The connection counts as a live session
+(`/health`'s `sessions` and `active_connections`, the session caps, a drain on shutdown cancels
+its loop and closes it with 1012).
+
+Decoding goes through the guarded decoders only (declared rates 8-192 kHz, decoded length
+capped): a message that starts a container (`sniff_container`) opens a new `StreamingDecoder`,
+which keeps the header for the MediaRecorder chunks that follow; a recording that decodes to
+more than `StreamingDecoder`'s per-chunk cap (60 s), or whose container cannot be streamed
+(FLAC, AIFF), is decoded again whole by `FileDecoder` (30 s pieces, flat memory) with
+`Limits.max_upload_s` as its cap, and cannot be continued. A message that starts no container
+continues the last recording, or is an `error` when there is none. The transcription is that
+message's audio only, cut at pauses and put on the shared transcriber at `final` priority (a
+client waits for it), at most 4 utterances in flight (`actors.transcriber.files`).
+
+Limits: a message over `Limits.max_audio_message_bytes` (base64 text or binary) is answered
+with `error` and dropped; other text messages keep the 64 KiB JSON limit. A client sends
+nothing between recordings, so the connection waits `Limits.audio_idle_timeout_s` (600 s),
+not the streaming routes' 30 s, before it is closed (1000, after an `error`). Memory per
+connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from base64, ≤ 60 s
+or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's queue (up to
+10 x 25 MiB: lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES` where that matters).
+
+Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from starlette.websockets import WebSocket
+
+from actors.audio.demux import sniff_container
+from actors.audio.file_decoder import UndecodableAudio
+from actors.audio.stream_decoder import StreamingDecoder
+from actors.model.port import SAMPLE_RATE
+from actors.transcriber.actor import TranscriberClosed, TranscriptionFailed
+from actors.transcriber.files import FileOptions, transcribe_file, transcribe_samples
+from protocol.codec import ProtocolError
+from protocol.dialects.seed_ws import RecordingCodec
+from protocol.native import Config, Ping, Stop
+from service.policy.limits import Limits
+from service.policy.refusal import Refusal
+from service.policy.security import refuse_websocket
+from service.session.admission import LiveSessions, admit_session
+from service.session.ports import ClientGone, Transcriber
+from service.session.sockets import StarletteSocket
+from service.session.stages import SessionState
+from service.session.supervisor import new_session_id
+
+log = logging.getLogger("chorus.recordings")
+
+DECODES_AT_ONCE = 2  # recordings decoding at once, over all connections
+_STREAMED_AGAIN = frozenset({"too_long", "unsupported_codec"})  # then FileDecoder decodes
+
+
+class Recording:
+    """One connection's decoding state: the open recording's `StreamingDecoder`, if any."""
+
+    def __init__(self, limits: Limits, decodes: trio.CapacityLimiter) -> None:
+        self.max_seconds = limits.max_upload_s
+        self.decodes = decodes
+        self._stream: StreamingDecoder | None = None
+        self.samples = 0
+
+    async def transcribe(self, transcriber: Transcriber, data: bytes) -> str:
+        """The text of `data`'s audio; raises `UndecodableAudio`, `TranscriptionFailed`."""
+        options = FileOptions(priority="final", max_seconds=self.max_seconds)
+        fresh = sniff_container(data[:12]) is not None
+        if fresh:
+            self._stream = StreamingDecoder()
+        elif self._stream is None:
+            raise UndecodableAudio(
+                "not_audio",
+                "not a recording: audio must start with a WAV, WebM, Ogg or MP3 header "
+                f"(it starts with {data[:12].hex(' ')})",
+            )
+        stream = self._stream
+        try:
+            samples = await trio.to_thread.run_sync(stream.feed, data, limiter=self.decodes)
+        except UndecodableAudio as error:
+            self._stream = None
+            if not fresh or error.kind not in _STREAMED_AGAIN:
+                raise
+            whole = await transcribe_file(transcriber, data, options, decode_limiter=self.decodes)
+            self.samples += round(whole.duration_s * SAMPLE_RATE)
+            return whole.text
+        self.samples += len(samples)
+        transcript = await transcribe_samples(transcriber, samples, options)
+        return transcript.text
+
+
+async def serve_recordings(
+    websocket: WebSocket, limits: Limits, decodes: trio.CapacityLimiter
+) -> None:
+    """Admit, accept and answer one connection's recordings until it closes."""
+    state = websocket.app.state
+    client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
+    try:
+        admission = await admit_session(state, client)
+    except Refusal as refusal:
+        log.info("refused /ws for %s: %s", client, refusal.code)
+        await refuse_websocket(websocket, refusal)
+        return
+    socket = StarletteSocket(websocket)
+    session = SessionState(session_id=new_session_id(), config=Config())
+    live: LiveSessions = state.live
+    try:
+        await websocket.accept()
+        live.add(session)
+        with session.reader:  # a drain on shutdown cancels it
+            await _answer(socket, state.transcriber, Recording(limits, decodes), limits, session)
+        await socket.close(session.close_code)
+    except ClientGone:
+        pass
+    finally:
+        live.remove(session.session_id)
+        if admission is not None:
+            admission.release()
+        with trio.CancelScope(shield=True):
+            await socket.drain()
+
+
+async def _answer(
+    socket: StarletteSocket,
+    transcriber: Transcriber,
+    recording: Recording,
+    limits: Limits,
+    session: SessionState,
+) -> None:
+    codec = RecordingCodec(limits.max_message_bytes)
+    deadline = trio.current_time() + limits.max_session_s
+    while True:
+        idle_s = limits.audio_idle_timeout_s
+        with trio.move_on_at(min(deadline, trio.current_time() + idle_s)):
+            message = await socket.receive()
+            await _handle(socket, codec, transcriber, recording, limits, message, session)
+            if session.stop_reason == "stop":
+                return
+            continue
+        if trio.current_time() >= deadline:
+            session.stop_reason = "session_too_long"
+            await socket.send(codec.error(f"Session longer than {limits.max_session_s:g} s"))
+        else:
+            session.stop_reason = "idle_timeout"
+            await socket.send(codec.error(f"No audio for {idle_s:g} s: closing"))
+        return
+
+
+async def _handle(
+    socket: StarletteSocket,
+    codec: RecordingCodec,
+    transcriber: Transcriber,
+    recording: Recording,
+    limits: Limits,
+    message: str | bytes,
+    session: SessionState,
+) -> None:
+    limit = limits.max_audio_message_bytes
+    if len(message) > limit:
+        await socket.send(
+            codec.error(f"Audio message of {len(message)} bytes is over the {limit}-byte limit")
+        )
+        return
+    try:
+        item = codec.decode(message)
+    except ProtocolError as error:
+        await socket.send(codec.error(error.message))
+        return
+    del message  # the base64 text: only the decoded bytes are kept from here
+    match item:
+        case Stop():
+            session.stop_reason = "stop"
+        case Ping():
+            await socket.send(codec.pong())
+        case bytes():
+            session.audio_started = True
+            await socket.send(codec.processing())
+            answer = await _transcribed(transcriber, recording, item, codec)
+            session.received_samples = recording.samples
+            await socket.send(answer)
+
+
+async def _transcribed(
+    transcriber: Transcriber, recording: Recording, data: bytes, codec: RecordingCodec
+) -> str:
+    """The `transcription` message for `data`, or the `error` message saying why not."""
+    try:
+        return codec.transcription(await recording.transcribe(transcriber, data))
+    except UndecodableAudio as error:
+        return codec.error(f"Could not decode the audio: {error.reason}")
+    except TranscriptionFailed:
+        log.exception("the model failed on a /ws recording")
+        return codec.error("The model failed to transcribe this audio")
+    except TranscriberClosed:
+        return codec.error("The server is shutting down")

@@ -1,0 +1,222 @@
+"""REST over the store: `GET/DELETE /v1/sessions…` (list, one session, its audio, delete).
+
+The routes hold no state: each request finds the store at `request.app.state.store` (a
+`StoreHandle` that the app lifespan opened) and answers JSON encoded by msgspec, or the WAV file
+(Starlette's `FileResponse`: `Accept-Ranges: bytes`, `Range` answered with 206, or 416 when it
+cannot be satisfied). Errors are `{"error": {"code", "message"}}`: 400 for a bad `limit` or
+cursor, 404 for an unknown session or a session without audio, 409 for a session still live
+(its audio is still being written and it cannot be deleted yet), 503 when the store is closed.
+Who may call them is decided in front of them (`service.policy.security.SecurityMiddleware`), and
+whose sessions they show here: each API key is a tenant that sees only the sessions it made
+(another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
+and a server without keys (single-tenant) see all, and only they may filter by `?client=`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import msgspec
+import trio
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from actors.store.actor import (
+    SessionDetail,
+    SessionLive,
+    SessionNotFound,
+    SessionRecord,
+    StoreClosed,
+    StoreHandle,
+)
+from service.policy.refusal import Refusal
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+
+class WordOut(msgspec.Struct):
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+class UtteranceOut(msgspec.Struct):
+    index: int
+    start: float
+    end: float
+    text: str
+    language: str
+    confidence: float
+    words: list[WordOut] | None
+
+
+class SessionOut(msgspec.Struct):
+    id: str
+    route: str
+    client: str
+    model: str
+    language: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    duration_s: float | None
+    utterances: int
+    has_audio: bool
+
+
+class SessionPageOut(msgspec.Struct):
+    sessions: list[SessionOut]
+    next: str | None
+
+
+class SessionDetailOut(msgspec.Struct):
+    id: str
+    route: str
+    client: str
+    model: str
+    language: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    duration_s: float | None
+    has_audio: bool
+    utterances: list[UtteranceOut]
+    transcript: str
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _json(value: msgspec.Struct) -> Response:
+    return Response(_encoder.encode(value), media_type="application/json")
+
+
+def _session_out(record: SessionRecord) -> SessionOut:
+    return msgspec.convert(record, SessionOut, from_attributes=True)
+
+
+def _detail_out(detail: SessionDetail) -> SessionDetailOut:
+    fields = msgspec.structs.asdict(_session_out(detail.session))
+    fields["utterances"] = msgspec.convert(
+        detail.utterances, list[UtteranceOut], from_attributes=True
+    )
+    return SessionDetailOut(**fields, transcript=detail.transcript)
+
+
+def _store(request: Request) -> StoreHandle:
+    store: StoreHandle | None = getattr(request.app.state, "store", None)
+    if store is None:
+        raise Refusal(503, "store_unavailable", "sessions are not stored on this server")
+    return store
+
+
+def _not_found(session_id: str) -> Refusal:
+    return Refusal(404, "not_found", f"no session {session_id!r}")
+
+
+def _tenant(request: Request) -> str | None:
+    """The client whose sessions the caller may see; None: everyone's (admin, or no keys, or
+    the routes mounted without `SecurityMiddleware`, which is what decides this)."""
+    state = request.scope.get("state") or {}
+    if state.get("sees_all", True):
+        return None
+    client: str = state.get("client", "")
+    return client
+
+
+async def _visible(store: StoreHandle, request: Request, session_id: str) -> SessionDetail:
+    """The session if the caller may see it; `SessionNotFound` otherwise, whichever it is."""
+    detail = await store.get_session(session_id)
+    tenant = _tenant(request)
+    if tenant is not None and detail.session.client != tenant:
+        raise SessionNotFound(session_id)
+    return detail
+
+
+async def list_sessions(request: Request) -> Response:
+    text = request.query_params.get("limit", str(DEFAULT_PAGE))
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:  # not "²"
+        raise Refusal(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+    tenant = _tenant(request)
+    try:
+        page = await _store(request).list_sessions(
+            client=request.query_params.get("client") if tenant is None else tenant,
+            limit=int(text),
+            cursor=request.query_params.get("next") or request.query_params.get("cursor"),
+        )
+    except ValueError as error:
+        raise Refusal(400, "invalid_cursor", str(error)) from None
+    return _json(SessionPageOut([_session_out(s) for s in page.sessions], page.next))
+
+
+async def one_session(request: Request) -> Response:
+    session_id: str = request.path_params["session_id"]
+    store = _store(request)
+    try:
+        detail = await _visible(store, request, session_id)
+        if request.method == "DELETE":
+            await store.delete_session(session_id)
+            return Response(status_code=204)
+        return _json(_detail_out(detail))
+    except SessionNotFound:
+        raise _not_found(session_id) from None
+    except SessionLive:
+        raise Refusal(409, "session_live", "the session has not ended yet") from None
+
+
+async def session_audio(request: Request) -> Response:
+    session_id: str = request.path_params["session_id"]
+    store = _store(request)
+    try:
+        record = (await _visible(store, request, session_id)).session
+    except SessionNotFound:
+        raise _not_found(session_id) from None
+    if not record.has_audio:
+        raise Refusal(404, "no_audio", "this session was not recorded")
+    if record.ended_at is None:
+        raise Refusal(409, "session_live", "the recording is still being written")
+    path = store.audio_path(session_id)
+    if not await trio.to_thread.run_sync(path.is_file):
+        raise Refusal(404, "no_audio", "the recording is gone")
+    return FileResponse(
+        path,
+        media_type="audio/wav",
+        filename=f"{session_id}.wav",
+        content_disposition_type="inline",
+    )
+
+
+def _answering_refusals(endpoint: Endpoint) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def answer(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Refusal as refusal:
+            return refusal.response()
+        except StoreClosed:
+            return Refusal(503, "store_closed", "the store is shutting down").response()
+
+    return answer
+
+
+def sessions_routes() -> list[BaseRoute]:
+    """The routes; mount them in the app (they read `app.state.store`)."""
+    return [
+        Route("/v1/sessions", _answering_refusals(list_sessions), methods=["GET"]),
+        Route(
+            "/v1/sessions/{session_id}",
+            _answering_refusals(one_session),
+            methods=["GET", "DELETE"],
+        ),
+        Route(
+            "/v1/sessions/{session_id}/audio",
+            _answering_refusals(session_audio),
+            methods=["GET", "HEAD"],
+        ),
+    ]

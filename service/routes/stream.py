@@ -1,0 +1,37 @@
+"""`WS /v1/stream`: the native protocol route (DESIGN §4.1).
+
+The route reads the query into a `Config` (or an `Error` to answer) and hands the connection
+to `service.session.admission.serve_session`, which admits, accepts and runs the session with a
+`NativeCodec`. Sentiment, when asked for, is added to each final by `annotate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from actors.model.sentiment import annotate_sentiment
+from protocol.native import Config, Error, Final, NativeCodec, config_from_query
+from service.session.admission import serve_session
+
+
+def native_config(query: dict[str, str]) -> Config | Error:
+    try:
+        return config_from_query(query)
+    except msgspec.ValidationError as error:
+        return Error(code="invalid_config", message=str(error), fatal=True)
+
+
+async def stream_endpoint(websocket: WebSocket) -> None:
+    config = native_config(dict(websocket.query_params))
+    await serve_session(
+        websocket, NativeCodec(), config, route="/v1/stream", annotate=sentiment_annotator(config)
+    )
+
+
+def sentiment_annotator(config: Config | Error) -> Callable[[Final], Final]:
+    if isinstance(config, Config) and config.sentiment:
+        return annotate_sentiment
+    return lambda frame: frame

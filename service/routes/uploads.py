@@ -1,0 +1,347 @@
+"""File uploads: the OpenAI audio API and the ChatServer seed's `POST /transcribe`.
+
+Each request owns its work, in three steps that every upload route takes through `Uploads`:
+
+1. `admit`, before any of the body is read: a slot under the upload caps (`UploadSlots`: at
+   most `Limits.max_uploads_per_client` in flight per client, 429, and `Limits.max_uploads` in
+   all, 503, both with `Retry-After`), then the client's rate limit and the transcriber's lag
+   (`service.session.admission.admit`, as for sessions). The slot is held until the request is
+   answered, however it ends.
+2. `open_form` reads the multipart body: at most `Limits.max_upload_bytes` (the app's limits,
+   from the environment and `.env`; 413 as soon as `Content-Length` or the bytes say so,
+   chunked or not), and all of it within `Limits.upload_read_timeout_s` (408), so a body that
+   trickles in (slowloris) gives its slot back whatever the ASGI server does.
+3. `transcribe`: `actors.transcriber.files.transcribe_file` decodes in a worker thread (at most
+   `DECODES_AT_ONCE` at once) and puts the segments on the shared transcriber at `background`
+   priority, so live sessions keep their latency. A child task watches for `http.disconnect`
+   and cancels the work when the client goes; the actor drops the jobs it has not run.
+
+Routes: `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`, `GET /v1/models`,
+`GET /v1/models/{model}` (OpenAI's shapes, `protocol/openai.py`; errors as
+`{"error": {"message", "type", "param", "code"}}`), and `POST /transcribe` (`file` +
+`language` as a name or a code → `{"transcript"}`, as the seed's README shows, and
+`{"transcript", "language", "duration"}` with `?verbose=true`; errors as
+`{"detail", "error": {"code", "message"}}`, `protocol/chatserver.py`).
+
+Status codes: 400 for a missing or bad field, an empty, corrupt or truncated file (OpenAI
+routes also use 400 for a file that is not audio, as OpenAI does, so its client raises
+`BadRequestError`); 415 on `/transcribe` for a file that is not audio or has no decodable
+audio stream; 408 for a body slower than the deadline; 413 over the size limit; 429/503 over
+the upload caps; 500 when the model fails (the detail goes to the log, not the client); 503
+while it is not running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import BinaryIO
+
+import attrs
+import trio
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Message, Receive
+
+from actors.audio.file_decoder import UndecodableAudio
+from actors.transcriber.actor import TranscriberClosed, TranscriberHandle, TranscriptionFailed
+from actors.transcriber.files import FileOptions, FileTranscript, transcribe_file
+from protocol import chatserver
+from protocol.dialects.languages import language_code
+from service.policy.limits import Limits, UploadTooLarge
+from service.policy.refusal import drain_body
+from service.session.admission import admit
+
+log = logging.getLogger("chorus.uploads")
+
+DECODES_AT_ONCE = 2
+RETRY_AFTER_S = 5
+NOT_AUDIO = frozenset({"not_audio", "no_audio_stream", "unsupported_codec"})
+
+
+class UploadError(Exception):
+    """A request the upload routes refuse; each route renders it in its own error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+def _client(request: Request) -> str:
+    """The identity `SecurityMiddleware` gave the caller (`request.state.client`)."""
+    return str(request.scope.get("state", {}).get("client") or "anonymous")
+
+
+def upload_limits(request: Request) -> Limits:
+    """The app's limits (read once at start from the environment and `.env`)."""
+    security = getattr(request.app.state, "security", None)
+    limits: Limits = security.limits if security is not None else Limits()
+    return limits
+
+
+async def check_admission(request: Request) -> None:
+    """Refuse an upload the way a session would be refused: over the client's rate limit
+    (429) or while the transcriber is not keeping up with live sessions (503)."""
+    refusal = await admit(request.app.state, _client(request), live_session=False)
+    if refusal is not None:
+        raise UploadError(
+            refusal.status_code, refusal.code, refusal.message, retry_after=refusal.retry_after
+        )
+
+
+def upload_routes() -> list[BaseRoute]:
+    from service.routes.openai_api import openai_routes
+
+    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE))
+    return [
+        *openai_routes(uploads),
+        Route("/transcribe", uploads.transcribe_seed, methods=["POST"]),
+    ]
+
+
+class UploadSlots:
+    """Uploads in flight, per client and in total. Plain state touched only from the trio
+    thread, so it needs no lock; the caps come from the caller's `Limits`."""
+
+    def __init__(self) -> None:
+        self._by_client: Counter[str] = Counter()
+        self._total = 0
+
+    @contextmanager
+    def take(self, client: str, limits: Limits) -> Iterator[None]:
+        """Hold one of `client`'s slots for the block, or raise `UploadError`: 429 for a client
+        at its own cap, 503 when the server is at its cap."""
+        if self._by_client[client] >= limits.max_uploads_per_client:
+            raise UploadError(
+                429,
+                "too_many_uploads",
+                f"at most {limits.max_uploads_per_client} uploads at once per client",
+                retry_after=RETRY_AFTER_S,
+            )
+        if self._total >= limits.max_uploads:
+            raise UploadError(
+                503,
+                "server_busy",
+                "the server is transcribing as many uploads as it takes; try again shortly",
+                retry_after=RETRY_AFTER_S,
+            )
+        self._by_client[client] += 1
+        self._total += 1
+        try:
+            yield
+        finally:
+            self._total -= 1
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
+
+
+class Uploads:
+    """What the upload routes share: the decode limiter and the upload slots."""
+
+    def __init__(self, decodes: trio.CapacityLimiter) -> None:
+        self.decodes = decodes
+        self.slots = UploadSlots()
+
+    @asynccontextmanager
+    async def admit(self, request: Request) -> AsyncIterator[None]:
+        """Every upload route's first step, before a byte of the body is read: a slot under
+        the upload caps (checked first, so a refused upload spends no rate-limit token), then
+        `check_admission`. The slot is given back when the block ends, however it ends."""
+        admitted = False
+        try:
+            with self.slots.take(_client(request), upload_limits(request)):
+                await check_admission(request)
+                admitted = True
+                yield
+        except UploadError:
+            if not admitted:
+                await drain_body(request.receive)  # refused before the body: read a small one
+            raise
+
+    @asynccontextmanager
+    async def open_form(self, request: Request) -> AsyncIterator[FormData]:
+        """The multipart body, refused with 413 once it passes the size limit and with 408
+        if it is not all there by the read deadline; the uploaded file's spool is closed when
+        the block ends, however it ends."""
+        limits = upload_limits(request)
+        limit = limits.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        received = 0
+
+        async def receive() -> Message:
+            nonlocal received
+            message = await request.receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        form: FormData | None = None
+        with trio.move_on_after(limits.upload_read_timeout_s):
+            form = await _read_form(Request(request.scope, receive), limit)
+        if form is None:
+            raise UploadError(
+                408,
+                "body_timeout",
+                f"the upload did not arrive within {limits.upload_read_timeout_s:g} s",
+            )
+        try:
+            yield form
+        finally:
+            await form.close()
+
+    async def uploaded_file(self, form: FormData) -> BinaryIO:
+        """The form's `file` part, left where the parser spooled it (memory up to 1 MiB, then
+        a temporary file): it is decoded from there piece by piece, never read whole. Valid
+        until the `open_form` block ends."""
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise UploadError(400, "missing_file", "the form has no `file` part", "file")
+        if not upload.size:
+            raise UploadError(400, "empty", "the uploaded file is empty (0 bytes)", "file")
+        return upload.file
+
+    async def transcribe(
+        self, request: Request, data: BinaryIO, options: FileOptions, *, not_audio: int
+    ) -> FileTranscript:
+        """Decode and transcribe; decoding and model failures become `UploadError`s, and so
+        does the client going away (`client_gone`), which cancels the work at once."""
+        transcriber = getattr(request.app.state, "transcriber", None)
+        if transcriber is None:
+            raise UploadError(503, "not_ready", "the model is still loading")
+        options = attrs.evolve(options, max_seconds=upload_limits(request).max_upload_s)
+        # the outcome is a value: raised inside the nursery it would leave it in an
+        # ExceptionGroup, which the routes' error renderers do not catch
+        outcome: FileTranscript | UploadError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_when_gone, request.receive, nursery.cancel_scope)
+            outcome = await self._outcome(transcriber, data, options, not_audio)
+            nursery.cancel_scope.cancel()
+        if outcome is None:
+            raise UploadError(499, "client_gone", "the client disconnected")
+        if isinstance(outcome, UploadError):
+            raise outcome
+        return outcome
+
+    async def _outcome(
+        self, transcriber: TranscriberHandle, data: BinaryIO, options: FileOptions, not_audio: int
+    ) -> FileTranscript | UploadError:
+        try:
+            return await transcribe_file(transcriber, data, options, decode_limiter=self.decodes)
+        except UndecodableAudio as error:
+            status = not_audio if error.kind in NOT_AUDIO else 400
+            if error.kind == "too_long":
+                status = 413
+            return UploadError(status, error.kind, error.reason, "file")
+        except TranscriptionFailed as error:
+            log.error("the model failed on an upload", exc_info=error)
+            return UploadError(500, "model_error", "the model failed to transcribe this file")
+        except TranscriberClosed:
+            return UploadError(503, "not_running", "the transcriber is shutting down")
+
+    async def transcribe_seed(self, request: Request) -> Response:
+        """`POST /transcribe` (the ChatServer seed): `file` + `language` → `{"transcript"}`."""
+        return await _seed_errors(self._transcribe_seed, request)
+
+    async def _transcribe_seed(self, request: Request) -> Response:
+        async with self.admit(request), self.open_form(request) as form:
+            language = form_language(form.get("language"), request)
+            data = await self.uploaded_file(form)
+            options = FileOptions(language=language)
+            transcript = await self.transcribe(request, data, options, not_audio=415)
+        body: chatserver.Transcript | chatserver.VerboseTranscript
+        if _flag(request.query_params.get("verbose")):
+            body = chatserver.VerboseTranscript(
+                transcript=transcript.text,
+                language=transcript.language,
+                duration=transcript.duration_s,
+            )
+        else:
+            body = chatserver.Transcript(transcript=transcript.text)
+        return Response(chatserver.encoder.encode(body), 200, media_type="application/json")
+
+
+async def _read_form(request: Request, limit: int) -> FormData:
+    """`request`'s form; its failures as `UploadError`s, with no exception text for the client
+    but Starlette's own (written for clients)."""
+    try:
+        return await request.form(max_files=1, max_fields=64)
+    except UploadError:
+        raise
+    except UploadTooLarge:  # `BodyLimitMiddleware` counts the same bytes and may be first
+        raise _too_large(limit) from None
+    except HTTPException as error:  # Starlette's `MultiPartException`s
+        raise UploadError(400, "invalid_form", f"cannot read the form: {error.detail}") from None
+    except ClientDisconnect:
+        raise UploadError(499, "client_gone", "the client disconnected") from None
+    except Exception:  # python-multipart's and any other parser's: the detail is for the log
+        log.info("an unreadable upload form", exc_info=True)
+        raise UploadError(400, "invalid_form", "cannot read the multipart form") from None
+
+
+async def _cancel_when_gone(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel `scope` when the server says the client disconnected (the body has been read,
+    so `http.disconnect` is the only message left to come)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+def form_language(value: object, request: Request) -> str | None:
+    """A language name or code from a form → a code the model knows (None: detect)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    if not isinstance(value, str):
+        raise UploadError(400, "invalid_language", "`language` must be text", "language")
+    code = language_code(value)
+    if code is None:
+        raise UploadError(400, "invalid_language", f"unknown language {value!r}", "language")
+    options = request.app.state.options
+    if code not in options.languages:
+        raise UploadError(
+            400,
+            "unsupported_language",
+            f"model {options.model} does not know language {value!r}",
+            "language",
+        )
+    return code
+
+
+def _too_large(limit: int) -> UploadError:
+    return UploadError(413, "file_too_large", f"the upload is over the {limit}-byte limit", "file")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+async def _seed_errors(
+    handler: Callable[[Request], Awaitable[Response]], request: Request
+) -> Response:
+    try:
+        return await handler(request)
+    except UploadError as error:
+        body = chatserver.error_body(error.code, error.message)
+        return Response(body, error.status, error.headers, "application/json")

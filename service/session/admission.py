@@ -1,0 +1,234 @@
+"""Admission and the common life of a WebSocket session, for every route and dialect.
+
+`serve_session` is what each WebSocket route calls: before the upgrade it checks the per-client
+and total session caps, whether the transcriber is keeping up, and last the client's recording
+rate limit, so that a session refused for any other reason spends no rate-limit token (issue
+11, M5); refusals are HTTP 429/503 + `Retry-After`, never after audio was accepted. Then it
+accepts, builds the session's store hooks, and runs the session pipeline. It owns the
+session's admission slot and releases it when the session ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from starlette.websockets import WebSocket
+
+from protocol.codec import Codec
+from protocol.native import Config, Error, Final
+from service.policy.capacity import CapacityMeter, CapacityStatistics, Counters
+from service.policy.limits import Admission, Limits
+from service.policy.refusal import Refusal
+from service.policy.security import refuse_websocket
+from service.session.ports import NoHooks, SessionHooks, SessionLimits, StreamOptions
+from service.session.recorder import StoreHooks
+from service.session.sockets import StarletteSocket
+from service.session.stages import SessionState
+from service.session.supervisor import check_config, new_session_id, run_session
+
+log = logging.getLogger("chorus.session")
+
+
+class LiveSessions(dict[str, SessionState]):
+    """The sessions running now, by id; `wait_empty` wakes when the last one ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._empty = trio.Event()
+        self._empty.set()
+
+    def add(self, session: SessionState) -> None:
+        if not self:
+            self._empty = trio.Event()
+        self[session.session_id] = session
+
+    def remove(self, session_id: str) -> None:
+        self.pop(session_id, None)
+        if not self:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+
+def session_limits(limits: Limits, queue_size: int = 16) -> SessionLimits:
+    return SessionLimits(
+        max_frame_bytes=limits.max_frame_bytes,
+        max_message_bytes=limits.max_message_bytes,
+        idle_timeout_s=limits.idle_timeout_s,
+        audio_idle_timeout_s=limits.audio_idle_timeout_s,
+        max_session_s=limits.max_session_s,
+        queue_size=queue_size,
+    )
+
+
+async def admit(state: Any, client: str, *, live_session: bool = True) -> Refusal | None:
+    """Why a new session or upload from `client` must be refused now, or None.
+
+    A live session must also fit the transcriber's measured capacity (`service/policy/capacity.py`):
+    refused up front, before it or anyone else falls behind. Uploads run behind live work and
+    are not counted there. The rate limit comes last, because an allowed `hit` spends one of
+    the client's tokens: a caller must check its own caps before calling this.
+    """
+    if overloaded(state):
+        return Refusal(
+            503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
+        )
+    if live_session and not fits(state):
+        return Refusal(
+            503,
+            "at_capacity",
+            "the server holds as many live sessions as it can serve on time; try again soon",
+            retry_after=10,
+        )
+    limiter = getattr(state, "limiter", None)
+    if limiter is not None:
+        decision = await limiter.hit(client)
+        if not decision.allowed:
+            code = "rate_limited" if decision.reason == "limit" else "limits_unavailable"
+            window = f" per {decision.window}" if decision.window else ""
+            return Refusal(
+                decision.status_code,
+                code,
+                f"too many recordings{window} for this client",
+                retry_after=max(1, decision.retry_after),
+            )
+    return None
+
+
+async def admit_session(state: Any, client: str) -> Admission | None:
+    """A live session slot for `client` (None without a gate), or `Refusal`: the session caps
+    first, then `admit`, so a session the caps refuse spends no rate-limit token. The slot is
+    given back if `admit` refuses or is cancelled."""
+    gate = getattr(state, "gate", None)
+    admission: Admission | None = None if gate is None else gate.admit(client)
+    admitted = False
+    try:
+        refusal = await admit(state, client)
+        if refusal is not None:
+            raise refusal
+        admitted = True
+        return admission
+    finally:
+        if not admitted and admission is not None:
+            admission.release()
+
+
+def capacity_statistics(state: Any) -> CapacityStatistics | None:
+    """Bring the capacity meter up to date and read it (None without a transcriber)."""
+    meter: CapacityMeter | None = getattr(state, "capacity", None)
+    transcriber = getattr(state, "transcriber", None)
+    if meter is None or transcriber is None:
+        return None
+    counters = Counters.of(transcriber.statistics())
+    live: dict[str, SessionState] = getattr(state, "live", {})
+    sessions = [(session.speech_s, session.received_s) for session in live.values()]
+    meter.observe(trio.current_time(), counters, sessions)
+    return meter.statistics(len(live))
+
+
+def fits(state: Any) -> bool:
+    """Does one more live session fit the measured capacity (`service/policy/capacity.py`)?"""
+    meter: CapacityMeter | None = getattr(state, "capacity", None)
+    if meter is None or state.settings.admission_utilization <= 0:
+        return True
+    capacity_statistics(state)  # bring the meter up to date
+    return meter.admits(len(getattr(state, "live", {})))
+
+
+def overloaded(state: Any) -> bool:
+    """The transcriber cannot keep up: a live session is far behind, or the queue is full."""
+    settings = state.settings
+    live: dict[str, SessionState] = getattr(state, "live", {})
+    if any(session.lag_s > settings.admission_lag_s for session in live.values()):
+        return True
+    transcriber = getattr(state, "transcriber", None)
+    return transcriber is not None and (
+        transcriber.statistics().queue >= settings.queue_size * 3 // 4
+    )
+
+
+async def serve_session(
+    websocket: WebSocket,
+    codec: Codec,
+    config: Config | Error,
+    *,
+    route: str,
+    annotate: Callable[[Final], Final] = lambda frame: frame,
+    options: StreamOptions | None = None,
+    subprotocol: str | None = None,
+) -> SessionState | None:
+    """Admit, accept and run one session; `config` may be an `Error` to answer and close."""
+    state = websocket.app.state
+    client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
+    try:
+        admission = await admit_session(state, client)
+    except Refusal as refusal:
+        log.info("refused %s for %s: %s", route, client, refusal.code)
+        await refuse_websocket(websocket, refusal)
+        return None
+    socket = StarletteSocket(websocket)
+    try:
+        await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
+        options = options or state.options
+        problem = config if isinstance(config, Error) else check_config(config, options)
+        if problem is not None or not isinstance(config, Config):
+            problem = problem or Error(code="invalid_config", message="bad configuration")
+            problem.fatal = True
+            for message in codec.encode(problem):
+                await socket.send(message)
+            await socket.close(1008, problem.code)
+            return None
+        return await _run(websocket, socket, codec, config, options, route, client, annotate)
+    finally:
+        if admission is not None:
+            admission.release()
+        with trio.CancelScope(shield=True):
+            await socket.drain()
+
+
+async def _run(
+    websocket: WebSocket,
+    socket: StarletteSocket,
+    codec: Codec,
+    config: Config,
+    options: StreamOptions,
+    route: str,
+    client: str,
+    annotate: Callable[[Final], Final],
+) -> SessionState | None:
+    state = websocket.app.state
+    store = getattr(state, "store", None)
+    hooks: SessionHooks = StoreHooks(store, record=config.record) if store else NoHooks()
+    session_id = new_session_id()
+    live: LiveSessions = state.live
+    try:
+        return await run_session(
+            socket,
+            codec,
+            state.transcriber,
+            config,
+            options,
+            route=route,
+            client=client,
+            hooks=hooks,
+            annotate=annotate,
+            session_id=session_id,
+            on_start=live.add,
+        )
+    except Exception:
+        log.exception("session %s failed", session_id)
+        await socket.close(1011, "internal error")
+        return None
+    finally:
+        live.remove(session_id)
+
+
+def _subprotocol(websocket: WebSocket, wanted: str | None) -> str | None:
+    offered = websocket.scope.get("subprotocols") or []
+    if wanted is not None and wanted in offered:
+        return wanted
+    return "token" if "token" in offered else None

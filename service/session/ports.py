@@ -1,0 +1,105 @@
+"""Shared shapes of the per-connection pipeline: the small protocols the stages depend on.
+
+The supervisor (`service/session/supervisor.py`) and its four stages (`service/session/stages.py`)
+see a `FrameSocket`, a `Transcriber` and `SessionHooks`, never Starlette or the actor itself, so
+tests drive them with fakes (`tests/fakes.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from actors.model.port import Priority, Request, Result, Samples
+from protocol.native import Config, Error, Final
+
+
+class ClientGone(Exception):
+    """The client closed the connection or vanished; a normal end of a session."""
+
+
+class FrameSocket(Protocol):
+    async def receive(self) -> str | bytes:
+        """Next client message; raises `ClientGone` when the client has left."""
+        ...
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message; raises `ClientGone` when the client has left."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Transcriber(Protocol):
+    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
+
+
+class SessionHooks(Protocol):
+    """What a session tells the rest of the server: the store and recorder implement this.
+
+    `started`, `audio` and `final` may answer with a non-fatal `Error` for the client (the
+    recording stopped, the transcript could not be stored); the session sends it and goes on.
+    """
+
+    async def started(self, session: SessionInfo) -> Error | None: ...
+
+    async def audio(self, samples: Samples) -> Error | None:
+        """16 kHz audio as it arrives (for recordings); must not block for long."""
+        ...
+
+    async def final(self, frame: Final) -> Error | None:
+        """Called before a final is sent; returns once it is durable (or says it is not)."""
+        ...
+
+    async def ended(self, reason: str, duration_s: float) -> None: ...
+
+
+class NoHooks:
+    async def started(self, session: SessionInfo) -> None:
+        return None
+
+    async def audio(self, samples: Samples) -> None:
+        return None
+
+    async def final(self, frame: Final) -> None:
+        return None
+
+    async def ended(self, reason: str, duration_s: float) -> None:
+        return None
+
+
+@attrs.frozen
+class SessionInfo:
+    session_id: str
+    route: str
+    client: str
+    model: str
+    config: Config
+
+
+@attrs.frozen
+class SessionLimits:
+    max_frame_bytes: int = 1 << 20
+    max_message_bytes: int = 64 << 10
+    idle_timeout_s: float = 30.0  # no audio and no keepalive for this long: closed
+    audio_idle_timeout_s: float = 600.0  # no audio for this long, keepalives or not: closed
+    max_session_s: float = 4 * 3600.0  # of audio received, or of wall time, whichever first
+    send_timeout_s: float = 30.0  # a client that reads nothing for this long is dropped
+    queue_size: int = 16  # items per inter-stage channel
+
+
+@attrs.frozen
+class StreamOptions:
+    """Server-side knobs for one session (from `Settings`), beside the client's `Config`."""
+
+    model: str = "tiny.en"
+    multilingual: bool = False
+    languages: tuple[str, ...] = ("en",)
+    final_beam_size: int = 5
+    partial_interval_s: float = 0.6
+    commit_partials: bool = True  # words two drafts agree on are committed (LocalAgreement-2)
+    # audio is read no faster than `pace` x real time once `pace_burst_s` ahead (0: no limit)
+    pace: float = 1.5
+    pace_burst_s: float = 10.0
+    limits: SessionLimits = SessionLimits()

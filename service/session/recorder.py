@@ -1,0 +1,135 @@
+"""`StoreHooks`: a session's `SessionHooks` backed by the store actor (DESIGN §5).
+
+One per session, owned by the route that runs it. `final` returns once the utterance is
+committed, and the writer calls it before sending the final, so a crash never loses text a
+client has seen. The recording is closed before the session row is ended (start-up repair
+looks for unended rows).
+
+Whether a session is recorded is the server's `RecordingPolicy` (the store's, so every route
+follows it) applied to the client's `record`: `deny` answers a request with a non-fatal
+`recording_disabled` and the session goes on unrecorded; `always` records every session.
+
+A full disk never ends a session (issue 11 M1). A recording that reaches its limit, finds the
+disk below the free-space floor or fails to write stops with a playable file and one non-fatal
+`recording_stopped` for the client. A store that cannot commit (`StoreError`) costs the
+session its stored transcript, not its live one: the client gets one non-fatal `not_stored`,
+finals keep coming (and keep being offered to the store), and `/health` says `degraded`.
+Reasons in detail go to the log, not to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import trio
+
+from actors.model.port import Samples
+from actors.store.actor import StoreClosed, StoreError, StoreHandle
+from actors.store.recording import LowDiskSpace, RecordingPolicy, RecordingWriter
+from actors.store.schema import SessionRecord, StoredUtterance
+from protocol.native import Error, Final
+from service.session.ports import SessionInfo
+
+log = logging.getLogger("chorus.recorder")
+
+SAMPLE_RATE = 16000
+_UNRECORDED = "the session goes on unrecorded"
+_STOPPED = {
+    "limit": "the recording reached the server's limit of {seconds:g} s of audio",
+    "low_disk": "the server is low on disk space",
+    "write_error": "the server could not write the recording",
+}
+
+
+class StoreHooks:
+    def __init__(
+        self, store: StoreHandle, *, record: bool, policy: RecordingPolicy | None = None
+    ) -> None:
+        self._store = store
+        self._policy = policy or store.recording_policy
+        self._requested = record
+        self._record = self._policy.records(record)
+        self._recording: RecordingWriter | None = None
+        self._session_id = ""
+        self._stored = True  # the session row exists
+        self._store_failed = False  # a write was lost; the client has been told
+
+    async def started(self, session: SessionInfo) -> Error | None:
+        self._session_id = session.session_id
+        try:
+            await self._store.begin_session(
+                SessionRecord(
+                    id=session.session_id,
+                    route=session.route,
+                    client=session.client,
+                    model=session.model,
+                    language=session.config.language,
+                )
+            )
+        except StoreError as error:
+            self._stored = False  # nothing to record into, nothing to end
+            return self._not_stored(error)
+        if self._requested and not self._record:
+            return Error(
+                code="recording_disabled",
+                message=f"this server does not record sessions; {_UNRECORDED}",
+            )
+        if self._record:
+            try:
+                self._recording = await self._store.open_recording(session.session_id, SAMPLE_RATE)
+            except LowDiskSpace as error:
+                return self._recording_stopped("low_disk", str(error))
+            except (OSError, StoreError) as error:
+                return self._recording_stopped("write_error", str(error))
+        return None
+
+    async def audio(self, samples: Samples) -> Error | None:
+        if self._recording is None or await self._recording.append_samples(samples):
+            return None
+        recording, self._recording = self._recording, None
+        await self._close(recording)  # closed by its stop already; nothing is left to write
+        return self._recording_stopped(recording.stopped or "write_error", recording.stop_detail)
+
+    async def final(self, frame: Final) -> Error | None:
+        if not self._stored:
+            return None
+        try:
+            await self._store.add_utterance(self._session_id, StoredUtterance.from_final(frame))
+        except StoreError as error:
+            if not self._store_failed:
+                return self._not_stored(error)
+        return None
+
+    async def ended(self, reason: str, duration_s: float) -> None:
+        with trio.CancelScope(shield=True):
+            if self._recording is not None:
+                await self._close(self._recording)
+            if not self._stored:
+                return
+            # a server that is stopping has closed its store: start-up repair ends the row
+            with contextlib.suppress(StoreClosed):
+                try:
+                    await self._store.end_session(self._session_id, reason, duration_s)
+                except StoreError as error:  # the row stays open; start-up repair ends it
+                    log.error("session %s: could not end its row: %s", self._session_id, error)
+
+    async def _close(self, recording: RecordingWriter) -> None:
+        try:
+            await recording.aclose()
+        except OSError as error:  # the header stays unfixed; start-up repair fixes it
+            log.error("session %s: closing the recording: %s", self._session_id, error)
+
+    def _recording_stopped(self, reason: str, detail: str) -> Error:
+        log.warning("session %s: recording stopped (%s): %s", self._session_id, reason, detail)
+        why = _STOPPED[reason].format(seconds=self._policy.max_bytes / (2 * SAMPLE_RATE))
+        return Error(code="recording_stopped", message=f"recording stopped: {why}; {_UNRECORDED}")
+
+    def _not_stored(self, error: StoreError) -> Error:
+        log.error("session %s: not stored: %s", self._session_id, error)
+        self._store_failed = True
+        return Error(
+            code="not_stored",
+            message="the server could not store this session's transcript; "
+            "finals go on but the stored transcript may miss some",
+        )
