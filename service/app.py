@@ -219,8 +219,7 @@ async def drain_sessions(app: Starlette, timeout_s: float = 30.0) -> int:
     if live is None:
         return 0
     for session in list(live.values()):
-        session.stop_reason, session.close_code = "server_shutdown", 1012
-        session.reader.cancel()
+        session.stop("server_shutdown", 1012)
     with trio.move_on_after(timeout_s):
         await live.wait_empty()
     return len(live)

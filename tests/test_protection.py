@@ -130,7 +130,7 @@ async def test_overloaded_server_refuses_new_sessions_up_front(tmp_path: Path) -
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         await send_audio(ws, speech)
         with trio.fail_after(10):
-            while max((s.lag_s for s in app.state.live.values()), default=0) <= 1.0:  # noqa: ASYNC110
+            while max((s.statistics().lag_s for s in app.state.live.values()), default=0) <= 1.0:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         assert (await rejected(f"ws://{address}/v1/stream")).status_code == 503
         model.gate.set()
@@ -147,7 +147,7 @@ async def test_shutdown_drains_live_sessions_then_closes_1012(tmp_path: Path) ->
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         await send_audio(ws, garden[: len(garden) * 2 // 3])  # mid-utterance
         with trio.fail_after(10):
-            while not any(s.received_s for s in app.state.live.values()):  # noqa: ASYNC110
+            while not any(s.statistics().received_s for s in app.state.live.values()):  # noqa: ASYNC110
                 await trio.sleep(0.01)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain_sessions, app, 10.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import tracemalloc
+
 import numpy as np
 import pytest
 import trio
@@ -10,6 +13,7 @@ from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber, frame_types
 
 from actors.model.port import Priority, Request, Result, Samples
+from actors.speech.vad import StreamingVad
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
     Config,
@@ -24,9 +28,9 @@ from protocol.native import (
 )
 from protocol.native import Finalize as FinalizeFrame
 from protocol.native import Stop as StopFrame
+from service.session.handle import SessionHandle
 from service.session.ports import SessionInfo, SessionLimits, StreamOptions
-from service.session.stages import SessionState
-from service.session.supervisor import run_session
+from service.session.supervisor import memory_bound, run_session
 
 OPTIONS = StreamOptions(model="fake", final_beam_size=1)
 
@@ -172,15 +176,58 @@ async def test_idle_stream_is_closed_with_a_reason(autojump_clock: trio.abc.Cloc
     assert isinstance(frames[-1], Stopped) and state.stop_reason == "idle_timeout"
 
 
-def test_per_session_memory_bound() -> None:
-    """The bound written in service/session/supervisor.py, from the default limits."""
-    limits = SessionLimits()
-    state = SessionState(session_id="x", config=Config())
-    commands = limits.queue_size * limits.max_frame_bytes
-    segments = limits.queue_size * 15.0 * 16000 * 4
-    assert commands == 16 * 2**20
-    assert segments <= 16_000_000
-    assert state.lag_s == 0.0
+async def test_per_session_memory_stays_under_the_written_bound() -> None:
+    """A client streams speech at a transcriber that never answers: finals pile up until every
+    channel is full, the client is pushed back, and what the session allocated at its peak
+    (tracemalloc: numpy arrays included) stays under `memory_bound` for its limits. With an
+    unbounded channel the segmenter would keep cutting the 10 minutes sent, far past it."""
+    limits = SessionLimits(queue_size=4, max_frame_bytes=6400)
+    options = StreamOptions(model="fake", pace=0, limits=limits)
+    config = Config()
+    socket, transcriber = FakeSocket(size=4), FakeTranscriber()
+    transcriber.gate = trio.Event()  # never set: the model never answers
+    data = pcm16(np.concatenate([speech_with_pauses()] * 60))  # about 10 minutes
+    offsets = range(0, len(data), 3200)
+    StreamingVad().probabilities(np.zeros(16000, np.float32))  # the model loaded, untraced
+    handles: list[SessionHandle] = []
+    sent = 0
+
+    async def client() -> None:
+        nonlocal sent
+        for offset in offsets:  # each frame new bytes, as a socket would receive them
+            await socket.to_server.send(data[offset : offset + 3200])
+            sent += 1
+
+    async def discard_frames() -> None:
+        async for _ in socket.from_server:
+            pass
+
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            nursery.start_soon(discard_frames)
+            nursery.start_soon(
+                functools.partial(
+                    run_session,
+                    socket,
+                    socket_codec(),
+                    transcriber,
+                    config,
+                    options,
+                    on_start=handles.append,
+                )
+            )
+            await trio.testing.wait_all_tasks_blocked(cushion=0.1)
+            peak = tracemalloc.get_traced_memory()[1] - baseline
+            nursery.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+    bound = memory_bound(limits, config)
+    assert peak < bound, f"peak {peak / 1e6:.1f} MB over the bound {bound / 1e6:.1f} MB"
+    assert sent < len(offsets) // 4  # pushed back: most of the audio was never taken
+    assert handles[0].statistics().received_s < 150.0
 
 
 def socket_codec():  # type: ignore[no-untyped-def]

@@ -41,7 +41,7 @@ from service.policy.limits import Limits
 from service.routes.recordings import DECODES_AT_ONCE, serve_recordings
 from service.routes.stream import native_config
 from service.session.admission import serve_session
-from service.session.supervisor import check_config
+from service.session.config import check_config
 
 
 def dialect_routes() -> list[BaseRoute]:
@@ -62,14 +62,14 @@ async def listen_endpoint(websocket: WebSocket) -> None:
     except QueryError as error:
         await _deny_deepgram(websocket, str(error))
         return
-    problem = check_config(config, websocket.app.state.options)
-    if problem is not None:
-        await _deny_deepgram(websocket, problem.message)
-        return
     created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     model = websocket.app.state.options.model
     codec = DeepgramCodec(options, created=created, model=model)
-    await serve_session(websocket, codec, config, route="/v1/listen")
+
+    async def refuse(problem: Error) -> None:  # what the model cannot do: also before the upgrade
+        await _deny_deepgram(websocket, problem.message)
+
+    await serve_session(websocket, codec, config, route="/v1/listen", refuse=refuse)
 
 
 async def _deny_deepgram(websocket: WebSocket, message: str) -> None:

@@ -37,7 +37,7 @@ def render(state: Any) -> str:
     lines += _line("sessions_active", len(live), "Live streaming sessions.")
     lines += _line(
         "session_lag_seconds_max",
-        max((s.lag_s for s in live.values()), default=0.0),
+        max((s.statistics().lag_s for s in live.values()), default=0.0),
         "Largest lag of a live session behind its audio.",
     )
     transcriber = getattr(state, "transcriber", None)

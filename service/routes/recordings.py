@@ -45,14 +45,15 @@ from actors.transcriber.actor import TranscriberClosed, TranscriptionFailed
 from actors.transcriber.files import FileOptions, transcribe_file, transcribe_samples
 from protocol.codec import ProtocolError
 from protocol.dialects.seed_ws import RecordingCodec
-from protocol.native import Config, Ping, Stop
+from protocol.native import Ping, Stop
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.admission import LiveSessions, admit_session
+from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
 from service.session.sockets import StarletteSocket
-from service.session.stages import SessionState
+from service.session.state import SessionState
 from service.session.supervisor import new_session_id
 
 log = logging.getLogger("chorus.recordings")
@@ -110,12 +111,12 @@ async def serve_recordings(
         await refuse_websocket(websocket, refusal)
         return
     socket = StarletteSocket(websocket)
-    session = SessionState(session_id=new_session_id(), config=Config())
+    session = SessionState(session_id=new_session_id())
     live: LiveSessions = state.live
     try:
         await websocket.accept()
-        live.add(session)
-        with session.reader:  # a drain on shutdown cancels it
+        live.add(SessionHandle(session))
+        with session.reading:  # the handle's `stop` (a drain on shutdown) cancels it
             await _answer(socket, state.transcriber, Recording(limits, decodes), limits, session)
         await socket.close(session.close_code)
     except ClientGone:
@@ -181,7 +182,6 @@ async def _handle(
         case Ping():
             await socket.send(codec.pong())
         case bytes():
-            session.audio_started = True
             await socket.send(codec.processing())
             answer = await _transcribed(transcriber, recording, item, codec)
             session.received_samples = recording.samples

@@ -11,7 +11,7 @@ session's admission slot and releases it when the session ends, however it ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -23,24 +23,29 @@ from service.policy.capacity import CapacityMeter, CapacityStatistics, Counters
 from service.policy.limits import Admission, Limits
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
+from service.session.config import check_config
+from service.session.handle import SessionHandle
 from service.session.ports import NoHooks, SessionHooks, SessionLimits, StreamOptions
 from service.session.recorder import StoreHooks
 from service.session.sockets import StarletteSocket
-from service.session.stages import SessionState
-from service.session.supervisor import check_config, new_session_id, run_session
+from service.session.state import SessionStatistics
+from service.session.supervisor import new_session_id, run_session
 
 log = logging.getLogger("chorus.session")
 
 
-class LiveSessions(dict[str, SessionState]):
-    """The sessions running now, by id; `wait_empty` wakes when the last one ends."""
+class LiveSessions(dict[str, SessionHandle]):
+    """The sessions running now, by id, as handles; `wait_empty` wakes when the last one ends.
+
+    A session is added when it starts and removed when it has ended, however it ends (its
+    route does both); a handle's `stop` ends it, and it leaves on its own."""
 
     def __init__(self) -> None:
         super().__init__()
         self._empty = trio.Event()
         self._empty.set()
 
-    def add(self, session: SessionState) -> None:
+    def add(self, session: SessionHandle) -> None:
         if not self:
             self._empty = trio.Event()
         self[session.session_id] = session
@@ -124,8 +129,9 @@ def capacity_statistics(state: Any) -> CapacityStatistics | None:
     if meter is None or transcriber is None:
         return None
     counters = Counters.of(transcriber.statistics())
-    live: dict[str, SessionState] = getattr(state, "live", {})
-    sessions = [(session.speech_s, session.received_s) for session in live.values()]
+    live: dict[str, SessionHandle] = getattr(state, "live", {})
+    statistics = [session.statistics() for session in live.values()]
+    sessions = [(session.speech_s, session.received_s) for session in statistics]
     meter.observe(trio.current_time(), counters, sessions)
     return meter.statistics(len(live))
 
@@ -142,8 +148,8 @@ def fits(state: Any) -> bool:
 def overloaded(state: Any) -> bool:
     """The transcriber cannot keep up: a live session is far behind, or the queue is full."""
     settings = state.settings
-    live: dict[str, SessionState] = getattr(state, "live", {})
-    if any(session.lag_s > settings.admission_lag_s for session in live.values()):
+    live: dict[str, SessionHandle] = getattr(state, "live", {})
+    if any(session.statistics().lag_s > settings.admission_lag_s for session in live.values()):
         return True
     transcriber = getattr(state, "transcriber", None)
     return transcriber is not None and (
@@ -160,10 +166,21 @@ async def serve_session(
     annotate: Callable[[Final], Final] = lambda frame: frame,
     options: StreamOptions | None = None,
     subprotocol: str | None = None,
-) -> SessionState | None:
-    """Admit, accept and run one session; `config` may be an `Error` to answer and close."""
+    refuse: Callable[[Error], Awaitable[None]] | None = None,
+) -> SessionStatistics | None:
+    """Check the config, admit, accept and run one session.
+
+    `config` is checked here, once (`check_config`), and may already be an `Error`. A bad one
+    is answered after the upgrade with an `error` and 1008, or, when the dialect refuses before
+    the upgrade (Deepgram's HTTP 400), by `refuse`, before admission.
+    """
     state = websocket.app.state
     client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
+    options = options or state.options
+    problem = config if isinstance(config, Error) else check_config(config, options)
+    if problem is not None and refuse is not None:
+        await refuse(problem)
+        return None
     try:
         admission = await admit_session(state, client)
     except Refusal as refusal:
@@ -173,8 +190,6 @@ async def serve_session(
     socket = StarletteSocket(websocket)
     try:
         await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
-        options = options or state.options
-        problem = config if isinstance(config, Error) else check_config(config, options)
         if problem is not None or not isinstance(config, Config):
             problem = problem or Error(code="invalid_config", message="bad configuration")
             problem.fatal = True
@@ -199,7 +214,7 @@ async def _run(
     route: str,
     client: str,
     annotate: Callable[[Final], Final],
-) -> SessionState | None:
+) -> SessionStatistics | None:
     state = websocket.app.state
     store = getattr(state, "store", None)
     hooks: SessionHooks = StoreHooks(store, record=config.record) if store else NoHooks()

@@ -1,18 +1,19 @@
 """The stages of a session: reader, segmenter and writer (the transcriber client stage is in
-`service/session/transcribing.py`), and the session state they share.
+`service/session/transcribing.py`); what they share is `SessionState` (`state.py`).
 
 Each stage is a task in the session's nursery (`service/session/supervisor.py`) and owns exactly the
-channel ends it is given, closing them with `with` on exit. A clean end is a close that ripples
-down: `stop` (or a client that leaves) makes the reader close the command channel; the segmenter
-flushes the open utterance and closes `segments`; the transcriber client finishes every queued
-final, sends `stopped` and closes its frame channel; the writer, once every frame sender has
-closed, closes the socket with 1000. A client that vanishes does not cancel the pipeline: the
-writer discards what it can no longer send, so finals still reach the store.
+channel ends it is given, closing them with `with` on exit. The config travels down the
+channels: the reader settles it before the first audio and sends it ahead of that audio
+(`service/session/config.py`). A clean end is a close that ripples down: `stop` (or a client
+that leaves, or the session's handle stopping it) makes the reader close the command channel;
+the segmenter flushes the open utterance and closes `segments`; the transcriber client finishes
+every queued final, sends `stopped` and closes its frame channel; the writer, once every frame
+sender has closed, closes the socket with the session's close code (1000 unless a stage or the
+handle said otherwise). A client that vanishes does not cancel the pipeline: the writer
+discards what it can no longer send, so finals still reach the store.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import attrs
 import trio
@@ -20,8 +21,8 @@ import trio
 from actors.audio.file_decoder import UndecodableAudio
 from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
-from actors.model.port import SAMPLE_RATE, Samples
-from actors.speech.segmenter import Event, Segmenter, SegmenterConfig
+from actors.model.port import Samples
+from actors.speech.segmenter import Event, Segmenter
 from protocol.codec import Codec, ProtocolError
 from protocol.native import (
     Config,
@@ -35,46 +36,12 @@ from protocol.native import (
     ServerFrame,
     Stop,
 )
+from service.session.config import SessionConfig, check_config, ready_frame, settle
 from service.session.ports import ClientGone, FrameSocket, SessionHooks, StreamOptions
+from service.session.state import SessionState
 
-Command = bytes | Finalize
-
-
-@attrs.define
-class SessionState:
-    """Mutable facts of one session, shared by its stages (all on one trio thread)."""
-
-    session_id: str
-    config: Config
-    audio_started: bool = False
-    stop_reason: str = "client_closed"
-    received_samples: int = 0
-    speech_samples: int = 0  # audio the segmenter judged speech (the open utterance too)
-    finals: list[str] = attrs.field(factory=list)
-    # when each final still owed was asked for (trio clock), oldest first
-    pending_finals: list[float] = attrs.field(factory=list)
-    close_code: int = 1000
-    client_gone: bool = False
-    warned_misaligned: bool = False
-    partial_shown: set[int] = attrs.field(factory=set)  # utterances with partial text sent
-    reader: trio.CancelScope = attrs.field(factory=trio.CancelScope)  # stops taking input
-
-    @property
-    def received_s(self) -> float:
-        return self.received_samples / SAMPLE_RATE
-
-    @property
-    def speech_s(self) -> float:
-        return self.speech_samples / SAMPLE_RATE
-
-    @property
-    def lag_s(self) -> float:
-        """How long the oldest final still owed has waited, in wall time. Not audio received
-        past it: a client that sends ahead of real time (by up to the pacer's burst) would
-        look 10 s behind while the model is keeping up, and admission would refuse everyone."""
-        if not self.pending_finals:
-            return 0.0
-        return max(0.0, trio.current_time() - self.pending_finals[0])
+Command = SessionConfig | bytes | Finalize  # the settled config comes first, ahead of its audio
+Segmented = SessionConfig | Event  # what the segmenter sends on: the config, then its events
 
 
 # -- reader --------------------------------------------------------------------------------
@@ -86,16 +53,22 @@ async def read_frames(
     commands: trio.MemorySendChannel[Command],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
+    config: Config,
     options: StreamOptions,
-    reconfigure: Callable[[Config], ServerFrame | None],
 ) -> None:
+    """Read the client's messages into commands, and answer those that need no audio.
+
+    `config` is the one the route checked; a `config` frame may replace it until the first
+    audio, which the settled `SessionConfig` precedes down the command channel.
+    """
     limits = options.limits
     now = trio.current_time()
     deadline = now + limits.max_session_s
     idle_deadline = now + limits.idle_timeout_s
     audio_deadline = now + limits.audio_idle_timeout_s
     expired: _Expired | None = None
-    with commands, frames, state.reader:
+    settled = False
+    with commands, frames, state.reading:
         while expired is None:
             with trio.move_on_at(min(deadline, idle_deadline, audio_deadline)):
                 try:
@@ -132,8 +105,10 @@ async def read_frames(
                     if isinstance(item, bytes):
                         audio_deadline = trio.current_time() + limits.audio_idle_timeout_s
                     if isinstance(item, bytes | Finalize):
-                        state.audio_started = state.audio_started or isinstance(item, bytes)
                         try:
+                            if isinstance(item, bytes) and not settled:
+                                settled = True
+                                await commands.send(settle(config, options))
                             await commands.send(item)
                         except trio.BrokenResourceError:
                             return  # the segmenter gave up on this stream
@@ -142,10 +117,17 @@ async def read_frames(
                         return
                     elif isinstance(item, Ping):
                         await frames.send(Pong(id=item.id))
+                    elif isinstance(item, Config) and settled:
+                        await frames.send(
+                            Error(
+                                code="config_after_audio",
+                                message="`config` must come before any audio; it was ignored",
+                            )
+                        )
                     elif isinstance(item, Config):
-                        answer = reconfigure(item)
-                        if answer is not None:
-                            await frames.send(answer)
+                        problem = check_config(item, options)
+                        config = config if problem is not None else item
+                        await frames.send(problem or ready_frame(state.session_id, config, options))
                 # audio time counts too: a client faster than real time reaches it first
                 if state.received_s >= limits.max_session_s:
                     expired = _Expired("session_too_long", "audio", limits.max_session_s)
@@ -187,7 +169,7 @@ def _too_large(message: str | bytes, frame_limit: int, text_limit: int) -> bool:
 
 async def segment_audio(
     commands: trio.MemoryReceiveChannel[Command],
-    events: trio.MemorySendChannel[Event],
+    events: trio.MemorySendChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
     options: StreamOptions,
@@ -195,26 +177,28 @@ async def segment_audio(
 ) -> None:
     """Decode audio, cut utterances, and pass every event on in order.
 
+    The settled config arrives ahead of the first audio: this stage cuts and decodes with it
+    and passes it on first, to the transcriber client. A `finalize` before any audio has
+    nothing to cut.
+
     An undecodable `encoding=auto` stream ends the session: an `error` frame, then this stage
     closes its command channel, so the reader stops taking audio.
     """
     segmenter: Segmenter | None = None
     decoder: AudioDecoder | None = None
+    warned_misaligned = False
     pacer = Pacer(options.pace, options.pace_burst_s)
     with commands, events, frames:
         try:
             async for command in commands:
-                if segmenter is None or decoder is None:
-                    config = state.config
-                    segmenter = Segmenter(
-                        SegmenterConfig(
-                            endpointing_ms=config.endpointing_ms,
-                            max_utterance_s=config.max_utterance_s,
-                            partial_interval_s=options.partial_interval_s,
-                            interim=config.interim,
-                        )
-                    )
+                if isinstance(command, SessionConfig):
+                    config = command
+                    segmenter = Segmenter(config.segmenter)
                     decoder = make_decoder(config)
+                    await events.send(config)
+                    continue
+                if segmenter is None or decoder is None:
+                    continue
                 if isinstance(command, Finalize):
                     for event in segmenter.finalize():
                         await events.send(event)
@@ -222,8 +206,8 @@ async def segment_audio(
                 if isinstance(decoder, StreamingDecoder):  # a chunk gets its wall-clock share
                     decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
                 samples = await _decode(decoder, command)
-                if getattr(decoder, "misaligned_frames", 0) and not state.warned_misaligned:
-                    state.warned_misaligned = True
+                if getattr(decoder, "misaligned_frames", 0) and not warned_misaligned:
+                    warned_misaligned = True
                     await frames.send(
                         Error(
                             code="odd_byte_count",
@@ -240,8 +224,7 @@ async def segment_audio(
                 flushed = await _decode(decoder, None)
                 await _push(flushed, segmenter, events, frames, state, hooks)
         except UndecodableAudio as error:
-            state.stop_reason, state.close_code = "undecodable_audio", 1003
-            state.reader.cancel()  # an error path: the reader stops waiting for the client
+            state.stop("undecodable_audio", 1003)  # the reader stops waiting for the client
             await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
         if segmenter is not None:
             for event in segmenter.close():
@@ -288,7 +271,7 @@ class Pacer:
             await trio.sleep_until(due)
 
 
-def make_decoder(config: Config) -> AudioDecoder:
+def make_decoder(config: SessionConfig) -> AudioDecoder:
     if config.encoding == "auto":
         return StreamingDecoder()
     return PcmDecoder(config.encoding, config.sample_rate)
@@ -306,7 +289,7 @@ async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
 async def _push(
     samples: Samples,
     segmenter: Segmenter,
-    events: trio.MemorySendChannel[Event],
+    events: trio.MemorySendChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
     hooks: SessionHooks,
@@ -358,8 +341,8 @@ async def write_frames(
             except ClientGone:
                 state.client_gone = True
             if sending.cancelled_caught:
-                state.client_gone, state.stop_reason = True, "slow_reader"
-                state.reader.cancel()
+                state.client_gone = True
+                state.stop("slow_reader")
         if not state.client_gone:
             try:
                 await socket.close(state.close_code)

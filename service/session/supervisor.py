@@ -7,10 +7,18 @@ limit) closes the first channel and the close ripples down; an error in any stag
 siblings and propagates to the route, which closes the socket with 1011. The route owns the socket;
 the app owns the transcriber and the hooks.
 
-Memory bound per session (defaults): commands `queue_size` (16) × `max_frame_bytes` (1 MiB) =
-16 MiB of raw client audio at worst (typical frames are 3–32 KiB, so < 0.5 MiB); segmenter ring
-≈ 1.2 MB; segment events 16 × one utterance (≤ 15 s × 64 KB/s ≈ 1 MB) = ≤ 16 MB; frames
-16 × < 4 KB. `tests/test_session.py` and `tests/test_segmenter.py` pin these numbers.
+Memory bound per session (`memory_bound`, pinned by `tests/test_session.py` with tracemalloc
+around a session whose transcriber never answers): each bounded channel full of its largest
+item, plus what each stage holds while it works. Commands: `queue_size` + 1 raw client frames of
+at most `max_frame_bytes` (16 + 1 MiB at the defaults; typical frames are 3-32 KiB). Decoding:
+a PCM frame takes at most 16 bytes a byte while it decodes (8 kHz G.711: one byte becomes two
+16 kHz float32 samples), a container chunk at most `MAX_CHUNK_S` of float32, twice over. The
+segmenter's ring: `max_utterance_s` + 2.8 s of float32 (1.1 MB). Segmented events: `queue_size`
++ 1 utterances of at most `max_utterance_s` × 64 KB/s (0.96 MB at 15 s). The transcriber client:
+its finals queue (`queue_size`), the event it is handing on, the final in flight, a partial
+waiting and one in flight. Frames: `queue_size` + 3 of at most 16 KiB. At the defaults
+(16 a queue, 1 MiB frames, 15 s utterances) that is 72 MB at worst, 108 MB for a client that
+asks for 30 s utterances; a session that streams 0.1 s frames of speech holds a few MB.
 """
 
 from __future__ import annotations
@@ -21,24 +29,30 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from actors.speech.segmenter import Event
+from actors.audio.stream_decoder import MAX_CHUNK_S
+from actors.model.port import SAMPLE_RATE
+from actors.speech.segmenter import MAX_ONSET_S, PRE_ROLL_S, STEP_S
 from protocol.codec import Codec
-from protocol.native import Config, Error, Final, Ready, ServerFrame
+from protocol.native import Config, Error, Final, ServerFrame
+from service.session.config import ready_frame
+from service.session.handle import SessionHandle
 from service.session.ports import (
     FrameSocket,
     NoHooks,
     SessionHooks,
     SessionInfo,
+    SessionLimits,
     StreamOptions,
     Transcriber,
 )
 from service.session.stages import (
     Command,
-    SessionState,
+    Segmented,
     read_frames,
     segment_audio,
     write_frames,
 )
+from service.session.state import SessionState, SessionStatistics
 from service.session.transcribing import transcribe_segments
 
 
@@ -58,34 +72,26 @@ async def run_session(
     hooks: SessionHooks | None = None,
     annotate: Callable[[Final], Final] = lambda frame: frame,
     session_id: str | None = None,
-    on_start: Callable[[SessionState], object] = lambda state: None,
-) -> SessionState:
-    """Serve one connection until it ends; returns the session's final state."""
+    on_start: Callable[[SessionHandle], object] = lambda handle: None,
+) -> SessionStatistics:
+    """Serve one connection until it ends; returns the session's last statistics.
+
+    `config` is the route's, already checked (`service.session.config.check_config`). The
+    caller gets the session's handle (`on_start`) before anything else happens.
+    """
     hooks = hooks or NoHooks()
-    state = SessionState(session_id=session_id or new_session_id(), config=config)
-    on_start(state)
+    state = SessionState(session_id=session_id or new_session_id())
+    on_start(SessionHandle(state))
     size = options.limits.queue_size
     commands_send, commands_recv = trio.open_memory_channel[Command](size)
-    events_send, events_recv = trio.open_memory_channel[Event](size)
+    events_send, events_recv = trio.open_memory_channel[Segmented](size)
     frames_send, frames_recv = trio.open_memory_channel[ServerFrame](size)
-
-    def reconfigure(update: Config) -> ServerFrame | None:
-        if state.audio_started:
-            return Error(
-                code="config_after_audio",
-                message="`config` must come before any audio; it was ignored",
-            )
-        problem = check_config(update, options)
-        if problem is not None:
-            return problem
-        state.config = update
-        return ready_frame(state, options)
 
     notice = await hooks.started(
         SessionInfo(state.session_id, route, client, options.model, config)
     )
     try:  # a session cancelled from outside (server shutdown) still closes its recording
-        await frames_send.send(ready_frame(state, options))
+        await frames_send.send(ready_frame(state.session_id, config, options))
         if notice is not None:  # e.g. `recording_disabled`: after `ready`, which comes first
             await frames_send.send(notice)
         async with trio.open_nursery() as nursery:
@@ -96,8 +102,8 @@ async def run_session(
                 commands_send,
                 frames_send.clone(),
                 state,
+                config,
                 options,
-                reconfigure,
             )
             nursery.start_soon(
                 segment_audio,
@@ -122,40 +128,31 @@ async def run_session(
             )
     finally:
         await hooks.ended(state.stop_reason, round(state.received_s, 3))
-    return state
+    return state.statistics()
 
 
-def ready_frame(state: SessionState, options: StreamOptions) -> Ready:
-    return Ready(
-        session_id=state.session_id,
-        model=options.model,
-        sample_rate=state.config.sample_rate,
-        language=state.config.language,
-    )
+FLOAT32 = 4
+DECODE_BYTES_PER_BYTE = 16  # 8 kHz G.711: 1 byte, 2 float32 samples at 16 kHz, and copies
+FRAME_BYTES = 16 << 10  # one server frame at most: a long final with its words
 
 
-def check_config(config: Config, options: StreamOptions) -> Error | None:
-    """What the model cannot do with this config, as an error frame (None when fine)."""
-    if not options.multilingual:
-        if config.task == "translate":
-            return Error(
-                code="unsupported_task",
-                message=f"model {options.model} is English-only: it cannot translate",
-            )
-        if config.language not in ("auto", "en") and not config.language.startswith("en-"):
-            return Error(
-                code="unsupported_language",
-                message=f"model {options.model} is English-only; "
-                f"language {config.language!r} is not supported",
-            )
+def memory_bound(limits: SessionLimits, config: Config) -> int:
+    """The most memory one session's pipeline holds, in bytes (the module docstring adds it up)."""
+    utterance = int(config.max_utterance_s * SAMPLE_RATE) * FLOAT32
+    ring_s = config.max_utterance_s + MAX_ONSET_S + PRE_ROLL_S + STEP_S + 1.0
+    if config.encoding == "auto":
+        decoding = 2 * int(MAX_CHUNK_S * SAMPLE_RATE) * FLOAT32
     else:
-        base = config.language.split("-")[0]
-        if config.language != "auto" and base not in options.languages:
-            return Error(
-                code="unsupported_language",
-                message=f"language {config.language!r} is not one of the model's",
-            )
-    return None
+        decoding = DECODE_BYTES_PER_BYTE * limits.max_frame_bytes
+    queue = limits.queue_size
+    return (
+        (queue + 1) * limits.max_frame_bytes  # commands, and the one the reader is sending
+        + decoding
+        + int(ring_s * SAMPLE_RATE) * FLOAT32  # the segmenter's ring
+        + (queue + 1) * utterance  # segmented events, and the one the segmenter is sending
+        + (queue + 4) * utterance  # the transcriber client's finals, partial and in flight
+        + (queue + 3) * FRAME_BYTES  # frames, and the one each of three senders is sending
+    )
 
 
 def config_problem(error: msgspec.ValidationError) -> Error:

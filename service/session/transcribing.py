@@ -3,19 +3,24 @@
 `transcribe_segments` is one task of the session's nursery (`service/session/supervisor.py`); it
 owns a nursery of its own with three workers: finals one at a time and in order, partials at most
 one in flight (a newer request replaces one that has not started), and a lag reporter that sends
-`status` while the session is behind. When its event channel ends it waits for the last final,
-sends `stopped` and closes its frame channel.
+`status` while the session is behind. Each ends by a close, never by a cancel: when the event
+channel ends the finals channel and the partial slot close, the finals worker drains its channel,
+and the lag reporter returns once the last final is done; then this stage sends `stopped` and
+closes its frame channel. The settled `SessionConfig` comes first on the event channel, and the
+workers decode with it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import attrs
 import trio
 
 from actors.model.port import DecodeOptions, Priority, Request
-from actors.speech.segmenter import Event, Segment, SpeechStart, UtteranceEnded
+from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
     Final,
@@ -28,8 +33,10 @@ from protocol.native import (
     Word,
 )
 from service.session.agreement import Agreement
+from service.session.config import SessionConfig
 from service.session.ports import StreamOptions, Transcriber
-from service.session.stages import SessionState
+from service.session.stages import Segmented
+from service.session.state import SessionState
 
 log = logging.getLogger("chorus.session")
 
@@ -43,78 +50,117 @@ DEGRADED_S = 5.0
 
 async def transcribe_segments(
     transcriber: Transcriber,
-    events: trio.MemoryReceiveChannel[Event],
+    events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
     options: StreamOptions,
     annotate: Callable[[Final], Final],
 ) -> None:
-    """Finals in order, one at a time; partials at most one in flight, newest wins."""
+    """Finals in order, one at a time; partials at most one in flight, newest wins.
+
+    The session's settled config comes first on `events`, ahead of its audio's events; a
+    session that ends before any audio sends none, and gets only `stopped`.
+    """
+    transcript = _Transcript()
+    with events, frames:
+        try:
+            config = await events.receive()
+        except trio.EndOfChannel:
+            config = None
+        if config is not None:
+            if not isinstance(config, SessionConfig):
+                raise AssertionError(f"the settled config comes first, not {config!r}")
+            await _transcribe(
+                transcriber, config, events, frames, state, options, annotate, transcript
+            )
+        await frames.send(
+            Stopped(
+                session_id=state.session_id,
+                transcript=" ".join(transcript.finals),
+                duration_s=round(state.received_s, 3),
+                utterances=len(transcript.finals),
+            )
+        )
+
+
+@attrs.define
+class _Transcript:
+    """The session's text so far: the finals worker adds to it, the partials worker reads it."""
+
+    finals: list[str] = attrs.field(factory=list)
+    partial_shown: set[int] = attrs.field(factory=set)  # utterances with partial text sent
+
+
+async def _transcribe(
+    transcriber: Transcriber,
+    config: SessionConfig,
+    events: trio.MemoryReceiveChannel[Segmented],
+    frames: trio.MemorySendChannel[ServerFrame],
+    state: SessionState,
+    options: StreamOptions,
+    annotate: Callable[[Final], Final],
+    transcript: _Transcript,
+) -> None:
+    """Hand each event to its worker until `events` ends; every worker ends by a close: the
+    finals worker when its channel is drained, the partials worker when its slot closes, the
+    lag reporter when the finals are done."""
     finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded](
         options.limits.queue_size
     )
     partial_slot = _Slot()
     agreements = _Agreements(enabled=options.commit_partials)
-    finals_finished = trio.Event()
-    with events, frames:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                _finals_worker,
-                transcriber,
-                finals_recv,
-                frames.clone(),
-                state,
-                options,
-                annotate,
-                agreements,
-                finals_finished,
-            )
-            nursery.start_soon(
-                _partials_worker,
-                transcriber,
-                partial_slot,
-                frames.clone(),
-                state,
-                options,
-                agreements,
-            )
-            nursery.start_soon(_report_lag, frames.clone(), state)
-            with finals_send:
-                async for event in events:
-                    if isinstance(event, SpeechStart):
-                        await frames.send(SpeechStarted(at=event.at))
-                    elif isinstance(event, Segment) and not event.final:
-                        partial_slot.put(event)
-                    else:
-                        if isinstance(event, Segment):
-                            state.pending_finals.append(trio.current_time())
-                            partial_slot.finalized(event.utterance)
-                        await finals_send.send(event)
-            partial_slot.close()
-            await finals_finished.wait()
-            nursery.cancel_scope.cancel()  # the lag reporter and a stale partial end here
-        await frames.send(
-            Stopped(
-                session_id=state.session_id,
-                transcript=" ".join(state.finals),
-                duration_s=round(state.received_s, 3),
-                utterances=len(state.finals),
-            )
+    finals_done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            _finals_worker,
+            transcriber,
+            finals_recv,
+            frames.clone(),
+            state,
+            config,
+            transcript,
+            options,
+            annotate,
+            agreements,
+            finals_done,
         )
+        nursery.start_soon(
+            _partials_worker,
+            transcriber,
+            partial_slot,
+            frames.clone(),
+            config,
+            transcript,
+            options,
+            agreements,
+        )
+        nursery.start_soon(_report_lag, frames.clone(), state, finals_done)
+        with finals_send:
+            async for event in events:
+                if isinstance(event, SpeechStart):
+                    await frames.send(SpeechStarted(at=event.at))
+                elif isinstance(event, Segment) and not event.final:
+                    partial_slot.put(event)
+                elif isinstance(event, Segment | UtteranceEnded):
+                    if isinstance(event, Segment):
+                        state.pending_finals.append(trio.current_time())
+                        partial_slot.finalized(event.utterance)
+                    await finals_send.send(event)
+        partial_slot.close()
 
 
 def _decode_options(
-    state: SessionState, options: StreamOptions, final: bool, committed: str = ""
+    config: SessionConfig,
+    transcript: _Transcript,
+    options: StreamOptions,
+    final: bool,
+    committed: str = "",
 ) -> DecodeOptions:
-    config = state.config
-    language = None if config.language == "auto" else config.language.split("-")[0]
-    if not options.multilingual:
-        language = "en"
     return DecodeOptions(
-        language=language,
+        language=config.language,
         task=config.task,
         prompt=config.prompt,
-        context=" ".join(state.finals[-CONTEXT_FINALS:]) or None,
+        context=" ".join(transcript.finals[-CONTEXT_FINALS:]) or None,
         committed=committed or None,
         words=config.words and final,
         beam_size=options.final_beam_size if final else 1,
@@ -127,10 +173,12 @@ async def _finals_worker(
     finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
+    config: SessionConfig,
+    transcript: _Transcript,
     options: StreamOptions,
     annotate: Callable[[Final], Final],
     agreements: _Agreements,
-    finished: trio.Event,
+    done: trio.Event,
 ) -> None:
     skipped: set[int] = set()
     with finals, frames:
@@ -140,27 +188,29 @@ async def _finals_worker(
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
                 continue
             agreements.close(item.utterance)
-            frame = await _final_frame(transcriber, item, state, options)
+            frame = await _final_frame(transcriber, item, state, config, transcript, options)
             state.pending_finals.pop(0)
             if frame is None:
                 skipped.add(item.utterance)
                 continue
             if frame.text:
-                state.finals.append(frame.text)
+                transcript.finals.append(frame.text)
             await frames.send(annotate(frame))
-        finished.set()
+        done.set()
 
 
 async def _final_frame(
     transcriber: Transcriber,
     segment: Segment,
     state: SessionState,
+    config: SessionConfig,
+    transcript: _Transcript,
     options: StreamOptions,
 ) -> Final | None:
     """The final of one utterance, decoded afresh: the drafts' committed words are not forced
     on it (that cost 0.6-1.5 WER points on the shared English set, see
     `service/session/agreement.py`)."""
-    decode = _decode_options(state, options, final=True)
+    decode = _decode_options(config, transcript, options, final=True)
     try:
         result = await transcriber.transcribe(Request(segment.audio, decode), priority="final")
     except TranscriptionFailed as error:
@@ -183,11 +233,11 @@ async def _final_frame(
     if (
         not result.text
         and not segment.from_finalize
-        and segment.utterance not in (state.partial_shown)
+        and segment.utterance not in (transcript.partial_shown)
     ):
         return None  # nothing was shown and nothing was said: no empty final
     words = None
-    if state.config.words:
+    if config.words:
         words = [
             Word(
                 word=w.word,
@@ -227,13 +277,19 @@ class _Agreements:
 
 
 class _Slot:
-    """Holds the newest partial request; a newer one replaces one that has not started."""
+    """Holds the newest partial request; a newer one replaces one that has not started.
+
+    Closed when the session's events end: every utterance then has its final on the way, so a
+    draft still being asked for can commit nothing, and closing abandons it (the transcriber
+    drops an abandoned request before the model sees it).
+    """
 
     def __init__(self) -> None:
         self.segment: Segment | None = None
         self.finalized_through = -1
         self.closed = False
         self._changed = trio.Event()
+        self._asking: trio.CancelScope | None = None
 
     def put(self, segment: Segment) -> None:
         if segment.utterance > self.finalized_through:
@@ -248,6 +304,8 @@ class _Slot:
     def close(self) -> None:
         self.closed = True
         self._changed.set()
+        if self._asking is not None:
+            self._asking.cancel()
 
     async def take(self) -> Segment | None:
         while self.segment is None and not self.closed:
@@ -256,12 +314,25 @@ class _Slot:
         segment, self.segment = self.segment, None
         return segment
 
+    @contextmanager
+    def asking(self) -> Iterator[trio.CancelScope]:
+        """The scope of one draft's request: `close` abandons it."""
+        with trio.CancelScope() as scope:
+            self._asking = scope
+            if self.closed:
+                scope.cancel()
+            try:
+                yield scope
+            finally:
+                self._asking = None
+
 
 async def _partials_worker(
     transcriber: Transcriber,
     slot: _Slot,
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
+    config: SessionConfig,
+    transcript: _Transcript,
     options: StreamOptions,
     agreements: _Agreements,
 ) -> None:
@@ -269,14 +340,17 @@ async def _partials_worker(
         while (segment := await slot.take()) is not None:
             agreement = agreements.of(segment.utterance)
             committed = agreement.text if agreements.enabled else ""
-            decode = _decode_options(state, options, final=False, committed=committed)
-            try:
-                shown = segment.utterance in state.partial_shown
-                priority: Priority = "partial" if shown else "first_partial"
-                request = Request(segment.audio, decode)
-                result = await transcriber.transcribe(request, priority=priority)
-            except TranscriptionFailed:
-                continue
+            decode = _decode_options(config, transcript, options, final=False, committed=committed)
+            with slot.asking() as asking:
+                try:
+                    shown = segment.utterance in transcript.partial_shown
+                    priority: Priority = "partial" if shown else "first_partial"
+                    request = Request(segment.audio, decode)
+                    result = await transcriber.transcribe(request, priority=priority)
+                except TranscriptionFailed:
+                    continue
+            if asking.cancelled_caught:
+                continue  # abandoned when the events ended: the slot is closed now
             if segment.utterance <= slot.finalized_through or not result.text:
                 continue  # the final is on its way: this draft commits nothing
             if agreements.enabled:
@@ -284,7 +358,7 @@ async def _partials_worker(
                 stable = len(agreement.text)
             else:
                 text, stable = result.text, 0
-            state.partial_shown.add(segment.utterance)
+            transcript.partial_shown.add(segment.utterance)
             await frames.send(
                 Partial(
                     utterance=segment.utterance,
@@ -297,12 +371,17 @@ async def _partials_worker(
             )
 
 
-async def _report_lag(frames: trio.MemorySendChannel[ServerFrame], state: SessionState) -> None:
-    """Send `status` every second while the session is behind, and once when it catches up."""
+async def _report_lag(
+    frames: trio.MemorySendChannel[ServerFrame], state: SessionState, finals_done: trio.Event
+) -> None:
+    """Send `status` every second while the session is behind, and once when it catches up;
+    return when the last final is done."""
     lagging = False
     with frames:
         while True:
-            await trio.sleep(1.0)
+            with trio.move_on_after(1.0):
+                await finals_done.wait()
+                return
             lag = state.lag_s
             if lag > LAGGING_S or lagging:
                 await frames.send(
