@@ -3,7 +3,7 @@
 `serve_session` (`service/session/admission.py`) checks the route's `Config` against the model
 once (`check_config`), before admission: a dialect that refuses before the upgrade (Deepgram:
 HTTP 400) does so there, the others answer an `error` after it and close 1008. A `config`
-frame before any audio is checked by the reader (`service/session/stages.py`) the same way and
+frame before any audio is checked by the reader (`service/session/reader.py`) the same way and
 answered with a new `ready`. When the first audio arrives the reader settles the config
 (`settle`) into a frozen `SessionConfig` and sends it down the channels ahead of that audio: the
 segmenter cuts with it and passes it on to the transcriber client, which decodes with it. No

@@ -1,8 +1,8 @@
 """Shared shapes of the per-connection pipeline: the small protocols the stages depend on.
 
-The supervisor (`service/session/supervisor.py`) and its four stages (`service/session/stages.py`)
-see a `FrameSocket`, a `Transcriber` and `SessionHooks`, never Starlette or the actor itself, so
-tests drive them with fakes (`tests/fakes.py`).
+The supervisor (`service/session/supervisor.py`) and its four stages (`reader`, `segmenting`,
+`transcribing`, `writer`) see a `FrameSocket`, a `Transcriber` and `SessionHooks`, never
+Starlette or the actor itself, so tests drive them with fakes (`tests/fakes.py`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The per-connection supervisor: one nursery, one line per stage.
 
-`run_session` owns the session's nursery and its four stages (`service/session/stages.py`,
-`service/session/transcribing.py`), joined by bounded channels sized from
+`run_session` owns the session's nursery and its four stages (`reader.py`, `segmenting.py`,
+`transcribing.py`, `writer.py` here), joined by bounded channels sized from
 `SessionLimits.queue_size`. A clean end (client `stop`, a client that leaves, an idle or length
 limit) closes the first channel and the close ripples down; an error in any stage cancels its
 siblings and propagates to the route, which closes the socket with 1011. The route owns the socket;
@@ -45,15 +45,11 @@ from service.session.ports import (
     StreamOptions,
     Transcriber,
 )
-from service.session.stages import (
-    Command,
-    Segmented,
-    read_frames,
-    segment_audio,
-    write_frames,
-)
+from service.session.reader import Command, read_frames
+from service.session.segmenting import Segmented, segment_audio
 from service.session.state import SessionState, SessionStatistics
 from service.session.transcribing import transcribe_segments
+from service.session.writer import write_frames
 
 
 def new_session_id() -> str:

@@ -35,7 +35,7 @@ from protocol.native import (
 from service.session.agreement import Agreement
 from service.session.config import SessionConfig
 from service.session.ports import StreamOptions, Transcriber
-from service.session.stages import Segmented
+from service.session.segmenting import Segmented
 from service.session.state import SessionState
 
 log = logging.getLogger("chorus.session")

@@ -1,0 +1,141 @@
+"""The reader stage: the client's messages in, commands out (`service/session/supervisor.py`).
+
+`read_frames` is one task of the session's nursery; it owns the command channel's send end and
+a clone of the frame channel, and closes both on exit. It answers what needs no audio itself
+(`ping`, `config` before audio, a frame over the limit, a protocol error), and keeps the
+client's config until the first audio, which the settled `SessionConfig` precedes down the
+command channel (`service/session/config.py`). It ends the session by returning: on `stop`, a
+client that leaves, a fatal protocol error, or an idle or length limit; the close ripples down.
+It runs in the session's reading scope, which only `SessionState.stop` cancels (the session's
+handle, a segmenter that cannot decode the stream, a writer whose client stopped reading).
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from protocol.codec import Codec, ProtocolError
+from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, ServerFrame, Stop
+from service.session.config import SessionConfig, check_config, ready_frame, settle
+from service.session.ports import ClientGone, FrameSocket, StreamOptions
+from service.session.state import SessionState
+
+Command = SessionConfig | bytes | Finalize  # the settled config comes first, ahead of its audio
+
+
+async def read_frames(
+    socket: FrameSocket,
+    codec: Codec,
+    commands: trio.MemorySendChannel[Command],
+    frames: trio.MemorySendChannel[ServerFrame],
+    state: SessionState,
+    config: Config,
+    options: StreamOptions,
+) -> None:
+    """Read the client's messages into commands, and answer those that need no audio.
+
+    `config` is the one the route checked; a `config` frame may replace it until the first
+    audio, which the settled `SessionConfig` precedes down the command channel.
+    """
+    limits = options.limits
+    now = trio.current_time()
+    deadline = now + limits.max_session_s
+    idle_deadline = now + limits.idle_timeout_s
+    audio_deadline = now + limits.audio_idle_timeout_s
+    expired: _Expired | None = None
+    settled = False
+    with commands, frames, state.reading:
+        while expired is None:
+            with trio.move_on_at(min(deadline, idle_deadline, audio_deadline)):
+                try:
+                    message = await socket.receive()
+                except ClientGone:
+                    state.client_gone = True
+                    return
+                if _too_large(message, limits.max_frame_bytes, limits.max_message_bytes):
+                    kind = "binary frame" if isinstance(message, bytes) else "text message"
+                    await frames.send(
+                        Error(
+                            code="frame_too_large",
+                            message=(
+                                f"{kind} of {len(message)} bytes is over the limit ("
+                                f"{limits.max_frame_bytes} binary, "
+                                f"{limits.max_message_bytes} text)"
+                            ),
+                        )
+                    )
+                    continue
+                try:
+                    items = codec.decode(message)
+                except ProtocolError as error:
+                    await frames.send(
+                        Error(code=error.code, message=error.message, fatal=error.fatal)
+                    )
+                    if error.fatal:
+                        state.stop_reason, state.close_code = "protocol_error", 1008
+                        return
+                    continue
+                for item in items:
+                    if isinstance(item, bytes | KeepAlive):
+                        idle_deadline = trio.current_time() + limits.idle_timeout_s
+                    if isinstance(item, bytes):
+                        audio_deadline = trio.current_time() + limits.audio_idle_timeout_s
+                    if isinstance(item, bytes | Finalize):
+                        try:
+                            if isinstance(item, bytes) and not settled:
+                                settled = True
+                                await commands.send(settle(config, options))
+                            await commands.send(item)
+                        except trio.BrokenResourceError:
+                            return  # the segmenter gave up on this stream
+                    elif isinstance(item, Stop):
+                        state.stop_reason = "stop"
+                        return
+                    elif isinstance(item, Ping):
+                        await frames.send(Pong(id=item.id))
+                    elif isinstance(item, Config) and settled:
+                        await frames.send(
+                            Error(
+                                code="config_after_audio",
+                                message="`config` must come before any audio; it was ignored",
+                            )
+                        )
+                    elif isinstance(item, Config):
+                        problem = check_config(item, options)
+                        config = config if problem is not None else item
+                        await frames.send(problem or ready_frame(state.session_id, config, options))
+                # audio time counts too: a client faster than real time reaches it first
+                if state.received_s >= limits.max_session_s:
+                    expired = _Expired("session_too_long", "audio", limits.max_session_s)
+                continue
+            now = trio.current_time()
+            if now >= deadline:
+                expired = _Expired("session_too_long", "session length", limits.max_session_s)
+            elif now >= idle_deadline:
+                expired = _Expired("idle_timeout", "no audio or keepalive", limits.idle_timeout_s)
+            else:
+                expired = _Expired(
+                    "audio_idle_timeout", "no audio (keepalives only)", limits.audio_idle_timeout_s
+                )
+        await frames.send(
+            Error(
+                code=expired.code,
+                fatal=True,
+                message=f"{expired.what} for {expired.limit:g} s: closing",
+            )
+        )
+        state.stop_reason = expired.code
+
+
+@attrs.frozen
+class _Expired:
+    code: str
+    what: str
+    limit: float
+
+
+def _too_large(message: str | bytes, frame_limit: int, text_limit: int) -> bool:
+    if isinstance(message, bytes):
+        return len(message) > frame_limit
+    return len(message) > text_limit

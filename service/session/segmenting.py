@@ -1,0 +1,165 @@
+"""The segmenter stage: commands in, the settled config and then segmented events out.
+
+`segment_audio` is one task of the session's nursery (`service/session/supervisor.py`); it owns
+the command channel's receive end, the event channel's send end and a clone of the frame
+channel. It decodes the client's audio (PCM inline, containers in a worker thread, read no
+faster than the `Pacer` allows), counts it in `SessionState`, and cuts utterances
+(`actors/speech/segmenter.py`). When the commands end it flushes the decoder and the open
+utterance, then closes its channels.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from actors.audio.file_decoder import UndecodableAudio
+from actors.audio.pcm import PcmDecoder
+from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
+from actors.model.port import Samples
+from actors.speech.segmenter import Event, Segmenter
+from protocol.native import Error, Finalize, ServerFrame
+from service.session.config import SessionConfig
+from service.session.ports import SessionHooks, StreamOptions
+from service.session.reader import Command
+from service.session.state import SessionState
+
+Segmented = SessionConfig | Event  # what the segmenter sends on: the config, then its events
+
+
+async def segment_audio(
+    commands: trio.MemoryReceiveChannel[Command],
+    events: trio.MemorySendChannel[Segmented],
+    frames: trio.MemorySendChannel[ServerFrame],
+    state: SessionState,
+    options: StreamOptions,
+    hooks: SessionHooks,
+) -> None:
+    """Decode audio, cut utterances, and pass every event on in order.
+
+    The settled config arrives ahead of the first audio: this stage cuts and decodes with it
+    and passes it on first, to the transcriber client. A `finalize` before any audio has
+    nothing to cut.
+
+    An undecodable `encoding=auto` stream ends the session: an `error` frame, then this stage
+    closes its command channel, so the reader stops taking audio.
+    """
+    segmenter: Segmenter | None = None
+    decoder: AudioDecoder | None = None
+    warned_misaligned = False
+    pacer = Pacer(options.pace, options.pace_burst_s)
+    with commands, events, frames:
+        try:
+            async for command in commands:
+                if isinstance(command, SessionConfig):
+                    config = command
+                    segmenter = Segmenter(config.segmenter)
+                    decoder = make_decoder(config)
+                    await events.send(config)
+                    continue
+                if segmenter is None or decoder is None:
+                    continue
+                if isinstance(command, Finalize):
+                    for event in segmenter.finalize():
+                        await events.send(event)
+                    continue
+                if isinstance(decoder, StreamingDecoder):  # a chunk gets its wall-clock share
+                    decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
+                samples = await _decode(decoder, command)
+                if getattr(decoder, "misaligned_frames", 0) and not warned_misaligned:
+                    warned_misaligned = True
+                    await frames.send(
+                        Error(
+                            code="odd_byte_count",
+                            message=(
+                                "a binary frame's length is not a multiple of the "
+                                f"{config.encoding} sample size; the partial sample is kept "
+                                "and joined to the next frame"
+                            ),
+                        )
+                    )
+                await _push(samples, segmenter, events, frames, state, hooks)
+                await pacer.wait(state.received_s)
+            if segmenter is not None and decoder is not None:
+                flushed = await _decode(decoder, None)
+                await _push(flushed, segmenter, events, frames, state, hooks)
+        except UndecodableAudio as error:
+            state.stop("undecodable_audio", 1003)  # the reader stops waiting for the client
+            await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
+        if segmenter is not None:
+            for event in segmenter.close():
+                await events.send(event)
+
+
+AudioDecoder = PcmDecoder | StreamingDecoder
+
+
+CHUNK_SLACK_S = 5.0
+
+
+@attrs.define
+class Pacer:
+    """Reads a client no faster than `pace` × real time once it is `burst_s` of audio ahead.
+
+    A client that sends faster (silence at 100×, a replayed file) waits here; the command
+    channel fills, the reader stops reading and TCP pushes back, so it cannot take the event
+    loop or the model from sessions that stream in real time. `pace` 0 turns it off.
+    """
+
+    pace: float
+    burst_s: float
+    started: float | None = None
+
+    def chunk_allowance_s(self, audio_s: float) -> float:
+        """How much audio the next container chunk may decode to: what the pace lets this
+        session read by now, plus `CHUNK_SLACK_S` (a chunk of a 1 Hz WAV or of tiny Opus
+        packets would decode to many minutes at once). At most `MAX_CHUNK_S`."""
+        if self.pace <= 0:
+            return MAX_CHUNK_S
+        elapsed = 0.0 if self.started is None else trio.current_time() - self.started
+        share = elapsed * self.pace + self.burst_s - audio_s
+        return min(MAX_CHUNK_S, max(0.0, share) + CHUNK_SLACK_S)
+
+    async def wait(self, audio_s: float) -> None:
+        if self.pace <= 0:
+            return
+        now = trio.current_time()
+        if self.started is None:
+            self.started = now
+        due = self.started + max(0.0, audio_s - self.burst_s) / self.pace
+        if due > now:
+            await trio.sleep_until(due)
+
+
+def make_decoder(config: SessionConfig) -> AudioDecoder:
+    if config.encoding == "auto":
+        return StreamingDecoder()
+    return PcmDecoder(config.encoding, config.sample_rate)
+
+
+async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
+    """PCM decodes inline; containers decode in a worker thread (a few ms of CPU a chunk)."""
+    if isinstance(decoder, PcmDecoder):
+        return decoder.feed(data) if data is not None else decoder.flush()
+    if data is None:
+        return await trio.to_thread.run_sync(decoder.flush)
+    return await trio.to_thread.run_sync(decoder.feed, data)
+
+
+async def _push(
+    samples: Samples,
+    segmenter: Segmenter,
+    events: trio.MemorySendChannel[Segmented],
+    frames: trio.MemorySendChannel[ServerFrame],
+    state: SessionState,
+    hooks: SessionHooks,
+) -> None:
+    if not len(samples):
+        return
+    notice = await hooks.audio(samples)  # e.g. `recording_stopped`: the session goes on
+    if notice is not None:
+        await frames.send(notice)
+    state.received_samples += len(samples)
+    for event in segmenter.feed(samples):
+        await events.send(event)
+    state.speech_samples = segmenter.speech_samples

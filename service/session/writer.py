@@ -1,0 +1,59 @@
+"""The writer stage: frames in, the client's messages out (`service/session/supervisor.py`).
+
+`write_frames` is the last task of the session's nursery and owns the frame channel's receive
+end. It stores each final before sending it (`SessionHooks.final`), drops partials a final has
+overtaken, and once every frame sender has closed, closes the socket with the session's close
+code. A client that vanishes, or stops reading for `send_timeout_s`, is not waited on again: the
+writer goes on draining frames (so finals still reach the store) and sends nothing more.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from protocol.codec import Codec
+from protocol.native import Final, Partial, ServerFrame
+from service.session.ports import ClientGone, FrameSocket, SessionHooks
+from service.session.state import SessionState
+
+
+async def write_frames(
+    socket: FrameSocket,
+    codec: Codec,
+    frames: trio.MemoryReceiveChannel[ServerFrame],
+    state: SessionState,
+    hooks: SessionHooks,
+    send_timeout_s: float = 30.0,
+) -> None:
+    """Encode and send every frame; store finals first; drop partials a final has overtaken.
+
+    A client that stops reading (a send blocked for `send_timeout_s`) is treated as gone: the
+    reader stops, the pipeline drains into the store, and nothing waits on that client again.
+    """
+    last_final = -1
+    with frames:
+        async for frame in frames:
+            if isinstance(frame, Partial) and frame.utterance <= last_final:
+                continue
+            outgoing: list[ServerFrame] = [frame]
+            if isinstance(frame, Final):
+                last_final = max(last_final, frame.utterance)
+                notice = await hooks.final(frame)  # e.g. `not_stored`: sent after the final
+                outgoing += [notice] if notice is not None else []
+            if state.client_gone:
+                continue
+            try:
+                with trio.move_on_after(send_timeout_s) as sending:
+                    for item in outgoing:
+                        for message in codec.encode(item):
+                            await socket.send(message)
+            except ClientGone:
+                state.client_gone = True
+            if sending.cancelled_caught:
+                state.client_gone = True
+                state.stop("slow_reader")
+        if not state.client_gone:
+            try:
+                await socket.close(state.close_code)
+            except ClientGone:
+                state.client_gone = True
