@@ -481,3 +481,29 @@ async def test_a_container_chunk_decodes_to_its_wall_clock_share_at_most(whole: 
         assert state.received_s == 0.0
     else:
         assert errors == [] and state.received_s == pytest.approx(20.0, abs=0.1)
+
+
+async def test_the_config_settles_at_the_first_audio_and_every_stage_uses_it() -> None:
+    """A `config` frame before audio is answered with `ready` and is what the segmenter cuts
+    with and the transcriber client decodes with; one after audio is refused and changes
+    nothing."""
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    before = Config(prompt="weather and books", words=True, interim=False, endpointing_ms=800)
+    after = Config(prompt="something else")
+
+    async def client() -> None:
+        await socket.to_server.send(encoder.encode(before).decode())
+        await stream(socket, speech_with_pauses(), then=[after, StopFrame()])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS)
+        frames = await socket.frames()
+    readies = [f for f in frames if isinstance(f, Ready)]
+    assert len(readies) == 2  # the session's, then the answer to `before`
+    errors = [f for f in frames if type(f).__name__ == "Error"]
+    assert [e.code for e in errors] == ["config_after_audio"]  # type: ignore[attr-defined]
+    assert not any(isinstance(f, Partial) for f in frames)  # interim=false: no drafts asked
+    assert transcriber.calls and all(p == "final" for _, p in transcriber.calls)
+    asked = [request.options for request, _ in transcriber.calls]
+    assert all(o.prompt == "weather and books" and o.words and o.language == "en" for o in asked)
