@@ -1,7 +1,8 @@
 """The bench's listening conditions (`bench/conditions.py`): babble mixed at its SNR, made the
 same way every time from other speakers, and telephone audio that keeps nothing above 4 kHz.
 
-No model: these check the audio that `python -m bench.noisy` scores, not the scores.
+No model: these check the audio that `python -m bench.noisy` scores, not the scores, and that
+its streaming simulation asks for finals as the server does (with a fake model).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from audio_files import DATA, load, need_speech
+from fakes import FakeModel
 
 from bench.audio import SAMPLE_RATE, Clip, load_set, make_clip
 from bench.conditions import (
@@ -22,6 +24,7 @@ from bench.conditions import (
     speaker,
     telephone_version,
 )
+from bench.noisy import parse_conditions, stream_clip
 
 
 def talker(name: str, seed: int, seconds: float, level: float = 0.1) -> Clip:
@@ -118,3 +121,16 @@ def _share(samples: np.ndarray, low: float, high: float) -> float:
     power = np.abs(np.fft.rfft(samples)) ** 2
     frequencies = np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)
     return float(power[(frequencies >= low) & (frequencies < high)].sum() / power.sum())
+
+
+def test_the_streaming_simulation_decodes_finals_as_the_server_does() -> None:
+    gap = np.zeros(SAMPLE_RATE, np.float32)
+    audio = np.concatenate([load(DATA / "weather.wav"), gap, load(DATA / "library.wav")])
+    model = FakeModel(lambda request: f"final {len(model.seen)}")
+    finals = stream_clip(model, audio, beam_size=5, language="en")
+    assert [final.text for final in finals] == ["final 1", "final 2"]
+    first, second = (request.options for request in model.seen)
+    assert (first.beam_size, first.language, first.partial, first.context) == (5, "en", False, None)
+    assert second.context == "final 1"  # the session's earlier finals, as the server gives them
+    assert finals[0].end <= finals[1].start
+    assert parse_conditions("telephone,clean") == ("clean", "telephone")
