@@ -141,6 +141,9 @@ def reference_text(record: SessionRecord) -> str | None:
 class ErrorRate:
     wer: float | None
     reference_words: int
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
 
 
 def word_error_rate(pairs: Iterable[tuple[str, str]], *, language: str = "en") -> ErrorRate:
@@ -156,7 +159,13 @@ def word_error_rate(pairs: Iterable[tuple[str, str]], *, language: str = "en") -
         return ErrorRate(wer=None, reference_words=0)
     counts = jiwer.process_words(references, hypotheses)
     words = counts.hits + counts.substitutions + counts.deletions
-    return ErrorRate(wer=float(counts.wer), reference_words=int(words))
+    return ErrorRate(
+        wer=float(counts.wer),
+        reference_words=int(words),
+        substitutions=int(counts.substitutions),
+        deletions=int(counts.deletions),
+        insertions=int(counts.insertions),
+    )
 
 
 def _normalizer(language: str) -> Callable[[str], str]:

@@ -162,6 +162,7 @@ def test_word_error_rate_normalizes_like_whisper() -> None:
     rate = word_error_rate([("red green blue white", "red green white"), ("black", "black cat")])
     assert rate.reference_words == 5
     assert rate.wer == pytest.approx(2 / 5)
+    assert (rate.substitutions, rate.deletions, rate.insertions) == (0, 1, 1)
     assert word_error_rate([]).wer is None
 
 
