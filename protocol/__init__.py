@@ -1,12 +1,11 @@
 """Wire types only (sans-IO): the native protocol's frames and the dialect codec interface."""
 
-from protocol.codec import Codec, ProtocolError
+from protocol.codec import Codec, NativeCodec, ProtocolError
 from protocol.native import (
     ClientFrame,
     Config,
     Error,
     Final,
-    NativeCodec,
     Partial,
     Ready,
     ServerFrame,

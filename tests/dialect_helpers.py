@@ -78,7 +78,7 @@ def dialect_app(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> Sta
     from service.app import create_app
     from service.config import Settings
     from service.routes.dialects import dialect_routes
-    from service.routes.uploads import upload_routes
+    from service.routes.files import upload_routes
 
     return create_app(
         Settings(model="tiny.en", data_dir=data_dir, pace=pace),

@@ -42,9 +42,9 @@ from bench.schema import (
     LoadReport,
     TranscriberHealth,
 )
+from protocol.codec import NativeCodec
 from protocol.native import (
     Final,
-    NativeCodec,
     Partial,
     Ready,
     ServerFrame,

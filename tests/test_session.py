@@ -184,7 +184,7 @@ def test_per_session_memory_bound() -> None:
 
 
 def socket_codec():  # type: ignore[no-untyped-def]
-    from protocol.native import NativeCodec
+    from protocol.codec import NativeCodec
 
     return NativeCodec()
 
