@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import re
-import wave
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -66,11 +65,6 @@ def pcm16_file(path: Path) -> bytes:
 
     samples = decode_file(path)
     return bytes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-
-
-def wav_seconds(path: Path) -> float:
-    with wave.open(str(path)) as clip:
-        return clip.getnframes() / clip.getframerate()
 
 
 def dialect_app(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> Starlette:

@@ -45,15 +45,6 @@ async def receive_all(ws: WebSocketConnection) -> list[dict[str, Any]]:
         return frames
 
 
-async def receive_until(ws: WebSocketConnection, kind: str) -> list[dict[str, Any]]:
-    frames = []
-    while True:
-        frame = json.loads(await ws.get_message())
-        frames.append(frame)
-        if frame["type"] == kind:
-            return frames
-
-
 @asynccontextmanager
 async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
     """`open_websocket_url`, plus closing the TCP stream it can leave open.
