@@ -128,6 +128,7 @@ async def exchange(
                             json.loads(message) if isinstance(message, str) else message
                         )
                 except ConnectionClosed as closed:
+                    assert closed.reason is not None
                     close_code = closed.reason.code
 
             async with trio.open_nursery() as nursery:

@@ -61,6 +61,11 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
     await stream.aclose()
 
 
+def encoded_headers(headers: list[tuple[str, str]] | None) -> list[tuple[bytes, bytes]]:
+    """Headers as trio-websocket types them (wsproto would take text too)."""
+    return [(name.encode(), value.encode()) for name, value in headers or []]
+
+
 async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> ConnectionRejected:
     """Open a WebSocket that the server must refuse before the upgrade; return the refusal.
 
@@ -77,7 +82,7 @@ async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> Co
 
     trio.open_tcp_stream = tracked  # type: ignore[assignment]
     try:
-        async with open_websocket_url(url, extra_headers=headers or []):
+        async with open_websocket_url(url, extra_headers=encoded_headers(headers)):
             pass
     except ConnectionRejected as refusal:
         return refusal
