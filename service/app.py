@@ -41,10 +41,10 @@ from service.policy.limits import BodyLimitMiddleware, SessionGate
 from service.policy.security import SecurityConfig, SecurityMiddleware
 from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
+from service.routes.files import upload_routes
 from service.routes.metrics import metrics
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
-from service.routes.uploads import upload_routes
 from service.routes.web import web_routes
 from service.session.admission import LiveSessions, capacity_statistics, session_limits
 from service.session.ports import StreamOptions

@@ -293,7 +293,7 @@ def _sdk_stream(address: str, audio: bytes, **options: str) -> list[Any]:
         agent_rest=f"http://{address}",
     )
     client = DeepgramClient(api_key="local-test", environment=environment)
-    with client.listen.v1.connect(model="nova-3", **options) as socket:  # type: ignore[arg-type]
+    with client.listen.v1.connect(model="nova-3", **options) as socket:
         for piece in chunks(audio, 6400):  # 200 ms of 16 kHz PCM16
             socket.send_media(piece)
             time.sleep(0.05)  # four times real time
@@ -400,7 +400,8 @@ def _mulaw(samples: np.ndarray[Any, np.dtype[np.float32]]) -> bytes:
     magnitude = np.abs(pcm) + 0x84
     exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    coded: bytes = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    return coded
 
 
 async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) -> None:
@@ -408,7 +409,7 @@ async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) 
     from actors.audio.file_decoder import decode_file
 
     narrow = soxr.resample(decode_file(DATA / "weather.wav"), 16000, 8000).astype(np.float32)
-    outgoing = [*chunks(_mulaw(narrow), 1600), '{"type": "CloseStream"}']
+    outgoing: list[str | bytes] = [*chunks(_mulaw(narrow), 1600), '{"type": "CloseStream"}']
     query = "encoding=mulaw&sample_rate=8000&punctuate=false"
     async with serving(tiny_model, tmp_path) as address:
         result = await exchange(f"ws://{address}/v1/listen?{query}", outgoing)
@@ -446,7 +447,7 @@ async def test_browser_webm_in_250ms_chunks_matches_pcm(
             ("webm", "", webm, per_chunk),
             ("pcm", "encoding=linear16&sample_rate=16000", pcm, 8000),
         ]:
-            outgoing = [*chunks(audio, size), '{"type": "CloseStream"}']
+            outgoing: list[str | bytes] = [*chunks(audio, size), '{"type": "CloseStream"}']
             result = await exchange(f"ws://{address}/v1/listen?{query}", outgoing)
             assert result.close_code == 1000
             text = " ".join(

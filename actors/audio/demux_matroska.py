@@ -14,7 +14,6 @@ import struct
 from actors.audio.demux import MAX_UNIT_BYTES, TrackInfo, checked_rate, opus_track
 from actors.audio.file_decoder import UndecodableAudio
 
-EBML = 0x1A45DFA3
 SEGMENT = 0x18538067
 CLUSTER = 0x1F43B675
 TRACKS = 0x1654AE6B

@@ -95,10 +95,6 @@ class Segmenter:
         return self._base + self._size
 
     @property
-    def speaking(self) -> bool:
-        return self._open is not None
-
-    @property
     def speech_samples(self) -> int:
         """Audio judged speech so far: the utterances cut, and the open one up to now."""
         return self._spoken + (self.samples - self._open if self._open is not None else 0)

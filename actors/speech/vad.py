@@ -39,8 +39,6 @@ def _session() -> Any:
 class StreamingVad:
     """Speech probability for each complete 32 ms frame of a 16 kHz stream."""
 
-    frame_samples = FRAME
-
     def __init__(self) -> None:
         self._session = _session()
         self.reset()

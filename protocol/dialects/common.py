@@ -1,4 +1,4 @@
-"""What the seed dialects share: JSON decoding with stable error codes, base64 audio, times.
+"""What the seed dialects share: JSON decoding with stable error codes, base64 audio, words.
 
 Sans-IO helpers; each raises `protocol.codec.ProtocolError` (not fatal) for input a client got
 wrong: `invalid_json` (a text message that is not JSON), `unknown_type` (a `type` / `event`
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
@@ -19,14 +17,8 @@ import msgspec
 from protocol.codec import ProtocolError
 
 T = TypeVar("T")
-Clock = Callable[[], str]
 
 encoder = msgspec.json.Encoder()
-
-
-def utc_now() -> str:
-    """ISO 8601 UTC wall time with milliseconds, e.g. `2025-01-31T12:00:00.123Z`."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def decode_json(decoder: msgspec.json.Decoder[T], message: str, tag: str) -> T:

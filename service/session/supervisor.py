@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import msgspec
 import trio
 
 from actors.speech.segmenter import Event
@@ -156,7 +155,3 @@ def check_config(config: Config, options: StreamOptions) -> Error | None:
                 message=f"language {config.language!r} is not one of the model's",
             )
     return None
-
-
-def config_problem(error: msgspec.ValidationError) -> Error:
-    return Error(code="invalid_config", message=str(error), fatal=True)
