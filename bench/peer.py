@@ -96,6 +96,7 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 # After the last chunk, the stream ends once committed text reaches this close to the end of
 # the last utterance sent (segment ends and the energy gate's speech ends differ a little).
 SETTLE_MARGIN_S = 1.0
+UNDRAINED = "text still in progress when drain_s ran out (dropped at END_OF_AUDIO)"
 
 
 # --- the environment ---------------------------------------------------------------------------
@@ -436,6 +437,8 @@ def judge_session(
         return "failed", log.problem
     close_code = log.close.code if log.close else None
     if session.end_sent and close_code == 1000:
+        if not session.drained:
+            return "completed", UNDRAINED
         return "completed", ""
     if log.close is not None:
         return "failed", f"closed {log.close.code} {log.close.reason or ''}".strip()

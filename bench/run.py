@@ -150,6 +150,11 @@ def summarize(
             for record in records
             if record.outcome != "completed"
         ],
+        notes=[
+            f"client {record.client}: {record.reason}"
+            for record in records
+            if record.outcome == "completed" and record.reason
+        ],
         finals=sum(figures.finals for figures in per_session),
         final_latency_s=distribution([v for f in per_session for v in f.final_latencies]),
         end_of_speech_latency_s=distribution(
@@ -195,6 +200,8 @@ def judge(figures: RunFigures, criteria: Criteria, baseline_wer: float | None) -
     notes = []
     if figures.max_send_lag_s > SEND_LAG_WARNING_S:
         notes.append(f"bench sent audio up to {figures.max_send_lag_s:.2f} s late")
+    if figures.notes:
+        notes.append(f"{len(figures.notes)} completed with a note, first: {figures.notes[0]}")
     verdict = "; ".join(reasons) if reasons else "held"
     if notes:
         verdict += " (" + "; ".join(notes) + ")"

@@ -76,6 +76,9 @@ class RunFigures(msgspec.Struct, kw_only=True):
     transcriber: BatchStats | None
     held: bool = True
     verdict: str = ""
+    # completed sessions with something to say (a peer that still had text in progress when
+    # the drain ran out, so that its last words never came)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class CapacitySearch(msgspec.Struct, kw_only=True):

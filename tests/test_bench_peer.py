@@ -27,6 +27,7 @@ from bench.conversation import Conversation, build_conversation, build_conversat
 from bench.figures import session_figures, text_lags, word_error_rate
 from bench.load import compare, parse_arguments
 from bench.peer import (
+    UNDRAINED,
     Message,
     Segment,
     Transcript,
@@ -175,7 +176,8 @@ async def test_streamer_waits_for_the_last_commit(
     options = StreamOptions(speed=10.0, drain_s=0.6, connect_timeout_s=2.0)
     begin = trio.current_time()
     record = await WhisperLiveStreamer()(whisperlive_url(url), conversation, options)
-    assert record.outcome == "completed", record.reason
+    assert record.outcome == "completed"
+    assert record.reason == ("" if finals else UNDRAINED)
     assert seen[-1] == "END_OF_AUDIO"
     assert session_figures(record).finals == finals
     drained = trio.current_time() - begin - conversation.duration / options.speed
