@@ -427,7 +427,7 @@ async def run(arguments: LoadSettings) -> Path:
 
 def peer_model_directory(model: str) -> str:
     """The directory Chorus serves `model` from; never a hub name (the peer runs offline)."""
-    from actors.model_files import ModelNotFound, resolve_model
+    from actors.model.weights import ModelNotFound, resolve_model
 
     try:
         return resolve_model(model, allow_download=False).source

@@ -13,7 +13,7 @@ same clips, client counts and criteria; this module has what that takes:
   installs none of it.
 - **Its server.** `peer_server_command()` runs `bench/whisperlive_server.py` with that
   environment's Python: `TranscriptionServer.run` with the faster_whisper backend, the same
-  CTranslate2 model directory Chorus resolves (`actors.model_files`), int8 on the CPU (what it
+  CTranslate2 model directory Chorus resolves (`actors.model.weights`), int8 on the CPU (what it
   picks without CUDA), `OMP_NUM_THREADS` as Chorus's threads, batch inference on, `max_clients`
   the largest N, `HF_HUB_OFFLINE=1` so nothing is fetched. It loads the model when its first
   client connects, so `warm_up()` connects once before the first run.

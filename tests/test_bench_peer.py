@@ -25,7 +25,7 @@ from bench.audio import SAMPLE_RATE, Clip, make_clip
 from bench.client import StreamOptions
 from bench.conversation import Conversation, build_conversation, build_conversations
 from bench.figures import session_figures, text_lags, word_error_rate
-from bench.load import compare, parse_arguments
+from bench.load import compare, parse_arguments, peer_model_directory
 from bench.peer import (
     UNDRAINED,
     Message,
@@ -364,5 +364,8 @@ def test_peer_commands() -> None:
         run_options(launcher_arguments(["--model-dir", "/m", "--no-batch"]))["batch_enabled"]
         is False
     )
+    assert (Path(peer_model_directory("tiny.en")) / "model.bin").is_file()  # what Chorus serves
+    with pytest.raises(SystemExit, match="local model directory"):
+        peer_model_directory("large-v3")  # a hub name: the peer never downloads
     settings = parse_arguments(["--peer", "whisperlive", "--peer-config", '{"use_vad": false}'])
     assert settings.peer == "whisperlive" and json.loads(settings.peer_config) == {"use_vad": False}
