@@ -4,7 +4,7 @@
 Audio goes in as 16 kHz float32; out come records: `SpeechStart`, `Segment`s (partials of the open
 utterance while speech goes on, and exactly one final per utterance), and `UtteranceEnded`.
 The speech probabilities come in beside the audio (live sessions: from the shared VAD actor,
-`actors/vad_actor.py`), or the segmenter runs its own `StreamingVad` inline (offline uses).
+`actors/speech/vad_actor.py`), or the segmenter runs its own `StreamingVad` inline (offline uses).
 
 Memory bound: the ring buffer holds at most `max_utterance_s + MAX_ONSET_S + PRE_ROLL_S +
 STEP_S + 1` seconds of float32 audio (about 1.2 MB at the 15 s default); `feed` works in steps
