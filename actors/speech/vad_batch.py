@@ -74,8 +74,13 @@ class BatchedSilero:
         lengths = np.array([len(item.frames) for item in work], dtype=np.int32)
         if lengths.min() < 1 or any(item.frames.shape[1:] != (FRAME,) for item in work):
             raise ValueError("each stream needs one or more complete frames of 512 samples")
-        rows = np.concatenate([_with_context(item) for item in work])
+        frames = np.concatenate([item.frames for item in work]).astype(np.float32, copy=False)
         starts = np.cumsum(lengths) - lengths
+        # each frame after the 64 samples heard before it: the frame before, or the state's
+        rows = np.empty((len(frames), CONTEXT + FRAME), dtype=np.float32)
+        rows[:, CONTEXT:] = frames
+        rows[1:, :CONTEXT] = frames[:-1, -CONTEXT:]
+        rows[starts, :CONTEXT] = np.stack([item.state.context for item in work])
         steps = int(lengths.max())
         # row t * streams + s of the LSTM's input is frame t of stream s; past a stream's last
         # frame any row will do (the LSTM stops at `lengths`): its own last one
@@ -91,20 +96,11 @@ class BatchedSilero:
             },
         )
         table = np.asarray(output, dtype=np.float32).reshape(len(work), steps)
-        return [
-            Answer(
-                table[index, : lengths[index]].copy(),
-                VadState(h[0, index].copy(), c[0, index].copy(), item.frames[-1, -CONTEXT:].copy()),
-            )
-            for index, item in enumerate(work)
+        contexts = frames[starts + lengths - 1, -CONTEXT:]
+        return [  # views into this call's own outputs: nothing else holds them
+            Answer(table[index, :length], VadState(h[0, index], c[0, index], contexts[index]))
+            for index, length in enumerate(lengths)
         ]
-
-
-def _with_context(item: Work) -> Vector:
-    """[n, 64 + 512]: each frame after the 64 samples heard before it, as Silero expects."""
-    frames = item.frames.astype(np.float32, copy=False)
-    contexts = np.concatenate([item.state.context[None, :], frames[:-1, -CONTEXT:]])
-    return np.concatenate([contexts, frames], axis=1)
 
 
 @functools.cache
