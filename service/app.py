@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from actors.limiter import LimiterConfig, open_limiter
 from actors.model.port import SpeechModel
 from actors.model.sentiment import load_sentiment
-from actors.speech.vad_actor import open_vad
+from actors.speech.vad_actor import VadConfig, open_vad
 from actors.store.actor import StoreHandle, open_store
 from actors.transcriber.actor import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.config import Settings, environment
@@ -119,6 +119,7 @@ def create_app(
             cold_sessions=settings.admission_cold_sessions,
         )
         app.state.gate = SessionGate.from_limits(security.limits)
+        vad_config = VadConfig(gather_s=settings.vad_gather_ms / 1000)
         stop = trio.Event()
 
         async def serve_actors(*, task_status: trio.TaskStatus[None]) -> None:
@@ -134,7 +135,7 @@ def create_app(
                 async with (
                     watch("store", store_actor) as store,
                     watch("limiter", open_limiter(limiter_config)) as rate_limiter,
-                    watch("vad", open_vad()) as vad,
+                    watch("vad", open_vad(config=vad_config)) as vad,
                     watch("transcriber", open_transcriber(speech, config)) as transcriber,
                 ):
                     app.state.store = store

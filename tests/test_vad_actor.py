@@ -296,3 +296,32 @@ async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> Non
         assert await session(vad) == expected
         assert vad.statistics().streams == 0 and vad.statistics().frames > 0
     assert [kind for kind, *_ in expected].count("Final") == 2
+
+
+async def test_a_gathering_batch_waits_for_the_other_open_streams_only() -> None:
+    model = GatedModel()
+    audio = clip("garden")[: 3 * FRAME]
+    async with open_vad(model, VadConfig(gather_s=0.5)) as vad:
+        with vad.open_stream() as lone:  # no other stream: nothing to wait for
+            started = trio.current_time()
+            await lone.probabilities(audio)
+            assert trio.current_time() - started < 0.4
+
+        async def submit(stream: VadStream, delay: float) -> None:
+            await trio.sleep(delay)
+            await stream.probabilities(audio)
+
+        streams = [vad.open_stream() for _ in range(3)]
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:  # all three: one batch, soon as they are in
+            for index, stream in enumerate(streams):
+                nursery.start_soon(submit, stream, 0.05 * index)
+        assert trio.current_time() - started < 0.4
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:  # one silent: the others wait it out
+            nursery.start_soon(submit, streams[0], 0.0)
+            nursery.start_soon(submit, streams[1], 0.05)
+        assert trio.current_time() - started >= 0.45
+        for stream in streams:
+            stream.close()
+    assert model.batches == [1, 3, 2]

@@ -13,7 +13,10 @@ session's pipeline) and waits for their probabilities. A stream has one request 
 The actor takes whatever is waiting, up to `max_streams` requests, and runs them as one batch in
 a worker thread (`trio.to_thread.run_sync` with a `CapacityLimiter(1)`, never abandoned on
 cancel): one onnxruntime call for every stream in it (`vad_batch`), the LSTM stepping
-all of them at once, each as far as its own frames go. It never waits to fill a batch.
+all of them at once, each as far as its own frames go. It never waits to fill a batch unless
+told to: with `gather_s` a batch waits that long for the other open streams' requests (a lone
+stream never waits). A stream's next request waits for its last one's answer, so a window also
+caps how fast one stream goes (about one request per `gather_s`).
 
 A request whose caller was cancelled is dropped before its batch. A cancelled call leaves its
 stream's state unknown (its frames may or may not have run), so the stream is broken from then
@@ -49,6 +52,8 @@ class VadConfig:
     queue_size: int = 64  # requests waiting (one per stream at most); more block their sessions
     max_streams: int = 64  # requests in one batch, one onnxruntime call
     max_frames: int = 64  # frames in one request (2 s): a larger chunk goes in turns
+    # after the first request, how long a batch may wait for the other open streams' requests
+    gather_s: float = 0.0
 
 
 @attrs.frozen
@@ -233,6 +238,28 @@ async def open_vad(
             raise
 
 
+async def _gather(
+    requests: trio.MemoryReceiveChannel[_Request], table: _Table, config: VadConfig
+) -> list[_Request]:
+    """The next batch: whatever waits, and with `gather_s` what the other open streams send
+    meanwhile (a lone stream never waits: it has no others)."""
+    batch = [await requests.receive()]
+    wanted = min(config.max_streams, len(table.states))
+    if config.gather_s > 0:
+        with trio.move_on_after(config.gather_s):
+            while len(batch) < wanted:
+                try:
+                    batch.append(await requests.receive())
+                except trio.EndOfChannel:
+                    break
+    while len(batch) < config.max_streams:
+        try:
+            batch.append(requests.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batch
+
+
 async def _serve_batches(
     model: VadModel,
     requests: trio.MemoryReceiveChannel[_Request],
@@ -242,14 +269,9 @@ async def _serve_batches(
     limiter = trio.CapacityLimiter(1)
     while True:
         try:
-            batch = [await requests.receive()]
+            batch = await _gather(requests, table, config)
         except trio.EndOfChannel:
             return
-        while len(batch) < config.max_streams:
-            try:
-                batch.append(requests.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
         # a request outlives its stream only when its caller was cancelled: nobody waits on it
         live = [r for r in batch if not r.abandoned and r.stream in table.states]
         table.dropped += len(batch) - len(live)
