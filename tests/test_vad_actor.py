@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import trio
 import trio.testing
 from audio_files import DATA, load, pcm16
-from fakes import FakeSocket, FakeTranscriber
+from conftest import serve_app
+from fakes import FakeModel, FakeSocket, FakeTranscriber
 
 from actors.model.port import Samples
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
@@ -24,6 +27,8 @@ from actors.speech.vad_batch import Answer, BatchedSilero, Work
 from protocol.codec import NativeCodec
 from protocol.native import Config, encoder
 from protocol.native import Stop as StopFrame
+from service.app import create_app
+from service.config import Settings
 from service.session.ports import StreamOptions
 from service.session.supervisor import run_session
 from service.supervision import ActorWatch
@@ -270,6 +275,21 @@ async def test_a_dead_actor_fails_its_callers_and_is_named_like_the_transcriber(
     assert len(errors) == 2 and all("VAD actor stopped" in str(error) for error in errors)
     with pytest.raises(VadClosed), vad.open_stream() as stream:
         await stream.probabilities(audio)
+
+
+async def test_the_apps_vad_actor_dying_turns_health_to_503_naming_it(tmp_path: Path) -> None:
+    app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
+    async with serve_app(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        assert (await http.get("/health")).status_code == 200
+        vad: VadHandle = app.state.vad
+        with vad.open_stream() as stream, pytest.raises(VadClosed):
+            # frames that are not 512 samples wide: the model raises, the actor dies of it
+            await vad._submit(stream._stream, np.zeros((1, 100), np.float32))
+        with trio.fail_after(10):
+            await app.state.actors.wait_died()
+        health = await http.get("/health")
+        assert health.status_code == 503 and health.json()["died"] == ["vad"]
+        assert health.json()["died_of"]["vad"].startswith("ValueError")
 
 
 async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> None:
