@@ -13,6 +13,7 @@ writer discards what it can no longer send, so finals still reach the store.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, closing, nullcontext
 
 import attrs
 import trio
@@ -35,7 +36,14 @@ from protocol.native import (
     ServerFrame,
     Stop,
 )
-from service.session.ports import ClientGone, FrameSocket, SessionHooks, StreamOptions
+from service.session.ports import (
+    ClientGone,
+    FrameSocket,
+    SessionHooks,
+    SpeechDetector,
+    StreamOptions,
+    Vad,
+)
 
 Command = bytes | Finalize
 
@@ -192,16 +200,21 @@ async def segment_audio(
     state: SessionState,
     options: StreamOptions,
     hooks: SessionHooks,
+    vad: Vad | None = None,
 ) -> None:
     """Decode audio, cut utterances, and pass every event on in order.
 
-    An undecodable `encoding=auto` stream ends the session: an `error` frame, then this stage
-    closes its command channel, so the reader stops taking audio.
+    With `vad` (the shared VAD actor), this stage owns one stream of it, which it closes on
+    exit, and awaits each chunk's speech probabilities there; without, the segmenter runs its
+    own VAD inline. An undecodable `encoding=auto` stream ends the session: an `error` frame,
+    then this stage closes its command channel, so the reader stops taking audio.
     """
     segmenter: Segmenter | None = None
     decoder: AudioDecoder | None = None
     pacer = Pacer(options.pace, options.pace_burst_s)
-    with commands, events, frames:
+    detector = vad.open_stream() if vad is not None else None
+    stream: AbstractContextManager[object] = closing(detector) if detector else nullcontext()
+    with commands, events, frames, stream:
         try:
             async for command in commands:
                 if segmenter is None or decoder is None:
@@ -234,11 +247,11 @@ async def segment_audio(
                             ),
                         )
                     )
-                await _push(samples, segmenter, events, frames, state, hooks)
+                await _push(samples, segmenter, detector, events, frames, state, hooks)
                 await pacer.wait(state.received_s)
             if segmenter is not None and decoder is not None:
                 flushed = await _decode(decoder, None)
-                await _push(flushed, segmenter, events, frames, state, hooks)
+                await _push(flushed, segmenter, detector, events, frames, state, hooks)
         except UndecodableAudio as error:
             state.stop_reason, state.close_code = "undecodable_audio", 1003
             state.reader.cancel()  # an error path: the reader stops waiting for the client
@@ -306,6 +319,7 @@ async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
 async def _push(
     samples: Samples,
     segmenter: Segmenter,
+    detector: SpeechDetector | None,
     events: trio.MemorySendChannel[Event],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
@@ -317,7 +331,8 @@ async def _push(
     if notice is not None:
         await frames.send(notice)
     state.received_samples += len(samples)
-    for event in segmenter.feed(samples):
+    probabilities = await detector.probabilities(samples) if detector is not None else None
+    for event in segmenter.feed(samples, probabilities):
         await events.send(event)
     state.speech_samples = segmenter.speech_samples
 

@@ -5,12 +5,15 @@
 `SessionLimits.queue_size`. A clean end (client `stop`, a client that leaves, an idle or length
 limit) closes the first channel and the close ripples down; an error in any stage cancels its
 siblings and propagates to the route, which closes the socket with 1011. The route owns the socket;
-the app owns the transcriber and the hooks.
+the app owns the transcriber, the VAD actor and the hooks; the segmenter stage owns the session's
+VAD stream.
 
 Memory bound per session (defaults): commands `queue_size` (16) × `max_frame_bytes` (1 MiB) =
 16 MiB of raw client audio at worst (typical frames are 3–32 KiB, so < 0.5 MiB); segmenter ring
-≈ 1.2 MB; segment events 16 × one utterance (≤ 15 s × 64 KB/s ≈ 1 MB) = ≤ 16 MB; frames
-16 × < 4 KB. `tests/test_session.py` and `tests/test_segmenter.py` pin these numbers.
+≈ 1.2 MB; VAD: one request out at a time, ≤ `VadConfig.max_frames` (64) × 2 KB of frames,
+and 1.3 KB of state in the actor until the stream closes; segment events 16 × one utterance
+(≤ 15 s × 64 KB/s ≈ 1 MB) = ≤ 16 MB; frames 16 × < 4 KB. `tests/test_session.py`,
+`tests/test_segmenter.py` and `tests/test_vad_actor.py` pin these numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from service.session.ports import (
     SessionInfo,
     StreamOptions,
     Transcriber,
+    Vad,
 )
 from service.session.stages import (
     Command,
@@ -58,8 +62,11 @@ async def run_session(
     annotate: Callable[[Final], Final] = lambda frame: frame,
     session_id: str | None = None,
     on_start: Callable[[SessionState], object] = lambda state: None,
+    vad: Vad | None = None,
 ) -> SessionState:
-    """Serve one connection until it ends; returns the session's final state."""
+    """Serve one connection until it ends; returns the session's final state.
+
+    `vad` is the shared VAD actor; without it the segmenter runs its own VAD inline."""
     hooks = hooks or NoHooks()
     state = SessionState(session_id=session_id or new_session_id(), config=config)
     on_start(state)
@@ -106,6 +113,7 @@ async def run_session(
                 state,
                 options,
                 hooks,
+                vad,
             )
             nursery.start_soon(
                 transcribe_segments, transcriber, events_recv, frames_send, state, options, annotate
