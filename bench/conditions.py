@@ -27,9 +27,8 @@ from typing import Literal
 import numpy as np
 import soxr
 
-from actors.audio.pcm import PcmDecoder
+from actors.audio.pcm import PcmDecoder, g711_table
 from bench.audio import SAMPLE_RATE, Clip, Samples
-from protocol.dialects.pcm import g711_table
 
 Condition = Literal["clean", "babble", "telephone"]
 CONDITIONS: tuple[Condition, ...] = ("clean", "babble", "telephone")

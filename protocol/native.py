@@ -18,6 +18,7 @@ Task = Literal["transcribe", "translate"]
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
+MAX_CHANNELS = 8
 
 
 class Inbound(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
@@ -29,6 +30,8 @@ class Config(Inbound, tag="config"):
 
     sample_rate: Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = 16000
     encoding: Encoding = "pcm_s16le"
+    # interleaved channels of raw PCM, averaged to mono (a container says its own)
+    channels: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHANNELS)] = 1
     language: Annotated[str, msgspec.Meta(pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")] = "auto"
     task: Task = "transcribe"
     interim: bool = True

@@ -28,10 +28,10 @@ from dialect_helpers import (
 )
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from actors.audio.decoder import AudioDecoder
 from actors.model.port import SpeechModel
 from protocol.codec import ProtocolError
 from protocol.dialects.deepgram import DeepgramCodec, QueryError, parse_query
-from protocol.dialects.pcm import Downmixer, G711Expander
 from protocol.native import (
     Error,
     Final,
@@ -45,6 +45,7 @@ from protocol.native import (
     UtteranceEnd,
     Word,
 )
+from service.session.stages import make_decoder
 
 # deepgram-sdk 7.17 imports a name that websockets 14+ deprecated; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:websockets\\.:DeprecationWarning")
@@ -81,11 +82,12 @@ def test_query_options_map_onto_the_session_config() -> None:
     assert (config.encoding, config.sample_rate, config.interim) == ("pcm_s16le", 44100, True)
     assert (config.endpointing_ms, config.words, config.language) == (800, True, "en")
     assert (options.channels, options.punctuate, options.vad_events) == (2, True, False)
+    assert config.channels == 2  # the session's decoder averages them to mono
 
     config, options = parse_query({})  # no encoding: the container is detected, as Deepgram
     assert (config.encoding, config.interim, options.utterance_end) == ("auto", False, False)
     config, options = parse_query({"encoding": "mulaw"})
-    assert (config.encoding, config.sample_rate, options.companding) == ("pcm_s16le", 8000, "mulaw")
+    assert (config.encoding, config.sample_rate, config.channels) == ("mulaw", 8000, 1)
     config, _ = parse_query({"endpointing": "false", "utterance_end_ms": "1500"})
     assert config.endpointing_ms == 1500
     config, _ = parse_query({"endpointing": "10", "language": "multi"})
@@ -261,10 +263,18 @@ def test_client_messages_and_metadata() -> None:
     assert metadata["models"] == list(metadata["model_info"])
 
 
+def _session_decoder(**query: str) -> AudioDecoder:
+    """The decoder a session makes from the config these query parameters map to."""
+    config, _ = parse_query(query)
+    return make_decoder(config)
+
+
 def test_g711_expansion_matches_the_standard_table() -> None:
-    mulaw = np.frombuffer(G711Expander("mulaw").expand(bytes([0xFF, 0x7F, 0x00, 0x80])), "<i2")
+    decoder = _session_decoder(encoding="mulaw", sample_rate="16000")  # 16 kHz: no resampling
+    mulaw = decoder.feed(bytes([0xFF, 0x7F, 0x00, 0x80])) * 32768
     assert mulaw.tolist() == [0, 0, -32124, 32124]
-    alaw = np.frombuffer(G711Expander("alaw").expand(bytes([0xD5, 0x55, 0xAA, 0x2A])), "<i2")
+    decoder = _session_decoder(encoding="alaw", sample_rate="16000")
+    alaw = decoder.feed(bytes([0xD5, 0x55, 0xAA, 0x2A])) * 32768
     assert alaw.tolist() == [8, -8, 32256, -32256]
 
 
@@ -272,10 +282,11 @@ def test_downmix_averages_channels_across_chunk_boundaries() -> None:
     left = np.arange(-500, 500, dtype="<i2")
     right = (left // 2).astype("<i2")
     interleaved = np.stack([left, right], axis=1).astype("<i2").tobytes()
-    mixer = Downmixer(2)
-    out = b"".join(mixer.feed(piece) for piece in chunks(interleaved, 333))  # odd sizes
+    decoder = _session_decoder(encoding="linear16", channels="2")
+    out = np.concatenate([decoder.feed(piece) for piece in chunks(interleaved, 333)])  # odd sizes
     expected = ((left.astype(np.int32) + right) // 2).astype("<i2")
-    assert np.array_equal(np.frombuffer(out, "<i2"), expected)
+    assert np.array_equal(out * 32768, expected)
+    assert decoder.statistics().misaligned_frames > 0  # a chunk of 333 bytes splits a sample
 
 
 # -- against a real server ---------------------------------------------------------------------

@@ -12,12 +12,14 @@ writer discards what it can no longer send, so finals still reach the store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager, closing, nullcontext
 
 import attrs
 import trio
 
+from actors.audio.decoder import AudioDecoder
 from actors.audio.file_decoder import UndecodableAudio
 from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
@@ -232,10 +234,10 @@ async def segment_audio(
                     for event in segmenter.finalize():
                         await events.send(event)
                     continue
-                if isinstance(decoder, StreamingDecoder):  # a chunk gets its wall-clock share
-                    decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
+                # a chunk gets its wall-clock share
+                decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
                 samples = await _decode(decoder, command)
-                if getattr(decoder, "misaligned_frames", 0) and not state.warned_misaligned:
+                if decoder.statistics().misaligned_frames and not state.warned_misaligned:
                     state.warned_misaligned = True
                     await frames.send(
                         Error(
@@ -259,9 +261,6 @@ async def segment_audio(
         if segmenter is not None:
             for event in segmenter.close():
                 await events.send(event)
-
-
-AudioDecoder = PcmDecoder | StreamingDecoder
 
 
 CHUNK_SLACK_S = 5.0
@@ -304,16 +303,16 @@ class Pacer:
 def make_decoder(config: Config) -> AudioDecoder:
     if config.encoding == "auto":
         return StreamingDecoder()
-    return PcmDecoder(config.encoding, config.sample_rate)
+    return PcmDecoder(config.encoding, config.sample_rate, config.channels)
 
 
 async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
-    """PCM decodes inline; containers decode in a worker thread (a few ms of CPU a chunk)."""
-    if isinstance(decoder, PcmDecoder):
-        return decoder.feed(data) if data is not None else decoder.flush()
-    if data is None:
-        return await trio.to_thread.run_sync(decoder.flush)
-    return await trio.to_thread.run_sync(decoder.feed, data)
+    """Feed `data` (None: flush). A `blocking` decoder (containers: a few ms of CPU a chunk)
+    runs in a worker thread; PCM decodes inline."""
+    step = decoder.flush if data is None else functools.partial(decoder.feed, data)
+    if decoder.blocking:
+        return await trio.to_thread.run_sync(step)
+    return step()
 
 
 async def _push(
