@@ -45,15 +45,12 @@ from collections.abc import Mapping
 import attrs
 import msgspec
 
-from protocol.codec import Inbound, ProtocolError
+from protocol.codec import Inbound
 from protocol.dialects.common import merge_punctuation
 from protocol.dialects.deepgram_messages import (
     Alternative,
     Channel,
-    CloseStreamMessage,
     ErrorMessage,
-    FinalizeMessage,
-    KeepAliveMessage,
     Message,
     Metadata,
     ModelInfo,
@@ -62,7 +59,7 @@ from protocol.dialects.deepgram_messages import (
     SpeechStartedMessage,
     UtteranceEndMessage,
     Word,
-    client_decoder,
+    client_messages,
 )
 from protocol.native import (
     MAX_CHANNELS,
@@ -72,8 +69,6 @@ from protocol.native import (
     Encoding,
     Error,
     Final,
-    Finalize,
-    KeepAlive,
     Partial,
     Ready,
     ServerFrame,
@@ -208,20 +203,7 @@ class DeepgramCodec:
                 return [Stop()]  # Deepgram's older way to close the stream
             self._sha256.update(message)
             return [message]
-        try:
-            command = client_decoder.decode(message)
-        except msgspec.ValidationError as error:
-            raise ProtocolError("unknown_type", f"not a Deepgram message: {error}") from None
-        except msgspec.DecodeError:
-            raise ProtocolError("invalid_json", "text message is not JSON") from None
-        match command:
-            case KeepAliveMessage():
-                return [KeepAlive()]
-            case FinalizeMessage():
-                return [Finalize()]
-            case CloseStreamMessage():
-                return [Stop()]
-        raise AssertionError(f"unhandled {command!r}")
+        return [client_messages.parse(message).inbound()]
 
     # native → client
 
