@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import msgspec
 
 from protocol.codec import Inbound, ProtocolError
+from protocol.native import Ping, Stop
 
 encoder = msgspec.json.Encoder()
 
@@ -65,6 +66,22 @@ class ClientMessages(Generic[M]):
         except msgspec.DecodeError:
             what = "JSON" if self.dialect is not None else "a JSON object"
             raise ProtocolError("invalid_json", f"text message is not {what}") from None
+
+
+class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of the client messages of the dialects that tag them with `type`."""
+
+
+class StopMessage(ClientMessage, tag="stop"):
+    def inbound(self) -> Stop:
+        return Stop()
+
+
+class PingMessage(ClientMessage, tag="ping"):
+    timestamp: Any = None  # the call seed's README sends one; nothing reads it
+
+    def inbound(self) -> Ping:
+        return Ping()
 
 
 def decode_commands(messages: ClientMessages[C], message: str | bytes) -> list[Inbound]:

@@ -51,12 +51,19 @@ import attrs
 import msgspec
 
 from protocol.codec import Inbound
-from protocol.dialects.common import ClientMessages, b64_audio, decode_commands, encoder
+from protocol.dialects.common import (
+    ClientMessage,
+    ClientMessages,
+    PingMessage,
+    StopMessage,
+    b64_audio,
+    decode_commands,
+    encoder,
+)
 from protocol.native import (
     Error,
     Final,
     Partial,
-    Ping,
     Pong,
     Ready,
     Sentiment,
@@ -77,28 +84,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True):
-    pass
-
-
 class AudioChunk(ClientMessage, tag="audio_chunk"):
     audio_data: str
     timestamp: Any = None
 
     def inbound(self) -> bytes:
         return b64_audio(self.audio_data, "audio_data")
-
-
-class PingMessage(ClientMessage, tag="ping"):
-    timestamp: Any = None
-
-    def inbound(self) -> Ping:
-        return Ping()
-
-
-class StopMessage(ClientMessage, tag="stop"):
-    def inbound(self) -> Stop:
-        return Stop()
 
 
 class EndCall(ClientMessage, tag="end_call"):

@@ -43,7 +43,10 @@ import msgspec
 
 from protocol.codec import Inbound, ProtocolError
 from protocol.dialects.common import (
+    ClientMessage,
     ClientMessages,
+    PingMessage,
+    StopMessage,
     b64_audio,
     binary_audio,
     decode_commands,
@@ -65,25 +68,11 @@ from protocol.native import (
 )
 
 
-class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True):
-    pass
-
-
 class AudioMessage(ClientMessage, tag="audio"):
     audio: str
 
     def inbound(self) -> bytes:
         return b64_audio(self.audio, "audio")
-
-
-class StopMessage(ClientMessage, tag="stop"):
-    def inbound(self) -> Stop:
-        return Stop()
-
-
-class PingMessage(ClientMessage, tag="ping"):
-    def inbound(self) -> Ping:
-        return Ping()
 
 
 _Incoming = AudioMessage | StopMessage | PingMessage
