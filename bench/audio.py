@@ -9,7 +9,7 @@ than from the end of the file's trailing silence.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -114,17 +114,6 @@ def load_set(table: Path, *, max_clip_s: float | None = None) -> list[Clip]:
 def load_files(paths: Iterable[Path]) -> list[Clip]:
     """Clips from audio files given by path; they have no reference, so no WER."""
     return [make_clip(path.name, read_audio(path), None) for path in paths]
-
-
-def pick(clips: Sequence[Clip], names: Iterable[str]) -> list[Clip]:
-    """The clips whose names end with one of `names`, in the order of `names`."""
-    chosen = []
-    for wanted in names:
-        matches = [clip for clip in clips if clip.name.endswith(wanted)]
-        if not matches:
-            raise KeyError(f"no clip named {wanted!r}")
-        chosen.append(matches[0])
-    return chosen
 
 
 def to_pcm16(samples: Samples) -> bytes:

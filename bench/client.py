@@ -7,12 +7,17 @@ the sender runs in the calling task. The session ends when the server has answer
 receiver and closing the socket follows. Nothing is raised for what the server does: a refusal
 (HTTP 503 before the upgrade, or close 1013 before `ready`), a failure or a timeout is written
 into the returned `SessionRecord`, so one bad session never takes the run down.
+
+`converse()` (connect, handshake, then a protocol's own `talk`) and `SessionLog` are shared with
+`bench.peer`, which speaks WhisperLive's protocol and records its messages as native frames; a
+`Driver` tells the bench which of the two a server gets.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
@@ -78,7 +83,7 @@ def stream_url(base: str, *, language: str = "en") -> str:
 
 
 @attrs.define
-class _SessionLog:
+class SessionLog:
     """Mutable while the session runs; frozen into a `SessionRecord` at the end."""
 
     audio_ends: list[float] = attrs.Factory(list)
@@ -101,6 +106,49 @@ class _SessionLog:
                 return arrival.frame
         return None
 
+    def record(
+        self, client: int, conversation: Conversation, outcome: Outcome, reason: str
+    ) -> SessionRecord:
+        return SessionRecord(
+            client=client,
+            conversation=conversation,
+            outcome=outcome,
+            reason=reason,
+            started=self.started,
+            audio_ends=tuple(self.audio_ends),
+            sent_at=tuple(self.sent_at),
+            send_lag_s=self.send_lag_s,
+            arrivals=tuple(self.arrivals),
+            close_code=self.close.code if self.close else None,
+        )
+
+
+Talk = Callable[[WebSocketConnection, Conversation, StreamOptions, SessionLog], Awaitable[None]]
+
+
+class Streamer(Protocol):
+    """Streams one conversation to a WebSocket URL and records what happened."""
+
+    async def __call__(
+        self,
+        url: str,
+        conversation: Conversation,
+        options: StreamOptions,
+        *,
+        client: int = 0,
+        deadline: float = math.inf,
+    ) -> SessionRecord: ...
+
+
+@attrs.frozen
+class Driver:
+    """How the bench talks to one kind of server."""
+
+    name: str
+    ws_url: Callable[[str, str], str]  # (server's http://host:port, language) -> WebSocket URL
+    stream: Streamer
+    has_health: bool = True  # it answers `GET /health` (sessions, transcriber batches)
+
 
 async def stream_conversation(
     url: str,
@@ -114,30 +162,33 @@ async def stream_conversation(
 
     At `deadline` (trio time) the session is abandoned and recorded as failed.
     """
-    log = _SessionLog()
+    log = SessionLog()
+    rejected = await converse_until(url, conversation, options, log, _talk, deadline)
+    outcome, reason = _judge(log, rejected)
+    return log.record(client, conversation, outcome, reason)
+
+
+async def converse_until(
+    url: str,
+    conversation: Conversation,
+    options: StreamOptions,
+    log: SessionLog,
+    talk: Talk,
+    deadline: float,
+) -> ConnectionRejected | None:
+    """`converse()`, abandoned (and noted in `log.problem`) at `deadline` (trio time)."""
     rejected: ConnectionRejected | None = None
     with trio.move_on_at(deadline) as limit:
-        rejected = await _converse(url, conversation, options, log)
+        rejected = await converse(url, conversation, options, log, talk)
     if limit.cancelled_caught:
         log.problem = "abandoned at the run's time limit"
-    outcome, reason = _judge(log, rejected)
-    return SessionRecord(
-        client=client,
-        conversation=conversation,
-        outcome=outcome,
-        reason=reason,
-        started=log.started,
-        audio_ends=tuple(log.audio_ends),
-        sent_at=tuple(log.sent_at),
-        send_lag_s=log.send_lag_s,
-        arrivals=tuple(log.arrivals),
-        close_code=log.close.code if log.close else None,
-    )
+    return rejected
 
 
-async def _converse(
-    url: str, conversation: Conversation, options: StreamOptions, log: _SessionLog
+async def converse(
+    url: str, conversation: Conversation, options: StreamOptions, log: SessionLog, talk: Talk
 ) -> ConnectionRejected | None:
+    """Connect, do the WebSocket handshake, then `talk`; connection trouble goes into `log`."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     try:
@@ -157,7 +208,7 @@ async def _converse(
                         nursery, stream, f"{host}:{port}", f"{parts.path}?{parts.query}"
                     )
                 log.started = True
-                await _talk(socket, conversation, options, log)
+                await talk(socket, conversation, options, log)
                 nursery.cancel_scope.cancel()
         except* ConnectionRejected as group:
             rejected += [
@@ -174,7 +225,7 @@ async def _talk(
     socket: WebSocketConnection,
     conversation: Conversation,
     options: StreamOptions,
-    log: _SessionLog,
+    log: SessionLog,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_receive_frames, socket, log)
@@ -191,7 +242,7 @@ async def _talk(
         await socket.aclose()  # does nothing when the server closed first
 
 
-def _judge(log: _SessionLog, rejected: ConnectionRejected | None) -> tuple[Outcome, str]:
+def _judge(log: SessionLog, rejected: ConnectionRejected | None) -> tuple[Outcome, str]:
     if rejected is not None:
         if rejected.status_code == 503:
             return "refused", "HTTP 503"
@@ -216,27 +267,45 @@ async def _send_audio(
     socket: WebSocketConnection,
     conversation: Conversation,
     options: StreamOptions,
-    log: _SessionLog,
+    log: SessionLog,
 ) -> None:
     """Send each chunk when its last sample would have been captured, then `stop`."""
+    if not await send_chunks(socket, conversation, options, log):
+        return
+    try:
+        await socket.send_message(STOP_MESSAGE)
+    except ConnectionClosed:
+        return
+
+
+async def send_chunks(
+    socket: WebSocketConnection,
+    conversation: Conversation,
+    options: StreamOptions,
+    log: SessionLog,
+    encode: Callable[[bytes], bytes] | None = None,
+) -> bool:
+    """Send each chunk (PCM16, or what `encode` makes of it) when its last sample would have
+    been captured; False when the connection closed first."""
     begin = trio.current_time()
     try:
         for chunk in chunks(conversation, options.chunk_s):
             due = begin + chunk.audio_end / options.speed
             await trio.sleep_until(due)
             if log.closed.is_set():  # the receiver knows why
-                return
-            await socket.send_message(chunk.payload)
+                return False
+            payload = encode(chunk.payload) if encode is not None else chunk.payload
+            await socket.send_message(payload)
             now = trio.current_time()
             log.audio_ends.append(chunk.audio_end)
             log.sent_at.append(now)
             log.send_lag_s = max(log.send_lag_s, now - due)
-        await socket.send_message(STOP_MESSAGE)
     except ConnectionClosed:
-        return
+        return False
+    return True
 
 
-async def _receive_frames(socket: WebSocketConnection, log: _SessionLog) -> None:
+async def _receive_frames(socket: WebSocketConnection, log: SessionLog) -> None:
     while True:
         try:
             message = await socket.get_message()
@@ -254,3 +323,10 @@ async def _receive_frames(socket: WebSocketConnection, log: _SessionLog) -> None
         log.arrivals.append(Arrival(at=at, frame=frame))
         if isinstance(frame, Stopped):
             log.finished.set()
+
+
+def _chorus_url(base: str, language: str) -> str:
+    return stream_url(base, language=language)
+
+
+CHORUS_DRIVER = Driver(name="chorus", ws_url=_chorus_url, stream=stream_conversation)

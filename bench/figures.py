@@ -10,11 +10,16 @@ Pure functions. The definitions (DESIGN §8):
 - time to first partial: for each reference span, the first partial overlapping it - the send
   time of the span's speech start;
 - WER: finals of completed sessions against their references, both normalized by Whisper's
-  English normalizer (the basic one for other languages), counted over all words together.
+  English normalizer (the basic one for other languages), counted over all words together;
+- text lag: how far committed text is behind the audio, sampled whenever a chunk is sent and on
+  at that pace until the session's last frame: the audio time sent so far minus the end of the
+  latest final that had arrived by then (pauses and the utterance still being spoken count in
+  it; a server that falls behind, or is slow to commit the last words, makes it grow).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -74,6 +79,7 @@ class SessionFigures:
     speech_s: float  # reference speech inside the audio that was sent
     hypothesis: str
     max_lag_s: float | None
+    text_lags: tuple[float, ...] = ()
 
 
 def session_figures(record: SessionRecord) -> SessionFigures:
@@ -126,7 +132,30 @@ def session_figures(record: SessionRecord) -> SessionFigures:
         speech_s=sum(span.end - span.start for span in spans),
         hypothesis=" ".join(text.strip() for _, _, text in ordered),
         max_lag_s=max(lags) if lags else None,
+        text_lags=tuple(text_lags(record, finals)),
     )
+
+
+def text_lags(record: SessionRecord, finals: Sequence[tuple[float, Final]]) -> list[float]:
+    """Audio sent so far minus the end of the finals arrived by then, at every chunk sent and,
+    at the same pace, on after the last one until the session's last frame (while the server
+    still commits what it was sent)."""
+    if not record.sent_at:
+        return []
+    sends = list(zip(record.audio_ends, record.sent_at, strict=True))
+    first, last_sent = record.sent_at[0], record.sent_at[-1]
+    step = max((last_sent - first) / (len(sends) - 1), 0.01) if len(sends) > 1 else 0.1
+    last_frame = max((arrival.at for arrival in record.arrivals), default=last_sent)
+    extra = math.floor((last_frame - last_sent) / step + EPSILON_S)
+    sends += [(record.audio_ends[-1], last_sent + step * (k + 1)) for k in range(max(extra, 0))]
+    arrived = sorted(finals, key=lambda pair: pair[0])
+    lags, committed, index = [], 0.0, 0
+    for audio_end, at in sends:
+        while index < len(arrived) and arrived[index][0] <= at:
+            committed = max(committed, arrived[index][1].end)
+            index += 1
+        lags.append(max(audio_end - committed, 0.0))
+    return lags
 
 
 def reference_text(record: SessionRecord) -> str | None:
@@ -141,6 +170,9 @@ def reference_text(record: SessionRecord) -> str | None:
 class ErrorRate:
     wer: float | None
     reference_words: int
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
 
 
 def word_error_rate(pairs: Iterable[tuple[str, str]], *, language: str = "en") -> ErrorRate:
@@ -156,7 +188,13 @@ def word_error_rate(pairs: Iterable[tuple[str, str]], *, language: str = "en") -
         return ErrorRate(wer=None, reference_words=0)
     counts = jiwer.process_words(references, hypotheses)
     words = counts.hits + counts.substitutions + counts.deletions
-    return ErrorRate(wer=float(counts.wer), reference_words=int(words))
+    return ErrorRate(
+        wer=float(counts.wer),
+        reference_words=int(words),
+        substitutions=int(counts.substitutions),
+        deletions=int(counts.deletions),
+        insertions=int(counts.insertions),
+    )
 
 
 def _normalizer(language: str) -> Callable[[str], str]:

@@ -6,24 +6,39 @@ Without `--url` the bench then starts each server itself (`uv run chorus serve -
 the baseline: the same with `--naive`, or with `--baseline-ref REF` an earlier commit built in a
 temporary worktree), one after the other, each inside `open_server()` so it is stopped however
 the search ends. With `--url` it drives a server that is already running (and `--naive-url`, a
-naive one). Every client says other clips unless `--same-speech`. The report (JSON, Markdown,
-PNG) is rewritten after every run, so an interrupted invocation still leaves what it measured.
+naive one). Every client says other clips unless `--same-speech`. With `--peer whisperlive`
+it then starts WhisperLive from `.peer-venv` (`python -m bench.peer --setup`) on the same model
+directory and threads, and drives it with its own protocol through the same search (or drives
+`--peer-url`). The report (JSON, Markdown, PNG) is rewritten after every run, so an interrupted
+invocation still leaves what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import attrs
+import msgspec
 import trio
 
 from bench.audio import Clip, load_files, load_set, speech_dir
-from bench.client import StreamOptions
+from bench.client import CHORUS_DRIVER, Driver, StreamOptions
 from bench.conversation import Conversation, build_conversations
+from bench.peer import (
+    DEFAULT_VENV,
+    PEERS,
+    answers_tcp,
+    check_environment,
+    peer_environment,
+    peer_server_command,
+    warm_up,
+    whisperlive_driver,
+)
 from bench.reference import baseline_server_command, baseline_worktree, offline_throughput
 from bench.report import DEFAULT_RESULTS, machine, now_stamp, write_load
 from bench.run import Criteria, RunPlan, search_capacity
@@ -69,6 +84,12 @@ class LoadSettings:
     baseline_ref: str | None
     no_reference: bool
     cpu_threads: int
+    peer: str | None
+    peer_url: str | None
+    peer_pid: int | None
+    peer_venv: Path
+    peer_args: str
+    peer_config: str
     out: Path
     trace: bool
 
@@ -98,6 +119,28 @@ def parse_arguments(argv: Sequence[str] | None = None) -> LoadSettings:
     )
     target.add_argument(
         "--cpu-threads", type=int, default=2, help="threads for the reference (the server's)"
+    )
+    peer = parser.add_argument_group("peer (another project's server, same run)")
+    peer.add_argument(
+        "--peer",
+        choices=PEERS,
+        help="also measure this server with its own protocol: WhisperLive in batch-inference "
+        "mode, same model directory and threads (python -m bench.peer --setup first)",
+    )
+    peer.add_argument("--peer-url", help="drive a running WhisperLive instead (ws://127.0.0.1:P)")
+    peer.add_argument("--peer-pid", type=int, help="its pid, to sample CPU and memory")
+    peer.add_argument("--peer-venv", type=Path, default=DEFAULT_VENV, help="its environment")
+    peer.add_argument(
+        "--peer-args",
+        default="",
+        help="more flags for bench/whisperlive_server.py, e.g. '--no-batch', "
+        "'--batch-max-size 8', '--option batch_beam_size=5'",
+    )
+    peer.add_argument(
+        "--peer-config",
+        default="{}",
+        help="JSON merged into WhisperLive's options message, e.g. "
+        "'{\"same_output_threshold\": 5}'",
     )
     load = parser.add_argument_group("load")
     load.add_argument("--clients", default="1,2,4,8", help="client counts, ascending")
@@ -146,6 +189,8 @@ def load_clips(arguments: LoadSettings) -> list[Clip]:
 
 
 def compare(chorus: CapacitySearch, naive: CapacitySearch) -> Comparison:
+    """The other server's figures divided by Chorus's, at each client count both ran."""
+
     def by_clients(search: CapacitySearch) -> dict[int, RunFigures]:
         return {run.clients: run for run in search.runs}
 
@@ -160,7 +205,9 @@ def compare(chorus: CapacitySearch, naive: CapacitySearch) -> Comparison:
         if our_cpu and their_cpu and our_cpu.cpu_cores > 0:
             cpu[str(clients)] = their_cpu.cpu_cores / our_cpu.cpu_cores
     ratio = chorus.capacity / naive.capacity if naive.capacity else None
-    return Comparison(capacity_ratio=ratio, p95_final_latency_ratio=latency, cpu_ratio=cpu)
+    return Comparison(
+        capacity_ratio=ratio, p95_final_latency_ratio=latency, cpu_ratio=cpu, label=naive.label
+    )
 
 
 def efficiency(search: CapacitySearch, reference: Reference | None) -> Efficiency:
@@ -188,6 +235,7 @@ class Invocation:
     searches: list[CapacitySearch] = attrs.Factory(list)
     current: list[RunFigures] = attrs.Factory(list)
     current_label: str = ""
+    current_peer: bool = False
     reference: Reference | None = None
 
     def conversations(self, clients: int) -> list[Conversation]:
@@ -209,11 +257,14 @@ class Invocation:
                 runs=list(self.current),
                 capacity=0,
                 stop_reason="in progress",
+                peer=self.current_peer,
             )
             searches.append(partial)
-        finished = [search for search in self.searches if search.label != "chorus"]
         ours = [search for search in self.searches if search.label == "chorus"]
-        comparison = compare(ours[0], finished[0]) if ours and finished else None
+        baselines = [s for s in self.searches if s.label != "chorus" and not s.peer]
+        peers = [search for search in self.searches if search.peer]
+        comparison = compare(ours[0], baselines[0]) if ours and baselines else None
+        peer_comparisons = [compare(ours[0], peer) for peer in peers] if ours else []
         options = {
             name: str(value)
             for name, value in attrs.asdict(self.arguments).items()
@@ -226,6 +277,7 @@ class Invocation:
             options=options,
             searches=searches,
             comparison=comparison,
+            peer_comparisons=peer_comparisons,
             reference=self.reference,
             efficiency=[efficiency(search, self.reference) for search in self.searches],
         )
@@ -235,7 +287,16 @@ class Invocation:
         write_load(self.report(), self.stem)
         print(f"{figures.label} N={figures.clients}: {figures.verdict}", flush=True)
 
-    async def search(self, label: str, server: ServerHandle, *, naive: bool) -> None:
+    async def search(
+        self,
+        label: str,
+        server: ServerHandle,
+        *,
+        naive: bool,
+        driver: Driver = CHORUS_DRIVER,
+        peer: str = "",
+    ) -> None:
+        """One capacity search; `peer` describes another project's server (`--peer`)."""
         arguments = self.arguments
         plan = RunPlan(
             label=label,
@@ -249,8 +310,9 @@ class Invocation:
             stagger_s=arguments.stagger,
             server_pid=server.pid if server.pid > 0 else None,
             trace_prefix=self.stem if arguments.trace else None,
+            driver=driver,
         )
-        self.current, self.current_label = [], label
+        self.current, self.current_label, self.current_peer = [], label, bool(peer)
         criteria = Criteria(
             max_p95_final_s=arguments.max_p95,
             max_p95_first_text_s=arguments.max_first_text,
@@ -266,14 +328,39 @@ class Invocation:
             on_run=self.record,
             stop_at_failure=not arguments.no_stop,
         )
+        if peer:
+            result = msgspec.structs.replace(result, peer=True, server=peer)
         self.current = []
         self.searches.append(result)
         write_load(self.report(), self.stem)
+
+    async def search_peer(self, server: ServerHandle, version: str) -> None:
+        arguments = self.arguments
+        config = json.loads(arguments.peer_config)
+        if not isinstance(config, dict):
+            raise SystemExit("--peer-config must be a JSON object")
+        mode = "its own flags" if arguments.peer_url else "batch inference"
+        if "--no-batch" in shlex.split(arguments.peer_args):
+            mode = "one model behind a lock"
+        described = (
+            f"whisper-live {version}, faster_whisper backend, {mode}, "
+            f"model {arguments.model}, int8, {arguments.cpu_threads} threads"
+        )
+        await self.search(
+            arguments.peer or "whisperlive",
+            server,
+            naive=False,
+            driver=whisperlive_driver(arguments.model, config),
+            peer=described,
+        )
 
 
 async def run(arguments: LoadSettings) -> Path:
     created, stamp = now_stamp()
     stem = arguments.out / f"load-{stamp}"
+    peer_version = ""
+    if arguments.peer and not arguments.peer_url:  # before anything runs: it may be missing
+        peer_version = await trio.to_thread.run_sync(check_environment, arguments.peer_venv)
     invocation = Invocation(arguments, load_clips(arguments), stem, created)
     if not arguments.no_reference and not arguments.audio:
         measured = await trio.to_thread.run_sync(
@@ -309,6 +396,8 @@ async def run(arguments: LoadSettings) -> Path:
             require_loopback(arguments.naive_url)
             handle = ServerHandle(url=arguments.naive_url, pid=arguments.naive_pid or 0)
             await invocation.search("naive", handle, naive=True)
+        if arguments.peer_url:
+            await drive_running_peer(invocation)
         return stem
     chorus_log = Path(f"{stem}-chorus.log")
     async with open_server(command, log_path=chorus_log) as server:
@@ -329,7 +418,50 @@ async def run(arguments: LoadSettings) -> Path:
         naive_command = [*command, "--naive"]
         async with open_server(naive_command, log_path=naive_log) as server:
             await invocation.search("naive", server, naive=True)
+    if arguments.peer_url:
+        await drive_running_peer(invocation)
+    elif arguments.peer:
+        await start_peer(invocation, peer_version)
     return stem
+
+
+def peer_model_directory(model: str) -> str:
+    """The directory Chorus serves `model` from; never a hub name (the peer runs offline)."""
+    from actors.model.weights import ModelNotFound, resolve_model
+
+    try:
+        return resolve_model(model, allow_download=False).source
+    except ModelNotFound as error:
+        raise SystemExit(f"--peer needs a local model directory: {error}") from error
+
+
+async def start_peer(invocation: Invocation, version: str) -> None:
+    """Serve WhisperLive from `--peer-venv` with Chorus's model directory and threads."""
+    arguments = invocation.arguments
+    command = peer_server_command(
+        arguments.peer_venv,
+        peer_model_directory(arguments.model),
+        threads=arguments.cpu_threads,
+        max_clients=max(arguments.steps),
+        extra=shlex.split(arguments.peer_args),
+    )
+    log = Path(f"{invocation.stem}-{arguments.peer}.log")
+    environment = peer_environment(arguments.cpu_threads)
+    async with open_server(command, log_path=log, env=environment, ready=answers_tcp) as server:
+        await warm_up(server.url, language=arguments.language)
+        await invocation.search_peer(server, version)
+
+
+async def drive_running_peer(invocation: Invocation) -> None:
+    arguments = invocation.arguments
+    url = arguments.peer_url or ""
+    require_loopback(url)
+    if arguments.peer_pid is not None:
+        require_process(arguments.peer_pid)
+    base = url.replace("ws://", "http://", 1).rstrip("/")
+    handle = ServerHandle(url=base, pid=arguments.peer_pid or 0)
+    await warm_up(handle.url, language=arguments.language)
+    await invocation.search_peer(handle, "(running)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -54,7 +54,7 @@ def _percent(value: float | None) -> str:
 LOAD_COLUMNS = (
     "server | N | started | done | refused | failed | final p50 | p95 | p99 | end-of-speech p95"
     " | 1st partial p50 | first text p95 | partials/s | WER | CPU cores | peak RSS MB | max lag"
-    " | mean batch"
+    " | text lag p50 | text lag max | mean batch"
     " | verdict"
 )
 
@@ -79,6 +79,8 @@ def _load_row(run: RunFigures) -> str:
         _number(run.server.cpu_cores if run.server else None),
         _number(run.server.peak_rss_mb if run.server else None, 0),
         _number(run.max_lag_s),
+        _number(run.text_lag_s.p50),
+        _number(run.text_lag_s.max),
         _number(run.transcriber.mean_batch if run.transcriber else None),
         run.verdict,
     ]
@@ -98,8 +100,9 @@ def load_markdown(report: LoadReport) -> str:
     lines += [_load_row(run) for search in report.searches for run in search.runs]
     lines.append("")
     for search in report.searches:
+        what = f" [{search.server}]" if search.server else ""
         lines.append(
-            f"- **{search.label}**: capacity {search.capacity} clients ({search.stop_reason})"
+            f"- **{search.label}**{what}: capacity {search.capacity} clients ({search.stop_reason})"
         )
     if (reference := report.reference) is not None:
         lines.append(
@@ -112,14 +115,22 @@ def load_markdown(report: LoadReport) -> str:
             f"- **E** ({row.label}) = {row.capacity} sessions × {fraction} speech ÷ reference "
             f"= {_number(row.efficiency)}"
         )
-    if (comparison := report.comparison) is not None:
-        other = report.searches[1].label if len(report.searches) > 1 else "baseline"
+    comparisons = [report.comparison] if report.comparison is not None else []
+    for comparison in [*comparisons, *report.peer_comparisons]:
+        fallback = report.searches[1].label if len(report.searches) > 1 else "baseline"
+        other = comparison.label or fallback
         ratio = _number(comparison.capacity_ratio)
         lines.append(f"- capacity, chorus / {other}: {ratio}")
         for clients, value in comparison.p95_final_latency_ratio.items():
             lines.append(f"- p95 final latency at N={clients}, {other} / chorus: {value:.2f}")
         for clients, value in comparison.cpu_ratio.items():
             lines.append(f"- server CPU at N={clients}, {other} / chorus: {value:.2f}")
+    if any(search.peer for search in report.searches):
+        lines.append(
+            "- a peer's final latency is its commit latency: the arrival of the first message "
+            "holding a segment as completed, minus the send of the chunk holding its end; its "
+            "partials are the segment in progress; WER counts completed segments only"
+        )
     return "\n".join(lines) + "\n"
 
 

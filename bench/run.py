@@ -19,7 +19,7 @@ import attrs
 import msgspec
 import trio
 
-from bench.client import SessionRecord, StreamOptions, stream_conversation, stream_url
+from bench.client import CHORUS_DRIVER, Driver, SessionRecord, StreamOptions
 from bench.conversation import Conversation
 from bench.figures import (
     batch_difference,
@@ -55,6 +55,8 @@ class RunPlan:
     server_pid: int | None = None
     trace_prefix: Path | None = None  # write `<prefix>-<label>-n<N>.jsonl` per run
     slack_s: float = 10.0  # on top of stagger, audio time and drain, before clients are abandoned
+    driver: Driver = CHORUS_DRIVER  # the protocol the server speaks (`bench.peer` for WhisperLive)
+    settle_s: float = 1.0  # pause after a run of a server without `/health`
 
     def time_limit_s(self, conversations: Sequence[Conversation]) -> float:
         longest = max(conversation.duration for conversation in conversations)
@@ -69,9 +71,11 @@ class RunPlan:
 
 async def run_load(plan: RunPlan, conversations: Sequence[Conversation]) -> RunFigures:
     """Stream one conversation per client, all at once, and reduce what they saw to figures."""
-    await wait_idle(plan.url)
-    before = await fetch_health(plan.url)
-    ws_url = stream_url(plan.url, language=plan.stream.language)
+    health = plan.driver.has_health
+    if health:
+        await wait_idle(plan.url)
+    before = await fetch_health(plan.url) if health else None
+    ws_url = plan.driver.ws_url(plan.url, plan.stream.language)
     records: list[SessionRecord] = []
     sampler = UsageSampler(plan.server_pid) if plan.server_pid is not None else None
     begin, cpu_begin = trio.current_time(), time.process_time()
@@ -79,7 +83,7 @@ async def run_load(plan: RunPlan, conversations: Sequence[Conversation]) -> RunF
 
     async def client(index: int, conversation: Conversation) -> None:
         await trio.sleep_until(begin + index * plan.stagger_s)
-        record = await stream_conversation(
+        record = await plan.driver.stream(
             ws_url, conversation, plan.stream, client=index, deadline=deadline
         )
         records.append(record)
@@ -94,8 +98,11 @@ async def run_load(plan: RunPlan, conversations: Sequence[Conversation]) -> RunF
         nursery.cancel_scope.cancel()
     wall_s = trio.current_time() - begin
     bench_cpu = (time.process_time() - cpu_begin) / wall_s
-    await wait_idle(plan.url)
-    after = await fetch_health(plan.url)
+    if health:
+        await wait_idle(plan.url)
+    else:
+        await trio.sleep(plan.settle_s)  # no `/health` to ask whether its sessions are gone
+    after = await fetch_health(plan.url) if health else None
     records.sort(key=lambda record: record.client)
     if plan.trace_prefix is not None:
         name = f"{plan.trace_prefix.name}-{plan.label}-n{len(records)}.jsonl"
@@ -129,6 +136,7 @@ def summarize(
     speech_s = sum(figures.speech_s for figures in per_session)
     partials = sum(figures.partials for figures in per_session)
     lags = [figures.max_lag_s for figures in per_session if figures.max_lag_s is not None]
+    text_lags = [lag for figures in per_session for lag in figures.text_lags]
     return RunFigures(
         label=plan.label,
         clients=len(records),
@@ -142,6 +150,11 @@ def summarize(
             for record in records
             if record.outcome != "completed"
         ],
+        notes=[
+            f"client {record.client}: {record.reason}"
+            for record in records
+            if record.outcome == "completed" and record.reason
+        ],
         finals=sum(figures.finals for figures in per_session),
         final_latency_s=distribution([v for f in per_session for v in f.final_latencies]),
         end_of_speech_latency_s=distribution(
@@ -154,6 +167,7 @@ def summarize(
         wer=error_rate.wer,
         reference_words=error_rate.reference_words,
         max_lag_s=max(lags) if lags else None,
+        text_lag_s=distribution(text_lags),
         max_send_lag_s=max((record.send_lag_s for record in records), default=0.0),
         bench_cpu_cores=bench_cpu_cores,
         server=usage,
@@ -186,6 +200,8 @@ def judge(figures: RunFigures, criteria: Criteria, baseline_wer: float | None) -
     notes = []
     if figures.max_send_lag_s > SEND_LAG_WARNING_S:
         notes.append(f"bench sent audio up to {figures.max_send_lag_s:.2f} s late")
+    if figures.notes:
+        notes.append(f"{len(figures.notes)} completed with a note, first: {figures.notes[0]}")
     verdict = "; ".join(reasons) if reasons else "held"
     if notes:
         verdict += " (" + "; ".join(notes) + ")"

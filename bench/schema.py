@@ -68,12 +68,17 @@ class RunFigures(msgspec.Struct, kw_only=True):
     wer: float | None  # completed sessions, Whisper-normalized, all words together
     reference_words: int
     max_lag_s: float | None  # largest `lag_s` in `status` frames
+    # audio sent minus the end of the latest final by then, at every chunk sent (bench.figures)
+    text_lag_s: Distribution = msgspec.field(default_factory=lambda: Distribution(count=0))
     max_send_lag_s: float  # how late the bench itself sent a chunk: large values void the run
     bench_cpu_cores: float  # CPU the load generator itself used (it shares the machine)
     server: ServerUsage | None
     transcriber: BatchStats | None
     held: bool = True
     verdict: str = ""
+    # completed sessions with something to say (a peer that still had text in progress when
+    # the drain ran out, so that its last words never came)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class CapacitySearch(msgspec.Struct, kw_only=True):
@@ -83,14 +88,18 @@ class CapacitySearch(msgspec.Struct, kw_only=True):
     runs: list[RunFigures]
     capacity: int  # largest client count that held; 0 when none did
     stop_reason: str
+    peer: bool = False  # another project's server (`--peer`), not a Chorus baseline
+    server: str = ""  # what it was, in words (e.g. its version and mode)
 
 
 class Comparison(msgspec.Struct, kw_only=True):
-    """Chorus against the baseline (the naive server, or an earlier commit), same invocation."""
+    """Chorus against another server (the naive one, an earlier commit, or a peer such as
+    WhisperLive), same invocation."""
 
     capacity_ratio: float | None
     p95_final_latency_ratio: dict[str, float]  # by client count: naive / chorus
     cpu_ratio: dict[str, float]  # by client count: naive / chorus
+    label: str = ""  # the other server's search label
 
 
 class Reference(msgspec.Struct, kw_only=True):
@@ -117,7 +126,8 @@ class LoadReport(msgspec.Struct, kw_only=True):
     machine: dict[str, str]
     options: dict[str, str]
     searches: list[CapacitySearch]
-    comparison: Comparison | None = None
+    comparison: Comparison | None = None  # against the baseline
+    peer_comparisons: list[Comparison] = msgspec.field(default_factory=list)  # `--peer`
     reference: Reference | None = None
     efficiency: list[Efficiency] = msgspec.field(default_factory=list)
 

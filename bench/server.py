@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -108,11 +108,13 @@ async def open_server(
     env: Mapping[str, str] | None = None,
     ready_timeout_s: float = 120.0,
     stop_timeout_s: float = 15.0,
+    ready: Callable[[str], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[ServerHandle]:
     """Run `command --host 127.0.0.1 --port PORT` until the block ends.
 
     Its data (`CHORUS_DATA_DIR`) goes to a temporary directory unless `env` names one, so
     benchmark sessions never land in a real store; `SERVER_ENV` lifts the per-client limits.
+    It is up once `ready(url)` says so: by default, once `/health` answers.
     """
     port = free_port()
     argv = [*command, "--host", "127.0.0.1", "--port", str(port)]
@@ -124,22 +126,32 @@ async def open_server(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
         )
         try:
-            await _wait_ready(url, process, log_path, ready_timeout_s)
+            await _wait_ready(url, process, log_path, ready_timeout_s, ready or answers_health)
             yield ServerHandle(url=url, pid=process.pid)
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process, stop_timeout_s)
 
 
-async def _wait_ready(url: str, process: trio.Process, log_path: Path, timeout_s: float) -> None:
+async def answers_health(url: str) -> bool:
+    return await fetch_health(url, timeout_s=2.0) is not None
+
+
+async def _wait_ready(
+    url: str,
+    process: trio.Process,
+    log_path: Path,
+    timeout_s: float,
+    ready: Callable[[str], Awaitable[bool]],
+) -> None:
     with trio.move_on_after(timeout_s):
         while process.poll() is None:
-            if await fetch_health(url, timeout_s=2.0) is not None:
+            if await ready(url):
                 return
             await trio.sleep(0.25)
         tail = (await trio.Path(log_path).read_text(errors="replace"))[-2000:]
         raise ServerFailed(f"server exited with {process.returncode}:\n{tail}")
-    raise ServerFailed(f"server did not answer {url}/health within {timeout_s:g} s")
+    raise ServerFailed(f"server at {url} was not ready within {timeout_s:g} s")
 
 
 async def _stop(process: trio.Process, timeout_s: float) -> None:

@@ -1,30 +1,3 @@
-"""Wire types only (sans-IO): the native protocol's frames and the dialect codec interface."""
-
-from protocol.codec import Codec, ProtocolError
-from protocol.native import (
-    ClientFrame,
-    Config,
-    Error,
-    Final,
-    NativeCodec,
-    Partial,
-    Ready,
-    ServerFrame,
-    Stopped,
-    config_from_query,
-)
-
-__all__ = [
-    "ClientFrame",
-    "Codec",
-    "Config",
-    "Error",
-    "Final",
-    "NativeCodec",
-    "Partial",
-    "ProtocolError",
-    "Ready",
-    "ServerFrame",
-    "Stopped",
-    "config_from_query",
-]
+"""Wire types only (sans-IO): the native protocol's frames (`native`), the dialect codec
+interface and the native codec (`codec`), the compatible dialects (`dialects`), and the upload
+routes' shapes (`openai`, `chatserver`). Import each from its module."""

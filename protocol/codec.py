@@ -5,13 +5,19 @@ The session pipeline (`service/session/supervisor.py`) speaks only native frames
 sent into audio bytes and native client frames, `encode` turns a native server frame into zero or
 more messages for the client. A codec keeps whatever per-session state its dialect needs (sequence
 numbers, the session's start, which events the client asked for); it never does I/O.
+
+`NativeCodec` is the native dialect (`WS /v1/stream`): the frames as JSON, stamped with `seq`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Protocol
 
-from protocol.native import ClientFrame, ServerFrame
+import msgspec
+
+from protocol.native import Audio, ClientFrame, ServerFrame, client_decoder, encoder
 
 
 class ProtocolError(Exception):
@@ -38,3 +44,48 @@ class Codec(Protocol):
     def encode(self, frame: ServerFrame) -> list[str | bytes]:
         """Turn one native server frame into the client's messages (maybe none)."""
         ...
+
+
+class NativeCodec:
+    """Stamps `seq` on server frames and encodes them as JSON text (one codec per session)."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self._seq = 0
+
+    def decode(self, message: str | bytes) -> list[bytes | ClientFrame]:
+        return decode_client_message(message)
+
+    def encode(self, frame: ServerFrame) -> list[str | bytes]:
+        self._seq += 1
+        frame.seq = self._seq
+        return [encoder.encode(frame).decode()]
+
+
+def decode_client_message(message: str | bytes) -> list[bytes | ClientFrame]:
+    """Native decoding: binary frames are audio, text frames are JSON client frames.
+
+    Raises `ProtocolError` with a stable code for anything a client got wrong.
+    """
+    if isinstance(message, bytes):
+        if not message:
+            raise ProtocolError("empty_frame", "binary frame carries no audio")
+        return [message]
+    try:
+        frame = client_decoder.decode(message)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        code = "unknown_type" if text.endswith("`$.type`") else "invalid_message"
+        raise ProtocolError(code, text) from None
+    except msgspec.DecodeError as error:
+        raise ProtocolError("invalid_json", f"text frame is not JSON: {error}") from None
+    if isinstance(frame, Audio):
+        try:
+            data = base64.b64decode(frame.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("invalid_base64", "`data` is not valid base64") from None
+        if not data:
+            raise ProtocolError("empty_frame", "`audio` frame carries no audio")
+        return [data]
+    return [frame]

@@ -1,15 +1,13 @@
 """Wire types of the native protocol, `WS /v1/stream` (DESIGN §4.1).
 
 Sans-IO: msgspec Structs, tagged unions and module-level decoders/encoders only. The session
-pipeline in `service/` produces the server frames below (without `seq`); `NativeCodec` stamps
-each with the session's increasing `seq` and encodes it. Other dialects translate the same
-frames into their own shapes (see `protocol/dialects/`).
+pipeline in `service/` produces the server frames below (without `seq`); `NativeCodec`
+(`protocol/codec.py`) stamps each with the session's increasing `seq` and encodes it. Other
+dialects translate the same frames into their own shapes (see `protocol/dialects/`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Literal
 
 import msgspec
@@ -20,6 +18,7 @@ Task = Literal["transcribe", "translate"]
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
+MAX_CHANNELS = 8
 
 
 class Inbound(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
@@ -31,6 +30,8 @@ class Config(Inbound, tag="config"):
 
     sample_rate: Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = 16000
     encoding: Encoding = "pcm_s16le"
+    # interleaved channels of raw PCM, averaged to mono (a container says its own)
+    channels: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHANNELS)] = 1
     language: Annotated[str, msgspec.Meta(pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")] = "auto"
     task: Task = "transcribe"
     interim: bool = True
@@ -166,55 +167,3 @@ def config_from_query(params: dict[str, str]) -> Config:
     if known.get("encoding") in COMPANDED:
         known.setdefault("sample_rate", "8000")  # as Deepgram does: G.711 is telephone audio
     return msgspec.convert(known, Config, strict=False)
-
-
-def merge_config(base: Config, update: Config, given: set[str]) -> Config:
-    """Apply the fields a client named in a `config` frame over `base`."""
-    return msgspec.structs.replace(base, **{name: getattr(update, name) for name in given})
-
-
-class NativeCodec:
-    """Stamps `seq` on server frames and encodes them as JSON text (one codec per session)."""
-
-    name = "native"
-
-    def __init__(self) -> None:
-        self._seq = 0
-
-    def decode(self, message: str | bytes) -> list[bytes | ClientFrame]:
-        return decode_client_message(message)
-
-    def encode(self, frame: ServerFrame) -> list[str | bytes]:
-        self._seq += 1
-        frame.seq = self._seq
-        return [encoder.encode(frame).decode()]
-
-
-def decode_client_message(message: str | bytes) -> list[bytes | ClientFrame]:
-    """Native decoding: binary frames are audio, text frames are JSON client frames.
-
-    Raises `protocol.codec.ProtocolError` with a stable code for anything a client got wrong.
-    """
-    from protocol.codec import ProtocolError  # local: codec imports this module
-
-    if isinstance(message, bytes):
-        if not message:
-            raise ProtocolError("empty_frame", "binary frame carries no audio")
-        return [message]
-    try:
-        frame = client_decoder.decode(message)
-    except msgspec.ValidationError as error:
-        text = str(error)
-        code = "unknown_type" if text.endswith("`$.type`") else "invalid_message"
-        raise ProtocolError(code, text) from None
-    except msgspec.DecodeError as error:
-        raise ProtocolError("invalid_json", f"text frame is not JSON: {error}") from None
-    if isinstance(frame, Audio):
-        try:
-            data = base64.b64decode(frame.data, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("invalid_base64", "`data` is not valid base64") from None
-        if not data:
-            raise ProtocolError("empty_frame", "`audio` frame carries no audio")
-        return [data]
-    return [frame]

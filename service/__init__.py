@@ -1,6 +1,6 @@
 """The ASGI app and server: `create_app()` and its settings; `chorus` CLI in `service.cli`."""
 
-from service.app import create_app, drain_sessions
+from service.app import create_app
 from service.config import Settings
 
-__all__ = ["Settings", "create_app", "drain_sessions"]
+__all__ = ["Settings", "create_app"]

@@ -2,8 +2,9 @@
 
 Ownership: the app's lifespan loads the model (in a worker thread) and starts one task in its
 nursery that opens the long-lived actors, each with its own nursery, and holds them until
-shutdown: the one transcriber (`app.state.transcriber`), the store (`app.state.store`) and the
-rate limiter (`app.state.limiter`); the session gate counts live sessions. An actor that dies
+shutdown: the one transcriber (`app.state.transcriber`), the one VAD actor that every live
+session's segmenter shares (`app.state.vad`), the store (`app.state.store`) and the rate limiter
+(`app.state.limiter`); the session gate counts live sessions. An actor that dies
 ends that task only: `app.state.actors` (`service.supervision.ActorWatch`) names it, the
 server logs it, and `/health` answers 503 until the process is restarted. Each WebSocket
 route runs its session's nursery (`service.session.admission.serve_session`) inside the request. On
@@ -33,6 +34,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from actors.limiter import LimiterConfig, open_limiter
 from actors.model.port import SpeechModel
 from actors.model.sentiment import load_sentiment
+from actors.speech.vad_actor import VadConfig, open_vad
 from actors.store.actor import StoreHandle, open_store
 from actors.transcriber.actor import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.config import Settings, environment
@@ -41,10 +43,10 @@ from service.policy.limits import BodyLimitMiddleware, SessionGate
 from service.policy.security import SecurityConfig, SecurityMiddleware
 from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
+from service.routes.files import upload_routes
 from service.routes.metrics import metrics
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
-from service.routes.uploads import upload_routes
 from service.routes.web import web_routes
 from service.session.admission import LiveSessions, capacity_statistics, session_limits
 from service.session.ports import StreamOptions
@@ -117,6 +119,7 @@ def create_app(
             cold_sessions=settings.admission_cold_sessions,
         )
         app.state.gate = SessionGate.from_limits(security.limits)
+        vad_config = VadConfig(gather_s=settings.vad_gather_ms / 1000)
         stop = trio.Event()
 
         async def serve_actors(*, task_status: trio.TaskStatus[None]) -> None:
@@ -132,10 +135,12 @@ def create_app(
                 async with (
                     watch("store", store_actor) as store,
                     watch("limiter", open_limiter(limiter_config)) as rate_limiter,
+                    watch("vad", open_vad(config=vad_config)) as vad,
                     watch("transcriber", open_transcriber(speech, config)) as transcriber,
                 ):
                     app.state.store = store
                     app.state.limiter = rate_limiter
+                    app.state.vad = vad
                     app.state.transcriber = transcriber
                     task_status.started()
                     started = True

@@ -62,7 +62,8 @@ class Settings:
     commit_partials: bool = True  # commit words two drafts agree on; drafts write only the rest
     pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
     pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time
-    status_interval_s: float = 1.0
+    # how long a VAD batch waits for the other live sessions' frames (0: takes what waits)
+    vad_gather_ms: float = 0.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
     # recordings (issue 11 M1): "allow" the client's `record`, "deny" it, or record "always"
@@ -110,9 +111,3 @@ class Settings:
                 policy, max_bytes=int(self.max_recording_s * 16000) * SAMPLE_WIDTH
             )
         return policy
-
-    @property
-    def effective_compute_type(self) -> str:
-        if self.compute_type != "default":
-            return self.compute_type
-        return "int8" if self.device in ("cpu", "auto") else "float16"

@@ -38,7 +38,8 @@ async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
     config.websocket_max_message_size = 64 * 1024 * 1024
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        # Starlette types the ASGI callable with plain mappings, hypercorn with TypedDicts
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
         yield binds[0].removeprefix("http://")
         shutdown.set()
 

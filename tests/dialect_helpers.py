@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import re
-import wave
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -68,17 +67,12 @@ def pcm16_file(path: Path) -> bytes:
     return bytes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
 
 
-def wav_seconds(path: Path) -> float:
-    with wave.open(str(path)) as clip:
-        return clip.getnframes() / clip.getframerate()
-
-
 def dialect_app(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> Starlette:
     """The app as the brief builds it: every dialect and upload route, the real model."""
     from service.app import create_app
     from service.config import Settings
     from service.routes.dialects import dialect_routes
-    from service.routes.uploads import upload_routes
+    from service.routes.files import upload_routes
 
     return create_app(
         Settings(model="tiny.en", data_dir=data_dir, pace=pace),
@@ -134,6 +128,7 @@ async def exchange(
                             json.loads(message) if isinstance(message, str) else message
                         )
                 except ConnectionClosed as closed:
+                    assert closed.reason is not None
                     close_code = closed.reason.code
 
             async with trio.open_nursery() as nursery:

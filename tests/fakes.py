@@ -26,7 +26,7 @@ def describe(request: Request) -> str:
 class FakeModel:
     name = "fake"
     multilingual = False
-    languages = ("en",)
+    languages: tuple[str, ...] = ("en",)
 
     def __init__(
         self,

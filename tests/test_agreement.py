@@ -11,7 +11,8 @@ from audio_files import DATA, load, pcm16
 from fakes import FakeSocket, FakeTranscriber
 
 from actors.model.port import SAMPLE_RATE, Request
-from protocol.native import Config, Final, NativeCodec, Partial, encoder
+from protocol.codec import NativeCodec
+from protocol.native import Config, Final, Partial, encoder
 from protocol.native import Stop as StopFrame
 from service.session.agreement import Agreement
 from service.session.ports import StreamOptions

@@ -28,7 +28,7 @@ from audio_files import DATA
 from conftest import serve_app
 from fakes import FakeModel
 from trio_websocket import WebSocketConnection, open_websocket_url
-from ws_client import receive_all, rejected, send_json
+from ws_client import encoded_headers, receive_all, rejected, send_json
 
 from actors.audio.demux_ffmpeg import Mp4FragmentDemuxer
 from actors.audio.file_decoder import UndecodableAudio, decode_file
@@ -78,7 +78,7 @@ STREAMS: dict[str, Callable[[], bytes]] = {
 
 
 def whole_file_packets(data: bytes) -> list[bytes]:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.audio[0]
         return [bytes(packet) for packet in container.demux(stream) if packet.size]
 
@@ -188,7 +188,7 @@ async def session(
     url: str, headers: list[tuple[str, str]] | None = None
 ) -> AsyncIterator[WebSocketConnection]:
     """An admitted session; the TCP stream trio-websocket may leave open is closed after."""
-    async with open_websocket_url(url, extra_headers=headers or []) as ws:
+    async with open_websocket_url(url, extra_headers=encoded_headers(headers)) as ws:
         try:
             yield ws
         finally:
@@ -210,6 +210,7 @@ async def slots_free(app: Any) -> None:
 
 async def refusal_code(url: str, headers: list[tuple[str, str]] | None = None) -> str:
     refused = await rejected(url, headers)
+    assert refused.body is not None
     code: str = json.loads(refused.body)["error"]["code"]
     return code
 

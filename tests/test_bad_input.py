@@ -11,6 +11,7 @@ import trio
 from audio_files import DATA, load, pcm16
 from conftest import serve_app
 from fakes import FakeModel
+from starlette.applications import Starlette
 from trio_websocket import WebSocketConnection
 from ws_client import connect, receive_all, send_audio, send_json
 
@@ -49,11 +50,11 @@ async def expect_error(ws: WebSocketConnection, code: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def app():  # type: ignore[no-untyped-def]
+def app() -> Starlette:
     return create_app(Settings(model="fake"), model=FakeModel())
 
 
-async def test_every_bad_frame_is_answered_and_the_session_goes_on(app) -> None:  # type: ignore[no-untyped-def]
+async def test_every_bad_frame_is_answered_and_the_session_goes_on(app: Starlette) -> None:
     speech = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         assert (await next_frame(ws))["type"] == "ready"
@@ -102,7 +103,7 @@ async def test_every_bad_frame_is_answered_and_the_session_goes_on(app) -> None:
         ("language=de", "unsupported_language"),
     ],
 )
-async def test_bad_query_is_refused_with_a_reason(app, query: str, code: str) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_query_is_refused_with_a_reason(app: Starlette, query: str, code: str) -> None:
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream?{query}") as ws:
         frames = await receive_all(ws)
     assert [f["type"] for f in frames] == ["error"]
@@ -110,7 +111,7 @@ async def test_bad_query_is_refused_with_a_reason(app, query: str, code: str) ->
     assert ws.closed is not None and ws.closed.code == 1008
 
 
-async def test_a_bad_client_does_not_disturb_another_session(app) -> None:  # type: ignore[no-untyped-def]
+async def test_a_bad_client_does_not_disturb_another_session(app: Starlette) -> None:
     speech = np.concatenate([load(DATA / "garden.wav"), np.zeros(16000, np.float32)])
     async with serve_app(app) as address:
 

@@ -91,7 +91,9 @@ def check_report(stem: Path) -> None:
         assert row["efficiency"] == pytest.approx(expected)
     assert figures.first_text_s.count > 0  # the clips are longer than 2 s
     # negative when a partial comes before the first second of speech was even sent
-    assert -1.0 < figures.first_text_s.p50 <= figures.first_text_s.p95 < 5.0
+    first_text = figures.first_text_s
+    assert first_text.p50 is not None and first_text.p95 is not None
+    assert -1.0 < first_text.p50 <= first_text.p95 < 5.0
 
 
 async def test_soak_runs_its_three_phases_against_the_real_server(tmp_path: Path) -> None:

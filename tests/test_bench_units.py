@@ -20,6 +20,7 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from bench.audio import SAMPLE_RATE, Clip, make_clip, read_audio, speech_bounds, speech_dir
 from bench.client import (
     Arrival,
+    Outcome,
     SessionRecord,
     StreamOptions,
     stream_conversation,
@@ -42,9 +43,9 @@ from bench.schema import (
     LoadReport,
     TranscriberHealth,
 )
+from protocol.codec import NativeCodec
 from protocol.native import (
     Final,
-    NativeCodec,
     Partial,
     Ready,
     ServerFrame,
@@ -108,14 +109,14 @@ def test_read_audio_resamples_to_16k() -> None:
 
 
 def record_with(
-    arrivals: Sequence[tuple[float, ServerFrame]], *, outcome: str = "completed"
+    arrivals: Sequence[tuple[float, ServerFrame]], *, outcome: Outcome = "completed"
 ) -> SessionRecord:
     conversation = build_conversation([clip("a", 1.0, "hello there")], target_s=0.0, lead_s=0.5)
     ends = tuple(round(0.1 * (index + 1), 1) for index in range(25))
     return SessionRecord(
         client=0,
         conversation=conversation,
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         reason="",
         started=True,
         audio_ends=ends,
@@ -162,6 +163,7 @@ def test_word_error_rate_normalizes_like_whisper() -> None:
     rate = word_error_rate([("red green blue white", "red green white"), ("black", "black cat")])
     assert rate.reference_words == 5
     assert rate.wer == pytest.approx(2 / 5)
+    assert (rate.substitutions, rate.deletions, rate.insertions) == (0, 1, 1)
     assert word_error_rate([]).wer is None
 
 

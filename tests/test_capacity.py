@@ -47,7 +47,7 @@ def test_headroom_follows_costs_and_speech_per_session() -> None:
     counters = Counters(final_busy_s=1.2, final_audio_s=12.0, partial_busy_s=1.5)
     counters = attrs.evolve(counters, partial_audio_s=30.0, finals=3)
     meter.observe(10.0, counters, [(6.0, 10.0), (6.0, 10.0)])
-    assert (meter.final_cost, meter.draft_cost) == (pytest.approx(0.1), pytest.approx(0.05))
+    assert (meter.final_cost, meter.draft_cost) == pytest.approx((0.1, 0.05))
     assert meter.utterance_s == pytest.approx(4.0)
     # a second of speech, and one draft of 3 s (0.75 of an utterance) at 0.05 a second
     assert meter.cost == pytest.approx(0.25)
@@ -56,7 +56,7 @@ def test_headroom_follows_costs_and_speech_per_session() -> None:
     assert meter.headroom(2) == 2  # floor(2.8 / 0.6) = 4 sessions fit, 2 are live
     assert meter.admits(3) and not meter.admits(4)
     stats = meter.statistics(4)
-    assert (stats.headroom, stats.offered_speech_s_per_s) == (0, pytest.approx(2.4))
+    assert (stats.headroom, stats.offered_speech_s_per_s) == pytest.approx((0, 2.4))
     meter.workers = 2  # a second model worker doubles what admission plans for
     assert meter.headroom(4) == 5
     meter.partials_per_s = 0.0  # finals alone, two workers: 14 speech-s/s, 23 sessions
@@ -109,7 +109,7 @@ class SlowModel:
 
     name = "slow"
     multilingual = False
-    languages = ("en",)
+    languages: tuple[str, ...] = ("en",)
 
     def __init__(self, cost: float) -> None:
         self.cost = cost
@@ -131,7 +131,7 @@ async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:
             await transcriber.transcribe(Request(audio), priority="background")  # not counted
         stats = transcriber.statistics()
         meter.observe(trio.current_time(), Counters.of(stats))
-    assert (stats.final_audio_s, stats.partials, stats.finals) == (pytest.approx(12.0), 6, 6)
+    assert (stats.final_audio_s, stats.partials, stats.finals) == pytest.approx((12.0, 6, 6))
     assert meter.final_cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s
     assert meter.draft_cost == pytest.approx(0.1, rel=0.3)  # 0.6 s for 6 s of drafts
     assert meter.utterance_s == pytest.approx(2.0)

@@ -51,7 +51,7 @@ WEBM = DATA / "speech_48k_mono_opus.webm"
 
 def _wav_seconds(path: Path) -> float:
     """Duration by the standard library, independent of the code under test."""
-    with wave.open(str(path)) as file:
+    with wave.open(str(path), "rb") as file:
         return file.getnframes() / file.getframerate()
 
 
@@ -109,14 +109,16 @@ def test_each_format_decodes_to_the_sentence(name: str, lossless: dict[int, Samp
 
 def test_probe_reads_headers_only() -> None:
     flac = probe_audio(DATA / "speech_44k_mono.flac")
-    assert flac == AudioInfo("flac", "flac", 44100, 1, pytest.approx(CLIP_SECONDS, abs=0.05))
+    # the duration is compared with `pytest.approx`, which stands in for the float
+    duration = pytest.approx(CLIP_SECONDS, abs=0.05)
+    assert flac == AudioInfo("flac", "flac", 44100, 1, duration)  # type: ignore[arg-type]
     m4a = probe_audio((DATA / "speech_48k_stereo_aac.m4a").read_bytes())
     assert (m4a.codec, m4a.sample_rate, m4a.channels) == ("aac", 48000, 2)
     live = probe_audio(WEBM)  # a MediaRecorder-style live webm does not say how long it is
     assert (live.codec, live.sample_rate, live.duration_s) == ("opus", 48000, None)
 
 
-def _tone_spectrum(samples: Samples) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _tone_spectrum(samples: Samples) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]:
     window = np.hanning(len(samples))
     magnitude = np.abs(np.fft.rfft(samples * window)) / window.sum() * 2
     return np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE), magnitude
@@ -194,10 +196,11 @@ def test_chrome_style_unknown_size_clusters() -> None:
 def _fragmented_mp4() -> bytes:
     """What Safari's MediaRecorder sends: AAC in fragmented MP4."""
     rate, mono = 48000, decode_file(DATA / "speech_44k_mono.flac", target_rate=48000)
-    return make_clips.encode_clip(
+    clip: bytes = make_clips.encode_clip(
         mono[np.newaxis, :], rate, container="mp4", codec="aac",
         container_options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
     )  # fmt: skip
+    return clip
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,10 @@ from dialect_helpers import (
 )
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from actors.audio.decoder import AudioDecoder
 from actors.model.port import SpeechModel
 from protocol.codec import ProtocolError
 from protocol.dialects.deepgram import DeepgramCodec, QueryError, parse_query
-from protocol.dialects.pcm import Downmixer, G711Expander
 from protocol.native import (
     Error,
     Final,
@@ -45,6 +45,9 @@ from protocol.native import (
     UtteranceEnd,
     Word,
 )
+from service.session.config import settle
+from service.session.ports import StreamOptions
+from service.session.segmenting import make_decoder
 
 # deepgram-sdk 7.17 imports a name that websockets 14+ deprecated; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:websockets\\.:DeprecationWarning")
@@ -81,11 +84,12 @@ def test_query_options_map_onto_the_session_config() -> None:
     assert (config.encoding, config.sample_rate, config.interim) == ("pcm_s16le", 44100, True)
     assert (config.endpointing_ms, config.words, config.language) == (800, True, "en")
     assert (options.channels, options.punctuate, options.vad_events) == (2, True, False)
+    assert config.channels == 2  # the session's decoder averages them to mono
 
     config, options = parse_query({})  # no encoding: the container is detected, as Deepgram
     assert (config.encoding, config.interim, options.utterance_end) == ("auto", False, False)
     config, options = parse_query({"encoding": "mulaw"})
-    assert (config.encoding, config.sample_rate, options.companding) == ("pcm_s16le", 8000, "mulaw")
+    assert (config.encoding, config.sample_rate, config.channels) == ("mulaw", 8000, 1)
     config, _ = parse_query({"endpointing": "false", "utterance_end_ms": "1500"})
     assert config.endpointing_ms == 1500
     config, _ = parse_query({"endpointing": "10", "language": "multi"})
@@ -261,10 +265,18 @@ def test_client_messages_and_metadata() -> None:
     assert metadata["models"] == list(metadata["model_info"])
 
 
+def _session_decoder(**query: str) -> AudioDecoder:
+    """The decoder a session makes from the config these query parameters map to."""
+    config, _ = parse_query(query)
+    return make_decoder(settle(config, StreamOptions()))
+
+
 def test_g711_expansion_matches_the_standard_table() -> None:
-    mulaw = np.frombuffer(G711Expander("mulaw").expand(bytes([0xFF, 0x7F, 0x00, 0x80])), "<i2")
+    decoder = _session_decoder(encoding="mulaw", sample_rate="16000")  # 16 kHz: no resampling
+    mulaw = decoder.feed(bytes([0xFF, 0x7F, 0x00, 0x80])) * 32768
     assert mulaw.tolist() == [0, 0, -32124, 32124]
-    alaw = np.frombuffer(G711Expander("alaw").expand(bytes([0xD5, 0x55, 0xAA, 0x2A])), "<i2")
+    decoder = _session_decoder(encoding="alaw", sample_rate="16000")
+    alaw = decoder.feed(bytes([0xD5, 0x55, 0xAA, 0x2A])) * 32768
     assert alaw.tolist() == [8, -8, 32256, -32256]
 
 
@@ -272,10 +284,11 @@ def test_downmix_averages_channels_across_chunk_boundaries() -> None:
     left = np.arange(-500, 500, dtype="<i2")
     right = (left // 2).astype("<i2")
     interleaved = np.stack([left, right], axis=1).astype("<i2").tobytes()
-    mixer = Downmixer(2)
-    out = b"".join(mixer.feed(piece) for piece in chunks(interleaved, 333))  # odd sizes
+    decoder = _session_decoder(encoding="linear16", channels="2")
+    out = np.concatenate([decoder.feed(piece) for piece in chunks(interleaved, 333)])  # odd sizes
     expected = ((left.astype(np.int32) + right) // 2).astype("<i2")
-    assert np.array_equal(np.frombuffer(out, "<i2"), expected)
+    assert np.array_equal(out * 32768, expected)
+    assert decoder.statistics().misaligned_frames > 0  # a chunk of 333 bytes splits a sample
 
 
 # -- against a real server ---------------------------------------------------------------------
@@ -293,7 +306,7 @@ def _sdk_stream(address: str, audio: bytes, **options: str) -> list[Any]:
         agent_rest=f"http://{address}",
     )
     client = DeepgramClient(api_key="local-test", environment=environment)
-    with client.listen.v1.connect(model="nova-3", **options) as socket:  # type: ignore[arg-type]
+    with client.listen.v1.connect(model="nova-3", **options) as socket:
         for piece in chunks(audio, 6400):  # 200 ms of 16 kHz PCM16
             socket.send_media(piece)
             time.sleep(0.05)  # four times real time
@@ -400,7 +413,8 @@ def _mulaw(samples: np.ndarray[Any, np.dtype[np.float32]]) -> bytes:
     magnitude = np.abs(pcm) + 0x84
     exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    coded: bytes = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    return coded
 
 
 async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) -> None:
@@ -408,7 +422,7 @@ async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) 
     from actors.audio.file_decoder import decode_file
 
     narrow = soxr.resample(decode_file(DATA / "weather.wav"), 16000, 8000).astype(np.float32)
-    outgoing = [*chunks(_mulaw(narrow), 1600), '{"type": "CloseStream"}']
+    outgoing: list[str | bytes] = [*chunks(_mulaw(narrow), 1600), '{"type": "CloseStream"}']
     query = "encoding=mulaw&sample_rate=8000&punctuate=false"
     async with serving(tiny_model, tmp_path) as address:
         result = await exchange(f"ws://{address}/v1/listen?{query}", outgoing)
@@ -446,7 +460,7 @@ async def test_browser_webm_in_250ms_chunks_matches_pcm(
             ("webm", "", webm, per_chunk),
             ("pcm", "encoding=linear16&sample_rate=16000", pcm, 8000),
         ]:
-            outgoing = [*chunks(audio, size), '{"type": "CloseStream"}']
+            outgoing: list[str | bytes] = [*chunks(audio, size), '{"type": "CloseStream"}']
             result = await exchange(f"ws://{address}/v1/listen?{query}", outgoing)
             assert result.close_code == 1000
             text = " ".join(

@@ -51,7 +51,7 @@ async def test_deepgram_bad_options_are_refused_before_the_upgrade(
 async def test_deepgram_bad_messages_get_error_frames_and_the_stream_goes_on(
     address: str,
 ) -> None:
-    outgoing = [
+    outgoing: list[str | bytes] = [
         "not json",
         '{"type": "Configure", "features": {}}',
         '{"no": "type"}',

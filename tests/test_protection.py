@@ -4,6 +4,7 @@ and sessions stored with their finals and recordings."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -12,6 +13,7 @@ import trio
 from audio_files import DATA, load
 from conftest import fetch_recording, serve_app
 from fakes import FakeModel
+from starlette.applications import Starlette
 from trio_websocket import open_websocket_url
 from ws_client import connect, receive_all, rejected, send_audio, send_json
 
@@ -27,14 +29,13 @@ async def refused_status(url: str, headers: list[tuple[str, str]] | None = None)
     return status
 
 
-def app_with(tmp_path: Path, **security: object):  # type: ignore[no-untyped-def]
-    limiter = security.pop("limiter", None)
+def app_with(tmp_path: Path, *, limiter: LimiterConfig | None = None, **security: Any) -> Starlette:
     return create_app(
         Settings(model="fake", data_dir=tmp_path),
         model=FakeModel(),
-        security=SecurityConfig(**security),  # type: ignore[arg-type]
+        security=SecurityConfig(**security),
         limiter=limiter,
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_wrong_or_missing_key_and_foreign_origin_are_refused_before_upgrade(
@@ -58,7 +59,10 @@ async def test_wrong_or_missing_key_and_foreign_origin_are_refused_before_upgrad
             assert (await receive_all(ws))[-1]["type"] == "stopped"
         async with open_websocket_url(
             url,
-            extra_headers=[("Authorization", "Token sesame"), ("Origin", "https://good.example")],
+            extra_headers=[
+                (b"Authorization", b"Token sesame"),
+                (b"Origin", b"https://good.example"),
+            ],
         ) as ws:
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"

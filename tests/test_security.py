@@ -24,7 +24,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from protocol.codec import ProtocolError
 from service.policy.limits import BodyLimitMiddleware
 from service.policy.security import (
     AllowedOrigins,
@@ -147,18 +146,6 @@ def test_limits_have_defaults_and_each_reads_its_variable() -> None:
                 Limits.from_env({name: bad})
     with pytest.raises(ValueError, match="CHORUS_MAX_FRAME_BYTES"):
         Limits.from_env({"CHORUS_MAX_FRAME_BYTES": "1.5"})
-
-
-def test_frame_and_message_sizes_are_checked() -> None:
-    limits = Limits(max_frame_bytes=100, max_message_bytes=10)
-    limits.check_message(b"x" * 100)
-    limits.check_message("é" * 5)  # 10 bytes in UTF-8
-    for message, code in ((b"x" * 101, "frame_too_large"), ("é" * 6, "message_too_large")):
-        with pytest.raises(ProtocolError) as refused:
-            limits.check_message(message)
-        assert (refused.value.code, refused.value.fatal) == (code, False)
-    with pytest.raises(ProtocolError, match="over 10 bytes"):
-        limits.check_message("x" * 11)
 
 
 def test_the_gate_counts_per_client_and_in_total() -> None:

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import trio
 from dialect_helpers import DATA, load_make_clips, overlap, serving
-from test_attacks import wav_declaring
 from ws_client import connect
 
 from actors.audio.file_decoder import decode_file
 from actors.model.port import SpeechModel
+from bench.soak import wav_declaring
 
 # The README's "WebSocket Message Format", copied as it stands.
 README_AUDIO = """{

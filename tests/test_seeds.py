@@ -33,7 +33,7 @@ def _kinds(messages: list[Any], key: str = "type") -> list[str]:
 async def test_speech_to_text_seed(tiny_model: SpeechModel, tmp_path: Path) -> None:
     audio = pcm16_file(speech(CLIP)) + _silence(1.0) + pcm16_file(speech(SECOND))
     start = {"event": "start", "config": {"language": "en", "sample_rate": 16000}, "words": True}
-    outgoing = [json.dumps(start), *chunks(audio, 6400), '{"event": "stop"}']
+    outgoing: list[str | bytes] = [json.dumps(start), *chunks(audio, 6400), '{"event": "stop"}']
     async with serving(tiny_model, tmp_path) as address:  # details: what the README omits
         result = await exchange(f"ws://{address}/ws/v1/speech-to-text?details=true", outgoing)
     assert result.close_code == 1000
@@ -130,7 +130,10 @@ async def test_call_intelligence_seed(tiny_model: SpeechModel, tmp_path: Path) -
 async def test_call_intelligence_sentiment_can_be_turned_off(
     tiny_model: SpeechModel, tmp_path: Path
 ) -> None:
-    outgoing = [*chunks(pcm16_file(DATA / "library.wav"), 8000), '{"type": "end_call"}']
+    outgoing: list[str | bytes] = [
+        *chunks(pcm16_file(DATA / "library.wav"), 8000),
+        '{"type": "end_call"}',
+    ]
     async with serving(tiny_model, tmp_path) as address:
         result = await exchange(f"ws://{address}/ws/desk-1?sentiment=false", outgoing)
     finals = result.of_type("transcription")

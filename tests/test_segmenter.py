@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
@@ -31,7 +32,7 @@ def run(segmenter: Segmenter, audio: np.ndarray, chunk: int = 1600) -> list[obje
     return events
 
 
-def finals(events: list[object]) -> list[Segment]:
+def finals(events: Sequence[object]) -> list[Segment]:
     return [event for event in events if isinstance(event, Segment) and event.final]
 
 

@@ -11,6 +11,7 @@ import socket
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -67,7 +68,7 @@ async def test_sigkill_mid_session_keeps_every_final_sent(tmp_path: Path) -> Non
     speech = np.concatenate([part for clip in clips for part in (clip, pause)] * 3)
     data = pcm16(speech)
     server = await start_server(tmp_path, port)
-    received: list[dict[str, object]] = []
+    received: list[dict[str, Any]] = []
     sent_bytes = 0
     try:
         async with connect(f"ws://127.0.0.1:{port}/v1/stream?record=true") as ws:

@@ -15,8 +15,10 @@ from fakes import FakeSocket, FakeTranscriber, frame_types
 from actors.model.port import Priority, Request, Result, Samples
 from actors.speech.vad import StreamingVad
 from actors.transcriber.actor import TranscriptionFailed
+from protocol.codec import NativeCodec
 from protocol.native import (
     Config,
+    Error,
     Final,
     Partial,
     Ready,
@@ -171,8 +173,8 @@ async def test_idle_stream_is_closed_with_a_reason(autojump_clock: trio.abc.Cloc
     state = await run_session(socket, socket_codec(), transcriber, Config(), options)
     frames = await socket.frames()
     assert isinstance(frames[0], Ready)
-    errors = [f for f in frames if type(f).__name__ == "Error"]
-    assert errors and errors[0].code == "idle_timeout" and errors[0].fatal  # type: ignore[attr-defined]
+    errors = [f for f in frames if isinstance(f, Error)]
+    assert errors and errors[0].code == "idle_timeout" and errors[0].fatal
     assert isinstance(frames[-1], Stopped) and state.stop_reason == "idle_timeout"
 
 
@@ -230,9 +232,7 @@ async def test_per_session_memory_stays_under_the_written_bound() -> None:
     assert handles[0].statistics().received_s < 150.0
 
 
-def socket_codec():  # type: ignore[no-untyped-def]
-    from protocol.native import NativeCodec
-
+def socket_codec() -> NativeCodec:
     return NativeCodec()
 
 
@@ -256,10 +256,10 @@ async def test_status_reports_lag_while_behind_and_once_caught_up(
         nursery.start_soon(client)
         await run_session(socket, socket_codec(), transcriber, Config(), OPTIONS)
         frames = await socket.frames()
-    statuses = [f for f in frames if type(f).__name__ == "Status"]
-    assert statuses and max(s.lag_s for s in statuses) > 1.0  # type: ignore[attr-defined]
-    assert statuses[-1].lag_s == 0.0 and statuses[-1].queue == 0  # type: ignore[attr-defined]
-    assert any(s.degraded for s in statuses)  # type: ignore[attr-defined]
+    statuses = [f for f in frames if isinstance(f, Status)]
+    assert statuses and max(s.lag_s for s in statuses) > 1.0
+    assert statuses[-1].lag_s == 0.0 and statuses[-1].queue == 0
+    assert any(s.degraded for s in statuses)
 
 
 async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Clock) -> None:
@@ -278,8 +278,8 @@ async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Cl
         state = await run_session(socket, socket_codec(), transcriber, Config(), options)
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
-    errors = [f for f in frames if type(f).__name__ == "Error"]
-    assert [e.code for e in errors] == ["session_too_long"]  # type: ignore[attr-defined]
+    errors = [f for f in frames if isinstance(f, Error)]
+    assert [e.code for e in errors] == ["session_too_long"]
     assert state.stop_reason == "session_too_long" and isinstance(frames[-1], Stopped)
 
 
@@ -336,9 +336,9 @@ async def test_session_length_counts_audio_time_for_a_client_faster_than_real_ti
         state = await run_session(socket, socket_codec(), transcriber, Config(), options)
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
-    errors = [f for f in frames if type(f).__name__ == "Error"]
-    assert [e.code for e in errors] == ["session_too_long"]  # type: ignore[attr-defined]
-    assert "audio for 5 s" in errors[0].message  # type: ignore[attr-defined]
+    errors = [f for f in frames if isinstance(f, Error)]
+    assert [e.code for e in errors] == ["session_too_long"]
+    assert "audio for 5 s" in errors[0].message
     assert trio.current_time() - begin < 5.0
     # what was already queued is finished, nothing much beyond the limit is read
     assert 5.0 <= state.received_s < 5.0 + 17 * 0.1
@@ -363,8 +363,8 @@ async def test_keepalives_alone_do_not_hold_a_session_forever(
         state = await run_session(socket, socket_codec(), transcriber, Config(), options)
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
-    errors = [f for f in frames if type(f).__name__ == "Error"]
-    assert [e.code for e in errors] == ["audio_idle_timeout"]  # type: ignore[attr-defined]
+    errors = [f for f in frames if isinstance(f, Error)]
+    assert [e.code for e in errors] == ["audio_idle_timeout"]
     assert state.stop_reason == "audio_idle_timeout"
     assert 6.0 <= trio.current_time() - begin < 7.0
 
@@ -474,10 +474,10 @@ async def test_a_container_chunk_decodes_to_its_wall_clock_share_at_most(whole: 
         )
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
-    errors = [f for f in frames if type(f).__name__ == "Error"]
+    errors = [f for f in frames if isinstance(f, Error)]
     if whole:
-        assert [e.code for e in errors] == ["undecodable_audio"]  # type: ignore[attr-defined]
-        assert "more than 7 s" in errors[0].message  # type: ignore[attr-defined]
+        assert [e.code for e in errors] == ["undecodable_audio"]
+        assert "more than 7 s" in errors[0].message
         assert state.received_s == 0.0
     else:
         assert errors == [] and state.received_s == pytest.approx(20.0, abs=0.1)
@@ -501,8 +501,8 @@ async def test_the_config_settles_at_the_first_audio_and_every_stage_uses_it() -
         frames = await socket.frames()
     readies = [f for f in frames if isinstance(f, Ready)]
     assert len(readies) == 2  # the session's, then the answer to `before`
-    errors = [f for f in frames if type(f).__name__ == "Error"]
-    assert [e.code for e in errors] == ["config_after_audio"]  # type: ignore[attr-defined]
+    errors = [f for f in frames if isinstance(f, Error)]
+    assert [e.code for e in errors] == ["config_after_audio"]
     assert not any(isinstance(f, Partial) for f in frames)  # interim=false: no drafts asked
     assert transcriber.calls and all(p == "final" for _, p in transcriber.calls)
     asked = [request.options for request, _ in transcriber.calls]

@@ -16,7 +16,8 @@ from fakes import FakeModel, FakeSocket, FakeTranscriber
 from test_session import RecordingHooks, speech_with_pauses
 from ws_client import connect, receive_all, send_audio
 
-from protocol.native import Config, Final, NativeCodec, Stopped, encoder
+from protocol.codec import NativeCodec
+from protocol.native import Config, Final, Stopped, encoder
 from protocol.native import Stop as StopFrame
 from service.app import create_app
 from service.config import Settings

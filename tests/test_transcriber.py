@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import trio
@@ -10,6 +12,7 @@ from fakes import FakeModel
 
 from actors.model.port import Priority, Request
 from actors.transcriber.actor import (
+    Job,
     TranscriberClosed,
     TranscriberConfig,
     TranscriberHandle,
@@ -33,9 +36,7 @@ async def submit_in_order(
 ) -> None:
     """Queue one request of each length with its priority, in this order (the model is busy)."""
     for priority, seconds in order:
-        nursery.start_soon(
-            lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
-        )
+        nursery.start_soon(partial(transcriber.transcribe, request(seconds), priority=priority))
         await trio.testing.wait_all_tasks_blocked()
 
 
@@ -81,9 +82,7 @@ async def test_finals_before_partials_then_oldest_first() -> None:
         nursery.start_soon(transcriber.transcribe, request(9.0))
         await wait_entered(model)
         for priority, seconds in order:
-            nursery.start_soon(
-                lambda p=priority, s=seconds: transcriber.transcribe(request(s), priority=p)
-            )
+            nursery.start_soon(partial(transcriber.transcribe, request(seconds), priority=priority))
             await trio.testing.wait_all_tasks_blocked()
         model.gate.set()
     lengths = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
@@ -99,7 +98,7 @@ async def test_background_waits_for_live_work_and_runs_in_small_batches() -> Non
         await wait_entered(model)
         for seconds in (1.0, 2.0, 3.0):
             nursery.start_soon(
-                lambda s=seconds: transcriber.transcribe(request(s), priority="background")
+                partial(transcriber.transcribe, request(seconds), priority="background")
             )
             await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(transcriber.transcribe, request(4.0))
@@ -196,9 +195,7 @@ async def test_backpressure_bound_is_the_queue_size() -> None:
     assert queued == 4
 
 
-def _job(seconds: float):  # type: ignore[no-untyped-def]
-    from actors.transcriber.actor import Job
-
+def _job(seconds: float) -> Job:
     return Job(request(seconds), "final", trio.current_time())
 
 
@@ -257,7 +254,7 @@ async def test_uploads_wait_in_their_own_queue_never_in_front_of_live_work() -> 
         await wait_entered(model)
         for index in range(20):
             nursery.start_soon(
-                lambda s=index: transcriber.transcribe(request(10.0 + s), priority="background")
+                partial(transcriber.transcribe, request(10.0 + index), priority="background")
             )
         await trio.testing.wait_all_tasks_blocked()
         statistics = transcriber.statistics()

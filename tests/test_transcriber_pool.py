@@ -29,7 +29,7 @@ class ConcurrentModel:
 
     name = "fake"
     multilingual = False
-    languages = ("en",)
+    languages: tuple[str, ...] = ("en",)
 
     def __init__(self, fail_seconds: float | None = None) -> None:
         self._lock = threading.Lock()

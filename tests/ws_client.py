@@ -45,15 +45,6 @@ async def receive_all(ws: WebSocketConnection) -> list[dict[str, Any]]:
         return frames
 
 
-async def receive_until(ws: WebSocketConnection, kind: str) -> list[dict[str, Any]]:
-    frames = []
-    while True:
-        frame = json.loads(await ws.get_message())
-        frames.append(frame)
-        if frame["type"] == kind:
-            return frames
-
-
 @asynccontextmanager
 async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
     """`open_websocket_url`, plus closing the TCP stream it can leave open.
@@ -68,6 +59,11 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
         finally:
             stream = ws._stream
     await stream.aclose()
+
+
+def encoded_headers(headers: list[tuple[str, str]] | None) -> list[tuple[bytes, bytes]]:
+    """Headers as trio-websocket types them (wsproto would take text too)."""
+    return [(name.encode(), value.encode()) for name, value in headers or []]
 
 
 async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> ConnectionRejected:
@@ -86,7 +82,7 @@ async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> Co
 
     trio.open_tcp_stream = tracked  # type: ignore[assignment]
     try:
-        async with open_websocket_url(url, extra_headers=headers or []):
+        async with open_websocket_url(url, extra_headers=encoded_headers(headers)):
             pass
     except ConnectionRejected as refusal:
         return refusal

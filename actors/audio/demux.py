@@ -6,17 +6,21 @@ unfinished tail (one element, page or box, bounded by `MAX_UNIT_BYTES`), and ret
 packets that tail did not hold back. Elements it need not read (cues, tags, video tracks) are
 skipped as they stream past, never buffered. Malformed input raises `UndecodableAudio`.
 
+`UnitDemuxer` is that feed loop, written once: a container's demuxer says only how to read the
+one unit (page, element, box, chunk) at the front of what it holds. The Ogg, WAV, Matroska and
+MP4 demuxers stand on it; the raw MP3 / AAC one hands its bytes to FFmpeg's parser instead.
+
 This module holds the error every decoding path raises (`UndecodableAudio`; its `kind` lets the
-HTTP layer pick 400 or 415), sniffing, the shared `TrackInfo`, and the Ogg and WAV demuxers;
-Matroska / WebM lives in `actors.audio.demux_matroska`, fragmented MP4 and raw MP3 / AAC in
-`actors.audio.demux_ffmpeg`.
+HTTP layer pick 400 or 415), sniffing, the shared `TrackInfo`, the `UnitDemuxer` base, and the
+Ogg and WAV demuxers; Matroska / WebM lives in `actors.audio.demux_matroska`, fragmented MP4
+and raw MP3 / AAC in `actors.audio.demux_ffmpeg`.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import attrs
 
@@ -82,6 +86,57 @@ class Demuxer(Protocol):
         ...
 
 
+class Unit(NamedTuple):
+    """What reading one unit at the front of a `UnitDemuxer`'s buffer came to."""
+
+    end: int  # where the next unit starts in the buffer
+    packets: list[bytes]  # the audio packets this unit completes
+    skip: int = 0  # bytes after `end` to pass over as they stream past, never buffered
+
+
+class UnitDemuxer:
+    """The feed loop every container demuxer shares: take the bytes, read whole units from the
+    front while they are complete, pass over what a unit says to skip (even bytes that have not
+    arrived yet), and keep only the unfinished tail. A subclass says how to read one unit."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self.track: TrackInfo | None = None
+        self._buffer = bytearray()
+        self._offset = 0  # where `_buffer` starts in the stream
+        self._skip = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> list[bytes]:
+        return []  # an unfinished unit at the end of the stream is not audio
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        packets: list[bytes] = []
+        position = 0
+        while True:
+            step = min(self._skip, len(self._buffer) - position)
+            self._skip -= step
+            position += step
+            unit = None if self._skip else self._unit(position)
+            if unit is None:
+                break
+            position, self._skip = unit.end, unit.skip
+            packets += unit.packets
+        del self._buffer[:position]
+        self._offset += position
+        return packets
+
+    def _unit(self, position: int) -> Unit | None:
+        """Read the unit at `position` in `_buffer` (at `_offset + position` in the stream);
+        None while it is incomplete. Raises `UndecodableAudio` for a malformed one."""
+        raise NotImplementedError
+
+
 def sniff_container(head: bytes) -> str | None:
     """Name the container that `head` (the first 12 or more bytes) starts, or None."""
     if head.startswith(b"\x1a\x45\xdf\xa3"):
@@ -133,14 +188,13 @@ def vorbis_track(headers: list[bytes]) -> TrackInfo:
     return TrackInfo("vorbis", checked_rate(rate, "Vorbis header"), channels, xiph_lace(headers))
 
 
-class OggDemuxer:
+class OggDemuxer(UnitDemuxer):
     """Ogg pages (RFC 3533) → packets of the first Opus or Vorbis logical stream."""
 
     name = "ogg"
 
     def __init__(self) -> None:
-        self.track: TrackInfo | None = None
-        self._buffer = bytearray()
+        super().__init__()
         self._serial: int | None = None
         self._partial = b""
         self._headers: list[bytes] = []
@@ -151,26 +205,18 @@ class OggDemuxer:
     def buffered_bytes(self) -> int:
         return len(self._buffer) + len(self._partial)
 
-    def flush(self) -> list[bytes]:
-        return []  # an unfinished unit at the end of the stream is not audio
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        packets: list[bytes] = []
-        position = 0
-        while len(self._buffer) - position >= 27:
-            if self._buffer[position : position + 4] != b"OggS":
-                raise UndecodableAudio("corrupt", "corrupt ogg stream: lost page sync")
-            flags, serial, count = struct.unpack_from("<B8xI8xB", self._buffer, position + 5)
-            lacing = self._buffer[position + 27 : position + 27 + count]
-            end = position + 27 + count + sum(lacing)
-            if len(lacing) < count or end > len(self._buffer):
-                break
-            body = bytes(self._buffer[position + 27 + count : end])
-            packets += self._page(flags, serial, bytes(lacing), body)
-            position = end
-        del self._buffer[:position]
-        return packets
+    def _unit(self, position: int) -> Unit | None:
+        if len(self._buffer) - position < 27:
+            return None
+        if self._buffer[position : position + 4] != b"OggS":
+            raise UndecodableAudio("corrupt", "corrupt ogg stream: lost page sync")
+        flags, serial, count = struct.unpack_from("<B8xI8xB", self._buffer, position + 5)
+        lacing = self._buffer[position + 27 : position + 27 + count]
+        end = position + 27 + count + sum(lacing)
+        if len(lacing) < count or end > len(self._buffer):
+            return None
+        body = bytes(self._buffer[position + 27 + count : end])
+        return Unit(end, self._page(flags, serial, bytes(lacing), body))
 
     def _page(self, flags: int, serial: int, lacing: bytes, body: bytes) -> list[bytes]:
         if self._serial is None:
@@ -217,17 +263,15 @@ class OggDemuxer:
         return packets
 
 
-class WavDemuxer:
+class WavDemuxer(UnitDemuxer):
     """RIFF/WAVE: the `fmt ` chunk, then the `data` chunk's PCM in whole sample frames.
     A `data` size of 0 or 0xFFFFFFFF (a recorder that streams) means "until the end"."""
 
     name = "wav"
 
     def __init__(self) -> None:
-        self.track: TrackInfo | None = None
-        self._buffer = bytearray()
+        super().__init__()
         self._stage = "riff"
-        self._skip = 0
         self._block = 1
         self._data_left: int | None = None
         self.data_bytes: int | None = None  # what the header declares, if it says
@@ -239,65 +283,48 @@ class WavDemuxer:
             return None
         return self.data_bytes / self._block / self.track.sample_rate
 
-    @property
-    def buffered_bytes(self) -> int:
-        return len(self._buffer)
-
-    def flush(self) -> list[bytes]:
-        return []  # an unfinished unit at the end of the stream is not audio
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        if self._stage != "data":
-            self._read_header()
-        if self._stage != "data":
-            return []
-        usable = len(self._buffer) - len(self._buffer) % self._block
+    def _unit(self, position: int) -> Unit | None:
+        available = len(self._buffer) - position
+        if self._stage == "riff":
+            if available < 12:
+                return None
+            self._stage = "chunks"
+            return Unit(position + 12, [])
+        if self._stage == "chunks":
+            return self._chunk(position, available)
+        if self._data_left == 0:  # trailing chunks (LIST, id3) are not audio
+            return Unit(len(self._buffer), []) if available else None
+        usable = available - available % self._block
         if self._data_left is not None:
             usable = min(usable, self._data_left)
             self._data_left -= usable
-        packet = bytes(self._buffer[:usable])
-        del self._buffer[:usable]
-        if self._data_left == 0:
-            self._buffer.clear()  # trailing chunks (LIST, id3) are not audio
-        return [packet] if packet else []
+        if not usable:
+            return None
+        return Unit(position + usable, [bytes(self._buffer[position : position + usable])])
 
-    def _read_header(self) -> None:
-        position = 0
-        while self._stage != "data":
-            step = min(self._skip, len(self._buffer) - position)
-            self._skip -= step
-            position += step
-            if self._skip:
-                break
-            if self._stage == "riff":
-                if len(self._buffer) - position < 12:
-                    break
-                position += 12
-                self._stage = "chunks"
-            if len(self._buffer) - position < 8:
-                break
-            chunk_id, size = struct.unpack_from("<4sI", self._buffer, position)
-            if chunk_id == b"data":
-                if self.track is None:
-                    raise UndecodableAudio("corrupt", "the wav data chunk comes before fmt ")
-                position += 8
-                self._stage = "data"
-                self._data_left = None if size in (0, 0xFFFFFFFF) else size
-                self.data_bytes = self._data_left
-            elif chunk_id == b"fmt ":
-                if size > 4096:
-                    raise UndecodableAudio("corrupt", "the wav fmt chunk is implausibly large")
-                if len(self._buffer) - position < 8 + size:
-                    break
-                self.track, self._block = _wav_format(
-                    bytes(self._buffer[position + 8 : position + 8 + size])
-                )
-                position += 8 + size + size % 2
-            else:  # LIST, fact, …: skipped as they stream past
-                position += 8
-                self._skip = size + size % 2
-        del self._buffer[:position]
+    def _chunk(self, position: int, available: int) -> Unit | None:
+        """The header of the chunk at `position`: `data` starts the audio, `fmt ` is read, any
+        other (LIST, fact, …) is skipped as it streams past."""
+        if available < 8:
+            return None
+        chunk_id, size = struct.unpack_from("<4sI", self._buffer, position)
+        if chunk_id == b"data":
+            if self.track is None:
+                raise UndecodableAudio("corrupt", "the wav data chunk comes before fmt ")
+            self._stage = "data"
+            self._data_left = None if size in (0, 0xFFFFFFFF) else size
+            self.data_bytes = self._data_left
+            return Unit(position + 8, [])
+        if chunk_id != b"fmt ":
+            return Unit(position + 8, [], skip=size + size % 2)
+        if size > 4096:
+            raise UndecodableAudio("corrupt", "the wav fmt chunk is implausibly large")
+        if available < 8 + size:
+            return None
+        self.track, self._block = _wav_format(
+            bytes(self._buffer[position + 8 : position + 8 + size])
+        )
+        return Unit(position + 8 + size, [], skip=size % 2)  # the pad byte may not be here yet
 
 
 _WAV_CODECS = {

@@ -1,15 +1,15 @@
 """Stream demuxers: fragmented MP4 (Safari's MediaRecorder), and raw MP3 / ADTS AAC
 elementary streams cut by FFmpeg's codec parsers.
 
-Owned by one `StreamingDecoder`, never waits (see `actors.audio.demux`). For MP4 the parser walks
-top-level boxes: FFmpeg reads the audio track's codec setup from the init segment (`ftyp` +
-`moov`) once; then each `moof` is held until its `mdat` is complete, and the fragment is cut
-into packets here, by the `trun` sample sizes and data offsets, without FFmpeg. (Reopening
-FFmpeg for every fragment cost a fixed ~0.2 ms each, so a stream of 130-byte fragments took
-~2 s of CPU per MiB: issue 11, M4.) Every loop is bounded by bytes received: `trun` entries
-lie in the `moof`, and the samples cut must lie in the `mdat`. Memory stays at one fragment.
-A plain (non-fragmented) MP4 cannot be decoded before its end and is refused as a stream;
-upload it. Raw streams are cut into frames by FFmpeg's codec parser.
+Owned by one `StreamingDecoder`, never waits (see `actors.audio.demux`). For MP4 (a
+`UnitDemuxer`) the parser walks top-level boxes: FFmpeg reads the audio track's codec setup from
+the init segment (`ftyp` + `moov`) once; then each `moof` is held until its `mdat` is complete,
+and the fragment is cut into packets here, by the `trun` sample sizes and data offsets, without
+FFmpeg. (Reopening FFmpeg for every fragment cost a fixed ~0.2 ms each, so a stream of 130-byte
+fragments took ~2 s of CPU per MiB: issue 11, M4.) Every loop is bounded by bytes received:
+`trun` entries lie in the `moof`, and the samples cut must lie in the `mdat`. Memory stays at
+one fragment. A plain (non-fragmented) MP4 cannot be decoded before its end and is refused as a
+stream; upload it. Raw streams are cut into frames by FFmpeg's codec parser.
 """
 
 from __future__ import annotations
@@ -22,75 +22,55 @@ import attrs
 import av
 import av.error
 
-from actors.audio.demux import MAX_UNIT_BYTES, TrackInfo
+from actors.audio.demux import MAX_UNIT_BYTES, TrackInfo, Unit, UnitDemuxer
 from actors.audio.file_decoder import UndecodableAudio
 
 _READ_WHOLE = {b"ftyp", b"moov", b"moof", b"mdat"}
 
 
-class Mp4FragmentDemuxer:
+class Mp4FragmentDemuxer(UnitDemuxer):
     """Fragmented MP4 (`ftyp moov (moof mdat)*`) → packets of its first audio track."""
 
     name = "mp4"
 
     def __init__(self) -> None:
-        self.track: TrackInfo | None = None
-        self._buffer = bytearray()
-        self._offset = 0  # where `_buffer` starts in the stream; data offsets count from 0
+        super().__init__()
         self._init = b""
         self._track_id = 0
         self._default_sizes: dict[int, int] = {}  # track_ID → the `trex` default sample size
         self._moof = b""
         self._moof_at = 0
-        self._skip = 0
 
     @property
     def buffered_bytes(self) -> int:
         return len(self._buffer) + len(self._init) + len(self._moof)
 
-    def flush(self) -> list[bytes]:
-        return []  # an unfinished unit at the end of the stream is not audio
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        packets: list[bytes] = []
-        position = 0
-        while True:
-            step = min(self._skip, len(self._buffer) - position)
-            self._skip -= step
-            position += step
-            available = len(self._buffer) - position
-            if self._skip or available < 8:
-                break
-            size, kind = struct.unpack_from(">I4s", self._buffer, position)
-            header = 8
-            if size == 1:  # a 64-bit size follows the type
-                if available < 16:
-                    break
-                size, header = struct.unpack_from(">Q", self._buffer, position + 8)[0], 16
-            if kind == b"mdat" and (self.track is None or not self._moof):
-                raise UndecodableAudio(
-                    "unsupported_codec",
-                    "only fragmented mp4 (moov, then moof/mdat pairs) can be streamed; "
-                    "upload a plain mp4 or m4a as a file instead",
-                )
-            if size < header:
-                raise UndecodableAudio(
-                    "corrupt", f"corrupt mp4 stream: box {kind!r} of {size} bytes"
-                )
-            if kind not in _READ_WHOLE:  # styp, sidx, free, mfra, …: nothing to decode
-                position, self._skip = position + header, size - header
-                continue
-            if size > MAX_UNIT_BYTES:
-                raise UndecodableAudio("corrupt", f"mp4 box {kind!r} exceeds 4 MiB")
-            if available < size:
-                break
-            box = bytes(self._buffer[position : position + size])
-            packets += self._box(kind, box, self._offset + position, header)
-            position += size
-        del self._buffer[:position]
-        self._offset += position
-        return packets
+    def _unit(self, position: int) -> Unit | None:
+        available = len(self._buffer) - position
+        if available < 8:
+            return None
+        size, kind = struct.unpack_from(">I4s", self._buffer, position)
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            if available < 16:
+                return None
+            size, header = struct.unpack_from(">Q", self._buffer, position + 8)[0], 16
+        if kind == b"mdat" and (self.track is None or not self._moof):
+            raise UndecodableAudio(
+                "unsupported_codec",
+                "only fragmented mp4 (moov, then moof/mdat pairs) can be streamed; "
+                "upload a plain mp4 or m4a as a file instead",
+            )
+        if size < header:
+            raise UndecodableAudio("corrupt", f"corrupt mp4 stream: box {kind!r} of {size} bytes")
+        if kind not in _READ_WHOLE:  # styp, sidx, free, mfra, …: nothing to decode
+            return Unit(position + header, [], skip=size - header)
+        if size > MAX_UNIT_BYTES:
+            raise UndecodableAudio("corrupt", f"mp4 box {kind!r} exceeds 4 MiB")
+        if available < size:
+            return None
+        box = bytes(self._buffer[position : position + size])
+        return Unit(position + size, self._box(kind, box, self._offset + position, header))
 
     def _box(self, kind: bytes, box: bytes, at: int, header: int) -> list[bytes]:
         if kind == b"moof":

@@ -1,20 +1,27 @@
 """Incremental Matroska / WebM demuxer: what a browser's MediaRecorder streams.
 
-Owned by one `StreamingDecoder`, sans-IO, never waits (see `actors.audio.demux`). The parser walks
-EBML elements flat: it steps *into* the Segment and each Cluster (their sizes are often
-"unknown" in a live recording, so it never needs their end), reads Tracks, SimpleBlocks and
-BlockGroups whole (each bounded by `MAX_UNIT_BYTES`), and skips everything else as it streams
-past. Only the first audio track is followed; its blocks' frames are the packets returned.
+Owned by one `StreamingDecoder`, sans-IO, never waits (an `actors.audio.demux.UnitDemuxer`). The
+parser walks EBML elements flat: it steps *into* the Segment and each Cluster (their sizes are
+often "unknown" in a live recording, so it never needs their end), reads Tracks, SimpleBlocks
+and BlockGroups whole (each bounded by `MAX_UNIT_BYTES`), and skips everything else as it
+streams past. Only the first audio track is followed; its blocks' frames are the packets
+returned.
 """
 
 from __future__ import annotations
 
 import struct
 
-from actors.audio.demux import MAX_UNIT_BYTES, TrackInfo, checked_rate, opus_track
+from actors.audio.demux import (
+    MAX_UNIT_BYTES,
+    TrackInfo,
+    Unit,
+    UnitDemuxer,
+    checked_rate,
+    opus_track,
+)
 from actors.audio.file_decoder import UndecodableAudio
 
-EBML = 0x1A45DFA3
 SEGMENT = 0x18538067
 CLUSTER = 0x1F43B675
 TRACKS = 0x1654AE6B
@@ -140,58 +147,37 @@ def _laced_frames(block: bytes, start: int, lacing: int) -> list[bytes]:
     return frames
 
 
-class MatroskaDemuxer:
+class MatroskaDemuxer(UnitDemuxer):
     """Matroska / WebM → frames of the first audio track."""
 
     name = "webm"
 
     def __init__(self) -> None:
-        self.track: TrackInfo | None = None
+        super().__init__()
         self._number: int | None = None
-        self._buffer = bytearray()
-        self._skip = 0
 
-    @property
-    def buffered_bytes(self) -> int:
-        return len(self._buffer)
-
-    def flush(self) -> list[bytes]:
-        return []  # an unfinished unit at the end of the stream is not audio
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        packets: list[bytes] = []
-        position = 0
-        while True:
-            step = min(self._skip, len(self._buffer) - position)
-            self._skip -= step
-            position += step
-            element = _vint(self._buffer, position, keep_marker=True)
-            size = (
-                _vint(self._buffer, position + element[1], keep_marker=False) if element else None
+    def _unit(self, position: int) -> Unit | None:
+        element = _vint(self._buffer, position, keep_marker=True)
+        size = _vint(self._buffer, position + element[1], keep_marker=False) if element else None
+        if element is None or size is None:
+            return None
+        (element_id, id_length), (body, size_length) = element, size
+        start = position + id_length + size_length
+        if element_id in _ENTER:
+            return Unit(start, [])
+        if body == _UNKNOWN:
+            raise UndecodableAudio(
+                "corrupt", f"corrupt webm stream: element {element_id:#x} of unknown size"
             )
-            if self._skip or element is None or size is None:
-                break
-            (element_id, id_length), (body, size_length) = element, size
-            start = position + id_length + size_length
-            if element_id in _ENTER:
-                position = start
-                continue
-            if body == _UNKNOWN:
-                raise UndecodableAudio(
-                    "corrupt", f"corrupt webm stream: element {element_id:#x} of unknown size"
-                )
-            if element_id not in _READ_WHOLE:
-                position, self._skip = start, body
-                continue
-            if body > MAX_UNIT_BYTES:
-                raise UndecodableAudio("corrupt", "corrupt webm stream: a block exceeds 4 MiB")
-            if start + body > len(self._buffer):
-                break
-            packets += self._element(element_id, bytes(self._buffer[start : start + body]))
-            position = start + body
-        del self._buffer[:position]
-        return packets
+        if element_id not in _READ_WHOLE:
+            return Unit(start, [], skip=body)
+        if body > MAX_UNIT_BYTES:
+            raise UndecodableAudio("corrupt", "corrupt webm stream: a block exceeds 4 MiB")
+        if start + body > len(self._buffer):
+            return None
+        return Unit(
+            start + body, self._element(element_id, bytes(self._buffer[start : start + body]))
+        )
 
     def _element(self, element_id: int, body: bytes) -> list[bytes]:
         if element_id == TRACKS:

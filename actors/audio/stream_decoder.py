@@ -1,8 +1,9 @@
 """`encoding=auto` live streams → 16 kHz mono float32, one chunk at a time.
 
-A `StreamingDecoder` belongs to one session and is driven by that session's segmenter task,
-one `feed` per received chunk through `trio.to_thread.run_sync` (it may take a few
-milliseconds of CPU, but never waits for data that has not arrived). It sniffs the container
+A `StreamingDecoder` is an `actors.audio.decoder.AudioDecoder` that belongs to one session and
+is driven by that session's segmenter task, one `feed` per received chunk through
+`trio.to_thread.run_sync` (it is `blocking`: it may take a few milliseconds of CPU, but never
+waits for data that has not arrived). It sniffs the container
 from the first bytes, hands bytes to the matching demuxer (`actors.audio.demux*`), decodes each
 whole packet at once with one persistent FFmpeg decoder, and resamples with the same
 `FrameResampler` as `decode_file`, so a streamed file and the uploaded file come out alike.
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
 import av
 import av.error
 import numpy as np
 
+from actors.audio.decoder import DecoderStatistics
 from actors.audio.demux import Demuxer, OggDemuxer, TrackInfo, WavDemuxer, sniff_container
 from actors.audio.demux_ffmpeg import Mp4FragmentDemuxer, RawDemuxer
 from actors.audio.demux_matroska import MatroskaDemuxer
@@ -48,17 +49,10 @@ _DEMUXERS: dict[str, Callable[[], Demuxer]] = {
 _EMPTY: Samples = np.zeros(0, np.float32)
 
 
-@attrs.frozen
-class DecoderStatistics:
-    container: str | None  # sniffed from the first bytes: webm, ogg, wav, mp4, mp3, aac
-    codec: str | None  # once the track header has been read
-    bytes_in: int
-    samples_out: int  # at the target rate
-    buffered_bytes: int  # held for an unfinished element / page / fragment: the memory bound
-
-
 class StreamingDecoder:
     """Decode a live webm/ogg (also wav, fragmented mp4, mp3, adts) stream fed in chunks."""
+
+    blocking = True  # FFmpeg decoding: milliseconds of CPU a chunk
 
     def __init__(
         self,
@@ -86,11 +80,12 @@ class StreamingDecoder:
     def statistics(self) -> DecoderStatistics:
         demuxer = self._demuxer
         return DecoderStatistics(
-            container=None if demuxer is None else demuxer.name,
-            codec=None if self._decoder is None else self._decoder.name,
             bytes_in=self.bytes_in,
             samples_out=self.samples_out,
+            decoded_s=self.samples_out / self.target_rate,
             buffered_bytes=len(self._head) if demuxer is None else demuxer.buffered_bytes,
+            container=None if demuxer is None else demuxer.name,
+            codec=None if self._decoder is None else self._decoder.name,
         )
 
     def feed(self, chunk: bytes) -> Samples:

@@ -1,8 +1,10 @@
 """Cut a session's audio into utterances: ring buffer + streaming VAD + endpointing.
 
-`Segmenter` is sans-IO and owned by one session's segmenter task (`service/session/stages.py`).
+`Segmenter` is sans-IO and owned by one session's segmenter task (`service/session/segmenting.py`).
 Audio goes in as 16 kHz float32; out come records: `SpeechStart`, `Segment`s (partials of the open
 utterance while speech goes on, and exactly one final per utterance), and `UtteranceEnded`.
+The speech probabilities come in beside the audio (live sessions: from the shared VAD actor,
+`actors/speech/vad_actor.py`), or the segmenter runs its own `StreamingVad` inline (offline uses).
 
 Memory bound: the ring buffer holds at most `max_utterance_s + MAX_ONSET_S + PRE_ROLL_S +
 STEP_S + 1` seconds of float32 audio (about 1.2 MB at the 15 s default); `feed` works in steps
@@ -70,7 +72,7 @@ class Segmenter:
 
     def __init__(self, config: SegmenterConfig, vad: StreamingVad | None = None) -> None:
         self.config = config
-        self._vad = vad or StreamingVad()
+        self._vad = vad  # the inline VAD, made on first use: none when probabilities come in
         self.capacity = int(
             (config.max_utterance_s + MAX_ONSET_S + PRE_ROLL_S + STEP_S + 1.0) * SAMPLE_RATE
         )
@@ -95,18 +97,38 @@ class Segmenter:
         return self._base + self._size
 
     @property
-    def speaking(self) -> bool:
-        return self._open is not None
-
-    @property
     def speech_samples(self) -> int:
         """Audio judged speech so far: the utterances cut, and the open one up to now."""
         return self._spoken + (self.samples - self._open if self._open is not None else 0)
 
-    def feed(self, audio: Samples) -> Iterator[Event]:
+    def feed(self, audio: Samples, probabilities: Samples | None = None) -> Iterator[Event]:
+        """Take `audio`; with `probabilities`, one speech probability for each 512-sample frame
+        that `audio` completes (`VadStream.probabilities`), else the inline VAD judges it.
+        A segmenter is fed one way or the other, not both."""
+        if probabilities is not None:
+            if self._vad is not None:
+                raise ValueError("this segmenter runs its own VAD: feed it audio alone")
+            frames = (self.samples + len(audio) - self._analysed) // FRAME
+            if len(probabilities) != frames:
+                raise ValueError(
+                    f"{len(probabilities)} probabilities for the {frames} frames "
+                    "this audio completes"
+                )
+        elif self._vad is None:
+            if self.samples:
+                raise ValueError("this segmenter is fed probabilities: it has no VAD of its own")
+            self._vad = StreamingVad()
         step = int(STEP_S * SAMPLE_RATE)
+        judged = 0
         for offset in range(0, len(audio), step):
-            yield from self._feed_step(audio[offset : offset + step])
+            piece = audio[offset : offset + step]
+            if probabilities is None:
+                assert self._vad is not None
+                scores = self._vad.probabilities(piece)
+            else:  # the frames this step completes
+                count = (self.samples + len(piece) - self._analysed) // FRAME
+                scores, judged = probabilities[judged : judged + count], judged + count
+            yield from self._feed_step(piece, scores)
 
     def finalize(self) -> Iterator[Event]:
         """Close the open utterance now (client `finalize`): all audio so far belongs to it."""
@@ -120,9 +142,9 @@ class Segmenter:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _feed_step(self, audio: Samples) -> Iterator[Event]:
+    def _feed_step(self, audio: Samples, probabilities: Samples) -> Iterator[Event]:
         self._append(audio)
-        for probability in self._vad.probabilities(audio):
+        for probability in probabilities:
             frame_end = self._analysed + FRAME
             self._analysed = frame_end
             yield from self._judge(float(probability), frame_end)

@@ -1,10 +1,11 @@
 """Streaming Silero voice activity detection that keeps its state across chunks.
 
 The ONNX model ships inside faster-whisper (`faster_whisper/assets/silero_vad_v6.onnx`); it is
-loaded once per process and shared. Each session owns one `StreamingVad`, which holds the LSTM
-state, the 64-sample context the model expects before each 512-sample frame, and the samples
-left over until the next full frame. The work per call is small (tens of microseconds a
-frame), so the segmenter runs it inline on the event loop.
+loaded once per process and shared. A `StreamingVad` holds one stream's LSTM state, the
+64-sample context the model expects before each 512-sample frame, and the samples left over
+until the next full frame; offline users (`actors/transcriber/files.py`) run it inline in the
+segmenter. Live sessions share the VAD actor instead (`vad_actor`), which runs every session's
+frames in one call of a batched copy of the same model (`vad_batch`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ FRAME = 512  # samples per VAD frame at 16 kHz: 32 ms
 CONTEXT = 64
 
 
-@functools.cache
-def _session() -> Any:
+def model_path() -> str:
+    return str(resources.files("faster_whisper") / "assets" / "silero_vad_v6.onnx")
+
+
+def load_session(model: str | bytes) -> Any:
+    """An onnxruntime session on one CPU thread, as faster-whisper runs Silero."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -30,16 +35,18 @@ def _session() -> Any:
     options.intra_op_num_threads = 1
     options.enable_cpu_mem_arena = False
     options.log_severity_level = 4
-    path = resources.files("faster_whisper") / "assets" / "silero_vad_v6.onnx"
     return onnxruntime.InferenceSession(
-        str(path), providers=["CPUExecutionProvider"], sess_options=options
+        model, providers=["CPUExecutionProvider"], sess_options=options
     )
+
+
+@functools.cache
+def _session() -> Any:
+    return load_session(model_path())
 
 
 class StreamingVad:
     """Speech probability for each complete 32 ms frame of a 16 kHz stream."""
-
-    frame_samples = FRAME
 
     def __init__(self) -> None:
         self._session = _session()

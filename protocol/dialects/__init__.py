@@ -4,19 +4,3 @@
 `seed_call` (`WS /ws/{client_id}`), `seed_ws` (`WS /ws`); `languages` maps Whisper's language
 names and codes. Routes live in `service/routes/dialects.py`.
 """
-
-from protocol.dialects.deepgram import DeepgramCodec, QueryError, handshake_error, parse_query
-from protocol.dialects.seed_call import CallCodec
-from protocol.dialects.seed_stt import SpeechToTextCodec
-from protocol.dialects.seed_ws import LiveAudioCodec, RecordingCodec
-
-__all__ = [
-    "CallCodec",
-    "DeepgramCodec",
-    "LiveAudioCodec",
-    "QueryError",
-    "RecordingCodec",
-    "SpeechToTextCodec",
-    "handshake_error",
-    "parse_query",
-]

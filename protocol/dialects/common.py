@@ -1,4 +1,10 @@
-"""What the seed dialects share: JSON decoding with stable error codes, base64 audio, times.
+"""What the dialects share: one client-message decoder with stable error codes, base64 audio,
+words.
+
+A dialect's client text messages are JSON objects of one tagged union of msgspec Structs;
+`ClientMessages` decodes them. Each message that asks one thing of the session by itself is a
+`Command`: its `inbound()` is that native item (audio bytes, `Stop`, `Ping`, …), so a dialect
+whose messages are all commands decodes with `decode_commands` and writes no dispatch of its own.
 
 Sans-IO helpers; each raises `protocol.codec.ProtocolError` (not fatal) for input a client got
 wrong: `invalid_json` (a text message that is not JSON), `unknown_type` (a `type` / `event`
@@ -10,36 +16,80 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+import attrs
 import msgspec
 
-from protocol.codec import ProtocolError
-
-T = TypeVar("T")
-Clock = Callable[[], str]
+from protocol.codec import Inbound, ProtocolError
+from protocol.native import Ping, Stop
 
 encoder = msgspec.json.Encoder()
 
 
-def utc_now() -> str:
-    """ISO 8601 UTC wall time with milliseconds, e.g. `2025-01-31T12:00:00.123Z`."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class Command(Protocol):
+    """A client message that asks one thing of the session by itself."""
+
+    def inbound(self) -> Inbound:
+        """What it asks, as the session takes it: audio bytes or a native client frame."""
+        ...
 
 
-def decode_json(decoder: msgspec.json.Decoder[T], message: str, tag: str) -> T:
-    """Decode one text message into the dialect's tagged union (tag field `tag`)."""
-    try:
-        return decoder.decode(message)
-    except msgspec.ValidationError as error:
-        text = str(error)
-        if text.endswith(f"`$.{tag}`") or text == f"Object missing required field `{tag}`":
-            raise ProtocolError("unknown_type", f"unknown or missing `{tag}`: {text}") from None
-        raise ProtocolError("invalid_message", text) from None
-    except msgspec.DecodeError:
-        raise ProtocolError("invalid_json", "text message is not a JSON object") from None
+M = TypeVar("M")
+C = TypeVar("C", bound=Command)
+
+
+@attrs.frozen
+class ClientMessages(Generic[M]):
+    """One dialect's client text messages: JSON objects of the tagged union `decoder` decodes,
+    tagged by the field `tag`. `dialect` names a dialect whose messages are nothing but their
+    tag (Deepgram's): anything that does not fit is then `unknown_type`, "not a <dialect>
+    message", and text that is not JSON is "not JSON"."""
+
+    decoder: msgspec.json.Decoder[M]
+    tag: str = "type"
+    dialect: str | None = None
+
+    def parse(self, message: str) -> M:
+        """The message a text frame holds; raises `ProtocolError` with a stable code."""
+        try:
+            return self.decoder.decode(message)
+        except msgspec.ValidationError as error:
+            text, tag = str(error), self.tag
+            if self.dialect is not None:
+                code, text = "unknown_type", f"not a {self.dialect} message: {text}"
+            elif text.endswith(f"`$.{tag}`") or text == f"Object missing required field `{tag}`":
+                code, text = "unknown_type", f"unknown or missing `{tag}`: {text}"
+            else:
+                code = "invalid_message"
+            raise ProtocolError(code, text) from None
+        except msgspec.DecodeError:
+            what = "JSON" if self.dialect is not None else "a JSON object"
+            raise ProtocolError("invalid_json", f"text message is not {what}") from None
+
+
+class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of the client messages of the dialects that tag them with `type`."""
+
+
+class StopMessage(ClientMessage, tag="stop"):
+    def inbound(self) -> Stop:
+        return Stop()
+
+
+class PingMessage(ClientMessage, tag="ping"):
+    timestamp: Any = None  # the call seed's README sends one; nothing reads it
+
+    def inbound(self) -> Ping:
+        return Ping()
+
+
+def decode_commands(messages: ClientMessages[C], message: str | bytes) -> list[Inbound]:
+    """`Codec.decode` for a dialect whose text messages are all `Command`s: a binary frame is
+    audio, a text message the one item its command asks for."""
+    if isinstance(message, bytes):
+        return [binary_audio(message)]
+    return [messages.parse(message).inbound()]
 
 
 def b64_audio(data: str, field: str) -> bytes:

@@ -5,15 +5,16 @@ options that change only the wire shapes (`DeepgramOptions`); `DeepgramCodec` (o
 connection) translates messages both ways. The route refuses bad parameters before the upgrade
 with HTTP 400 and Deepgram's body `{"err_code", "err_msg", "request_id"}`.
 
-Query parameters: `encoding` (`linear16`; `mulaw` and `alaw`, expanded to 16-bit here;
+Query parameters: `encoding` (`linear16`, `mulaw` and `alaw` are the session's raw encodings;
 `opus`, `ogg-opus`, `webm`, `flac` or none at all: the container is detected from the bytes, as
 Deepgram does without `encoding`), `sample_rate` (default 16000, 8000 for mulaw/alaw),
-`channels` (raw PCM is averaged to mono here), `language` (`multi` means detect),
-`interim_results` (default false), `endpointing` (ms of silence that ends an utterance, at least
-`MIN_ENDPOINTING_MS`, default 500, `false` to cut only at `utterance_end_ms` or the maximum
-length), `utterance_end_ms`, `vad_events`, `punctuate` / `smart_format` (without either the
-transcript is lower case without punctuation, as Deepgram's); `model` and every other Deepgram
-option are accepted and ignored. Words are always returned, so sessions run with `words=True`.
+`channels` (raw PCM's, averaged to mono by the session's decoder), `language` (`multi` means
+detect), `interim_results` (default false), `endpointing` (ms of silence that ends an
+utterance, at least `MIN_ENDPOINTING_MS`, default 500, `false` to cut only at
+`utterance_end_ms` or the maximum length), `utterance_end_ms`, `vad_events`, `punctuate` /
+`smart_format` (without either the transcript is lower case without punctuation, as
+Deepgram's); `model` and every other Deepgram option are accepted and ignored. Words are always
+returned, so sessions run with `words=True`.
 
 Client messages: binary audio; `{"type": "KeepAlive"}`, `{"type": "Finalize"}` (flush and
 keep going), `{"type": "CloseStream"}` (drain, `Metadata`, close 1000); an empty binary frame
@@ -40,20 +41,16 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Literal
 
 import attrs
 import msgspec
 
-from protocol.codec import Inbound, ProtocolError
+from protocol.codec import Inbound
 from protocol.dialects.common import merge_punctuation
 from protocol.dialects.deepgram_messages import (
     Alternative,
     Channel,
-    CloseStreamMessage,
     ErrorMessage,
-    FinalizeMessage,
-    KeepAliveMessage,
     Message,
     Metadata,
     ModelInfo,
@@ -62,17 +59,16 @@ from protocol.dialects.deepgram_messages import (
     SpeechStartedMessage,
     UtteranceEndMessage,
     Word,
-    client_decoder,
+    client_messages,
 )
-from protocol.dialects.pcm import Downmixer, G711Expander
 from protocol.native import (
+    MAX_CHANNELS,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     Config,
+    Encoding,
     Error,
     Final,
-    Finalize,
-    KeepAlive,
     Partial,
     Ready,
     ServerFrame,
@@ -86,6 +82,7 @@ MIN_ENDPOINTING_MS = 300
 NO_ENDPOINTING_MS = 10_000
 CONTAINER_ENCODINGS = frozenset({"opus", "ogg-opus", "webm", "flac", "auto"})
 COMPANDED = ("mulaw", "alaw")
+RAW_ENCODINGS: dict[str, Encoding] = {"linear16": "pcm_s16le", "mulaw": "mulaw", "alaw": "alaw"}
 
 
 class QueryError(ValueError):
@@ -97,8 +94,7 @@ class QueryError(ValueError):
 @attrs.frozen
 class DeepgramOptions:
     encoding: str | None = None  # as the client named it
-    companding: Literal["mulaw", "alaw"] | None = None
-    channels: int = 1
+    channels: int = 1  # for `Metadata`; the session's config has them too
     utterance_end: bool = False
     vad_events: bool = False
     punctuate: bool = False
@@ -128,12 +124,12 @@ def _whole(params: Mapping[str, str], name: str, low: int, high: int) -> int | N
 def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
     """Deepgram query parameters → (native config, wire options); raises `QueryError`."""
     encoding = params.get("encoding") or None
-    if encoding is not None and encoding not in CONTAINER_ENCODINGS | {"linear16", *COMPANDED}:
+    if encoding is not None and encoding not in CONTAINER_ENCODINGS | RAW_ENCODINGS.keys():
         raise QueryError("encoding", f"encoding {encoding!r} is not supported")
-    raw = encoding in ("linear16", *COMPANDED)
+    raw = encoding in RAW_ENCODINGS
     default_rate = 8000 if encoding in COMPANDED else 16000
     rate = _whole(params, "sample_rate", MIN_SAMPLE_RATE, MAX_SAMPLE_RATE) or default_rate
-    channels = _whole(params, "channels", 1, 8) or 1
+    channels = _whole(params, "channels", 1, MAX_CHANNELS) or 1
     language = (params.get("language") or "en").strip()
     multi = language in ("multi", "auto")
     if not multi and not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,4})?", language):
@@ -149,7 +145,8 @@ def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
         endpointing = min(max(given, MIN_ENDPOINTING_MS), NO_ENDPOINTING_MS)
     config = Config(
         sample_rate=max(rate, MIN_SAMPLE_RATE),
-        encoding="pcm_s16le" if raw else "auto",
+        encoding=RAW_ENCODINGS.get(encoding or "", "auto"),
+        channels=channels if raw else 1,
         language="auto" if multi else language,
         interim=_flag(params, "interim_results"),
         endpointing_ms=max(endpointing, MIN_ENDPOINTING_MS),
@@ -157,7 +154,6 @@ def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
     )
     options = DeepgramOptions(
         encoding=encoding,
-        companding="mulaw" if encoding == "mulaw" else "alaw" if encoding == "alaw" else None,
         channels=channels if raw else 1,
         utterance_end=utterance_end_ms is not None,
         vad_events=_flag(params, "vad_events"),
@@ -195,8 +191,6 @@ class DeepgramCodec:
             request_id="", model_info=self._model_info, model_uuid=self._model_uuid
         )
         self._sha256 = hashlib.sha256()
-        self._expander = G711Expander(options.companding) if options.companding else None
-        self._downmixer = Downmixer(options.channels)
         self._continued_at: set[float] = set()  # SpeechStarted times that continue a cut
         self._last_final_end = 0.0
         self._last_word_end = 0.0
@@ -208,23 +202,8 @@ class DeepgramCodec:
             if not message:
                 return [Stop()]  # Deepgram's older way to close the stream
             self._sha256.update(message)
-            data = self._expander.expand(message) if self._expander else message
-            data = self._downmixer.feed(data)
-            return [data] if data else []
-        try:
-            command = client_decoder.decode(message)
-        except msgspec.ValidationError as error:
-            raise ProtocolError("unknown_type", f"not a Deepgram message: {error}") from None
-        except msgspec.DecodeError:
-            raise ProtocolError("invalid_json", "text message is not JSON") from None
-        match command:
-            case KeepAliveMessage():
-                return [KeepAlive()]
-            case FinalizeMessage():
-                return [Finalize()]
-            case CloseStreamMessage():
-                return [Stop()]
-        raise AssertionError(f"unhandled {command!r}")
+            return [message]
+        return [client_messages.parse(message).inbound()]
 
     # native → client
 

@@ -1,12 +1,16 @@
 """Deepgram live-streaming wire shapes (see `protocol.dialects.deepgram` for when each is sent).
 
 Field names and nesting follow Deepgram's published `listen.v1` schema (as the official SDK's
-models read them). Sans-IO: msgspec Structs and one decoder.
+models read them). Sans-IO: msgspec Structs, and the client messages' decoder; each client
+message says what it asks of the session (`inbound()`).
 """
 
 from __future__ import annotations
 
 import msgspec
+
+from protocol.dialects.common import ClientMessages
+from protocol.native import Finalize, KeepAlive, Stop
 
 
 class Word(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -88,15 +92,21 @@ class ClientMessage(msgspec.Struct, tag_field="type"):
 
 
 class KeepAliveMessage(ClientMessage, tag="KeepAlive"):
-    pass
+    def inbound(self) -> KeepAlive:
+        return KeepAlive()
 
 
 class FinalizeMessage(ClientMessage, tag="Finalize"):
-    pass
+    def inbound(self) -> Finalize:
+        return Finalize()
 
 
 class CloseStreamMessage(ClientMessage, tag="CloseStream"):
-    pass
+    def inbound(self) -> Stop:
+        return Stop()
 
 
-client_decoder = msgspec.json.Decoder(KeepAliveMessage | FinalizeMessage | CloseStreamMessage)
+Incoming = KeepAliveMessage | FinalizeMessage | CloseStreamMessage
+client_messages: ClientMessages[Incoming] = ClientMessages(
+    msgspec.json.Decoder(Incoming), dialect="Deepgram"
+)

@@ -51,12 +51,19 @@ import attrs
 import msgspec
 
 from protocol.codec import Inbound
-from protocol.dialects.common import b64_audio, binary_audio, decode_json, encoder
+from protocol.dialects.common import (
+    ClientMessage,
+    ClientMessages,
+    PingMessage,
+    StopMessage,
+    b64_audio,
+    decode_commands,
+    encoder,
+)
 from protocol.native import (
     Error,
     Final,
     Partial,
-    Ping,
     Pong,
     Ready,
     Sentiment,
@@ -77,28 +84,21 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True):
-    pass
-
-
 class AudioChunk(ClientMessage, tag="audio_chunk"):
     audio_data: str
     timestamp: Any = None
 
-
-class PingMessage(ClientMessage, tag="ping"):
-    timestamp: Any = None
-
-
-class StopMessage(ClientMessage, tag="stop"):
-    pass
+    def inbound(self) -> bytes:
+        return b64_audio(self.audio_data, "audio_data")
 
 
 class EndCall(ClientMessage, tag="end_call"):
-    pass
+    def inbound(self) -> Stop:
+        return Stop()
 
 
-_decoder = msgspec.json.Decoder(AudioChunk | PingMessage | StopMessage | EndCall)
+_Incoming = AudioChunk | PingMessage | StopMessage | EndCall
+_messages: ClientMessages[_Incoming] = ClientMessages(msgspec.json.Decoder(_Incoming))
 
 
 class Out(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
@@ -182,16 +182,7 @@ class CallCodec:
         self._held: Piece | None = None
 
     def decode(self, message: str | bytes) -> list[Inbound]:
-        if isinstance(message, bytes):
-            return [binary_audio(message)]
-        match decode_json(_decoder, message, "type"):
-            case AudioChunk(audio_data=data):
-                return [b64_audio(data, "audio_data")]
-            case PingMessage():
-                return [Ping()]
-            case StopMessage() | EndCall():
-                return [Stop()]
-        raise AssertionError("unhandled message")
+        return decode_commands(_messages, message)
 
     def encode(self, frame: ServerFrame) -> list[str | bytes]:
         out: list[Out] = []

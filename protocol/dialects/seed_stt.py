@@ -44,7 +44,7 @@ from typing import Any
 import msgspec
 
 from protocol.codec import Inbound, ProtocolError
-from protocol.dialects.common import binary_audio, decode_json, encoder
+from protocol.dialects.common import ClientMessages, binary_audio, encoder
 from protocol.native import (
     Config,
     Error,
@@ -94,22 +94,27 @@ class Start(Event, tag="start"):
 
 
 class StopEvent(Event, tag="stop"):
-    pass
+    def inbound(self) -> Stop:
+        return Stop()
 
 
 class FinalizeEvent(Event, tag="finalize"):
-    pass
+    def inbound(self) -> Finalize:
+        return Finalize()
 
 
 class KeepAliveEvent(Event, tag="keepalive"):
-    pass
+    def inbound(self) -> KeepAlive:
+        return KeepAlive()
 
 
 class PingEvent(Event, tag="ping"):
-    pass
+    def inbound(self) -> Ping:
+        return Ping()
 
 
-_decoder = msgspec.json.Decoder(Start | StopEvent | FinalizeEvent | KeepAliveEvent | PingEvent)
+_Incoming = Start | StopEvent | FinalizeEvent | KeepAliveEvent | PingEvent
+_events: ClientMessages[_Incoming] = ClientMessages(msgspec.json.Decoder(_Incoming), tag="event")
 
 
 class Out(msgspec.Struct, tag_field="event", kw_only=True, omit_defaults=True):
@@ -204,26 +209,17 @@ class SpeechToTextCodec:
                     "audio_before_start", 'send {"event": "start"} before any audio'
                 )
             return [audio]
-        event = decode_json(_decoder, message, "event")
-        match event:
-            case Start():
-                if self.started:
-                    raise ProtocolError("already_started", "the stream has already started")
-                config = start_config(self.base, event)
-                problem = self.check(config)
-                if problem is not None:
-                    raise ProtocolError("invalid_config", problem)
-                self.started = True
-                return [config]
-            case StopEvent():
-                return [Stop()]
-            case FinalizeEvent():
-                return [Finalize()]
-            case KeepAliveEvent():
-                return [KeepAlive()]
-            case PingEvent():
-                return [Ping()]
-        raise AssertionError(f"unhandled {event!r}")
+        event = _events.parse(message)
+        if not isinstance(event, Start):
+            return [event.inbound()]
+        if self.started:
+            raise ProtocolError("already_started", "the stream has already started")
+        config = start_config(self.base, event)
+        problem = self.check(config)
+        if problem is not None:
+            raise ProtocolError("invalid_config", problem)
+        self.started = True
+        return [config]
 
     def encode(self, frame: ServerFrame) -> list[str | bytes]:
         out = self._full(frame)

@@ -42,7 +42,16 @@ from typing import Literal
 import msgspec
 
 from protocol.codec import Inbound, ProtocolError
-from protocol.dialects.common import b64_audio, binary_audio, decode_json, encoder
+from protocol.dialects.common import (
+    ClientMessage,
+    ClientMessages,
+    PingMessage,
+    StopMessage,
+    b64_audio,
+    binary_audio,
+    decode_commands,
+    encoder,
+)
 from protocol.native import (
     Error,
     Final,
@@ -59,23 +68,15 @@ from protocol.native import (
 )
 
 
-class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True):
-    pass
-
-
 class AudioMessage(ClientMessage, tag="audio"):
     audio: str
 
-
-class StopMessage(ClientMessage, tag="stop"):
-    pass
-
-
-class PingMessage(ClientMessage, tag="ping"):
-    pass
+    def inbound(self) -> bytes:
+        return b64_audio(self.audio, "audio")
 
 
-_decoder = msgspec.json.Decoder(AudioMessage | StopMessage | PingMessage)
+_Incoming = AudioMessage | StopMessage | PingMessage
+_messages: ClientMessages[_Incoming] = ClientMessages(msgspec.json.Decoder(_Incoming))
 
 LAGGING_S = 1.0
 State = Literal["connected", "listening", "speaking", "stopped", "lagging"]
@@ -121,16 +122,7 @@ class LiveAudioCodec:
         self._speech_at = -1.0  # start of the latest speech (a continuation starts at a cut)
 
     def decode(self, message: str | bytes) -> list[Inbound]:
-        if isinstance(message, bytes):
-            return [binary_audio(message)]
-        match decode_json(_decoder, message, "type"):
-            case AudioMessage(audio=data):
-                return [b64_audio(data, "audio")]
-            case StopMessage():
-                return [Stop()]
-            case PingMessage():
-                return [Ping()]
-        raise AssertionError("unhandled message")
+        return decode_commands(_messages, message)
 
     def encode(self, frame: ServerFrame) -> list[str | bytes]:
         outs: list[Out] = []
@@ -212,21 +204,14 @@ class RecordingCodec:
     def decode(self, message: str | bytes) -> bytes | Stop | Ping:
         if isinstance(message, bytes):
             return binary_audio(message)
-        decoded = decode_json(_decoder, message, "type")
+        decoded = _messages.parse(message)
         if not isinstance(decoded, AudioMessage) and len(message) > self.max_control_bytes:
             raise ProtocolError(
                 "message_too_large",
                 f"a {decoded.__class__.__name__} message of {len(message)} bytes is over the "
                 f"{self.max_control_bytes}-byte limit for messages other than audio",
             )
-        match decoded:
-            case AudioMessage(audio=data):
-                return b64_audio(data, "audio")
-            case StopMessage():
-                return Stop()
-            case PingMessage():
-                return Ping()
-        raise AssertionError("unhandled message")
+        return decoded.inbound()
 
     def processing(self) -> str:
         return _text(RecordingStatus(message=PROCESSING))

@@ -1,8 +1,8 @@
 """Size, time and concurrency limits, the admission gate for sessions, and the upload cap.
 
 `Limits` is the configuration (each from an environment variable, each with a default). The
-session pipeline enforces the frame, message, idle and session-length limits (`check_message()`
-gives the error for a message that is too big); this module enforces the rest:
+session pipeline enforces the frame, message, idle and session-length limits; this module
+enforces the rest:
 
 * `SessionGate` counts live sessions per client and in total. `admit(client)` either returns an
   `Admission` (a context manager that gives the slot back on exit, even on error or cancel) or
@@ -23,7 +23,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from protocol.codec import ProtocolError
 from service.policy.refusal import Refusal
 
 _MiB = 1 << 20
@@ -107,22 +106,6 @@ class Limits:
     def largest_message_bytes(self) -> int:
         """The largest WebSocket message any route accepts: the ASGI server's own limit."""
         return max(self.max_frame_bytes, self.max_message_bytes, self.max_audio_message_bytes)
-
-    def check_message(self, message: str | bytes) -> None:
-        """Raise `ProtocolError` (not fatal) for a binary frame or a text message too big."""
-        if isinstance(message, bytes):
-            if len(message) > self.max_frame_bytes:
-                raise ProtocolError(
-                    "frame_too_large",
-                    f"binary frame of {len(message)} bytes; the limit is {self.max_frame_bytes}",
-                )
-        elif len(message) > self.max_message_bytes or (
-            4 * len(message) > self.max_message_bytes
-            and len(message.encode()) > self.max_message_bytes
-        ):
-            raise ProtocolError(
-                "message_too_large", f"text message over {self.max_message_bytes} bytes"
-            )
 
 
 @attrs.frozen

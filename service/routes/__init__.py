@@ -1,3 +1,3 @@
 """The HTTP and WebSocket routes, one module per family: the native stream (`stream`), the
-compatible dialects (`dialects`, `recordings`), file uploads (`uploads`, `openai_api`), stored
-sessions (`sessions`), the page (`web`), API docs (`docs`, `openapi`) and `metrics`."""
+compatible dialects (`dialects`, `recordings`), file uploads (`files`, `uploads`, `openai_api`),
+stored sessions (`sessions`), the page (`web`), API docs (`docs`, `openapi`) and `metrics`."""

@@ -13,7 +13,8 @@ import msgspec
 from starlette.websockets import WebSocket
 
 from actors.model.sentiment import annotate_sentiment
-from protocol.native import Config, Error, Final, NativeCodec, config_from_query
+from protocol.codec import NativeCodec
+from protocol.native import Config, Error, Final, config_from_query
 from service.session.admission import serve_session
 
 

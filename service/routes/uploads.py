@@ -45,7 +45,6 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive
 
 from actors.audio.file_decoder import UndecodableAudio
@@ -105,16 +104,6 @@ async def check_admission(request: Request) -> None:
         raise UploadError(
             refusal.status_code, refusal.code, refusal.message, retry_after=refusal.retry_after
         )
-
-
-def upload_routes() -> list[BaseRoute]:
-    from service.routes.openai_api import openai_routes
-
-    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE))
-    return [
-        *openai_routes(uploads),
-        Route("/transcribe", uploads.transcribe_seed, methods=["POST"]),
-    ]
 
 
 class UploadSlots:

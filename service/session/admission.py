@@ -233,6 +233,7 @@ async def _run(
             annotate=annotate,
             session_id=session_id,
             on_start=live.add,
+            vad=state.vad,
         )
     except Exception:
         log.exception("session %s failed", session_id)

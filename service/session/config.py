@@ -25,6 +25,7 @@ class SessionConfig:
 
     encoding: Encoding
     sample_rate: int
+    channels: int
     segmenter: SegmenterConfig
     language: str | None  # what the model is told; None: it detects the language
     task: Task
@@ -40,6 +41,7 @@ def settle(config: Config, options: StreamOptions) -> SessionConfig:
     return SessionConfig(
         encoding=config.encoding,
         sample_rate=config.sample_rate,
+        channels=config.channels,
         segmenter=SegmenterConfig(
             endpointing_ms=config.endpointing_ms,
             max_utterance_s=config.max_utterance_s,

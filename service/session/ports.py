@@ -1,8 +1,8 @@
 """Shared shapes of the per-connection pipeline: the small protocols the stages depend on.
 
 The supervisor (`service/session/supervisor.py`) and its four stages (`reader`, `segmenting`,
-`transcribing`, `writer`) see a `FrameSocket`, a `Transcriber` and `SessionHooks`, never
-Starlette or the actor itself, so tests drive them with fakes (`tests/fakes.py`).
+`transcribing`, `writer`) see a `FrameSocket`, a `Transcriber`, a `Vad` and `SessionHooks`,
+never Starlette or the actors themselves, so tests drive them with fakes (`tests/fakes.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,24 @@ class FrameSocket(Protocol):
 
 class Transcriber(Protocol):
     async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
+
+
+class SpeechDetector(Protocol):
+    """One session's stream of the VAD actor (`actors.speech.vad_actor.VadStream`)."""
+
+    async def probabilities(self, samples: Samples) -> Samples:
+        """One speech probability per 512-sample frame that `samples` completes."""
+        ...
+
+    def close(self) -> None:
+        """Free the stream's state in the actor."""
+        ...
+
+
+class Vad(Protocol):
+    """The shared VAD actor (`actors.speech.vad_actor.VadHandle`): one stream per session."""
+
+    def open_stream(self) -> SpeechDetector: ...
 
 
 class SessionHooks(Protocol):

@@ -10,9 +10,13 @@ utterance, then closes its channels.
 
 from __future__ import annotations
 
+import functools
+from contextlib import AbstractContextManager, closing, nullcontext
+
 import attrs
 import trio
 
+from actors.audio.decoder import AudioDecoder
 from actors.audio.file_decoder import UndecodableAudio
 from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
@@ -20,7 +24,7 @@ from actors.model.port import Samples
 from actors.speech.segmenter import Event, Segmenter
 from protocol.native import Error, Finalize, ServerFrame
 from service.session.config import SessionConfig
-from service.session.ports import SessionHooks, StreamOptions
+from service.session.ports import SessionHooks, SpeechDetector, StreamOptions, Vad
 from service.session.reader import Command
 from service.session.state import SessionState
 
@@ -34,6 +38,7 @@ async def segment_audio(
     state: SessionState,
     options: StreamOptions,
     hooks: SessionHooks,
+    vad: Vad | None = None,
 ) -> None:
     """Decode audio, cut utterances, and pass every event on in order.
 
@@ -41,14 +46,18 @@ async def segment_audio(
     and passes it on first, to the transcriber client. A `finalize` before any audio has
     nothing to cut.
 
-    An undecodable `encoding=auto` stream ends the session: an `error` frame, then this stage
-    closes its command channel, so the reader stops taking audio.
+    With `vad` (the shared VAD actor), this stage owns one stream of it, which it closes on
+    exit, and awaits each chunk's speech probabilities there; without, the segmenter runs its
+    own VAD inline. An undecodable `encoding=auto` stream ends the session: an `error` frame,
+    then this stage closes its command channel, so the reader stops taking audio.
     """
     segmenter: Segmenter | None = None
     decoder: AudioDecoder | None = None
     warned_misaligned = False
     pacer = Pacer(options.pace, options.pace_burst_s)
-    with commands, events, frames:
+    detector = vad.open_stream() if vad is not None else None
+    stream: AbstractContextManager[object] = closing(detector) if detector else nullcontext()
+    with commands, events, frames, stream:
         try:
             async for command in commands:
                 if isinstance(command, SessionConfig):
@@ -63,10 +72,10 @@ async def segment_audio(
                     for event in segmenter.finalize():
                         await events.send(event)
                     continue
-                if isinstance(decoder, StreamingDecoder):  # a chunk gets its wall-clock share
-                    decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
+                # a chunk gets its wall-clock share
+                decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
                 samples = await _decode(decoder, command)
-                if getattr(decoder, "misaligned_frames", 0) and not warned_misaligned:
+                if decoder.statistics().misaligned_frames and not warned_misaligned:
                     warned_misaligned = True
                     await frames.send(
                         Error(
@@ -78,20 +87,17 @@ async def segment_audio(
                             ),
                         )
                     )
-                await _push(samples, segmenter, events, frames, state, hooks)
+                await _push(samples, segmenter, detector, events, frames, state, hooks)
                 await pacer.wait(state.received_s)
             if segmenter is not None and decoder is not None:
                 flushed = await _decode(decoder, None)
-                await _push(flushed, segmenter, events, frames, state, hooks)
+                await _push(flushed, segmenter, detector, events, frames, state, hooks)
         except UndecodableAudio as error:
             state.stop("undecodable_audio", 1003)  # the reader stops waiting for the client
             await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
         if segmenter is not None:
             for event in segmenter.close():
                 await events.send(event)
-
-
-AudioDecoder = PcmDecoder | StreamingDecoder
 
 
 CHUNK_SLACK_S = 5.0
@@ -134,21 +140,22 @@ class Pacer:
 def make_decoder(config: SessionConfig) -> AudioDecoder:
     if config.encoding == "auto":
         return StreamingDecoder()
-    return PcmDecoder(config.encoding, config.sample_rate)
+    return PcmDecoder(config.encoding, config.sample_rate, config.channels)
 
 
 async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
-    """PCM decodes inline; containers decode in a worker thread (a few ms of CPU a chunk)."""
-    if isinstance(decoder, PcmDecoder):
-        return decoder.feed(data) if data is not None else decoder.flush()
-    if data is None:
-        return await trio.to_thread.run_sync(decoder.flush)
-    return await trio.to_thread.run_sync(decoder.feed, data)
+    """Feed `data` (None: flush). A `blocking` decoder (containers: a few ms of CPU a chunk)
+    runs in a worker thread; PCM decodes inline."""
+    step = decoder.flush if data is None else functools.partial(decoder.feed, data)
+    if decoder.blocking:
+        return await trio.to_thread.run_sync(step)
+    return step()
 
 
 async def _push(
     samples: Samples,
     segmenter: Segmenter,
+    detector: SpeechDetector | None,
     events: trio.MemorySendChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
@@ -160,6 +167,7 @@ async def _push(
     if notice is not None:
         await frames.send(notice)
     state.received_samples += len(samples)
-    for event in segmenter.feed(samples):
+    probabilities = await detector.probabilities(samples) if detector is not None else None
+    for event in segmenter.feed(samples, probabilities):
         await events.send(event)
     state.speech_samples = segmenter.speech_samples

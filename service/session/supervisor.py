@@ -5,7 +5,8 @@
 `SessionLimits.queue_size`. A clean end (client `stop`, a client that leaves, an idle or length
 limit) closes the first channel and the close ripples down; an error in any stage cancels its
 siblings and propagates to the route, which closes the socket with 1011. The route owns the socket;
-the app owns the transcriber and the hooks.
+the app owns the transcriber, the VAD actor and the hooks; the segmenter stage owns the session's
+VAD stream.
 
 Memory bound per session (`memory_bound`, pinned by `tests/test_session.py` with tracemalloc
 around a session whose transcriber never answers): each bounded channel full of its largest
@@ -13,12 +14,14 @@ item, plus what each stage holds while it works. Commands: `queue_size` + 1 raw 
 at most `max_frame_bytes` (16 + 1 MiB at the defaults; typical frames are 3-32 KiB). Decoding:
 a PCM frame takes at most 16 bytes a byte while it decodes (8 kHz G.711: one byte becomes two
 16 kHz float32 samples), a container chunk at most `MAX_CHUNK_S` of float32, twice over. The
-segmenter's ring: `max_utterance_s` + 2.8 s of float32 (1.1 MB). Segmented events: `queue_size`
-+ 1 utterances of at most `max_utterance_s` × 64 KB/s (0.96 MB at 15 s). The transcriber client:
-its finals queue (`queue_size`), the event it is handing on, the final in flight, a partial
-waiting and one in flight. Frames: `queue_size` + 3 of at most 16 KiB. At the defaults
-(16 a queue, 1 MiB frames, 15 s utterances) that is 72 MB at worst, 108 MB for a client that
-asks for 30 s utterances; a session that streams 0.1 s frames of speech holds a few MB.
+segmenter's ring: `max_utterance_s` + 2.8 s of float32 (1.1 MB). VAD: one request out at a time,
+at most `VadConfig.max_frames` (64) × 2 KB of frames, and 1.3 KB of state in the actor until the
+stream closes (`tests/test_vad_actor.py`). Segmented events: `queue_size` + 1 utterances of at
+most `max_utterance_s` × 64 KB/s (0.96 MB at 15 s). The transcriber client: its finals queue
+(`queue_size`), the event it is handing on, the final in flight, a partial waiting and one in
+flight. Frames: `queue_size` + 3 of at most 16 KiB. At the defaults (16 a queue, 1 MiB frames,
+15 s utterances) that is 72 MB at worst, 108 MB for a client that asks for 30 s utterances; a
+session that streams 0.1 s frames of speech holds a few MB.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import msgspec
 import trio
 
 from actors.audio.stream_decoder import MAX_CHUNK_S
 from actors.model.port import SAMPLE_RATE
 from actors.speech.segmenter import MAX_ONSET_S, PRE_ROLL_S, STEP_S
+from actors.speech.vad import FRAME
+from actors.speech.vad_actor import VadConfig
 from protocol.codec import Codec
-from protocol.native import Config, Error, Final, ServerFrame
+from protocol.native import Config, Final, ServerFrame
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
 from service.session.ports import (
@@ -44,6 +48,7 @@ from service.session.ports import (
     SessionLimits,
     StreamOptions,
     Transcriber,
+    Vad,
 )
 from service.session.reader import Command, read_frames
 from service.session.segmenting import Segmented, segment_audio
@@ -69,11 +74,13 @@ async def run_session(
     annotate: Callable[[Final], Final] = lambda frame: frame,
     session_id: str | None = None,
     on_start: Callable[[SessionHandle], object] = lambda handle: None,
+    vad: Vad | None = None,
 ) -> SessionStatistics:
     """Serve one connection until it ends; returns the session's last statistics.
 
     `config` is the route's, already checked (`service.session.config.check_config`). The
-    caller gets the session's handle (`on_start`) before anything else happens.
+    caller gets the session's handle (`on_start`) before anything else happens. `vad` is the
+    shared VAD actor; without it the segmenter runs its own VAD inline.
     """
     hooks = hooks or NoHooks()
     state = SessionState(session_id=session_id or new_session_id())
@@ -109,6 +116,7 @@ async def run_session(
                 state,
                 options,
                 hooks,
+                vad,
             )
             nursery.start_soon(
                 transcribe_segments, transcriber, events_recv, frames_send, state, options, annotate
@@ -130,6 +138,7 @@ async def run_session(
 FLOAT32 = 4
 DECODE_BYTES_PER_BYTE = 16  # 8 kHz G.711: 1 byte, 2 float32 samples at 16 kHz, and copies
 FRAME_BYTES = 16 << 10  # one server frame at most: a long final with its words
+VAD_REQUEST_BYTES = VadConfig().max_frames * FRAME * FLOAT32 * 2  # one request out, with copies
 
 
 def memory_bound(limits: SessionLimits, config: Config) -> int:
@@ -145,11 +154,8 @@ def memory_bound(limits: SessionLimits, config: Config) -> int:
         (queue + 1) * limits.max_frame_bytes  # commands, and the one the reader is sending
         + decoding
         + int(ring_s * SAMPLE_RATE) * FLOAT32  # the segmenter's ring
+        + VAD_REQUEST_BYTES
         + (queue + 1) * utterance  # segmented events, and the one the segmenter is sending
         + (queue + 4) * utterance  # the transcriber client's finals, partial and in flight
         + (queue + 3) * FRAME_BYTES  # frames, and the one each of three senders is sending
     )
-
-
-def config_problem(error: msgspec.ValidationError) -> Error:
-    return Error(code="invalid_config", message=str(error), fatal=True)

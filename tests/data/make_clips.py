@@ -29,7 +29,7 @@ Samples = npt.NDArray[np.float32]
 def speak(text: str = SENTENCE) -> tuple[Samples, int]:
     """Return espeak-ng's rendering of `text` as float32 mono and its sample rate."""
     wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
-    with av.open(io.BytesIO(wav)) as container:
+    with av.open(io.BytesIO(wav), "r") as container:
         stream = container.streams.audio[0]
         chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
         rate = stream.rate
@@ -53,6 +53,7 @@ def encode_clip(
         buffer, "w", format=container, container_options=container_options or {}
     ) as output:
         stream = output.add_stream(codec, rate=rate, options=options or {})
+        assert isinstance(stream, av.AudioStream)  # `codec` names an audio codec
         stream.layout = layout
         if codec == "vorbis":
             stream.codec_context.options = {"strict": "experimental"}

@@ -1,0 +1,143 @@
+"""The tree reads from the door: no module imports one that imports it back, and the layers
+point one way (`service` → `actors` → `protocol`).
+
+Read from the source (the AST), not from `sys.modules`, so an import inside a function or under
+`if TYPE_CHECKING:` counts the same as one at the top: a local import only hides a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("protocol", "actors", "service", "bench")
+
+# Which top-level packages each package may not import (anything else of ours is allowed).
+FORBIDDEN = {
+    "protocol": {"actors", "service", "bench"},
+    "actors": {"service", "bench"},
+    "service": {"bench"},
+}
+# STYLE.md: `protocol/` is sans-IO and never imports trio; only `service/` imports Starlette.
+FORBIDDEN_LIBRARIES = {
+    "protocol": {"trio", "starlette"},
+    "actors": {"starlette"},
+    "bench": {"starlette"},
+}
+
+Graph = dict[str, set[str]]
+
+
+def module_files() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    return modules
+
+
+def imported_names(module: str, path: Path) -> Iterator[str]:
+    """Every dotted name `module` imports, anywhere in its source (relative imports resolved);
+    `from a import b` yields both `a.b` and `a`, since `b` may be a module or a name."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            yield source
+            yield from (f"{source}.{alias.name}" for alias in node.names)
+
+
+def import_graph() -> tuple[Graph, Graph]:
+    """(edges between our modules, the third-party top-level names each module imports)."""
+    files = module_files()
+    ours: Graph = {}
+    theirs: Graph = {}
+    for module, path in files.items():
+        ours[module], theirs[module] = set(), set()
+        for name in imported_names(module, path):
+            if name.split(".")[0] not in PACKAGES:
+                theirs[module].add(name.split(".")[0])
+                continue
+            target = name
+            while target and target not in files:  # `a.b.Name` → module `a.b`
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                ours[module].add(target)
+    return ours, theirs
+
+
+def cycles(graph: Graph) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_circles() -> None:
+    ours, _ = import_graph()
+    circles = [
+        [f"{module} -> {sorted(ours[module] & set(component))}" for module in component]
+        for component in cycles(ours)
+    ]
+    assert circles == []
+
+
+def test_the_layers_point_one_way() -> None:
+    ours, theirs = import_graph()
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in sorted(ours.items())
+        for target in sorted(targets)
+        if target.split(".")[0] in FORBIDDEN.get(module.split(".")[0], set())
+    ]
+    wrong += [
+        f"{module} imports {library}"
+        for module, libraries in sorted(theirs.items())
+        for library in sorted(libraries)
+        if library in FORBIDDEN_LIBRARIES.get(module.split(".")[0], set())
+    ]
+    assert wrong == []
+
+
+def test_the_checks_see_local_imports_and_circles() -> None:
+    """The checks themselves: a function-level import is an edge, and a circle is found."""
+    _, theirs = import_graph()
+    assert "textblob" in theirs["actors.model.sentiment"]  # imported inside a function
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
