@@ -78,6 +78,7 @@ class LoadSettings:
     max_clip_s: float
     same_speech: bool
     language: str
+    no_interim: bool
     max_p95: float
     max_first_text: float
     wer_margin: float
