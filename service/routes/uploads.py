@@ -17,8 +17,9 @@ Each request owns its work, in three steps that every upload route takes through
    priority, so live sessions keep their latency. A child task watches for `http.disconnect`
    and cancels the work when the client goes; the actor drops the jobs it has not run.
 
-Each route takes the app's `Runtime` once, at the top of the request (`Runtime.of(request)`),
-and hands each step the pieces it uses.
+Each route gets the app's `Runtime` once, from step 1 (`Uploads.admit`: 503 `not_running` in
+the route's own error shape while the app is not running), and hands each step the pieces it
+uses.
 
 Routes: `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`, `GET /v1/models`,
 `GET /v1/models/{model}` (OpenAI's shapes, `protocol/openai.py`; errors as
