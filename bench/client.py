@@ -48,6 +48,7 @@ class StreamOptions:
     drain_s: float = 30.0  # how long to wait for `stopped` after the last chunk
     connect_timeout_s: float = 10.0
     language: str = "en"
+    interim: bool = True  # False asks Chorus for finals only (`interim=false`): the model's ceiling
 
 
 @attrs.frozen

@@ -78,6 +78,7 @@ class LoadSettings:
     max_clip_s: float
     same_speech: bool
     language: str
+    no_interim: bool
     max_p95: float
     max_first_text: float
     wer_margin: float
@@ -165,6 +166,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> LoadSettings:
         help="every client streams the same conversation (default: each says other clips)",
     )
     load.add_argument("--language", default="en")
+    load.add_argument(
+        "--no-interim",
+        action="store_true",
+        help="Chorus clients ask for finals only (interim=false): what the model holds without "
+        "partials, the ceiling partials can only lower (pair with a large --max-first-text)",
+    )
     judge = parser.add_argument_group("criteria")
     judge.add_argument("--max-p95", type=float, default=2.0, help="p95 final latency limit (s)")
     judge.add_argument(
@@ -306,6 +313,7 @@ class Invocation:
                 chunk_s=arguments.chunk_ms / 1000,
                 drain_s=arguments.drain_s,
                 language=arguments.language,
+                interim=not arguments.no_interim,
             ),
             stagger_s=arguments.stagger,
             server_pid=server.pid if server.pid > 0 else None,

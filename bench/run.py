@@ -69,13 +69,21 @@ class RunPlan:
         )
 
 
+def session_url(driver: Driver, base: str, stream: StreamOptions) -> str:
+    """The WebSocket URL each client opens; `interim=False` asks Chorus for finals only."""
+    url = driver.ws_url(base, stream.language)
+    if not stream.interim and driver.name == "chorus":
+        url += "&interim=false"
+    return url
+
+
 async def run_load(plan: RunPlan, conversations: Sequence[Conversation]) -> RunFigures:
     """Stream one conversation per client, all at once, and reduce what they saw to figures."""
     health = plan.driver.has_health
     if health:
         await wait_idle(plan.url)
     before = await fetch_health(plan.url) if health else None
-    ws_url = plan.driver.ws_url(plan.url, plan.stream.language)
+    ws_url = session_url(plan.driver, plan.url, plan.stream)
     records: list[SessionRecord] = []
     sampler = UsageSampler(plan.server_pid) if plan.server_pid is not None else None
     begin, cpu_begin = trio.current_time(), time.process_time()

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from service.app import create_app
 from service.cli import hypercorn_settings, refuse_open
 from service.config import Settings
+from service.runtime import setup
 
 settings = Settings.from_env()
 if (refusal := refuse_open(settings)) is not None:
@@ -39,4 +40,4 @@ logging.basicConfig(
 app = create_app(settings)
 
 # `chorus serve`'s hypercorn settings, for `-c python:service.asgi.hypercorn_config`
-hypercorn_config = SimpleNamespace(**hypercorn_settings(settings, app.state.security.limits))
+hypercorn_config = SimpleNamespace(**hypercorn_settings(settings, setup(app).security.limits))

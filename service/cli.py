@@ -124,6 +124,7 @@ def serve(settings: Settings) -> int:
 
     from actors.model.weights import ModelNotFound
     from service.app import create_app, drain_sessions, load_whisper
+    from service.runtime import setup
 
     if (refusal := refuse_open(settings)) is not None:
         print(f"chorus: {refusal}", file=sys.stderr)
@@ -138,7 +139,7 @@ def serve(settings: Settings) -> int:
         return 1
     app = create_app(settings, model=model)
     config = HypercornConfig()
-    for name, value in hypercorn_settings(settings, app.state.security.limits).items():
+    for name, value in hypercorn_settings(settings, setup(app).security.limits).items():
         setattr(config, name, value)
 
     async def run() -> None:

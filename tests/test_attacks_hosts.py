@@ -30,6 +30,7 @@ from actors.store.actor import StoreClosed
 from actors.transcriber.actor import TranscriberClosed
 from service.app import create_app
 from service.config import Settings
+from service.runtime import runtime, setup
 
 EVIL = "evil.example"
 
@@ -183,7 +184,7 @@ async def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> No
 async def failed_health(app: Starlette, http: httpx.AsyncClient) -> httpx.Response:
     """`/health` once the death is named: after the actors opened inside the dead one close."""
     with trio.fail_after(10):
-        await app.state.actors.wait_died()
+        await setup(app).actors.wait_died()
     return await http.get("/health")
 
 
@@ -198,7 +199,7 @@ async def test_a_dead_store_turns_health_to_503_naming_it(
             raise ZeroDivisionError("not an SQLite error")
 
         with pytest.raises(StoreClosed):
-            await app.state.store._write(not_sqlite)  # the writer dies of it
+            await runtime(app).store._write(not_sqlite)  # the writer dies of it
         health = await failed_health(app, http)
         assert health.status_code == 503
         assert health.json()["status"] == "failed" and health.json()["died"] == ["store"]
@@ -212,7 +213,7 @@ async def test_a_dead_transcriber_turns_health_to_503_naming_it(tmp_path: Path) 
     async with serve_app(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
         request = Request(np.zeros(16000, np.float32))
         with pytest.raises(TranscriberClosed):  # a job its worker loop cannot rank kills it
-            await app.state.transcriber.transcribe(request, priority=cast(Priority, "urgent"))
+            await runtime(app).transcriber.transcribe(request, priority=cast(Priority, "urgent"))
         health = await failed_health(app, http)
         assert health.status_code == 503
         assert health.json()["died"] == ["transcriber"]

@@ -38,6 +38,7 @@ from service.app import create_app
 from service.config import Settings
 from service.policy.limits import Limits
 from service.policy.security import SecurityConfig
+from service.runtime import runtime
 
 
 def _make_clips() -> ModuleType:
@@ -204,7 +205,7 @@ async def stop(ws: WebSocketConnection) -> None:
 async def slots_free(app: Any) -> None:
     """Wait until the server has given back every session slot (after its close handshake)."""
     with trio.fail_after(5):
-        while app.state.gate.sessions:
+        while runtime(app).gate.sessions:
             await trio.testing.wait_all_tasks_blocked(0.01)
 
 

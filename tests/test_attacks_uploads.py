@@ -26,6 +26,7 @@ from service.app import create_app
 from service.config import Settings
 from service.policy.limits import Limits
 from service.policy.security import ApiKeys, SecurityConfig
+from service.runtime import runtime
 
 KEYS = ApiKeys.from_env({"CHORUS_API_KEYS": "alice:key-alice,bob:key-bob,carol:key-carol"})
 OPENAI = "/v1/audio/transcriptions"
@@ -216,7 +217,7 @@ async def test_transcription_stops_when_the_client_disconnects(tmp_path: Path) -
         # time nothing is left to run
         await trio.testing.wait_all_tasks_blocked(0.5)
         assert 0 < len(model.seen) <= FileOptions().in_flight < utterances
-        assert app.state.transcriber.statistics().dropped > 0
+        assert runtime(app).transcriber.statistics().dropped > 0
 
 
 # -- small items ------------------------------------------------------------------------------

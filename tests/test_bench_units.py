@@ -19,6 +19,7 @@ from trio_websocket import WebSocketRequest, serve_websocket
 
 from bench.audio import SAMPLE_RATE, Clip, make_clip, read_audio, speech_bounds, speech_dir
 from bench.client import (
+    CHORUS_DRIVER,
     Arrival,
     Outcome,
     SessionRecord,
@@ -36,7 +37,7 @@ from bench.figures import (
 )
 from bench.load import compare
 from bench.report import load_markdown, write_load
-from bench.run import Criteria, RunPlan, judge, run_load, search_capacity
+from bench.run import Criteria, RunPlan, judge, run_load, search_capacity, session_url
 from bench.schema import (
     CapacitySearch,
     Health,
@@ -362,3 +363,12 @@ def test_judge_applies_the_criteria() -> None:
     worse = judge(summarize(plan, [wrong], wall_s=1.0), Criteria(max_p95_final_s=5.0), 0.0)
     assert not worse.held
     assert "WER" in worse.verdict
+
+
+def test_finals_only_clients_ask_chorus_for_no_partials() -> None:
+    base = "http://127.0.0.1:8000"
+    default = session_url(CHORUS_DRIVER, base, StreamOptions())
+    assert "interim" not in default
+    finals_only = session_url(CHORUS_DRIVER, base, StreamOptions(interim=False))
+    assert finals_only == default + "&interim=false"
+    assert finals_only.startswith("ws://127.0.0.1:8000/v1/stream?")

@@ -23,6 +23,7 @@ from actors.transcriber.actor import TranscriberConfig, open_transcriber
 from service.app import create_app
 from service.config import Settings
 from service.policy.capacity import CapacityMeter, Counters
+from service.runtime import runtime
 
 
 def test_nothing_is_refused_before_anything_was_measured() -> None:
@@ -143,7 +144,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
     weather = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
     async with serve_app(app) as address:
-        meter: CapacityMeter = app.state.capacity
+        meter: CapacityMeter = runtime(app).capacity
         meter.final_cost, meter.speech_fraction = 0.9, 0.8  # one session fits (1.0 / 0.8)
         meter.trust_audio_s = 0
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
@@ -166,7 +167,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
             frames = await receive_all(ws)
         assert frames[-1]["type"] == "stopped" and frames[-1]["utterances"] == 1
         with trio.fail_after(5):
-            await app.state.live.wait_empty()
+            await runtime(app).live.wait_empty()
         async with connect(f"ws://{address}/v1/stream") as ws:  # room again once it left
             await send_json(ws, {"type": "stop"})
             assert (await receive_all(ws))[-1]["type"] == "stopped"
@@ -180,7 +181,7 @@ async def test_a_cold_server_takes_a_burst_then_waits_for_measurements(tmp_path:
         connect(f"ws://{address}/v1/stream") as first,
         connect(f"ws://{address}/v1/stream") as second,
     ):
-        assert app.state.capacity.cost is None  # nothing measured yet
+        assert runtime(app).capacity.cost is None  # nothing measured yet
         refusal = await rejected(f"ws://{address}/v1/stream")
         assert refusal.status_code == 503
         for ws in (first, second):

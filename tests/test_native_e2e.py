@@ -20,6 +20,7 @@ from ws_client import connect, receive_all, send_audio, send_json
 from actors.model.port import SpeechModel
 from service.app import create_app
 from service.config import Settings
+from service.runtime import runtime
 
 SETTINGS = Settings(model="tiny.en", partial_interval_s=0.5)
 
@@ -119,7 +120,7 @@ async def test_eight_sessions_share_batches_and_keep_their_own_words(
         async with trio.open_nursery() as nursery:
             for index, name in enumerate(names):
                 nursery.start_soon(session, index, name)
-        stats = app.state.transcriber.statistics()
+        stats = runtime(app).transcriber.statistics()
     for index, name in enumerate(names):
         assert clips[name] <= heard[index], (name, heard[index])
         for other, other_words in clips.items():

@@ -22,6 +22,7 @@ from service.app import create_app
 from service.config import Settings
 from service.policy.limits import Limits
 from service.policy.security import AllowedOrigins, ApiKeys, SecurityConfig
+from service.runtime import runtime
 
 
 async def refused_status(url: str, headers: list[tuple[str, str]] | None = None) -> int:
@@ -134,7 +135,7 @@ async def test_overloaded_server_refuses_new_sessions_up_front(tmp_path: Path) -
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
         await send_audio(ws, speech)
         with trio.fail_after(10):
-            while max((s.statistics().lag_s for s in app.state.live.values()), default=0) <= 1.0:  # noqa: ASYNC110
+            while max((s.statistics().lag_s for s in runtime(app).live.values()), default=0) <= 1.0:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         assert (await rejected(f"ws://{address}/v1/stream")).status_code == 503
         model.gate.set()
@@ -149,9 +150,10 @@ async def test_shutdown_drains_live_sessions_then_closes_1012(tmp_path: Path) ->
     app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
     garden = load(DATA / "garden.wav")
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
+        live = runtime(app).live
         await send_audio(ws, garden[: len(garden) * 2 // 3])  # mid-utterance
         with trio.fail_after(10):
-            while not any(s.statistics().received_s for s in app.state.live.values()):  # noqa: ASYNC110
+            while not any(s.statistics().received_s for s in live.values()):  # noqa: ASYNC110
                 await trio.sleep(0.01)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain_sessions, app, 10.0)
@@ -159,7 +161,7 @@ async def test_shutdown_drains_live_sessions_then_closes_1012(tmp_path: Path) ->
     kinds = [f["type"] for f in frames]
     assert "final" in kinds and kinds[-1] == "stopped"
     assert ws.closed is not None and ws.closed.code == 1012
-    assert not app.state.live
+    assert not live
 
 
 async def test_health_and_metrics_report_the_actors(tmp_path: Path) -> None:

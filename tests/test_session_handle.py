@@ -21,6 +21,7 @@ from protocol.native import Config, Final, Stopped, encoder
 from protocol.native import Stop as StopFrame
 from service.app import create_app
 from service.config import Settings
+from service.runtime import runtime
 from service.session.handle import SessionHandle
 from service.session.ports import StreamOptions
 from service.session.state import SessionStatistics
@@ -96,22 +97,23 @@ async def test_statistics_reflect_the_audio_received_and_the_finals_owed() -> No
 
 
 async def test_a_stopped_session_leaves_the_live_sessions(tmp_path: Path) -> None:
-    """Through the app: the session's handle is in `app.state.live` while it runs; once
+    """Through the app: the session's handle is in the live sessions while it runs; once
     stopped it ends on its own (closed with the code given) and leaves."""
     app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
     async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
+        live = runtime(app).live
         await send_audio(ws, np.concatenate([load(DATA / "weather.wav")] * 2))
         with trio.fail_after(10):
-            while not any(s.statistics().received_s for s in app.state.live.values()):  # noqa: ASYNC110
+            while not any(s.statistics().received_s for s in live.values()):  # noqa: ASYNC110
                 await trio.sleep(0.01)
-        [handle] = app.state.live.values()
+        [handle] = live.values()
         handle.stop("server_shutdown", 1012)
         frames = await receive_all(ws)
         with trio.fail_after(10):
-            await app.state.live.wait_empty()
+            await live.wait_empty()
     assert frames[-1]["type"] == "stopped"
     assert ws.closed is not None and ws.closed.code == 1012
-    assert handle.session_id not in app.state.live
+    assert handle.session_id not in live
     assert handle.statistics().stop_reason == "server_shutdown"
 
 
@@ -119,12 +121,13 @@ async def test_a_recordings_connection_is_stopped_through_its_handle(tmp_path: P
     """`WS /ws` (recordings) is a live session too: its handle stops it the same way."""
     app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
     async with serve_app(app) as address, connect(f"ws://{address}/ws") as ws:
+        live = runtime(app).live
         with trio.fail_after(10):
-            while not app.state.live:  # noqa: ASYNC110
+            while not live:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-        [handle] = app.state.live.values()
+        [handle] = live.values()
         handle.stop("server_shutdown", 1012)
         with trio.fail_after(10):
-            await app.state.live.wait_empty()
+            await live.wait_empty()
             await receive_all(ws)
     assert ws.closed is not None and ws.closed.code == 1012

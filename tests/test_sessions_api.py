@@ -22,9 +22,7 @@ from service.routes.sessions import sessions_routes
 
 @asynccontextmanager
 async def serving(store: StoreHandle | None) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=sessions_routes())
-    if store is not None:
-        app.state.store = store
+    app = Starlette(routes=sessions_routes(lambda request: store))
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = 0.1

@@ -29,6 +29,7 @@ from protocol.native import Config, encoder
 from protocol.native import Stop as StopFrame
 from service.app import create_app
 from service.config import Settings
+from service.runtime import runtime, setup
 from service.session.ports import StreamOptions
 from service.session.supervisor import run_session
 from service.supervision import ActorWatch
@@ -281,12 +282,12 @@ async def test_the_apps_vad_actor_dying_turns_health_to_503_naming_it(tmp_path: 
     app = create_app(Settings(model="fake", data_dir=tmp_path), model=FakeModel())
     async with serve_app(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
         assert (await http.get("/health")).status_code == 200
-        vad: VadHandle = app.state.vad
+        vad = runtime(app).vad
         with vad.open_stream() as stream, pytest.raises(VadClosed):
             # frames that are not 512 samples wide: the model raises, the actor dies of it
             await vad._submit(stream._stream, np.zeros((1, 100), np.float32))
         with trio.fail_after(10):
-            await app.state.actors.wait_died()
+            await setup(app).actors.wait_died()
         health = await http.get("/health")
         assert health.status_code == 503 and health.json()["died"] == ["vad"]
         assert health.json()["died_of"]["vad"].startswith("ValueError")

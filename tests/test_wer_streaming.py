@@ -30,6 +30,7 @@ from actors.model.weights import resolve_model
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
 from service.app import create_app
 from service.config import Settings
+from service.runtime import runtime
 from service.session.transcribing import CONTEXT_FINALS
 
 SESSIONS = 8
@@ -100,7 +101,7 @@ async def test_streaming_wer_is_within_a_point_of_offline(tiny_model: SpeechMode
         async with trio.open_nursery() as nursery:
             for _ in range(SESSIONS):
                 nursery.start_soon(client, address)
-        stats = app.state.transcriber.statistics()
+        stats = runtime(app).transcriber.statistics()
     live = [normalize(streamed[i]) for i in range(len(files))]
     alone = [normalize(text) for text in unloaded_transcripts(tiny_model, audios)]
     offline = await trio.to_thread.run_sync(offline_transcripts, files)

@@ -1,8 +1,12 @@
 """Size, time and concurrency limits, the admission gate for sessions, and the upload cap.
 
-`Limits` is the configuration (each from an environment variable, each with a default). The
-session pipeline enforces the frame, message, idle and session-length limits; this module
-enforces the rest:
+`Limits` is the configuration (each from an environment variable, each with a default), read
+once at start-up (`SecurityConfig.from_env()`, or given to `create_app()`) and handed down. The
+session pipeline enforces the frame, message, idle, send and session-length limits and sizes its
+stage channels with `stage_queue_size`: `session_limits()` is the one place its
+`SessionLimits` are made from these, and the defaults they share are the pipeline's own
+(`service/session/ports.py`).
+This module enforces the rest:
 
 * `SessionGate` counts live sessions per client and in total. `admit(client)` either returns an
   `Admission` (a context manager that gives the slot back on exit, even on error or cancel) or
@@ -24,8 +28,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.policy.refusal import Refusal
+from service.session.ports import SessionLimits
 
 _MiB = 1 << 20
+_SESSION = SessionLimits()  # the session pipeline's defaults are the server's
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float, kind: type) -> float:
@@ -43,17 +49,20 @@ def _positive(environ: Mapping[str, str], name: str, default: float, kind: type)
 
 @attrs.frozen
 class Limits:
-    max_frame_bytes: int = _MiB
-    max_message_bytes: int = 64 * 1024
+    max_frame_bytes: int = _SESSION.max_frame_bytes
+    max_message_bytes: int = _SESSION.max_message_bytes
     # one base64 `audio` message (or binary frame) of a whole recording on `WS /ws`
     max_audio_message_bytes: int = 25 * _MiB
     max_upload_bytes: int = 100 * _MiB
     max_upload_s: float = (
         4 * 3600.0
     )  # audio one upload may decode to (a 40 kB file can claim hours)
-    max_session_s: float = 4 * 3600.0
-    idle_timeout_s: float = 30.0
-    audio_idle_timeout_s: float = 600.0  # keepalives alone hold a session this long at most
+    max_session_s: float = _SESSION.max_session_s
+    idle_timeout_s: float = _SESSION.idle_timeout_s
+    # keepalives alone hold a session this long at most
+    audio_idle_timeout_s: float = _SESSION.audio_idle_timeout_s
+    send_timeout_s: float = _SESSION.send_timeout_s  # a client that reads nothing: dropped
+    stage_queue_size: int = _SESSION.queue_size  # items per channel between a session's stages
     max_sessions_per_client: int = 10
     max_sessions: int = 200
     max_uploads_per_client: int = 2  # uploads in flight (body, decode, transcription)
@@ -65,7 +74,8 @@ class Limits:
         """`CHORUS_MAX_FRAME_BYTES`, `…_MESSAGE_BYTES`, `…_AUDIO_MESSAGE_BYTES`,
         `…_UPLOAD_BYTES`, `…_UPLOAD_S`,
         `CHORUS_MAX_SESSION_S`,
-        `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_AUDIO_IDLE_TIMEOUT_S`, `CHORUS_MAX_SESSIONS_PER_CLIENT`,
+        `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_AUDIO_IDLE_TIMEOUT_S`, `CHORUS_SEND_TIMEOUT_S`,
+        `CHORUS_STAGE_QUEUE_SIZE`, `CHORUS_MAX_SESSIONS_PER_CLIENT`,
         `CHORUS_MAX_SESSIONS`, `CHORUS_MAX_UPLOADS_PER_CLIENT`, `CHORUS_MAX_UPLOADS`,
         `CHORUS_UPLOAD_READ_TIMEOUT_S`."""
         default = cls()
@@ -89,6 +99,8 @@ class Limits:
             audio_idle_timeout_s=seconds(
                 "CHORUS_AUDIO_IDLE_TIMEOUT_S", default.audio_idle_timeout_s
             ),
+            send_timeout_s=seconds("CHORUS_SEND_TIMEOUT_S", default.send_timeout_s),
+            stage_queue_size=whole("CHORUS_STAGE_QUEUE_SIZE", default.stage_queue_size),
             max_sessions_per_client=whole(
                 "CHORUS_MAX_SESSIONS_PER_CLIENT", default.max_sessions_per_client
             ),
@@ -100,6 +112,18 @@ class Limits:
             upload_read_timeout_s=seconds(
                 "CHORUS_UPLOAD_READ_TIMEOUT_S", default.upload_read_timeout_s
             ),
+        )
+
+    def session_limits(self) -> SessionLimits:
+        """What one session's pipeline enforces (`service/session/`), from these."""
+        return SessionLimits(
+            max_frame_bytes=self.max_frame_bytes,
+            max_message_bytes=self.max_message_bytes,
+            idle_timeout_s=self.idle_timeout_s,
+            audio_idle_timeout_s=self.audio_idle_timeout_s,
+            max_session_s=self.max_session_s,
+            send_timeout_s=self.send_timeout_s,
+            queue_size=self.stage_queue_size,
         )
 
     @property

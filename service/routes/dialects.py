@@ -1,7 +1,8 @@
 """The compatible WebSocket dialects (DESIGN §4.2): Deepgram and the three seed protocols.
 
-Each route reads its options and hands the connection to `service.session.admission.serve_session`,
-as the native route does (`service/routes/stream.py`): admission, accept, store hooks and the one
+Each route reads its options and hands the connection, with the session services of the app's
+runtime (`Runtime.of(websocket).sessions`), to `service.session.admission.serve_session`, as the
+native route does (`service/routes/stream.py`): admission, accept, store hooks and the one
 session pipeline (`service.session.supervisor.run_session`) on the one transcriber actor, with the
 dialect's codec from `protocol/dialects/`; a dialect only changes the wire shapes. Sentiment
 (on by default on the call-intelligence route, `sentiment=true` elsewhere) is the session's
@@ -14,7 +15,8 @@ on the call route, the sessions' details) is sent when the query string asks (`i
 seed did, unless the recording policy or `record=false` says not to.
 
 Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws`
-(recordings: `service/routes/recordings.py`).
+(recordings: `service/routes/recordings.py`, under the app's `Limits`, given to
+`dialect_routes()` once).
 """
 
 from __future__ import annotations
@@ -40,36 +42,39 @@ from protocol.native import Config, Error, Final
 from service.policy.limits import Limits
 from service.routes.recordings import DECODES_AT_ONCE, serve_recordings
 from service.routes.stream import native_config
-from service.session.admission import serve_session
+from service.runtime import Runtime
+from service.session.admission import SessionServices, serve_session
 from service.session.config import check_config
 
 
-def dialect_routes() -> list[BaseRoute]:
+def dialect_routes(limits: Limits) -> list[BaseRoute]:
+    """The routes; `limits` are the app's (`WS /ws` enforces its own)."""
+    live_audio = functools.partial(
+        live_audio_endpoint, limits, trio.CapacityLimiter(DECODES_AT_ONCE)
+    )
     return [
         WebSocketRoute("/v1/listen", listen_endpoint),
         WebSocketRoute("/ws/v1/speech-to-text", speech_to_text_endpoint),
         WebSocketRoute("/ws/{client_id}", call_endpoint),
-        WebSocketRoute(
-            "/ws", functools.partial(live_audio_endpoint, trio.CapacityLimiter(DECODES_AT_ONCE))
-        ),
+        WebSocketRoute("/ws", live_audio),
     ]
 
 
 async def listen_endpoint(websocket: WebSocket) -> None:
     """Deepgram live streaming; bad options are refused before the upgrade with HTTP 400."""
+    services = Runtime.of(websocket).sessions
     try:
         config, options = parse_query(websocket.query_params)
     except QueryError as error:
         await _deny_deepgram(websocket, str(error))
         return
     created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    model = websocket.app.state.options.model
-    codec = DeepgramCodec(options, created=created, model=model)
+    codec = DeepgramCodec(options, created=created, model=services.options.model)
 
     async def refuse(problem: Error) -> None:  # what the model cannot do: also before the upgrade
         await _deny_deepgram(websocket, problem.message)
 
-    await serve_session(websocket, codec, config, route="/v1/listen", refuse=refuse)
+    await serve_session(websocket, services, codec, config, route="/v1/listen", refuse=refuse)
 
 
 async def _deny_deepgram(websocket: WebSocket, message: str) -> None:
@@ -91,24 +96,24 @@ def _printable_ascii(text: str) -> str:
 
 async def speech_to_text_endpoint(websocket: WebSocket) -> None:
     """Seed STT: options arrive in the `start` event (query parameters give the defaults)."""
-    options = websocket.app.state.options
+    services = Runtime.of(websocket).sessions
 
     def check(config: Config) -> str | None:
-        problem = check_config(config, options)
+        problem = check_config(config, services.options)
         return None if problem is None else problem.message
 
     # the seed saved every session (SQLite row and WAV): record unless the policy says never
-    store = getattr(websocket.app.state, "store", None)
-    record = store is not None and store.recording_policy.records(True)
+    record = services.store.recording_policy.records(True)
     params = {"record": str(record).lower(), **websocket.query_params}
     config = native_config(params)
     base = config if isinstance(config, Config) else Config()
     codec = SpeechToTextCodec(base, check, details=_flag(params, "details"))
-    await _serve(websocket, codec, config, "/ws/v1/speech-to-text")
+    await _serve(websocket, services, codec, config, "/ws/v1/speech-to-text")
 
 
 async def call_endpoint(websocket: WebSocket) -> None:
     """Seed call intelligence: base64 PCM chunks in, transcriptions with sentiment out."""
+    services = Runtime.of(websocket).sessions
     # the seed sent no partials: the model makes none unless the client asks (`interim=true`)
     params = {"sentiment": "true", "interim": "false", **websocket.query_params}
     config = native_config(params)
@@ -119,28 +124,35 @@ async def call_endpoint(websocket: WebSocket) -> None:
         interim=options.interim,
         details=_flag(params, "details"),
     )
-    await _serve(websocket, codec, config, "/ws/{client_id}")
+    await _serve(websocket, services, codec, config, "/ws/{client_id}")
 
 
-async def live_audio_endpoint(decodes: trio.CapacityLimiter, websocket: WebSocket) -> None:
+async def live_audio_endpoint(
+    limits: Limits, decodes: trio.CapacityLimiter, websocket: WebSocket
+) -> None:
     """Seeds "Audio WebSocket API" (003) / "Live Audio Transcript" (000): each `audio`
     message a recording, answered with `status` then `transcription` (`service.routes.recordings`);
     `?stream=true` keeps the earlier streaming dialect (PCM, partials and finals)."""
+    services = Runtime.of(websocket).sessions
     params = dict(websocket.query_params)
     if params.pop("stream", "").lower() in ("true", "1", "yes"):
-        await _serve(websocket, LiveAudioCodec(), native_config(params), "/ws")
+        await _serve(websocket, services, LiveAudioCodec(), native_config(params), "/ws")
         return
-    security = getattr(websocket.app.state, "security", None)
-    limits: Limits = security.limits if security is not None else Limits()
-    await serve_recordings(websocket, limits, decodes)
+    await serve_recordings(websocket, services, limits, decodes)
 
 
-async def _serve(websocket: WebSocket, codec: Codec, config: Config | Error, route: str) -> None:
+async def _serve(
+    websocket: WebSocket,
+    services: SessionServices,
+    codec: Codec,
+    config: Config | Error,
+    route: str,
+) -> None:
     annotate: Callable[[Final], Final] = _unchanged
     if isinstance(config, Config) and config.sentiment:
         await load_sentiment()
         annotate = annotate_sentiment
-    await serve_session(websocket, codec, config, route=route, annotate=annotate)
+    await serve_session(websocket, services, codec, config, route=route, annotate=annotate)
 
 
 def _flag(params: dict[str, str], name: str) -> bool:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import trio
 from starlette.routing import BaseRoute, Route
 
+from service.policy.limits import Limits
 from service.routes.openai_api import openai_routes
 from service.routes.uploads import DECODES_AT_ONCE, Uploads
 
 
-def upload_routes() -> list[BaseRoute]:
-    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE))
+def upload_routes(limits: Limits) -> list[BaseRoute]:
+    """The upload routes, under the app's `limits`."""
+    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE), limits)
     return [
         *openai_routes(uploads),
         Route("/transcribe", uploads.transcribe_seed, methods=["POST"]),

@@ -1,16 +1,16 @@
 """`GET /metrics`: Prometheus text exposition of the actors' statistics.
 
-Read-only: it asks each actor's handle for `statistics()` at request time; nothing here owns a
-task or keeps state between scrapes.
+Read-only: it asks each actor's handle in the app's `Runtime` for `statistics()` at request
+time; nothing here owns a task or keeps state between scrapes. While the lifespan is not
+running there are no actors to ask: only the (zero) session figures are shown.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
+from service.runtime import NotRunning, Runtime
 from service.session.admission import capacity_statistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,18 +31,18 @@ def _line(
     ]
 
 
-def render(state: Any) -> str:
+def render(runtime: Runtime | None) -> str:
+    """The metrics of a running app; without a runtime, the session figures only."""
     lines: list[str] = []
-    live = getattr(state, "live", {})
-    lines += _line("sessions_active", len(live), "Live streaming sessions.")
+    sessions = list(runtime.live.values()) if runtime is not None else []
+    lines += _line("sessions_active", len(sessions), "Live streaming sessions.")
     lines += _line(
         "session_lag_seconds_max",
-        max((s.statistics().lag_s for s in live.values()), default=0.0),
+        max((s.statistics().lag_s for s in sessions), default=0.0),
         "Largest lag of a live session behind its audio.",
     )
-    transcriber = getattr(state, "transcriber", None)
-    capacity = capacity_statistics(state)
-    if capacity is not None:
+    if runtime is not None:
+        capacity = capacity_statistics(runtime.capacity, runtime.transcriber, runtime.live)
         lines += _line(
             "capacity_speech_seconds_per_second",
             capacity.capacity_speech_s_per_s if capacity.capacity_speech_s_per_s else 0.0,
@@ -58,8 +58,7 @@ def render(state: Any) -> str:
             capacity.headroom if capacity.headroom is not None else -1,
             "More live sessions that fit now (-1 until measured).",
         )
-    if transcriber is not None:
-        stats = transcriber.statistics()
+        stats = runtime.transcriber.statistics()
         lines += _line("transcriber_batches_total", stats.batches, "Model batches run.", "counter")
         lines += _line("transcriber_items_total", stats.items, "Requests transcribed.", "counter")
         lines += _line(
@@ -81,18 +80,18 @@ def render(state: Any) -> str:
             f'chorus_transcriber_batch_size_total{{size="{size}"}} {count}'
             for size, count in stats.batch_sizes.items()
         ]
-    store = getattr(state, "store", None)
-    if store is not None:
-        stats = store.statistics()
-        lines += _line("store_writes_total", stats.writes, "Store writes committed.", "counter")
-        lines += _line("store_failed_total", stats.failed, "Store writes failed.", "counter")
-    limiter = getattr(state, "limiter", None)
-    if limiter is not None:
-        stats = limiter.statistics()
-        lines += _line("limiter_healthy", int(stats.healthy), "Rate-limit backend answers.")
-        lines += _line("limiter_refused_total", stats.refused, "Recordings refused.", "counter")
+        store = runtime.store.statistics()
+        lines += _line("store_writes_total", store.writes, "Store writes committed.", "counter")
+        lines += _line("store_failed_total", store.failed, "Store writes failed.", "counter")
+        limiter = runtime.limiter.statistics()
+        lines += _line("limiter_healthy", int(limiter.healthy), "Rate-limit backend answers.")
+        lines += _line("limiter_refused_total", limiter.refused, "Recordings refused.", "counter")
     return "\n".join(lines) + "\n"
 
 
 async def metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(render(request.app.state), media_type=CONTENT_TYPE)
+    try:
+        runtime: Runtime | None = Runtime.of(request)
+    except NotRunning:
+        runtime = None
+    return PlainTextResponse(render(runtime), media_type=CONTENT_TYPE)

@@ -45,6 +45,8 @@ from protocol.openai import (
     to_vtt,
 )
 from service.routes.uploads import UploadError, Uploads, form_language
+from service.runtime import Runtime
+from service.session.ports import StreamOptions
 
 ALIASES = ("whisper-1",)
 UNSPACED = frozenset({"zh", "ja", "yue", "th", "lo", "my", "km", "bo"})
@@ -66,7 +68,7 @@ def openai_routes(uploads: Uploads) -> list[BaseRoute]:
 
 
 def _models(request: Request) -> list[Model]:
-    return [Model(id=name) for name in (*ALIASES, request.app.state.options.model)]
+    return [Model(id=name) for name in (*ALIASES, Runtime.of(request).options.model)]
 
 
 async def list_models(request: Request) -> Response:
@@ -103,19 +105,20 @@ def _text_field(form: FormData, name: str) -> str | None:
 
 
 async def _transcribe(uploads: Uploads, request: Request, task: str) -> Response:
-    async with uploads.admit(request), uploads.open_form(request) as form:
-        fmt, granularities, file_options = _options(form, request, task)
+    async with uploads.admit(request) as runtime, uploads.open_form(request) as form:
+        fmt, granularities, file_options = _options(form, runtime.options, task)
         data = await uploads.uploaded_file(form)
-        transcript = await uploads.transcribe(request, data, file_options, not_audio=400)
+        transcript = await uploads.transcribe(
+            request, runtime.transcriber, data, file_options, not_audio=400
+        )
     body = render(transcript, fmt, task=task, words="word" in granularities)
     return Response(body, 200, media_type=MEDIA_TYPES[fmt])
 
 
 def _options(
-    form: FormData, request: Request, task: str
+    form: FormData, options: StreamOptions, task: str
 ) -> tuple[ResponseFormat, set[str], FileOptions]:
     """OpenAI's form fields, checked: (response format, timestamp granularities, options)."""
-    options = request.app.state.options
     model = _text_field(form, "model")
     if not model:
         raise UploadError(400, "missing_model", "you must provide a `model`", "model")
@@ -162,7 +165,7 @@ def _options(
             "timestamp_granularities[]",
         )
     file_options = FileOptions(
-        language=form_language(form.get("language"), request),
+        language=form_language(form.get("language"), options),
         task=task,
         prompt=_text_field(form, "prompt") or None,
         words=fmt in ("srt", "vtt", "verbose_json"),

@@ -61,11 +61,11 @@ class HealthTranscriber(msgspec.Struct, kw_only=True):
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """`GET /health` (written by `service.app.health`; `tests/test_api_docs.py` reads a real
+    """`GET /health` (written by `service.routes.health`; `tests/test_api_docs.py` reads a real
     answer back through this type). The details appear once the model is loaded; error texts
     (`last_error`, `died_of`) and disk figures only for callers that see every tenant."""
 
-    status: Literal["ok", "degraded", "starting", "failed"]
+    status: Literal["ok", "degraded", "starting", "stopped", "failed"]
     model: str
     sessions: int
     languages: list[str] | None = None
@@ -144,7 +144,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/health",
         "Server health",
         "server",
-        {200: ("ok or degraded", Health), 503: ("starting, or an actor died", Health)},
+        {200: ("ok or degraded", Health), 503: ("starting, stopped, or an actor died", Health)},
         public=True,
     ),
     Operation(

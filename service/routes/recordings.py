@@ -49,7 +49,7 @@ from protocol.native import Ping, Stop
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
-from service.session.admission import LiveSessions, admit_session
+from service.session.admission import SessionServices, admit_session
 from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
 from service.session.sockets import StarletteSocket
@@ -99,32 +99,34 @@ class Recording:
 
 
 async def serve_recordings(
-    websocket: WebSocket, limits: Limits, decodes: trio.CapacityLimiter
+    websocket: WebSocket,
+    services: SessionServices,
+    limits: Limits,
+    decodes: trio.CapacityLimiter,
 ) -> None:
     """Admit, accept and answer one connection's recordings until it closes."""
-    state = websocket.app.state
     client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
     try:
-        admission = await admit_session(state, client)
+        admission = await admit_session(services, client)
     except Refusal as refusal:
         log.info("refused /ws for %s: %s", client, refusal.code)
         await refuse_websocket(websocket, refusal)
         return
     socket = StarletteSocket(websocket)
     session = SessionState(session_id=new_session_id())
-    live: LiveSessions = state.live
+    live = services.live
+    recording = Recording(limits, decodes)
     try:
         await websocket.accept()
         live.add(SessionHandle(session))
         with session.reading:  # the handle's `stop` (a drain on shutdown) cancels it
-            await _answer(socket, state.transcriber, Recording(limits, decodes), limits, session)
+            await _answer(socket, services.transcriber, recording, limits, session)
         await socket.close(session.close_code)
     except ClientGone:
         pass
     finally:
         live.remove(session.session_id)
-        if admission is not None:
-            admission.release()
+        admission.release()
         with trio.CancelScope(shield=True):
             await socket.drain()
 

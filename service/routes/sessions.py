@@ -1,11 +1,12 @@
 """REST over the store: `GET/DELETE /v1/sessions…` (list, one session, its audio, delete).
 
-The routes hold no state: each request finds the store at `request.app.state.store` (a
-`StoreHandle` that the app lifespan opened) and answers JSON encoded by msgspec, or the WAV file
-(Starlette's `FileResponse`: `Accept-Ranges: bytes`, `Range` answered with 206, or 416 when it
-cannot be satisfied). Errors are `{"error": {"code", "message"}}`: 400 for a bad `limit` or
-cursor, 404 for an unknown session or a session without audio, 409 for a session still live
-(its audio is still being written and it cannot be deleted yet), 503 when the store is closed.
+The routes hold no state: each request finds the store through the lookup the routes were made
+with (in the app: the `StoreHandle` of its `Runtime`, which the lifespan opened) and answers
+JSON encoded by msgspec, or the WAV file (Starlette's `FileResponse`: `Accept-Ranges: bytes`,
+`Range` answered with 206, or 416 when it cannot be satisfied). Errors are
+`{"error": {"code", "message"}}`: 400 for a bad `limit` or cursor, 404 for an unknown session or
+a session without audio, 409 for a session still live (its audio is still being written and it
+cannot be deleted yet), 503 when the store is closed or the app is not running.
 Who may call them is decided in front of them (`service.policy.security.SecurityMiddleware`), and
 whose sessions they show here: each API key is a tenant that sees only the sessions it made
 (another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
@@ -20,7 +21,7 @@ from datetime import datetime
 
 import msgspec
 import trio
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -33,8 +34,11 @@ from actors.store.actor import (
     StoreHandle,
 )
 from service.policy.refusal import Refusal
+from service.runtime import Runtime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+StoreEndpoint = Callable[[StoreHandle, Request], Awaitable[Response]]
+StoreLookup = Callable[[HTTPConnection], StoreHandle | None]  # None: no store here
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
@@ -109,13 +113,6 @@ def _detail_out(detail: SessionDetail) -> SessionDetailOut:
     return SessionDetailOut(**fields, transcript=detail.transcript)
 
 
-def _store(request: Request) -> StoreHandle:
-    store: StoreHandle | None = getattr(request.app.state, "store", None)
-    if store is None:
-        raise Refusal(503, "store_unavailable", "sessions are not stored on this server")
-    return store
-
-
 def _not_found(session_id: str) -> Refusal:
     return Refusal(404, "not_found", f"no session {session_id!r}")
 
@@ -139,13 +136,13 @@ async def _visible(store: StoreHandle, request: Request, session_id: str) -> Ses
     return detail
 
 
-async def list_sessions(request: Request) -> Response:
+async def list_sessions(store: StoreHandle, request: Request) -> Response:
     text = request.query_params.get("limit", str(DEFAULT_PAGE))
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:  # not "²"
         raise Refusal(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
     tenant = _tenant(request)
     try:
-        page = await _store(request).list_sessions(
+        page = await store.list_sessions(
             client=request.query_params.get("client") if tenant is None else tenant,
             limit=int(text),
             cursor=request.query_params.get("next") or request.query_params.get("cursor"),
@@ -155,9 +152,8 @@ async def list_sessions(request: Request) -> Response:
     return _json(SessionPageOut([_session_out(s) for s in page.sessions], page.next))
 
 
-async def one_session(request: Request) -> Response:
+async def one_session(store: StoreHandle, request: Request) -> Response:
     session_id: str = request.path_params["session_id"]
-    store = _store(request)
     try:
         detail = await _visible(store, request, session_id)
         if request.method == "DELETE":
@@ -170,9 +166,8 @@ async def one_session(request: Request) -> Response:
         raise Refusal(409, "session_live", "the session has not ended yet") from None
 
 
-async def session_audio(request: Request) -> Response:
+async def session_audio(store: StoreHandle, request: Request) -> Response:
     session_id: str = request.path_params["session_id"]
-    store = _store(request)
     try:
         record = (await _visible(store, request, session_id)).session
     except SessionNotFound:
@@ -192,11 +187,20 @@ async def session_audio(request: Request) -> Response:
     )
 
 
-def _answering_refusals(endpoint: Endpoint) -> Endpoint:
+def _runtime_store(connection: HTTPConnection) -> StoreHandle:
+    return Runtime.of(connection).store
+
+
+def _answering_refusals(store_of: StoreLookup, endpoint: StoreEndpoint) -> Endpoint:
+    """`endpoint` given the store, with refusals (and a closed store) answered."""
+
     @functools.wraps(endpoint)
     async def answer(request: Request) -> Response:
         try:
-            return await endpoint(request)
+            store = store_of(request)
+            if store is None:
+                raise Refusal(503, "store_unavailable", "sessions are not stored on this server")
+            return await endpoint(store, request)
         except Refusal as refusal:
             return refusal.response()
         except StoreClosed:
@@ -205,18 +209,19 @@ def _answering_refusals(endpoint: Endpoint) -> Endpoint:
     return answer
 
 
-def sessions_routes() -> list[BaseRoute]:
-    """The routes; mount them in the app (they read `app.state.store`)."""
+def sessions_routes(store_of: StoreLookup = _runtime_store) -> list[BaseRoute]:
+    """The routes; `store_of` finds the store for a request (by default the app runtime's:
+    503 `not_running` while the app's lifespan is not running)."""
     return [
-        Route("/v1/sessions", _answering_refusals(list_sessions), methods=["GET"]),
+        Route("/v1/sessions", _answering_refusals(store_of, list_sessions), methods=["GET"]),
         Route(
             "/v1/sessions/{session_id}",
-            _answering_refusals(one_session),
+            _answering_refusals(store_of, one_session),
             methods=["GET", "DELETE"],
         ),
         Route(
             "/v1/sessions/{session_id}/audio",
-            _answering_refusals(session_audio),
+            _answering_refusals(store_of, session_audio),
             methods=["GET", "HEAD"],
         ),
     ]

@@ -1,8 +1,9 @@
 """`WS /v1/stream`: the native protocol route (DESIGN §4.1).
 
-The route reads the query into a `Config` (or an `Error` to answer) and hands the connection
-to `service.session.admission.serve_session`, which admits, accepts and runs the session with a
-`NativeCodec`. Sentiment, when asked for, is added to each final by `annotate`.
+The route reads the query into a `Config` (or an `Error` to answer) and hands the connection,
+with the app runtime's session services, to `service.session.admission.serve_session`, which
+admits, accepts and runs the session with a `NativeCodec`. Sentiment, when asked for, is added
+to each final by `annotate`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.websockets import WebSocket
 from actors.model.sentiment import annotate_sentiment
 from protocol.codec import NativeCodec
 from protocol.native import Config, Error, Final, config_from_query
+from service.runtime import Runtime
 from service.session.admission import serve_session
 
 
@@ -26,9 +28,15 @@ def native_config(query: dict[str, str]) -> Config | Error:
 
 
 async def stream_endpoint(websocket: WebSocket) -> None:
+    services = Runtime.of(websocket).sessions
     config = native_config(dict(websocket.query_params))
     await serve_session(
-        websocket, NativeCodec(), config, route="/v1/stream", annotate=sentiment_annotator(config)
+        websocket,
+        services,
+        NativeCodec(),
+        config,
+        route="/v1/stream",
+        annotate=sentiment_annotator(config),
     )
 
 

@@ -8,13 +8,18 @@ Each request owns its work, in three steps that every upload route takes through
    (`service.session.admission.admit`, as for sessions). The slot is held until the request is
    answered, however it ends.
 2. `open_form` reads the multipart body: at most `Limits.max_upload_bytes` (the app's limits,
-   from the environment and `.env`; 413 as soon as `Content-Length` or the bytes say so,
-   chunked or not), and all of it within `Limits.upload_read_timeout_s` (408), so a body that
-   trickles in (slowloris) gives its slot back whatever the ASGI server does.
+   read once when the app is built and given to `upload_routes()`; 413 as soon as
+   `Content-Length` or the bytes say so, chunked or not), and all of it within
+   `Limits.upload_read_timeout_s` (408), so a body that trickles in (slowloris) gives its slot
+   back whatever the ASGI server does.
 3. `transcribe`: `actors.transcriber.files.transcribe_file` decodes in a worker thread (at most
    `DECODES_AT_ONCE` at once) and puts the segments on the shared transcriber at `background`
    priority, so live sessions keep their latency. A child task watches for `http.disconnect`
    and cancels the work when the client goes; the actor drops the jobs it has not run.
+
+Each route gets the app's `Runtime` once, from step 1 (`Uploads.admit`: 503 `not_running` in
+the route's own error shape while the app is not running), and hands each step the pieces it
+uses.
 
 Routes: `POST /v1/audio/transcriptions`, `POST /v1/audio/translations`, `GET /v1/models`,
 `GET /v1/models/{model}` (OpenAI's shapes, `protocol/openai.py`; errors as
@@ -28,7 +33,7 @@ routes also use 400 for a file that is not audio, as OpenAI does, so its client 
 `BadRequestError`); 415 on `/transcribe` for a file that is not audio or has no decodable
 audio stream; 408 for a body slower than the deadline; 413 over the size limit; 429/503 over
 the upload caps; 500 when the model fails (the detail goes to the log, not the client); 503
-while it is not running.
+while the app is not running (`not_running`) or the transcriber is closing.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ from protocol import chatserver
 from protocol.dialects.languages import language_code
 from service.policy.limits import Limits, UploadTooLarge
 from service.policy.refusal import drain_body
-from service.session.admission import admit
+from service.runtime import NotRunning, Runtime
+from service.session.admission import SessionServices, admit
+from service.session.ports import StreamOptions
 
 log = logging.getLogger("chorus.uploads")
 
@@ -84,22 +91,25 @@ class UploadError(Exception):
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
+def _running(request: Request) -> Runtime:
+    """The app's runtime; while the app is not running, 503 in the route's own error shape."""
+    try:
+        return Runtime.of(request)
+    except NotRunning as refusal:
+        raise UploadError(
+            503, refusal.code, refusal.message, retry_after=refusal.retry_after
+        ) from None
+
+
 def _client(request: Request) -> str:
     """The identity `SecurityMiddleware` gave the caller (`request.state.client`)."""
     return str(request.scope.get("state", {}).get("client") or "anonymous")
 
 
-def upload_limits(request: Request) -> Limits:
-    """The app's limits (read once at start from the environment and `.env`)."""
-    security = getattr(request.app.state, "security", None)
-    limits: Limits = security.limits if security is not None else Limits()
-    return limits
-
-
-async def check_admission(request: Request) -> None:
+async def check_admission(services: SessionServices, client: str) -> None:
     """Refuse an upload the way a session would be refused: over the client's rate limit
     (429) or while the transcriber is not keeping up with live sessions (503)."""
-    refusal = await admit(request.app.state, _client(request), live_session=False)
+    refusal = await admit(services, client, live_session=False)
     if refusal is not None:
         raise UploadError(
             refusal.status_code, refusal.code, refusal.message, retry_after=refusal.retry_after
@@ -144,23 +154,27 @@ class UploadSlots:
 
 
 class Uploads:
-    """What the upload routes share: the decode limiter and the upload slots."""
+    """What the upload routes share: the decode limiter, the upload slots and the limits."""
 
-    def __init__(self, decodes: trio.CapacityLimiter) -> None:
+    def __init__(self, decodes: trio.CapacityLimiter, limits: Limits) -> None:
         self.decodes = decodes
         self.slots = UploadSlots()
+        self.limits = limits
 
     @asynccontextmanager
-    async def admit(self, request: Request) -> AsyncIterator[None]:
-        """Every upload route's first step, before a byte of the body is read: a slot under
-        the upload caps (checked first, so a refused upload spends no rate-limit token), then
-        `check_admission`. The slot is given back when the block ends, however it ends."""
+    async def admit(self, request: Request) -> AsyncIterator[Runtime]:
+        """Every upload route's first step, before a byte of the body is read: the app's
+        runtime (503 `not_running` without one), a slot under the upload caps (checked first,
+        so a refused upload spends no rate-limit token), then `check_admission`. The slot is
+        given back when the block ends, however it ends."""
         admitted = False
+        client = _client(request)
         try:
-            with self.slots.take(_client(request), upload_limits(request)):
-                await check_admission(request)
+            runtime = _running(request)
+            with self.slots.take(client, self.limits):
+                await check_admission(runtime.sessions, client)
                 admitted = True
-                yield
+                yield runtime
         except UploadError:
             if not admitted:
                 await drain_body(request.receive)  # refused before the body: read a small one
@@ -171,7 +185,7 @@ class Uploads:
         """The multipart body, refused with 413 once it passes the size limit and with 408
         if it is not all there by the read deadline; the uploaded file's spool is closed when
         the block ends, however it ends."""
-        limits = upload_limits(request)
+        limits = self.limits
         limit = limits.max_upload_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -213,14 +227,17 @@ class Uploads:
         return upload.file
 
     async def transcribe(
-        self, request: Request, data: BinaryIO, options: FileOptions, *, not_audio: int
+        self,
+        request: Request,
+        transcriber: TranscriberHandle,
+        data: BinaryIO,
+        options: FileOptions,
+        *,
+        not_audio: int,
     ) -> FileTranscript:
         """Decode and transcribe; decoding and model failures become `UploadError`s, and so
         does the client going away (`client_gone`), which cancels the work at once."""
-        transcriber = getattr(request.app.state, "transcriber", None)
-        if transcriber is None:
-            raise UploadError(503, "not_ready", "the model is still loading")
-        options = attrs.evolve(options, max_seconds=upload_limits(request).max_upload_s)
+        options = attrs.evolve(options, max_seconds=self.limits.max_upload_s)
         # the outcome is a value: raised inside the nursery it would leave it in an
         # ExceptionGroup, which the routes' error renderers do not catch
         outcome: FileTranscript | UploadError | None = None
@@ -255,11 +272,13 @@ class Uploads:
         return await _seed_errors(self._transcribe_seed, request)
 
     async def _transcribe_seed(self, request: Request) -> Response:
-        async with self.admit(request), self.open_form(request) as form:
-            language = form_language(form.get("language"), request)
+        async with self.admit(request) as runtime, self.open_form(request) as form:
+            language = form_language(form.get("language"), runtime.options)
             data = await self.uploaded_file(form)
             options = FileOptions(language=language)
-            transcript = await self.transcribe(request, data, options, not_audio=415)
+            transcript = await self.transcribe(
+                request, runtime.transcriber, data, options, not_audio=415
+            )
         body: chatserver.Transcript | chatserver.VerboseTranscript
         if _flag(request.query_params.get("verbose")):
             body = chatserver.VerboseTranscript(
@@ -298,7 +317,7 @@ async def _cancel_when_gone(receive: Receive, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-def form_language(value: object, request: Request) -> str | None:
+def form_language(value: object, options: StreamOptions) -> str | None:
     """A language name or code from a form → a code the model knows (None: detect)."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
         return None
@@ -307,7 +326,6 @@ def form_language(value: object, request: Request) -> str | None:
     code = language_code(value)
     if code is None:
         raise UploadError(400, "invalid_language", f"unknown language {value!r}", "language")
-    options = request.app.state.options
     if code not in options.languages:
         raise UploadError(
             400,

@@ -5,27 +5,34 @@ and total session caps, whether the transcriber is keeping up, and last the clie
 rate limit, so that a session refused for any other reason spends no rate-limit token (issue
 11, M5); refusals are HTTP 429/503 + `Retry-After`, never after audio was accepted. Then it
 accepts, builds the session's store hooks, and runs the session pipeline. It owns the
-session's admission slot and releases it when the session ends, however it ends.
+session's admission slot and releases it when the session ends, however it ends. What it uses
+of the running server comes in one record, `SessionServices` (the route hands down
+`Runtime.sessions`, `service/runtime.py`); nothing here reaches for the app.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+import attrs
 import trio
 from starlette.websockets import WebSocket
 
+from actors.limiter import LimiterHandle
+from actors.speech.vad_actor import VadHandle
+from actors.store.actor import StoreHandle
+from actors.transcriber.actor import TranscriberHandle
 from protocol.codec import Codec
 from protocol.native import Config, Error, Final
+from service.config import Settings
 from service.policy.capacity import CapacityMeter, CapacityStatistics, Counters
-from service.policy.limits import Admission, Limits
+from service.policy.limits import Admission, SessionGate
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.config import check_config
 from service.session.handle import SessionHandle
-from service.session.ports import NoHooks, SessionHooks, SessionLimits, StreamOptions
+from service.session.ports import SessionHooks, StreamOptions
 from service.session.recorder import StoreHooks
 from service.session.sockets import StarletteSocket
 from service.session.state import SessionStatistics
@@ -59,18 +66,25 @@ class LiveSessions(dict[str, SessionHandle]):
         await self._empty.wait()
 
 
-def session_limits(limits: Limits, queue_size: int = 16) -> SessionLimits:
-    return SessionLimits(
-        max_frame_bytes=limits.max_frame_bytes,
-        max_message_bytes=limits.max_message_bytes,
-        idle_timeout_s=limits.idle_timeout_s,
-        audio_idle_timeout_s=limits.audio_idle_timeout_s,
-        max_session_s=limits.max_session_s,
-        queue_size=queue_size,
-    )
+@attrs.frozen
+class SessionServices:
+    """What admitting and running a session use of the running server: the pieces of the app's
+    `service.runtime.Runtime` (`runtime.sessions`), handed down by the route."""
+
+    settings: Settings  # the admission thresholds, and the transcriber's queue size
+    options: StreamOptions
+    transcriber: TranscriberHandle
+    vad: VadHandle | None  # None: each session runs its own VAD inline
+    store: StoreHandle
+    limiter: LimiterHandle
+    gate: SessionGate
+    capacity: CapacityMeter
+    live: LiveSessions
 
 
-async def admit(state: Any, client: str, *, live_session: bool = True) -> Refusal | None:
+async def admit(
+    services: SessionServices, client: str, *, live_session: bool = True
+) -> Refusal | None:
     """Why a new session or upload from `client` must be refused now, or None.
 
     A live session must also fit the transcriber's measured capacity (`service/policy/capacity.py`):
@@ -78,87 +92,79 @@ async def admit(state: Any, client: str, *, live_session: bool = True) -> Refusa
     are not counted there. The rate limit comes last, because an allowed `hit` spends one of
     the client's tokens: a caller must check its own caps before calling this.
     """
-    if overloaded(state):
+    if overloaded(services):
         return Refusal(
             503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
         )
-    if live_session and not fits(state):
+    if live_session and not fits(services):
         return Refusal(
             503,
             "at_capacity",
             "the server holds as many live sessions as it can serve on time; try again soon",
             retry_after=10,
         )
-    limiter = getattr(state, "limiter", None)
-    if limiter is not None:
-        decision = await limiter.hit(client)
-        if not decision.allowed:
-            code = "rate_limited" if decision.reason == "limit" else "limits_unavailable"
-            window = f" per {decision.window}" if decision.window else ""
-            return Refusal(
-                decision.status_code,
-                code,
-                f"too many recordings{window} for this client",
-                retry_after=max(1, decision.retry_after),
-            )
+    decision = await services.limiter.hit(client)
+    if not decision.allowed:
+        code = "rate_limited" if decision.reason == "limit" else "limits_unavailable"
+        window = f" per {decision.window}" if decision.window else ""
+        return Refusal(
+            decision.status_code,
+            code,
+            f"too many recordings{window} for this client",
+            retry_after=max(1, decision.retry_after),
+        )
     return None
 
 
-async def admit_session(state: Any, client: str) -> Admission | None:
-    """A live session slot for `client` (None without a gate), or `Refusal`: the session caps
-    first, then `admit`, so a session the caps refuse spends no rate-limit token. The slot is
-    given back if `admit` refuses or is cancelled."""
-    gate = getattr(state, "gate", None)
-    admission: Admission | None = None if gate is None else gate.admit(client)
+async def admit_session(services: SessionServices, client: str) -> Admission:
+    """A live session slot for `client`, or `Refusal`: the session caps first, then `admit`,
+    so a session the caps refuse spends no rate-limit token. The slot is given back if `admit`
+    refuses or is cancelled."""
+    admission = services.gate.admit(client)
     admitted = False
     try:
-        refusal = await admit(state, client)
+        refusal = await admit(services, client)
         if refusal is not None:
             raise refusal
         admitted = True
         return admission
     finally:
-        if not admitted and admission is not None:
+        if not admitted:
             admission.release()
 
 
-def capacity_statistics(state: Any) -> CapacityStatistics | None:
-    """Bring the capacity meter up to date and read it (None without a transcriber)."""
-    meter: CapacityMeter | None = getattr(state, "capacity", None)
-    transcriber = getattr(state, "transcriber", None)
-    if meter is None or transcriber is None:
-        return None
+def capacity_statistics(
+    meter: CapacityMeter, transcriber: TranscriberHandle, live: LiveSessions
+) -> CapacityStatistics:
+    """Bring the capacity meter up to date and read it."""
     counters = Counters.of(transcriber.statistics())
-    live: dict[str, SessionHandle] = getattr(state, "live", {})
     statistics = [session.statistics() for session in live.values()]
     sessions = [(session.speech_s, session.received_s) for session in statistics]
     meter.observe(trio.current_time(), counters, sessions)
     return meter.statistics(len(live))
 
 
-def fits(state: Any) -> bool:
+def fits(services: SessionServices) -> bool:
     """Does one more live session fit the measured capacity (`service/policy/capacity.py`)?"""
-    meter: CapacityMeter | None = getattr(state, "capacity", None)
-    if meter is None or state.settings.admission_utilization <= 0:
+    if services.settings.admission_utilization <= 0:
         return True
-    capacity_statistics(state)  # bring the meter up to date
-    return meter.admits(len(getattr(state, "live", {})))
+    # bring the meter up to date
+    capacity_statistics(services.capacity, services.transcriber, services.live)
+    return services.capacity.admits(len(services.live))
 
 
-def overloaded(state: Any) -> bool:
+def overloaded(services: SessionServices) -> bool:
     """The transcriber cannot keep up: a live session is far behind, or the queue is full."""
-    settings = state.settings
-    live: dict[str, SessionHandle] = getattr(state, "live", {})
-    if any(session.statistics().lag_s > settings.admission_lag_s for session in live.values()):
+    settings = services.settings
+    live = services.live.values()
+    if any(session.statistics().lag_s > settings.admission_lag_s for session in live):
         return True
-    transcriber = getattr(state, "transcriber", None)
-    return transcriber is not None and (
-        transcriber.statistics().queue >= settings.queue_size * 3 // 4
-    )
+    return services.transcriber.statistics().queue >= settings.queue_size * 3 // 4
 
 
 async def serve_session(
     websocket: WebSocket,
+    services: SessionServices,
     codec: Codec,
     config: Config | Error,
     *,
@@ -174,15 +180,14 @@ async def serve_session(
     is answered after the upgrade with an `error` and 1008, or, when the dialect refuses before
     the upgrade (Deepgram's HTTP 400), by `refuse`, before admission.
     """
-    state = websocket.app.state
     client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
-    options = options or state.options
+    options = options or services.options
     problem = config if isinstance(config, Error) else check_config(config, options)
     if problem is not None and refuse is not None:
         await refuse(problem)
         return None
     try:
-        admission = await admit_session(state, client)
+        admission = await admit_session(services, client)
     except Refusal as refusal:
         log.info("refused %s for %s: %s", route, client, refusal.code)
         await refuse_websocket(websocket, refusal)
@@ -197,16 +202,15 @@ async def serve_session(
                 await socket.send(message)
             await socket.close(1008, problem.code)
             return None
-        return await _run(websocket, socket, codec, config, options, route, client, annotate)
+        return await _run(services, socket, codec, config, options, route, client, annotate)
     finally:
-        if admission is not None:
-            admission.release()
+        admission.release()
         with trio.CancelScope(shield=True):
             await socket.drain()
 
 
 async def _run(
-    websocket: WebSocket,
+    services: SessionServices,
     socket: StarletteSocket,
     codec: Codec,
     config: Config,
@@ -215,16 +219,14 @@ async def _run(
     client: str,
     annotate: Callable[[Final], Final],
 ) -> SessionStatistics | None:
-    state = websocket.app.state
-    store = getattr(state, "store", None)
-    hooks: SessionHooks = StoreHooks(store, record=config.record) if store else NoHooks()
+    hooks: SessionHooks = StoreHooks(services.store, record=config.record)
     session_id = new_session_id()
-    live: LiveSessions = state.live
+    live = services.live
     try:
         return await run_session(
             socket,
             codec,
-            state.transcriber,
+            services.transcriber,
             config,
             options,
             route=route,
@@ -233,7 +235,7 @@ async def _run(
             annotate=annotate,
             session_id=session_id,
             on_start=live.add,
-            vad=state.vad,
+            vad=services.vad,
         )
     except Exception:
         log.exception("session %s failed", session_id)
