@@ -61,6 +61,12 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
     await stream.aclose()
 
 
+async def drop(ws: WebSocketConnection) -> None:
+    """Close the TCP connection under `ws` without waiting for the server to close it (what a
+    browser does when the server's TCP close does not come after the close handshake)."""
+    await ws._stream.aclose()
+
+
 def encoded_headers(headers: list[tuple[str, str]] | None) -> list[tuple[bytes, bytes]]:
     """Headers as trio-websocket types them (wsproto would take text too)."""
     return [(name.encode(), value.encode()) for name, value in headers or []]
