@@ -63,7 +63,7 @@ class Settings:
     pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
     pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time
     # how long a VAD batch waits for the other live sessions' frames (0: takes what waits)
-    vad_gather_ms: float = 0.0
+    vad_gather_ms: float = 30.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
     # recordings (issue 11 M1): "allow" the client's `record`, "deny" it, or record "always"

@@ -16,7 +16,8 @@ cancel): one onnxruntime call for every stream in it (`vad_batch`), the LSTM ste
 all of them at once, each as far as its own frames go. It never waits to fill a batch unless
 told to: with `gather_s` a batch waits that long for the other open streams' requests (a lone
 stream never waits). A stream's next request waits for its last one's answer, so a window also
-caps how fast one stream goes (about one request per `gather_s`).
+caps how often one stream asks (about once per `gather_s`); the segmenter stage joins the chunks
+already waiting into one request, so that is not a cap on how fast its audio goes.
 
 A request whose caller was cancelled is dropped before its batch. A cancelled call leaves its
 stream's state unknown (its frames may or may not have run), so the stream is broken from then

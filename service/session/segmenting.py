@@ -14,6 +14,7 @@ import functools
 from contextlib import AbstractContextManager, closing, nullcontext
 
 import attrs
+import numpy as np
 import trio
 
 from actors.audio.decoder import AudioDecoder
@@ -59,7 +60,15 @@ async def segment_audio(
     stream: AbstractContextManager[object] = closing(detector) if detector else nullcontext()
     with commands, events, frames, stream:
         try:
-            async for command in commands:
+            held: Command | None = None  # taken while joining chunks, handled next
+            while True:
+                if held is not None:
+                    command, held = held, None
+                else:
+                    try:
+                        command = await commands.receive()
+                    except trio.EndOfChannel:
+                        break
                 if isinstance(command, SessionConfig):
                     config = command
                     segmenter = Segmenter(config.segmenter)
@@ -75,6 +84,18 @@ async def segment_audio(
                 # a chunk gets its wall-clock share
                 decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
                 samples = await _decode(decoder, command)
+                if detector is not None and not decoder.blocking:
+                    # the chunks already waiting go to the shared VAD in one request: a client
+                    # that sends small chunks ahead of real time is not held to one per batch
+                    while len(samples) < JOIN_SAMPLES:
+                        try:
+                            ready = commands.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        if not isinstance(ready, bytes):
+                            held = ready
+                            break
+                        samples = np.concatenate([samples, decoder.feed(ready)])
                 if decoder.statistics().misaligned_frames and not warned_misaligned:
                     warned_misaligned = True
                     await frames.send(
@@ -101,6 +122,7 @@ async def segment_audio(
 
 
 CHUNK_SLACK_S = 5.0
+JOIN_SAMPLES = 32_000  # at most 2 s of waiting PCM joined into one VAD request (64 VAD frames)
 
 
 @attrs.define
