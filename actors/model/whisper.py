@@ -62,8 +62,10 @@ MAX_PROMPT_TOKENS = 223
 WINDOW_FACTOR = 2.0
 MIN_WINDOW_S = 10.0
 FRAMES_PER_SECOND = 100
-PREPEND_PUNCTUATION = "\"'“¿([{-"
-APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+# punctuation-only "words" joined to their neighbours: Whisper's own sets plus guillemets,
+# semicolons and ellipses (the one place words are merged; every route gets them merged)
+PREPEND_PUNCTUATION = "\"'“¿([{-«"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、»;…"
 HALLUCINATIONS = (
     "thank you for watching",
     "thanks for watching",

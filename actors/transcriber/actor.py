@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import attrs
 import trio
@@ -124,6 +125,12 @@ class _Signal:
         await self._event.wait()
         if self._event.is_set():  # the first to wake re-arms; every woken worker re-checks
             self._event = trio.Event()
+
+
+class Transcriber(Protocol):
+    """What a session or a file asks of the transcriber: a `TranscriberHandle`, or a fake."""
+
+    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
 
 
 class TranscriberHandle:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import attrs
 import trio
@@ -48,15 +48,7 @@ import trio
 from actors.audio.file_decoder import AudioSource, FileDecoder, UndecodableAudio
 from actors.model.port import SAMPLE_RATE, DecodeOptions, Priority, Request, Result, Samples
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
-from actors.transcriber.actor import TranscriberClosed, TranscriptionFailed
-from protocol.dialects.common import merge_punctuation
-
-
-class Transcriber(Protocol):
-    """What this module needs of `actors.transcriber.actor.TranscriberHandle`."""
-
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
-
+from actors.transcriber.actor import Transcriber, TranscriberClosed, TranscriptionFailed
 
 Progress = Callable[[float, float], None]
 """Called with (audio seconds transcribed, total audio seconds) as segments finish."""
@@ -254,11 +246,14 @@ def _assemble(
         if result is None or not result.text:
             continue
         offset = start
-        words = tuple(
-            FileWord(text, round(offset + start, 3), round(offset + end, 3), probability)
-            for text, start, end, probability in merge_punctuation(
-                [(word.word, word.start, word.end, word.probability) for word in result.words]
+        words = tuple(  # punctuation already joined to its words by the model adapter
+            FileWord(
+                word.word,
+                round(offset + word.start, 3),
+                round(offset + word.end, 3),
+                word.probability,
             )
+            for word in result.words
         )
         segments.append(
             FileSegment(

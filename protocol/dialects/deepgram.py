@@ -46,7 +46,6 @@ import attrs
 import msgspec
 
 from protocol.codec import Inbound
-from protocol.dialects.common import merge_punctuation
 from protocol.dialects.deepgram_messages import (
     Alternative,
     Channel,
@@ -244,17 +243,16 @@ class DeepgramCodec:
 
     def _final(self, frame: Final) -> Results:
         language = frame.language if self.options.multi else None
-        timed = [(w.word, w.start, w.end, w.confidence) for w in frame.words or []]
-        words = [
+        words = [  # punctuation already joined to its words by the model adapter
             Word(
-                word=_plain(text),
-                start=start,
-                end=end,
-                confidence=confidence,
-                punctuated_word=text,
+                word=_plain(w.word),
+                start=w.start,
+                end=w.end,
+                confidence=w.confidence,
+                punctuated_word=w.word,
                 language=language,
             )
-            for text, start, end, confidence in merge_punctuation(timed)
+            for w in frame.words or []
         ]
         if words:
             self._last_word_end = words[-1].end

@@ -11,7 +11,8 @@ from typing import Protocol
 
 import attrs
 
-from actors.model.port import Priority, Request, Result, Samples
+from actors.model.port import Samples
+from actors.transcriber.actor import Transcriber as Transcriber
 from protocol.native import Config, Error, Final
 
 
@@ -29,10 +30,6 @@ class FrameSocket(Protocol):
         ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
-
-
-class Transcriber(Protocol):
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
 
 
 class SpeechDetector(Protocol):
