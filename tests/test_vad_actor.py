@@ -309,12 +309,15 @@ async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> Non
         await run_session(socket, NativeCodec(), FakeTranscriber(), Config(), options, vad=vad)
         frames = await socket.frames()
         # partials come at most once per step fed, and the stage feeds the actor's path the
-        # chunks already waiting in one step: how many depends on timing, the finals do not
-        return [
+        # chunks already waiting in one step: how many depends on timing, the finals do not.
+        # Each kind in its order: how the segmenter's and the transcriber's frames interleave
+        # depends on timing too.
+        seen = [
             (type(f).__name__, getattr(f, "start", None), getattr(f, "end", None))
             for f in frames
             if not isinstance(f, Partial)
         ]
+        return sorted(seen, key=lambda frame: str(frame[0]))  # stable: each kind keeps its order
 
     expected = await session(None)
     async with open_vad() as vad:
@@ -393,12 +396,15 @@ async def test_chunks_already_waiting_go_to_the_vad_in_one_request() -> None:
             await run_session(socket, NativeCodec(), FakeTranscriber(), Config(), options, vad=vad)
         frames = await socket.frames()
         # partials come at most once per step fed, and the stage feeds the actor's path the
-        # chunks already waiting in one step: how many depends on timing, the finals do not
-        return [
+        # chunks already waiting in one step: how many depends on timing, the finals do not.
+        # Each kind in its order: how the segmenter's and the transcriber's frames interleave
+        # depends on timing too.
+        seen = [
             (type(f).__name__, getattr(f, "start", None), getattr(f, "end", None))
             for f in frames
             if not isinstance(f, Partial)
         ]
+        return sorted(seen, key=lambda frame: str(frame[0]))  # stable: each kind keeps its order
 
     expected = await session(None)
     async with open_vad(config=VadConfig(gather_s=0.03)) as vad:

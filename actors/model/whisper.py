@@ -51,6 +51,7 @@ from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
 from actors.model.port import SAMPLE_RATE, Request, Result, Samples, WordTiming
 from actors.model.weights import ModelNotFound, ResolvedModel
+from protocol.dialects.common import APPEND_MARKS, PREPEND_MARKS
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ MAX_PROMPT_TOKENS = 223
 WINDOW_FACTOR = 2.0
 MIN_WINDOW_S = 10.0
 FRAMES_PER_SECOND = 100
-# punctuation-only "words" joined to their neighbours: Whisper's own sets plus guillemets,
-# semicolons and ellipses (the one place words are merged; every route gets them merged)
-PREPEND_PUNCTUATION = "\"'“¿([{-«"
-APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、»;…"
 HALLUCINATIONS = (
     "thank you for watching",
     "thanks for watching",
@@ -355,7 +352,7 @@ class WhisperAdapter:
                 tokenizer, text_tokens, group_encoded, max(num_frames)
             )
             for index, words in zip(indices, alignments, strict=True):
-                merge_punctuations(words, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+                merge_punctuations(words, PREPEND_MARKS, APPEND_MARKS)
                 limit = len(requests[index].audio) / SAMPLE_RATE
                 timings = tuple(
                     WordTiming(

@@ -49,6 +49,7 @@ from actors.audio.file_decoder import AudioSource, FileDecoder, UndecodableAudio
 from actors.model.port import SAMPLE_RATE, DecodeOptions, Priority, Request, Result, Samples
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
 from actors.transcriber.actor import Transcriber, TranscriberClosed, TranscriptionFailed
+from protocol.dialects.common import merge_punctuation
 
 Progress = Callable[[float, float], None]
 """Called with (audio seconds transcribed, total audio seconds) as segments finish."""
@@ -246,14 +247,11 @@ def _assemble(
         if result is None or not result.text:
             continue
         offset = start
-        words = tuple(  # punctuation already joined to its words by the model adapter
-            FileWord(
-                word.word,
-                round(offset + word.start, 3),
-                round(offset + word.end, 3),
-                word.probability,
+        words = tuple(
+            FileWord(text, round(offset + start, 3), round(offset + end, 3), probability)
+            for text, start, end, probability in merge_punctuation(
+                [(word.word, word.start, word.end, word.probability) for word in result.words]
             )
-            for word in result.words
         )
         segments.append(
             FileSegment(

@@ -106,3 +106,31 @@ def binary_audio(message: bytes) -> bytes:
     if not message:
         raise ProtocolError("empty_frame", "binary frame carries no audio")
     return message
+
+
+WordTuple = tuple[str, float, float, float]  # text, start, end, confidence
+PREPEND_MARKS = "\"'“¿([{-«"  # joined to the word after; the model adapter uses the same sets
+APPEND_MARKS = "\"'.。,，!！?？:：”)]}、»;…"  # joined to the word before
+_PREPEND = frozenset(PREPEND_MARKS)
+_APPEND = frozenset(APPEND_MARKS)
+
+
+def merge_punctuation(words: list[WordTuple]) -> list[WordTuple]:
+    """Attach punctuation-only "words" to their neighbours, as Whisper's own transcribe does:
+    closing marks to the word before ("Americans", "." → "Americans."), opening marks to the
+    word after. Times and confidence stay those of the real word."""
+    merged: list[WordTuple] = []
+    pending = ""  # opening marks waiting for the next word
+    for text, start, end, confidence in words:
+        if text and all(mark in _APPEND for mark in text) and merged:
+            previous = merged[-1]
+            merged[-1] = (previous[0] + text, previous[1], previous[2], previous[3])
+        elif text and all(mark in _PREPEND for mark in text):
+            pending += text
+        else:
+            merged.append((pending + text, start, end, confidence))
+            pending = ""
+    if pending and merged:
+        last = merged[-1]
+        merged[-1] = (last[0] + pending, last[1], last[2], last[3])
+    return merged

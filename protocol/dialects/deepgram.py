@@ -46,6 +46,7 @@ import attrs
 import msgspec
 
 from protocol.codec import Inbound
+from protocol.dialects.common import merge_punctuation
 from protocol.dialects.deepgram_messages import (
     Alternative,
     Channel,
@@ -243,16 +244,17 @@ class DeepgramCodec:
 
     def _final(self, frame: Final) -> Results:
         language = frame.language if self.options.multi else None
-        words = [  # punctuation already joined to its words by the model adapter
+        timed = [(w.word, w.start, w.end, w.confidence) for w in frame.words or []]
+        words = [
             Word(
-                word=_plain(w.word),
-                start=w.start,
-                end=w.end,
-                confidence=w.confidence,
-                punctuated_word=w.word,
+                word=_plain(text),
+                start=start,
+                end=end,
+                confidence=confidence,
+                punctuated_word=text,
                 language=language,
             )
-            for w in frame.words or []
+            for text, start, end, confidence in merge_punctuation(timed)
         ]
         if words:
             self._last_word_end = words[-1].end

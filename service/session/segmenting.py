@@ -21,7 +21,7 @@ from actors.audio.decoder import AudioDecoder
 from actors.audio.file_decoder import UndecodableAudio
 from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
-from actors.model.port import Samples
+from actors.model.port import SAMPLE_RATE, Samples
 from actors.speech.segmenter import Event, Segmenter
 from protocol.native import Error, Finalize, ServerFrame
 from service.session.config import SessionConfig
@@ -87,7 +87,9 @@ async def segment_audio(
                 if detector is not None and not decoder.blocking:
                     # the chunks already waiting go to the shared VAD in one request: a client
                     # that sends small chunks ahead of real time is not held to one per batch
-                    while len(samples) < JOIN_SAMPLES:
+                    while len(samples) < JOIN_SAMPLES and pacer.allows(
+                        state.received_s + len(samples) / SAMPLE_RATE
+                    ):
                         try:
                             ready = commands.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
@@ -147,6 +149,12 @@ class Pacer:
         elapsed = 0.0 if self.started is None else trio.current_time() - self.started
         share = elapsed * self.pace + self.burst_s - audio_s
         return min(MAX_CHUNK_S, max(0.0, share) + CHUNK_SLACK_S)
+
+    def allows(self, audio_s: float) -> bool:
+        """Whether a session that has read `audio_s` may read more now without waiting."""
+        if self.pace <= 0 or self.started is None:
+            return True
+        return self.started + max(0.0, audio_s - self.burst_s) / self.pace <= trio.current_time()
 
     async def wait(self, audio_s: float) -> None:
         if self.pace <= 0:
