@@ -25,7 +25,7 @@ from actors.speech.vad import FRAME, StreamingVad
 from actors.speech.vad_actor import VadClosed, VadConfig, VadHandle, VadStream, open_vad
 from actors.speech.vad_batch import Answer, BatchedSilero, Work
 from protocol.codec import NativeCodec
-from protocol.native import Config, Partial, encoder
+from protocol.native import Config, Partial, ServerFrame, encoder
 from protocol.native import Stop as StopFrame
 from service.app import create_app
 from service.config import Settings
@@ -293,6 +293,19 @@ async def test_the_apps_vad_actor_dying_turns_health_to_503_naming_it(tmp_path: 
         assert health.json()["died_of"]["vad"].startswith("ValueError")
 
 
+def by_kind(frames: Sequence[ServerFrame]) -> list[tuple[object, ...]]:
+    """A session's frames but partials, each kind in its order. Partials come at most once per
+    step fed, and the stage feeds the actor's path the chunks already waiting in one step: how
+    many depends on timing, the finals do not. How the segmenter's and the transcriber's
+    frames interleave depends on timing too."""
+    seen = [
+        (type(f).__name__, getattr(f, "start", None), getattr(f, "end", None))
+        for f in frames
+        if not isinstance(f, Partial)
+    ]
+    return sorted(seen, key=lambda frame: str(frame[0]))  # stable: each kind keeps its order
+
+
 async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> None:
     """The segmenter stage with the shared actor: the same finals as with its own VAD."""
     weather, library = load(DATA / "weather.wav"), load(DATA / "library.wav")
@@ -307,17 +320,7 @@ async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> Non
             await socket.to_server.send(data[offset : offset + 3200])
         await socket.to_server.send(encoder.encode(StopFrame()).decode())
         await run_session(socket, NativeCodec(), FakeTranscriber(), Config(), options, vad=vad)
-        frames = await socket.frames()
-        # partials come at most once per step fed, and the stage feeds the actor's path the
-        # chunks already waiting in one step: how many depends on timing, the finals do not.
-        # Each kind in its order: how the segmenter's and the transcriber's frames interleave
-        # depends on timing too.
-        seen = [
-            (type(f).__name__, getattr(f, "start", None), getattr(f, "end", None))
-            for f in frames
-            if not isinstance(f, Partial)
-        ]
-        return sorted(seen, key=lambda frame: str(frame[0]))  # stable: each kind keeps its order
+        return by_kind(await socket.frames())
 
     expected = await session(None)
     async with open_vad() as vad:
@@ -394,17 +397,7 @@ async def test_chunks_already_waiting_go_to_the_vad_in_one_request() -> None:
 
             nursery.start_soon(send)
             await run_session(socket, NativeCodec(), FakeTranscriber(), Config(), options, vad=vad)
-        frames = await socket.frames()
-        # partials come at most once per step fed, and the stage feeds the actor's path the
-        # chunks already waiting in one step: how many depends on timing, the finals do not.
-        # Each kind in its order: how the segmenter's and the transcriber's frames interleave
-        # depends on timing too.
-        seen = [
-            (type(f).__name__, getattr(f, "start", None), getattr(f, "end", None))
-            for f in frames
-            if not isinstance(f, Partial)
-        ]
-        return sorted(seen, key=lambda frame: str(frame[0]))  # stable: each kind keeps its order
+        return by_kind(await socket.frames())
 
     expected = await session(None)
     async with open_vad(config=VadConfig(gather_s=0.03)) as vad:
