@@ -60,7 +60,9 @@ class UtteranceOut(msgspec.Struct):
     words: list[WordOut] | None
 
 
-class SessionOut(msgspec.Struct):
+class _SessionFields(msgspec.Struct):
+    """What the list and the detail both say of a session (in this order on the wire)."""
+
     id: str
     route: str
     client: str
@@ -70,6 +72,9 @@ class SessionOut(msgspec.Struct):
     ended_at: datetime | None
     end_reason: str | None
     duration_s: float | None
+
+
+class SessionOut(_SessionFields):
     utterances: int
     has_audio: bool
 
@@ -79,16 +84,7 @@ class SessionPageOut(msgspec.Struct):
     next: str | None
 
 
-class SessionDetailOut(msgspec.Struct):
-    id: str
-    route: str
-    client: str
-    model: str
-    language: str
-    started_at: datetime
-    ended_at: datetime | None
-    end_reason: str | None
-    duration_s: float | None
+class SessionDetailOut(_SessionFields):
     has_audio: bool
     utterances: list[UtteranceOut]
     transcript: str
