@@ -135,6 +135,19 @@ def test_the_layers_point_one_way() -> None:
     assert wrong == []
 
 
+def test_only_the_model_package_imports_the_model_libraries() -> None:
+    """faster-whisper and CTranslate2 are `actors/model/`'s business (the bench's offline
+    reference and the WhisperLive peer run them on their own)."""
+    _, theirs = import_graph()
+    wrong = [
+        f"{module} imports {library}"
+        for module, libraries in sorted(theirs.items())
+        for library in sorted(libraries & {"faster_whisper", "ctranslate2"})
+        if not module.startswith(("actors.model.", "bench."))
+    ]
+    assert wrong == []
+
+
 def test_the_checks_see_local_imports_and_circles() -> None:
     """The checks themselves: a function-level import is an edge, and a circle is found."""
     _, theirs = import_graph()

@@ -196,3 +196,14 @@ def _atomic_copy(source: Path, destination: Path) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def silero_vad_path() -> str:
+    """The Silero VAD model that ships inside faster-whisper (`assets/silero_vad_v6.onnx`),
+    found without loading anything: the one other place besides `whisper` that knows where
+    faster-whisper keeps its files."""
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound("faster-whisper is not installed: no Silero VAD model")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return str(package / "assets" / "silero_vad_v6.onnx")

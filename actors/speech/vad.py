@@ -11,19 +11,15 @@ frames in one call of a batched copy of the same model (`vad_batch`).
 from __future__ import annotations
 
 import functools
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from actors.model.port import Samples
+from actors.model.weights import silero_vad_path
 
 FRAME = 512  # samples per VAD frame at 16 kHz: 32 ms
 CONTEXT = 64
-
-
-def model_path() -> str:
-    return str(resources.files("faster_whisper") / "assets" / "silero_vad_v6.onnx")
 
 
 def load_session(model: str | bytes) -> Any:
@@ -42,7 +38,7 @@ def load_session(model: str | bytes) -> Any:
 
 @functools.cache
 def _session() -> Any:
-    return load_session(model_path())
+    return load_session(silero_vad_path())
 
 
 class StreamingVad:

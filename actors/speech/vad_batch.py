@@ -27,7 +27,8 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from actors.speech.vad import CONTEXT, FRAME, load_session, model_path
+from actors.model.weights import silero_vad_path
+from actors.speech.vad import CONTEXT, FRAME, load_session
 
 HIDDEN = 128
 Vector = npt.NDArray[np.float32]
@@ -109,16 +110,16 @@ def batched_model() -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load(model_path())
+    model = onnx.load(silero_vad_path())
     graph = model.graph
     (lstm,) = [node for node in graph.node if node.op_type == "LSTM"]
     if list(lstm.input[5:7]) != ["h", "c"] or lstm.input[4]:
-        raise RuntimeError(f"unexpected Silero graph in {model_path()}: LSTM {lstm.input}")
+        raise RuntimeError(f"unexpected Silero graph in {silero_vad_path()}: LSTM {lstm.input}")
     for value in [*graph.input, *graph.output]:
         if value.name in ("h", "c", "hn", "cn"):
             dims = value.type.tensor_type.shape.dim
             if [dim.dim_value for dim in dims] != [1, 1, HIDDEN]:
-                raise RuntimeError(f"unexpected Silero state shape in {model_path()}: {dims}")
+                raise RuntimeError(f"unexpected Silero state shape in {silero_vad_path()}: {dims}")
             dims[1].dim_param = "streams"  # a oneof: replaces the fixed 1
     graph.input.extend(
         [
