@@ -39,7 +39,7 @@ from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
 from bench.audio import SAMPLE_RATE, Samples, load_set, speech_dir
 from bench.conditions import CONDITIONS, Condition, babble_talkers, condition_audio
 from bench.figures import ErrorRate, word_error_rate
-from bench.report import DEFAULT_RESULTS, machine, now_stamp
+from bench.report import DEFAULT_RESULTS, cpu_model, machine, now_stamp
 from service.session.transcribing import CONTEXT_FINALS
 
 TRAILING_SILENCE_S = 0.5
@@ -365,21 +365,6 @@ def markdown(report: NoisyReport, show: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_description() -> str:
-    """The CPU's model name and its SIMD flags, as `/proc/cpuinfo` gives them."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    fields = dict(
-        (key.strip(), value.strip())
-        for key, _, value in (line.partition(":") for line in text.splitlines())
-        if key.strip() in ("model name", "flags")
-    )
-    simd = [f for f in fields.get("flags", "").split() if f.startswith(("avx", "fma", "amx"))]
-    return f"{fields.get('model name', '?')} ({' '.join(simd)})"
-
-
 def run(settings: NoisySettings) -> Path:
     created, stamp = now_stamp()
     conditions = measure(settings)
@@ -393,7 +378,7 @@ def run(settings: NoisySettings) -> Path:
     report = NoisyReport(
         kind="noisy",
         created=created,
-        machine={**machine(), "cpu": cpu_description()},
+        machine={**machine(), "cpu": cpu_model()},
         options=options,
         conditions=conditions,
     )

@@ -31,6 +31,28 @@ def machine() -> dict[str, str]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name and SIMD flags from /proc/cpuinfo (speed claims name the machine)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in text.splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    simd = [flag for flag in flags if flag.startswith(("avx", "fma", "sse4"))]
+    return f"{model} ({os.cpu_count()} CPUs; {' '.join(simd)})"
+
+
 def now_stamp() -> tuple[str, str]:
     """(ISO time, file-name stamp) for a new report."""
     moment = datetime.now(UTC)

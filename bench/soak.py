@@ -48,7 +48,7 @@ from trio_websocket import (
 from bench.audio import load_set, speech_dir, to_pcm16
 from bench.client import StreamOptions, stream_conversation, stream_url
 from bench.conversation import build_conversations
-from bench.report import DEFAULT_RESULTS, machine, now_stamp
+from bench.report import DEFAULT_RESULTS, cpu_model, machine, now_stamp
 from bench.server import fetch_health, open_server, require_loopback, require_process, wait_idle
 
 FLAT = 0.10  # memory may grow this much over its warmed-up level
@@ -106,28 +106,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> SoakSettings:
         attacks=arguments.attacks,
         out=arguments.out,
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name and SIMD flags from /proc/cpuinfo (speed claims name the machine)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in text.splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    simd = [flag for flag in flags if flag.startswith(("avx", "fma", "sse4"))]
-    return f"{model} ({os.cpu_count()} CPUs; {' '.join(simd)})"
 
 
 def rss_mib(pid: int) -> float:
