@@ -26,6 +26,13 @@ Context: `DecodeOptions.context` carries the session's earlier finals. Its last
 an utterance cut at a pause keeps the sense of what came before ("ask not" alone read "Knock!").
 The count is fixed so that sessions with enough history share one batch.
 
+BLAS: the only BLAS call here is the mel filterbank (80 x 201 by the window's frames, about
+0.2 ms). numpy's OpenBLAS starts a pool of as many threads as cores, and they spin after each
+call, taking the cores the model workers run on: two workers transcribing at once (tiny.en,
+2 cores) took 8.6 s wall and 17.0 s CPU with the pool, 5.7 s and 11.2 s with BLAS on one thread.
+So loading the adapter sets numpy's BLAS to one thread for the process (`_one_blas_thread`),
+unless `OPENBLAS_NUM_THREADS` says otherwise.
+
 Committed words: `DecodeOptions.committed` (the words two drafts of an open utterance agreed on)
 go after `<|notimestamps|>`, so the decoder reads them in one pass and generates only the rest;
 CTranslate2 takes forced prefixes of different lengths in one batch, and returns them as the
@@ -45,6 +52,7 @@ from typing import Any
 import attrs
 import ctranslate2
 import numpy as np
+import threadpoolctl
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
@@ -89,6 +97,7 @@ class WhisperAdapter:
         workers: int = 0,
         tight_partials: bool = True,
     ) -> None:
+        _one_blas_thread()
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         if compute_type == "default":
@@ -365,6 +374,13 @@ class WhisperAdapter:
                     if word["word"].strip()
                 )
                 results[index] = _with_words(results[index], timings)
+
+
+def _one_blas_thread() -> None:
+    """numpy's BLAS on one thread for the whole process (see the module's docstring), unless
+    the environment chose a number; an application mounting Chorus keeps its own choice."""
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 def _default_workers(device: str, threads: int) -> int:
