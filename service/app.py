@@ -112,6 +112,7 @@ def create_app(
             partial_batch_size=1 if settings.naive else settings.partial_batch_size,
             # as many as the model was loaded for (an injected model: what it says, else 1)
             workers=max(1, int(getattr(speech, "workers", 1))),
+            partial_share=None if settings.naive else min(1.0, max(0.0, settings.partial_share)),
         )
         await load_sentiment()
         vad_config = VadConfig(gather_s=settings.vad_gather_ms / 1000)
@@ -172,7 +173,7 @@ def _runtime(
     capacity = CapacityMeter(
         workers=config.workers,
         utilization=settings.admission_utilization or 1.0,
-        partials_per_s=settings.admission_partials_per_s,
+        revision_share=config.partial_share or 0.0,
         cold_sessions=settings.admission_cold_sessions,
     )
     return Runtime(

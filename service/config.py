@@ -59,6 +59,9 @@ class Settings:
     bucket_s: float = 5.0
     final_beam_size: int = 5
     partial_interval_s: float = 0.6
+    # share of the model workers' time that revisions (drafts after an utterance's first) may
+    # use; 1 lets them take any idle time
+    partial_share: float = 0.25
     commit_partials: bool = True  # commit words two drafts agree on; drafts write only the rest
     pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
     pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time
@@ -76,7 +79,6 @@ class Settings:
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # plan live work for this share of the measured model capacity; 0 turns it off
     admission_utilization: float = 0.9
-    admission_partials_per_s: float = 1.0  # partials reserved per second of speech
     admission_cold_sessions: int = 8  # live sessions admitted before any cost is measured
     log_level: str = "info"
 

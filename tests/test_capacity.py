@@ -36,48 +36,46 @@ def test_nothing_is_refused_before_anything_was_measured() -> None:
 
 def test_headroom_follows_costs_and_speech_per_session() -> None:
     meter = CapacityMeter(
-        workers=1,
-        utilization=0.7,
-        partials_per_s=1.0,
-        draft_share=0.75,
-        halflife_s=1e-9,
-        trust_audio_s=0,
+        workers=1, utilization=0.9, revision_share=0.2, halflife_s=1e-9, trust_audio_s=0
     )
     meter.observe(0.0, Counters())
-    # 1.2 model seconds for 3 finals of 4 s; 1.5 s for 30 s of drafts; two sessions, 60% speech
-    counters = Counters(final_busy_s=1.2, final_audio_s=12.0, partial_busy_s=1.5)
-    counters = attrs.evolve(counters, partial_audio_s=30.0, finals=3)
+    # 1.2 model seconds for 3 finals of 4 s; 0.6 s for 3 first drafts; two sessions, 60% speech
+    counters = Counters(final_busy_s=1.2, final_audio_s=12.0, finals=3)
+    counters = attrs.evolve(counters, first_partial_busy_s=0.6, first_partials=3)
     meter.observe(10.0, counters, [(6.0, 10.0), (6.0, 10.0)])
-    assert (meter.final_cost, meter.draft_cost) == pytest.approx((0.1, 0.05))
+    assert (meter.final_cost, meter.first_draft_cost) == pytest.approx((0.1, 0.2))
     assert meter.utterance_s == pytest.approx(4.0)
-    # a second of speech, and one draft of 3 s (0.75 of an utterance) at 0.05 a second
-    assert meter.cost == pytest.approx(0.25)
-    assert meter.capacity == pytest.approx(2.8)  # 0.7 x 1 worker / 0.25
+    # a second of speech: its final (0.1) and a quarter of an utterance's first draft (0.05)
+    assert meter.cost == pytest.approx(0.15)
+    assert meter.capacity == pytest.approx(0.7 / 0.15)  # 0.9 less 0.2 kept for revisions
     assert meter.per_session == pytest.approx(0.6)
-    assert meter.headroom(2) == 2  # floor(2.8 / 0.6) = 4 sessions fit, 2 are live
-    assert meter.admits(3) and not meter.admits(4)
-    stats = meter.statistics(4)
-    assert (stats.headroom, stats.offered_speech_s_per_s) == pytest.approx((0, 2.4))
+    assert meter.headroom(2) == 5  # floor(4.67 / 0.6) = 7 sessions fit, 2 are live
+    assert meter.admits(6) and not meter.admits(7)
+    stats = meter.statistics(7)
+    assert (stats.headroom, stats.offered_speech_s_per_s) == pytest.approx((0, 4.2))
+    assert stats.revision_share == 0.2
     meter.workers = 2  # a second model worker doubles what admission plans for
-    assert meter.headroom(4) == 5
-    meter.partials_per_s = 0.0  # finals alone, two workers: 14 speech-s/s, 23 sessions
-    assert meter.headroom(0) == 23
+    assert meter.headroom(7) == 8
+    meter.revision_share = 0.0  # nothing kept for revisions: 0.9 x 2 / 0.15 = 12 speech-s/s
+    assert meter.headroom(0) == 20
 
 
-def test_drafts_cost_by_their_audio_so_quiet_figures_hold_under_load() -> None:
-    """Few long drafts under load cost what many short ones cost while quiet, per second."""
-    meter = CapacityMeter(halflife_s=1e-9, trust_audio_s=0)
+def test_revisions_are_not_priced_and_their_share_is_bounded() -> None:
+    """Revisions run on their own budget: what they cost changes nothing, and a share of
+    1 (revisions take any idle time) keeps half the workers' time for finals."""
+    meter = CapacityMeter(utilization=0.8, revision_share=1.0, halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
-    quiet = Counters(final_busy_s=1.0, final_audio_s=10.0, partial_busy_s=1.0)
-    meter.observe(10.0, attrs.evolve(quiet, partial_audio_s=20.0, finals=2))  # 20 drafts of 1 s
-    before = meter.cost
-    busy = attrs.evolve(quiet, final_busy_s=2.0, final_audio_s=20.0, partial_busy_s=2.0)
-    meter.observe(20.0, attrs.evolve(busy, partial_audio_s=40.0, finals=4))  # 5 drafts of 4 s
-    assert meter.draft_cost == pytest.approx(0.05) and meter.cost == pytest.approx(before)
+    meter.observe(10.0, Counters(final_busy_s=1.0, final_audio_s=10.0, finals=2))
+    assert meter.cost == pytest.approx(0.1)  # no first drafts measured: finals alone
+    assert meter.capacity == pytest.approx(0.4 / 0.1)
+    meter.observe(20.0, Counters(final_busy_s=2.0, final_audio_s=20.0, finals=4))
+    assert meter.first_draft_cost is None  # revisions' time is in no counter the meter reads
 
 
 def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
-    meter = CapacityMeter(workers=1, utilization=1.0, halflife_s=1e-9, trust_audio_s=0)
+    meter = CapacityMeter(
+        workers=1, utilization=1.0, revision_share=0.0, halflife_s=1e-9, trust_audio_s=0
+    )
     meter.observe(0.0, Counters())
     meter.observe(10.0, Counters(2.0, 10.0), [(0.0, 2.0)] * 10)  # ten sessions under 5 s old
     assert meter.speech_fraction is None and meter.per_session == 0.8
@@ -128,13 +126,15 @@ async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:
         meter.observe(trio.current_time(), Counters.of(transcriber.statistics()))
         for _ in range(6):
             await transcriber.transcribe(Request(audio), priority="final")
-            await transcriber.transcribe(Request(audio[:16000]), priority="partial")
+            await transcriber.transcribe(Request(audio[:16000]), priority="first_partial")
+            await transcriber.transcribe(Request(audio), priority="partial")  # a revision
             await transcriber.transcribe(Request(audio), priority="background")  # not counted
         stats = transcriber.statistics()
         meter.observe(trio.current_time(), Counters.of(stats))
-    assert (stats.final_audio_s, stats.partials, stats.finals) == pytest.approx((12.0, 6, 6))
+    assert (stats.final_audio_s, stats.finals) == pytest.approx((12.0, 6))
+    assert (stats.partials, stats.first_partials) == (12, 6)
     assert meter.final_cost == pytest.approx(0.1, rel=0.3)  # 1.2 s of model time for 12 s
-    assert meter.draft_cost == pytest.approx(0.1, rel=0.3)  # 0.6 s for 6 s of drafts
+    assert meter.first_draft_cost == pytest.approx(0.1, rel=0.3)  # 0.1 s per 1 s draft
     assert meter.utterance_s == pytest.approx(2.0)
 
 
@@ -146,6 +146,7 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     async with serve_app(app) as address:
         meter: CapacityMeter = runtime(app).capacity
         meter.final_cost, meter.speech_fraction = 0.9, 0.8  # one session fits (1.0 / 0.8)
+        meter.revision_share = 0.0
         meter.trust_audio_s = 0
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
         async with connect(f"ws://{address}/v1/stream") as ws:

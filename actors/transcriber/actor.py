@@ -15,6 +15,15 @@ read only when no live work waits, one batch of at most `background_batch_size` 
 long file delays a live final by one small batch at most, and uploads never fill the live
 queue (which admission watches) nor stand in it ahead of a live final.
 
+Revisions (`partial` jobs: a second or later draft of an open utterance) have a budget when
+`partial_share` is set: a token bucket that earns `partial_share` of every worker's time and
+is spent by the revisions' model time (a batch that mixes first drafts and revisions spends
+the revisions' share of it). While it is empty a worker leaves revisions waiting (their
+sessions' newer drafts replace them meanwhile) and runs only finals, first drafts and uploads;
+so as sessions grow each one's revisions come further apart instead of crowding out the work
+every session needs, and admission can reserve that share and no more. First drafts are never
+held back: they are what shows a speaker that they are heard.
+
 A model error fails only the jobs of the batch that raised it: the batch is retried one job at a
 time, so one bad request cannot fail its neighbours, and the jobs that still fail get
 `TranscriptionFailed`. Leaving the `async with` closes the queue; the actor finishes what is
@@ -24,6 +33,7 @@ the error surfaces to whoever opened it (the app lifespan).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +61,9 @@ class TranscriberConfig:
     background_queue_size: int = 8  # upload jobs waiting; more block their uploads, not live work
     partial_batch_size: int = 8  # a batch of partials delays finals that arrive meanwhile
     workers: int = 1  # batches run at once on the model (CTranslate2 inter_threads)
+    # share of the workers' time that revisions (later drafts) may use; None: any idle time
+    partial_share: float | None = None
+    partial_burst_s: float = 1.0  # model seconds of revisions the budget may save up
 
 
 @attrs.frozen
@@ -68,6 +81,9 @@ class TranscriberStatistics:
     partial_busy_s: float = 0.0  # model time spent on partials
     partials: int = 0  # partials answered
     partial_audio_s: float = 0.0  # audio seconds of the partials answered
+    first_partials: int = 0  # first drafts of an utterance answered (counted in `partials` too)
+    first_partial_busy_s: float = 0.0  # their share of the model time of their batches
+    revisions_held_s: float = 0.0  # worker time spent waiting for the revisions' budget
     finals: int = 0  # live finals answered
     workers: int = 1
     background_queue: int = 0  # upload jobs waiting
@@ -108,6 +124,9 @@ class _Counters:
     partial_busy_s: float = 0.0
     partials: int = 0
     partial_audio_s: float = 0.0
+    first_partials: int = 0
+    first_partial_busy_s: float = 0.0
+    revisions_held_s: float = 0.0
     finals: int = 0
     workers: int = 1
 
@@ -191,6 +210,9 @@ class TranscriberHandle:
             partial_busy_s=round(counters.partial_busy_s, 3),
             partials=counters.partials,
             partial_audio_s=round(counters.partial_audio_s, 3),
+            first_partials=counters.first_partials,
+            first_partial_busy_s=round(counters.first_partial_busy_s, 3),
+            revisions_held_s=round(counters.revisions_held_s, 3),
             finals=counters.finals,
             workers=counters.workers,
         )
@@ -205,13 +227,14 @@ async def open_transcriber(
     queues = _Queues(jobs_recv, background_recv, _Signal())
     counters = _Counters(workers=max(1, config.workers))
     limiter = trio.CapacityLimiter(max(1, config.workers))
+    budget = _Budget.of(config, trio.current_time())
     pending: list[Job] = []  # taken from the channels, not yet in a batch; shared by the workers
     with jobs_recv, background_recv:
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(max(1, config.workers)):
                     nursery.start_soon(
-                        _serve_batches, model, queues, pending, limiter, config, counters
+                        _serve_batches, model, queues, pending, limiter, config, counters, budget
                     )
                 try:
                     with jobs_send, background_send:
@@ -243,45 +266,93 @@ async def _serve_batches(
     limiter: trio.CapacityLimiter,
     config: TranscriberConfig,
     counters: _Counters,
+    budget: _Budget | None,
 ) -> None:
     """One model worker: take the most urgent batch from the shared pending list, run it."""
     while True:
         live_open = _take_waiting(queues.live, pending, config.queue_size)
         background_open = True
-        if all(job.priority == "background" for job in pending):  # no live work waits
-            room = config.background_batch_size - len(pending)
+        if all(job.priority in _HELD_BACK for job in pending):  # no live work that may run
+            room = config.background_batch_size - sum(j.priority == "background" for j in pending)
             background_open = _take_waiting(queues.background, pending, len(pending) + room)
         kept = [job for job in pending if not job.abandoned]
         counters.dropped += len(pending) - len(kept)
-        if not kept:
-            pending.clear()
-            if not (live_open or background_open):
+        pending[:] = kept
+        draining = not (live_open or background_open)  # closing: whatever waits runs
+        held_s = 0.0 if budget is None or draining else budget.wait_s(trio.current_time())
+        batch, rest = _next_batch(kept, config, revisions=held_s <= 0)
+        if not batch:
+            if draining:
                 return
-            await queues.arrived.wait()
+            waited = trio.current_time()
+            with trio.move_on_after(held_s if kept else math.inf):
+                await queues.arrived.wait()
+            if kept:
+                counters.revisions_held_s += trio.current_time() - waited
             continue
-        batch, rest = _next_batch(kept, config)
         pending[:] = rest
         counters.pending = sum(job.priority != "background" for job in pending)
         counters.pending_background = len(pending) - counters.pending
-        await _run_batch(model, batch, limiter, counters)
+        await _run_batch(model, batch, limiter, counters, budget)
+
+
+@attrs.define
+class _Budget:
+    """The revisions' share of model time: a token bucket in model seconds, shared by the
+    workers (all on the trio thread)."""
+
+    rate: float  # model seconds earned per wall second (share x workers)
+    burst_s: float
+    balance: float
+    updated: float
+
+    @classmethod
+    def of(cls, config: TranscriberConfig, now: float) -> _Budget | None:
+        if config.partial_share is None:
+            return None
+        rate = max(0.0, config.partial_share) * max(1, config.workers)
+        burst = max(0.0, config.partial_burst_s)
+        return cls(rate=rate, burst_s=burst, balance=burst, updated=now)  # starts saved up
+
+    def _refill(self, now: float) -> None:
+        self.balance = min(self.burst_s, self.balance + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_s(self, now: float) -> float:
+        """0 when revisions may run now, else how long until they may (inf: never)."""
+        self._refill(now)
+        if self.balance > 0:
+            return 0.0
+        return math.inf if self.rate <= 0 else max(1e-3, -self.balance / self.rate)
+
+    def spend(self, seconds: float, now: float) -> None:
+        self._refill(now)
+        self.balance -= seconds
 
 
 _RANK = {"final": 0, "first_partial": 1, "partial": 2, "background": 3}
+_HELD_BACK = {"partial", "background"}  # what may wait while uploads run (revisions on budget)
 
 
-def _next_batch(jobs: list[Job], config: TranscriberConfig) -> tuple[list[Job], list[Job]]:
-    """Finals, then first partials, then partials, oldest first; background work only when
-    no live work waits. Partials of both kinds share batches; finals share with nothing."""
+def _next_batch(
+    jobs: list[Job], config: TranscriberConfig, *, revisions: bool = True
+) -> tuple[list[Job], list[Job]]:
+    """Finals, then first partials, then partials (only when `revisions`: their budget is
+    not spent), oldest first; background work only when no live work may run. Partials of
+    both kinds share batches; finals share with nothing. Returns (batch, the rest)."""
     jobs.sort(key=lambda job: (_RANK[job.priority], job.submitted))
     finals = sum(1 for job in jobs if job.priority == "final")
-    live = sum(1 for job in jobs if job.priority != "background")
+    firsts = sum(1 for job in jobs if job.priority == "first_partial")
+    drafts = firsts + sum(1 for job in jobs if job.priority == "partial") * revisions
     if finals:
-        size = min(finals, config.max_batch_size)
-    elif live:
-        size = min(live, config.partial_batch_size)
+        batch = jobs[: min(finals, config.max_batch_size)]
+    elif drafts:
+        batch = jobs[finals : finals + min(drafts, config.partial_batch_size)]
     else:
-        size = config.background_batch_size
-    return jobs[:size], jobs[size:]
+        background = [job for job in jobs if job.priority == "background"]
+        batch = background[: config.background_batch_size]
+    taken = {id(job) for job in batch}
+    return batch, [job for job in jobs if id(job) not in taken]
 
 
 def _take_waiting(jobs: trio.MemoryReceiveChannel[Job], pending: list[Job], limit: int) -> bool:
@@ -305,17 +376,21 @@ def _fail_waiting(jobs: trio.MemoryReceiveChannel[Job], error: TranscriberClosed
 
 
 async def _run_batch(
-    model: SpeechModel, batch: list[Job], limiter: trio.CapacityLimiter, counters: _Counters
+    model: SpeechModel,
+    batch: list[Job],
+    limiter: trio.CapacityLimiter,
+    counters: _Counters,
+    budget: _Budget | None = None,
 ) -> None:
     try:
-        results = await _call_model(model, batch, limiter, counters)
+        results = await _call_model(model, batch, limiter, counters, budget)
     except Exception as error:
         if len(batch) == 1:
             counters.failed += 1
             batch[0].finish(error=error)
             return
         for job in batch:  # isolate the request that broke the batch
-            await _run_batch(model, [job], limiter, counters)
+            await _run_batch(model, [job], limiter, counters, budget)
         return
     counters.batches += 1
     counters.items += len(batch)
@@ -325,7 +400,11 @@ async def _run_batch(
 
 
 async def _call_model(
-    model: SpeechModel, batch: list[Job], limiter: trio.CapacityLimiter, counters: _Counters
+    model: SpeechModel,
+    batch: list[Job],
+    limiter: trio.CapacityLimiter,
+    counters: _Counters,
+    budget: _Budget | None,
 ) -> list[Result]:
     started = trio.current_time()
     counters.running += len(batch)
@@ -346,6 +425,11 @@ async def _call_model(
             counters.partial_busy_s += elapsed
             counters.partials += len(batch)
             counters.partial_audio_s += audio_s
+            firsts = sum(job.priority == "first_partial" for job in batch)
+            counters.first_partials += firsts
+            counters.first_partial_busy_s += elapsed * firsts / len(batch)
+            if budget is not None and firsts < len(batch):
+                budget.spend(elapsed * (len(batch) - firsts) / len(batch), trio.current_time())
     if len(results) != len(batch):
         raise RuntimeError(f"model returned {len(results)} results for {len(batch)} requests")
     return results

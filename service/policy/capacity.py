@@ -6,24 +6,22 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
 
 - **final cost**: model seconds per second of final audio (`final_busy_s / final_audio_s`
   between two looks). Finals are what every session must get, whatever the load.
-- **draft cost**: model seconds per second of partial ("draft") audio. Partials are elastic
-  (one in flight per session, finals first, a newer one replaces one not started): they thin
-  out as load grows, and each then covers more of its utterance, so a cost *per partial*
-  measured while quiet (short drafts) is far below what a partial costs under load; per
-  second of draft audio it holds. Admission reserves `partials_per_s` partials (default 1)
-  per second of speech, each `draft_share` (0.6) of the mean utterance: enough for text to
-  keep flowing while people talk.
+- **first draft cost**: model seconds per first draft of an utterance (its share of the
+  batches it ran in). Every utterance gets one, whatever the load: it is the first text a
+  speaker sees. Later drafts ("revisions") live on a budget of their own in the transcriber
+  (`TranscriberConfig.partial_share` of the workers' time, `CHORUS_PARTIAL_SHARE`): they come
+  further apart as sessions grow, so admission reserves that share and prices nothing else
+  for them.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
   clients stream in real time, so that is the speech each session sends per wall second.
   Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
   have not spoken yet does not look free.
 
-Cost per second of speech = final cost + `partials_per_s` × `draft_share` × mean utterance ×
-draft cost. With `workers` model workers the model serves `workers × utilization / cost`
-seconds of speech per wall second (utilization 0.9 by default), and a new session fits when
-`(live + 1) × speech per session` stays within that. Measured on 2 cores with tiny.en: the
-bench held 12-16 sessions and failed at 24 (first text too late).
+Cost per second of speech = final cost + first draft cost ÷ mean utterance. With `workers`
+model workers the model serves `workers × (utilization − revision_share) / cost` seconds of
+speech per wall second (utilization 0.9 by default; the revisions' share reserved is at most
+half of it), and a new session fits when `(live + 1) × speech per session` stays within that.
 
 Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
 are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no
@@ -45,7 +43,8 @@ from actors.transcriber.actor import TranscriberStatistics
 class CapacityStatistics:
     cost: float | None  # model seconds per second of speech, partials reserved included
     final_cost: float | None  # model seconds per second of final audio
-    draft_cost: float | None  # model seconds per second of partial audio
+    first_draft_cost: float | None  # model seconds per first draft of an utterance
+    revision_share: float  # share of the workers' time kept for later drafts
     utterance_s: float | None  # mean length of a final
     capacity_speech_s_per_s: float | None  # what admission plans to serve
     offered_speech_s_per_s: float  # what live sessions send, by the speech-per-session estimate
@@ -60,8 +59,8 @@ class Counters:
 
     final_busy_s: float = 0.0
     final_audio_s: float = 0.0
-    partial_busy_s: float = 0.0
-    partial_audio_s: float = 0.0
+    first_partial_busy_s: float = 0.0
+    first_partials: int = 0
     finals: int = 0
 
     @classmethod
@@ -69,8 +68,8 @@ class Counters:
         return cls(
             final_busy_s=stats.final_busy_s,
             final_audio_s=stats.final_audio_s,
-            partial_busy_s=stats.partial_busy_s,
-            partial_audio_s=stats.partial_audio_s,
+            first_partial_busy_s=stats.first_partial_busy_s,
+            first_partials=stats.first_partials,
             finals=stats.finals,
         )
 
@@ -79,17 +78,16 @@ class Counters:
 class CapacityMeter:
     workers: int = 1
     utilization: float = 0.9
-    partials_per_s: float = 1.0
-    draft_share: float = 0.6
+    revision_share: float = 0.25  # the transcriber's `partial_share`, reserved for revisions
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
-    min_draft_s: float = 2.0  # draft audio between two looks before a cost sample counts
+    min_drafts: int = 3  # first drafts between two looks before a cost sample counts
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
     trust_audio_s: float = 30.0  # final audio seen before the costs are trusted at all
     cold_sessions: int | None = None  # live sessions admitted while no cost is trusted
     final_cost: float | None = None
-    draft_cost: float | None = None
+    first_draft_cost: float | None = None
     utterance_s: float | None = None
     speech_fraction: float | None = None
     _last_time: float | None = None
@@ -114,10 +112,10 @@ class CapacityMeter:
             finals = counters.finals - self._last.finals
             if finals > 0:
                 self.utterance_s = _average(self.utterance_s, audio / finals, weight)
-        drafts = counters.partial_audio_s - self._last.partial_audio_s
-        busy = counters.partial_busy_s - self._last.partial_busy_s
-        if drafts >= self.min_draft_s and busy > 0:
-            self.draft_cost = _average(self.draft_cost, busy / drafts, weight)
+        drafts = counters.first_partials - self._last.first_partials
+        busy = counters.first_partial_busy_s - self._last.first_partial_busy_s
+        if drafts >= self.min_drafts and busy > 0:
+            self.first_draft_cost = _average(self.first_draft_cost, busy / drafts, weight)
         settled = [(speech, heard) for speech, heard in sessions if heard >= self.settle_s]
         if settled:
             share = min(1.0, sum(s for s, _ in settled) / sum(h for _, h in settled))
@@ -133,19 +131,22 @@ class CapacityMeter:
 
     @property
     def cost(self) -> float | None:
-        """Model seconds per second of speech, with `partials_per_s` partials reserved."""
+        """Model seconds per second of speech: its final, and its utterance's first draft."""
         if self.final_cost is None or self._last.final_audio_s < self.trust_audio_s:
             return None
-        draft_s = self.draft_share * (self.utterance_s or 0.0)
-        return self.final_cost + self.partials_per_s * draft_s * (self.draft_cost or 0.0)
+        if not self.first_draft_cost or not self.utterance_s:
+            return self.final_cost
+        return self.final_cost + self.first_draft_cost / self.utterance_s
 
     @property
     def capacity(self) -> float | None:
-        """Seconds of speech per wall second that admission plans to serve."""
+        """Seconds of speech per wall second that admission plans to serve: the workers' time
+        less the revisions' share (at most half of it is kept for them)."""
         cost = self.cost
         if cost is None or cost <= 0:
             return None
-        return self.workers * self.utilization / cost
+        reserved = min(max(0.0, self.revision_share), self.utilization / 2)
+        return self.workers * (self.utilization - reserved) / cost
 
     def headroom(self, live: int) -> int | None:
         capacity = self.capacity
@@ -164,7 +165,8 @@ class CapacityMeter:
         return CapacityStatistics(
             cost=_rounded(self.cost, 4),
             final_cost=_rounded(self.final_cost, 4),
-            draft_cost=_rounded(self.draft_cost, 4),
+            first_draft_cost=_rounded(self.first_draft_cost, 4),
+            revision_share=self.revision_share,
             utterance_s=_rounded(self.utterance_s, 3),
             capacity_speech_s_per_s=_rounded(self.capacity, 3),
             offered_speech_s_per_s=round(live * self.per_session, 3),

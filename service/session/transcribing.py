@@ -281,7 +281,10 @@ class _Slot:
 
     Closed when the session's events end: every utterance then has its final on the way, so a
     draft still being asked for can commit nothing, and closing abandons it (the transcriber
-    drops an abandoned request before the model sees it).
+    drops an abandoned request before the model sees it). For the same reason a draft being
+    asked for is abandoned when its utterance's final is requested, and when a draft of a
+    newer utterance arrives: that one's first text matters more, and under the transcriber's
+    revisions budget (`TranscriberConfig.partial_share`) an old draft can wait a while.
     """
 
     def __init__(self) -> None:
@@ -290,22 +293,32 @@ class _Slot:
         self.closed = False
         self._changed = trio.Event()
         self._asking: trio.CancelScope | None = None
+        self._asking_for = -1  # the utterance of the draft being asked for
 
     def put(self, segment: Segment) -> None:
         if segment.utterance > self.finalized_through:
             self.segment = segment
             self._changed.set()
+            if segment.utterance > self._asking_for:
+                self._abandon()  # a newer utterance's first draft goes before an old draft
 
     def finalized(self, utterance: int) -> None:
         self.finalized_through = max(self.finalized_through, utterance)
         if self.segment is not None and self.segment.utterance <= utterance:
             self.segment = None
+        if self._asking_for <= utterance:
+            self._abandon()  # its final is on the way: the draft would commit nothing
+
+    def _abandon(self) -> None:
+        """Stop waiting for the draft being asked for (the transcriber drops it if it has not
+        started; under a revisions budget it may wait a while)."""
+        if self._asking is not None:
+            self._asking.cancel()
 
     def close(self) -> None:
         self.closed = True
         self._changed.set()
-        if self._asking is not None:
-            self._asking.cancel()
+        self._abandon()
 
     async def take(self) -> Segment | None:
         while self.segment is None and not self.closed:
@@ -315,16 +328,17 @@ class _Slot:
         return segment
 
     @contextmanager
-    def asking(self) -> Iterator[trio.CancelScope]:
-        """The scope of one draft's request: `close` abandons it."""
+    def asking(self, utterance: int) -> Iterator[trio.CancelScope]:
+        """The scope of one draft's request: `close`, its utterance's final, or a newer
+        utterance's draft abandons it."""
         with trio.CancelScope() as scope:
-            self._asking = scope
-            if self.closed:
+            self._asking, self._asking_for = scope, utterance
+            if self.closed or utterance <= self.finalized_through:
                 scope.cancel()
             try:
                 yield scope
             finally:
-                self._asking = None
+                self._asking, self._asking_for = None, -1
 
 
 async def _partials_worker(
@@ -341,7 +355,7 @@ async def _partials_worker(
             agreement = agreements.of(segment.utterance)
             committed = agreement.text if agreements.enabled else ""
             decode = _decode_options(config, transcript, options, final=False, committed=committed)
-            with slot.asking() as asking:
+            with slot.asking(segment.utterance) as asking:
                 try:
                     shown = segment.utterance in transcript.partial_shown
                     priority: Priority = "partial" if shown else "first_partial"
