@@ -71,18 +71,26 @@ ModelLoader = Callable[[Settings], SpeechModel]
 
 
 def load_whisper(settings: Settings) -> SpeechModel:
+    """The model of `settings`; with a draft model, both, loaded for the same workers."""
+    from actors.model.drafts import DraftingModel
     from actors.model.weights import resolve_model
     from actors.model.whisper import WhisperAdapter
 
-    return WhisperAdapter(
-        resolve_model(settings.model),
-        device=settings.device,
-        compute_type=settings.compute_type,
-        cpu_threads=settings.cpu_threads,
-        bucket_s=30.0 if settings.naive else settings.bucket_s,
-        workers=1 if settings.naive else settings.workers,
-        tight_partials=settings.partial_window == "tight" and not settings.naive,
-    )
+    def load(name: str) -> WhisperAdapter:
+        return WhisperAdapter(
+            resolve_model(name),
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            bucket_s=30.0 if settings.naive else settings.bucket_s,
+            workers=1 if settings.naive else settings.workers,
+            tight_partials=settings.partial_window == "tight" and not settings.naive,
+        )
+
+    main = load(settings.model)
+    if not settings.draft_model or settings.draft_model == settings.model or settings.naive:
+        return main
+    return DraftingModel(main, load(settings.draft_model), workers=main.workers)
 
 
 def create_app(
@@ -173,7 +181,6 @@ def _runtime(
     capacity = CapacityMeter(
         workers=config.workers,
         utilization=settings.admission_utilization or 1.0,
-        revision_share=config.partial_share or 0.0,
         cold_sessions=settings.admission_cold_sessions,
     )
     return Runtime(

@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--model", help="bundled name (tiny.en, base, small), path or hub name")
+    serve.add_argument(
+        "--draft-model",
+        dest="draft_model",
+        help="a smaller model for English partials (e.g. tiny.en under base); finals stay",
+    )
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--compute-type", dest="compute_type")
     serve.add_argument("--host")

@@ -44,6 +44,7 @@ def _flag(value: str | None) -> bool:
 @attrs.frozen
 class Settings:
     model: str = "base"
+    draft_model: str = ""  # a smaller model for English partials (tiny.en); "": the model itself
     device: str = "auto"
     compute_type: str = "default"
     cpu_threads: int = 0

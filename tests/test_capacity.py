@@ -35,9 +35,7 @@ def test_nothing_is_refused_before_anything_was_measured() -> None:
 
 
 def test_headroom_follows_costs_and_speech_per_session() -> None:
-    meter = CapacityMeter(
-        workers=1, utilization=0.9, revision_share=0.2, halflife_s=1e-9, trust_audio_s=0
-    )
+    meter = CapacityMeter(workers=1, utilization=0.7, halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
     # 1.2 model seconds for 3 finals of 4 s; 0.6 s for 3 first drafts; two sessions, 60% speech
     counters = Counters(final_busy_s=1.2, final_audio_s=12.0, finals=3)
@@ -47,35 +45,29 @@ def test_headroom_follows_costs_and_speech_per_session() -> None:
     assert meter.utterance_s == pytest.approx(4.0)
     # a second of speech: its final (0.1) and a quarter of an utterance's first draft (0.05)
     assert meter.cost == pytest.approx(0.15)
-    assert meter.capacity == pytest.approx(0.7 / 0.15)  # 0.9 less 0.2 kept for revisions
+    assert meter.capacity == pytest.approx(0.7 / 0.15)
     assert meter.per_session == pytest.approx(0.6)
     assert meter.headroom(2) == 5  # floor(4.67 / 0.6) = 7 sessions fit, 2 are live
     assert meter.admits(6) and not meter.admits(7)
     stats = meter.statistics(7)
     assert (stats.headroom, stats.offered_speech_s_per_s) == pytest.approx((0, 4.2))
-    assert stats.revision_share == 0.2
     meter.workers = 2  # a second model worker doubles what admission plans for
     assert meter.headroom(7) == 8
-    meter.revision_share = 0.0  # nothing kept for revisions: 0.9 x 2 / 0.15 = 12 speech-s/s
-    assert meter.headroom(0) == 20
 
 
-def test_revisions_are_not_priced_and_their_share_is_bounded() -> None:
-    """Revisions run on their own budget: what they cost changes nothing, and a share of
-    1 (revisions take any idle time) keeps half the workers' time for finals."""
-    meter = CapacityMeter(utilization=0.8, revision_share=1.0, halflife_s=1e-9, trust_audio_s=0)
+def test_revisions_are_not_priced() -> None:
+    """Revisions run only when no final or first draft waits, on a budget of their own: what
+    they cost reaches no counter the meter reads, and without first drafts measured a second
+    of speech costs its final alone."""
+    meter = CapacityMeter(utilization=0.8, halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
     meter.observe(10.0, Counters(final_busy_s=1.0, final_audio_s=10.0, finals=2))
-    assert meter.cost == pytest.approx(0.1)  # no first drafts measured: finals alone
-    assert meter.capacity == pytest.approx(0.4 / 0.1)
-    meter.observe(20.0, Counters(final_busy_s=2.0, final_audio_s=20.0, finals=4))
-    assert meter.first_draft_cost is None  # revisions' time is in no counter the meter reads
+    assert meter.cost == pytest.approx(0.1) and meter.first_draft_cost is None
+    assert meter.capacity == pytest.approx(0.8 / 0.1)
 
 
 def test_new_sessions_tell_nothing_and_the_default_share_is_prudent() -> None:
-    meter = CapacityMeter(
-        workers=1, utilization=1.0, revision_share=0.0, halflife_s=1e-9, trust_audio_s=0
-    )
+    meter = CapacityMeter(workers=1, utilization=1.0, halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
     meter.observe(10.0, Counters(2.0, 10.0), [(0.0, 2.0)] * 10)  # ten sessions under 5 s old
     assert meter.speech_fraction is None and meter.per_session == 0.8
@@ -146,7 +138,6 @@ async def test_a_full_server_refuses_at_the_handshake_and_keeps_its_sessions(
     async with serve_app(app) as address:
         meter: CapacityMeter = runtime(app).capacity
         meter.final_cost, meter.speech_fraction = 0.9, 0.8  # one session fits (1.0 / 0.8)
-        meter.revision_share = 0.0
         meter.trust_audio_s = 0
         meter._last_time = trio.current_time() + 3600  # hold these figures for the test
         async with connect(f"ws://{address}/v1/stream") as ws:
