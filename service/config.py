@@ -79,7 +79,7 @@ class Settings:
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # plan live work for this share of the measured model capacity; 0 turns it off
-    admission_utilization: float = 0.9
+    admission_utilization: float = 0.85
     admission_cold_sessions: int = 8  # live sessions admitted before any cost is measured
     log_level: str = "info"
 

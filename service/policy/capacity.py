@@ -20,12 +20,14 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
 
 Cost per second of speech = final cost + first draft cost ÷ mean utterance. With `workers`
 model workers the model serves `workers × utilization / cost` seconds of speech per wall
-second (utilization 0.9 by default), and a new session fits when `(live + 1) × speech per
-session` stays within that. Busy time is wall time in the worker threads, which share the
-cores with the event loop, so it overstates what a second of speech takes of a core: on 2
-cores with tiny.en (final 0.029, first draft 0.043 model-s, 5.9 s utterances, 0.95 of each
-session's audio inside utterances) the meter plans for 52 sessions, and the bench held 48
-for 90 s conversations (p95 final 1.43 s, first text 1.14 s) and failed first text at 56.
+second (`utilization`, which the app sets from `CHORUS_ADMISSION_UTILIZATION`, 0.85), and a
+new session fits when `(live + 1) × speech per session` stays within that. Busy time is wall
+time in the worker threads, which share the cores with the event loop, so it overstates what
+a second of speech takes of a core. On 2 cores with tiny.en (final 0.029, first draft 0.043
+model-s, 5.9 s utterances, 0.95 of each session's audio inside utterances) 0.9 planned for
+52 sessions and let 55 of 56 in, whose first text came too late (p95 2.79 s), while 48 held
+(p95 final 1.36 s, first text 0.97 s; 90 s conversations: 1.43 s and 1.14 s); 0.85 plans
+for 49.
 
 Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
 are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no
@@ -80,7 +82,7 @@ class Counters:
 @attrs.define
 class CapacityMeter:
     workers: int = 1
-    utilization: float = 0.9
+    utilization: float = 0.85
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts
