@@ -213,7 +213,8 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
         [("partial", 1.0), ("partial", 2.0), ("final", 3.0), ("partial", 4.0), ("final", 5.0)],
         [[9.0], [3.0, 5.0], [1.0, 2.0], [4.0]],
     ),
-    # what a listener waits for first: any text at all for an utterance that shows none
+    # what a listener waits for first: any text at all for an utterance that shows none (a
+    # short draft), then finals; revisions do not ride along while a final waits
     (
         [
             ("partial", 1.0),
@@ -221,14 +222,22 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
             ("first_partial", 3.0),
             ("final", 4.0),
             ("first_partial", 5.0),
+            ("first_partial", 6.0),
         ],
-        [[9.0], [4.0], [3.0, 5.0], [1.0, 2.0]],
+        [[9.0], [3.0, 5.0], [6.0], [4.0], [1.0, 2.0]],
+    ),
+    # with no final waiting, revisions fill a batch of first partials
+    (
+        [("partial", 1.0), ("first_partial", 3.0), ("partial", 2.0)],
+        [[9.0], [3.0, 1.0], [2.0]],
     ),
 ]
 
 
-@pytest.mark.parametrize(("order", "batches"), ORDERS, ids=["finals_alone", "first_partials"])
-async def test_finals_then_first_partials_then_revisions(
+@pytest.mark.parametrize(
+    ("order", "batches"), ORDERS, ids=["finals_alone", "first_partials", "revisions_join"]
+)
+async def test_first_partials_then_finals_then_revisions(
     order: list[tuple[Priority, float]], batches: list[list[float]]
 ) -> None:
     model = FakeModel()
