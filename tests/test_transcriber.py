@@ -213,8 +213,8 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
         [("partial", 1.0), ("partial", 2.0), ("final", 3.0), ("partial", 4.0), ("final", 5.0)],
         [[9.0], [3.0, 5.0], [1.0, 2.0], [4.0]],
     ),
-    # what a listener waits for first: any text at all for an utterance that shows none (a
-    # short draft), then finals; revisions do not ride along while a final waits
+    # finals and first partials (any text at all for an utterance that shows none) oldest
+    # first, the oldest picking the batch; revisions do not ride along while a final waits
     (
         [
             ("partial", 1.0),
@@ -224,7 +224,7 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
             ("first_partial", 5.0),
             ("first_partial", 6.0),
         ],
-        [[9.0], [3.0, 5.0], [6.0], [4.0], [1.0, 2.0]],
+        [[9.0], [3.0, 5.0], [4.0], [6.0, 1.0], [2.0]],
     ),
     # with no final waiting, revisions fill a batch of first partials
     (
@@ -237,7 +237,7 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
 @pytest.mark.parametrize(
     ("order", "batches"), ORDERS, ids=["finals_alone", "first_partials", "revisions_join"]
 )
-async def test_first_partials_then_finals_then_revisions(
+async def test_finals_and_first_partials_oldest_first_then_revisions(
     order: list[tuple[Priority, float]], batches: list[list[float]]
 ) -> None:
     model = FakeModel()

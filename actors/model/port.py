@@ -20,9 +20,9 @@ Samples = npt.NDArray[np.float32]
 """Mono float32 audio at 16 kHz, the only audio shape past the segmenter."""
 
 Priority = Literal["final", "first_partial", "partial", "background"]
-"""The first partial of an utterance that shows no text yet (a short draft, and what a listener
-waits for) first, then live finals, then other partials; `background` (uploads) only when no
-live work waits."""
+"""Live finals and the first partial of an utterance that shows no text yet (a short draft,
+and what a listener waits for), oldest first; then other partials; `background` (uploads)
+only when no live work waits."""
 
 
 @attrs.frozen
