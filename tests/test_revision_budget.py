@@ -67,7 +67,7 @@ async def test_revisions_wait_for_their_budget_and_nothing_else_does() -> None:
         model.gate.set()
         await batches(model, 4)
         await trio.sleep(0.1)
-        assert batch_lengths(model) == [[9.0], [2.0], [3.0], [5.0]]  # revisions held back
+        assert batch_lengths(model) == [[9.0], [3.0], [2.0], [5.0]]  # revisions held back
         assert transcriber.statistics().queue == 2
     assert batch_lengths(model)[4:] == [[1.0, 4.0]]  # the closing transcriber ran them
     assert transcriber.statistics().revisions_held_s > 0

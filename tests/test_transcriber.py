@@ -12,11 +12,13 @@ from fakes import FakeModel
 
 from actors.model.port import Priority, Request
 from actors.transcriber.actor import (
+    FIRST_DEFERS_S,
     Job,
     TranscriberClosed,
     TranscriberConfig,
     TranscriberHandle,
     TranscriptionFailed,
+    _next_batch,
     open_transcriber,
 )
 
@@ -213,8 +215,8 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
         [("partial", 1.0), ("partial", 2.0), ("final", 3.0), ("partial", 4.0), ("final", 5.0)],
         [[9.0], [3.0, 5.0], [1.0, 2.0], [4.0]],
     ),
-    # finals and first partials (any text at all for an utterance that shows none) oldest
-    # first, the oldest picking the batch; revisions do not ride along while a final waits
+    # finals (a first partial asked for just before them waits), then first partials (any
+    # text at all for an utterance that shows none) with revisions filling their batch
     (
         [
             ("partial", 1.0),
@@ -224,7 +226,7 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
             ("first_partial", 5.0),
             ("first_partial", 6.0),
         ],
-        [[9.0], [3.0, 5.0], [4.0], [6.0, 1.0], [2.0]],
+        [[9.0], [4.0], [3.0, 5.0], [6.0, 1.0], [2.0]],
     ),
     # with no final waiting, revisions fill a batch of first partials
     (
@@ -237,7 +239,7 @@ ORDERS: list[tuple[list[tuple[Priority, float]], list[list[float]]]] = [
 @pytest.mark.parametrize(
     ("order", "batches"), ORDERS, ids=["finals_alone", "first_partials", "revisions_join"]
 )
-async def test_finals_and_first_partials_oldest_first_then_revisions(
+async def test_finals_then_first_partials_then_revisions(
     order: list[tuple[Priority, float]], batches: list[list[float]]
 ) -> None:
     model = FakeModel()
@@ -249,6 +251,19 @@ async def test_finals_and_first_partials_oldest_first_then_revisions(
         await submit_in_order(nursery, transcriber, order)
         model.gate.set()
     assert batch_lengths(model) == batches
+
+
+@pytest.mark.parametrize(("final_at", "first"), [(0.4, "final"), (0.6, "first_partial")])
+def test_a_first_partial_waits_behind_finals_asked_for_up_to_half_a_second_later(
+    final_at: float, first: Priority
+) -> None:
+    jobs = [
+        Job(request(1.0), "first_partial", submitted=10.0),
+        Job(request(2.0), "final", submitted=10.0 + final_at),
+    ]
+    assert FIRST_DEFERS_S == 0.5
+    batch, rest = _next_batch(jobs, TranscriberConfig())
+    assert [job.priority for job in batch] == [first] and len(rest) == 1
 
 
 async def test_uploads_wait_in_their_own_queue_never_in_front_of_live_work() -> None:
