@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--draft-model",
         dest="draft_model",
-        help="a smaller model for English partials (e.g. tiny.en under base); finals stay",
+        help="a smaller model for English partials (auto: tiny.en under a bigger model on a "
+        "CPU; none: off); finals stay on --model",
     )
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--compute-type", dest="compute_type")

@@ -44,7 +44,9 @@ def _flag(value: str | None) -> bool:
 @attrs.frozen
 class Settings:
     model: str = "base"
-    draft_model: str = ""  # a smaller model for English partials (tiny.en); "": the model itself
+    # a smaller model for English partials; "auto": tiny.en under a bigger model on a CPU;
+    # "none": partials on the model itself
+    draft_model: str = "auto"
     device: str = "auto"
     compute_type: str = "default"
     cpu_threads: int = 0

@@ -59,14 +59,21 @@ def test_a_multilingual_draft_model_drafts_its_own_languages() -> None:
     assert not model.drafts(request(1, language="fr", partial=True))
 
 
-def test_without_a_draft_model_the_model_is_loaded_alone() -> None:
-    model = load_whisper(Settings(model="tiny.en", draft_model="", cpu_threads=2))
+@pytest.mark.parametrize("draft_model", ["auto", "none", "tiny.en"])
+def test_tiny_en_drafts_for_nobody_but_itself(draft_model: str) -> None:
+    model = load_whisper(Settings(model="tiny.en", draft_model=draft_model, cpu_threads=2))
     assert not isinstance(model, DraftingModel) and model.name == "tiny.en"
+
+
+def test_none_keeps_partials_on_base() -> None:
+    model = load_whisper(Settings(model="base", draft_model="none", cpu_threads=2))
+    assert not isinstance(model, DraftingModel) and model.name == "base"
 
 
 @pytest.fixture(scope="module")
 def drafting() -> DraftingModel:
-    model = load_whisper(Settings(model="base", draft_model="tiny.en", cpu_threads=2))
+    """The default (`auto`) under base on a CPU: tiny.en drafts."""
+    model = load_whisper(Settings(model="base", device="cpu", cpu_threads=2))
     assert isinstance(model, DraftingModel)
     return model
 
