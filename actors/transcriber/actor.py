@@ -21,8 +21,8 @@ is spent by the revisions' model time (a batch that mixes first drafts and revis
 the revisions' share of it). While it is empty a worker leaves revisions waiting (their
 sessions' newer drafts replace them meanwhile) and runs only finals, first drafts and uploads;
 so as sessions grow each one's revisions come further apart instead of crowding out the work
-every session needs, and admission can reserve that share and no more. First drafts are never
-held back: they are what shows a speaker that they are heard.
+every session needs, and admission need not price them (`service/policy/capacity.py`). First
+drafts are never held back: they are what shows a speaker that they are heard.
 
 A model error fails only the jobs of the batch that raised it: the batch is retried one job at a
 time, so one bad request cannot fail its neighbours, and the jobs that still fail get
