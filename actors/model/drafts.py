@@ -43,15 +43,11 @@ class DraftingModel:
 
     def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
         drafted = [index for index, request in enumerate(requests) if self.drafts(request)]
-        if not drafted:
-            return self.main.transcribe_batch(requests)
-        if len(drafted) == len(requests):
-            return self.draft.transcribe_batch(requests)
         chosen = set(drafted)
         rest = [index for index in range(len(requests)) if index not in chosen]
-        results: list[Result | None] = [None] * len(requests)
+        results: dict[int, Result] = {}
         for indices, model in ((drafted, self.draft), (rest, self.main)):
-            answers = model.transcribe_batch([requests[i] for i in indices])
-            for index, answer in zip(indices, answers, strict=True):
-                results[index] = answer
-        return [result for result in results if result is not None]
+            if indices:  # one call per model that has requests: no empty batches
+                answers = model.transcribe_batch([requests[i] for i in indices])
+                results.update(zip(indices, answers, strict=True))
+        return [results[index] for index in range(len(requests))]
