@@ -85,6 +85,7 @@ def load_whisper(settings: Settings) -> SpeechModel:
             bucket_s=30.0 if settings.naive else settings.bucket_s,
             workers=1 if settings.naive else settings.workers,
             tight_partials=settings.partial_window == "tight" and not settings.naive,
+            final_window=None if settings.final_window == "auto" else settings.final_window,
         )
 
     main = load(settings.model)

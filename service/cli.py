@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="partials' encoder window: tight to the audio (default) or the finals' rule",
     )
     serve.add_argument(
+        "--final-window",
+        dest="final_window",
+        choices=["auto", "double", "pad"],
+        help="finals' encoder window: twice the audio, or the audio + 3 s (auto: twice for "
+        "tiny models, + 3 s for bigger ones)",
+    )
+    serve.add_argument(
         "--no-commit-partials",
         dest="commit_partials",
         action="store_false",

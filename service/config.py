@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 import attrs
 
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
+
+FinalWindowSetting = Literal["auto", "double", "pad"]
+"""Finals' encoder window: `actors.model.whisper.FinalWindow`, or "auto" (by model size)."""
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
@@ -60,6 +63,11 @@ class Settings:
     workers: int = 0  # model workers running batches at once (0: chosen by the adapter)
     partial_window: str = "tight"  # partials: "tight" to the audio, or "final" (finals' rule)
     bucket_s: float = 5.0
+    # finals' encoder window: "double" the audio, the audio + 3 s ("pad"); "auto": double for
+    # tiny models, pad for bigger ones (actors/model/whisper.py)
+    final_window: FinalWindowSetting = attrs.field(
+        default="auto", validator=attrs.validators.in_(get_args(FinalWindowSetting))
+    )
     final_beam_size: int = 5
     partial_interval_s: float = 0.6
     # share of the model workers' time that revisions (drafts after an utterance's first) may

@@ -11,6 +11,7 @@ from audio_files import DATA, load
 
 from actors.model.drafts import DraftingModel
 from actors.model.port import DecodeOptions, Request, Result
+from actors.model.whisper import WhisperAdapter
 from bench.figures import word_error_rate
 from service.app import load_whisper
 from service.config import Settings
@@ -80,6 +81,7 @@ def drafting() -> DraftingModel:
 
 def test_real_tiny_en_drafts_under_base_finals(drafting: DraftingModel) -> None:
     assert (drafting.name, drafting.draft.name, drafting.multilingual) == ("base", "tiny.en", True)
+    assert isinstance(drafting.main, WhisperAdapter) and drafting.main.final_window == "pad"
     weather = load(DATA / "weather.wav")
     draft, final, detected = drafting.transcribe_batch(
         [

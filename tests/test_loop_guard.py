@@ -31,6 +31,7 @@ class _LoopingAdapter(WhisperAdapter):
 
     def __init__(self) -> None:  # no model: `_run_group` is replaced below
         self.bucket_s = 5.0
+        self.final_window = "double"
         self.tight_partials = True
         self.pad_to_longest = False
         self.windows: list[tuple[int, int]] = []
