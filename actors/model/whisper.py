@@ -18,7 +18,7 @@ Models bigger than tiny loop less, and their windows need less room: for them
 (`final_window="pad"`, what `final_window_for` picks) a final's window is the audio plus
 `FINAL_PAD_S` (3 s), same buckets and floor, so an 8 s utterance gets 15 s instead of 20 s.
 Streaming finals of the shared English set, clean, under 10 dB babble and over a telephone
-line, beam 5: base took 20-22% less model time with WER within 0.12 points of twice the audio
+line, beam 5: base took 20-23% less model time with WER within 0.12 points of twice the audio
 in each condition, natively (AVX-512) and held to AVX2; tiny.en lost 0.48 points on the
 telephone set natively, so tiny models keep twice the audio.
 
