@@ -84,6 +84,7 @@ class LoadSettings:
     wer_margin: float
     baseline_ref: str | None
     no_reference: bool
+    reference_passes: int
     cpu_threads: int
     peer: str | None
     peer_url: str | None
@@ -117,6 +118,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> LoadSettings:
     )
     target.add_argument(
         "--no-reference", action="store_true", help="skip offline faster-whisper (no E)"
+    )
+    target.add_argument(
+        "--reference-passes",
+        type=int,
+        default=3,
+        help="passes of offline faster-whisper over its files; E uses the median pass",
     )
     target.add_argument(
         "--cpu-threads", type=int, default=2, help="threads for the reference (the server's)"
@@ -377,6 +384,7 @@ async def run(arguments: LoadSettings) -> Path:
                 arguments.model,
                 invocation.clips,
                 cpu_threads=arguments.cpu_threads,
+                passes=arguments.reference_passes,
             )
         )
         invocation.reference = Reference(
@@ -385,6 +393,7 @@ async def run(arguments: LoadSettings) -> Path:
             audio_s_per_wall_s=round(measured.audio_s_per_wall_s, 3),
             audio_s=round(measured.audio_s, 3),
             files=measured.files,
+            passes=[round(rate, 3) for rate in measured.passes],
         )
         print(f"reference: {invocation.reference.audio_s_per_wall_s:.2f} audio s / wall s")
     command = [

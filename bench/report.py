@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # no pyplot: no global state; PNG goes through Agg
 
 from bench.client import SessionRecord
-from bench.schema import LoadReport, OfflineReport, RunFigures
+from bench.schema import LoadReport, OfflineReport, Reference, RunFigures
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -129,7 +129,7 @@ def load_markdown(report: LoadReport) -> str:
     if (reference := report.reference) is not None:
         lines.append(
             f"- reference: {reference.method}: {reference.audio_s_per_wall_s:.2f} audio s per "
-            f"wall s ({reference.files} files, {reference.audio_s:.0f} s)"
+            f"wall s ({reference.files} files, {reference.audio_s:.0f} s{_passes(reference)})"
         )
     for row in report.efficiency:
         fraction = _number(row.speech_fraction)
@@ -274,3 +274,11 @@ def write_offline(report: OfflineReport, stem: Path) -> Sequence[Path]:
         write_json(report, stem.with_suffix(".json")),
         write_text(offline_markdown(report), stem.with_suffix(".md")),
     ]
+
+
+def _passes(reference: Reference) -> str:
+    """ "; the median of 3 passes: a, b, c" when the reference took more than one."""
+    if len(reference.passes) < 2:
+        return ""
+    rates = ", ".join(f"{rate:.2f}" for rate in reference.passes)
+    return f"; the median of {len(reference.passes)} passes: {rates}"

@@ -106,9 +106,10 @@ class Reference(msgspec.Struct, kw_only=True):
     """Offline faster-whisper on this machine, measured in the same invocation (DESIGN §8)."""
 
     method: str
-    audio_s_per_wall_s: float
+    audio_s_per_wall_s: float  # of the median pass
     audio_s: float
     files: int
+    passes: list[float] = []  # audio seconds per wall second of each pass over the files
 
 
 class Efficiency(msgspec.Struct, kw_only=True):

@@ -84,6 +84,8 @@ def check_report(stem: Path) -> None:
     # E comes from this invocation: offline faster-whisper measured before the servers ran
     reference = data["reference"]
     assert reference["files"] >= 1 and reference["audio_s_per_wall_s"] > 0
+    assert len(reference["passes"]) == 3  # the median pass of three is the reference
+    assert reference["audio_s_per_wall_s"] == pytest.approx(sorted(reference["passes"])[1], 1e-3)
     (row,) = data["efficiency"]
     assert 0 < row["speech_fraction"] <= 1
     if search["capacity"]:

@@ -372,3 +372,14 @@ def test_finals_only_clients_ask_chorus_for_no_partials() -> None:
     finals_only = session_url(CHORUS_DRIVER, base, StreamOptions(interim=False))
     assert finals_only == default + "&interim=false"
     assert finals_only.startswith("ws://127.0.0.1:8000/v1/stream?")
+
+
+def test_the_reference_is_the_median_pass() -> None:
+    from bench.reference import OfflineThroughput
+
+    # 60 s of audio in 4 s, 5 s (a machine hiccup) and 3 s: the median pass is 4 s
+    measured = OfflineThroughput.of_passes(60.0, [4.0, 5.0, 3.0], 10, 5, 2)
+    assert measured.audio_s_per_wall_s == pytest.approx(15.0)
+    assert measured.passes == pytest.approx((15.0, 12.0, 20.0))
+    assert OfflineThroughput.of_passes(60.0, [4.0], 10, 5, 2).audio_s_per_wall_s == 15.0
+    assert OfflineThroughput.of_passes(60.0, [4.0, 6.0], 10, 5, 2).wall_s == 4.0  # lower middle
