@@ -3,8 +3,10 @@
 `offline_throughput` runs faster-whisper's own `WhisperModel.transcribe` (beam 5, the given
 threads, int8 on the CPU) over clips of the speech set, one after another, and returns audio
 seconds per wall second: what the model does on this machine with nobody waiting. It does so in
-`passes` (3) passes over the same clips and keeps the median pass: one pass of a minute of audio
-moved by ±10% between invocations on one machine (tiny.en: 14.0 to 17.1), and E with it. Capacity
+`passes` (3) passes over the same clips and keeps the median pass, so one slow pass (base: 8.42
+against 9.05 and 8.96) does not move E. The machine itself drifts more between invocations
+(tiny.en: 14.0 to 17.1 on one machine, one day), which is why E is only ever read against the
+reference of its own invocation. Capacity
 efficiency E = sessions held × the conversations' speech fraction ÷ that throughput (DESIGN §8),
 so a figure from one machine can be set beside a figure from another.
 
