@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 from fakes import FakeModel
-from test_transcriber import batch_lengths, request, submit_in_order, wait_entered
+from test_transcriber import batch_lengths, queue_behind_a_busy_model
 
 from actors.model.port import Priority, Request, Result
 from actors.speech.segmenter import Segment, SegmenterConfig
@@ -54,8 +54,6 @@ async def test_revisions_wait_for_their_budget_and_nothing_else_does() -> None:
     model.gate.clear()
     config = TranscriberConfig(partial_share=0.0, partial_burst_s=0.0)
     async with trio.open_nursery() as nursery, open_transcriber(model, config) as transcriber:
-        nursery.start_soon(transcriber.transcribe, request(9.0))
-        await wait_entered(model)
         order: list[tuple[Priority, float]] = [
             ("partial", 1.0),
             ("background", 5.0),
@@ -63,8 +61,7 @@ async def test_revisions_wait_for_their_budget_and_nothing_else_does() -> None:
             ("final", 3.0),
             ("partial", 4.0),
         ]
-        await submit_in_order(nursery, transcriber, order)
-        model.gate.set()
+        await queue_behind_a_busy_model(nursery, transcriber, model, order)
         await batches(model, 4)
         await trio.sleep(0.1)
         assert batch_lengths(model) == [[9.0], [3.0], [2.0], [5.0]]  # revisions held back
@@ -78,15 +75,12 @@ async def test_a_spent_budget_trims_a_batch_to_its_first_drafts() -> None:
     model.gate.clear()
     config = TranscriberConfig(partial_share=0.0, partial_burst_s=0.0, partial_batch_size=4)
     async with trio.open_nursery() as nursery, open_transcriber(model, config) as transcriber:
-        nursery.start_soon(transcriber.transcribe, request(9.0))
-        await wait_entered(model)
         order: list[tuple[Priority, float]] = [
             ("partial", 1.0),
             ("first_partial", 2.0),
             ("first_partial", 3.0),
         ]
-        await submit_in_order(nursery, transcriber, order)
-        model.gate.set()
+        await queue_behind_a_busy_model(nursery, transcriber, model, order)
         await batches(model, 2)
         assert batch_lengths(model) == [[9.0], [2.0, 3.0]]
         stats = transcriber.statistics()

@@ -42,6 +42,19 @@ async def submit_in_order(
         await trio.testing.wait_all_tasks_blocked()
 
 
+async def queue_behind_a_busy_model(
+    nursery: trio.Nursery,
+    transcriber: TranscriberHandle,
+    model: FakeModel,
+    order: list[tuple[Priority, float]],
+) -> None:
+    """Hold the (gated) model on a 9 s request, queue `order` behind it, then open the gate."""
+    nursery.start_soon(transcriber.transcribe, request(9.0))
+    await wait_entered(model)
+    await submit_in_order(nursery, transcriber, order)
+    model.gate.set()
+
+
 def batch_lengths(model: FakeModel) -> list[list[float]]:
     return [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
 
@@ -246,10 +259,7 @@ async def test_finals_then_first_partials_then_revisions(
     model.gate.clear()
     config = TranscriberConfig(max_batch_size=8, partial_batch_size=2)
     async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
-        nursery.start_soon(transcriber.transcribe, request(9.0))
-        await wait_entered(model)
-        await submit_in_order(nursery, transcriber, order)
-        model.gate.set()
+        await queue_behind_a_busy_model(nursery, transcriber, model, order)
     assert batch_lengths(model) == batches
 
 
