@@ -61,7 +61,9 @@ class FakeTranscriber:
         self.calls: list[tuple[Request, Priority]] = []
         self._text = text
 
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
         self.calls.append((request, priority))
         await self.gate.wait()
         return Result(text=self._text(request), language="en")

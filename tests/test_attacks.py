@@ -334,7 +334,9 @@ async def test_a_long_upload_is_decoded_and_transcribed_in_flat_memory(tmp_path:
     from actors.transcriber.files import FileOptions, transcribe_file
 
     class Forgetful:  # keeps no request, unlike tests/fakes.py:FakeTranscriber
-        async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+        async def transcribe(
+            self, request: Request, *, priority: Priority = "final", **_: object
+        ) -> Result:
             await trio.lowlevel.checkpoint()
             return Result(text=f"{len(request.audio)}", language="en")
 

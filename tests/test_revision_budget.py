@@ -14,7 +14,8 @@ from test_transcriber import batch_lengths, queue_behind_a_busy_model
 
 from actors.model.port import Priority, Request, Result
 from actors.speech.segmenter import Segment, SegmenterConfig
-from actors.transcriber.actor import TranscriberConfig, _Budget, open_transcriber
+from actors.transcriber.actor import TranscriberConfig, open_transcriber
+from actors.transcriber.schedule import Budget
 from protocol.native import Partial, ServerFrame
 from service.session.config import SessionConfig
 from service.session.ports import StreamOptions
@@ -32,7 +33,7 @@ async def batches(model: FakeModel, count: int) -> None:
 
 def test_the_budget_earns_its_share_spends_model_time_and_saves_up_to_its_burst() -> None:
     config = TranscriberConfig(workers=2, partial_share=0.25, partial_burst_s=1.0)
-    budget = _Budget.of(config, now=0.0)
+    budget = Budget.of(config.partial_share, config.partial_burst_s, config.workers, now=0.0)
     assert budget is not None and budget.rate == 0.5  # a quarter of two workers
     assert budget.wait_s(0.0) == 0.0  # a fresh server starts with its burst
     budget.spend(1.5, now=0.0)  # one batch of revisions ran 1.5 s: 0.5 s overdrawn
@@ -40,8 +41,8 @@ def test_the_budget_earns_its_share_spends_model_time_and_saves_up_to_its_burst(
     assert budget.wait_s(0.5) == pytest.approx(0.5)
     assert budget.wait_s(1.1) == 0.0
     assert budget.wait_s(100.0) == 0.0 and budget.balance == 1.0  # saved up to the burst
-    assert _Budget.of(TranscriberConfig(), now=0.0) is None  # no share: no budget
-    never = _Budget.of(TranscriberConfig(partial_share=0.0, partial_burst_s=0.0), now=0.0)
+    assert Budget.of(None, 1.0, 1, now=0.0) is None  # no share: no budget
+    never = Budget.of(0.0, 0.0, 1, now=0.0)
     assert never is not None
     never.spend(0.1, now=0.0)
     assert never.wait_s(1e6) == float("inf")
@@ -95,7 +96,9 @@ class HeldRevisions:
         self.calls: list[tuple[float, Priority]] = []
         self.abandoned: list[float] = []
 
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
         seconds = len(request.audio) / 16000
         self.calls.append((seconds, priority))
         if priority == "partial":

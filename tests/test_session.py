@@ -392,7 +392,9 @@ async def test_a_stage_that_fails_still_ends_the_session_in_the_store() -> None:
 class SlowTranscriber(FakeTranscriber):
     """Every request takes 1.5 s: a model that keeps up, but not quickly."""
 
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
         await trio.sleep(1.5)
         return await super().transcribe(request, priority=priority)
 
@@ -417,7 +419,9 @@ async def test_a_client_ahead_of_real_time_is_not_lagging_while_the_model_keeps_
 
 
 class FailingTranscriber(FakeTranscriber):
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
         raise TranscriptionFailed("RuntimeError: /opt/models/secret.bin: CUDA out of memory")
 
 

@@ -12,15 +12,14 @@ from fakes import FakeModel
 
 from actors.model.port import Priority, Request
 from actors.transcriber.actor import (
-    FIRST_DEFERS_S,
     Job,
     TranscriberClosed,
     TranscriberConfig,
     TranscriberHandle,
     TranscriptionFailed,
-    _next_batch,
     open_transcriber,
 )
+from actors.transcriber.schedule import FIRST_DEFERS_S, next_batch
 
 
 def request(seconds: float) -> Request:
@@ -272,7 +271,7 @@ def test_a_first_partial_waits_behind_finals_asked_for_up_to_half_a_second_later
         Job(request(2.0), "final", submitted=10.0 + final_at),
     ]
     assert FIRST_DEFERS_S == 0.5
-    batch, rest = _next_batch(jobs, TranscriberConfig())
+    batch, rest = next_batch(jobs, TranscriberConfig().sizes)
     assert [job.priority for job in batch] == [first] and len(rest) == 1
 
 

@@ -4,8 +4,8 @@ Ownership: `open_transcriber()` opens a nursery that owns `config.workers` tasks
 (`_serve_batches`, one per model worker) and yields a `TranscriberHandle`. Callers put `Job`s
 into a bounded channel (a full queue blocks them: that is the backpressure that reaches each
 session's pipeline). The workers share one list of pending jobs (all on the trio thread, so no
-lock): each idle worker takes what is waiting, orders it (finals and first partials oldest
-first, then other partials), drops jobs whose caller has gone, and runs one batch in a worker thread
+lock): each idle worker takes what is waiting, drops jobs whose caller has gone, picks a batch
+(`schedule.next_batch`), and runs it in a worker thread
 (`trio.to_thread.run_sync` with a `CapacityLimiter(workers)`; never abandoned on cancel). A job
 is taken by exactly one worker. The model must allow `workers` concurrent calls (the Whisper
 adapter loads CTranslate2 with as many `inter_threads`, each with its share of the threads).
@@ -15,14 +15,10 @@ read only when no live work waits, one batch of at most `background_batch_size` 
 long file delays a live final by one small batch at most, and uploads never fill the live
 queue (which admission watches) nor stand in it ahead of a live final.
 
-Revisions (`partial` jobs: a second or later draft of an open utterance) have a budget when
-`partial_share` is set: a token bucket that earns `partial_share` of every worker's time and
-is spent by the revisions' model time (a batch that mixes first drafts and revisions spends
-the revisions' share of it). While it is empty a worker leaves revisions waiting (their
-sessions' newer drafts replace them meanwhile) and runs only finals, first drafts and uploads;
-so as sessions grow each one's revisions come further apart instead of crowding out the work
-every session needs, and admission need not price them (`service/policy/capacity.py`). First
-drafts are never held back: they are what shows a speaker that they are heard.
+What runs next is `actors/transcriber/schedule.py`'s policy: finals and first drafts within
+their bounds, then revisions (later drafts) earliest deadline first, uploads last. A revision
+may be refreshed when it is taken (`Job.latest`): its session hands over the newest audio it
+has, so a draft that waited is not stale when it runs.
 
 A model error fails only the jobs of the batch that raised it: the batch is retried one job at a
 time, so one bad request cannot fail its neighbours, and the jobs that still fail get
@@ -35,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -43,6 +39,7 @@ import attrs
 import trio
 
 from actors.model.port import SAMPLE_RATE, Priority, Request, Result, SpeechModel
+from actors.transcriber.schedule import HELD_BACK, BatchSizes, Budget, next_batch
 
 
 class TranscriberClosed(Exception):
@@ -64,6 +61,14 @@ class TranscriberConfig:
     # share of the workers' time that revisions (later drafts) may use; None: any idle time
     partial_share: float | None = None
     partial_burst_s: float = 1.0  # model seconds of revisions the budget may save up
+
+    @property
+    def sizes(self) -> BatchSizes:
+        return BatchSizes(
+            finals=self.max_batch_size,
+            drafts=self.partial_batch_size,
+            background=self.background_batch_size,
+        )
 
 
 @attrs.frozen
@@ -93,11 +98,17 @@ class TranscriberStatistics:
         return self.items / self.batches if self.batches else 0.0
 
 
+Latest = Callable[[], Request | None]
+"""Called when a job is taken into a batch: a newer request to run instead, or None."""
+
+
 @attrs.define(eq=False)
 class Job:
     request: Request
     priority: Priority
     submitted: float
+    deadline: float = 0.0  # revisions: when their session's captions fall behind target
+    latest: Latest | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Result | None = None
     error: BaseException | None = None
@@ -149,7 +160,14 @@ class _Signal:
 class Transcriber(Protocol):
     """What a session or a file asks of the transcriber: a `TranscriberHandle`, or a fake."""
 
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result: ...
+    async def transcribe(
+        self,
+        request: Request,
+        *,
+        priority: Priority = "final",
+        deadline: float | None = None,
+        latest: Latest | None = None,
+    ) -> Result: ...
 
 
 class TranscriberHandle:
@@ -167,12 +185,22 @@ class TranscriberHandle:
         self._arrived = arrived
         self._counters = counters
 
-    async def transcribe(self, request: Request, *, priority: Priority = "final") -> Result:
+    async def transcribe(
+        self,
+        request: Request,
+        *,
+        priority: Priority = "final",
+        deadline: float | None = None,
+        latest: Latest | None = None,
+    ) -> Result:
         """Queue `request` (waiting while the queue is full) and wait for its result.
 
+        A revision (`partial`) runs by its `deadline` (trio clock; default: now), and
+        `latest`, when given, is asked for a newer request as the job is taken into a batch.
         Cancelling the caller abandons the job: the actor drops it before the model sees it.
         """
-        job = Job(request, priority, trio.current_time())
+        now = trio.current_time()
+        job = Job(request, priority, now, now if deadline is None else deadline, latest)
         channel = self._background if priority == "background" else self._jobs
         try:
             await channel.send(job)
@@ -227,7 +255,9 @@ async def open_transcriber(
     queues = _Queues(jobs_recv, background_recv, _Signal())
     counters = _Counters(workers=max(1, config.workers))
     limiter = trio.CapacityLimiter(max(1, config.workers))
-    budget = _Budget.of(config, trio.current_time())
+    budget = Budget.of(
+        config.partial_share, config.partial_burst_s, counters.workers, trio.current_time()
+    )
     pending: list[Job] = []  # taken from the channels, not yet in a batch; shared by the workers
     with jobs_recv, background_recv:
         try:
@@ -266,13 +296,13 @@ async def _serve_batches(
     limiter: trio.CapacityLimiter,
     config: TranscriberConfig,
     counters: _Counters,
-    budget: _Budget | None,
+    budget: Budget | None,
 ) -> None:
     """One model worker: take the most urgent batch from the shared pending list, run it."""
     while True:
         live_open = _take_waiting(queues.live, pending, config.queue_size)
         background_open = True
-        if all(job.priority in _HELD_BACK for job in pending):  # no live work that may run
+        if all(job.priority in HELD_BACK for job in pending):  # no live work that may run
             room = config.background_batch_size - sum(j.priority == "background" for j in pending)
             background_open = _take_waiting(queues.background, pending, len(pending) + room)
         kept = [job for job in pending if not job.abandoned]
@@ -280,7 +310,7 @@ async def _serve_batches(
         pending[:] = kept
         draining = not (live_open or background_open)  # closing: whatever waits runs
         held_s = 0.0 if budget is None or draining else budget.wait_s(trio.current_time())
-        batch, rest = _next_batch(kept, config, revisions=held_s <= 0)
+        batch, rest = next_batch(kept, config.sizes, revisions=held_s <= 0)
         if not batch:
             if draining:
                 return
@@ -293,75 +323,17 @@ async def _serve_batches(
         pending[:] = rest
         counters.pending = sum(job.priority != "background" for job in pending)
         counters.pending_background = len(pending) - counters.pending
+        _refresh(batch)
         await _run_batch(model, batch, limiter, counters, budget)
 
 
-@attrs.define
-class _Budget:
-    """The revisions' share of model time: a token bucket in model seconds, shared by the
-    workers (all on the trio thread)."""
-
-    rate: float  # model seconds earned per wall second (share x workers)
-    burst_s: float
-    balance: float
-    updated: float
-
-    @classmethod
-    def of(cls, config: TranscriberConfig, now: float) -> _Budget | None:
-        if config.partial_share is None:
-            return None
-        rate = max(0.0, config.partial_share) * max(1, config.workers)
-        burst = max(0.0, config.partial_burst_s)
-        return cls(rate=rate, burst_s=burst, balance=burst, updated=now)  # starts saved up
-
-    def _refill(self, now: float) -> None:
-        self.balance = min(self.burst_s, self.balance + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def wait_s(self, now: float) -> float:
-        """0 when revisions may run now, else how long until they may (inf: never)."""
-        self._refill(now)
-        if self.balance > 0:
-            return 0.0
-        return math.inf if self.rate <= 0 else max(1e-3, -self.balance / self.rate)
-
-    def spend(self, seconds: float, now: float) -> None:
-        self._refill(now)
-        self.balance -= seconds
-
-
-_RANK = {"first_partial": 0, "final": 0, "partial": 1, "background": 2}
-FIRST_DEFERS_S = 0.5  # a first partial waits behind finals asked for up to this much after it
-_HELD_BACK = {"partial", "background"}  # what may wait while uploads run (revisions on budget)
-
-
-def _next_batch(
-    jobs: list[Job], config: TranscriberConfig, *, revisions: bool = True
-) -> tuple[list[Job], list[Job]]:
-    """Finals and first partials, then partials (only when `revisions`: their budget is not
-    spent), oldest first; background work only when no live work may run.
-
-    A first partial is a short draft (tiny.en on 2 cores: 0.04 model-s against 0.17 for a
-    final) and the first text a speaker sees, so it waits only behind finals asked for less
-    than `FIRST_DEFERS_S` after it. Measured with 96 tiny.en sessions offered to 2 cores
-    (about 49 admitted at a time): behind every final, p95 first text 1.99 s (final 1.23 s);
-    strictly oldest first, p95 final 2.29 s (first text 0.76 s); deferring 0.5 s, 1.64 s and
-    0.81 s. Finals share a batch with nothing; first partials with each other and, when no
-    final waits, with revisions. Returns (batch, the rest)."""
-    jobs.sort(key=lambda job: (_RANK[job.priority], job.submitted))
-    finals = [job for job in jobs if job.priority == "final"]
-    firsts = [job for job in jobs if job.priority == "first_partial"]
-    later = [job for job in jobs if job.priority == "partial"] if revisions else []
-    if finals and (not firsts or finals[0].submitted <= firsts[0].submitted + FIRST_DEFERS_S):
-        batch = finals[: config.max_batch_size]
-    elif firsts or later:
-        drafts = firsts if finals else [*firsts, *later]
-        batch = drafts[: config.partial_batch_size]
-    else:
-        background = [job for job in jobs if job.priority == "background"]
-        batch = background[: config.background_batch_size]
-    taken = {id(job) for job in batch}
-    return batch, [job for job in jobs if id(job) not in taken]
+def _refresh(batch: list[Job]) -> None:
+    """Swap in the newest request of each job that offers one (its session's newest audio)."""
+    for job in batch:
+        if job.latest is not None:
+            newer = job.latest()
+            if newer is not None:
+                job.request = newer
 
 
 def _take_waiting(jobs: trio.MemoryReceiveChannel[Job], pending: list[Job], limit: int) -> bool:
@@ -389,7 +361,7 @@ async def _run_batch(
     batch: list[Job],
     limiter: trio.CapacityLimiter,
     counters: _Counters,
-    budget: _Budget | None = None,
+    budget: Budget | None = None,
 ) -> None:
     try:
         results = await _call_model(model, batch, limiter, counters, budget)
@@ -413,7 +385,7 @@ async def _call_model(
     batch: list[Job],
     limiter: trio.CapacityLimiter,
     counters: _Counters,
-    budget: _Budget | None,
+    budget: Budget | None,
 ) -> list[Result]:
     started = trio.current_time()
     counters.running += len(batch)
