@@ -133,6 +133,7 @@ class Status(Outbound, tag="status"):
     lag_s: float
     queue: int
     degraded: bool
+    caption_delay_s: float = 0.0  # how far the newest text is behind the speech now
 
 
 class Stopped(Outbound, tag="stopped"):

@@ -177,7 +177,9 @@ class WhisperAdapter:
             looped = result is not None and any(f.startswith("looped") for f in result.flags)
             if looped and requests[index].options.partial:
                 assert result is not None
-                results[index] = attrs.evolve(result, text=_before_repeat(result.text))
+                text = _before_repeat(result.text)
+                words = result.words[: len(text.split())]
+                results[index] = attrs.evolve(result, text=text, words=words)
             elif looped and self._window(requests[index]) < full:
                 retry[(len(prompts[index]), requests[index].options.beam_size)].append(index)
         for (_, beam_size), indices in retry.items():

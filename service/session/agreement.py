@@ -17,36 +17,83 @@ and early guesses two drafts repeated ("though on the whole" -> "the one the who
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import attrs
 
 _PUNCTUATION = "\"'“”¿¡([{}])-.,;:!?。，！？、…"
 
 
 def _same(a: str, b: str) -> bool:
-    return a.strip(_PUNCTUATION).lower() == b.strip(_PUNCTUATION).lower()
+    return _bare(a) == _bare(b)
+
+
+def _bare(word: str) -> str:
+    return "".join(c for c in word.lower() if c not in _PUNCTUATION)
+
+
+@attrs.frozen
+class TimedWord:
+    """A word of a draft, with its place in the utterance's audio (seconds from the
+    utterance's start; NaN where the draft had no timings)."""
+
+    word: str
+    start: float = math.nan
+    end: float = math.nan
+
+    @property
+    def timed(self) -> bool:
+        return not (math.isnan(self.start) or math.isnan(self.end))
 
 
 @attrs.define
 class Agreement:
-    committed: list[str] = attrs.Factory(list)
-    tail: list[str] = attrs.Factory(list)  # the last draft's words after the committed ones
+    committed: list[TimedWord] = attrs.Factory(list)
+    tail: list[TimedWord] = attrs.Factory(list)  # the last draft's words after the committed
 
     @property
     def text(self) -> str:
-        return " ".join(self.committed)
+        return " ".join(word.word for word in self.committed)
 
-    def offer(self, draft: str) -> str:
+    def offer(self, draft: str, timings: Sequence[TimedWord] = ()) -> str:
         """Commit what `draft` agrees on with the draft before it; the text to show.
 
-        The model was made to start `draft` with the committed words; where it did not (a
-        draft cut at a repeat) they stand, and only the words past them are read.
+        `timings`, when they are the draft's words one for one, place each word in the
+        utterance (`service/session/drafting.py` trims later drafts' audio by them). The model
+        was made to start `draft` with the committed words; where it did not (a draft cut at a
+        repeat) they stand, and only the words past them are read.
         """
-        tail = draft.split()[len(self.committed) :]
+        timed = _placed(draft.split(), timings)
+        for index, word in enumerate(self.committed[: len(timed)]):
+            if not word.timed and timed[index].timed and _same(word.word, timed[index].word):
+                self.committed[index] = attrs.evolve(
+                    word, start=timed[index].start, end=timed[index].end
+                )
+        tail = timed[len(self.committed) :]
         agreed = 0
         for before, now in zip(self.tail, tail[:-1], strict=False):
-            if not _same(before, now):
+            if not _same(before.word, now.word):
                 break
             agreed += 1
         self.committed.extend(tail[:agreed])
         self.tail = tail[agreed:]
-        return " ".join([*self.committed, *self.tail])
+        return " ".join(word.word for word in [*self.committed, *self.tail])
+
+
+def _placed(words: list[str], timings: Sequence[TimedWord]) -> list[TimedWord]:
+    """`words` with the times of the `timings` that spell them (the aligner may split a word,
+    "self-" "substantial"); from the first word they do not spell on, untimed."""
+    placed: list[TimedWord] = []
+    pieces = iter(timings)
+    for word in words:
+        target, spelled, first, last = _bare(word), "", None, None
+        for piece in pieces:
+            first = first or piece
+            last, spelled = piece, spelled + _bare(piece.word)
+            if len(spelled) >= len(target):
+                break
+        if first is None or last is None or spelled != target:
+            break
+        placed.append(TimedWord(word, first.start, last.end))
+    return [*placed, *(TimedWord(word) for word in words[len(placed) :])]

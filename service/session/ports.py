@@ -114,6 +114,8 @@ class StreamOptions:
     final_beam_size: int = 5
     partial_interval_s: float = 0.6
     commit_partials: bool = True  # words two drafts agree on are committed (LocalAgreement-2)
+    # how far the text may fall behind the speech before a session's draft is overdue
+    caption_target_s: float = 1.0
     # audio is read no faster than `pace` x real time once `pace_burst_s` ahead (0: no limit)
     pace: float = 1.5
     pace_burst_s: float = 10.0
