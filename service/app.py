@@ -133,7 +133,9 @@ def create_app(
             partial_batch_size=1 if settings.naive else settings.partial_batch_size,
             # as many as the model was loaded for (an injected model: what it says, else 1)
             workers=max(1, int(getattr(speech, "workers", 1))),
-            partial_share=None if settings.naive else min(1.0, max(0.0, settings.partial_share)),
+            partial_share=(
+                None if settings.naive or settings.partial_share >= 1 else settings.partial_share
+            ),
         )
         await load_sentiment()
         vad_config = VadConfig(gather_s=settings.vad_gather_ms / 1000)
@@ -187,6 +189,7 @@ def _runtime(
         final_beam_size=settings.final_beam_size,
         partial_interval_s=settings.partial_interval_s,
         commit_partials=settings.commit_partials and not settings.naive,
+        caption_target_s=settings.caption_target_s,
         pace=settings.pace,
         pace_burst_s=settings.pace_burst_s,
         limits=limits.session_limits(),
@@ -195,6 +198,7 @@ def _runtime(
         workers=config.workers,
         utilization=settings.admission_utilization or 1.0,
         cold_sessions=settings.admission_cold_sessions,
+        revision_every_s=None if settings.naive else settings.caption_target_s,
     )
     return Runtime(
         settings=settings,

@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny models, + 3 s for bigger ones)",
     )
     serve.add_argument(
+        "--caption-target",
+        dest="caption_target_s",
+        type=float,
+        help="seconds a session's text may fall behind its speech before its next draft is "
+        "overdue (drafts run most overdue first; admission prices them) (default 1.0)",
+    )
+    serve.add_argument(
         "--no-commit-partials",
         dest="commit_partials",
         action="store_false",

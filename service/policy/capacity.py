@@ -8,26 +8,25 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
   between two looks). Finals are what every session must get, whatever the load.
 - **first draft cost**: model seconds per first draft of an utterance (its share of the
   batches it ran in). Every utterance gets one, whatever the load: it is the first text a
-  speaker sees. Later drafts ("revisions") are not priced: the transcriber runs them only
-  when no final or first draft waits, and within a budget (`CHORUS_PARTIAL_SHARE` of the
-  workers' time), so they take what admission leaves and come further apart as sessions
-  grow; the budget bounds how long a final can wait behind them.
+  speaker sees.
+- **revision cost**: model seconds per later draft (its share of its batch; tail drafts
+  batched across sessions, `service/session/drafting.py`). Liveness is priced: every second
+  of speech needs one revision per `revision_every_s` (the app sets the caption target), or
+  its text stands still while the person speaks. At low load sessions get more (a draft per
+  `partial_interval_s`); admission plans only for the ones that keep captions on target.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
   clients stream in real time, so that is the speech each session sends per wall second.
   Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
   have not spoken yet does not look free.
 
-Cost per second of speech = final cost + first draft cost ÷ mean utterance. With `workers`
+Cost per second of speech = final cost + first draft cost ÷ mean utterance + revision cost ÷
+`revision_every_s`. With `workers`
 model workers the model serves `workers × utilization / cost` seconds of speech per wall
 second (`utilization`, which the app sets from `CHORUS_ADMISSION_UTILIZATION`, 0.85), and a
 new session fits when `(live + 1) × speech per session` stays within that. Busy time is wall
 time in the worker threads, which share the cores with the event loop, so it overstates what
-a second of speech takes of a core. On 2 cores with tiny.en (final 0.029, first draft 0.043
-model-s, 5.9 s utterances, 0.95 of each session's audio inside utterances) 0.9 planned for
-52 sessions and let 55 of 56 in, whose first text came too late (p95 2.79 s), while 48 held
-(p95 final 1.36 s, first text 0.97 s; 90 s conversations: 1.43 s and 1.14 s); 0.85 plans
-for 49.
+a second of speech takes of a core (the README's benchmark section has the measured plans).
 
 Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
 are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no
@@ -47,9 +46,10 @@ from actors.transcriber.actor import TranscriberStatistics
 
 @attrs.frozen
 class CapacityStatistics:
-    cost: float | None  # model seconds per second of speech, partials reserved included
+    cost: float | None  # model seconds per second of speech, drafts included
     final_cost: float | None  # model seconds per second of final audio
     first_draft_cost: float | None  # model seconds per first draft of an utterance
+    revision_cost: float | None  # model seconds per later draft
     utterance_s: float | None  # mean length of a final
     capacity_speech_s_per_s: float | None  # what admission plans to serve
     offered_speech_s_per_s: float  # what live sessions send, by the speech-per-session estimate
@@ -67,6 +67,8 @@ class Counters:
     first_partial_busy_s: float = 0.0
     first_partials: int = 0
     finals: int = 0
+    revision_busy_s: float = 0.0
+    revisions: int = 0
 
     @classmethod
     def of(cls, stats: TranscriberStatistics) -> Counters:
@@ -76,6 +78,8 @@ class Counters:
             first_partial_busy_s=stats.first_partial_busy_s,
             first_partials=stats.first_partials,
             finals=stats.finals,
+            revision_busy_s=max(0.0, stats.partial_busy_s - stats.first_partial_busy_s),
+            revisions=max(0, stats.partials - stats.first_partials),
         )
 
 
@@ -90,8 +94,10 @@ class CapacityMeter:
     settle_s: float = 5.0  # sessions younger than this tell nothing of their speech share
     trust_audio_s: float = 30.0  # final audio seen before the costs are trusted at all
     cold_sessions: int | None = None  # live sessions admitted while no cost is trusted
+    revision_every_s: float | None = None  # speech seconds per revision priced; None: none
     final_cost: float | None = None
     first_draft_cost: float | None = None
+    revision_cost: float | None = None
     utterance_s: float | None = None
     speech_fraction: float | None = None
     _last_time: float | None = None
@@ -120,6 +126,10 @@ class CapacityMeter:
         busy = counters.first_partial_busy_s - self._last.first_partial_busy_s
         if drafts >= self.min_drafts and busy > 0:
             self.first_draft_cost = _average(self.first_draft_cost, busy / drafts, weight)
+        revisions = counters.revisions - self._last.revisions
+        busy = counters.revision_busy_s - self._last.revision_busy_s
+        if revisions >= self.min_drafts and busy > 0:
+            self.revision_cost = _average(self.revision_cost, busy / revisions, weight)
         settled = [(speech, heard) for speech, heard in sessions if heard >= self.settle_s]
         if settled:
             share = min(1.0, sum(s for s, _ in settled) / sum(h for _, h in settled))
@@ -135,12 +145,16 @@ class CapacityMeter:
 
     @property
     def cost(self) -> float | None:
-        """Model seconds per second of speech: its final, and its utterance's first draft."""
+        """Model seconds per second of speech: its final, its utterance's first draft, and the
+        revisions that keep its captions on target."""
         if self.final_cost is None or self._last.final_audio_s < self.trust_audio_s:
             return None
-        if not self.first_draft_cost or not self.utterance_s:
-            return self.final_cost
-        return self.final_cost + self.first_draft_cost / self.utterance_s
+        cost = self.final_cost
+        if self.first_draft_cost and self.utterance_s:
+            cost += self.first_draft_cost / self.utterance_s
+        if self.revision_cost and self.revision_every_s:
+            cost += self.revision_cost / self.revision_every_s
+        return cost
 
     @property
     def capacity(self) -> float | None:
@@ -168,6 +182,7 @@ class CapacityMeter:
             cost=_rounded(self.cost, 4),
             final_cost=_rounded(self.final_cost, 4),
             first_draft_cost=_rounded(self.first_draft_cost, 4),
+            revision_cost=_rounded(self.revision_cost, 4),
             utterance_s=_rounded(self.utterance_s, 3),
             capacity_speech_s_per_s=_rounded(self.capacity, 3),
             offered_speech_s_per_s=round(live * self.per_session, 3),
