@@ -1,0 +1,164 @@
+"""Tail drafts (`service/session/drafting.py`): once words are committed with their times, a
+draft decodes only the uncommitted tail with a second of committed speech before it, and the
+text it shows keeps every committed word; with the real model, a long utterance's drafts stay
+a few seconds long."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from audio_files import DATA, load
+
+from actors.model.port import SAMPLE_RATE, DecodeOptions, Result, SpeechModel, WordTiming
+from actors.speech.segmenter import Segment
+from bench.figures import word_error_rate
+from service.session.agreement import Agreement, TimedWord
+from service.session.drafting import (
+    CUT_BEFORE_WORD_S,
+    Captions,
+    plan_draft,
+    read_draft,
+)
+
+OPTIONS = DecodeOptions(language="en", partial=True, context="Earlier final.")
+
+
+def segment(seconds: float, utterance: int = 0) -> Segment:
+    audio = np.arange(int(seconds * SAMPLE_RATE), dtype=np.float32)  # sample i holds i
+    return Segment(utterance, False, audio, 10.0, 10.0 + seconds, 1)
+
+
+def committed(*words: tuple[str, float, float] | str) -> Agreement:
+    agreement = Agreement()
+    agreement.committed = [
+        TimedWord(word) if isinstance(word, str) else TimedWord(*word) for word in words
+    ]
+    return agreement
+
+
+def test_a_draft_decodes_the_tail_after_a_second_of_committed_speech() -> None:
+    agreement = committed(
+        ("one", 0.2, 0.6), ("two", 0.7, 1.4), ("three", 1.5, 2.4), ("four", 2.6, 3.1)
+    )
+    plan = plan_draft(segment(5.0), agreement, OPTIONS)
+    # "four" ends at 3.1: the audio keeps a second before that, from "three" on
+    assert plan.cut_s == 1.5 - CUT_BEFORE_WORD_S
+    assert plan.request.audio[0] == int(plan.cut_s * SAMPLE_RATE)  # the tail of the audio
+    assert len(plan.request.audio) == int(5.0 * SAMPLE_RATE) - int(plan.cut_s * SAMPLE_RATE)
+    assert plan.request.options.committed == "three four"  # forced: they are in its audio
+    assert plan.request.options.context == "Earlier final. one two"  # before the cut
+    assert plan.request.options.words and plan.request.options.partial
+    assert [word.word for word in plan.before] == ["one", "two"]
+
+
+def test_a_draft_is_whole_until_committed_words_are_timed_and_far_enough_in() -> None:
+    whole = [
+        plan_draft(segment(5.0), Agreement(), OPTIONS),  # nothing committed
+        plan_draft(segment(5.0), committed(("one", 0.2, 0.6), "two"), OPTIONS),  # last untimed
+        plan_draft(segment(2.0), committed(("one", 0.1, 0.4), ("two", 0.5, 0.9)), OPTIONS),
+    ]
+    for plan in whole:
+        assert plan.cut_s == 0.0 and len(plan.request.audio) == len(plan.segment.audio)
+        assert plan.request.options.context == "Earlier final."  # context unchanged
+        assert plan.before == ()
+    assert whole[0].request.options.committed is None
+    assert whole[1].request.options.committed == "one two"  # forced, as before tails
+    # untimed words before the cut are fine: they go to the context
+    tail = plan_draft(segment(5.0), committed("one", "two", ("three", 2.0, 2.5)), OPTIONS)
+    assert tail.cut_s == 1.8 and tail.request.options.context == "Earlier final. one two"
+
+
+def test_a_tail_drafts_words_are_placed_in_the_utterance_and_keep_the_committed_ones() -> None:
+    agreement = committed(
+        ("one", 0.2, 0.6), ("two", 0.7, 1.4), ("three", 1.5, 2.4), ("four", 2.6, 3.1)
+    )
+    plan = plan_draft(segment(5.0), agreement, OPTIONS)
+    result = Result(
+        text="three four five six",
+        language="en",
+        words=(
+            WordTiming("three", 0.2, 1.1, 0.9),
+            WordTiming("four", 1.3, 1.8, 0.9),
+            WordTiming("five", 2.0, 2.6, 0.9),
+            WordTiming("six", 2.7, 3.2, 0.9),
+        ),
+    )
+    text, timings = read_draft(plan, result)
+    assert text == "one two three four five six"
+    assert timings[4] == TimedWord("five", 2.0 + plan.cut_s, 2.6 + plan.cut_s)
+    shown = agreement.offer(text, timings)
+    assert shown == text and agreement.text == "one two three four"
+    assert agreement.offer("one two three four five six seven", timings) == (
+        "one two three four five six seven"
+    )
+    assert agreement.text == "one two three four five six"
+    assert agreement.committed[5].timed  # from the draft before, which had times
+
+
+def test_words_the_aligner_splits_are_timed_from_their_pieces() -> None:
+    agreement = Agreement()
+    pieces = [
+        TimedWord("with", 0.0, 0.3),
+        TimedWord("self-", 0.3, 0.6),
+        TimedWord("substantial", 0.6, 1.2),
+        TimedWord("fuel.", 1.2, 1.6),
+    ]
+    agreement.offer("with self-substantial fuel.", pieces)
+    agreement.offer("with self-substantial fuel. Making", pieces)
+    assert [(w.word, w.start, w.end) for w in agreement.committed] == [
+        ("with", 0.0, 0.3),
+        ("self-substantial", 0.3, 1.2),
+        ("fuel.", 1.2, 1.6),
+    ]
+    untimed = Agreement()
+    untimed.offer("a b c", [TimedWord("x", 0.0, 1.0)])
+    untimed.offer("a b c d", [TimedWord("x", 0.0, 1.0)])
+    assert [w.word for w in untimed.committed] == ["a", "b", "c"]
+    assert not any(w.timed for w in untimed.committed)
+    assert math.isnan(untimed.committed[0].start)
+
+
+def test_captions_are_behind_only_while_someone_speaks() -> None:
+    captions = Captions()
+    assert captions.delay_s(12.0) == 0.0  # between utterances
+    captions.open_since = 10.0
+    captions.shown(9.0)
+    assert captions.delay_s(12.0) == 3.0
+    captions.shown(11.5)
+    captions.shown(11.0)  # an older end never moves it back
+    assert captions.delay_s(12.0) == 0.5
+
+
+def test_a_long_utterances_drafts_decode_only_their_tail_and_keep_committed_words(
+    tiny_model: SpeechModel,
+) -> None:
+    """Three clips said back to back as one 11 s utterance, drafted every 0.6 s as the
+    segmenter asks: past the first seconds each draft's audio is a few seconds long, every
+    shown text starts with the words committed before it, and the last draft reads the
+    speech as well as a final would."""
+    names = ("weather", "library", "garden")
+    audio = np.concatenate([load(DATA / f"{name}.wav") for name in names])
+    reference = " ".join(
+        [
+            "The weather today is sunny with a light breeze from the west.",
+            "Please return the library books before Friday afternoon.",
+            "My grandmother planted tomatoes and roses in her garden.",
+        ]
+    )
+    agreement = Agreement()
+    options = DecodeOptions(language="en", partial=True)
+    lengths, shown = [], ""
+    for index, end in enumerate(np.arange(0.6, len(audio) / SAMPLE_RATE, 0.6)):
+        draft = Segment(0, False, audio[: int(end * SAMPLE_RATE)], 0.0, float(end), index + 1)
+        plan = plan_draft(draft, agreement, options)
+        before = agreement.text
+        text, timings = read_draft(plan, tiny_model.transcribe_batch([plan.request])[0])
+        shown = agreement.offer(text, timings)
+        assert shown.startswith(before)  # committed words are never taken back
+        lengths.append((end, len(plan.request.audio) / SAMPLE_RATE))
+    late = [seconds for end, seconds in lengths if end >= 6.0]
+    assert late and max(late) <= 6.0 and np.mean(late) <= 4.0, lengths  # tails, not the whole
+    assert len(agreement.committed) >= 15
+    wer = word_error_rate([(reference, shown)]).wer
+    assert wer is not None and wer <= 0.2, shown
