@@ -1,9 +1,10 @@
-"""`python -m bench`: the default benchmark, under ten minutes on a 2-core machine with tiny.en.
+"""`python -m bench`: the default benchmark on one machine with tiny.en (bench/README.md says
+how long it takes).
 
-The capacity search (Chorus, then the naive server, N = 1, 2, 4, 8, 30 s conversations) and the
-offline file throughput, one after the other, each with its own defaults; every file lands in
-`bench/results/`. `--model` and `--out` are passed to both; run `python -m bench.load` or
-`python -m bench.offline` for their other options.
+The capacity search (Chorus, then the naive server, N = 1, 2, 4, 8, each N live together for a
+minute after an unscored warm-up) and the offline file throughput, one after the other, each
+with its own defaults; every file lands in `bench/results/`. `--model` and `--out` are passed
+to both; run `python -m bench.load` or `python -m bench.offline` for their other options.
 """
 
 from __future__ import annotations

@@ -149,6 +149,9 @@ class Driver:
     ws_url: Callable[[str, str], str]  # (server's http://host:port, language) -> WebSocket URL
     stream: Streamer
     has_health: bool = True  # it answers `GET /health` (sessions, transcriber batches)
+    # where its text's audio end comes from, for caption delay (bench.timeline); empty when
+    # its protocol gives none, and caption delay is then not measured
+    caption_source: str = ""
 
 
 async def stream_conversation(
@@ -330,4 +333,9 @@ def _chorus_url(base: str, language: str) -> str:
     return stream_url(base, language=language)
 
 
-CHORUS_DRIVER = Driver(name="chorus", ws_url=_chorus_url, stream=stream_conversation)
+CHORUS_DRIVER = Driver(
+    name="chorus",
+    ws_url=_chorus_url,
+    stream=stream_conversation,
+    caption_source="the `end` (audio time) of native `partial` and `final` frames",
+)

@@ -27,14 +27,18 @@ class Span:
     reference: str | None
 
 
+def _pcm_seconds(conversation: Conversation) -> float:
+    return len(conversation.pcm) / (SAMPLE_RATE * BYTES_PER_SAMPLE)
+
+
 @attrs.frozen
 class Conversation:
+    """One session's audio and its spans. `duration` is the audio's length; a conversation read
+    back from a trace (`bench.trace`) has its spans and duration but no audio."""
+
     pcm: bytes = attrs.field(repr=False)
     spans: tuple[Span, ...]
-
-    @property
-    def duration(self) -> float:
-        return len(self.pcm) / (SAMPLE_RATE * BYTES_PER_SAMPLE)
+    duration: float = attrs.field(default=attrs.Factory(_pcm_seconds, takes_self=True))
 
     @property
     def speech_s(self) -> float:

@@ -7,21 +7,24 @@ Pure functions. The definitions (DESIGN §8):
 - end-of-speech latency: arrival of a final - the send time of the end of the speech it covers,
   that is min(`final.end`, the end of the last reference span it overlaps); it adds the
   endpointing wait to the final latency, and is what a speaker feels;
-- time to first partial: for each reference span, the first partial overlapping it - the send
-  time of the span's speech start;
+- time to first partial: for each reference span, the first partial whose `end` is past the
+  span's start - the send time of the span's speech start;
+- first-text delay and caption delay: `bench.timeline`, against the clips' places in the audio;
 - WER: finals of completed sessions against their references, both normalized by Whisper's
   English normalizer (the basic one for other languages), counted over all words together;
 - text lag: how far committed text is behind the audio, sampled whenever a chunk is sent and on
   at that pace until the session's last frame: the audio time sent so far minus the end of the
   latest final that had arrived by then (pauses and the utterance still being spoken count in
   it; a server that falls behind, or is slow to commit the last words, makes it grow).
+
+A `Window` given to `session_figures` keeps only the latencies whose reference instant (the send
+time they are measured from) lies in it; counts, WER and text lag always cover the whole session.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
@@ -30,10 +33,17 @@ import numpy as np
 
 from bench.client import SessionRecord
 from bench.conversation import Span
-from bench.schema import BatchStats, Distribution, Health, Sessions
+from bench.schema import BatchStats, Distribution, Health, Sessions, SessionSpread
+from bench.timeline import (
+    EPSILON_S,
+    Window,
+    caption_delays,
+    first_text_delays,
+    inside,
+    sent_spans,
+    sent_time,
+)
 from protocol.native import Final, Partial, Status
-
-EPSILON_S = 1e-6
 
 
 def distribution(samples: Sequence[float]) -> Distribution:
@@ -51,16 +61,22 @@ def distribution(samples: Sequence[float]) -> Distribution:
     )
 
 
-FIRST_TEXT_MIN_SPEECH_S = 2.0  # utterances this long must show text while they go on
-FIRST_TEXT_AFTER_S = 1.0  # measured from the send of their first second of speech
-
-
-def sent_time(record: SessionRecord, audio_t: float) -> float | None:
-    """When the chunk holding audio time `audio_t` was sent (the last chunk when beyond it)."""
-    if not record.audio_ends:
-        return None
-    index = bisect_left(record.audio_ends, audio_t - EPSILON_S)
-    return record.sent_at[min(index, len(record.sent_at) - 1)]
+def session_spread(per_session: Sequence[Sequence[float]]) -> SessionSpread:
+    """Each session's p95 (None without samples), the worst of them and their median."""
+    p95s = [
+        float(np.percentile(np.asarray(samples, dtype=np.float64), 95)) if samples else None
+        for samples in per_session
+    ]
+    known = [(value, index) for index, value in enumerate(p95s) if value is not None]
+    if not known:
+        return SessionSpread(p95_s=p95s)
+    worst, client = max(known)
+    return SessionSpread(
+        p95_s=p95s,
+        worst_p95_s=worst,
+        worst_session=client,
+        median_p95_s=float(np.median([value for value, _ in known])),
+    )
 
 
 def overlapping(spans: Iterable[Span], start: float, end: float) -> list[Span]:
@@ -80,52 +96,41 @@ class SessionFigures:
     hypothesis: str
     max_lag_s: float | None
     text_lags: tuple[float, ...] = ()
+    caption_delays: tuple[float, ...] = ()
 
 
-def session_figures(record: SessionRecord) -> SessionFigures:
-    spans = [span for span in record.conversation.spans if span.end <= record.audio_sent_s]
+def session_figures(record: SessionRecord, window: Window | None = None) -> SessionFigures:
+    """One session's figures; latencies only where their reference instant is in `window`."""
+    spans = sent_spans(record)
     finals = [(a.at, a.frame) for a in record.arrivals if isinstance(a.frame, Final)]
     partials = [(a.at, a.frame) for a in record.arrivals if isinstance(a.frame, Partial)]
     lags = [a.frame.lag_s for a in record.arrivals if isinstance(a.frame, Status)]
     final_latencies, speech_latencies = [], []
     unmatched = 0
     for at, final in finals:
-        if (sent := sent_time(record, final.end)) is not None:
+        sent = sent_time(record, final.end)
+        if sent is not None and inside(window, sent):
             final_latencies.append(at - sent)
         covered = overlapping(record.conversation.spans, final.start, final.end)
         if not covered:
             unmatched += 1
             continue
         speech_end = min(final.end, max(span.end for span in covered))
-        if (sent := sent_time(record, speech_end)) is not None:
+        sent = sent_time(record, speech_end)
+        if sent is not None and inside(window, sent):
             speech_latencies.append(at - sent)
     first_partials = []
     for span in spans:
-        arrivals = [
-            at for at, partial in partials if overlapping([span], partial.start, partial.end)
-        ]
+        arrivals = [at for at, partial in partials if partial.end > span.start + EPSILON_S]
         sent = sent_time(record, span.start)
-        if arrivals and sent is not None:
+        if arrivals and sent is not None and inside(window, sent):
             first_partials.append(min(arrivals) - sent)
-    first_texts = []
-    texts = [
-        (a.at, a.frame)
-        for a in record.arrivals
-        if isinstance(a.frame, Partial | Final) and a.frame.text
-    ]
-    for span in spans:
-        if span.end - span.start < FIRST_TEXT_MIN_SPEECH_S:
-            continue
-        arrivals = [at for at, frame in texts if overlapping([span], frame.start, frame.end)]
-        sent = sent_time(record, span.start + FIRST_TEXT_AFTER_S)
-        if arrivals and sent is not None:
-            first_texts.append(min(arrivals) - sent)
     ordered = sorted((final.start, final.utterance, final.text) for _, final in finals)
     return SessionFigures(
         final_latencies=tuple(final_latencies),
         end_of_speech_latencies=tuple(speech_latencies),
         first_partial_latencies=tuple(first_partials),
-        first_text_latencies=tuple(first_texts),
+        first_text_latencies=tuple(first_text_delays(record, window)),
         finals=len(finals),
         unmatched_finals=unmatched,
         partials=len(partials),
@@ -133,6 +138,7 @@ def session_figures(record: SessionRecord) -> SessionFigures:
         hypothesis=" ".join(text.strip() for _, _, text in ordered),
         max_lag_s=max(lags) if lags else None,
         text_lags=tuple(text_lags(record, finals)),
+        caption_delays=tuple(caption_delays(record, window)),
     )
 
 

@@ -9,13 +9,15 @@ the search ends. With `--url` it drives a server that is already running (and `-
 naive one). Every client says other clips unless `--same-speech`. With `--peer whisperlive`
 it then starts WhisperLive from `.peer-venv` (`python -m bench.peer --setup`) on the same model
 directory and threads, and drives it with its own protocol through the same search (or drives
-`--peer-url`). The report (JSON, Markdown, PNG) is rewritten after every run, so an interrupted
-invocation still leaves what it measured.
+`--peer-url`). Each search streams a short unscored warm-up first, and every count's
+conversations are long enough for all N to be live together `--together-s` (`bench.sustain`).
+The report (JSON, Markdown, PNG) names each server's command line, settings and threads
+(`bench.launch`) and is rewritten after every run, so an interrupted invocation still leaves
+what it measured.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 from collections.abc import Sequence
@@ -29,9 +31,9 @@ import trio
 from bench.audio import Clip, load_files, load_set, speech_dir
 from bench.client import CHORUS_DRIVER, Driver, StreamOptions
 from bench.conversation import Conversation, build_conversations
+from bench.launch import running_launch, started_launch
+from bench.load_options import LoadSettings, parse_arguments
 from bench.peer import (
-    DEFAULT_VENV,
-    PEERS,
     answers_tcp,
     check_environment,
     peer_environment,
@@ -39,158 +41,19 @@ from bench.peer import (
     warm_up,
     whisperlive_driver,
 )
+from bench.ratios import compare, efficiency
 from bench.reference import baseline_server_command, baseline_worktree, offline_throughput
-from bench.report import DEFAULT_RESULTS, machine, now_stamp, write_load
+from bench.report import cpu_model, machine, now_stamp, write_load
 from bench.run import Criteria, RunPlan, search_capacity
-from bench.schema import (
-    CapacitySearch,
-    Comparison,
-    Efficiency,
-    LoadReport,
-    Reference,
-    RunFigures,
+from bench.schema import CapacitySearch, LoadReport, Reference, RunFigures, ServerLaunch
+from bench.server import (
+    ServerHandle,
+    fetch_health,
+    open_server,
+    require_loopback,
+    require_process,
 )
-from bench.server import ServerHandle, open_server, require_loopback, require_process
-
-
-@attrs.frozen
-class LoadSettings:
-    """The command line, typed."""
-
-    url: str | None
-    server_pid: int | None
-    naive_url: str | None
-    naive_pid: int | None
-    model: str
-    server_cmd: str
-    server_args: str
-    no_naive: bool
-    clients: str
-    no_stop: bool
-    seconds: float
-    pause: float
-    speed: float
-    stagger: float
-    chunk_ms: int
-    drain_s: float
-    clip_set: Path | None
-    audio: list[Path] | None
-    max_clip_s: float
-    same_speech: bool
-    language: str
-    no_interim: bool
-    max_p95: float
-    max_first_text: float
-    wer_margin: float
-    baseline_ref: str | None
-    no_reference: bool
-    reference_passes: int
-    cpu_threads: int
-    peer: str | None
-    peer_url: str | None
-    peer_pid: int | None
-    peer_venv: Path
-    peer_args: str
-    peer_config: str
-    out: Path
-    trace: bool
-
-    @property
-    def steps(self) -> list[int]:
-        return [int(step) for step in self.clients.split(",")]
-
-
-def parse_arguments(argv: Sequence[str] | None = None) -> LoadSettings:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
-    target = parser.add_argument_group("server")
-    target.add_argument("--url", help="drive a running server (http://127.0.0.1:PORT)")
-    target.add_argument("--server-pid", type=int, help="its pid, to sample CPU and memory")
-    target.add_argument("--naive-url", help="a running naive server to compare with")
-    target.add_argument("--naive-pid", type=int)
-    target.add_argument("--model", default="tiny.en")
-    target.add_argument("--server-cmd", default="uv run chorus serve")
-    target.add_argument("--server-args", default="", help="more flags for both servers")
-    target.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
-    target.add_argument(
-        "--baseline-ref",
-        help="compare with this git commit of Chorus (built in a temporary worktree) "
-        "instead of the naive server",
-    )
-    target.add_argument(
-        "--no-reference", action="store_true", help="skip offline faster-whisper (no E)"
-    )
-    target.add_argument(
-        "--reference-passes",
-        type=int,
-        default=3,
-        help="passes of offline faster-whisper over its files; E uses the median pass",
-    )
-    target.add_argument(
-        "--cpu-threads", type=int, default=2, help="threads for the reference (the server's)"
-    )
-    peer = parser.add_argument_group("peer (another project's server, same run)")
-    peer.add_argument(
-        "--peer",
-        choices=PEERS,
-        help="also measure this server with its own protocol: WhisperLive in batch-inference "
-        "mode, same model directory and threads (python -m bench.peer --setup first)",
-    )
-    peer.add_argument("--peer-url", help="drive a running WhisperLive instead (ws://127.0.0.1:P)")
-    peer.add_argument("--peer-pid", type=int, help="its pid, to sample CPU and memory")
-    peer.add_argument("--peer-venv", type=Path, default=DEFAULT_VENV, help="its environment")
-    peer.add_argument(
-        "--peer-args",
-        default="",
-        help="more flags for bench/whisperlive_server.py, e.g. '--no-batch', "
-        "'--batch-max-size 8', '--option batch_beam_size=5'",
-    )
-    peer.add_argument(
-        "--peer-config",
-        default="{}",
-        help="JSON merged into WhisperLive's options message, e.g. "
-        "'{\"same_output_threshold\": 5}'",
-    )
-    load = parser.add_argument_group("load")
-    load.add_argument("--clients", default="1,2,4,8", help="client counts, ascending")
-    load.add_argument("--no-stop", action="store_true", help="run every step even after a failure")
-    load.add_argument("--seconds", type=float, default=30.0, help="audio per conversation")
-    load.add_argument("--pause", type=float, default=1.0, help="silence between utterances (s)")
-    load.add_argument("--speed", type=float, default=1.0, help="1.0 is real time")
-    load.add_argument("--stagger", type=float, default=0.5, help="seconds between client starts")
-    load.add_argument("--chunk-ms", type=int, default=100)
-    load.add_argument("--drain-s", type=float, default=20.0, help="wait for `stopped` this long")
-    load.add_argument(
-        "--set",
-        dest="clip_set",
-        type=Path,
-        help="TSV of clips (default: ../shared/speech/en_wer.tsv)",
-    )
-    load.add_argument("--audio", type=Path, nargs="+", help="audio files instead (no WER)")
-    load.add_argument("--max-clip-s", type=float, default=20.0, help="leave longer clips out")
-    load.add_argument(
-        "--same-speech",
-        action="store_true",
-        help="every client streams the same conversation (default: each says other clips)",
-    )
-    load.add_argument("--language", default="en")
-    load.add_argument(
-        "--no-interim",
-        action="store_true",
-        help="Chorus clients ask for finals only (interim=false): what the model holds without "
-        "partials, the ceiling partials can only lower (pair with a large --max-first-text)",
-    )
-    judge = parser.add_argument_group("criteria")
-    judge.add_argument("--max-p95", type=float, default=2.0, help="p95 final latency limit (s)")
-    judge.add_argument(
-        "--max-first-text",
-        type=float,
-        default=1.5,
-        help="p95 first-text delay limit (s): text of a 2 s+ utterance after its first second",
-    )
-    judge.add_argument("--wer-margin", type=float, default=0.01, help="allowed WER increase")
-    parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
-    parser.add_argument("--trace", action="store_true", help="also write every frame (JSONL)")
-    return LoadSettings(**vars(parser.parse_args(argv)))
+from bench.sustain import conversation_seconds
 
 
 def load_clips(arguments: LoadSettings) -> list[Clip]:
@@ -200,42 +63,6 @@ def load_clips(arguments: LoadSettings) -> list[Clip]:
     if not table.exists():
         raise SystemExit(f"no speech set at {table}; give --set or --audio")
     return load_set(table, max_clip_s=arguments.max_clip_s)
-
-
-def compare(chorus: CapacitySearch, naive: CapacitySearch) -> Comparison:
-    """The other server's figures divided by Chorus's, at each client count both ran."""
-
-    def by_clients(search: CapacitySearch) -> dict[int, RunFigures]:
-        return {run.clients: run for run in search.runs}
-
-    ours, theirs = by_clients(chorus), by_clients(naive)
-    latency, cpu = {}, {}
-    for clients in sorted(ours.keys() & theirs.keys()):
-        our_p95 = ours[clients].final_latency_s.p95
-        their_p95 = theirs[clients].final_latency_s.p95
-        if our_p95 and their_p95:
-            latency[str(clients)] = their_p95 / our_p95
-        our_cpu, their_cpu = ours[clients].server, theirs[clients].server
-        if our_cpu and their_cpu and our_cpu.cpu_cores > 0:
-            cpu[str(clients)] = their_cpu.cpu_cores / our_cpu.cpu_cores
-    ratio = chorus.capacity / naive.capacity if naive.capacity else None
-    return Comparison(
-        capacity_ratio=ratio, p95_final_latency_ratio=latency, cpu_ratio=cpu, label=naive.label
-    )
-
-
-def efficiency(search: CapacitySearch, reference: Reference | None) -> Efficiency:
-    """E for one search: sessions held × speech fraction at that count ÷ offline throughput."""
-    held = [run for run in search.runs if run.clients == search.capacity]
-    fraction = None
-    if held and held[0].audio_s > 0:
-        fraction = held[0].speech_s / (held[0].audio_s * held[0].clients)
-    value = None
-    if reference is not None and fraction is not None and reference.audio_s_per_wall_s > 0:
-        value = search.capacity * fraction / reference.audio_s_per_wall_s
-    return Efficiency(
-        label=search.label, capacity=search.capacity, speech_fraction=fraction, efficiency=value
-    )
 
 
 @attrs.define
@@ -250,15 +77,38 @@ class Invocation:
     current: list[RunFigures] = attrs.Factory(list)
     current_label: str = ""
     current_peer: bool = False
+    current_source: str = ""
+    current_launch: ServerLaunch | None = None
     reference: Reference | None = None
 
     def conversations(self, clients: int) -> list[Conversation]:
+        """N conversations, long enough for all N to be live together `--together-s`."""
+        arguments = self.arguments
+        target = conversation_seconds(
+            clients,
+            seconds=arguments.seconds,
+            stagger_s=arguments.stagger,
+            together_s=arguments.together_s,
+            speed=arguments.speed,
+        )
         return build_conversations(
             self.clips,
             clients,
-            target_s=self.arguments.seconds,
-            pause_s=self.arguments.pause,
-            distinct=not self.arguments.same_speech,
+            target_s=target,
+            pause_s=arguments.pause,
+            distinct=not arguments.same_speech,
+        )
+
+    def warm_up_conversations(self) -> list[Conversation]:
+        arguments = self.arguments
+        if arguments.warm_up_clients <= 0 or arguments.warm_up_s <= 0:
+            return []
+        return build_conversations(
+            self.clips,
+            arguments.warm_up_clients,
+            target_s=arguments.warm_up_s,
+            pause_s=arguments.pause,
+            distinct=True,
         )
 
     def report(self) -> LoadReport:
@@ -272,6 +122,8 @@ class Invocation:
                 capacity=0,
                 stop_reason="in progress",
                 peer=self.current_peer,
+                caption_source=self.current_source,
+                launch=self.current_launch,
             )
             searches.append(partial)
         ours = [search for search in self.searches if search.label == "chorus"]
@@ -287,7 +139,7 @@ class Invocation:
         return LoadReport(
             kind="load",
             created=self.created,
-            machine=machine(),
+            machine={**machine(), "cpu": cpu_model()},
             options=options,
             searches=searches,
             comparison=comparison,
@@ -299,7 +151,13 @@ class Invocation:
     async def record(self, figures: RunFigures) -> None:
         self.current.append(figures)
         write_load(self.report(), self.stem)
-        print(f"{figures.label} N={figures.clients}: {figures.verdict}", flush=True)
+        together = figures.together.seconds if figures.together is not None else 0.0
+        step = " (refinement)" if figures.refinement else ""
+        print(
+            f"{figures.label} N={figures.clients}{step}, all live together {together:.0f} s: "
+            f"{figures.verdict}",
+            flush=True,
+        )
 
     async def search(
         self,
@@ -326,14 +184,19 @@ class Invocation:
             server_pid=server.pid if server.pid > 0 else None,
             trace_prefix=self.stem if arguments.trace else None,
             driver=driver,
+            score_together=arguments.score == "together",
         )
         self.current, self.current_label, self.current_peer = [], label, bool(peer)
+        self.current_source = driver.caption_source
         criteria = Criteria(
             max_p95_final_s=arguments.max_p95,
             max_p95_first_text_s=arguments.max_first_text,
+            max_p95_caption_s=arguments.max_caption_delay,
             wer_margin=arguments.wer_margin,
             compare_wer=arguments.same_speech,
         )
+        launch = await describe_launch(server, driver, chorus=not peer)
+        self.current_launch = launch
         result = await search_capacity(
             plan,
             arguments.steps,
@@ -342,7 +205,10 @@ class Invocation:
             criteria=criteria,
             on_run=self.record,
             stop_at_failure=not arguments.no_stop,
+            warm_up=self.warm_up_conversations(),
+            refine=not arguments.no_refine,
         )
+        result = msgspec.structs.replace(result, launch=launch)
         if peer:
             result = msgspec.structs.replace(result, peer=True, server=peer)
         self.current = []
@@ -368,6 +234,20 @@ class Invocation:
             driver=whisperlive_driver(arguments.model, config),
             peer=described,
         )
+
+
+async def describe_launch(server: ServerHandle, driver: Driver, *, chorus: bool) -> ServerLaunch:
+    """The server's command line, settings and threads; its model workers from `/health`."""
+    if server.command:
+        # Chorus reads `.env` in its working directory, which is the bench's
+        dotenv = Path(".env") if chorus else None
+        launch = started_launch(server.command, server.given, dotenv=dotenv)
+    else:
+        launch = running_launch(server.pid or None)
+    health = await fetch_health(server.url) if driver.has_health else None
+    if health is not None and health.transcriber is not None and health.transcriber.workers:
+        launch = msgspec.structs.replace(launch, workers=health.transcriber.workers)
+    return launch
 
 
 async def run(arguments: LoadSettings) -> Path:
@@ -459,7 +339,7 @@ async def start_peer(invocation: Invocation, version: str) -> None:
         arguments.peer_venv,
         peer_model_directory(arguments.model),
         threads=arguments.cpu_threads,
-        max_clients=max(arguments.steps),
+        max_clients=max(*arguments.steps, arguments.warm_up_clients),
         extra=shlex.split(arguments.peer_args),
     )
     log = Path(f"{invocation.stem}-{arguments.peer}.log")

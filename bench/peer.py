@@ -22,18 +22,19 @@ same clips, client counts and criteria; this module has what that takes:
   defaults), then float32 16 kHz audio, then `END_OF_AUDIO`. The server answers `SERVER_READY`,
   then messages holding the last `send_last_n_segments` segments (start and end as strings,
   text, `completed`), the last of them in progress; `{"status": "WAIT"}` when it turns a client
-  away. Every message is recorded as the native frames it amounts to, so `bench.figures` applies
-  unchanged: a segment's first message as `completed` is a `Final` (its arrival minus the send
-  of the chunk holding its end is the commit latency, the same definition as Chorus's final
-  latency), the segment in progress a `Partial`. WhisperLive drops what is not committed when
-  `END_OF_AUDIO` comes, so after the last chunk the client waits (at most `drain_s`) until the
-  last segment is committed and reaches the end of the speech sent, then ends the stream.
+  away. Every message is recorded as the native frames it amounts to (`bench.peer_protocol`,
+  sans-IO), so `bench.figures` and `bench.timeline` apply unchanged, caption delay included
+  (segment times are audio seconds of the stream): a segment's first message as `completed`
+  is a `Final` (its arrival minus the send of the chunk holding its end is the commit latency,
+  the same definition as Chorus's final latency), the segment in progress a `Partial`.
+  WhisperLive drops what is not committed when `END_OF_AUDIO` comes, so after the last chunk
+  the client waits (at most `drain_s`) until the last segment is committed and reaches the end
+  of the speech sent, then ends the stream.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import socket
 import subprocess
@@ -46,7 +47,6 @@ from urllib.parse import urlsplit
 
 import attrs
 import msgspec
-import numpy as np
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
@@ -63,7 +63,15 @@ from bench.client import (
     send_chunks,
 )
 from bench.conversation import Conversation
-from protocol.native import Error, Final, Partial, Ready, ServerFrame
+from bench.peer_protocol import (
+    CAPTION_SOURCE,
+    END_OF_AUDIO,
+    SERVER_READY,
+    Transcript,
+    message_decoder,
+    options_message,
+    pcm16_to_float32,
+)
 
 PEERS = ("whisperlive",)
 WHISPERLIVE_VERSION = "0.10.0"
@@ -81,21 +89,6 @@ TORCH_REQUIREMENT = "torch==2.13.0"
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = ROOT / ".peer-venv"
 LAUNCHER = Path(__file__).resolve().with_name("whisperlive_server.py")
-END_OF_AUDIO = b"END_OF_AUDIO"
-SERVER_READY = "SERVER_READY"
-DISCONNECT = "DISCONNECT"
-# WhisperLive's own client sends these unless told otherwise (whisper_live/client.py).
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "task": "transcribe",
-    "use_vad": True,
-    "send_last_n_segments": 10,
-    "no_speech_thresh": 0.45,
-    "clip_audio": False,
-    "same_output_threshold": 10,
-}
-# After the last chunk, the stream ends once committed text reaches this close to the end of
-# the last utterance sent (segment ends and the energy gate's speech ends differ a little).
-SETTLE_MARGIN_S = 1.0
 UNDRAINED = "text still in progress when drain_s ran out (dropped at END_OF_AUDIO)"
 
 
@@ -183,127 +176,6 @@ def whisperlive_url(base: str, language: str = "en") -> str:
     parts = urlsplit(base)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     return f"{scheme}://{parts.netloc}/"
-
-
-# --- the protocol ------------------------------------------------------------------------------
-
-
-class Segment(msgspec.Struct):
-    start: float | str = 0.0  # WhisperLive sends "%.3f" strings
-    end: float | str = 0.0
-    text: str = ""
-    completed: bool = False
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return float(self.start), float(self.end)
-
-
-class Message(msgspec.Struct):
-    """Any message a WhisperLive server sends; what it does not say stays None."""
-
-    uid: str | None = None
-    message: str | float | None = None  # SERVER_READY, DISCONNECT; WAIT's minutes; ERROR's words
-    status: str | None = None  # WAIT, ERROR, WARNING
-    backend: str | None = None
-    language: str | None = None
-    segments: list[Segment] | None = None
-
-
-message_decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
-
-
-def options_message(uid: str, language: str, model: str, config: Mapping[str, Any]) -> str:
-    """The first message: WhisperLive's client defaults, then `config` over them."""
-    options = {"uid": uid, "language": language, "model": model, **CLIENT_DEFAULTS, **config}
-    return json.dumps(options)
-
-
-def pcm16_to_float32(payload: bytes) -> bytes:
-    """WhisperLive's default audio format: float32 samples in [-1, 1]."""
-    samples = np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
-    return samples.tobytes()
-
-
-@attrs.define
-class Transcript:
-    """WhisperLive's segment messages turned into native frames, one message at a time."""
-
-    language: str = "en"
-    committed: dict[tuple[float, float], int] = attrs.Factory(dict)
-    committed_end: float = 0.0
-    revision: int = 0
-    pending: bool = False  # the last message held a segment in progress
-    ready: bool = False
-    wait: bool = False  # turned away (`status: WAIT`)
-    error: str = ""
-    warnings: list[str] = attrs.Factory(list)
-    disconnected: bool = False
-
-    def frames(self, message: Message) -> list[ServerFrame]:
-        if message.status == "WAIT":
-            self.wait = True
-            return []
-        if message.status == "ERROR":
-            self.error = str(message.message)
-            return [Error(code="whisperlive_error", message=self.error, fatal=True)]
-        if message.status is not None:
-            self.warnings.append(f"{message.status}: {message.message}")
-            return []
-        if message.message == SERVER_READY:
-            self.ready = True
-            return [
-                Ready(
-                    session_id=message.uid or "",
-                    model=message.backend or "whisperlive",
-                    sample_rate=SAMPLE_RATE,
-                    language=self.language,
-                )
-            ]
-        if message.message == DISCONNECT:
-            self.disconnected = True
-            return []
-        if message.segments is None:
-            return []  # language detection, or what this bench does not know
-        return self._segments(message.segments)
-
-    def _segments(self, segments: Sequence[Segment]) -> list[ServerFrame]:
-        frames: list[ServerFrame] = []
-        self.pending = False
-        for index, segment in enumerate(segments):
-            start, end = segment.bounds
-            if segment.completed:
-                if (start, end) in self.committed:
-                    continue  # resent: the server repeats its last N segments every time
-                self.committed[(start, end)] = len(self.committed)
-                self.committed_end = max(self.committed_end, end)
-                frames.append(
-                    Final(
-                        utterance=self.committed[(start, end)],
-                        text=segment.text.strip(),
-                        start=start,
-                        end=end,
-                        language=self.language,
-                        confidence=0.0,
-                    )
-                )
-            elif index == len(segments) - 1:
-                self.pending = True
-                self.revision += 1
-                frames.append(
-                    Partial(
-                        utterance=len(self.committed),
-                        revision=self.revision,
-                        text=segment.text.strip(),
-                        start=start,
-                        end=end,
-                    )
-                )
-        return frames
-
-    def settled(self, speech_end: float) -> bool:
-        """Nothing in progress, and committed text reaches the end of the speech sent."""
-        return not self.pending and self.committed_end >= speech_end - SETTLE_MARGIN_S
 
 
 @attrs.define
@@ -449,7 +321,13 @@ def judge_session(
 
 def whisperlive_driver(model: str, config: Mapping[str, Any] | None = None) -> Driver:
     streamer = WhisperLiveStreamer(model=model, config=dict(config or {}))
-    return Driver(name="whisperlive", ws_url=whisperlive_url, stream=streamer, has_health=False)
+    return Driver(
+        name="whisperlive",
+        ws_url=whisperlive_url,
+        stream=streamer,
+        has_health=False,
+        caption_source=CAPTION_SOURCE,
+    )
 
 
 async def warm_up(url: str, *, language: str = "en", timeout_s: float = 120.0) -> None:

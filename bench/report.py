@@ -1,4 +1,4 @@
-"""Writing results: one JSON file per invocation, a Markdown table, PNG plots (matplotlib).
+"""Writing results: one JSON file per invocation, a Markdown table, PNG plots (`bench.plots`).
 
 Plain functions that write files and return their paths; nothing here runs a benchmark.
 """
@@ -11,13 +11,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import attrs
 import msgspec
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure  # no pyplot: no global state; PNG goes through Agg
 
-from bench.client import SessionRecord
-from bench.schema import LoadReport, OfflineReport, Reference, RunFigures
+from bench.plots import plot_load
+from bench.schema import CapacitySearch, LoadReport, OfflineReport, Reference, RunFigures
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,7 +46,7 @@ def cpu_model() -> str:
         (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
         [],
     )
-    simd = [flag for flag in flags if flag.startswith(("avx", "fma", "sse4"))]
+    simd = [flag for flag in flags if flag.startswith(("avx", "fma", "f16c", "sse4", "amx"))]
     return f"{model} ({os.cpu_count()} CPUs; {' '.join(simd)})"
 
 
@@ -75,17 +72,21 @@ def _percent(value: float | None) -> str:
 
 LOAD_COLUMNS = (
     "server | N | started | done | refused | failed | final p50 | p95 | p99 | end-of-speech p95"
-    " | 1st partial p50 | first text p95 | partials/s | WER | CPU cores | peak RSS MB | max lag"
-    " | text lag p50 | text lag max | mean batch"
+    " | 1st partial p50 | first text p95 | caption p50 | caption p95 | caption max"
+    " | session caption p95 worst / median | partials/s | WER | CPU cores | peak RSS MB"
+    " | max lag | text lag p50 | text lag max | mean batch | together s"
     " | verdict"
 )
 
 
 def _load_row(run: RunFigures) -> str:
     sessions, latency = run.sessions, run.final_latency_s
+    spread, caption = run.caption_delay_sessions, run.caption_delay_s
+    worst = _number(spread.worst_p95_s if spread else None)
+    median = _number(spread.median_p95_s if spread else None)
     cells = [
         run.label,
-        str(run.clients),
+        f"{run.clients} (refinement)" if run.refinement else str(run.clients),
         str(sessions.started),
         str(sessions.completed),
         str(sessions.refused),
@@ -96,6 +97,10 @@ def _load_row(run: RunFigures) -> str:
         _number(run.end_of_speech_latency_s.p95),
         _number(run.first_partial_s.p50),
         _number(run.first_text_s.p95),
+        _number(caption.p50),
+        _number(caption.p95),
+        _number(caption.max),
+        f"{worst} / {median}",
         _number(run.partials_per_speech_s),
         _percent(run.wer),
         _number(run.server.cpu_cores if run.server else None),
@@ -104,6 +109,7 @@ def _load_row(run: RunFigures) -> str:
         _number(run.text_lag_s.p50),
         _number(run.text_lag_s.max),
         _number(run.transcriber.mean_batch if run.transcriber else None),
+        _together(run),
         run.verdict,
     ]
     return "| " + " | ".join(cells) + " |"
@@ -121,11 +127,21 @@ def load_markdown(report: LoadReport) -> str:
     ]
     lines += [_load_row(run) for search in report.searches for run in search.runs]
     lines.append("")
+    if cpu := report.machine.get("cpu"):
+        lines.append(f"- machine: {cpu}")
     for search in report.searches:
         what = f" [{search.server}]" if search.server else ""
         lines.append(
             f"- **{search.label}**{what}: capacity {search.capacity} clients ({search.stop_reason})"
         )
+        lines += [f"  - {line}" for line in _search_lines(search)]
+    lines.append(
+        "- held: no session refused or failed, and p95 final latency, first-text delay and "
+        "caption delay within the limits in the options (`max_p95`, `max_first_text`, "
+        "`max_caption_delay`); latencies are scored while all N sessions were live together "
+        "(`together s`: from the last session's first chunk to the first session's last, "
+        '"(all)" where the whole run was scored), WER, partials/s and CPU over the whole run'
+    )
     if (reference := report.reference) is not None:
         lines.append(
             f"- reference: {reference.method}: {reference.audio_s_per_wall_s:.2f} audio s per "
@@ -134,8 +150,8 @@ def load_markdown(report: LoadReport) -> str:
     for row in report.efficiency:
         fraction = _number(row.speech_fraction)
         lines.append(
-            f"- **E** ({row.label}) = {row.capacity} sessions × {fraction} speech ÷ reference "
-            f"= {_number(row.efficiency)}"
+            f"- **E** ({row.label}) = {row.capacity} sessions × {fraction} mean speech fraction "
+            f"÷ reference = {_number(row.efficiency)}"
         )
     comparisons = [report.comparison] if report.comparison is not None else []
     for comparison in [*comparisons, *report.peer_comparisons]:
@@ -154,6 +170,42 @@ def load_markdown(report: LoadReport) -> str:
             "partials are the segment in progress; WER counts completed segments only"
         )
     return "\n".join(lines) + "\n"
+
+
+def _together(run: RunFigures) -> str:
+    if run.together is None:
+        return "-"
+    seconds = f"{max(run.together.seconds, 0.0):.0f}"
+    return seconds if run.together.scored else f"{seconds} (all)"
+
+
+def _search_lines(search: CapacitySearch) -> list[str]:
+    """What a search's server was given, its warm-up, its refinement, its caption source."""
+    lines = []
+    if (launch := search.launch) is not None:
+        command = " ".join(launch.command) or "unknown"
+        environment = ", ".join(f"`{k}={v}`" for k, v in launch.environment.items()) or "none"
+        workers = f"; {launch.workers} model workers" if launch.workers else ""
+        lines.append(
+            f"server ({launch.how}): `{command}`; environment: {environment}; "
+            f"threads: {launch.threads}{workers}"
+        )
+    if (warm := search.warm_up) is not None:
+        sessions = warm.sessions
+        lines.append(
+            f"warm-up (not scored): {warm.clients} sessions of {warm.audio_s:.0f} s, "
+            f"{sessions.completed} completed, {sessions.refused} refused, "
+            f"{sessions.failed} failed"
+        )
+    if search.refined is not None:
+        refined = [run for run in search.runs if run.refinement]
+        verdict = refined[0].verdict if refined else "not run"
+        lines.append(f"refinement: N={search.refined}: {verdict}")
+    if search.caption_source:
+        lines.append(f"caption delay from {search.caption_source}")
+    else:
+        lines.append("caption delay not measured: its protocol gives no audio end for its text")
+    return lines
 
 
 def offline_markdown(report: OfflineReport) -> str:
@@ -185,79 +237,6 @@ def write_text(text: str, path: Path) -> Path:
     return path
 
 
-def plot_load(report: LoadReport, stem: Path) -> list[Path]:
-    """`<stem>-latency.png` (final latency percentiles and server CPU against N) and
-    `<stem>-wer.png` (WER against N); one colour per server, one line style per percentile."""
-    latency_path = stem.with_name(stem.name + "-latency.png")
-    wer_path = stem.with_name(stem.name + "-wer.png")
-    counts = sorted({run.clients for search in report.searches for run in search.runs})
-    figure = Figure(figsize=(11, 4))
-    left, right = figure.subplots(1, 2)
-    for index, search in enumerate(report.searches):
-        colour = f"C{index}"
-        clients = [run.clients for run in search.runs]
-        for name, style in (("p50", ":"), ("p95", "-"), ("p99", "--")):
-            values = [_nan(getattr(run.final_latency_s, name)) for run in search.runs]
-            label = f"{search.label} {name}"
-            left.plot(clients, values, style, color=colour, marker="o", label=label)
-        cores = [_nan(run.server.cpu_cores if run.server else None) for run in search.runs]
-        right.plot(clients, cores, color=colour, marker="o", label=search.label)
-    left.axhline(2.0, color="grey", linewidth=0.8, label="p95 limit")
-    _axes(left, "final latency (s)", "Final latency", counts)
-    _axes(right, "server CPU (cores)", "Server CPU", counts)
-    figure.tight_layout()
-    figure.savefig(latency_path, dpi=100)
-
-    figure = Figure(figsize=(6, 4))
-    axes = figure.subplots()
-    for index, search in enumerate(report.searches):
-        clients = [run.clients for run in search.runs]
-        wer = [_nan(run.wer) * 100 for run in search.runs]
-        axes.plot(clients, wer, color=f"C{index}", marker="o", label=search.label)
-    _axes(axes, "WER (%)", "Word error rate of the finals", counts)
-    figure.tight_layout()
-    figure.savefig(wer_path, dpi=100)
-    return [latency_path, wer_path]
-
-
-def _nan(value: float | None) -> float:
-    return float("nan") if value is None else value
-
-
-def _axes(axes: Axes, ylabel: str, title: str, counts: Sequence[int]) -> None:
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(list(counts), [str(count) for count in counts])
-    axes.minorticks_off()
-    axes.set_ylim(bottom=0)
-    axes.set_xlabel("concurrent clients (N)")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
-
-
-def write_trace(records: Sequence[SessionRecord], begin: float, path: Path) -> Path:
-    """Everything the clients saw, one JSON line per session, times in seconds from `begin`:
-    the reference spans, each chunk's (audio end, sent at), each frame's (arrived at, frame)."""
-    lines = []
-    for record in records:
-        session = {
-            "client": record.client,
-            "outcome": record.outcome,
-            "reason": record.reason,
-            "close_code": record.close_code,
-            "spans": [attrs.asdict(span) for span in record.conversation.spans],
-            "sends": [
-                (end, at - begin) for end, at in zip(record.audio_ends, record.sent_at, strict=True)
-            ],
-            "frames": [(arrival.at - begin, arrival.frame) for arrival in record.arrivals],
-        }
-        lines.append(msgspec.json.encode(session))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    return path
-
-
 def write_load(report: LoadReport, stem: Path) -> Sequence[Path]:
     """JSON, Markdown and PNG files for a load report, all named from `stem`."""
     written = [
@@ -265,7 +244,12 @@ def write_load(report: LoadReport, stem: Path) -> Sequence[Path]:
         write_text(load_markdown(report), stem.with_suffix(".md")),
     ]
     if any(search.runs for search in report.searches):
-        written += plot_load(report, stem)
+        written += plot_load(
+            report,
+            stem,
+            max_p95_final_s=_limit(report, "max_p95", 2.0),
+            max_p95_caption_s=_limit(report, "max_caption_delay", 1.5),
+        )
     return written
 
 
@@ -274,6 +258,13 @@ def write_offline(report: OfflineReport, stem: Path) -> Sequence[Path]:
         write_json(report, stem.with_suffix(".json")),
         write_text(offline_markdown(report), stem.with_suffix(".md")),
     ]
+
+
+def _limit(report: LoadReport, option: str, default: float) -> float:
+    try:
+        return float(report.options.get(option, default))
+    except ValueError:
+        return default
 
 
 def _passes(reference: Reference) -> str:

@@ -2,11 +2,14 @@
 
 `run_load()` owns one nursery: the usage sampler (when the server's pid is known) and, inside
 it, one task per client, each started `stagger_s` after the previous one. Every client has the
-same deadline, so a run never outlasts its time limit; what a client saw up to then is kept. The
-search runs one load after another against the same server and stops at the first that fails
-its criteria (DESIGN §8): p95 final latency or p95 first-text delay over the limit, a refused
-or failed session, or WER worse than the first run's by more than `wer_margin` (with
-`--same-speech` only).
+same deadline, so a run never outlasts its time limit; what a client saw up to then is kept.
+`summarize()` scores latencies inside the window when all sessions were live together
+(`bench.sustain`) unless the plan says otherwise. The search first streams a few unscored
+warm-up sessions, then runs one load after another against the same server and stops at the
+first that fails its criteria (DESIGN §8): a refused or failed session, p95 final latency, p95
+first-text delay or p95 caption delay over its limit, or WER worse than the first run's by more
+than `wer_margin` (with `--same-speech` only). When the last count that held and the first that
+failed are more than one apart it tries one count between them (`bench.sustain`).
 """
 
 from __future__ import annotations
@@ -27,19 +30,31 @@ from bench.figures import (
     distribution,
     reference_text,
     session_figures,
+    session_spread,
     word_error_rate,
 )
-from bench.report import write_trace
-from bench.schema import BatchStats, CapacitySearch, RunFigures, ServerUsage
+from bench.schema import (
+    BatchStats,
+    CapacitySearch,
+    RunFigures,
+    ServerUsage,
+    Together,
+    WarmUp,
+)
 from bench.server import UsageSampler, fetch_health, wait_idle
+from bench.sustain import live_window, planned_together_s, refinement_step
+from bench.trace import write_trace
 
 SEND_LAG_WARNING_S = 0.5
+# The server side's aim for fairness between sessions: a note in the verdict, not a criterion.
+WORST_SESSION_RATIO = 2.0
 
 
 @attrs.frozen
 class Criteria:
     max_p95_final_s: float = 2.0
     max_p95_first_text_s: float = 1.5  # text keeps flowing while long utterances go on
+    max_p95_caption_s: float = 1.5  # the captions a person watches stay this close behind
     wer_margin: float = 0.01  # one point of WER
     # WER is compared across N only when every N says the same words (`--same-speech`):
     # with distinct speech each N hears other clips, some harder than others
@@ -57,6 +72,8 @@ class RunPlan:
     slack_s: float = 10.0  # on top of stagger, audio time and drain, before clients are abandoned
     driver: Driver = CHORUS_DRIVER  # the protocol the server speaks (`bench.peer` for WhisperLive)
     settle_s: float = 1.0  # pause after a run of a server without `/health`
+    # score latencies only while every session was live (`--score together`); False: all of it
+    score_together: bool = True
 
     def time_limit_s(self, conversations: Sequence[Conversation]) -> float:
         longest = max(conversation.duration for conversation in conversations)
@@ -134,7 +151,9 @@ def summarize(
     batches: BatchStats | None = None,
     bench_cpu_cores: float = 0.0,
 ) -> RunFigures:
-    per_session = [session_figures(record) for record in records]
+    window = live_window(records)
+    scored = plan.score_together and window is not None and window.seconds > 0
+    per_session = [session_figures(record, window if scored else None) for record in records]
     pairs = []
     for record, figures in zip(records, per_session, strict=True):
         reference = reference_text(record)
@@ -145,6 +164,12 @@ def summarize(
     partials = sum(figures.partials for figures in per_session)
     lags = [figures.max_lag_s for figures in per_session if figures.max_lag_s is not None]
     text_lags = [lag for figures in per_session for lag in figures.text_lags]
+    conversations = [record.conversation for record in records]
+    fractions = [c.speech_s / c.duration for c in conversations if c.duration > 0]
+    first_chunk = min((record.sent_at[0] for record in records if record.sent_at), default=0.0)
+    planned = planned_together_s(
+        [c.duration for c in conversations], stagger_s=plan.stagger_s, speed=plan.stream.speed
+    )
     return RunFigures(
         label=plan.label,
         clients=len(records),
@@ -180,6 +205,16 @@ def summarize(
         bench_cpu_cores=bench_cpu_cores,
         server=usage,
         transcriber=batches,
+        caption_delay_s=distribution([v for f in per_session for v in f.caption_delays]),
+        caption_delay_sessions=session_spread([f.caption_delays for f in per_session]),
+        speech_fraction=sum(fractions) / len(fractions) if fractions else None,
+        together=Together(
+            planned_s=planned,
+            seconds=window.seconds if window is not None else 0.0,
+            start_s=window.start - first_chunk if window is not None else None,
+            end_s=window.end - first_chunk if window is not None else None,
+            scored=scored,
+        ),
     )
 
 
@@ -198,6 +233,9 @@ def judge(figures: RunFigures, criteria: Criteria, baseline_wer: float | None) -
     first_text = figures.first_text_s.p95
     if first_text is not None and first_text > criteria.max_p95_first_text_s:
         reasons.append(f"p95 first text {first_text:.2f} s > {criteria.max_p95_first_text_s:g} s")
+    caption = figures.caption_delay_s.p95
+    if caption is not None and caption > criteria.max_p95_caption_s:
+        reasons.append(f"p95 caption delay {caption:.2f} s > {criteria.max_p95_caption_s:g} s")
     if (
         criteria.compare_wer
         and baseline_wer is not None
@@ -210,6 +248,17 @@ def judge(figures: RunFigures, criteria: Criteria, baseline_wer: float | None) -
         notes.append(f"bench sent audio up to {figures.max_send_lag_s:.2f} s late")
     if figures.notes:
         notes.append(f"{len(figures.notes)} completed with a note, first: {figures.notes[0]}")
+    spread = figures.caption_delay_sessions
+    if spread is not None and spread.worst_p95_s is not None and spread.median_p95_s:
+        ratio = spread.worst_p95_s / spread.median_p95_s
+        if ratio > WORST_SESSION_RATIO:
+            notes.append(
+                f"worst session's caption p95 {spread.worst_p95_s:.2f} s, "
+                f"{ratio:.1f}x the median session's"
+            )
+    together = figures.together
+    if together is not None and figures.clients > 1 and together.seconds <= 0:
+        notes.append("the sessions were never all live together: scored over the whole run")
     verdict = "; ".join(reasons) if reasons else "held"
     if notes:
         verdict += " (" + "; ".join(notes) + ")"
@@ -225,31 +274,69 @@ async def search_capacity(
     criteria: Criteria = Criteria(),
     on_run: Callable[[RunFigures], Awaitable[None]] | None = None,
     stop_at_failure: bool = True,
+    warm_up: Sequence[Conversation] = (),
+    refine: bool = True,
 ) -> CapacitySearch:
-    """Run each client count in `steps` (ascending) until one does not hold; the capacity is
-    the largest count before the first that did not hold."""
+    """Stream `warm_up` (unscored), then run each client count in `steps` (ascending) until one
+    does not hold, then (with `refine`) one count between the last that held and the first that
+    failed. The capacity is the largest count held below the smallest that failed."""
+    warmed = await warm_up_server(plan, warm_up) if warm_up else None
     runs: list[RunFigures] = []
-    capacity, stop_reason = 0, "every step held"
     baseline_wer: float | None = None
-    for clients in steps:
+
+    async def step(clients: int, *, refinement: bool = False) -> RunFigures:
+        nonlocal baseline_wer
         figures = await run_load(plan, make_conversations(clients))
         figures = judge(figures, criteria, baseline_wer)
+        figures = msgspec.structs.replace(figures, refinement=refinement)
         if baseline_wer is None:
             baseline_wer = figures.wer
         runs.append(figures)
         if on_run is not None:
             await on_run(figures)
-        if not figures.held and stop_reason == "every step held":
-            stop_reason = f"{clients} clients: {figures.verdict}"
-        if stop_reason == "every step held":
-            capacity = clients
-        elif stop_at_failure:
+        return figures
+
+    for clients in steps:
+        figures = await step(clients)
+        if not figures.held and stop_at_failure:
             break
+    refined = None
+    if refine:
+        capacity, failed = _outcome(runs)
+        refined = refinement_step(capacity, failed.clients if failed else None)
+        if refined is not None:
+            await step(refined, refinement=True)
+    capacity, failed = _outcome(runs)
     return CapacitySearch(
         label=plan.label,
         url=plan.url,
         naive=naive,
-        runs=runs,
+        runs=sorted(runs, key=lambda run: run.clients),
         capacity=capacity,
-        stop_reason=stop_reason,
+        stop_reason=f"{failed.clients} clients: {failed.verdict}" if failed else "every step held",
+        warm_up=warmed,
+        refined=refined,
+        caption_source=plan.driver.caption_source,
+    )
+
+
+def _outcome(runs: Sequence[RunFigures]) -> tuple[int, RunFigures | None]:
+    """The capacity (the largest count held below the smallest that failed) and that failure."""
+    failures = [run for run in runs if not run.held]
+    failed = min(failures, key=lambda run: run.clients) if failures else None
+    limit = failed.clients if failed is not None else None
+    held = [run.clients for run in runs if run.held and (limit is None or run.clients < limit)]
+    return max(held, default=0), failed
+
+
+async def warm_up_server(plan: RunPlan, conversations: Sequence[Conversation]) -> WarmUp:
+    """Stream `conversations` at once, unscored and untraced: the server's admission meter has
+    then measured the model before the first count is judged."""
+    quiet = attrs.evolve(plan, trace_prefix=None)
+    figures = await run_load(quiet, conversations)
+    return WarmUp(
+        clients=len(conversations),
+        audio_s=max((conversation.duration for conversation in conversations), default=0.0),
+        sessions=figures.sessions,
+        wall_s=figures.wall_s,
     )

@@ -48,6 +48,25 @@ class BatchStats(msgspec.Struct, kw_only=True):
     busy_s: float
 
 
+class SessionSpread(msgspec.Struct, kw_only=True):
+    """One figure's p95 in each session of a run, and how far the worst strays from the rest."""
+
+    p95_s: list[float | None]  # by client index; None where a session had no samples
+    worst_p95_s: float | None = None
+    worst_session: int | None = None  # its client index
+    median_p95_s: float | None = None  # the median of the sessions' p95s
+
+
+class Together(msgspec.Struct, kw_only=True):
+    """When every session of a run was live at once, from the clients' own send times."""
+
+    planned_s: float  # from the stagger and the conversations' lengths, before the run
+    seconds: float  # measured: the last session's first chunk to the first session's last one
+    start_s: float | None = None  # seconds after the run's first chunk was sent
+    end_s: float | None = None
+    scored: bool = False  # latencies counted only where their reference instant lies inside
+
+
 class RunFigures(msgspec.Struct, kw_only=True):
     label: str
     clients: int
@@ -79,6 +98,33 @@ class RunFigures(msgspec.Struct, kw_only=True):
     # completed sessions with something to say (a peer that still had text in progress when
     # the drain ran out, so that its last words never came)
     notes: list[str] = msgspec.field(default_factory=list)
+    # every 0.25 s of a clip's speech from its first second on: the audio time being sent minus
+    # the end of the newest text received by then (bench.timeline); all sessions together
+    caption_delay_s: Distribution = msgspec.field(default_factory=lambda: Distribution(count=0))
+    caption_delay_sessions: SessionSpread | None = None  # each session's p95 of it
+    speech_fraction: float | None = None  # the conversations' mean share of speech
+    together: Together | None = None  # when all N were live at once (bench.sustain)
+    refinement: bool = False  # the step tried between the last held N and the first failed one
+
+
+class ServerLaunch(msgspec.Struct, kw_only=True):
+    """What a server under test was given: enough to start the same one again."""
+
+    how: str  # "started by the bench", or "already running (pid P)"
+    command: list[str]  # empty when unknown
+    environment: dict[str, str]  # the settings among its environment variables (bench.launch)
+    threads: str  # its model threads, in words
+    workers: int | None = None  # model workers, from `/health` when it answers
+
+
+class WarmUp(msgspec.Struct, kw_only=True):
+    """Sessions streamed before the first step, not scored, so that a server's admission meter
+    has measured something before the first count is judged."""
+
+    clients: int
+    audio_s: float  # per session
+    sessions: Sessions
+    wall_s: float
 
 
 class CapacitySearch(msgspec.Struct, kw_only=True):
@@ -90,6 +136,10 @@ class CapacitySearch(msgspec.Struct, kw_only=True):
     stop_reason: str
     peer: bool = False  # another project's server (`--peer`), not a Chorus baseline
     server: str = ""  # what it was, in words (e.g. its version and mode)
+    launch: ServerLaunch | None = None  # its command line, environment and threads
+    warm_up: WarmUp | None = None  # the unscored sessions before the first step
+    refined: int | None = None  # the N tried between the last held and the first failed
+    caption_source: str = ""  # where caption delay's audio ends came from; empty: not measured
 
 
 class Comparison(msgspec.Struct, kw_only=True):
@@ -113,7 +163,8 @@ class Reference(msgspec.Struct, kw_only=True):
 
 
 class Efficiency(msgspec.Struct, kw_only=True):
-    """E = sessions held × speech fraction ÷ offline throughput, for one capacity search."""
+    """E = sessions held × the conversations' mean speech fraction ÷ offline throughput, for
+    one capacity search."""
 
     label: str
     capacity: int
@@ -158,6 +209,7 @@ class TranscriberHealth(msgspec.Struct, kw_only=True):
     batch_sizes: dict[str, int] = msgspec.field(default_factory=dict)
     queue: int = 0
     busy_s: float = 0.0
+    workers: int = 0  # 0: the server did not say
 
 
 class Health(msgspec.Struct, kw_only=True):

@@ -48,6 +48,8 @@ class ServerFailed(RuntimeError):
 class ServerHandle:
     url: str  # http://127.0.0.1:PORT
     pid: int
+    command: tuple[str, ...] = ()  # how the bench started it; empty for a running server
+    given: Mapping[str, str] = attrs.field(factory=dict)  # the variables the bench set for it
 
 
 def require_loopback(url: str) -> None:
@@ -121,13 +123,14 @@ async def open_server(
     url = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log, tempfile.TemporaryDirectory(prefix="chorus-bench-") as data:
-        environment = {**os.environ, "CHORUS_DATA_DIR": data, **SERVER_ENV, **(env or {})}
+        given = {"CHORUS_DATA_DIR": data, **SERVER_ENV, **(env or {})}
+        environment = {**os.environ, **given}
         process = await trio.lowlevel.open_process(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment
         )
         try:
             await _wait_ready(url, process, log_path, ready_timeout_s, ready or answers_health)
-            yield ServerHandle(url=url, pid=process.pid)
+            yield ServerHandle(url=url, pid=process.pid, command=tuple(argv), given=given)
         finally:
             with trio.CancelScope(shield=True):
                 await _stop(process, stop_timeout_s)

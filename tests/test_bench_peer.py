@@ -25,21 +25,26 @@ from bench.audio import SAMPLE_RATE, Clip, make_clip
 from bench.client import StreamOptions
 from bench.conversation import Conversation, build_conversation, build_conversations
 from bench.figures import session_figures, text_lags, word_error_rate
-from bench.load import compare, parse_arguments, peer_model_directory
+from bench.load import peer_model_directory
+from bench.load_options import parse_arguments
 from bench.peer import (
     UNDRAINED,
-    Message,
-    Segment,
-    Transcript,
     WhisperLiveStreamer,
     answers_tcp,
-    options_message,
-    pcm16_to_float32,
     peer_server_command,
     warm_up,
     whisperlive_driver,
     whisperlive_url,
 )
+from bench.peer_protocol import (
+    CAPTION_SOURCE,
+    Message,
+    Segment,
+    Transcript,
+    options_message,
+    pcm16_to_float32,
+)
+from bench.ratios import compare
 from bench.report import load_markdown
 from bench.run import RunPlan, search_capacity
 from bench.schema import LoadReport
@@ -221,6 +226,7 @@ async def test_capacity_search_through_the_peer_driver(
         slack_s=5.0,
         driver=whisperlive_driver("tiny.en"),
         settle_s=0.0,
+        score_together=False,  # every final counted, however the fake's timing falls
     )
 
     def conversations(count: int) -> list[Conversation]:
@@ -234,6 +240,9 @@ async def test_capacity_search_through_the_peer_driver(
     assert two.final_latency_s.count == 4
     assert two.text_lag_s.count > 0
     assert two.transcriber is None and two.max_lag_s is None
+    # its segments' ends are audio seconds of the stream: caption delay is measured
+    assert search.caption_source == CAPTION_SOURCE
+    assert two.caption_delay_s.count > 0 and two.first_text_s.count == 0  # clips under 2 s
     peer = search_as_peer(search)
     report = LoadReport(
         kind="load",
@@ -293,7 +302,7 @@ def test_transcript_turns_messages_into_native_frames() -> None:
 
 
 def test_decoding_and_encoding() -> None:
-    from bench.peer import message_decoder
+    from bench.peer_protocol import message_decoder
 
     raw = (
         b'{"uid": "u", "segments": '

@@ -14,7 +14,8 @@ import msgspec
 import pytest
 import trio
 
-from bench.load import parse_arguments, run
+from bench.load import run
+from bench.load_options import parse_arguments
 from bench.schema import RunFigures
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
@@ -42,6 +43,8 @@ async def test_two_clients_against_the_real_server(tmp_path: Path) -> None:
             "--model", "tiny.en",
             "--clients", "2",
             "--seconds", "5",
+            "--together-s", "0",  # not the sustained minute: 5 s conversations
+            "--warm-up-s", "3",
             "--no-naive",
             "--same-speech",  # two clips each, so the finals below can be counted
             "--set", str(small_set(tmp_path)),
@@ -91,6 +94,23 @@ def check_report(stem: Path) -> None:
     if search["capacity"]:
         expected = 2 * row["speech_fraction"] / reference["audio_s_per_wall_s"]
         assert row["efficiency"] == pytest.approx(expected)
+    # caption delay, per run and per session, scored while both sessions were live
+    caption = figures.caption_delay_s
+    assert caption.count > 0
+    assert caption.p50 is not None and caption.p95 is not None and caption.max is not None
+    assert 0 <= caption.p50 <= caption.p95 <= caption.max < 10.0
+    spread = figures.caption_delay_sessions
+    assert spread is not None and len(spread.p95_s) == 2
+    assert spread.worst_p95_s is not None and spread.median_p95_s is not None
+    assert figures.together is not None and figures.together.scored
+    assert 0 < figures.together.seconds <= figures.together.planned_s + 1.0
+    assert search["caption_source"]
+    assert search["warm_up"]["sessions"]["completed"] == 2  # before the first step, unscored
+    launch = search["launch"]
+    assert "serve" in launch["command"] and "--port" in launch["command"]
+    assert launch["environment"]["CHORUS_MAX_SESSIONS_PER_CLIENT"] == "100000"
+    assert launch["workers"] is None or launch["workers"] >= 1
+    assert data["machine"]["cpu"]
     assert figures.first_text_s.count > 0  # the clips are longer than 2 s
     # negative when a partial comes before the first second of speech was even sent
     first_text = figures.first_text_s

@@ -31,11 +31,10 @@ from bench.conversation import Conversation, build_conversation, build_conversat
 from bench.figures import (
     batch_difference,
     distribution,
-    sent_time,
     session_figures,
     word_error_rate,
 )
-from bench.load import compare
+from bench.ratios import compare
 from bench.report import load_markdown, write_load
 from bench.run import Criteria, RunPlan, judge, run_load, search_capacity, session_url
 from bench.schema import (
@@ -44,6 +43,7 @@ from bench.schema import (
     LoadReport,
     TranscriberHealth,
 )
+from bench.timeline import sent_time
 from protocol.codec import NativeCodec
 from protocol.native import (
     Final,
@@ -296,6 +296,7 @@ async def test_capacity_search_and_report(nursery: trio.Nursery, tmp_path: Path)
         stagger_s=0.05,
         slack_s=5.0,
         trace_prefix=tmp_path / "trace",
+        score_together=False,  # every final counted, however the fake's timing falls
     )
 
     def conversations(count: int) -> list[Conversation]:
@@ -309,6 +310,13 @@ async def test_capacity_search_and_report(nursery: trio.Nursery, tmp_path: Path)
     assert two.wer == 0.0
     assert two.final_latency_s.count == 4
     assert two.server is None  # no pid given
+    assert two.caption_delay_s.count > 0
+    assert two.caption_delay_sessions is not None
+    assert len(two.caption_delay_sessions.p95_s) == 2
+    assert two.together is not None and not two.together.scored
+    assert 0 < two.together.seconds <= two.together.planned_s + 0.2
+    assert two.speech_fraction is not None and 0 < two.speech_fraction < 1
+    assert search.caption_source  # the native protocol gives every text's audio end
     assert two.transcriber is None  # the fake has no /health
     trace = (tmp_path / "trace-chorus-n2.jsonl").read_text()
     sessions = [json.loads(line) for line in trace.splitlines()]
@@ -347,6 +355,58 @@ async def test_capacity_search_and_report(nursery: trio.Nursery, tmp_path: Path)
     data = json.loads((tmp_path / "load-test.json").read_text())
     assert data["searches"][0]["runs"][1]["final_latency_s"]["count"] == 4
     assert "| chorus | 2 | 2 | 2 | 0 | 0 |" in load_markdown(report)
+
+
+async def limited_stream(
+    request: WebSocketRequest, *, texts: Sequence[str], live: list[int], limit: int
+) -> None:
+    """`fake_stream`, refusing (503) a session while `limit` others are live."""
+    if live[0] >= limit:
+        await request.reject(503)
+        return
+    live[0] += 1
+    try:
+        await fake_stream(request, texts=texts, mode="ok")
+    finally:
+        live[0] -= 1
+
+
+async def test_search_warms_up_then_refines_between_held_and_failed(
+    nursery: trio.Nursery,
+) -> None:
+    clips = [clip("a", 1.0, "hello there"), clip("b", 1.0, "general kenobi")]
+    handler = partial(limited_stream, texts=["hello there", "general kenobi"], live=[0], limit=2)
+    server = await nursery.start(
+        partial(serve_websocket, handler, "127.0.0.1", 0, ssl_context=None)
+    )
+    plan = RunPlan(
+        label="chorus",
+        url=f"http://127.0.0.1:{server.port}",
+        stream=FAST,
+        stagger_s=0.02,
+        slack_s=5.0,
+        score_together=False,
+    )
+
+    def conversations(count: int) -> list[Conversation]:
+        return build_conversations(clips, count, target_s=3.0)
+
+    warm = build_conversations(clips, 1, target_s=1.0)
+    search = await search_capacity(plan, [1, 4], conversations, naive=False, warm_up=warm)
+    # 4 at once: two refused; the refinement tries (1 + 4) // 2 = 2, which the fake takes
+    assert search.warm_up is not None and search.warm_up.sessions.completed == 1
+    assert [run.clients for run in search.runs] == [1, 2, 4]
+    assert [run.refinement for run in search.runs] == [False, True, False]
+    assert (search.refined, search.capacity) == (2, 2), search.stop_reason
+    assert search.stop_reason.startswith("4 clients: 2 refused")
+    text = load_markdown(
+        LoadReport(kind="load", created="now", machine={}, options={}, searches=[search])
+    )
+    assert "| chorus | 2 (refinement) | 2 | 2 | 0 | 0 |" in text
+    assert "refinement: N=2: held" in text
+    assert "warm-up (not scored): 1 sessions of" in text
+    unrefined = await search_capacity(plan, [1, 4], conversations, naive=False, refine=False)
+    assert (unrefined.refined, unrefined.capacity) == (None, 1)
 
 
 def test_judge_applies_the_criteria() -> None:
