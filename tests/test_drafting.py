@@ -14,12 +14,8 @@ from actors.model.port import SAMPLE_RATE, DecodeOptions, Result, SpeechModel, W
 from actors.speech.segmenter import Segment
 from bench.figures import word_error_rate
 from service.session.agreement import Agreement, TimedWord
-from service.session.drafting import (
-    CUT_BEFORE_WORD_S,
-    Captions,
-    plan_draft,
-    read_draft,
-)
+from service.session.drafting import CUT_BEFORE_WORD_S, plan_draft, read_draft
+from service.session.state import Captions
 
 OPTIONS = DecodeOptions(language="en", partial=True, context="Earlier final.")
 

@@ -41,6 +41,11 @@ def render(runtime: Runtime | None) -> str:
         max((s.statistics().lag_s for s in sessions), default=0.0),
         "Largest lag of a live session behind its audio.",
     )
+    lines += _line(
+        "session_caption_delay_seconds_max",
+        max((s.statistics().caption_delay_s for s in sessions), default=0.0),
+        "Largest caption delay of a live session: its speech minus the end of its newest text.",
+    )
     if runtime is not None:
         capacity = capacity_statistics(runtime.capacity, runtime.transcriber, runtime.live)
         lines += _line(

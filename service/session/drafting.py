@@ -38,30 +38,11 @@ from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import Partial, ServerFrame
 from service.session.agreement import Agreement, TimedWord
 from service.session.ports import Transcriber
+from service.session.state import Captions
 
 TAIL_AFTER_S = 1.0  # the cut must be this far into the utterance to trim anything
 LEFT_CONTEXT_S = 1.0  # audio of committed words kept before the uncommitted tail
 CUT_BEFORE_WORD_S = 0.2  # the cut goes this far before the first kept word's start
-
-
-@attrs.define
-class Captions:
-    """Where this session's text stands (one writer each: drafts and finals workers).
-
-    `shown_end` is the audio time up to which the newest text sent covers the speech;
-    `open_since` is the start of the utterance being spoken, None between utterances."""
-
-    shown_end: float = 0.0
-    open_since: float | None = None
-
-    def delay_s(self, received_s: float) -> float:
-        """How far the text is behind the audio, while someone speaks (0 between utterances)."""
-        if self.open_since is None:
-            return 0.0
-        return max(0.0, received_s - self.shown_end)
-
-    def shown(self, end: float) -> None:
-        self.shown_end = max(self.shown_end, end)
 
 
 @attrs.frozen
@@ -83,10 +64,10 @@ def plan_draft(segment: Segment, agreement: Agreement, options: DecodeOptions) -
     whole = attrs.evolve(options, committed=agreement.text or None, words=True)
     if not committed or not committed[-1].timed:
         return DraftPlan(Request(segment.audio, whole), segment)
-    reach = min(committed[-1].end - LEFT_CONTEXT_S, committed[-1].start)
-    kept = len(committed) - 1  # the earliest timed word in reach, with only timed ones after
-    while kept > 0 and committed[kept - 1].timed and committed[kept - 1].start >= reach:
-        kept -= 1
+    reach = committed[-1].end - LEFT_CONTEXT_S
+    kept = len(committed) - 1  # the latest word that starts a second before the end, or the
+    while kept > 0 and committed[kept].start > reach and committed[kept - 1].timed:
+        kept -= 1  # earliest from which on every word is timed
     cut_s = max(0.0, committed[kept].start - CUT_BEFORE_WORD_S)
     if kept == 0 or cut_s < TAIL_AFTER_S or cut_s >= audio_s:
         return DraftPlan(Request(segment.audio, whole), segment)

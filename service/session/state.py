@@ -1,7 +1,9 @@
 """What the stages of one session share: its meters and how it ends (all on one trio thread).
 
 Each field has one writer: the segmenter counts the audio, the transcriber client keeps when
-each final still owed was asked for, and the stage that ends the session says why. Nothing
+each final still owed was asked for and where the text shown stands (`Captions`: its drafts
+worker and finals worker each move `shown_end` forward), and the stage that ends the session
+says why. Nothing
 outside the session touches this record: the server holds a `SessionHandle`
 (`service/session/handle.py`), which asks for `statistics()` and calls `stop`. `stop` is the
 one place that cancels the reader's scope, which the reader (and only it) runs in: the reader
@@ -16,6 +18,26 @@ import trio
 from actors.model.port import SAMPLE_RATE
 
 
+@attrs.define
+class Captions:
+    """Where this session's text stands (one writer each: drafts and finals workers).
+
+    `shown_end` is the audio time up to which the newest text sent covers the speech;
+    `open_since` is the start of the utterance being spoken, None between utterances."""
+
+    shown_end: float = 0.0
+    open_since: float | None = None
+
+    def delay_s(self, received_s: float) -> float:
+        """How far the text is behind the audio, while someone speaks (0 between utterances)."""
+        if self.open_since is None:
+            return 0.0
+        return max(0.0, received_s - self.shown_end)
+
+    def shown(self, end: float) -> None:
+        self.shown_end = max(self.shown_end, end)
+
+
 @attrs.frozen
 class SessionStatistics:
     session_id: str
@@ -23,6 +45,7 @@ class SessionStatistics:
     speech_s: float  # of it, what the segmenter judged speech (the open utterance too)
     lag_s: float  # how long the oldest final still owed has waited
     queue: int  # finals still owed
+    caption_delay_s: float  # how far the newest text is behind the speech (0 between utterances)
     stop_reason: str
     close_code: int
     client_gone: bool
@@ -35,6 +58,7 @@ class SessionState:
     speech_samples: int = 0  # written by the segmenter
     # when each final still owed was asked for (trio clock), oldest first; the transcriber client
     pending_finals: list[float] = attrs.field(factory=list)
+    captions: Captions = attrs.field(factory=Captions)  # the transcriber client's workers
     stop_reason: str = "client_closed"
     close_code: int = 1000
     client_gone: bool = False  # set by the reader or the writer
@@ -77,6 +101,7 @@ class SessionState:
             speech_s=self.speech_s,
             lag_s=self.lag_s,
             queue=len(self.pending_finals),
+            caption_delay_s=round(self.captions.delay_s(self.received_s), 3),
             stop_reason=self.stop_reason,
             close_code=self.close_code,
             client_gone=self.client_gone,

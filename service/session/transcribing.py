@@ -34,7 +34,6 @@ from protocol.native import (
 from service.session.config import SessionConfig
 from service.session.drafting import (
     Agreements,
-    Captions,
     DraftMaker,
     DraftSettings,
     DraftSlot,
@@ -96,7 +95,6 @@ class _Transcript:
 
     finals: list[str] = attrs.field(factory=list)
     partial_shown: set[int] = attrs.field(factory=set)  # utterances with partial text sent
-    captions: Captions = attrs.field(factory=Captions)
 
     def context(self) -> str | None:
         """The earlier finals offered to the model as context."""
@@ -150,23 +148,21 @@ async def _transcribe(
             partial_slot,
             frames.clone(),
             drafts,
-            transcript.captions,
+            state.captions,
             lambda: state.received_s,
             transcript.partial_shown,
         )
-        nursery.start_soon(
-            _report_lag, frames.clone(), state, transcript.captions, options, finals_done
-        )
+        nursery.start_soon(_report_lag, frames.clone(), state, options, finals_done)
         with finals_send:
             async for event in events:
                 if isinstance(event, SpeechStart):
-                    transcript.captions.open_since = event.at
+                    state.captions.open_since = event.at
                     await frames.send(SpeechStarted(at=event.at))
                 elif isinstance(event, Segment) and not event.final:
                     partial_slot.put(event)
                 elif isinstance(event, Segment | UtteranceEnded):
                     if isinstance(event, Segment):
-                        transcript.captions.open_since = None
+                        state.captions.open_since = None
                         state.pending_finals.append(trio.current_time())
                         partial_slot.finalized(event.utterance)
                     await finals_send.send(event)
@@ -217,7 +213,7 @@ async def _finals_worker(
                 continue
             if frame.text:
                 transcript.finals.append(frame.text)
-            transcript.captions.shown(frame.end)
+            state.captions.shown(frame.end)
             await frames.send(annotate(frame))
         done.set()
 
@@ -286,7 +282,6 @@ async def _final_frame(
 async def _report_lag(
     frames: trio.MemorySendChannel[ServerFrame],
     state: SessionState,
-    captions: Captions,
     options: StreamOptions,
     finals_done: trio.Event,
 ) -> None:
@@ -300,7 +295,7 @@ async def _report_lag(
                 await finals_done.wait()
                 return
             lag = state.lag_s
-            caption = captions.delay_s(state.received_s)
+            caption = state.captions.delay_s(state.received_s)
             behind = lag > LAGGING_S or caption > CAPTIONS_LATE * options.caption_target_s
             if behind or lagging:
                 await frames.send(
