@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "overdue (drafts run most overdue first; admission prices them) (default 1.0)",
     )
     serve.add_argument(
+        "--final-reuse",
+        dest="final_reuse_s",
+        type=float,
+        help="finals keep the drafts' committed words that end this many seconds before the "
+        "utterance does and decode only the rest (0: decode every final afresh)",
+    )
+    serve.add_argument(
         "--no-commit-partials",
         dest="commit_partials",
         action="store_false",

@@ -78,6 +78,9 @@ class Settings:
     # how far a session's text may fall behind its speech before its next draft is overdue;
     # drafts run earliest deadline first, and admission prices one per this much speech
     caption_target_s: float = 1.0
+    # finals keep the drafts' committed words that end this long before the utterance does and
+    # decode only the rest (0: every final decoded afresh); `python -m bench.reuse` measures it
+    final_reuse_s: float = 0.0
     commit_partials: bool = True  # commit words two drafts agree on; drafts write only the rest
     pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
     pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time

@@ -8,14 +8,30 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
+import trio
+import trio.testing
 from audio_files import DATA, load
 
-from actors.model.port import SAMPLE_RATE, DecodeOptions, Result, SpeechModel, WordTiming
-from actors.speech.segmenter import Segment
+from actors.model.port import (
+    SAMPLE_RATE,
+    DecodeOptions,
+    Priority,
+    Request,
+    Result,
+    SpeechModel,
+    WordTiming,
+)
+from actors.speech.segmenter import Segment, SegmenterConfig
 from bench.figures import word_error_rate
+from protocol.native import Final, Partial, ServerFrame
 from service.session.agreement import Agreement, TimedWord
+from service.session.config import SessionConfig
 from service.session.drafting import CUT_BEFORE_WORD_S, plan_draft, read_draft
-from service.session.state import Captions
+from service.session.ports import StreamOptions
+from service.session.segmenting import Segmented
+from service.session.state import Captions, SessionState
+from service.session.transcribing import transcribe_segments
 
 OPTIONS = DecodeOptions(language="en", partial=True, context="Earlier final.")
 
@@ -82,7 +98,7 @@ def test_a_tail_drafts_words_are_placed_in_the_utterance_and_keep_the_committed_
     )
     text, timings = read_draft(plan, result)
     assert text == "one two three four five six"
-    assert timings[4] == TimedWord("five", 2.0 + plan.cut_s, 2.6 + plan.cut_s)
+    assert timings[4] == TimedWord("five", 2.0 + plan.cut_s, 2.6 + plan.cut_s, 0.9)
     shown = agreement.offer(text, timings)
     assert shown == text and agreement.text == "one two three four"
     assert agreement.offer("one two three four five six seven", timings) == (
@@ -158,3 +174,92 @@ def test_a_long_utterances_drafts_decode_only_their_tail_and_keep_committed_word
     assert len(agreement.committed) >= 15
     wer = word_error_rate([(reference, shown)]).wer
     assert wer is not None and wer <= 0.2, shown
+
+
+# -- the session's transcriber client with a timed fake ------------------------------------
+
+WORD_S = 0.4  # the fake speaker says word k from k x 0.4 s to k x 0.4 + 0.3 s
+
+
+class TimedSpeaker:
+    """A transcriber that hears the words said in a request's audio, with their times: the
+    audio's samples hold their own index in the session, so it knows where the audio lies."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float, Priority]] = []  # audio start, seconds, priority
+
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
+        start = float(request.audio[0]) / SAMPLE_RATE
+        end = start + len(request.audio) / SAMPLE_RATE
+        self.calls.append((round(start, 2), round(end - start, 2), priority))
+        await trio.lowlevel.checkpoint()
+        words = [
+            WordTiming(f"w{k}", k * WORD_S - start, k * WORD_S + 0.3 - start, 0.9)
+            for k in range(int(end / WORD_S) + 1)
+            if k * WORD_S >= start - 0.1 and k * WORD_S + 0.3 <= end
+        ]
+        return Result(" ".join(w.word for w in words), "en", words=tuple(words))
+
+
+def spoken(end: float, *, final: bool = False, revision: int = 0) -> Segment:
+    audio = np.arange(int(end * SAMPLE_RATE), dtype=np.float32)
+    return Segment(0, final, audio, 0.0, end, revision)
+
+
+async def talk(options: StreamOptions) -> tuple[TimedSpeaker, list[ServerFrame]]:
+    """One 8 s utterance drafted every 0.6 s, then its final."""
+    speaker = TimedSpeaker()
+    events_send, events = trio.open_memory_channel[Segmented](16)
+    frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
+    config = SessionConfig(
+        encoding="pcm_s16le",
+        sample_rate=16000,
+        channels=1,
+        segmenter=SegmenterConfig(),
+        language="en",
+        task="transcribe",
+        prompt=None,
+        words=True,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            transcribe_segments,
+            speaker,
+            events,
+            frames_send,
+            SessionState("s"),
+            options,
+            lambda final: final,
+        )
+        await events_send.send(config)
+        for revision, end in enumerate(np.arange(0.6, 8.0, 0.6), start=1):
+            await events_send.send(spoken(float(end), revision=revision))
+            await trio.testing.wait_all_tasks_blocked()
+        await events_send.send(spoken(8.0, final=True))
+        await events_send.aclose()
+    return speaker, [frame async for frame in frames_recv]
+
+
+async def test_a_sessions_drafts_shrink_to_their_tail_and_its_final_reuses_them() -> None:
+    speaker, frames = await talk(StreamOptions(final_beam_size=1, final_reuse_s=1.0))
+    drafts = [(start, seconds) for start, seconds, priority in speaker.calls if priority != "final"]
+    assert drafts[0] == (0.0, 0.6)
+    assert all(seconds <= 3.0 for _, seconds in drafts[-5:]), str(drafts)  # tails, not 7 s
+    partials = [f for f in frames if isinstance(f, Partial)]
+    assert partials[-1].text.startswith("w0 w1 w2 w3")  # the committed words stand
+    (final_call,) = [call for call in speaker.calls if call[2] == "final"]
+    assert final_call[0] >= 5.0  # reused: only the last seconds decoded again
+    (final,) = [f for f in frames if isinstance(f, Final)]
+    assert final.text == " ".join(f"w{k}" for k in range(20))  # every word, once
+    assert final.words is not None and [w.word for w in final.words] == final.text.split()
+    assert final.words[3].start == pytest.approx(1.2) and final.words[19].end == 7.9
+
+
+async def test_a_final_is_decoded_afresh_unless_reuse_is_asked_for() -> None:
+    speaker, frames = await talk(StreamOptions(final_beam_size=1))
+    (final_call,) = [call for call in speaker.calls if call[2] == "final"]
+    assert final_call[:2] == (0.0, 8.0)
+    (final,) = [f for f in frames if isinstance(f, Final)]
+    assert final.text == " ".join(f"w{k}" for k in range(20))

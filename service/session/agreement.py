@@ -41,6 +41,7 @@ class TimedWord:
     word: str
     start: float = math.nan
     end: float = math.nan
+    probability: float = 1.0
 
     @property
     def timed(self) -> bool:
@@ -67,9 +68,7 @@ class Agreement:
         timed = _placed(draft.split(), timings)
         for index, word in enumerate(self.committed[: len(timed)]):
             if not word.timed and timed[index].timed and _same(word.word, timed[index].word):
-                self.committed[index] = attrs.evolve(
-                    word, start=timed[index].start, end=timed[index].end
-                )
+                self.committed[index] = attrs.evolve(timed[index], word=word.word)
         tail = timed[len(self.committed) :]
         agreed = 0
         for before, now in zip(self.tail, tail[:-1], strict=False):
@@ -95,5 +94,7 @@ def _placed(words: list[str], timings: Sequence[TimedWord]) -> list[TimedWord]:
                 break
         if first is None or last is None or spelled != target:
             break
-        placed.append(TimedWord(word, first.start, last.end))
+        placed.append(
+            TimedWord(word, first.start, last.end, min(first.probability, last.probability))
+        )
     return [*placed, *(TimedWord(word) for word in words[len(placed) :])]

@@ -26,7 +26,7 @@ drafts: it is decoded afresh (`service/session/transcribing.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import attrs
@@ -59,25 +59,51 @@ def plan_draft(segment: Segment, agreement: Agreement, options: DecodeOptions) -
     """The cheapest draft that keeps the committed words: the uncommitted tail with
     `LEFT_CONTEXT_S` of committed audio before it, when the committed words have timings;
     else the whole utterance with the committed words as the forced prefix."""
-    committed = agreement.committed
+    drafting = attrs.evolve(options, words=True)
+    tail = plan_tail(segment, agreement.committed, drafting)
+    if tail is not None:
+        return tail
+    whole = attrs.evolve(drafting, committed=agreement.text or None)
+    return DraftPlan(Request(segment.audio, whole), segment)
+
+
+def plan_final(
+    segment: Segment, agreement: Agreement, options: DecodeOptions, hold_s: float
+) -> DraftPlan | None:
+    """A final that reuses the drafts' work: the committed words that end `hold_s` or more
+    before the utterance does stand, and only the audio after them is decoded (with the
+    final's beam and window); None when there are none to reuse (decode afresh)."""
     audio_s = len(segment.audio) / SAMPLE_RATE
-    whole = attrs.evolve(options, committed=agreement.text or None, words=True)
+    reused = []
+    for word in agreement.committed:
+        if not word.timed or word.end > audio_s - hold_s:
+            break
+        reused.append(word)
+    return plan_tail(segment, reused, options)
+
+
+def plan_tail(
+    segment: Segment, committed: Sequence[TimedWord], options: DecodeOptions
+) -> DraftPlan | None:
+    """Decode `segment` from `LEFT_CONTEXT_S` before the end of `committed` on: those last
+    committed words forced, the earlier ones as context. None when the cut would not be
+    `TAIL_AFTER_S` into the audio, or the last committed word has no time."""
+    audio_s = len(segment.audio) / SAMPLE_RATE
     if not committed or not committed[-1].timed:
-        return DraftPlan(Request(segment.audio, whole), segment)
+        return None
     reach = committed[-1].end - LEFT_CONTEXT_S
     kept = len(committed) - 1  # the latest word that starts a second before the end, or the
     while kept > 0 and committed[kept].start > reach and committed[kept - 1].timed:
         kept -= 1  # earliest from which on every word is timed
     cut_s = max(0.0, committed[kept].start - CUT_BEFORE_WORD_S)
     if kept == 0 or cut_s < TAIL_AFTER_S or cut_s >= audio_s:
-        return DraftPlan(Request(segment.audio, whole), segment)
+        return None
     before = tuple(committed[:kept])
     context = " ".join(filter(None, [options.context, " ".join(w.word for w in before)]))
     tail = attrs.evolve(
         options,
         context=context or None,
         committed=" ".join(word.word for word in committed[kept:]),
-        words=True,
     )
     audio = segment.audio[int(cut_s * SAMPLE_RATE) :]
     return DraftPlan(Request(audio, tail), segment, cut_s, before)
@@ -86,9 +112,10 @@ def plan_draft(segment: Segment, agreement: Agreement, options: DecodeOptions) -
 def read_draft(plan: DraftPlan, result: Result) -> tuple[str, list[TimedWord]]:
     """The whole utterance's draft text and its word timings, in the utterance's time."""
     text = " ".join(filter(None, [" ".join(w.word for w in plan.before), result.text]))
+    shift = plan.cut_s
     timings = [
         *plan.before,
-        *(TimedWord(w.word, w.start + plan.cut_s, w.end + plan.cut_s) for w in result.words),
+        *(TimedWord(w.word, w.start + shift, w.end + shift, w.probability) for w in result.words),
     ]
     return text, timings
 
@@ -104,9 +131,12 @@ class Agreements:
     def of(self, utterance: int) -> Agreement:
         return self._open.setdefault(utterance, Agreement())
 
-    def close(self, utterance: int) -> None:
+    def close(self, utterance: int) -> Agreement | None:
+        """Forget this utterance and earlier ones; the closed utterance's words, if any."""
+        closed = self._open.get(utterance)
         for done in [u for u in self._open if u <= utterance]:
             del self._open[done]
+        return closed
 
 
 class DraftSlot:

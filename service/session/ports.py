@@ -116,6 +116,8 @@ class StreamOptions:
     commit_partials: bool = True  # words two drafts agree on are committed (LocalAgreement-2)
     # how far the text may fall behind the speech before a session's draft is overdue
     caption_target_s: float = 1.0
+    # finals reuse the drafts' committed words that end this long before the utterance (0: off)
+    final_reuse_s: float = 0.0
     # audio is read no faster than `pace` x real time once `pace_burst_s` ahead (0: no limit)
     pace: float = 1.5
     pace_burst_s: float = 10.0

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from actors.model.port import DecodeOptions, Request
+from actors.model.port import DecodeOptions, Request, WordTiming
 from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
@@ -31,6 +31,7 @@ from protocol.native import (
     UtteranceEnd,
     Word,
 )
+from service.session.agreement import Agreement, TimedWord
 from service.session.config import SessionConfig
 from service.session.drafting import (
     Agreements,
@@ -38,6 +39,8 @@ from service.session.drafting import (
     DraftSettings,
     DraftSlot,
     draft_partials,
+    plan_final,
+    read_draft,
 )
 from service.session.ports import StreamOptions, Transcriber
 from service.session.segmenting import Segmented
@@ -205,8 +208,10 @@ async def _finals_worker(
                 if item.utterance not in skipped:
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
                 continue
-            agreements.close(item.utterance)
-            frame = await _final_frame(transcriber, item, state, config, transcript, options)
+            agreement = agreements.close(item.utterance)
+            frame = await _final_frame(
+                transcriber, item, state, config, transcript, options, agreement
+            )
             state.pending_finals.pop(0)
             if frame is None:
                 skipped.add(item.utterance)
@@ -225,13 +230,23 @@ async def _final_frame(
     config: SessionConfig,
     transcript: _Transcript,
     options: StreamOptions,
+    agreement: Agreement | None = None,
 ) -> Final | None:
-    """The final of one utterance, decoded afresh: the drafts' committed words are not forced
-    on it (that cost 0.6-1.5 WER points on the shared English set, see
+    """The final of one utterance. With `options.final_reuse_s`, the drafts' committed words
+    that end that long before the utterance does stand and only the rest is decoded
+    (`drafting.plan_final`); else, or with none to reuse, it is decoded afresh: forcing every
+    committed word on it cost 0.6-1.5 WER points on the shared English set (see
     `service/session/agreement.py`)."""
     decode = _decode_options(config, transcript, options, final=True)
+    plan = None
+    if options.final_reuse_s > 0 and agreement is not None:
+        plan = plan_final(segment, agreement, decode, options.final_reuse_s)
+    request = plan.request if plan is not None else Request(segment.audio, decode)
     try:
-        result = await transcriber.transcribe(Request(segment.audio, decode), priority="final")
+        result = await transcriber.transcribe(request, priority="final")
+        if plan is not None:
+            text, timings = read_draft(plan, result)
+            result = attrs.evolve(result, text=text, words=tuple(_timings(timings)))
     except TranscriptionFailed as error:
         log.error(
             "the model failed on utterance %d of %s",
@@ -307,3 +322,7 @@ async def _report_lag(
                     )
                 )
             lagging = behind
+
+
+def _timings(words: list[TimedWord]) -> list[WordTiming]:
+    return [WordTiming(w.word, w.start, w.end, w.probability) for w in words if w.timed]
