@@ -57,8 +57,10 @@ class DraftPlan:
 
 def plan_draft(segment: Segment, agreement: Agreement, options: DecodeOptions) -> DraftPlan:
     """The cheapest draft that keeps the committed words: the uncommitted tail with
-    `LEFT_CONTEXT_S` of committed audio before it, when the committed words have timings;
-    else the whole utterance with the committed words as the forced prefix."""
+    `LEFT_CONTEXT_S` of committed audio before it, when committed words have timings; else
+    the whole utterance with the committed words as the forced prefix. Every draft asks for
+    word timings (about a fifth of a short draft's cost; timing every other draft left longer
+    tails, which cost more)."""
     drafting = attrs.evolve(options, words=True)
     tail = plan_tail(segment, agreement.committed, drafting)
     if tail is not None:
@@ -85,16 +87,17 @@ def plan_final(
 def plan_tail(
     segment: Segment, committed: Sequence[TimedWord], options: DecodeOptions
 ) -> DraftPlan | None:
-    """Decode `segment` from `LEFT_CONTEXT_S` before the end of `committed` on: those last
-    committed words forced, the earlier ones as context. None when the cut would not be
-    `TAIL_AFTER_S` into the audio, or the last committed word has no time."""
+    """Decode `segment` from `LEFT_CONTEXT_S` before the end of the last timed committed word
+    on: the committed words from there forced, the earlier ones as context. None when no
+    committed word has a time, or the cut would not be `TAIL_AFTER_S` into the audio."""
     audio_s = len(segment.audio) / SAMPLE_RATE
-    if not committed or not committed[-1].timed:
+    timed = [index for index, word in enumerate(committed) if word.timed]
+    if not timed:
         return None
-    reach = committed[-1].end - LEFT_CONTEXT_S
-    kept = len(committed) - 1  # the latest word that starts a second before the end, or the
+    reach = committed[timed[-1]].end - LEFT_CONTEXT_S
+    kept = timed[-1]  # the latest word that starts a second before that end, or the
     while kept > 0 and committed[kept].start > reach and committed[kept - 1].timed:
-        kept -= 1  # earliest from which on every word is timed
+        kept -= 1  # earliest from which on every word up to it is timed
     cut_s = max(0.0, committed[kept].start - CUT_BEFORE_WORD_S)
     if kept == 0 or cut_s < TAIL_AFTER_S or cut_s >= audio_s:
         return None
