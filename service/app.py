@@ -199,7 +199,9 @@ def _runtime(
         workers=config.workers,
         utilization=settings.admission_utilization or 1.0,
         cold_sessions=settings.admission_cold_sessions,
-        revision_every_s=None if settings.naive else settings.caption_target_s,
+        # revisions are priced at the cadence sessions ask for them: under load the earliest
+        # deadline first order spreads what the model can give, and this is what it must give
+        revision_every_s=None if settings.naive else settings.partial_interval_s,
     )
     return Runtime(
         settings=settings,

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny models, + 3 s for bigger ones)",
     )
     serve.add_argument(
+        "--partial-interval",
+        dest="partial_interval_s",
+        type=float,
+        help="seconds of speech between a session's draft requests (default 0.6)",
+    )
+    serve.add_argument(
         "--caption-target",
         dest="caption_target_s",
         type=float,

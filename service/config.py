@@ -71,7 +71,9 @@ class Settings:
         default="auto", validator=attrs.validators.in_(get_args(FinalWindowSetting))
     )
     final_beam_size: int = 5
-    partial_interval_s: float = 0.6
+    # seconds of speech between a session's draft requests (0.6 cost a quarter more model
+    # time than 0.8 for 0.1 s less caption delay at p95 on 2 cores)
+    partial_interval_s: float = 0.8
     # share of the model workers' time that revisions (drafts after an utterance's first) may
     # use; 1 (the default) caps nothing: admission prices the revisions captions need
     partial_share: float = 1.0
@@ -97,7 +99,7 @@ class Settings:
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # plan live work for this share of the measured model capacity; 0 turns it off
-    admission_utilization: float = 0.85
+    admission_utilization: float = 0.75
     admission_cold_sessions: int = 8  # live sessions admitted before any cost is measured
     log_level: str = "info"
 

@@ -1,5 +1,5 @@
 """Tail drafts (`service/session/drafting.py`): once words are committed with their times, a
-draft decodes only the uncommitted tail with a second of committed speech before it, and the
+draft decodes only the uncommitted tail with half a second of committed speech before it, and the
 text it shows keeps every committed word; with the real model, a long utterance's drafts stay
 a few seconds long."""
 
@@ -27,7 +27,7 @@ from bench.figures import word_error_rate
 from protocol.native import Final, Partial, ServerFrame
 from service.session.agreement import Agreement, TimedWord
 from service.session.config import SessionConfig
-from service.session.drafting import CUT_BEFORE_WORD_S, plan_draft, read_draft
+from service.session.drafting import CUT_BEFORE_WORD_S, LEFT_CONTEXT_S, plan_draft, read_draft
 from service.session.ports import StreamOptions
 from service.session.segmenting import Segmented
 from service.session.state import Captions, SessionState
@@ -49,12 +49,13 @@ def committed(*words: tuple[str, float, float] | str) -> Agreement:
     return agreement
 
 
-def test_a_draft_decodes_the_tail_after_a_second_of_committed_speech() -> None:
+def test_a_draft_decodes_the_tail_after_some_committed_speech() -> None:
+    assert LEFT_CONTEXT_S == 0.5
     agreement = committed(
-        ("one", 0.2, 0.6), ("two", 0.7, 1.4), ("three", 1.5, 2.4), ("four", 2.6, 3.1)
+        ("one", 0.2, 0.6), ("two", 0.7, 1.4), ("three", 1.5, 2.4), ("four", 2.7, 3.1)
     )
     plan = plan_draft(segment(5.0), agreement, OPTIONS)
-    # "four" ends at 3.1: the audio keeps a second before that, from "three" on
+    # "four" ends at 3.1: the audio keeps half a second before that, from "three" on
     assert plan.cut_s == 1.5 - CUT_BEFORE_WORD_S
     assert plan.request.audio[0] == int(plan.cut_s * SAMPLE_RATE)  # the tail of the audio
     assert len(plan.request.audio) == int(5.0 * SAMPLE_RATE) - int(plan.cut_s * SAMPLE_RATE)
@@ -83,7 +84,7 @@ def test_a_draft_is_whole_until_committed_words_are_timed_and_far_enough_in() ->
 
 def test_a_tail_drafts_words_are_placed_in_the_utterance_and_keep_the_committed_ones() -> None:
     agreement = committed(
-        ("one", 0.2, 0.6), ("two", 0.7, 1.4), ("three", 1.5, 2.4), ("four", 2.6, 3.1)
+        ("one", 0.2, 0.6), ("two", 0.7, 1.4), ("three", 1.5, 2.4), ("four", 2.7, 3.1)
     )
     plan = plan_draft(segment(5.0), agreement, OPTIONS)
     result = Result(

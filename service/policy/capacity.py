@@ -11,9 +11,8 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
   speaker sees.
 - **revision cost**: model seconds per later draft (its share of its batch; tail drafts
   batched across sessions, `service/session/drafting.py`). Liveness is priced: every second
-  of speech needs one revision per `revision_every_s` (the app sets the caption target), or
-  its text stands still while the person speaks. At low load sessions get more (a draft per
-  `partial_interval_s`); admission plans only for the ones that keep captions on target.
+  of speech needs one revision per `revision_every_s` (the app sets the sessions' draft
+  cadence, `partial_interval_s`), or its text stands still while the person speaks.
 - **speech per session**: the share of live sessions' audio that the segmenter cut into
   utterances (speech seconds ÷ audio seconds, over sessions that have sent `settle_s` or more);
   clients stream in real time, so that is the speech each session sends per wall second.
@@ -23,7 +22,7 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
 Cost per second of speech = final cost + first draft cost ÷ mean utterance + revision cost ÷
 `revision_every_s`. With `workers`
 model workers the model serves `workers × utilization / cost` seconds of speech per wall
-second (`utilization`, which the app sets from `CHORUS_ADMISSION_UTILIZATION`, 0.85), and a
+second (`utilization`, which the app sets from `CHORUS_ADMISSION_UTILIZATION`, 0.75), and a
 new session fits when `(live + 1) × speech per session` stays within that. Busy time is wall
 time in the worker threads, which share the cores with the event loop, so it overstates what
 a second of speech takes of a core (the README's benchmark section has the measured plans).
@@ -86,7 +85,7 @@ class Counters:
 @attrs.define
 class CapacityMeter:
     workers: int = 1
-    utilization: float = 0.85
+    utilization: float = 0.75
     default_speech_fraction: float = 0.8
     halflife_s: float = 30.0
     min_audio_s: float = 2.0  # final audio between two looks before a cost sample counts

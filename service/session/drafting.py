@@ -41,7 +41,7 @@ from service.session.ports import Transcriber
 from service.session.state import Captions
 
 TAIL_AFTER_S = 1.0  # the cut must be this far into the utterance to trim anything
-LEFT_CONTEXT_S = 1.0  # audio of committed words kept before the uncommitted tail
+LEFT_CONTEXT_S = 0.5  # audio of committed words kept before the uncommitted tail
 CUT_BEFORE_WORD_S = 0.2  # the cut goes this far before the first kept word's start
 
 
@@ -95,7 +95,7 @@ def plan_tail(
     if not timed:
         return None
     reach = committed[timed[-1]].end - LEFT_CONTEXT_S
-    kept = timed[-1]  # the latest word that starts a second before that end, or the
+    kept = timed[-1]  # the latest word that starts `LEFT_CONTEXT_S` before that end, or the
     while kept > 0 and committed[kept].start > reach and committed[kept - 1].timed:
         kept -= 1  # earliest from which on every word up to it is timed
     cut_s = max(0.0, committed[kept].start - CUT_BEFORE_WORD_S)

@@ -112,7 +112,7 @@ class StreamOptions:
     multilingual: bool = False
     languages: tuple[str, ...] = ("en",)
     final_beam_size: int = 5
-    partial_interval_s: float = 0.6
+    partial_interval_s: float = 0.8
     commit_partials: bool = True  # words two drafts agree on are committed (LocalAgreement-2)
     # how far the text may fall behind the speech before a session's draft is overdue
     caption_target_s: float = 1.0
