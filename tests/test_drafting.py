@@ -22,9 +22,9 @@ from actors.model.port import (
     SpeechModel,
     WordTiming,
 )
-from actors.speech.segmenter import Segment, SegmenterConfig
+from actors.speech.segmenter import Segment, SegmenterConfig, SpeechStart
 from bench.figures import word_error_rate
-from protocol.native import Final, Partial, ServerFrame
+from protocol.native import Final, Partial, ServerFrame, Status
 from service.session.agreement import Agreement, TimedWord
 from service.session.config import SessionConfig
 from service.session.drafting import CUT_BEFORE_WORD_S, LEFT_CONTEXT_S, plan_draft, read_draft
@@ -264,3 +264,57 @@ async def test_a_final_is_decoded_afresh_unless_reuse_is_asked_for() -> None:
     assert final_call[:2] == (0.0, 8.0)
     (final,) = [f for f in frames if isinstance(f, Final)]
     assert final.text == " ".join(f"w{k}" for k in range(20))
+
+
+class HeldRevisions:
+    """Answers first drafts at once and never a revision: the captions stand still."""
+
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
+        if priority == "partial":
+            await trio.sleep_forever()
+        return Result("hello there", "en")
+
+
+async def test_status_says_how_far_the_captions_are_behind(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    state = SessionState("s")
+    events_send, events = trio.open_memory_channel[Segmented](16)
+    frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
+    config = SessionConfig(
+        encoding="pcm_s16le",
+        sample_rate=16000,
+        channels=1,
+        segmenter=SegmenterConfig(),
+        language="en",
+        task="transcribe",
+        prompt=None,
+        words=False,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            transcribe_segments,
+            HeldRevisions(),
+            events,
+            frames_send,
+            state,
+            StreamOptions(),
+            lambda final: final,
+        )
+        await events_send.send(config)
+        await events_send.send(SpeechStart(at=0.2))
+        await events_send.send(spoken(0.8, revision=1))  # its first draft is shown
+        for revision, end in enumerate((1.6, 2.4, 3.2, 4.0), start=2):
+            await trio.sleep(0.8)
+            state.received_samples = int(end * SAMPLE_RATE)
+            await events_send.send(spoken(end, revision=revision))  # held by the model
+        await trio.sleep(1.5)
+        assert state.statistics().caption_delay_s == pytest.approx(3.2)
+        await events_send.send(spoken(4.0, final=True))
+        await events_send.aclose()
+    frames = [frame async for frame in frames_recv]
+    statuses = [frame for frame in frames if isinstance(frame, Status)]
+    delays = [status.caption_delay_s for status in statuses]
+    assert delays == pytest.approx([2.4, 3.2])  # from 2 s behind (twice the target) on: 4 - 0.8

@@ -138,6 +138,8 @@ export class LivePanel {
       case "status":
         $("stat-lag-item").hidden = false;
         $("stat-lag").textContent = `${Number(detail.lag_s).toFixed(1)} s${detail.degraded ? " ⚠" : ""}`;
+        $("stat-captions-item").hidden = false;
+        $("stat-captions").textContent = `${Number(detail.caption_delay_s ?? 0).toFixed(1)} s`;
         break;
       case "stopped":
         // The page's own count: after a reconnection the server's duration_s covers only the
