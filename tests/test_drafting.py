@@ -209,12 +209,8 @@ def spoken(end: float, *, final: bool = False, revision: int = 0) -> Segment:
     return Segment(0, final, audio, 0.0, end, revision)
 
 
-async def talk(options: StreamOptions) -> tuple[TimedSpeaker, list[ServerFrame]]:
-    """One 8 s utterance drafted every 0.6 s, then its final."""
-    speaker = TimedSpeaker()
-    events_send, events = trio.open_memory_channel[Segmented](16)
-    frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
-    config = SessionConfig(
+def english(*, words: bool) -> SessionConfig:
+    return SessionConfig(
         encoding="pcm_s16le",
         sample_rate=16000,
         channels=1,
@@ -222,8 +218,16 @@ async def talk(options: StreamOptions) -> tuple[TimedSpeaker, list[ServerFrame]]
         language="en",
         task="transcribe",
         prompt=None,
-        words=True,
+        words=words,
     )
+
+
+async def talk(options: StreamOptions) -> tuple[TimedSpeaker, list[ServerFrame]]:
+    """One 8 s utterance drafted every 0.6 s, then its final."""
+    speaker = TimedSpeaker()
+    events_send, events = trio.open_memory_channel[Segmented](16)
+    frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
+    config = english(words=True)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             transcribe_segments,
@@ -283,16 +287,7 @@ async def test_status_says_how_far_the_captions_are_behind(
     state = SessionState("s")
     events_send, events = trio.open_memory_channel[Segmented](16)
     frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
-    config = SessionConfig(
-        encoding="pcm_s16le",
-        sample_rate=16000,
-        channels=1,
-        segmenter=SegmenterConfig(),
-        language="en",
-        task="transcribe",
-        prompt=None,
-        words=False,
-    )
+    config = english(words=False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             transcribe_segments,

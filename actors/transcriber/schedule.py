@@ -30,6 +30,7 @@ import attrs
 from actors.model.port import Priority
 
 FIRST_DEFERS_S = 0.5  # a first partial waits behind finals asked for up to this much after it
+PRIORITIES = frozenset({"final", "first_partial", "partial", "background"})
 HELD_BACK = frozenset({"partial", "background"})  # may wait while uploads run (or the budget)
 
 
@@ -63,7 +64,11 @@ def next_batch(
 
     Finals share a batch with nothing; first drafts with each other and, when no final waits,
     with revisions (earliest deadline first); background work only when no live work may run
-    (revisions may not while `revisions` is False: their budget is spent)."""
+    (revisions may not while `revisions` is False: their budget is spent). A job of no known
+    priority raises `KeyError`: the worker that cannot rank it dies, and the actor with it."""
+    for job in jobs:
+        if job.priority not in PRIORITIES:
+            raise KeyError(f"no such priority: {job.priority!r}")
     finals = _oldest([job for job in jobs if job.priority == "final"])
     firsts = _oldest([job for job in jobs if job.priority == "first_partial"])
     later = (
