@@ -418,10 +418,14 @@ def _mulaw(samples: np.ndarray[Any, np.dtype[np.float32]]) -> bytes:
 
 
 async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) -> None:
-    """Runs on a fresh clone: the project's own espeak-ng clip, sent as 8 kHz μ-law."""
+    """Runs on a fresh clone: the project's own espeak-ng clip, sent as 8 kHz μ-law. (Not
+    weather.wav: over a telephone line tiny.en hears it as "But when we're today in sunny"
+    on an AVX2-only EPYC, decoding the whole clip at once and at 87947e8 alike; library.wav it reads
+    word for word there.)"""
     from actors.audio.file_decoder import decode_file
 
-    narrow = soxr.resample(decode_file(DATA / "weather.wav"), 16000, 8000).astype(np.float32)
+    voice = decode_file(DATA / "library.wav")
+    narrow = soxr.resample(voice, 16000, 8000).astype(np.float32)
     outgoing: list[str | bytes] = [*chunks(_mulaw(narrow), 1600), '{"type": "CloseStream"}']
     query = "encoding=mulaw&sample_rate=8000&punctuate=false"
     async with serving(tiny_model, tmp_path) as address:
@@ -431,7 +435,8 @@ async def test_telephone_mulaw_at_8khz(tiny_model: SpeechModel, tmp_path: Path) 
         for m in result.of_type("Results")
         if m["is_final"]
     )
-    assert overlap(text, "the weather today is sunny with a light breeze from the west") >= 0.7
+    said = "please return the library books before friday afternoon"
+    assert overlap(text, said) >= 0.7, text
     assert text == text.lower()
 
 
