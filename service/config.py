@@ -58,8 +58,8 @@ class Settings:
     insecure_open: bool = False  # serve beyond loopback without API keys (refused otherwise)
     naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
     max_batch_size: int = 8
-    # drafts batched across sessions (short tail drafts: 4 cost 2.1x less each than 1 on one
-    # CPU thread); bounds how long a final waits behind drafts; raise on a GPU
+    # drafts batched across sessions (short tail drafts cost about half as much each in a
+    # batch of 4, README "How it works"); bounds how long a final waits behind drafts
     partial_batch_size: int = 4
     queue_size: int = 64
     workers: int = 0  # model workers running batches at once (0: chosen by the adapter)
@@ -71,8 +71,8 @@ class Settings:
         default="auto", validator=attrs.validators.in_(get_args(FinalWindowSetting))
     )
     final_beam_size: int = 5
-    # seconds of speech between a session's draft requests (0.6 cost a quarter more model
-    # time than 0.8 for 0.1 s less caption delay at p95 on 2 cores)
+    # seconds of speech between a session's draft requests (shorter costs model time for
+    # little caption delay: README, Benchmarks)
     partial_interval_s: float = 0.8
     # share of the model workers' time that revisions (drafts after an utterance's first) may
     # use; 1 (the default) caps nothing: admission prices the revisions captions need

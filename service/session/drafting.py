@@ -59,8 +59,8 @@ def plan_draft(segment: Segment, agreement: Agreement, options: DecodeOptions) -
     """The cheapest draft that keeps the committed words: the uncommitted tail with
     `LEFT_CONTEXT_S` of committed audio before it, when committed words have timings; else
     the whole utterance with the committed words as the forced prefix. Every draft asks for
-    word timings (about a fifth of a short draft's cost; timing every other draft left longer
-    tails, which cost more)."""
+    word timings: timing only some drafts left longer tails, which cost more than the
+    timings saved."""
     drafting = attrs.evolve(options, words=True)
     tail = plan_tail(segment, agreement.committed, drafting)
     if tail is not None:
