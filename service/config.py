@@ -59,8 +59,8 @@ class Settings:
     naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
     max_batch_size: int = 8
     # drafts batched across sessions (short tail drafts cost about half as much each in a
-    # batch of 4, README "How it works"); bounds how long a final waits behind drafts
-    partial_batch_size: int = 4
+    # batch of 4 or more, README "How it works"); bounds how long a final waits behind drafts
+    partial_batch_size: int = 8
     queue_size: int = 64
     workers: int = 0  # model workers running batches at once (0: chosen by the adapter)
     partial_window: str = "tight"  # partials: "tight" to the audio, or "final" (finals' rule)
