@@ -30,7 +30,7 @@ import attrs
 import msgspec
 import numpy as np
 
-from actors.model.port import DecodeOptions, Request, SpeechModel
+from actors.model.port import DecodeOptions, SpeechModel
 from actors.model.weights import resolve_model
 from actors.model.whisper import WhisperAdapter
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
@@ -132,13 +132,13 @@ def stream_clip(
             options = DecodeOptions(
                 language="en", beam_size=beam_size, context=_context(finals[rule])
             )
-            plan = None if rule == "fresh" else plan_final(segment, agreement, options, float(rule))
-            request = plan.request if plan is not None else Request(segment.audio, options)
+            hold_s = 0.0 if rule == "fresh" else float(rule)
+            plan = plan_final(segment, agreement, options, hold_s)
             begin = time.perf_counter()
-            result = model.transcribe_batch([request])[0]
+            result = model.transcribe_batch([plan.request])[0]
             tally.model_s += time.perf_counter() - begin
-            text = read_draft(plan, result)[0] if plan is not None else result.text
-            tally.reused += len(plan.before) if plan is not None else 0
+            text = read_draft(plan, result)[0]
+            tally.reused += len(plan.before)
             if text:
                 finals[rule].append(text)
         agreement = Agreement()

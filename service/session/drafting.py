@@ -70,18 +70,20 @@ def plan_draft(segment: Segment, agreement: Agreement, options: DecodeOptions) -
 
 
 def plan_final(
-    segment: Segment, agreement: Agreement, options: DecodeOptions, hold_s: float
-) -> DraftPlan | None:
-    """A final that reuses the drafts' work: the committed words that end `hold_s` or more
-    before the utterance does stand, and only the audio after them is decoded (with the
-    final's beam and window); None when there are none to reuse (decode afresh)."""
+    segment: Segment, agreement: Agreement | None, options: DecodeOptions, hold_s: float
+) -> DraftPlan:
+    """A final's request. With `hold_s` > 0 it reuses the drafts' work: the committed words
+    that end `hold_s` or more before the utterance does stand, and only the audio after them
+    is decoded (with the final's beam and window). Else, or with none to reuse, the whole
+    utterance afresh (no words `before`)."""
     audio_s = len(segment.audio) / SAMPLE_RATE
     reused = []
-    for word in agreement.committed:
+    for word in agreement.committed if agreement is not None and hold_s > 0 else ():
         if not word.timed or word.end > audio_s - hold_s:
             break
         reused.append(word)
-    return plan_tail(segment, reused, options)
+    tail = plan_tail(segment, reused, options)
+    return tail or DraftPlan(Request(segment.audio, options), segment)
 
 
 def plan_tail(

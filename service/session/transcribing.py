@@ -19,7 +19,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from actors.model.port import DecodeOptions, Request, WordTiming
+from actors.model.port import DecodeOptions, WordTiming
 from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
@@ -238,13 +238,10 @@ async def _final_frame(
     committed word on it cost 0.6-1.5 WER points on the shared English set (see
     `service/session/agreement.py`)."""
     decode = _decode_options(config, transcript, options, final=True)
-    plan = None
-    if options.final_reuse_s > 0 and agreement is not None:
-        plan = plan_final(segment, agreement, decode, options.final_reuse_s)
-    request = plan.request if plan is not None else Request(segment.audio, decode)
+    plan = plan_final(segment, agreement, decode, options.final_reuse_s)
     try:
-        result = await transcriber.transcribe(request, priority="final")
-        if plan is not None:
+        result = await transcriber.transcribe(plan.request, priority="final")
+        if plan.before:  # words reused from the drafts come first
             text, timings = read_draft(plan, result)
             result = attrs.evolve(result, text=text, words=tuple(_timings(timings)))
     except TranscriptionFailed as error:
