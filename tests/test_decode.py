@@ -299,7 +299,7 @@ def test_stream_that_ends_inside_its_header() -> None:
     [
         (b"", "empty", "empty"),
         (b"Meeting notes\n- call the bank back\n" * 40, "not_audio", "not an audio file"),
-        (b"1\n00:00:01,000 --> 00:00:02,000\nHello\n\n", "no_audio_stream", "no audio stream"),
+        (b"1\n00:00:01,000 --> 00:00:02,000\nHello\n\n", "not_audio", "not an audio file"),
         (np.random.default_rng(7).bytes(40_000), "not_audio", "not an audio file"),
     ],
     ids=["empty", "text", "subtitles", "random"],

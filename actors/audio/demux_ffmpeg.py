@@ -94,7 +94,13 @@ class Mp4FragmentDemuxer(UnitDemuxer):
 
     def _read_track(self, init: bytes) -> TrackInfo:
         try:
-            with av.open(io.BytesIO(init), "r", metadata_errors="replace") as container:
+            with av.open(  # the mp4 demuxer itself, opening nothing the data names
+                io.BytesIO(init),
+                "r",
+                format="mov",
+                options={"protocol_whitelist": "none"},
+                metadata_errors="replace",
+            ) as container:
                 if not container.streams.audio:
                     raise UndecodableAudio("no_audio_stream", "the mp4 stream has no audio track")
                 stream = container.streams.audio[0]

@@ -5,6 +5,13 @@
 the FFmpeg handles it owns always finish and close before the caller moves on). It decodes
 from memory (`io.BytesIO`) or straight from a path: no temporary files exist at any point.
 
+FFmpeg sees only what `sniff_container` names by its first bytes, opened with that container's
+own demuxer (`FILE_FORMATS`, passed as `format=`), never FFmpeg's probe, and with no network or
+file protocol it could reach from inside the data: FFmpeg's playlist, SDP, concat and image
+demuxers open sockets and local files named by the "audio" (issue 21: an SDP upload bound UDP
+ports, an `ffconcat` one read another tenant's recording), so anything else is refused as
+`not_audio` before FFmpeg reads a byte.
+
 Every way bytes can fail to be audio ends in `UndecodableAudio(kind, reason)`; `kind` lets the
 HTTP layer choose a status (`not_audio`, `no_audio_stream`, `unsupported_codec` → 415; `empty`,
 `corrupt`, `truncated` → 400) and `reason` is a sentence for the user. Other exceptions are bugs.
@@ -38,6 +45,7 @@ from actors.audio.demux import (
 from actors.model.port import SAMPLE_RATE, Samples
 
 __all__ = [
+    "FILE_FORMATS",
     "AudioInfo",
     "AudioSource",
     "FrameResampler",
@@ -57,6 +65,22 @@ _TRUNCATED_SLACK_S = 0.5
 _MAX_BAD_PACKET_SHARE = 0.1
 _HEAD_BYTES = 64 * 1024
 _MAX_CHANNELS = 8  # 7.1
+
+# The containers a file may be (by `sniff_container`'s name) → the FFmpeg demuxer for each.
+FILE_FORMATS = {
+    "wav": "wav",
+    "flac": "flac",
+    "mp3": "mp3",
+    "aac": "aac",
+    "ogg": "ogg",
+    "webm": "matroska",
+    "mp4": "mov",
+    "aiff": "aiff",
+}
+_NAMES = {demuxer: name for name, demuxer in FILE_FORMATS.items()}
+# FFmpeg's protocols a demuxer may open: none from memory, the file itself from a path.
+_NO_PROTOCOLS = {"protocol_whitelist": "none"}
+_FILE_ONLY = {"protocol_whitelist": "file"}
 
 
 @attrs.frozen
@@ -130,7 +154,9 @@ _EMPTY: Samples = np.zeros(0, np.float32)
 
 
 def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, bytes]:
-    """Open `data` with FFmpeg; also return its first bytes (for sniffing and wav headers)."""
+    """Open `data` with the FFmpeg demuxer of the container its first bytes name; also return
+    those bytes (for wav headers). Anything `sniff_container` does not name never reaches
+    FFmpeg."""
     source: str | BinaryIO
     if isinstance(data, Path):
         if not data.is_file() or data.stat().st_size == 0:
@@ -150,26 +176,36 @@ def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, by
         if not head:
             raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
         source = data
+    name = sniff_container(head)
+    if name is None:
+        raise UndecodableAudio(
+            "not_audio",
+            f"not an audio file this server reads: it starts with {head[:12]!r}; send "
+            + ", ".join(sorted(FILE_FORMATS)),
+        )
+    options = _FILE_ONLY if isinstance(source, str) else _NO_PROTOCOLS
     try:
-        return av.open(source, "r", metadata_errors="replace"), head
+        container = av.open(
+            source, "r", format=FILE_FORMATS[name], options=options, metadata_errors="replace"
+        )
     except av.error.FFmpegError as error:
-        name = sniff_container(head)
-        if name is None:
-            raise UndecodableAudio(
-                "not_audio",
-                f"not an audio file: no known audio format starts with {head[:12]!r}",
-            ) from error
         raise UndecodableAudio(
             "truncated" if isinstance(error, av.error.EOFError) else "corrupt",
             f"the {name} file is truncated or corrupt: {error.strerror}",
         ) from error
+    return container, head
+
+
+def _name(container: av.container.InputContainer) -> str:
+    """The container's name as `sniff_container` gives it (webm, mp4, …)."""
+    return _NAMES.get(container.format.name, container.format.name)
 
 
 def _audio_stream(container: av.container.InputContainer) -> av.audio.AudioStream:
     if not container.streams.audio:
         found = ", ".join(stream.type for stream in container.streams) or "no streams"
         raise UndecodableAudio(
-            "no_audio_stream", f"the {container.format.name} file has no audio stream ({found})"
+            "no_audio_stream", f"the {_name(container)} file has no audio stream ({found})"
         )
     stream = container.streams.audio[0]
     if stream.codec_context is None or stream.codec_context.name in ("", "none"):
@@ -201,7 +237,7 @@ def probe_audio(data: AudioSource) -> AudioInfo:
     with container:
         stream = _audio_stream(container)
         return AudioInfo(
-            container=container.format.name,
+            container=_name(container),
             codec=stream.codec_context.name,
             sample_rate=stream.codec_context.sample_rate,
             channels=stream.codec_context.channels,
@@ -231,7 +267,7 @@ class FileDecoder:
         self._container, head = _open(data)
         try:
             self._stream = _audio_stream(self._container)
-            name = self._container.format.name
+            name = _name(self._container)
             checked_rate(self._stream.codec_context.sample_rate or SAMPLE_RATE, f"{name} file")
             self.declared_s = _declared_seconds(self._container, self._stream, head)
         except BaseException:
@@ -287,7 +323,7 @@ class FileDecoder:
         except av.error.FFmpegError as error:
             if not self._decoded:
                 raise UndecodableAudio(
-                    "corrupt", f"corrupt {self._container.format.name} data: {error.strerror}"
+                    "corrupt", f"corrupt {_name(self._container)} data: {error.strerror}"
                 ) from error
             return None  # damage after audio: keep what was decoded (as FFmpeg's tools do)
 
