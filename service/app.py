@@ -51,6 +51,7 @@ from service.routes.health import health
 from service.routes.metrics import metrics
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
+from service.routes.uploads import DECODES_AT_ONCE, Uploads
 from service.routes.web import web_routes
 from service.runtime import (
     NotRunning,
@@ -149,13 +150,15 @@ def create_app(
                 yield
             stop.set()  # the actors close in turn: the transcriber drains, the store commits
 
+    # one set of upload caps and decoding threads for the upload routes and `/ws` recordings
+    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE), security.limits)
     routes: list[BaseRoute] = [
         Route("/health", health),
         Route("/metrics", metrics),
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
-        *dialect_routes(security.limits),
-        *upload_routes(security.limits),
+        *dialect_routes(uploads),
+        *upload_routes(uploads),
         *(extra_routes or []),
         *api_docs_routes(),
         *_negotiated_root(web_routes(), settings.model),

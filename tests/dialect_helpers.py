@@ -71,15 +71,8 @@ def dialect_app(model: SpeechModel, data_dir: Path, *, pace: float = 1.5) -> Sta
     """The app as the brief builds it: every dialect and upload route, the real model."""
     from service.app import create_app
     from service.config import Settings
-    from service.policy.limits import Limits
-    from service.routes.dialects import dialect_routes
-    from service.routes.files import upload_routes
 
-    return create_app(
-        Settings(model="tiny.en", data_dir=data_dir, pace=pace),
-        model=model,
-        extra_routes=dialect_routes(Limits()) + upload_routes(Limits()),
-    )
+    return create_app(Settings(model="tiny.en", data_dir=data_dir, pace=pace), model=model)
 
 
 @asynccontextmanager

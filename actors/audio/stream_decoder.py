@@ -12,7 +12,12 @@ Memory is bounded: the demuxer keeps at most one unfinished element, page or fra
 decoder and resampler keep their own small state, and nothing already returned is kept. What
 one chunk may decode to is bounded too: headers must declare 8-192 kHz (`checked_rate`), and a
 chunk that decodes to more than `max_chunk_s` of audio (a decoding bomb: thousands of tiny
-Opus packets) raises `too_long` as soon as it passes the limit.
+Opus packets) raises `too_long` as soon as it passes the limit. The check runs after every
+packet, and a PCM packet (a WAV's whole `data`, a WebM block of PCM) is decoded in pieces of at
+most `PCM_PIECE_BYTES`, so no packet decodes to more than a few MiB before it is counted (issue
+21: one 25 MiB WAV message decoded as one packet took 734 MiB before the cap was checked).
+Compressed codecs' packets decode to at most one codec frame (≤ 120 ms of Opus, 8,192 samples
+of Vorbis, 65,535 of FLAC).
 
 Errors: anything undecodable raises `UndecodableAudio`, promptly: a first chunk that starts no
 known container raises as soon as 12 bytes are in; a known container that shows no audio
@@ -37,6 +42,7 @@ from actors.audio.file_decoder import FrameResampler, UndecodableAudio
 from actors.model.port import SAMPLE_RATE, Samples
 
 _SNIFF_BYTES = 12
+PCM_PIECE_BYTES = 64 * 1024  # the most PCM decoded at once (~0.17 s of 48 kHz float stereo)
 MAX_CHUNK_S = 60.0  # audio one chunk may decode to (a 31 kB Ogg of 2-byte Opus packets: 1,224 s)
 _DEMUXERS: dict[str, Callable[[], Demuxer]] = {
     "webm": MatroskaDemuxer,
@@ -73,6 +79,7 @@ class StreamingDecoder:
         self._decoder: av.AudioCodecContext | None = None
         self._resampler = FrameResampler(target_rate)
         self._skip = 0
+        self._piece_bytes: int | None = None  # PCM: decode packets in pieces of this size
         self._bad_run = 0
         self._decoded = False
         self._failure: Exception | None = None  # raised again by every later call
@@ -121,9 +128,9 @@ class StreamingDecoder:
         samples: list[Samples] = []
         limit = int(self.max_chunk_s * self.target_rate)
         out = 0
-        for packet in packets:
-            if packet:
-                samples.append(self._decode(packet))
+        for piece in (piece for packet in packets for piece in self._pieces(packet)):
+            if piece:
+                samples.append(self._decode(piece))
                 out += len(samples[-1])
                 if out > limit:  # stop now: what is decoded so far is the most memory it takes
                     raise UndecodableAudio(
@@ -184,13 +191,22 @@ class StreamingDecoder:
                 "unsupported_codec", f"cannot decode {track.codec} audio: {error}"
             ) from error
         self._skip = track.skip_samples
+        self._piece_bytes = _pcm_piece_bytes(track)
         return decoder
 
-    def _decode(self, payload: bytes | None) -> Samples:
+    def _pieces(self, packet: bytes) -> list[bytes] | list[memoryview]:
+        """`packet`, cut into whole sample frames of at most `PCM_PIECE_BYTES` for PCM."""
+        size = self._piece_bytes
+        if size is None or len(packet) <= size:
+            return [packet]
+        view = memoryview(packet)
+        return [view[start : start + size] for start in range(0, len(packet), size)]
+
+    def _decode(self, payload: bytes | memoryview | None) -> Samples:
         """Decode one packet (an empty one would mean "drain"; None drains)."""
         assert self._decoder is not None
         try:
-            frames = self._decoder.decode(None if payload is None else av.Packet(payload))
+            frames = self._decoder.decode(None if payload is None else av.Packet(bytes(payload)))
         except av.error.FFmpegError as error:
             self._bad_run += 1
             if self._bad_run >= self.max_bad_packets:
@@ -211,3 +227,13 @@ class StreamingDecoder:
             self._skip -= skip
             pieces.append(self._resampler.push(frame, skip=skip))
         return np.concatenate(pieces) if pieces else _EMPTY
+
+
+def _pcm_piece_bytes(track: TrackInfo) -> int | None:
+    """The largest whole number of `track`'s sample frames within `PCM_PIECE_BYTES`, when it is
+    PCM (`pcm_s16le`, `pcm_f32be`, `pcm_mulaw`, …); None for compressed codecs."""
+    if not track.codec.startswith("pcm_"):
+        return None
+    digits = "".join(character for character in track.codec if character.isdigit())
+    frame = max(1, track.channels) * (int(digits) // 8 if digits else 1)
+    return max(frame, PCM_PIECE_BYTES // frame * frame)

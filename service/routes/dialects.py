@@ -15,8 +15,8 @@ on the call route, the sessions' details) is sent when the query string asks (`i
 seed did, unless the recording policy or `record=false` says not to.
 
 Routes: `WS /v1/listen` (Deepgram), `WS /ws/v1/speech-to-text`, `WS /ws/{client_id}`, `WS /ws`
-(recordings: `service/routes/recordings.py`, under the app's `Limits`, given to
-`dialect_routes()` once).
+(recordings: `service/routes/recordings.py`, which count as uploads: the app's one `Uploads`,
+given to `dialect_routes()` once).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import trio
 from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -39,19 +38,17 @@ from protocol.dialects.seed_call import CallCodec
 from protocol.dialects.seed_stt import SpeechToTextCodec
 from protocol.dialects.seed_ws import LiveAudioCodec
 from protocol.native import Config, Error, Final
-from service.policy.limits import Limits
-from service.routes.recordings import DECODES_AT_ONCE, serve_recordings
+from service.routes.recordings import serve_recordings
 from service.routes.stream import native_config
+from service.routes.uploads import Uploads
 from service.runtime import Runtime
 from service.session.admission import SessionServices, serve_session
 from service.session.config import check_config
 
 
-def dialect_routes(limits: Limits) -> list[BaseRoute]:
-    """The routes; `limits` are the app's (`WS /ws` enforces its own)."""
-    live_audio = functools.partial(
-        live_audio_endpoint, limits, trio.CapacityLimiter(DECODES_AT_ONCE)
-    )
+def dialect_routes(uploads: Uploads) -> list[BaseRoute]:
+    """The routes; `WS /ws` recordings count as `uploads` (its caps, decoders and limits)."""
+    live_audio = functools.partial(live_audio_endpoint, uploads)
     return [
         WebSocketRoute("/v1/listen", listen_endpoint),
         WebSocketRoute("/ws/v1/speech-to-text", speech_to_text_endpoint),
@@ -127,9 +124,7 @@ async def call_endpoint(websocket: WebSocket) -> None:
     await _serve(websocket, services, codec, config, "/ws/{client_id}")
 
 
-async def live_audio_endpoint(
-    limits: Limits, decodes: trio.CapacityLimiter, websocket: WebSocket
-) -> None:
+async def live_audio_endpoint(uploads: Uploads, websocket: WebSocket) -> None:
     """Seeds "Audio WebSocket API" (003) / "Live Audio Transcript" (000): each `audio`
     message a recording, answered with `status` then `transcription` (`service.routes.recordings`);
     `?stream=true` keeps the earlier streaming dialect (PCM, partials and finals)."""
@@ -138,7 +133,7 @@ async def live_audio_endpoint(
     if params.pop("stream", "").lower() in ("true", "1", "yes"):
         await _serve(websocket, services, LiveAudioCodec(), native_config(params), "/ws")
         return
-    await serve_recordings(websocket, services, limits, decodes)
+    await serve_recordings(websocket, services, uploads)
 
 
 async def _serve(

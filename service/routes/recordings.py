@@ -1,31 +1,38 @@
 """`WS /ws` for the 003/000 seeds: each `audio` message is a recording, answered in turn.
 
-`serve_recordings` is the route's whole life, in the request's task: admission as for every
-session (`service.session.admission.admit_session`: caps, load, rate limit; refused before the
-upgrade), then one loop that reads a message, answers `status` ("Processing audio..."),
-decodes and transcribes it, and answers `transcription` or `error` (`protocol.dialects.seed_ws.
-RecordingCodec`). One message at a time: the next waits in hypercorn's queue (10 messages), so
-a connection holds at most one recording in the app. The connection counts as a live session
-(`/health`'s `sessions` and `active_connections`, the session caps, a drain on shutdown cancels
-its loop and closes it with 1012).
+`serve_recordings` is the route's whole life, in the request's task: a slot under the session
+caps (`SessionGate`, refused before the upgrade; no rate-limit token and no share of the live
+capacity: its recordings pay as uploads, below), then one loop that reads a message, answers
+`status` ("Processing audio..."), decodes and transcribes it, and answers `transcription` or
+`error` (`protocol.dialects.seed_ws.RecordingCodec`). One message at a time: the next waits in
+hypercorn's queue. The connection counts as a live session (`/health`'s `sessions` and
+`active_connections`, the session caps, a drain on shutdown cancels its loop and closes it with
+1012).
+
+Each recording is an upload (issue 21: eight connections' recordings, put on the live queue,
+pushed another tenant's live session from 0.5 s to 36 s between `stop` and `stopped`): it takes
+one of the app's upload slots (`service.routes.uploads.Uploads`: per client and in all) and one
+rate-limit token, as a `POST` upload does, or is answered with an `error` saying when to retry;
+it decodes on the uploads' decoding threads and goes on the shared transcriber at `background`
+priority, so live sessions keep their latency.
 
 Decoding goes through the guarded decoders only (declared rates 8-192 kHz, decoded length
-capped): a message that starts a container (`sniff_container`) opens a new `StreamingDecoder`,
-which keeps the header for the MediaRecorder chunks that follow; a recording that decodes to
-more than `StreamingDecoder`'s per-chunk cap (60 s), or whose container cannot be streamed
-(FLAC, AIFF), is decoded again whole by `FileDecoder` (30 s pieces, flat memory) with
-`Limits.max_upload_s` as its cap, and cannot be continued. A message that starts no container
-continues the last recording, or is an `error` when there is none. The transcription is that
-message's audio only, cut at pauses and put on the shared transcriber at `final` priority (a
-client waits for it), at most 4 utterances in flight (`actors.transcriber.files`).
+capped, PCM decoded in bounded pieces): a message that starts a container (`sniff_container`)
+opens a new `StreamingDecoder`, which keeps the header for the MediaRecorder chunks that
+follow; a recording that decodes to more than `StreamingDecoder`'s per-chunk cap (60 s), or
+whose container cannot be streamed (FLAC, AIFF), is decoded again whole by `FileDecoder` (30 s
+pieces, flat memory) with `Limits.max_upload_s` as its cap, and cannot be continued. A message
+that starts no container continues the last recording, or is an `error` when there is none. The
+transcription is that message's audio only, cut at pauses, at most 4 utterances in flight
+(`actors.transcriber.files`).
 
 Limits: a message over `Limits.max_audio_message_bytes` (base64 text or binary) is answered
 with `error` and dropped; other text messages keep the 64 KiB JSON limit. A client sends
 nothing between recordings, so the connection waits `Limits.audio_idle_timeout_s` (600 s),
 not the streaming routes' 30 s, before it is closed (1000, after an `error`). Memory per
 connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from base64, ≤ 60 s
-or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's queue (up to
-10 x 25 MiB: lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES` where that matters).
+or one 30 s piece of float32 audio, 4 utterances in flight) plus what hypercorn holds for the
+connection (`docs/security.md`).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
 """
@@ -49,7 +56,8 @@ from protocol.native import Ping, Stop
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
-from service.session.admission import SessionServices, admit_session
+from service.routes.uploads import UploadError, Uploads, check_admission
+from service.session.admission import SessionServices
 from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
 from service.session.sockets import StarletteSocket
@@ -58,7 +66,6 @@ from service.session.supervisor import new_session_id
 
 log = logging.getLogger("chorus.recordings")
 
-DECODES_AT_ONCE = 2  # recordings decoding at once, over all connections
 _STREAMED_AGAIN = frozenset({"too_long", "unsupported_codec"})  # then FileDecoder decodes
 
 
@@ -73,7 +80,7 @@ class Recording:
 
     async def transcribe(self, transcriber: Transcriber, data: bytes) -> str:
         """The text of `data`'s audio; raises `UndecodableAudio`, `TranscriptionFailed`."""
-        options = FileOptions(priority="final", max_seconds=self.max_seconds)
+        options = FileOptions(priority="background", max_seconds=self.max_seconds)
         fresh = sniff_container(data[:12]) is not None
         if fresh:
             self._stream = StreamingDecoder()
@@ -99,15 +106,12 @@ class Recording:
 
 
 async def serve_recordings(
-    websocket: WebSocket,
-    services: SessionServices,
-    limits: Limits,
-    decodes: trio.CapacityLimiter,
+    websocket: WebSocket, services: SessionServices, uploads: Uploads
 ) -> None:
     """Admit, accept and answer one connection's recordings until it closes."""
     client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
     try:
-        admission = await admit_session(services, client)
+        admission = services.gate.admit(client)
     except Refusal as refusal:
         log.info("refused /ws for %s: %s", client, refusal.code)
         await refuse_websocket(websocket, refusal)
@@ -115,12 +119,13 @@ async def serve_recordings(
     socket = StarletteSocket(websocket)
     session = SessionState(session_id=new_session_id())
     live = services.live
-    recording = Recording(limits, decodes)
+    recording = Recording(uploads.limits, uploads.decodes)
+    turn = _Turn(services, uploads, client, recording)
     try:
         await websocket.accept()
         live.add(SessionHandle(session))
         with session.reading:  # the handle's `stop` (a drain on shutdown) cancels it
-            await _answer(socket, services.transcriber, recording, limits, session)
+            await _answer(socket, turn, uploads.limits, session)
         await socket.close(session.close_code)
     except ClientGone:
         pass
@@ -131,12 +136,31 @@ async def serve_recordings(
             await socket.drain()
 
 
+class _Turn:
+    """What one connection's recordings are answered with: its client's identity (whose upload
+    slots and rate limit each recording takes), the app's services and uploads, and the
+    connection's `Recording`."""
+
+    def __init__(
+        self, services: SessionServices, uploads: Uploads, client: str, recording: Recording
+    ) -> None:
+        self.services, self.uploads, self.client = services, uploads, client
+        self.recording = recording
+
+    async def answer(self, data: bytes, codec: RecordingCodec) -> str:
+        """The `transcription` or `error` message for the recording `data`, transcribed as an
+        upload: under an upload slot, after a rate-limit token, at `background` priority."""
+        try:
+            with self.uploads.slots.take(self.client, self.uploads.limits):
+                await check_admission(self.services, self.client)
+                return await _transcribed(self.services.transcriber, self.recording, data, codec)
+        except UploadError as refused:
+            retry = "" if refused.retry_after is None else f"; retry in {refused.retry_after} s"
+            return codec.error(f"Recording refused: {refused.message}{retry}")
+
+
 async def _answer(
-    socket: StarletteSocket,
-    transcriber: Transcriber,
-    recording: Recording,
-    limits: Limits,
-    session: SessionState,
+    socket: StarletteSocket, turn: _Turn, limits: Limits, session: SessionState
 ) -> None:
     codec = RecordingCodec(limits.max_message_bytes)
     deadline = trio.current_time() + limits.max_session_s
@@ -144,7 +168,7 @@ async def _answer(
         idle_s = limits.audio_idle_timeout_s
         with trio.move_on_at(min(deadline, trio.current_time() + idle_s)):
             message = await socket.receive()
-            await _handle(socket, codec, transcriber, recording, limits, message, session)
+            await _handle(socket, codec, turn, limits, message, session)
             if session.stop_reason == "stop":
                 return
             continue
@@ -160,8 +184,7 @@ async def _answer(
 async def _handle(
     socket: StarletteSocket,
     codec: RecordingCodec,
-    transcriber: Transcriber,
-    recording: Recording,
+    turn: _Turn,
     limits: Limits,
     message: str | bytes,
     session: SessionState,
@@ -185,8 +208,8 @@ async def _handle(
             await socket.send(codec.pong())
         case bytes():
             await socket.send(codec.processing())
-            answer = await _transcribed(transcriber, recording, item, codec)
-            session.received_samples = recording.samples
+            answer = await turn.answer(item, codec)
+            session.received_samples = turn.recording.samples
             await socket.send(answer)
 
 

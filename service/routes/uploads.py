@@ -8,7 +8,7 @@ Each request owns its work, in three steps that every upload route takes through
    (`service.session.admission.admit`, as for sessions). The slot is held until the request is
    answered, however it ends.
 2. `open_form` reads the multipart body: at most `Limits.max_upload_bytes` (the app's limits,
-   read once when the app is built and given to `upload_routes()`; 413 as soon as
+   read once when the app is built into its one `Uploads`; 413 as soon as
    `Content-Length` or the bytes say so, chunked or not), and all of it within
    `Limits.upload_read_timeout_s` (408), so a body that trickles in (slowloris) gives its slot
    back whatever the ASGI server does.
