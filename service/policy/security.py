@@ -307,6 +307,11 @@ class SecurityConfig:
             log.warning(
                 "no API keys configured (CHORUS_API_KEYS): anyone who can reach it may use it"
             )
+        elif not self.api_keys.admin_keys:
+            log.warning(
+                "API keys but no admin key (CHORUS_ADMIN_KEYS): /metrics and the figures in"
+                " /health answer no one"
+            )
         if self.origins.any:
             log.warning("CHORUS_ALLOWED_ORIGINS=*: any web page may open streams on this server")
         if self.hosts.any:
@@ -353,9 +358,10 @@ async def refuse_websocket(websocket: WebSocket, refusal: Refusal) -> None:
 
 class SecurityMiddleware:
     """Checks the Host (and Origin) of every request and handshake and authenticates those
-    outside `public_paths`; puts the client in `scope["state"]["client"]` and whether it sees
-    every tenant in `scope["state"]["sees_all"]`. On public paths (and CORS preflights) a key
-    is optional."""
+    outside `public_paths`; puts the client in `scope["state"]["client"]`, whether it sees
+    every tenant in `scope["state"]["sees_all"]`, and whether it came without a key that the
+    server asks for in `scope["state"]["anonymous"]`. On public paths (and CORS preflights) a
+    key is optional."""
 
     def __init__(
         self,
@@ -394,4 +400,7 @@ class SecurityMiddleware:
         state = scope.setdefault("state", {})
         state["client"] = client
         state["sees_all"] = self.config.api_keys.sees_all(client)
+        # keys are configured and none was given (only on a public path): `/health` answers
+        # such a caller its bare status, `/metrics` not at all
+        state["anonymous"] = bool(self.config.api_keys.keys) and not client.startswith("key:")
         await self.app(scope, receive, send)
