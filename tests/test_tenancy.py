@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,14 @@ import pytest
 from conftest import serve_app
 from fakes import FakeModel
 from starlette.applications import Starlette
+from trio_websocket import open_websocket_url
+from ws_client import connect, rejected
 
 from actors.store.actor import SessionRecord
 from service.app import create_app
 from service.config import Settings
-from service.runtime import runtime
+from service.policy.tickets import MAX_TICKETS_PER_CLIENT, TICKET_TTL_S, TicketBook
+from service.runtime import runtime, setup
 
 KEYS = {"CHORUS_API_KEYS": "alice:key-a,bob:key-b", "CHORUS_ADMIN_KEYS": "ops:key-ops"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -105,3 +109,73 @@ async def test_a_tenant_cannot_count_the_others(
         assert (await http.get("/metrics", headers=as_key("key-b"))).status_code == 403
         scraped = await http.get("/metrics", headers=as_key("key-ops"))
         assert scraped.status_code == 200 and "chorus_sessions_active 0" in scraped.text
+
+
+async def test_keys_stay_out_of_urls_and_tickets_open_websockets_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 10: HTTP routes take the key from a header only, and a browser opens a
+    WebSocket with a single-use, short-lived ticket bought with the key."""
+    async with keyed_server(tmp_path, monkeypatch) as (app, address, http):
+        # the key in the URL of an HTTP route is no key at all
+        in_url = await http.get("/v1/sessions", params={"token": "key-a"})
+        assert in_url.status_code == 401
+        assert (await http.get("/v1/sessions", headers=as_key("key-a"))).status_code == 200
+        assert (await http.post("/v1/tickets", params={"token": "key-a"})).status_code == 401
+
+        async def ticket(key: str = "key-a") -> str:
+            answer = await http.post("/v1/tickets", headers=as_key(key))
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["expires_in"] == 60
+            assert answer.headers["cache-control"] == "no-store"
+            token: str = answer.json()["ticket"]
+            return token
+
+        stream = f"ws://{address}/v1/stream"
+        first = await ticket()
+        async with connect(f"{stream}?ticket={first}") as ws:
+            ready = json.loads(await ws.get_message())
+        assert ready["type"] == "ready"
+        detail = await http.get(f"/v1/sessions/{ready['session_id']}", headers=as_key("key-a"))
+        assert detail.json()["client"] == "key:alice"  # the ticket's session is alice's
+
+        # used twice: refused, as a wrong key is
+        again = await rejected(f"{stream}?ticket={first}")
+        assert again.status_code == 401
+        assert json.loads(again.body or b"")["error"]["message"] == "invalid API key"
+
+        # where a key may go, a ticket may go: the `token` subprotocol (Deepgram's browser SDK)
+        async with open_websocket_url(stream, subprotocols=["token", await ticket()]) as ws:
+            assert ws.subprotocol == "token"
+            assert json.loads(await ws.get_message())["type"] == "ready"
+            await ws.aclose()
+            await ws._stream.aclose()
+
+        # expired: refused alike
+        late = await ticket()
+        book = setup(app).tickets
+        book.clock = lambda: time.monotonic() + 61
+        assert (await rejected(f"{stream}?ticket={late}")).status_code == 401
+        assert len(book) == 0  # nothing kept of a ticket once tried
+
+        # an HTTP route takes no ticket, and a keyless caller gets none
+        book.clock = time.monotonic
+        assert (
+            await http.get("/v1/sessions", params={"ticket": await ticket()})
+        ).status_code == 401
+        assert (await http.post("/v1/tickets")).status_code == 401
+
+
+def test_a_key_holds_a_bounded_number_of_tickets() -> None:
+    now = [0.0]
+    book = TicketBook(clock=lambda: now[0])
+    tickets = [book.issue("key:alice").ticket for _ in range(MAX_TICKETS_PER_CLIENT + 4)]
+    bob = book.issue("key:bob").ticket
+    assert len(book) == MAX_TICKETS_PER_CLIENT + 1  # alice's oldest 4 were forgotten
+    assert [book.redeem(t) for t in tickets[:4]] == [None] * 4
+    assert book.redeem(tickets[4]) == "key:alice" and book.redeem(tickets[4]) is None
+    assert book.redeem("not-a-ticket") is None
+    now[0] = TICKET_TTL_S
+    assert book.redeem(bob) is None  # expired at 60 s
+    book.issue("key:alice")  # issuing forgets what has expired
+    assert len(book) == 1
