@@ -44,6 +44,7 @@ from service.config import Settings, environment
 from service.policy.capacity import CapacityMeter
 from service.policy.limits import BodyLimitMiddleware, SessionGate
 from service.policy.security import SecurityConfig, SecurityMiddleware
+from service.policy.tickets import TicketBook
 from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
 from service.routes.files import upload_routes
@@ -51,6 +52,7 @@ from service.routes.health import health
 from service.routes.metrics import metrics
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
+from service.routes.tickets import issue_ticket
 from service.routes.uploads import DECODES_AT_ONCE, Uploads
 from service.routes.web import web_routes
 from service.runtime import (
@@ -121,7 +123,7 @@ def create_app(
     settings = settings or Settings.from_env(environ)
     security = security or SecurityConfig.from_env(environ, bind_host=settings.host)
     limiter_config = limiter or LimiterConfig.from_env(environ)
-    setup = Setup(settings=settings, security=security, actors=ActorWatch())
+    setup = Setup(settings=settings, security=security, actors=ActorWatch(), tickets=TicketBook())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -155,6 +157,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/health", health),
         Route("/metrics", metrics),
+        Route("/v1/tickets", issue_ticket, methods=["POST"]),
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
         *dialect_routes(uploads),
@@ -165,7 +168,7 @@ def create_app(
     ]
     middleware = [
         *security.origins.cors(),
-        Middleware(SecurityMiddleware, config=security),
+        Middleware(SecurityMiddleware, config=security, tickets=setup.tickets),
         Middleware(BodyLimitMiddleware, max_bytes=security.limits.max_upload_bytes),
     ]
     security.log_startup_warnings()

@@ -3,7 +3,8 @@
 Two frozen records, held in one slot under one key of the app's `state` (touched only here):
 
 * `Setup` exists from `create_app()` on, before anything runs: the settings, the security
-  configuration (with the `Limits`) and the `ActorWatch` that names a dead actor.
+  configuration (with the `Limits`), the `ActorWatch` that names a dead actor and the
+  `TicketBook` of WebSocket tickets (shared with `SecurityMiddleware`, which redeems them).
 * `Runtime` exists while the lifespan runs (`service/app.py`): the setup's pieces, the stream
   options the loaded model implies, the long-lived actors' handles (transcriber, VAD, store,
   rate limiter) and the admission state (session gate, capacity meter, live sessions). The lifespan
@@ -41,6 +42,7 @@ from service.policy.capacity import CapacityMeter
 from service.policy.limits import SessionGate
 from service.policy.refusal import Refusal, drain_body
 from service.policy.security import SecurityConfig, refuse_websocket
+from service.policy.tickets import TicketBook
 from service.session.admission import LiveSessions, SessionServices
 from service.session.ports import StreamOptions
 from service.supervision import ActorWatch
@@ -76,6 +78,7 @@ class Setup:
     settings: Settings
     security: SecurityConfig
     actors: ActorWatch  # which long-lived actor died, for `/health`
+    tickets: TicketBook = attrs.field(factory=TicketBook)  # issued here, redeemed at handshakes
 
     @classmethod
     def of(cls, connection: HTTPConnection) -> Setup:

@@ -23,6 +23,8 @@ from service.routes.openapi import Health
 
 ROUTES = {
     "/health": {"get"},
+    "/metrics": {"get"},
+    "/v1/tickets": {"post"},
     "/transcribe": {"post"},
     "/v1/audio/transcriptions": {"post"},
     "/v1/audio/translations": {"post"},

@@ -5,6 +5,7 @@ query values that used to end in a 500."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -258,10 +259,18 @@ async def test_unicode_digits_and_huge_cursors_are_a_400(tmp_path: Path) -> None
         for params, code in [
             ({"limit": "\u00b2"}, "invalid_limit"),  # "²".isdigit(), but int("²") fails
             ({"limit": "\u0663"}, "invalid_limit"),  # an Arabic-Indic 3
-            ({"cursor": "1" * 20}, "invalid_cursor"),  # beyond SQLite's 64-bit INTEGER
+            ({"cursor": "1" * 20}, "invalid_cursor"),  # not a cursor this server wrote
+            ({"cursor": _cursor(10**30, "s1")}, "invalid_cursor"),  # beyond any datetime
             ({"next": "\u00b2"}, "invalid_cursor"),
         ]:
             answer = await http.get("/v1/sessions", params=params)
             assert answer.status_code == 400, (params, answer.text)
             assert answer.json()["error"]["code"] == code
-        assert (await http.get("/v1/sessions", params={"cursor": "9" * 18})).status_code == 200
+        far = _cursor(253402300799 * 10**6, "s1")  # 9999-12-31T23:59:59Z: a place, if odd
+        assert (await http.get("/v1/sessions", params={"cursor": far})).status_code == 200
+
+
+def _cursor(micros: int, session_id: str) -> str:
+    """A list cursor as the server writes one (base64url of JSON [microseconds, id])."""
+    text = json.dumps([micros, session_id]).encode()
+    return base64.urlsafe_b64encode(text).rstrip(b"=").decode()

@@ -82,22 +82,28 @@ async def test_pages_are_newest_first_and_filter_by_client(tmp_path: Path) -> No
         for number in range(7):
             await store.begin_session(record(f"s{number}", client=f"key:{number % 2}"))
         seen: list[str] = []
-        cursor = None
+        position = None
         while True:
-            page = await store.list_sessions(limit=3, cursor=cursor)
+            page = await store.list_sessions(limit=3, after=position)
             seen += [session.id for session in page.sessions]
             if page.next is None:
                 break
-            cursor = page.next
+            position = page.next
         assert seen == [f"s{number}" for number in reversed(range(7))]
         odd = await store.list_sessions(client="key:1", limit=10)
         assert [s.id for s in odd.sessions] == ["s5", "s3", "s1"] and odd.next is None
         exact = await store.list_sessions(client="key:1", limit=3)
         assert exact.next is None
-        with pytest.raises(ValueError, match="cursor"):
-            await store.list_sessions(cursor="abc")
         with pytest.raises(ValueError, match="limit"):
             await store.list_sessions(limit=0)
+        # sessions that started in the same microsecond are paged by id, none lost or repeated
+        same = datetime(2024, 1, 1, tzinfo=UTC)
+        for name in ("t1", "t2", "t3"):
+            await store.begin_session(record(name, client="key:t", started_at=same))
+        first = await store.list_sessions(client="key:t", limit=2)
+        rest = await store.list_sessions(client="key:t", limit=2, after=first.next)
+        assert [s.id for s in first.sessions + rest.sessions] == ["t3", "t2", "t1"]
+        assert rest.next is None
 
 
 async def test_one_bad_write_fails_alone_and_writes_are_batched(tmp_path: Path) -> None:

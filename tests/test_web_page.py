@@ -5,7 +5,8 @@ missing endpoints (404) are explained, a refused microphone is explained, langua
 caption formats are right. End-to-end checks serve the real app with the tiny.en model: Chromium's
 fake microphone plays `tests/data/call_me_back.wav`; the page must stream it as 16 kHz PCM16,
 show the finals with time stamps and latencies, stop cleanly, survive a busy server and a dropped
-connection without losing a final, transcribe an uploaded file and replay stored sessions.
+connection without losing a final, transcribe an uploaded file and replay stored sessions. With
+an API key, no URL the page asks for holds it (issue 21).
 Screenshots go to `test-artifacts/` (desktop 1280x800 and phone 390x844).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+from fakes import FakeModel
 from playwright.sync_api import Page, WebSocket
 from playwright.sync_api import WebSocketRoute as BrowserSocketRoute
 from starlette.applications import Starlette
@@ -448,3 +450,43 @@ async def test_history_replays_a_recorded_session(history_app: Starlette) -> Non
     assert result["start"] > 2.0  # the second sentence, after the first and a pause
     assert result["current"] == 1
     assert result["duration"] > result["start"]
+
+
+async def test_the_page_keeps_its_key_out_of_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21, finding 10: with a key, the page opens its stream with a ticket and plays a
+    recording from a blob fetched with the key in a header; no URL it asks for holds the key."""
+    monkeypatch.setenv("CHORUS_API_KEYS", "page-secret-key")
+    app = chorus_app(FakeModel(), tmp_path)
+    async with serve_on_loopback(app) as base_url:
+
+        def drive() -> dict[str, Any]:
+            urls: list[str] = []
+            key = "sessionStorage.setItem('chorus.apiKey', 'page-secret-key')"
+            with open_page(base_url, fake_audio=SPEECH_CLIP, path=None) as page:
+                page.on("request", lambda request: urls.append(request.url))
+                page.on("websocket", lambda socket: urls.append(socket.url))
+                page.add_init_script(key)
+                page.goto("/")
+                wait_ready(page)
+                page.click("label:has(#live-record)")
+                page.click("#live-toggle")
+                page.wait_for_function("() => document.body.innerText.includes('Listening')")
+                page.wait_for_timeout(1500)
+                page.click("#live-toggle")
+                page.wait_for_selector("#live-transcript .marker:has-text('Stopped after')")
+                page.click("#tab-history")
+                page.click("#history-refresh")
+                page.click(".session-item >> nth=0")
+                page.wait_for_function(
+                    "() => document.getElementById('detail-audio').readyState >= 1", timeout=10_000
+                )
+                return {"urls": urls, "src": page.get_attribute("#detail-audio", "src")}
+
+        result = await trio.to_thread.run_sync(drive)
+
+    sockets = [url for url in result["urls"] if url.startswith("ws")]
+    assert sockets and all("ticket=" in url for url in sockets)
+    assert not [url for url in result["urls"] if "page-secret-key" in url]
+    assert str(result["src"]).startswith("blob:")

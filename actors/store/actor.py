@@ -51,6 +51,7 @@ from actors.store.recording import (
 )
 from actors.store.schema import (
     AlreadyStored,
+    PagePosition,
     SessionDetail,
     SessionLive,
     SessionNotFound,
@@ -62,6 +63,7 @@ from actors.store.schema import (
 
 __all__ = [
     "AlreadyStored",
+    "PagePosition",
     "SessionDetail",
     "SessionLive",
     "SessionNotFound",
@@ -199,12 +201,12 @@ class StoreHandle:
         return await create_recording(path, sample_rate, policy=policy)
 
     async def list_sessions(
-        self, *, client: str | None = None, limit: int = 50, cursor: str | None = None
+        self, *, client: str | None = None, limit: int = 50, after: PagePosition | None = None
     ) -> SessionPage:
-        """Newest first; `cursor` is a page's `next`. Raises ValueError for a bad cursor."""
+        """Newest first; `after` is a page's `next`. Raises ValueError for a bad limit."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        return await self._read(lambda db: schema.select_page(db, client, limit, cursor))
+        return await self._read(lambda db: schema.select_page(db, client, limit, after))
 
     async def get_session(self, session_id: str) -> SessionDetail:
         """Metadata and finals; raises `SessionNotFound`."""

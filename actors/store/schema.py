@@ -2,9 +2,10 @@
 
 Everything here takes a `sqlite3.Connection` and runs inside the store actor's worker thread
 (see `actors/store/actor.py`, which owns the connection and the order of calls). Times are stored as
-UTC epoch seconds and come back as aware `datetime`s. The cursor of a page is the `seq` of the
-last session on it: `seq` is an AUTOINCREMENT key, so newest-first order is stable and a cursor
-stays valid while sessions are added or deleted.
+UTC epoch seconds and come back as aware `datetime`s. Pages are newest first by
+(`started_at`, `id`), and a page's `next` is the `PagePosition` of its last session: a keyset
+position made of what the page showed, so it stays valid while sessions are added or deleted and
+says nothing of sessions a filtered caller does not see (the global `seq` never leaves here).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_client ON sessions (client, seq);
 CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_at);
+CREATE INDEX IF NOT EXISTS sessions_page ON sessions (started_at, id);
+CREATE INDEX IF NOT EXISTS sessions_by_client_page ON sessions (client, started_at, id);
 CREATE TABLE IF NOT EXISTS utterances (
     session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
@@ -141,9 +144,18 @@ class SessionDetail:
 
 
 @attrs.frozen
+class PagePosition:
+    """Where a page ended: the start time and id of its last session (the next page starts
+    after it, in newest-first order)."""
+
+    started_at: datetime
+    id: str
+
+
+@attrs.frozen
 class SessionPage:
     sessions: tuple[SessionRecord, ...]
-    next: str | None
+    next: PagePosition | None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -246,26 +258,27 @@ def mark_audio(db: sqlite3.Connection, session_id: str, sample_rate: int) -> Non
 
 
 def select_page(
-    db: sqlite3.Connection, client: str | None, limit: int, cursor: str | None
+    db: sqlite3.Connection, client: str | None, limit: int, after: PagePosition | None
 ) -> SessionPage:
-    """Newest first; raises ValueError for a cursor this store did not hand out."""
+    """Newest first (by start time, then id), from just after `after` when given."""
     where: list[str] = []
     params: list[object] = []
     if client is not None:
         where.append("s.client = ?")
         params.append(client)
-    if cursor is not None:
-        if not re.fullmatch(r"[0-9]{1,18}", cursor):  # an SQLite INTEGER; not "²"
-            raise ValueError(f"invalid cursor {cursor!r}")
-        where.append("s.seq < ?")
-        params.append(int(cursor))
+    if after is not None:
+        where.append("(s.started_at, s.id) < (?, ?)")
+        params += [after.started_at.timestamp(), after.id]
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM sessions AS s {clause} ORDER BY s.seq DESC LIMIT ?",
+        f"SELECT {_COLUMNS} FROM sessions AS s {clause}"
+        " ORDER BY s.started_at DESC, s.id DESC LIMIT ?",
         (*params, limit + 1),
     ).fetchall()
-    next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
-    return SessionPage(tuple(_session(row) for row in rows[:limit]), next_cursor)
+    sessions = tuple(_session(row) for row in rows[:limit])
+    last = sessions[-1] if len(rows) > limit else None
+    next_page = None if last is None else PagePosition(last.started_at, last.id)
+    return SessionPage(sessions, next_page)
 
 
 def select_session(db: sqlite3.Connection, session_id: str) -> SessionDetail:

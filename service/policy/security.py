@@ -1,21 +1,26 @@
 """Who may connect: API keys, client identity, allowed origins, and refusals before the upgrade.
 
 Pure parts (no I/O, usable from HTTP routes and WebSocket handshakes alike): `authenticate()`
-reads a key from `Authorization: Bearer|Token <key>`, the `token` query parameter, or a
-`Sec-WebSocket-Protocol: token, <key>` offer (Deepgram's browser style), and compares it with
-every configured key in constant time; `peer_address()` honours `X-Forwarded-For` only when
-the peer is a trusted proxy; `AllowedOrigins.allows()` checks a browser's `Origin`.
+reads a key from `Authorization: Bearer|Token <key>`, the `token` (or `ticket`) query parameter,
+or a `Sec-WebSocket-Protocol: token, <key>` offer (Deepgram's browser style), and compares it
+with every configured key in constant time, then, when given a `TicketBook`
+(`service/policy/tickets.py`), redeems it as a ticket; `peer_address()` honours
+`X-Forwarded-For` only when the peer is a trusted proxy; `AllowedOrigins.allows()` checks a
+browser's `Origin`.
 
 `SecurityMiddleware` applies them to every HTTP request and WebSocket handshake: first the
-`Host` (`service.policy.hosts.AllowedHosts`, against DNS rebinding: 400 `host_not_allowed`), then
-the `Origin` of a handshake or a state-changing request (POST, PUT, PATCH, DELETE: 403
+`Host` (`service.policy.hosts.AllowedHosts`, against DNS rebinding: 400 `host_not_allowed`),
+then the `Origin` of a handshake or a state-changing request (POST, PUT, PATCH, DELETE: 403
 `origin_not_allowed`; a request without `Origin` is no browser's and passes), then the key
-(public paths take one when offered, so an admin key sees `/health`'s details). A refusal is a
-`Refusal` (status, code, message, `Retry-After`); on a WebSocket it is answered as a plain HTTP
-response before the upgrade, through the ASGI "websocket.http.response" extension (hypercorn
-has it); a server without it gets close code 1008 before accept (hypercorn answers 403). The
-admitted client's identity ("key:<hash>", or without a key `address_identity()`: "ip:<address>"
-for IPv4, "ip:<prefix>/64" for IPv6) goes in `scope["state"]["client"]`
+(public paths take one when offered, so an admin key sees `/health`'s details). HTTP requests
+take the key from `Authorization` only: a key in a URL ends up in proxies' and servers' logs.
+WebSocket handshakes, which browsers cannot give headers, also take it from the URL or the
+subprotocol, and take a single-use ticket (`POST /v1/tickets`) wherever they take a key. A
+refusal is a `Refusal` (status, code, message, `Retry-After`); on a WebSocket it is answered as
+a plain HTTP response before the upgrade, through the ASGI "websocket.http.response" extension
+(hypercorn has it); a server without it gets close code 1008 before accept (hypercorn answers
+403). The admitted client's identity ("key:<hash>", or without a key `address_identity()`:
+"ip:<address>" for IPv4, "ip:<prefix>/64" for IPv6) goes in `scope["state"]["client"]`
 (`request.state.client`); the key itself is never stored or logged.
 
 `SecurityConfig.from_env()` reads everything here plus the `Limits` (re-exported, with
@@ -46,6 +51,7 @@ from starlette.websockets import WebSocket
 from service.policy.hosts import AllowedHosts
 from service.policy.limits import Limits, SessionGate
 from service.policy.refusal import Refusal, answer_http
+from service.policy.tickets import TicketBook
 
 __all__ = [
     "AllowedHosts",
@@ -136,7 +142,7 @@ def _offered_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | 
         if scheme.lower() in ("bearer", "token") and credentials.strip():
             return credentials.strip()
         raise Refusal(401, "unauthorized", "Authorization must be 'Bearer <key>' or 'Token <key>'")
-    if token := query.get("token"):
+    if token := query.get("token") or query.get("ticket"):
         return token
     offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
     if len(offered) >= 2 and offered[0].lower() == "token" and offered[1]:
@@ -144,11 +150,18 @@ def _offered_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | 
     return None
 
 
-def authenticate(headers: Mapping[str, str], query: Mapping[str, str], keys: ApiKeys) -> str | None:
-    """The identity of the offered API key, or None when no keys are configured (open server).
+def authenticate(
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    keys: ApiKeys,
+    tickets: TicketBook | None = None,
+) -> str | None:
+    """The identity of the offered API key (or of the key that bought the offered ticket, when
+    `tickets` is given), or None when no keys are configured (open server).
 
     `headers` must look names up case-insensitively (Starlette's `Headers`). Raises `Refusal`
-    (401) when a key is required and is missing or wrong.
+    (401) when a key is required and is missing or wrong; a used, expired or unknown ticket is
+    a wrong key, with the same answer.
     """
     if not keys.keys:
         return None
@@ -156,6 +169,8 @@ def authenticate(headers: Mapping[str, str], query: Mapping[str, str], keys: Api
     if offered is None:
         raise Refusal(401, "unauthorized", "an API key is required")
     identity = keys.match(offered)
+    if identity is None and tickets is not None:
+        identity = tickets.redeem(offered)
     if identity is None:
         raise Refusal(401, "unauthorized", "invalid API key")
     return identity
@@ -307,16 +322,24 @@ class SecurityConfig:
             log.warning(
                 "no API keys configured (CHORUS_API_KEYS): anyone who can reach it may use it"
             )
+        elif not self.api_keys.admin_keys:
+            log.warning(
+                "API keys but no admin key (CHORUS_ADMIN_KEYS): /metrics and the figures in"
+                " /health answer no one"
+            )
         if self.origins.any:
             log.warning("CHORUS_ALLOWED_ORIGINS=*: any web page may open streams on this server")
         if self.hosts.any:
             log.warning("CHORUS_ALLOWED_HOSTS=*: nothing here stops DNS rebinding")
 
-    def identify(self, scope: Scope, *, public: bool = False) -> str:
+    def identify(
+        self, scope: Scope, *, public: bool = False, tickets: TicketBook | None = None
+    ) -> str:
         """Check the Host, the Origin and the key; the client identity or `Refusal`.
 
         On a `public` path a key is optional: a valid one identifies the caller, a missing or
-        wrong one leaves the caller anonymous (`address_identity`).
+        wrong one leaves the caller anonymous (`address_identity`). Only a WebSocket handshake
+        reads the query string and redeems `tickets`.
         """
         headers = Headers(scope=scope)
         host = headers.get("host")
@@ -328,9 +351,10 @@ class SecurityConfig:
         changes = scope["type"] == "websocket" or scope["method"] in _STATE_CHANGING
         if changes and not self.origins.allows(headers.get("origin"), host):
             raise Refusal(403, "origin_not_allowed", "this Origin may not use this server")
-        query = QueryParams(scope["query_string"])
+        websocket = scope["type"] == "websocket"
+        query = QueryParams(scope["query_string"] if websocket else b"")
         try:
-            identity = authenticate(headers, query, self.api_keys)
+            identity = authenticate(headers, query, self.api_keys, tickets if websocket else None)
         except Refusal:
             if not public:
                 raise
@@ -353,9 +377,10 @@ async def refuse_websocket(websocket: WebSocket, refusal: Refusal) -> None:
 
 class SecurityMiddleware:
     """Checks the Host (and Origin) of every request and handshake and authenticates those
-    outside `public_paths`; puts the client in `scope["state"]["client"]` and whether it sees
-    every tenant in `scope["state"]["sees_all"]`. On public paths (and CORS preflights) a key
-    is optional."""
+    outside `public_paths`; puts the client in `scope["state"]["client"]`, whether it sees
+    every tenant in `scope["state"]["sees_all"]`, and whether it came without a key that the
+    server asks for in `scope["state"]["anonymous"]`. On public paths (and CORS preflights) a
+    key is optional."""
 
     def __init__(
         self,
@@ -372,8 +397,9 @@ class SecurityMiddleware:
             "/openapi.json",
         ),
         public_prefixes: tuple[str, ...] = ("/static/",),
+        tickets: TicketBook | None = None,
     ) -> None:
-        self.app, self.config = app, config
+        self.app, self.config, self.tickets = app, config, tickets
         self.public_paths, self.public_prefixes = frozenset(public_paths), public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -384,7 +410,7 @@ class SecurityMiddleware:
         public = path in self.public_paths or path.startswith(self.public_prefixes)
         try:
             anonymous = scope["type"] == "http" and (public or scope["method"] == "OPTIONS")
-            client = self.config.identify(scope, public=anonymous)
+            client = self.config.identify(scope, public=anonymous, tickets=self.tickets)
         except Refusal as refusal:
             if scope["type"] == "websocket":
                 await deny_handshake(scope, receive, send, refusal)
@@ -394,4 +420,7 @@ class SecurityMiddleware:
         state = scope.setdefault("state", {})
         state["client"] = client
         state["sees_all"] = self.config.api_keys.sees_all(client)
+        # keys are configured and none was given (only on a public path): `/health` answers
+        # such a caller its bare status, `/metrics` not at all
+        state["anonymous"] = bool(self.config.api_keys.keys) and not client.startswith("key:")
         await self.app(scope, receive, send)

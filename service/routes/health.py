@@ -4,6 +4,14 @@ Read-only: it asks each actor's handle in the app's `Runtime` for `statistics()`
 time, and the `ActorWatch` (in the app's `Setup`, there before the lifespan runs) which actor
 died. Before the lifespan has started it answers 503 `starting`, after it has ended 503
 `stopped`; nothing here owns a task or keeps state between requests.
+
+What a caller sees depends on who it is (issue 21, finding 9: tenants must not count each
+other). On a server with API keys, a caller without a valid key gets the bare status
+(`{"status": "ok"}`, with the same HTTP status as the full answer), which is what a load
+balancer needs; a tenant's key adds what a client chooses settings by (model, languages, the
+reasons for `degraded`, the dead actor's name); the figures (live sessions, queues, batches,
+capacity, disk) count every tenant's work, so only callers that see every tenant (an admin key,
+or a server without keys) get them.
 """
 
 from __future__ import annotations
@@ -20,15 +28,18 @@ from actors.store.actor import StoreHandle
 from service.runtime import NotRunning, Runtime, Setup
 from service.session.admission import capacity_statistics
 
+_FOR_TENANTS = ("status", "degraded", "model", "languages", "died")
+
 
 async def health(request: Request) -> JSONResponse:
     """`ok`, `degraded` (200, with its reasons in `degraded`: `rate_limiter` when its backend
     is down, `low_disk` below `CHORUS_MIN_FREE_BYTES` on the data dir, `store_failing` when the
     store's last commit failed), `starting`, `stopped` or `failed` (503: an actor died, named in
-    `died`). Error texts (a Redis host name, an actor's exception) and disk figures go only to
-    callers that see every tenant (an admin key, or a server without keys)."""
+    `died`). Error texts (a Redis host name, an actor's exception), disk figures and every
+    count go only to callers that see every tenant (an admin key, or a server without keys)."""
     setup = Setup.of(request)
-    sees_all = bool(request.scope.get("state", {}).get("sees_all", False))
+    state = request.scope.get("state", {})
+    sees_all = bool(state.get("sees_all", False))
     try:
         runtime = Runtime.of(request)
     except NotRunning as error:
@@ -47,6 +58,10 @@ async def health(request: Request) -> JSONResponse:
         if sees_all:
             body["died_of"] = died
     healthy = body["status"] in ("ok", "degraded")
+    if state.get("anonymous", False):
+        body = {"status": body["status"]}
+    elif not sees_all:
+        body = {name: body[name] for name in _FOR_TENANTS if name in body}
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 

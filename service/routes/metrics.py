@@ -3,13 +3,19 @@
 Read-only: it asks each actor's handle in the app's `Runtime` for `statistics()` at request
 time; nothing here owns a task or keeps state between scrapes. While the lifespan is not
 running there are no actors to ask: only the (zero) session figures are shown.
+
+On a server with API keys the figures are for an admin key only (`CHORUS_ADMIN_KEYS`): they
+count every tenant's sessions and requests, which a tenant must not be able to count (issue 21,
+finding 9), and a scraper is an operator's, not a tenant's. Without a key: 401; with a
+tenant's key: 403. A server without keys answers everyone, as before.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 
+from service.policy.refusal import Refusal
 from service.runtime import NotRunning, Runtime
 from service.session.admission import capacity_statistics
 
@@ -94,7 +100,12 @@ def render(runtime: Runtime | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def metrics(request: Request) -> PlainTextResponse:
+async def metrics(request: Request) -> Response:
+    state = request.scope.get("state", {})
+    if state.get("anonymous", False):
+        return Refusal(401, "unauthorized", "an admin API key is required").response()
+    if not state.get("sees_all", True):
+        return Refusal(403, "admin_only", "the metrics need an admin API key").response()
     try:
         runtime: Runtime | None = Runtime.of(request)
     except NotRunning:

@@ -62,12 +62,14 @@ class HealthTranscriber(msgspec.Struct, kw_only=True):
 
 class Health(msgspec.Struct, kw_only=True):
     """`GET /health` (written by `service.routes.health`; `tests/test_api_docs.py` reads a real
-    answer back through this type). The details appear once the model is loaded; error texts
-    (`last_error`, `died_of`) and disk figures only for callers that see every tenant."""
+    answer back through this type). With API keys configured, a caller without a key gets only
+    `status`, a tenant's key adds `model`, `languages`, `degraded` and `died`; the figures
+    (sessions, queues, disk) and error texts (`last_error`, `died_of`) are for callers that see
+    every tenant (an admin key, or a server without keys)."""
 
     status: Literal["ok", "degraded", "starting", "stopped", "failed"]
-    model: str
-    sessions: int
+    model: str | None = None
+    sessions: int | None = None
     languages: list[str] | None = None
     limits: HealthLimits | None = None
     store: HealthStore | None = None
@@ -77,6 +79,13 @@ class Health(msgspec.Struct, kw_only=True):
     degraded: list[str] | None = None
     died: list[str] | None = None
     died_of: dict[str, str] | None = None
+
+
+class TicketOut(msgspec.Struct, kw_only=True):
+    """`POST /v1/tickets`: a single-use WebSocket ticket (`service.policy.tickets`)."""
+
+    ticket: str
+    expires_in: float
 
 
 @attrs.frozen
@@ -144,16 +153,29 @@ OPERATIONS: tuple[Operation, ...] = (
         "/health",
         "Server health",
         "server",
-        {200: ("ok or degraded", Health), 503: ("starting, stopped, or an actor died", Health)},
+        {
+            200: ("ok or degraded (without a key where keys are set: the status alone)", Health),
+            503: ("starting, stopped, or an actor died", Health),
+        },
         public=True,
     ),
     Operation(
         "get",
         "/metrics",
-        "Prometheus metrics",
+        "Prometheus metrics (an admin key where keys are set)",
         "server",
-        {200: ("the metrics in Prometheus' text format", "text/plain")},
-        public=True,
+        {
+            200: ("the metrics in Prometheus' text format", "text/plain"),
+            401: ("no key", RefusalBody),
+            403: ("a tenant's key: the metrics count every tenant's work", RefusalBody),
+        },
+    ),
+    Operation(
+        "post",
+        "/v1/tickets",
+        "A single-use WebSocket ticket (valid 60 s) for the caller's key",
+        "server",
+        {201: ("use it once as `?ticket=` (or wherever a key goes)", TicketOut)},
     ),
     Operation(
         "post",
@@ -306,10 +328,9 @@ def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
-                "token": {"type": "apiKey", "in": "query", "name": "token"},
             },
         },
-        "security": [{"bearer": []}, {"token": []}],
+        "security": [{"bearer": []}],
     }
 
 
@@ -372,9 +393,11 @@ def _description(websockets: Sequence[str]) -> str:
         "",
         *(f"- `{path}`: {WEBSOCKETS.get(path, 'see the README')}" for path in websockets),
         "",
-        "Each is described message by message in the README. API keys go in "
-        "`Authorization: Bearer <key>`, the `token` query parameter, or (WebSockets) a "
-        "`Sec-WebSocket-Protocol: token, <key>` offer.",
+        "Each is described message by message in the README. HTTP routes take an API key "
+        "in `Authorization: Bearer <key>` only. WebSockets take it there too, or (for "
+        "browsers) as a `Sec-WebSocket-Protocol: token, <key>` offer or the `token` query "
+        "parameter; better, a single-use ticket from `POST /v1/tickets` (valid 60 s) as "
+        "`?ticket=` or wherever a key goes, which keeps the key out of URLs.",
     ]
     return "\n".join(lines)
 

@@ -11,13 +11,20 @@ Who may call them is decided in front of them (`service.policy.security.Security
 whose sessions they show here: each API key is a tenant that sees only the sessions it made
 (another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
 and a server without keys (single-tenant) see all, and only they may filter by `?client=`.
+
+A page's `next` is opaque to clients: base64url of the (start time in microseconds, id) of the
+last session on the page (`PagePosition`), nothing a caller has not just been shown. It is no
+global counter, so its gaps cannot count other tenants' sessions, and forging one only moves
+within the caller's own sessions, since the tenant filter is applied after it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import trio
@@ -26,6 +33,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from actors.store.actor import (
+    PagePosition,
     SessionDetail,
     SessionLive,
     SessionNotFound,
@@ -41,6 +49,8 @@ StoreEndpoint = Callable[[StoreHandle, Request], Awaitable[Response]]
 StoreLookup = Callable[[HTTPConnection], StoreHandle | None]  # None: no store here
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class WordOut(msgspec.Struct):
@@ -109,6 +119,27 @@ def _detail_out(detail: SessionDetail) -> SessionDetailOut:
     return SessionDetailOut(**fields, transcript=detail.transcript)
 
 
+_position_encoder = msgspec.json.Encoder()
+_position_decoder = msgspec.json.Decoder(tuple[int, str])
+
+
+def encode_cursor(position: PagePosition) -> str:
+    """The opaque `next` of a page that ended at `position`."""
+    micros = (position.started_at - _EPOCH) // _MICROSECOND
+    text = _position_encoder.encode((micros, position.id))
+    return base64.urlsafe_b64encode(text).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> PagePosition:
+    """The position `encode_cursor` made `cursor` of; `Refusal` (400) for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        micros, session_id = _position_decoder.decode(text)
+        return PagePosition(_EPOCH + micros * _MICROSECOND, session_id)
+    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError):
+        raise Refusal(400, "invalid_cursor", "this cursor was not handed out here") from None
+
+
 def _not_found(session_id: str) -> Refusal:
     return Refusal(404, "not_found", f"no session {session_id!r}")
 
@@ -137,15 +168,14 @@ async def list_sessions(store: StoreHandle, request: Request) -> Response:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:  # not "²"
         raise Refusal(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
     tenant = _tenant(request)
-    try:
-        page = await store.list_sessions(
-            client=request.query_params.get("client") if tenant is None else tenant,
-            limit=int(text),
-            cursor=request.query_params.get("next") or request.query_params.get("cursor"),
-        )
-    except ValueError as error:
-        raise Refusal(400, "invalid_cursor", str(error)) from None
-    return _json(SessionPageOut([_session_out(s) for s in page.sessions], page.next))
+    cursor = request.query_params.get("next") or request.query_params.get("cursor")
+    page = await store.list_sessions(
+        client=request.query_params.get("client") if tenant is None else tenant,
+        limit=int(text),
+        after=None if cursor is None else decode_cursor(cursor),
+    )
+    following = None if page.next is None else encode_cursor(page.next)
+    return _json(SessionPageOut([_session_out(s) for s in page.sessions], following))
 
 
 async def one_session(store: StoreHandle, request: Request) -> Response:

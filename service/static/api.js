@@ -49,13 +49,39 @@ export function authHeaders() {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
-/** Adds the API key as `token` query parameter, for what cannot send headers (WebSocket, <audio>). */
-export function withToken(url) {
-  const key = settings.apiKey;
-  if (!key) return url;
+/**
+ * A WebSocket URL that authenticates without the key in it (proxies log URLs): with a key, a
+ * single-use ticket from POST /v1/tickets (the key in a header; the ticket is valid 60 s) goes in
+ * its `ticket` parameter. Throws HttpError when the server refuses the key.
+ */
+export async function withTicket(url) {
+  if (!settings.apiKey) return url;
+  const response = await fetch("/v1/tickets", {
+    method: "POST",
+    headers: authHeaders(),
+    cache: "no-store",
+  });
+  if (!response.ok) {
+    throw new HttpError(response.status, errorMessage(response.status, await response.text()));
+  }
+  const { ticket } = await response.json();
   const parsed = new URL(url, location.href);
-  parsed.searchParams.set("token", key);
+  parsed.searchParams.set("ticket", ticket);
   return parsed.toString();
+}
+
+/**
+ * A URL for <audio src> and the like: without a key the path itself (the browser streams it
+ * with Range requests); with one, a blob: URL of the answer fetched with the key in a header,
+ * which the caller must `URL.revokeObjectURL` when done. Throws HttpError on a non-2xx answer.
+ */
+export async function mediaUrl(path, { signal } = {}) {
+  if (!settings.apiKey) return path;
+  const response = await fetch(path, { headers: authHeaders(), signal });
+  if (!response.ok) {
+    throw new HttpError(response.status, errorMessage(response.status, await response.text()));
+  }
+  return URL.createObjectURL(await response.blob());
 }
 
 /** The human part of an error body: OpenAI's {error: {message}}, {detail}, {message} or text. */

@@ -1,6 +1,6 @@
 // The History panel: stored sessions, their transcripts and recordings (GET /v1/sessions...).
 
-import { HttpError, requestJson, withToken } from "./api.js";
+import { HttpError, mediaUrl, requestJson } from "./api.js";
 import { clock, download, duration } from "./captions.js";
 import { languageName } from "./languages.js";
 
@@ -134,8 +134,7 @@ export class HistoryPanel {
     $("detail-title").textContent = "Loading…";
     $("detail-meta").textContent = "";
     this.utterances.replaceChildren();
-    this.audio.pause();
-    this.audio.removeAttribute("src");
+    this.releaseAudio();
     this.audio.hidden = true;
     this.audioNote.hidden = true;
     let session;
@@ -158,7 +157,7 @@ export class HistoryPanel {
         + "before starting a live session to keep one).");
     } else {
       this.audio.hidden = false;
-      this.audio.src = withToken(`/v1/sessions/${encodeURIComponent(id)}/audio`);
+      this.loadAudio(session);
     }
     const utterances = Array.isArray(session.utterances) ? session.utterances : [];
     const lines = utterances.map((utterance) => this.line(utterance));
@@ -188,6 +187,34 @@ export class HistoryPanel {
     text.textContent = String(utterance.text ?? "").trim();
     item.append(time, text);
     return item;
+  }
+
+  // The recording, fetched with the key in a header (never in the URL) when there is one.
+  async loadAudio(session) {
+    let url;
+    try {
+      url = await mediaUrl(`/v1/sessions/${encodeURIComponent(session.id)}/audio`);
+    } catch (error) {
+      if (this.current !== session) return;
+      this.showAudioNote(
+        error instanceof HttpError && error.status === 409
+          ? "The recording is still being written; it can be played once the session ends."
+          : `The recording could not be loaded. ${error.message}`,
+      );
+      return;
+    }
+    if (this.current !== session) {
+      if (url.startsWith("blob:")) URL.revokeObjectURL(url);
+      return;
+    }
+    this.audio.src = url;
+  }
+
+  releaseAudio() {
+    this.audio.pause();
+    const src = this.audio.getAttribute("src");
+    if (src?.startsWith("blob:")) URL.revokeObjectURL(src);
+    this.audio.removeAttribute("src");
   }
 
   showAudioNote(text) {

@@ -11,7 +11,7 @@
 // The ledger is capped (MAX_LEDGER_S): audio older than that without a final is silence in
 // practice (the server cuts utterances at max_utterance_s, 15 s) or lost to a very long outage.
 
-import { authHeaders, withToken } from "./api.js";
+import { authHeaders, withTicket } from "./api.js";
 import { TARGET_RATE } from "./pcm.js";
 
 const MAX_LEDGER_S = 30;
@@ -93,18 +93,30 @@ export class LiveStream {
     this.emit("state", { state, message, tone });
   }
 
+  /** The session's URL, with a fresh ticket for each connection when there is a key. */
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return withToken(`${scheme}//${location.host}/v1/stream?${this.params().toString()}`);
+    return withTicket(`${scheme}//${location.host}/v1/stream?${this.params().toString()}`);
   }
 
-  connect() {
+  async connect() {
     clearTimeout(this.retryTimer);
     this.setState(
       this.finishing ? "finishing" : "connecting",
       this.attempt === 0 ? "Connecting…" : "Reconnecting…",
     );
-    const socket = new WebSocket(this.url());
+    let url = null;
+    try {
+      url = await this.url();
+    } catch {
+      // No ticket (the server is away or refuses the key): as if the socket never opened.
+    }
+    if (this.state === "done") return;
+    if (url === null) {
+      this.retry({ code: 0 }, false);
+      return;
+    }
+    const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     let opened = false;
     this.socket = socket;
