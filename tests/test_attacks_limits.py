@@ -127,7 +127,7 @@ def test_tiny_fragments_decode_in_bounded_work(ffmpeg_opens: list[int]) -> None:
     decodes = [0]
     decode = decoder._decode
 
-    def counting(payload: bytes | None) -> Any:
+    def counting(payload: bytes | memoryview | None) -> Any:
         decodes[0] += 1
         return decode(payload)
 
