@@ -25,6 +25,9 @@ class Inbound(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_o
     """Base of every client → server JSON frame."""
 
 
+MAX_PROMPT_CHARS = 1000  # a prompt's length, live or uploaded (the model keeps 223 tokens)
+
+
 class Config(Inbound, tag="config"):
     """Session options; from query parameters, or one `config` frame before any audio."""
 
@@ -40,7 +43,7 @@ class Config(Inbound, tag="config"):
     words: bool = False
     sentiment: bool = False
     record: bool = False
-    prompt: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
 
 
 class Audio(Inbound, tag="audio"):

@@ -140,3 +140,33 @@ async def test_uploads_of_hostile_bodies_are_refused_with_415(tmp_path: Path) ->
                 assert answer.status_code == status, (name, path, answer.text)
                 assert "not an audio file" in answer.text
         assert open_descriptors() <= before + 2  # the client's own keep-alive sockets
+
+
+def float_wav(samples: np.ndarray) -> bytes:
+    """A 32-bit float WAV of `samples` (16 kHz mono), written by hand as a recorder might."""
+    import struct
+
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+def test_nan_and_infinite_samples_are_replaced_at_decode() -> None:
+    """A float WAV full of NaN and ±Inf decodes to finite samples in [-1, 1], as a file and as
+    a stream (issue 21, finding 11: they reached the model as they were)."""
+    samples = np.zeros(16000, np.float32)
+    samples[::3], samples[1::3], samples[2::7] = np.nan, np.inf, -np.inf
+    body = float_wav(samples)
+    for decoded in (decode_file(body), StreamingDecoder().feed(body)):
+        assert len(decoded) > 15000
+        assert np.isfinite(decoded).all()
+        assert np.abs(decoded).max() <= 1.0

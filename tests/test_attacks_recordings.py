@@ -5,6 +5,7 @@ does, and a large WAV recording is decoded in bounded pieces, not as one packet.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import subprocess
@@ -19,6 +20,7 @@ from audio_files import DATA, load, pcm16
 from conftest import serve_app
 from fakes import FakeModel
 from starlette.applications import Starlette
+from trio_websocket import ConnectionClosed
 from ws_client import connect, send_audio
 
 from actors.limiter import LimiterConfig, RateLimits
@@ -186,3 +188,27 @@ def test_a_large_wav_message_is_decoded_in_bounded_pieces() -> None:
     kind, peak_mib = run.stdout.split()
     assert kind == "too_long"
     assert float(peak_mib) < 120, run.stdout
+
+
+async def test_a_connection_without_recordings_holds_its_slot_only_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    """Pings alone do not keep a `/ws` connection that has sent no recording: it is closed at
+    the idle timeout (2 s here), not the audio-idle one (600 s) it gets between recordings."""
+    app = app_with(tmp_path, FakeModel(), idle_timeout_s=2.0)
+    received: list[dict[str, Any]] = []
+    async with serve_app(app) as address, connect(f"ws://{address}/ws?token=key-alice") as alice:
+        begin = trio.current_time()
+        with trio.fail_after(10):
+            try:
+                while True:
+                    await alice.send_message('{"type": "ping"}')
+                    received.append(json.loads(await alice.get_message()))
+                    await trio.sleep(0.5)
+            except ConnectionClosed:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:  # what was sent before the close
+                        received.append(json.loads(await alice.get_message()))
+        assert trio.current_time() - begin < 4
+    assert {"type": "pong"} in received
+    assert "No audio for 2 s" in received[-1]["message"], received

@@ -125,7 +125,8 @@ async def test_upload_caps_refuse_before_the_body_is_read(tmp_path: Path) -> Non
     """Uploads in flight are capped per client (429) and in all (503), across every upload
     route, with `Retry-After`, answered with the body still unsent; a slot comes back when
     its upload ends."""
-    app = app_with(tmp_path, max_uploads_per_client=1, max_uploads=2)
+    # alice's body waits while the others are refused: no minimum rate for this test
+    app = app_with(tmp_path, max_uploads_per_client=1, max_uploads=2, upload_rate_grace_s=60)
     content_type, body = form("/transcribe")
     async with (
         serve_app(app) as address,
@@ -186,6 +187,61 @@ async def test_a_body_that_trickles_is_cut_off_with_408(tmp_path: Path) -> None:
         assert refused.error()["code"] == "body_timeout"
         async with httpx.AsyncClient(timeout=30) as http:
             assert (await post(http, address, OPENAI, "key-alice")).status_code == 200
+
+
+async def test_slow_bodies_from_many_identities_give_their_slots_back(tmp_path: Path) -> None:
+    """Four clients each send their body at 1 KiB/s, under the read deadline (60 s) but below
+    the minimum rate: each is cut off with 408 `body_too_slow` a few seconds in, and the slots
+    are free again (before the fix all 4 x 2 slots were held for a minute)."""
+    app = app_with(tmp_path, max_uploads=4)
+    content_type, body = form(OPENAI)
+    refused: list[Answer] = []
+
+    async def slow_upload(address: str, key: str) -> None:
+        async with (
+            raw_post(address, OPENAI, key, length=len(body), content_type=content_type) as slow,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def trickle() -> None:
+                for at in range(0, len(body), 256):
+                    await slow.send_all(body[at : at + 256])
+                    await trio.sleep(0.25)
+
+            nursery.start_soon(trickle)
+            refused.append(await answer(slow, timeout_s=20))
+            nursery.cancel_scope.cancel()
+
+    async with serve_app(app) as address:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for key in ("key-alice", "key-bob", "key-carol", "key-alice"):
+                    nursery.start_soon(slow_upload, address, key)
+        assert [answer.status for answer in refused] == [408] * 4
+        assert {answer.error()["code"] for answer in refused} == {"body_too_slow"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            assert (await post(http, address, OPENAI, "key-alice")).status_code == 200
+
+
+async def test_an_upload_prompt_is_capped(tmp_path: Path) -> None:
+    """A `prompt` over 1,000 characters (as on live sessions) is refused with 400 before any
+    decoding; one of 1,000 is taken, and the model sees it."""
+    model = FakeModel()
+    async with (
+        serve_app(app_with(tmp_path, model)) as address,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        for prompt, status in (("x" * 1001, 400), ("y" * 1000, 200)):
+            answer = await http.post(
+                f"http://{address}{OPENAI}",
+                headers={"authorization": "Bearer key-alice"},
+                data={"model": "whisper-1", "prompt": prompt},
+                files={"file": ("clip.wav", CLIP, "audio/wav")},
+            )
+            assert answer.status_code == status, answer.text
+            if status == 400:
+                assert answer.json()["error"]["param"] == "prompt"
+    assert [request.options.prompt for request in model.seen] == ["y" * 1000]
 
 
 # -- work stops when the client goes ----------------------------------------------------------

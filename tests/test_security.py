@@ -138,6 +138,8 @@ def test_limits_have_defaults_and_each_reads_its_variable() -> None:
         "CHORUS_IDLE_TIMEOUT_S": ("idle_timeout_s", "5", 5.0),
         "CHORUS_MAX_SESSIONS_PER_CLIENT": ("max_sessions_per_client", "2", 2),
         "CHORUS_MAX_SESSIONS": ("max_sessions", "3", 3),
+        "CHORUS_UPLOAD_MIN_BYTES_PER_S": ("upload_min_bytes_per_s", "512", 512.0),
+        "CHORUS_UPLOAD_RATE_GRACE_S": ("upload_rate_grace_s", "2.5", 2.5),
     }
     for name, (field, text, value) in variables.items():
         assert getattr(Limits.from_env({name: text}), field) == value

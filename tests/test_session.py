@@ -269,6 +269,7 @@ async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Cl
     )
 
     async def client() -> None:
+        await socket.to_server.send(pcm16(np.zeros(1600, np.float32)))
         for _ in range(20):  # keepalives hold off the idle limit, not the length limit
             await socket.to_server.send('{"type": "keepalive"}')
             await trio.sleep(1.0)
@@ -367,6 +368,32 @@ async def test_keepalives_alone_do_not_hold_a_session_forever(
     assert [e.code for e in errors] == ["audio_idle_timeout"]
     assert state.stop_reason == "audio_idle_timeout"
     assert 6.0 <= trio.current_time() - begin < 7.0
+
+
+async def test_keepalives_before_any_audio_do_not_hold_the_slot(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A session that has sent no audio since it opened ends at the idle timeout, whatever
+    keepalives it sends (before the fix they held it for the audio-idle timeout, 600 s by
+    default: 20 identities could fill the 200 slots for free)."""
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    limits = SessionLimits(idle_timeout_s=2.0, audio_idle_timeout_s=60.0)
+    options = StreamOptions(model="fake", limits=limits)
+
+    async def client() -> None:
+        for _ in range(100):
+            await socket.to_server.send('{"type": "keepalive"}')
+            await trio.sleep(0.5)
+
+    begin = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        state = await run_session(socket, socket_codec(), transcriber, Config(), options)
+        frames = await socket.frames()
+        nursery.cancel_scope.cancel()
+    assert [f.code for f in frames if isinstance(f, Error)] == ["idle_timeout"]
+    assert state.stop_reason == "idle_timeout"
+    assert 2.0 <= trio.current_time() - begin < 2.5
 
 
 class BrokenSocket(FakeSocket):

@@ -111,8 +111,8 @@ def frame_to_mono(frame: av.AudioFrame) -> Samples:
         scaled = data.astype(np.float32) / full_scale - np.float32(1.0)
     elif data.dtype.kind == "i":
         scaled = data.astype(np.float32) / full_scale
-    else:
-        scaled = data.astype(np.float32, copy=False)
+    else:  # float: NaN and ±Inf (a broken or hostile file) become silence and full scale
+        scaled = np.nan_to_num(np.clip(data.astype(np.float32), -1.0, 1.0))
     mono: Samples = scaled[0].copy() if channels == 1 else scaled.mean(axis=0, dtype=np.float32)
     return mono
 

@@ -49,6 +49,7 @@ start of the text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -80,6 +81,7 @@ PARTIAL_PAD_S = 1.0
 PARTIAL_BUCKET_S = 2.0
 CONTEXT_TOKENS = 32
 MAX_PROMPT_TOKENS = 223
+PROMPTS_CACHED = 64  # distinct prompts kept tokenized
 WINDOW_FACTOR = 2.0
 FINAL_PAD_S = 3.0
 MIN_WINDOW_S = 10.0
@@ -144,6 +146,8 @@ class WhisperAdapter:
         self.workers = workers
         self.pad_to_longest = self.device == "cuda"
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
+        # a file's or session's prompt is the same for each of its utterances: tokenized once
+        self._prompt_tokens = functools.lru_cache(maxsize=PROMPTS_CACHED)(self._encode)
 
     # -- the public call -------------------------------------------------------------------
 
@@ -231,9 +235,12 @@ class WhisperAdapter:
         tokenizer = self._tokenizer("en", "transcribe")
         context = tokenizer.encode(" " + options.context.strip()) if options.context else []
         context = context[-CONTEXT_TOKENS:]
-        prompt = tokenizer.encode(" " + options.prompt.strip()) if options.prompt else []
+        prompt = list(self._prompt_tokens(options.prompt)) if options.prompt else []
         tokens = [*prompt, *context][-(MAX_PROMPT_TOKENS - 1) :]
         return [tokenizer.sot_prev, *tokens]
+
+    def _encode(self, prompt: str) -> tuple[int, ...]:
+        return tuple(self._tokenizer("en", "transcribe").encode(" " + prompt.strip()))
 
     def _features(self, audio: Samples, frames: int) -> np.ndarray[Any, Any]:
         padded = np.zeros(frames * SAMPLE_RATE // FRAMES_PER_SECOND, dtype=np.float32)

@@ -68,6 +68,10 @@ class Limits:
     max_uploads_per_client: int = 2  # uploads in flight (body, decode, transcription)
     max_uploads: int = 8
     upload_read_timeout_s: float = 60.0  # the whole body must arrive within this (slowloris)
+    # and at this average rate after its first `upload_rate_grace_s` (slow bodies would hold
+    # the upload slots)
+    upload_min_bytes_per_s: float = 16 * 1024
+    upload_rate_grace_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Limits:
@@ -77,7 +81,8 @@ class Limits:
         `CHORUS_IDLE_TIMEOUT_S`, `CHORUS_AUDIO_IDLE_TIMEOUT_S`, `CHORUS_SEND_TIMEOUT_S`,
         `CHORUS_STAGE_QUEUE_SIZE`, `CHORUS_MAX_SESSIONS_PER_CLIENT`,
         `CHORUS_MAX_SESSIONS`, `CHORUS_MAX_UPLOADS_PER_CLIENT`, `CHORUS_MAX_UPLOADS`,
-        `CHORUS_UPLOAD_READ_TIMEOUT_S`."""
+        `CHORUS_UPLOAD_READ_TIMEOUT_S`, `CHORUS_UPLOAD_MIN_BYTES_PER_S`,
+        `CHORUS_UPLOAD_RATE_GRACE_S`."""
         default = cls()
 
         def whole(name: str, value: int) -> int:
@@ -112,6 +117,13 @@ class Limits:
             upload_read_timeout_s=seconds(
                 "CHORUS_UPLOAD_READ_TIMEOUT_S", default.upload_read_timeout_s
             ),
+            upload_min_bytes_per_s=_positive(
+                environ,
+                "CHORUS_UPLOAD_MIN_BYTES_PER_S",
+                default.upload_min_bytes_per_s,
+                float,
+            ),
+            upload_rate_grace_s=seconds("CHORUS_UPLOAD_RATE_GRACE_S", default.upload_rate_grace_s),
         )
 
     def session_limits(self) -> SessionLimits:

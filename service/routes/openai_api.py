@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from actors.transcriber.files import FileOptions, FileSegment, FileTranscript
 from protocol.dialects.languages import language_name
+from protocol.native import MAX_PROMPT_CHARS
 from protocol.openai import (
     MEDIA_TYPES,
     RESPONSE_FORMATS,
@@ -104,6 +105,20 @@ def _text_field(form: FormData, name: str) -> str | None:
     return value
 
 
+def _prompt(form: FormData) -> str | None:
+    """The `prompt` field, at most `MAX_PROMPT_CHARS` as on live sessions (a longer one cost
+    the model's thread its tokenizing for every utterance: issue 21)."""
+    prompt = _text_field(form, "prompt") or None
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise UploadError(
+            400,
+            "invalid_value",
+            f"`prompt` is at most {MAX_PROMPT_CHARS} characters ({len(prompt)} sent)",
+            "prompt",
+        )
+    return prompt
+
+
 async def _transcribe(uploads: Uploads, request: Request, task: str) -> Response:
     async with uploads.admit(request) as runtime, uploads.open_form(request) as form:
         fmt, granularities, file_options = _options(form, runtime.options, task)
@@ -167,7 +182,7 @@ def _options(
     file_options = FileOptions(
         language=form_language(form.get("language"), options),
         task=task,
-        prompt=_text_field(form, "prompt") or None,
+        prompt=_prompt(form),
         words=fmt in ("srt", "vtt", "verbose_json"),
     )
     return fmt, granularities, file_options

@@ -28,11 +28,12 @@ transcription is that message's audio only, cut at pauses, at most 4 utterances 
 
 Limits: a message over `Limits.max_audio_message_bytes` (base64 text or binary) is answered
 with `error` and dropped; other text messages keep the 64 KiB JSON limit. A client sends
-nothing between recordings, so the connection waits `Limits.audio_idle_timeout_s` (600 s),
-not the streaming routes' 30 s, before it is closed (1000, after an `error`). Memory per
-connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from base64, ≤ 60 s
-or one 30 s piece of float32 audio, 4 utterances in flight) plus what hypercorn holds for the
-connection (`docs/security.md`).
+nothing between recordings, so after its first recording the connection waits
+`Limits.audio_idle_timeout_s` (600 s), not the streaming routes' 30 s, before it is closed
+(1000, after an `error`); before it, `Limits.idle_timeout_s`. Pings do not count as audio.
+Memory per connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from
+base64, ≤ 60 s or one 30 s piece of float32 audio, 4 utterances in flight) plus what hypercorn
+holds for the connection (`docs/security.md`).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
 """
@@ -146,10 +147,12 @@ class _Turn:
     ) -> None:
         self.services, self.uploads, self.client = services, uploads, client
         self.recording = recording
+        self.recordings = 0  # audio messages answered
 
     async def answer(self, data: bytes, codec: RecordingCodec) -> str:
         """The `transcription` or `error` message for the recording `data`, transcribed as an
         upload: under an upload slot, after a rate-limit token, at `background` priority."""
+        self.recordings += 1
         try:
             with self.uploads.slots.take(self.client, self.uploads.limits):
                 await check_admission(self.services, self.client)
@@ -164,21 +167,27 @@ async def _answer(
 ) -> None:
     codec = RecordingCodec(limits.max_message_bytes)
     deadline = trio.current_time() + limits.max_session_s
+    quiet_since = trio.current_time()  # the last recording's answer: pings do not count
     while True:
-        idle_s = limits.audio_idle_timeout_s
-        with trio.move_on_at(min(deadline, trio.current_time() + idle_s)):
+        # a connection that has sent no recording yet holds its slot only the idle timeout
+        idle_s = limits.audio_idle_timeout_s if turn.recordings else limits.idle_timeout_s
+        message: str | bytes | None = None
+        with trio.move_on_at(min(deadline, quiet_since + idle_s)):
             message = await socket.receive()
-            await _handle(socket, codec, turn, limits, message, session)
-            if session.stop_reason == "stop":
-                return
-            continue
-        if trio.current_time() >= deadline:
-            session.stop_reason = "session_too_long"
-            await socket.send(codec.error(f"Session longer than {limits.max_session_s:g} s"))
-        else:
-            session.stop_reason = "idle_timeout"
-            await socket.send(codec.error(f"No audio for {idle_s:g} s: closing"))
-        return
+        if message is None:
+            break
+        recordings = turn.recordings
+        await _handle(socket, codec, turn, limits, message, session)
+        if session.stop_reason == "stop":
+            return
+        if turn.recordings != recordings:
+            quiet_since = trio.current_time()
+    if trio.current_time() >= deadline:
+        session.stop_reason = "session_too_long"
+        await socket.send(codec.error(f"Session longer than {limits.max_session_s:g} s"))
+    else:
+        session.stop_reason = "idle_timeout"
+        await socket.send(codec.error(f"No audio for {idle_s:g} s: closing"))
 
 
 async def _handle(

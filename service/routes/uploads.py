@@ -10,8 +10,9 @@ Each request owns its work, in three steps that every upload route takes through
 2. `open_form` reads the multipart body: at most `Limits.max_upload_bytes` (the app's limits,
    read once when the app is built into its one `Uploads`; 413 as soon as
    `Content-Length` or the bytes say so, chunked or not), and all of it within
-   `Limits.upload_read_timeout_s` (408), so a body that trickles in (slowloris) gives its slot
-   back whatever the ASGI server does.
+   `Limits.upload_read_timeout_s` and at `Limits.upload_min_bytes_per_s` on average after its
+   first `Limits.upload_rate_grace_s` (408 either way), so a body that trickles in (slowloris)
+   gives its slot back whatever the ASGI server does.
 3. `transcribe`: `actors.transcriber.files.transcribe_file` decodes in a worker thread (at most
    `DECODES_AT_ONCE` at once) and puts the segments on the shared transcriber at `background`
    priority, so live sessions keep their latency. A child task watches for `http.disconnect`
@@ -182,15 +183,20 @@ class Uploads:
 
     @asynccontextmanager
     async def open_form(self, request: Request) -> AsyncIterator[FormData]:
-        """The multipart body, refused with 413 once it passes the size limit and with 408
-        if it is not all there by the read deadline; the uploaded file's spool is closed when
-        the block ends, however it ends."""
+        """The multipart body, refused with 413 once it passes the size limit, and with 408 if
+        it is not all there by the read deadline or falls below the minimum average rate
+        after `Limits.upload_rate_grace_s` (a body that trickles holds an upload slot: issue
+        21); the uploaded file's spool is closed when the block ends, however it ends."""
         limits = self.limits
         limit = limits.max_upload_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
         received = 0
+        start = trio.current_time()
+        deadline = start + limits.upload_read_timeout_s
+        grace = limits.upload_rate_grace_s
+        reading = trio.CancelScope(deadline=min(deadline, start + grace))
 
         async def receive() -> Message:
             nonlocal received
@@ -199,12 +205,21 @@ class Uploads:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise _too_large(limit)
+                # the time by which the bytes so far fall below the minimum average rate
+                slow = start + grace + received / limits.upload_min_bytes_per_s
+                reading.deadline = min(deadline, slow)
             return message
 
         form: FormData | None = None
-        with trio.move_on_after(limits.upload_read_timeout_s):
+        with reading:
             form = await _read_form(Request(request.scope, receive), limit)
         if form is None:
+            if reading.deadline < deadline:
+                raise UploadError(
+                    408,
+                    "body_too_slow",
+                    f"the upload arrived slower than {limits.upload_min_bytes_per_s:g} bytes/s",
+                )
             raise UploadError(
                 408,
                 "body_timeout",

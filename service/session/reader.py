@@ -77,7 +77,9 @@ async def read_frames(
                         return
                     continue
                 for item in items:
-                    if isinstance(item, bytes | KeepAlive):
+                    # keepalives hold a session only once it has sent audio: one that never
+                    # does gives its slot back after the idle timeout (issue 21)
+                    if isinstance(item, bytes) or (isinstance(item, KeepAlive) and settled):
                         idle_deadline = trio.current_time() + limits.idle_timeout_s
                     if isinstance(item, bytes):
                         audio_deadline = trio.current_time() + limits.audio_idle_timeout_s
