@@ -91,3 +91,17 @@ def test_committed_words_are_forced_and_mix_with_other_lengths(tiny_model: Speec
     assert results[2].text.startswith(forced) and len(results[2].text) > len(forced)
     assert results[3].text.startswith(words[0])
     assert not any(f.startswith("looped") for r in results for f in r.flags)
+
+
+def test_a_prompt_is_tokenized_once_for_all_its_utterances(tiny_model: WhisperAdapter) -> None:
+    """Every utterance of an upload carries the same prompt: the adapter tokenizes it once
+    (issue 21: a long prompt re-tokenized for each utterance cost the model's thread ~0.8 s a
+    time), and still puts it before the audio (the prompt's words steer the spelling)."""
+    weather = load(DATA / "weather.wav")
+    prompt = "A weather report for the West Country. " * 20  # ~800 characters
+    tiny_model._prompt_tokens.cache_clear()
+    requests = [Request(weather, DecodeOptions(language="en", prompt=prompt))] * 3
+    tiny_model.transcribe_batch(requests)
+    tiny_model.transcribe_batch(requests[:1])
+    info = tiny_model._prompt_tokens.cache_info()
+    assert (info.misses, info.hits) == (1, 3)
