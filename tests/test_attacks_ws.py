@@ -171,3 +171,75 @@ async def test_permessage_deflate_is_declined_and_a_compressed_frame_refused(
         assert grown < 8 * 1024, f"the server's peak grew by {grown} KiB"
     finally:
         await stop(process)
+
+
+async def _flood(socket: RawSocket, frames: list[bytes], seconds: float) -> int:
+    """Send binary frames until the server stops reading (TCP pushes back) or `seconds` pass;
+    return how many were sent whole."""
+    sent = 0
+    with trio.move_on_after(seconds), contextlib.suppress(trio.BrokenResourceError):
+        for frame in frames:
+            await socket.send("binary", frame)
+            sent += 1
+    return sent
+
+
+async def test_oversized_frames_behind_a_paced_stream_stay_within_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A client 20 minutes ahead of real time holds its session at the pacer; 20 MiB frames sent
+    behind that were under hypercorn's one limit for every route (25 MiB) and queued, 10 + 1,
+    while the session did not read: 220 MiB. Now the streaming routes' door is 1 MiB + 64 KiB
+    and one message is queued, so the server stays within `service.serving`'s bound for
+    hypercorn, `(q + 2) × L + 64 KiB`, plus the session's (`memory_bound`)."""
+    from protocol.native import Config
+    from service.policy.limits import Limits
+    from service.session.supervisor import memory_bound
+
+    limits = Limits()
+    door = limits.max_frame_bytes + limits.max_message_bytes
+    bound = 3 * door + (64 << 10) + memory_bound(limits.session_limits(), Config())
+    port = free_port()
+    process = await start_server(tmp_path, port)
+    try:
+        _reset_peak(process.pid)
+        before = _kib(process.pid, "VmRSS")
+        socket = await RawSocket.open(port, "/v1/stream")
+        audio = bytes(limits.max_frame_bytes)  # 33 s of silence a frame
+        sent = await _flood(socket, [audio] * 40, 10)
+        assert sent < 40  # the pacer holds the session, so TCP pushes back
+        await _flood(socket, [bytes(20 * MiB)] * 12, 5)
+        await trio.sleep(0.5)
+        grown = _kib(process.pid, "VmHWM") - before
+        await socket.stream.aclose()
+        assert grown * 1024 < bound, f"the server's peak grew by {grown} KiB, bound {bound >> 10}"
+        print(f"peak growth {grown} KiB, bound {bound >> 10} KiB")
+        with trio.fail_after(10):
+            while await _sessions(port):
+                await trio.sleep(0.2)
+    finally:
+        await stop(process)
+
+
+async def test_a_client_that_leaves_while_paced_ends_its_session(tmp_path: Path) -> None:
+    """A client far ahead of real time waits at the pacer with its messages queued behind; it
+    closes its end. The server's next pings find it gone (a reset), and the session ends within
+    seconds instead of after pacing through what it had queued (minutes)."""
+    port = free_port()
+    process = await start_server(tmp_path, port)
+    try:
+        socket = await RawSocket.open(port, "/v1/stream")
+        sent = await _flood(socket, [bytes(256 << 10)] * 200, 5)  # 8 s of audio a frame
+        assert sent < 200
+        assert await _sessions(port) == 1
+        with trio.move_on_after(0.5):  # read what the server sent, so the close is a FIN
+            while await socket.stream.receive_some(65536):
+                pass
+        await socket.stream.aclose()
+        left = trio.current_time()
+        with trio.fail_after(10):
+            while await _sessions(port):
+                await trio.sleep(0.2)
+        assert trio.current_time() - left < 8
+    finally:
+        await stop(process)
