@@ -4,8 +4,9 @@
 session (`service.session.admission.admit_session`: caps, load, rate limit; refused before the
 upgrade), then one loop that reads a message, answers `status` ("Processing audio..."),
 decodes and transcribes it, and answers `transcription` or `error` (`protocol.dialects.seed_ws.
-RecordingCodec`). One message at a time: the next waits in hypercorn's queue (10 messages), so
-a connection holds at most one recording in the app. The connection counts as a live session
+RecordingCodec`). One message at a time: the next waits in hypercorn's queue (one message under
+`service.serving`, which then stops reading the socket), so a connection holds at most one
+recording in the app. The connection counts as a live session
 (`/health`'s `sessions` and `active_connections`, the session caps, a drain on shutdown cancels
 its loop and closes it with 1012).
 
@@ -24,8 +25,10 @@ with `error` and dropped; other text messages keep the 64 KiB JSON limit. A clie
 nothing between recordings, so the connection waits `Limits.audio_idle_timeout_s` (600 s),
 not the streaming routes' 30 s, before it is closed (1000, after an `error`). Memory per
 connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from base64, ≤ 60 s
-or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's queue (up to
-10 x 25 MiB: lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES` where that matters).
+or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's part, bounded by
+`service.serving` (one queued, one waiting or being buffered, counted in bytes, no
+compression: 75 MiB at 25 MiB messages; lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES` where that
+matters).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
 """
