@@ -14,8 +14,9 @@ What `chorus serve` does besides, and how to have it here:
 - it refuses a non-loopback `CHORUS_HOST` without API keys; so does this import (hypercorn's
   `--bind` is not visible to the app: beyond loopback, requests are still refused by the Host
   check unless `CHORUS_HOST` or `CHORUS_ALLOWED_HOSTS` names the address);
-- its hypercorn settings (the largest WebSocket message a route takes, keep-alive, incomplete
-  header and graceful timeouts) are `hypercorn_config` here:
+- its hypercorn settings (each route's largest WebSocket message, one queued message, pings,
+  keep-alive, incomplete header and graceful timeouts) are `hypercorn_config` here, and this
+  import installs the bounded WebSocket streams they rely on (`service.serving`):
   `hypercorn -k trio -c python:service.asgi.hypercorn_config service.asgi:app`;
 - on SIGINT/SIGTERM it lets live sessions finish their finals (`drain_sessions`) before the
   server stops; plain hypercorn closes them after its graceful timeout.
@@ -30,6 +31,7 @@ from service.app import create_app
 from service.cli import hypercorn_settings, refuse_open
 from service.config import Settings
 from service.runtime import setup
+from service.serving import install
 
 settings = Settings.from_env()
 if (refusal := refuse_open(settings)) is not None:
@@ -38,6 +40,7 @@ logging.basicConfig(
     level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
 app = create_app(settings)
+install()  # hypercorn's WebSocket streams, bounded (`service.serving`): this process serves
 
 # `chorus serve`'s hypercorn settings, for `-c python:service.asgi.hypercorn_config`
 hypercorn_config = SimpleNamespace(**hypercorn_settings(settings, setup(app).security.limits))

@@ -21,6 +21,8 @@ from service.config import Settings
 from service.policy.limits import Limits
 from service.tools import add_commands, run_command
 
+PING_INTERVAL_S = 2.0  # WebSocket pings: how soon a paced session sees that its client has gone
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus", description="Live speech-to-text server")
@@ -126,12 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
     """hypercorn's settings for Chorus, the same under `chorus serve` and `service.asgi`.
 
-    hypercorn buffers a whole message before the app sees it, and queues up to
-    `max_app_queue_size` (10) of them per connection: its limit is the largest message any
-    route accepts (`WS /ws`'s audio messages, 25 MiB by default), so bigger ones close with
-    1009 at the door; each route still checks its own, smaller limit (`/v1/stream`: 1 MiB
-    frames, answered with `frame_too_large`). The queue stays at hypercorn's 10: set to 2, a
-    connection closed with 1009 hung in tests/test_attacks.py; see the README's memory note.
+    WebSocket messages (`service.serving`, which each entry point `install()`s): each path's
+    largest message in bytes after decoding (`/ws`'s recordings, 25 MiB by default; the
+    streaming routes' 1 MiB frame plus the 64 KiB JSON limit, so that a frame a little over
+    the route's limit is answered with `frame_too_large` and a bigger one closed with 1009 at
+    the door), no permessage-deflate, one message queued per connection before the app reads
+    it, and a ping every `PING_INTERVAL_S`, whose failed write tells a paced session that its
+    client has gone. `websocket_max_message_size` is the largest of them, the limit a stream
+    that `install()` has not replaced would keep.
 
     Slow clients: hypercorn's idle timer runs from the connection's start until a request's
     headers are complete, so headers that trickle are cut off after `keep_alive_timeout`, and
@@ -140,11 +144,21 @@ def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
     `read_timeout`: it also ends the wait of a client whose upload is being transcribed (it
     sends nothing meanwhile), and a client going away now cancels its transcription.
     """
+    from service.serving import CONFIG_NAME, WebSocketBounds
+
+    bounds = WebSocketBounds(
+        stream_bytes=limits.max_frame_bytes + limits.max_message_bytes,
+        recordings_bytes=limits.max_audio_message_bytes,
+        wide_text_bytes=limits.max_message_bytes,
+    )
     return {
         "bind": [f"{settings.host}:{settings.port}"],
         "graceful_timeout": 10.0,
         "accesslog": None,
         "websocket_max_message_size": limits.largest_message_bytes,
+        CONFIG_NAME: bounds,
+        "max_app_queue_size": 1,
+        "websocket_ping_interval": PING_INTERVAL_S,
         "keep_alive_timeout": 5.0,
         "h11_max_incomplete_size": 16 * 1024,
         "read_timeout": None,
@@ -158,6 +172,7 @@ def serve(settings: Settings) -> int:
     from actors.model.weights import ModelNotFound
     from service.app import create_app, drain_sessions, load_whisper
     from service.runtime import setup
+    from service.serving import install as install_bounded_websockets
 
     if (refusal := refuse_open(settings)) is not None:
         print(f"chorus: {refusal}", file=sys.stderr)
@@ -171,6 +186,7 @@ def serve(settings: Settings) -> int:
         print(f"chorus: {error}", file=sys.stderr)
         return 1
     app = create_app(settings, model=model)
+    install_bounded_websockets()
     config = HypercornConfig()
     for name, value in hypercorn_settings(settings, setup(app).security.limits).items():
         setattr(config, name, value)

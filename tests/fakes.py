@@ -76,12 +76,16 @@ class FakeSocket:
         self.to_server, self._incoming = trio.open_memory_channel[str | bytes](size)
         self._outgoing, self.from_server = trio.open_memory_channel[str | bytes](size)
         self.closed_with: int | None = None
+        self.gone = trio.Event()  # set by a test: the transport knows the client has left
 
     async def receive(self) -> str | bytes:
         try:
             return await self._incoming.receive()
         except trio.EndOfChannel:
             raise ClientGone("client closed") from None
+
+    async def wait_gone(self) -> None:
+        await self.gone.wait()
 
     async def send(self, message: str | bytes) -> None:
         if self.closed_with is not None:

@@ -146,9 +146,10 @@ def _rss_kib(pid: int) -> int:
 async def test_a_frame_over_the_limit_is_refused_and_over_every_limit_closed_1009(
     tmp_path: Path,
 ) -> None:
-    """hypercorn's limit is the largest message any route takes (`WS /ws`'s audio messages,
-    here 4 MiB); `/v1/stream` refuses a 2 MiB frame itself (its limit is 1 MiB) and keeps
-    nothing of it; a frame over 4 MiB is closed with 1009 at the door, before it is buffered."""
+    """Each route's door (`service.serving`) is its own limit with room for its answer:
+    `/v1/stream` refuses a frame a little over its 1 MiB limit itself and keeps nothing of it;
+    a frame over the door (1 MiB + 64 KiB there, `WS /ws`'s 4 MiB here) is closed with 1009
+    before it is buffered."""
     port = free_port()
     limits = {"CHORUS_MAX_AUDIO_MESSAGE_BYTES": str(4 << 20)}
     process = await start_server(tmp_path, port, env=limits)
@@ -157,7 +158,7 @@ async def test_a_frame_over_the_limit_is_refused_and_over_every_limit_closed_100
         for _ in range(3):
             async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
                 await ws.get_message()  # ready
-                await ws.send_message(bytes(2 << 20))  # 2 MiB, /v1/stream's limit is 1 MiB
+                await ws.send_message(bytes((1 << 20) + 1024))  # /v1/stream's limit is 1 MiB
                 with trio.fail_after(10):
                     error = json.loads(await ws.get_message())
                 assert error["type"] == "error" and error["code"] == "frame_too_large"
@@ -166,11 +167,11 @@ async def test_a_frame_over_the_limit_is_refused_and_over_every_limit_closed_100
                     while True:
                         await ws.get_message()
                 assert closed.value.reason is not None and closed.value.reason.code == 1000
-            for path in ("/v1/stream", "/ws"):
+            for path, door in (("/v1/stream", (1 << 20) + (64 << 10)), ("/ws", 4 << 20)):
                 async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
-                    # over every route's limit, by a little: the bytes the server no longer
+                    # over the route's door, by a little: the bytes the server no longer
                     # reads once it has closed must fit the sockets' buffers, or this blocks
-                    await ws.send_message(bytes((4 << 20) + (64 << 10)))
+                    await ws.send_message(bytes(door + (64 << 10)))
                     with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
                         while True:
                             await ws.get_message()

@@ -5,9 +5,9 @@ caps (`SessionGate`, refused before the upgrade; no rate-limit token and no shar
 capacity: its recordings pay as uploads, below), then one loop that reads a message, answers
 `status` ("Processing audio..."), decodes and transcribes it, and answers `transcription` or
 `error` (`protocol.dialects.seed_ws.RecordingCodec`). One message at a time: the next waits in
-hypercorn's queue. The connection counts as a live session (`/health`'s `sessions` and
-`active_connections`, the session caps, a drain on shutdown cancels its loop and closes it with
-1012).
+hypercorn's queue (one message under `service.serving`, which then stops reading the socket).
+The connection counts as a live session (`/health`'s `sessions` and `active_connections`, the
+session caps, a drain on shutdown cancels its loop and closes it with 1012).
 
 Each recording is an upload (issue 21: eight connections' recordings, put on the live queue,
 pushed another tenant's live session from 0.5 s to 36 s between `stop` and `stopped`): it takes
@@ -32,8 +32,10 @@ nothing between recordings, so after its first recording the connection waits
 `Limits.audio_idle_timeout_s` (600 s), not the streaming routes' 30 s, before it is closed
 (1000, after an `error`); before it, `Limits.idle_timeout_s`. Pings do not count as audio.
 Memory per connection: the message being handled (≤ 25 MiB of text, ≤ 19 MiB decoded from
-base64, ≤ 60 s or one 30 s piece of float32 audio, 4 utterances in flight) plus what hypercorn
-holds for the connection (`docs/security.md`).
+base64, ≤ 60 s or one 30 s piece of float32 audio, 4 utterances in flight) plus hypercorn's
+part, bounded by `service.serving` (one queued, one waiting or being buffered, counted in bytes,
+no compression: 75 MiB at 25 MiB messages; lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES` where that
+matters; `docs/security.md`).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
 """

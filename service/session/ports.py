@@ -31,6 +31,11 @@ class FrameSocket(Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
+    async def wait_gone(self) -> None:
+        """Return once the transport knows the client has left, without reading its messages
+        (the reader waits on this while its pacer holds it); may never return."""
+        ...
+
 
 class SpeechDetector(Protocol):
     """One session's stream of the VAD actor (`actors.speech.vad_actor.VadStream`)."""

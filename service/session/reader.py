@@ -5,7 +5,8 @@ a clone of the frame channel, and closes both on exit. It answers what needs no 
 (`ping`, `config` before audio, a frame over the limit, a protocol error), and keeps the
 client's config until the first audio, which the settled `SessionConfig` precedes down the
 command channel (`service/session/config.py`). It ends the session by returning: on `stop`, a
-client that leaves, a fatal protocol error, or an idle or length limit; the close ripples down.
+client that leaves (also while the pacer holds the command channel full: the transport's
+`wait_gone`), a fatal protocol error, or an idle or length limit; the close ripples down.
 It runs in the session's reading scope, which only `SessionState.stop` cancels (the session's
 handle, a segmenter that cannot decode the stream, a writer whose client stopped reading).
 """
@@ -87,10 +88,13 @@ async def read_frames(
                         try:
                             if isinstance(item, bytes) and not settled:
                                 settled = True
-                                await commands.send(settle(config, options))
-                            await commands.send(item)
+                                await _hand_on(commands, settle(config, options), socket)
+                            await _hand_on(commands, item, socket)
                         except trio.BrokenResourceError:
                             return  # the segmenter gave up on this stream
+                        except ClientGone:
+                            state.client_gone = True
+                            return
                     elif isinstance(item, Stop):
                         state.stop_reason = "stop"
                         return
@@ -128,6 +132,30 @@ async def read_frames(
             )
         )
         state.stop_reason = expired.code
+
+
+async def _hand_on(
+    commands: trio.MemorySendChannel[Command], command: Command, socket: FrameSocket
+) -> None:
+    """Send `command` down; while the channel is full (the segmenter's pacer holds a client
+    that is ahead of real time), a client that leaves ends the wait with `ClientGone`: what
+    it sent meanwhile waits unread behind the full channel, its close too."""
+    try:
+        commands.send_nowait(command)
+        return
+    except trio.WouldBlock:
+        pass
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            await socket.wait_gone()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        await commands.send(command)
+        nursery.cancel_scope.cancel()
+        return
+    raise ClientGone("the client left while its audio waited for the pacer")
 
 
 @attrs.frozen

@@ -3,7 +3,8 @@
 `segment_audio` is one task of the session's nursery (`service/session/supervisor.py`); it owns
 the command channel's receive end, the event channel's send end and a clone of the frame
 channel. It decodes the client's audio (PCM inline, containers in a worker thread, read no
-faster than the `Pacer` allows), counts it in `SessionState`, and cuts utterances
+faster than the `Pacer` allows; a client that leaves ends the wait and what it had queued is
+dropped), counts it in `SessionState`, and cuts utterances
 (`actors/speech/segmenter.py`). When the commands end it flushes the decoder and the open
 utterance, then closes its channels.
 """
@@ -111,7 +112,9 @@ async def segment_audio(
                         )
                     )
                 await _push(samples, segmenter, detector, events, frames, state, hooks)
-                await pacer.wait(state.received_s)
+                await _paced(pacer, state)
+                if state.client_gone:
+                    break  # what a client that left had queued is dropped, not paced through
             if segmenter is not None and decoder is not None:
                 flushed = await _decode(decoder, None)
                 await _push(flushed, segmenter, detector, events, frames, state, hooks)
@@ -165,6 +168,22 @@ class Pacer:
         due = self.started + max(0.0, audio_s - self.burst_s) / self.pace
         if due > now:
             await trio.sleep_until(due)
+
+
+async def _paced(pacer: Pacer, state: SessionState) -> None:
+    """`pacer.wait`, ended early by a client that leaves meanwhile."""
+    if pacer.allows(state.received_s):
+        await pacer.wait(state.received_s)  # no wait: only starts the clock
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            await state.wait_client_gone()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        await pacer.wait(state.received_s)
+        nursery.cancel_scope.cancel()
 
 
 def make_decoder(config: SessionConfig) -> AudioDecoder:

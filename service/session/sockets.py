@@ -3,6 +3,10 @@
 The route owns the Starlette `WebSocket`; this adapter translates its disconnect signals into
 `ClientGone` at the boundary, so the stages never see Starlette.
 
+`wait_gone` returns once the server knows the client has gone without reading what it sent:
+under hypercorn with `service.serving` installed, the `GONE` scope extension; elsewhere never
+(the client's close is then seen only when the reader reaches it).
+
 `drain` is the route's last step: hypercorn hands client messages to the app through a small
 bounded queue and, once the app returns, puts a final `websocket.disconnect` into it; if the
 session stopped reading with that queue full (a drain on shutdown, a fatal error, a client that
@@ -15,6 +19,7 @@ from __future__ import annotations
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from service.serving import GONE
 from service.session.ports import ClientGone
 
 # What a send to a client that has vanished raises, through Starlette and hypercorn: a TCP
@@ -63,6 +68,13 @@ class StarletteSocket:
             await self._websocket.close(code, reason)
         except _GONE as error:
             raise ClientGone(str(error)) from None
+
+    async def wait_gone(self) -> None:
+        gone = self._websocket.scope.get("extensions", {}).get(GONE)
+        if isinstance(gone, trio.Event):
+            await gone.wait()
+        else:
+            await trio.sleep_forever()
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Read and discard client messages until the client has closed (or `timeout_s`)."""

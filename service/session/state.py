@@ -61,8 +61,21 @@ class SessionState:
     captions: Captions = attrs.field(factory=Captions)  # the transcriber client's workers
     stop_reason: str = "client_closed"
     close_code: int = 1000
-    client_gone: bool = False  # set by the reader or the writer
+    _left: trio.Event = attrs.field(factory=trio.Event, init=False)  # the client has gone
     _reading: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
+
+    @property
+    def client_gone(self) -> bool:
+        """Set by the reader or the writer; the segmenter's pacer stops waiting for it."""
+        return self._left.is_set()
+
+    @client_gone.setter
+    def client_gone(self, gone: bool) -> None:
+        if gone:
+            self._left.set()
+
+    async def wait_client_gone(self) -> None:
+        await self._left.wait()
 
     @property
     def reading(self) -> trio.CancelScope:
