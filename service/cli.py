@@ -133,9 +133,10 @@ def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
     streaming routes' 1 MiB frame plus the 64 KiB JSON limit, so that a frame a little over
     the route's limit is answered with `frame_too_large` and a bigger one closed with 1009 at
     the door), no permessage-deflate, one message queued per connection before the app reads
-    it, and a ping every `PING_INTERVAL_S`, whose failed write tells a paced session that its
-    client has gone. `websocket_max_message_size` is the largest of them, the limit a stream
-    that `install()` has not replaced would keep.
+    it (`service.serving.WS_QUEUE`; HTTP streams keep hypercorn's queue of 10), and a ping
+    every `PING_INTERVAL_S`, whose failed write tells a paced session that its client has gone.
+    `websocket_max_message_size` is the largest of them, the limit a stream that `install()`
+    has not replaced would keep.
 
     Slow clients: hypercorn's idle timer runs from the connection's start until a request's
     headers are complete, so headers that trickle are cut off after `keep_alive_timeout`, and
@@ -157,7 +158,6 @@ def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
         "accesslog": None,
         "websocket_max_message_size": limits.largest_message_bytes,
         CONFIG_NAME: bounds,
-        "max_app_queue_size": 1,
         "websocket_ping_interval": PING_INTERVAL_S,
         "keep_alive_timeout": 5.0,
         "h11_max_incomplete_size": 16 * 1024,

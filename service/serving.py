@@ -27,7 +27,9 @@ leaves while its session is paced is not seen until the session has read everyth
   gone, so a session whose reader is held by its pacer ends (`StarletteSocket.wait_gone`).
 
 Memory per connection, before the app takes a message, with `L = message_bytes(path)` and
-`q = max_app_queue_size` (1): `q` messages queued, one more waiting to be queued or one being
+`q = WS_QUEUE` (1, this stream's own queue; hypercorn's `max_app_queue_size` stays at its
+default for HTTP streams, whose queue must hold a request and its `http.disconnect` for a
+handler that reads neither): `q` messages queued, one more waiting to be queued or one being
 buffered (while hypercorn waits to queue one, it reads nothing, so these two are never both
 full), the text of the last once more while it is decoded to a `str`, and hypercorn's 64 KiB
 read: at most `(q + 2) × L + 64 KiB`, 3.3 MiB on the streaming routes (L = 1 MiB + 64 KiB) and
@@ -45,6 +47,7 @@ never returns there).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any
@@ -56,6 +59,7 @@ from hypercorn.protocol import h2, h11, ws_stream
 from hypercorn.protocol.events import Event, Request, StreamClosed
 from wsproto.events import Message, TextMessage
 
+WS_QUEUE = 1  # WebSocket messages queued per connection before the app reads them
 GONE = "chorus.websocket.gone"  # scope["extensions"][GONE]: a trio.Event, set when it has gone
 CONFIG_NAME = "chorus_websocket_bounds"  # the hypercorn config attribute `install()` reads
 
@@ -110,6 +114,11 @@ class BoundedWSStream(ws_stream.WSStream):
     """hypercorn's `WSStream` with the bounds above (see the module docstring)."""
 
     def __init__(self, app: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        # this stream's own queue of WS_QUEUE messages; HTTP streams keep the config's, which
+        # must hold a request and its `http.disconnect` for an app that never reads either
+        # (hypercorn never closes the queue: a put into a full one blocks the connection)
+        config = copy.copy(config)
+        config.max_app_queue_size = WS_QUEUE
         super().__init__(_Watched(app, self), config, *args, **kwargs)
         size = config.websocket_max_message_size  # a config made without Chorus's settings
         self.bounds: WebSocketBounds = getattr(config, CONFIG_NAME, None) or WebSocketBounds(

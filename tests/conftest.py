@@ -30,12 +30,26 @@ def tiny_model() -> Iterator[SpeechModel]:
 
 @asynccontextmanager
 async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve `app` with hypercorn's trio worker on 127.0.0.1:0; yield `host:port`."""
+    """Serve `app` with hypercorn's trio worker on 127.0.0.1:0, configured as `chorus serve`
+    configures it (`service.cli.hypercorn_settings`: bounded WebSocket messages, one queued
+    message, pings) under the app's own limits; yield `host:port`."""
+    from service.cli import hypercorn_settings
+    from service.config import Settings
+    from service.policy.limits import Limits
+    from service.runtime import setup
+    from service.serving import install
+
+    install()
+    try:
+        limits = setup(app).security.limits  # type: ignore[arg-type]
+    except (AttributeError, LookupError, TypeError):  # not a Chorus app
+        limits = Limits()
     config = HypercornConfig()
+    for name, value in hypercorn_settings(Settings(), limits).items():
+        setattr(config, name, value)
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.errorlog = None
-    config.websocket_max_message_size = 64 * 1024 * 1024
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         # Starlette types the ASGI callable with plain mappings, hypercorn with TypedDicts
