@@ -129,14 +129,14 @@ def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
     """hypercorn's settings for Chorus, the same under `chorus serve` and `service.asgi`.
 
     WebSocket messages (`service.serving`, which each entry point `install()`s): each path's
-    largest message in bytes after decoding (`/ws`'s recordings, 25 MiB by default; the
-    streaming routes' 1 MiB frame plus the 64 KiB JSON limit, so that a frame a little over
-    the route's limit is answered with `frame_too_large` and a bigger one closed with 1009 at
-    the door), no permessage-deflate, one message queued per connection before the app reads
-    it (`service.serving.WS_QUEUE`; HTTP streams keep hypercorn's queue of 10), and a ping
-    every `PING_INTERVAL_S`, whose failed write tells a paced session that its client has gone.
-    `websocket_max_message_size` is the largest of them, the limit a stream that `install()`
-    has not replaced would keep.
+    largest message in bytes after decoding, the route's own limit plus the 64 KiB JSON limit
+    (`/ws`'s 25 MiB recordings, the streaming routes' 1 MiB frames), so that a message a
+    little over the route's limit is answered in the route's own words (`frame_too_large`, the
+    seed's `error`) and a bigger one closed with 1009 at the door; no permessage-deflate; one
+    message queued per connection before the app reads it (`service.serving.WS_QUEUE`; HTTP
+    streams keep hypercorn's queue of 10); and a ping every `PING_INTERVAL_S`, whose failed
+    write tells a paced session that its client has gone. `websocket_max_message_size` is the
+    largest of them, the limit a stream that `install()` has not replaced would keep.
 
     Slow clients: hypercorn's idle timer runs from the connection's start until a request's
     headers are complete, so headers that trickle are cut off after `keep_alive_timeout`, and
@@ -149,7 +149,7 @@ def hypercorn_settings(settings: Settings, limits: Limits) -> dict[str, object]:
 
     bounds = WebSocketBounds(
         stream_bytes=limits.max_frame_bytes + limits.max_message_bytes,
-        recordings_bytes=limits.max_audio_message_bytes,
+        recordings_bytes=limits.max_audio_message_bytes + limits.max_message_bytes,
         wide_text_bytes=limits.max_message_bytes,
     )
     return {

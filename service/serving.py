@@ -33,7 +33,7 @@ handler that reads neither): `q` messages queued, one more waiting to be queued 
 buffered (while hypercorn waits to queue one, it reads nothing, so these two are never both
 full), the text of the last once more while it is decoded to a `str`, and hypercorn's 64 KiB
 read: at most `(q + 2) × L + 64 KiB`, 3.3 MiB on the streaming routes (L = 1 MiB + 64 KiB) and
-75 MiB on `WS /ws` (L = 25 MiB) at the defaults; then the app's own (the session's bound is
+75 MiB on `WS /ws` (L = 25 MiB + 64 KiB) at the defaults; then the app's own (the session's bound is
 `service.session.supervisor.memory_bound`). The figures the tests measured are in
 `docs/security.md`.
 

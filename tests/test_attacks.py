@@ -148,8 +148,8 @@ async def test_a_frame_over_the_limit_is_refused_and_over_every_limit_closed_100
 ) -> None:
     """Each route's door (`service.serving`) is its own limit with room for its answer:
     `/v1/stream` refuses a frame a little over its 1 MiB limit itself and keeps nothing of it;
-    a frame over the door (1 MiB + 64 KiB there, `WS /ws`'s 4 MiB here) is closed with 1009
-    before it is buffered."""
+    a frame over the door (the route's limit + 64 KiB: 1 MiB there, `WS /ws`'s 4 MiB here) is
+    closed with 1009 before it is buffered."""
     port = free_port()
     limits = {"CHORUS_MAX_AUDIO_MESSAGE_BYTES": str(4 << 20)}
     process = await start_server(tmp_path, port, env=limits)
@@ -167,7 +167,8 @@ async def test_a_frame_over_the_limit_is_refused_and_over_every_limit_closed_100
                     while True:
                         await ws.get_message()
                 assert closed.value.reason is not None and closed.value.reason.code == 1000
-            for path, door in (("/v1/stream", (1 << 20) + (64 << 10)), ("/ws", 4 << 20)):
+            for path, limit in (("/v1/stream", 1 << 20), ("/ws", 4 << 20)):
+                door = limit + (64 << 10)
                 async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
                     # over the route's door, by a little: the bytes the server no longer
                     # reads once it has closed must fit the sockets' buffers, or this blocks
