@@ -51,7 +51,7 @@ import copy
 from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import attrs
 import trio
@@ -73,8 +73,11 @@ class WebSocketBounds:
     wide_text_bytes: int  # text longer than this must be ASCII
     recordings_path: str = "/ws"
 
-    def message_bytes(self, path: str) -> int:
-        return self.recordings_bytes if path == self.recordings_path else self.stream_bytes
+    def message_bytes(self, path: str, query: str = "") -> int:
+        """`path`'s limit; `/ws?stream=true` is that route's live stream, not recordings."""
+        streamed = parse_qs(query).get("stream", [""])[-1].lower() in ("true", "1", "yes")
+        recordings = path == self.recordings_path and not streamed
+        return self.recordings_bytes if recordings else self.stream_bytes
 
 
 class ByteBuffer(ws_stream.WebsocketBuffer):
@@ -140,9 +143,10 @@ class BoundedWSStream(ws_stream.WSStream):
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, Request):
-            path = unquote(event.raw_path.partition(b"?")[0].decode("ascii"))  # as the scope's
+            raw_path, _, query = event.raw_path.decode("latin-1").partition("?")
+            path = unquote(raw_path)  # as the scope's
             bounds = self.bounds
-            self.buffer = ByteBuffer(bounds.message_bytes(path), bounds.wide_text_bytes)
+            self.buffer = ByteBuffer(bounds.message_bytes(path, query), bounds.wide_text_bytes)
         elif isinstance(event, StreamClosed) and not self.closed:
             closed = self.state in {ws_stream.ASGIWebsocketState.CLOSED}
             self.leave(1000 if closed else 1006)  # the codes hypercorn itself would report

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
+import wave
 from pathlib import Path
 
 import av
@@ -40,6 +42,17 @@ def load(path: Path | str, rate: int = 16000) -> Samples:
 
 def pcm16(samples: Samples) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def wav_bytes(samples: Samples, rate: int = 16000) -> bytes:
+    """`samples` as a 16-bit mono WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm16(samples))
+    return buffer.getvalue()
 
 
 def en_wer_rows() -> list[dict[str, str]]:

@@ -170,3 +170,33 @@ def test_nan_and_infinite_samples_are_replaced_at_decode() -> None:
         assert len(decoded) > 15000
         assert np.isfinite(decoded).all()
         assert np.abs(decoded).max() <= 1.0
+
+
+def id3_tag(size: int = 20) -> bytes:
+    """An ID3v2.4 tag of `size` bytes of padding, as podcast tools put before audio."""
+    return b"ID3\x04\x00\x00" + bytes([0, 0, size >> 7 & 0x7F, size & 0x7F]) + bytes(size)
+
+
+def adts_of(path: Path) -> bytes:
+    """The AAC of an .m4a as a raw ADTS stream."""
+    buffer = io.BytesIO()
+    with av.open(str(path)) as source, av.open(buffer, "w", format="adts") as out:
+        stream = out.add_stream_from_template(source.streams.audio[0])
+        for packet in source.demux(source.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("behind", ["flac", "aac"])
+def test_an_id3_tag_before_flac_or_aac_is_looked_past(behind: str) -> None:
+    """An ID3v2 tag also stands before ADTS AAC and FLAC: the file is opened with the demuxer
+    of what follows the tag, not as MP3."""
+    body = (
+        (DATA / "speech_44k_mono.flac").read_bytes()
+        if behind == "flac"
+        else adts_of(DATA / "speech_48k_stereo_aac.m4a")
+    )
+    assert len(decode_file(id3_tag() + body)) > 3 * 16000
+    assert probe_audio(id3_tag() + body).container == behind

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 import subprocess
 import sys
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import trio
-from audio_files import DATA, load, pcm16
+from audio_files import DATA, load, wav_bytes
 from conftest import serve_app
 from fakes import FakeModel
 from starlette.applications import Starlette
@@ -36,21 +34,11 @@ GARDEN = load(DATA / "garden.wav")  # 3.95 s of speech
 LIBRARY = load(DATA / "library.wav")
 
 
-def wav(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm16(samples))
-    return buffer.getvalue()
-
-
 def recording(utterances: int) -> str:
     """A `/ws` audio message: `utterances` x garden.wav, 1.5 s apart."""
     silence = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
     samples = np.concatenate([part for _ in range(utterances) for part in (GARDEN, silence)])
-    return json.dumps({"type": "audio", "audio": base64.b64encode(wav(samples)).decode()})
+    return json.dumps({"type": "audio", "audio": base64.b64encode(wav_bytes(samples)).decode()})
 
 
 def app_with(tmp_path: Path, model: FakeModel, *, per_minute: int = 0, **limits: Any) -> Starlette:
@@ -212,3 +200,17 @@ async def test_a_connection_without_recordings_holds_its_slot_only_the_idle_time
         assert trio.current_time() - begin < 4
     assert {"type": "pong"} in received
     assert "No audio for 2 s" in received[-1]["message"], received
+
+
+async def test_recordings_connections_take_no_live_capacity(tmp_path: Path) -> None:
+    """Eight idle `/ws` connections do not count as live streams: while the capacity meter is
+    cold it admits eight streams, and a stream is still admitted beside them (before, they
+    filled those eight and every stream got 503 `at_capacity`)."""
+    app = app_with(tmp_path, FakeModel())
+    async with serve_app(app) as address, contextlib.AsyncExitStack() as stack:
+        for _ in range(8):
+            await stack.enter_async_context(connect(f"ws://{address}/ws?token=key-alice"))
+        assert len(runtime(app).live) == 8
+        async with connect(f"ws://{address}/v1/stream?token=key-bob") as bob:
+            ready = json.loads(await bob.get_message())
+        assert ready["type"] == "ready", ready

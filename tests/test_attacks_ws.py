@@ -246,3 +246,16 @@ async def test_a_client_that_leaves_while_paced_ends_its_session(tmp_path: Path)
         assert trio.current_time() - left < 8
     finally:
         await stop(process)
+
+
+def test_the_live_stream_on_ws_gets_the_streams_door() -> None:
+    """`/ws?stream=true` is that route's live PCM stream: it gets the streams' limit, not the
+    recordings' 25 MiB (a paced stream would hold three of those)."""
+    from service.serving import WebSocketBounds
+
+    bounds = WebSocketBounds(stream_bytes=1, recordings_bytes=25, wide_text_bytes=1)
+    assert bounds.message_bytes("/ws") == 25
+    assert bounds.message_bytes("/ws", "token=k") == 25
+    assert bounds.message_bytes("/ws", "stream=true&token=k") == 1
+    assert bounds.message_bytes("/ws", "stream=1") == 1
+    assert bounds.message_bytes("/v1/stream") == 1

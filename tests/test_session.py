@@ -538,3 +538,20 @@ async def test_the_config_settles_at_the_first_audio_and_every_stage_uses_it() -
     assert transcriber.calls and all(p == "final" for _, p in transcriber.calls)
     asked = [request.options for request, _ in transcriber.calls]
     assert all(o.prompt == "weather and books" and o.words and o.language == "en" for o in asked)
+
+
+async def test_unless_raises_what_the_work_raised_bare() -> None:
+    """`unless` (the reader's wait behind the pacer): True when the work finished, False when
+    the stop came first, and an error from the work as itself, so `except
+    trio.BrokenResourceError` still catches a segmenter that closed its channel (inside the
+    nursery it came out in an exception group that nothing caught)."""
+    from service.session.ports import unless
+
+    gone = trio.Event()
+    assert await unless(gone.wait, trio.lowlevel.checkpoint)
+    gone.set()
+    assert not await unless(gone.wait, trio.sleep_forever)
+    send, receive = trio.open_memory_channel[int](0)
+    await receive.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        await unless(trio.Event().wait, functools.partial(send.send, 1))

@@ -176,7 +176,7 @@ def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, by
         if not head:
             raise UndecodableAudio("empty", "the audio file is empty (0 bytes)")
         source = data
-    name = sniff_container(head)
+    name = _sniffed(head)
     if name is None:
         raise UndecodableAudio(
             "not_audio",
@@ -194,6 +194,18 @@ def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, by
             f"the {name} file is truncated or corrupt: {error.strerror}",
         ) from error
     return container, head
+
+
+def _sniffed(head: bytes) -> str | None:
+    """`sniff_container`, looking past an ID3v2 tag, which may stand before MP3, ADTS AAC or
+    FLAC (FFmpeg skips the tag before any demuxer reads)."""
+    name = sniff_container(head)
+    if name != "mp3" or not head.startswith(b"ID3") or len(head) < 10:
+        return name
+    size = sum((byte & 0x7F) << (7 * (3 - index)) for index, byte in enumerate(head[6:10]))
+    after = 10 + size + (10 if head[5] & 0x10 else 0)  # the header, the tag, its footer
+    behind = sniff_container(head[after:]) if len(head) >= after + 12 else None
+    return behind if behind in ("aac", "flac") else name
 
 
 def _name(container: av.container.InputContainer) -> str:

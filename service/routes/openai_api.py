@@ -106,17 +106,11 @@ def _text_field(form: FormData, name: str) -> str | None:
 
 
 def _prompt(form: FormData) -> str | None:
-    """The `prompt` field, at most `MAX_PROMPT_CHARS` as on live sessions (a longer one cost
-    the model's thread its tokenizing for every utterance: issue 21)."""
+    """The `prompt` field's last `MAX_PROMPT_CHARS` characters, as on live sessions (Whisper
+    keeps only the prompt's last 223 tokens anyway, and OpenAI takes a longer one the same
+    way; a megabyte of prompt cost the model's thread its tokenizing for every utterance)."""
     prompt = _text_field(form, "prompt") or None
-    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-        raise UploadError(
-            400,
-            "invalid_value",
-            f"`prompt` is at most {MAX_PROMPT_CHARS} characters ({len(prompt)} sent)",
-            "prompt",
-        )
-    return prompt
+    return None if prompt is None else prompt[-MAX_PROMPT_CHARS:]
 
 
 async def _transcribe(uploads: Uploads, request: Request, task: str) -> Response:

@@ -126,7 +126,7 @@ async def serve_recordings(
     turn = _Turn(services, uploads, client, recording)
     try:
         await websocket.accept()
-        live.add(SessionHandle(session))
+        live.add(SessionHandle(session, streaming=False))
         with session.reading:  # the handle's `stop` (a drain on shutdown) cancels it
             await _answer(socket, turn, uploads.limits, session)
         await socket.close(session.close_code)
@@ -149,16 +149,18 @@ class _Turn:
     ) -> None:
         self.services, self.uploads, self.client = services, uploads, client
         self.recording = recording
-        self.recordings = 0  # audio messages answered
+        self.recordings = 0  # recordings that decoded to audio
 
     async def answer(self, data: bytes, codec: RecordingCodec) -> str:
         """The `transcription` or `error` message for the recording `data`, transcribed as an
         upload: under an upload slot, after a rate-limit token, at `background` priority."""
-        self.recordings += 1
+        samples = self.recording.samples
         try:
             with self.uploads.slots.take(self.client, self.uploads.limits):
                 await check_admission(self.services, self.client)
-                return await _transcribed(self.services.transcriber, self.recording, data, codec)
+                answer = await _transcribed(self.services.transcriber, self.recording, data, codec)
+            self.recordings += self.recording.samples > samples  # junk does not count
+            return answer
         except UploadError as refused:
             retry = "" if refused.retry_after is None else f"; retry in {refused.retry_after} s"
             return codec.error(f"Recording refused: {refused.message}{retry}")

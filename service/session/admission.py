@@ -65,6 +65,10 @@ class LiveSessions(dict[str, SessionHandle]):
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
+    def streams(self) -> list[SessionHandle]:
+        """The live streams: what admission prices (not `/ws` recordings connections)."""
+        return [session for session in self.values() if session.streaming]
+
 
 @attrs.frozen
 class SessionServices:
@@ -138,10 +142,10 @@ def capacity_statistics(
 ) -> CapacityStatistics:
     """Bring the capacity meter up to date and read it."""
     counters = Counters.of(transcriber.statistics())
-    statistics = [session.statistics() for session in live.values()]
+    statistics = [session.statistics() for session in live.streams()]
     sessions = [(session.speech_s, session.received_s) for session in statistics]
     meter.observe(trio.current_time(), counters, sessions)
-    return meter.statistics(len(live))
+    return meter.statistics(len(statistics))
 
 
 def fits(services: SessionServices) -> bool:
@@ -150,13 +154,13 @@ def fits(services: SessionServices) -> bool:
         return True
     # bring the meter up to date
     capacity_statistics(services.capacity, services.transcriber, services.live)
-    return services.capacity.admits(len(services.live))
+    return services.capacity.admits(len(services.live.streams()))
 
 
 def overloaded(services: SessionServices) -> bool:
     """The transcriber cannot keep up: a live session is far behind, or the queue is full."""
     settings = services.settings
-    live = services.live.values()
+    live = services.live.streams()
     if any(session.statistics().lag_s > settings.admission_lag_s for session in live):
         return True
     return services.transcriber.statistics().queue >= settings.queue_size * 3 // 4

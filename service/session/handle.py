@@ -5,8 +5,8 @@ caller before the pipeline starts (`on_start`); `serve_session` keeps it in `Liv
 (`service/session/admission.py`) until the session ends, however it ends. Admission, `/health`,
 `/metrics` and the shutdown drain (`service.app.drain_sessions`) read `statistics()` and call
 `stop(reason, code)`; none of them touches the session's state or its tasks. The `/ws`
-recordings route (`service/routes/recordings.py`) holds one too, so a drain stops it the same
-way.
+recordings route (`service/routes/recordings.py`) holds one too (`streaming=False`), so a drain
+stops it the same way, but admission's capacity and lag checks leave it out.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from service.session.state import SessionState, SessionStatistics
 @attrs.frozen
 class SessionHandle:
     _state: SessionState
+    # a live stream (priced by admission's capacity meter); a `/ws` recordings connection is
+    # not: its recordings are uploads, run behind live work
+    streaming: bool = attrs.field(default=True, kw_only=True)
 
     @property
     def session_id(self) -> str:

@@ -7,9 +7,11 @@ never Starlette or the actors themselves, so tests drive them with fakes (`tests
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import attrs
+import trio
 
 from actors.model.port import Samples
 from actors.transcriber.actor import Transcriber as Transcriber
@@ -127,3 +129,29 @@ class StreamOptions:
     pace: float = 1.5
     pace_burst_s: float = 10.0
     limits: SessionLimits = SessionLimits()
+
+
+async def unless(
+    stop: Callable[[], Awaitable[object]], work: Callable[[], Awaitable[object]]
+) -> bool:
+    """Await `work()` unless `stop()` returns first (a client that leaves): True when `work`
+    finished, False when `stop` cancelled it. The caller's task owns both, in one nursery; an
+    exception from `work` comes out as itself, not wrapped in the nursery's group."""
+    finished = False
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            await stop()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        try:
+            await work()
+            finished = True
+        except Exception as raised:
+            error = raised
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return finished

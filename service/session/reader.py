@@ -13,13 +13,15 @@ handle, a segmenter that cannot decode the stream, a writer whose client stopped
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import trio
 
 from protocol.codec import Codec, ProtocolError
 from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, ServerFrame, Stop
 from service.session.config import SessionConfig, check_config, ready_frame, settle
-from service.session.ports import ClientGone, FrameSocket, StreamOptions
+from service.session.ports import ClientGone, FrameSocket, StreamOptions, unless
 from service.session.state import SessionState
 
 Command = SessionConfig | bytes | Finalize  # the settled config comes first, ahead of its audio
@@ -145,15 +147,7 @@ async def _hand_on(
         return
     except trio.WouldBlock:
         pass
-    async with trio.open_nursery() as nursery:
-
-        async def watch() -> None:
-            await socket.wait_gone()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(watch)
-        await commands.send(command)
-        nursery.cancel_scope.cancel()
+    if await unless(socket.wait_gone, functools.partial(commands.send, command)):
         return
     raise ClientGone("the client left while its audio waited for the pacer")
 

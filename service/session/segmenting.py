@@ -26,7 +26,7 @@ from actors.model.port import SAMPLE_RATE, Samples
 from actors.speech.segmenter import Event, Segmenter
 from protocol.native import Error, Finalize, ServerFrame
 from service.session.config import SessionConfig
-from service.session.ports import SessionHooks, SpeechDetector, StreamOptions, Vad
+from service.session.ports import SessionHooks, SpeechDetector, StreamOptions, Vad, unless
 from service.session.reader import Command
 from service.session.state import SessionState
 
@@ -175,15 +175,7 @@ async def _paced(pacer: Pacer, state: SessionState) -> None:
     if pacer.allows(state.received_s):
         await pacer.wait(state.received_s)  # no wait: only starts the clock
         return
-    async with trio.open_nursery() as nursery:
-
-        async def watch() -> None:
-            await state.wait_client_gone()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(watch)
-        await pacer.wait(state.received_s)
-        nursery.cancel_scope.cancel()
+    await unless(state.wait_client_gone, functools.partial(pacer.wait, state.received_s))
 
 
 def make_decoder(config: SessionConfig) -> AudioDecoder:
