@@ -391,9 +391,10 @@ def _description(websockets: Sequence[str]) -> str:
         "",
         "OpenAPI describes no WebSocket operations; this server's WebSocket routes are:",
         "",
-        *(f"- `{path}`: {WEBSOCKETS.get(path, 'see the README')}" for path in websockets),
+        *(f"- `{path}`: {WEBSOCKETS.get(path, 'see docs/protocols.md')}" for path in websockets),
         "",
-        "Each is described message by message in the README. HTTP routes take an API key "
+        "Each is described message by message in the repository's docs/protocols.md (the "
+        "seed routes in docs/migrating.md). HTTP routes take an API key "
         "in `Authorization: Bearer <key>` only. WebSockets take it there too, or (for "
         "browsers) as a `Sec-WebSocket-Protocol: token, <key>` offer or the `token` query "
         "parameter; better, a single-use ticket from `POST /v1/tickets` (valid 60 s) as "
