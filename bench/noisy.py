@@ -13,7 +13,7 @@ Chorus's own decoder. Both methods get the very same 16 kHz samples of each clip
   `service/session/transcribing.py` decodes finals, one at a time and in order: the Whisper adapter
   loaded as `chorus serve` loads it (tight windows, the loop guard, workers x threads from
   `--cpu-threads`), beam `--beam-size`, the session's last `CONTEXT_FINALS` finals as context.
-  Finals are batch-invariant (README, "Accuracy on any CPU"), so this is what a loaded server
+  Finals are batch-invariant (docs/accuracy.md), so this is what a loaded server
   gives too. Clips are streamed on as many threads as the adapter has workers.
 
 WER uses Whisper's English normalizer over all words of a condition together. The report (Markdown
