@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--partial-interval",
         dest="partial_interval_s",
         type=float,
-        help="seconds of speech between a session's draft requests (default 0.6)",
+        help="seconds of speech between a session's draft requests (default 0.8)",
     )
     serve.add_argument(
         "--caption-target",
