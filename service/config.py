@@ -17,7 +17,7 @@ import attrs
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
-"""Finals' encoder window: `actors.model.whisper.FinalWindow`, or "auto" (by model size)."""
+"""Finals' encoder window: `actors.model.windows.FinalWindow`, or "auto" (by model size)."""
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
@@ -66,7 +66,7 @@ class Settings:
     partial_window: str = "tight"  # partials: "tight" to the audio, or "final" (finals' rule)
     bucket_s: float = 5.0
     # finals' encoder window: "double" the audio, the audio + 3 s ("pad"); "auto": double for
-    # tiny models, pad for bigger ones (actors/model/whisper.py)
+    # tiny models, pad for bigger ones (actors/model/windows.py)
     final_window: FinalWindowSetting = attrs.field(
         default="auto", validator=attrs.validators.in_(get_args(FinalWindowSetting))
     )
