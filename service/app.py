@@ -94,7 +94,9 @@ def load_whisper(settings: Settings) -> SpeechModel:
     main = load(settings.model)
     chosen = settings.draft_model.strip()
     name = chosen
-    if chosen == "auto":  # measured on 2 CPU cores: base held 16 sessions alone, 24 with tiny.en
+    # "auto": a bigger model on a CPU drafts on tiny.en, which lets it hold more live sessions
+    # (measured: docs/benchmarks.md); the smallest model, or a GPU, drafts on itself
+    if chosen == "auto":
         smallest = main.name in ("tiny", "tiny.en") or main.device != "cpu"
         name = "" if smallest else "tiny.en"
     if name in ("", "none") or name == main.name or settings.naive:

@@ -58,8 +58,8 @@ class Settings:
     insecure_open: bool = False  # serve beyond loopback without API keys (refused otherwise)
     naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
     max_batch_size: int = 8
-    # drafts batched across sessions (short tail drafts cost about half as much each in a
-    # batch of 4 or more, README "How it works"); bounds how long a final waits behind drafts
+    # drafts batched across sessions (short tail drafts cost less each in a batch; measured:
+    # docs/benchmarks.md); bounds how long a final waits behind drafts
     partial_batch_size: int = 8
     queue_size: int = 64
     workers: int = 0  # model workers running batches at once (0: chosen by the adapter)
@@ -72,7 +72,7 @@ class Settings:
     )
     final_beam_size: int = 5
     # seconds of speech between a session's draft requests (shorter costs model time for
-    # little caption delay: README, Benchmarks)
+    # little caption delay; measured: docs/benchmarks.md)
     partial_interval_s: float = 0.8
     # share of the model workers' time that revisions (drafts after an utterance's first) may
     # use; 1 (the default) caps nothing: admission prices the revisions captions need

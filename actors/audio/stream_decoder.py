@@ -15,7 +15,8 @@ chunk that decodes to more than `max_chunk_s` of audio (a decoding bomb: thousan
 Opus packets) raises `too_long` as soon as it passes the limit. The check runs after every
 packet, and a PCM packet (a WAV's whole `data`, a WebM block of PCM) is decoded in pieces of at
 most `PCM_PIECE_BYTES`, so no packet decodes to more than a few MiB before it is counted (issue
-21: one 25 MiB WAV message decoded as one packet took 734 MiB before the cap was checked).
+21: a large WAV message decoded as one packet took many times its size before the cap was
+checked; measured: docs/security.md).
 Compressed codecs' packets decode to at most one codec frame (≤ 120 ms of Opus, 8,192 samples
 of Vorbis, 65,535 of FLAC).
 
