@@ -15,6 +15,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from service.policy.caller import Caller
 from service.policy.refusal import Refusal
 from service.runtime import NotRunning, Runtime
 from service.session.admission import capacity_statistics
@@ -101,10 +102,10 @@ def render(runtime: Runtime | None) -> str:
 
 
 async def metrics(request: Request) -> Response:
-    state = request.scope.get("state", {})
-    if state.get("anonymous", False):
+    caller = Caller.of(request)
+    if caller.anonymous:
         return Refusal(401, "unauthorized", "an admin API key is required").response()
-    if not state.get("sees_all", True):
+    if not caller.sees_all:
         return Refusal(403, "admin_only", "the metrics need an admin API key").response()
     try:
         runtime: Runtime | None = Runtime.of(request)
