@@ -6,7 +6,8 @@ is driven by that session's segmenter task, one `feed` per received chunk throug
 waits for data that has not arrived). It sniffs the container
 from the first bytes, hands bytes to the matching demuxer (`actors.audio.demux*`), decodes each
 whole packet at once with one persistent FFmpeg decoder, and resamples with the same
-`FrameResampler` as `decode_file`, so a streamed file and the uploaded file come out alike.
+`FrameResampler` (`actors.audio.resample`) as `decode_file`, so a streamed file and the
+uploaded file come out alike.
 
 Memory is bounded: the demuxer keeps at most one unfinished element, page or fragment, the
 decoder and resampler keep their own small state, and nothing already returned is kept. What
@@ -39,7 +40,8 @@ from actors.audio.decoder import DecoderStatistics
 from actors.audio.demux import Demuxer, OggDemuxer, TrackInfo, WavDemuxer, sniff_container
 from actors.audio.demux_ffmpeg import Mp4FragmentDemuxer, RawDemuxer
 from actors.audio.demux_matroska import MatroskaDemuxer
-from actors.audio.file_decoder import FrameResampler, UndecodableAudio
+from actors.audio.file_decoder import UndecodableAudio
+from actors.audio.resample import FrameResampler
 from actors.model.port import SAMPLE_RATE, Samples
 
 _SNIFF_BYTES = 12
