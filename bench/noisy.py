@@ -239,7 +239,7 @@ def measure(settings: NoisySettings) -> list[ConditionResult]:
 
     streamed: dict[Condition, tuple[list[list[StreamedFinal]], float]] = {}
     adapter = streaming_model(settings)
-    workers = max(1, int(getattr(adapter, "workers", 1)))
+    workers = max(1, adapter.workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for condition in settings.conditions:
             begin = time.perf_counter()

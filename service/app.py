@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import attrs
 import trio
@@ -94,7 +94,9 @@ def load_whisper(settings: Settings) -> SpeechModel:
     main = load(settings.model)
     chosen = settings.draft_model.strip()
     name = chosen
-    if chosen == "auto":  # measured on 2 CPU cores: base held 16 sessions alone, 24 with tiny.en
+    # "auto": a bigger model on a CPU drafts on tiny.en, which lets it hold more live sessions
+    # (measured: docs/benchmarks.md); the smallest model, or a GPU, drafts on itself
+    if chosen == "auto":
         smallest = main.name in ("tiny", "tiny.en") or main.device != "cpu"
         name = "" if smallest else "tiny.en"
     if name in ("", "none") or name == main.name or settings.naive:
@@ -124,22 +126,56 @@ def create_app(
     security = security or SecurityConfig.from_env(environ, bind_host=settings.host)
     limiter_config = limiter or LimiterConfig.from_env(environ)
     setup = Setup(settings=settings, security=security, actors=ActorWatch(), tickets=TicketBook())
+    # one set of upload caps and decoding threads for the upload routes and `/ws` recordings
+    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE), security.limits)
+    routes = _routes(settings, uploads, extra_routes or [])
+    middleware = [
+        *security.origins.cors(),
+        Middleware(SecurityMiddleware, config=security, tickets=setup.tickets),
+        Middleware(BodyLimitMiddleware, max_bytes=security.limits.max_upload_bytes),
+    ]
+    security.log_startup_warnings()
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=_lifespan(setup, limiter_config, model, load_model),
+        exception_handlers=exception_handlers(),
+    )
+    install(app, setup)
+    return app
+
+
+def _routes(settings: Settings, uploads: Uploads, extra_routes: list[BaseRoute]) -> list[BaseRoute]:
+    return [
+        Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/v1/tickets", issue_ticket, methods=["POST"]),
+        WebSocketRoute("/v1/stream", stream_endpoint),
+        *sessions_routes(),
+        *dialect_routes(uploads),
+        *upload_routes(uploads),
+        *extra_routes,
+        *api_docs_routes(),
+        *_negotiated_root(web_routes(), settings.model),
+    ]
+
+
+def _lifespan(
+    setup: Setup,
+    limiter_config: LimiterConfig,
+    model: SpeechModel | None,
+    load_model: ModelLoader,
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: load the model, open the actors, and hold the runtime while the
+    app runs (see the module's docstring)."""
+    settings = setup.settings
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         speech: SpeechModel = (
             model if model is not None else await trio.to_thread.run_sync(load_model, settings)
         )
-        config = TranscriberConfig(
-            max_batch_size=1 if settings.naive else settings.max_batch_size,
-            queue_size=settings.queue_size,
-            partial_batch_size=1 if settings.naive else settings.partial_batch_size,
-            # as many as the model was loaded for (an injected model: what it says, else 1)
-            workers=max(1, int(getattr(speech, "workers", 1))),
-            partial_share=(
-                None if settings.naive or settings.partial_share >= 1 else settings.partial_share
-            ),
-        )
+        config = _transcriber_config(settings, speech)
         await load_sentiment()
         vad_config = VadConfig(gather_s=settings.vad_gather_ms / 1000)
         stop = trio.Event()
@@ -152,34 +188,19 @@ def create_app(
                 yield
             stop.set()  # the actors close in turn: the transcriber drains, the store commits
 
-    # one set of upload caps and decoding threads for the upload routes and `/ws` recordings
-    uploads = Uploads(trio.CapacityLimiter(DECODES_AT_ONCE), security.limits)
-    routes: list[BaseRoute] = [
-        Route("/health", health),
-        Route("/metrics", metrics),
-        Route("/v1/tickets", issue_ticket, methods=["POST"]),
-        WebSocketRoute("/v1/stream", stream_endpoint),
-        *sessions_routes(),
-        *dialect_routes(uploads),
-        *upload_routes(uploads),
-        *(extra_routes or []),
-        *api_docs_routes(),
-        *_negotiated_root(web_routes(), settings.model),
-    ]
-    middleware = [
-        *security.origins.cors(),
-        Middleware(SecurityMiddleware, config=security, tickets=setup.tickets),
-        Middleware(BodyLimitMiddleware, max_bytes=security.limits.max_upload_bytes),
-    ]
-    security.log_startup_warnings()
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers=exception_handlers(),
+    return lifespan
+
+
+def _transcriber_config(settings: Settings, speech: SpeechModel) -> TranscriberConfig:
+    return TranscriberConfig(
+        max_batch_size=1 if settings.naive else settings.max_batch_size,
+        queue_size=settings.queue_size,
+        partial_batch_size=1 if settings.naive else settings.partial_batch_size,
+        workers=max(1, speech.workers),  # as many as the model was loaded for
+        partial_share=(
+            None if settings.naive or settings.partial_share >= 1 else settings.partial_share
+        ),
     )
-    install(app, setup)
-    return app
 
 
 def _runtime(

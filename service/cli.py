@@ -28,6 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus", description="Live speech-to-text server")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
+    _add_model_options(serve)
+    _add_listening_options(serve)
+    _add_batching_options(serve)
+    _add_drafting_options(serve)
+    serve.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        type=Path,
+        help="where sessions (SQLite) and recordings (WAV) are kept",
+    )
+    serve.add_argument("--log-level", dest="log_level")
+    add_commands(commands)
+    return parser
+
+
+def _add_model_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--model", help="bundled name (tiny.en, base, small), path or hub name")
     serve.add_argument(
         "--draft-model",
@@ -37,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--compute-type", dest="compute_type")
+
+
+def _add_listening_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument(
@@ -46,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve a non-loopback address without API keys (anyone who reaches it may use it)",
     )
+
+
+def _add_batching_options(serve: argparse.ArgumentParser) -> None:
+    """How the model runs: threads, workers, batches, pacing and encoder windows."""
     serve.add_argument("--cpu-threads", dest="cpu_threads", type=int)
     serve.add_argument("--max-batch-size", dest="max_batch_size", type=int)
     serve.add_argument("--partial-batch-size", dest="partial_batch_size", type=int)
@@ -70,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="finals' encoder window: twice the audio, or the audio + 3 s (auto: twice for "
         "tiny models, + 3 s for bigger ones)",
     )
+
+
+def _add_drafting_options(serve: argparse.ArgumentParser) -> None:
+    """How partials are drafted and finals decoded."""
     serve.add_argument(
         "--partial-interval",
         dest="partial_interval_s",
@@ -103,15 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="baseline: each utterance alone on a 30 s window, no batching",
     )
-    serve.add_argument(
-        "--data-dir",
-        dest="data_dir",
-        type=Path,
-        help="where sessions (SQLite) and recordings (WAV) are kept",
-    )
-    serve.add_argument("--log-level", dest="log_level")
-    add_commands(commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

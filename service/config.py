@@ -17,7 +17,7 @@ import attrs
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
-"""Finals' encoder window: `actors.model.whisper.FinalWindow`, or "auto" (by model size)."""
+"""Finals' encoder window: `actors.model.windows.FinalWindow`, or "auto" (by model size)."""
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
@@ -58,21 +58,21 @@ class Settings:
     insecure_open: bool = False  # serve beyond loopback without API keys (refused otherwise)
     naive: bool = False  # baseline: one utterance per call on a 30 s window, no batching
     max_batch_size: int = 8
-    # drafts batched across sessions (short tail drafts cost about half as much each in a
-    # batch of 4 or more, docs/how-it-works.md); bounds how long a final waits behind drafts
+    # drafts batched across sessions (short tail drafts cost less each in a batch; measured:
+    # docs/benchmarks.md); bounds how long a final waits behind drafts
     partial_batch_size: int = 8
     queue_size: int = 64
     workers: int = 0  # model workers running batches at once (0: chosen by the adapter)
     partial_window: str = "tight"  # partials: "tight" to the audio, or "final" (finals' rule)
     bucket_s: float = 5.0
     # finals' encoder window: "double" the audio, the audio + 3 s ("pad"); "auto": double for
-    # tiny models, pad for bigger ones (actors/model/whisper.py)
+    # tiny models, pad for bigger ones (actors/model/windows.py)
     final_window: FinalWindowSetting = attrs.field(
         default="auto", validator=attrs.validators.in_(get_args(FinalWindowSetting))
     )
     final_beam_size: int = 5
     # seconds of speech between a session's draft requests (shorter costs model time for
-    # little caption delay: docs/benchmarks.md)
+    # little caption delay; measured: docs/benchmarks.md)
     partial_interval_s: float = 0.8
     # share of the model workers' time that revisions (drafts after an utterance's first) may
     # use; 1 (the default) caps nothing: admission prices the revisions captions need

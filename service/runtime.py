@@ -33,18 +33,12 @@ from starlette.responses import Response
 from starlette.types import ExceptionHandler
 from starlette.websockets import WebSocket
 
-from actors.limiter import LimiterHandle
 from actors.speech.vad_actor import VadHandle
-from actors.store.actor import StoreHandle
-from actors.transcriber.actor import TranscriberHandle
 from service.config import Settings
-from service.policy.capacity import CapacityMeter
-from service.policy.limits import SessionGate
 from service.policy.refusal import Refusal, drain_body
 from service.policy.security import SecurityConfig, refuse_websocket
 from service.policy.tickets import TicketBook
-from service.session.admission import LiveSessions, SessionServices
-from service.session.ports import StreamOptions
+from service.session.admission import SessionServices
 from service.supervision import ActorWatch
 
 __all__ = [
@@ -85,21 +79,18 @@ class Setup:
         return setup(connection.app)
 
 
-@attrs.frozen
-class Runtime:
-    """What the routes use while the lifespan runs; every handle is open."""
+@attrs.frozen(kw_only=True)
+class Runtime(SessionServices):
+    """What the routes use while the lifespan runs; every handle is open.
 
-    settings: Settings
+    It is the `SessionServices` that sessions and uploads are admitted and run with (the
+    settings, the stream options, the actors' handles and the admission state), plus the
+    setup's security configuration and actor watch, which the routes read and sessions do not.
+    """
+
+    vad: VadHandle  # the app always runs the shared VAD actor
     security: SecurityConfig
     actors: ActorWatch
-    options: StreamOptions
-    transcriber: TranscriberHandle
-    vad: VadHandle
-    store: StoreHandle
-    limiter: LimiterHandle
-    gate: SessionGate
-    capacity: CapacityMeter
-    live: LiveSessions
 
     @classmethod
     def of(cls, connection: HTTPConnection) -> Runtime:
@@ -108,18 +99,9 @@ class Runtime:
 
     @property
     def sessions(self) -> SessionServices:
-        """What admitting and running a session (or admitting an upload) uses."""
-        return SessionServices(
-            settings=self.settings,
-            options=self.options,
-            transcriber=self.transcriber,
-            vad=self.vad,
-            store=self.store,
-            limiter=self.limiter,
-            gate=self.gate,
-            capacity=self.capacity,
-            live=self.live,
-        )
+        """What admitting and running a session (or admitting an upload) uses: this runtime,
+        handed on as the narrower record, so a session sees no more than it needs."""
+        return self
 
 
 @attrs.define

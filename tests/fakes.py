@@ -27,6 +27,7 @@ class FakeModel:
     name = "fake"
     multilingual = False
     languages: tuple[str, ...] = ("en",)
+    workers = 1
 
     def __init__(
         self,

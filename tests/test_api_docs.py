@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from service.app import create_app
 from service.config import Settings
-from service.routes.openapi import Health
+from service.routes.operations import Health
 
 ROUTES = {
     "/health": {"get"},

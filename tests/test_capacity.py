@@ -101,6 +101,7 @@ class SlowModel:
     name = "slow"
     multilingual = False
     languages: tuple[str, ...] = ("en",)
+    workers = 1
 
     def __init__(self, cost: float) -> None:
         self.cost = cost

@@ -24,6 +24,7 @@ class Named:
 
     def __init__(self, name: str, *, multilingual: bool, languages: tuple[str, ...]) -> None:
         self.name, self.multilingual, self.languages = name, multilingual, languages
+        self.workers = 1
         self.calls: list[int] = []
 
     def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:

@@ -1,5 +1,7 @@
 """The tree reads from the door: no module imports one that imports it back, and the layers
-point one way (`service` → `actors` → `protocol`).
+point one way (`service` → `actors` → `protocol`); modules and functions stay small enough to
+read (STYLE.md: split near 400 lines); and the caller's identity is read one way
+(`Caller.of(connection)`), never from the scope's state by hand.
 
 Read from the source (the AST), not from `sys.modules`, so an import inside a function or under
 `if TYPE_CHECKING:` counts the same as one at the top: a local import only hides a circle.
@@ -13,6 +15,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "actors", "service", "bench")
+PRODUCT = ("protocol", "actors", "service")  # what ships as the server (the bench is a tool)
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+# The session pipeline is being rewritten as sibling stages (issue 22, item 1); its long
+# functions go with that work, and this allowance goes when it lands.
+LONG_FUNCTIONS_ALLOWED = ("service/session/",)
+# The one module that reads and writes the caller in the connection's scope.
+CALLER_MODULE = "service/policy/caller.py"
 
 # Which top-level packages each package may not import (anything else of ours is allowed).
 FORBIDDEN = {
@@ -154,3 +164,101 @@ def test_the_checks_see_local_imports_and_circles() -> None:
     assert "textblob" in theirs["actors.model.sentiment"]  # imported inside a function
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def product_files() -> dict[str, Path]:
+    """Our shipped modules by their path from the root (`service/app.py`)."""
+    return {
+        path.relative_to(ROOT).as_posix(): path
+        for package in PRODUCT
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """(name, line, length) of each function longer than `limit` lines, from its `def` to its
+    last line (decorators not counted, its docstring counted)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > limit:
+                found.append((node.name, node.lineno, length))
+    return found
+
+
+_STATE_READERS = frozenset({"request", "websocket", "connection"})
+
+
+def state_reads(source: str) -> list[int]:
+    """Lines that reach into a connection's scope state by hand: `scope["state"]`,
+    `scope.get("state")` (or `setdefault`, `pop`), and Starlette's `request.state` (a view of
+    the same dict)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Subscript):
+            key = node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "setdefault", "pop")
+            and node.args
+        ):
+            key = node.args[0]
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr == "state"
+            and isinstance(node.value, ast.Name)
+            and node.value.id in _STATE_READERS
+        ):
+            lines.append(node.lineno)
+            continue
+        else:
+            continue
+        if isinstance(key, ast.Constant) and key.value == "state":
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_product_module_is_over_400_lines() -> None:
+    long = {
+        name: count
+        for name, path in product_files().items()
+        if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_product_function_is_over_60_lines() -> None:
+    long = [
+        f"{name}:{line} {function} ({length} lines)"
+        for name, path in product_files().items()
+        if not name.startswith(LONG_FUNCTIONS_ALLOWED)
+        for function, line, length in long_functions(path.read_text())
+    ]
+    assert long == []
+
+
+def test_only_the_caller_module_reads_the_scope_state() -> None:
+    reads = [
+        f"{name}:{line}"
+        for name, path in product_files().items()
+        if name != CALLER_MODULE
+        for line in state_reads(path.read_text())
+    ]
+    assert reads == []
+
+
+def test_the_size_and_state_checks_see_what_they_look_for() -> None:
+    long = "def f():\n" + "    x = 1\n" * 60 + "\n\nasync def g():\n    pass\n"
+    assert long_functions(long) == [("f", 1, 61)]
+    source = (
+        'a = scope["state"]\n'
+        'b = websocket.scope.get("state", {})\n'
+        "c = request.state.client\n"
+        'd = scope.setdefault("state", {})\n'
+        "e = app.state.chorus\n"  # the app's own state, not a connection's
+        'f = frame["type"]\n'
+    )
+    assert state_reads(source) == [1, 2, 3, 4]
+    assert state_reads((ROOT / CALLER_MODULE).read_text()) != []  # it is the one that does

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actors.model.judging import before_repeat, repeats
 from actors.model.port import DecodeOptions, Request, Result
-from actors.model.whisper import CONTEXT_TOKENS, WINDOW_S, WhisperAdapter, _before_repeat, _repeats
+from actors.model.whisper import CONTEXT_TOKENS, WhisperAdapter
+from actors.model.windows import WINDOW_S
 
 
 @pytest.mark.parametrize(
@@ -23,7 +25,7 @@ from actors.model.whisper import CONTEXT_TOKENS, WINDOW_S, WhisperAdapter, _befo
     ],
 )  # fmt: skip
 def test_repeats(text: str, looped: bool) -> None:
-    assert _repeats(text) is looped
+    assert repeats(text) is looped
 
 
 class _LoopingAdapter(WhisperAdapter):
@@ -91,5 +93,5 @@ def test_context_is_a_fixed_number_of_tokens(tiny_model: WhisperAdapter) -> None
 
 def test_a_looping_draft_is_cut_where_the_repeat_starts() -> None:
     looped = "the cat sat on the mat. the cat sat on the mat. the cat"
-    assert _before_repeat(looped) == "the cat sat on the mat."
-    assert _before_repeat("ask not what your country can do") == "ask not what your country can do"
+    assert before_repeat(looped) == "the cat sat on the mat."
+    assert before_repeat("ask not what your country can do") == "ask not what your country can do"

@@ -24,6 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from service.policy.caller import Caller
 from service.policy.limits import BodyLimitMiddleware
 from service.policy.security import (
     AllowedOrigins,
@@ -190,18 +191,18 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
 def secured_app(config: SecurityConfig, gate: SessionGate) -> Starlette:
     async def stream(websocket: WebSocket) -> None:
         try:
-            admission = gate.admit(websocket.state.client)
+            admission = gate.admit(Caller.of(websocket).client)
         except Refusal as refusal:
             await refuse_websocket(websocket, refusal)
             return
         with admission:
             offered = websocket.headers.get("sec-websocket-protocol", "")
             await websocket.accept(subprotocol="token" if offered.startswith("token") else None)
-            await websocket.send_text(websocket.state.client)
+            await websocket.send_text(Caller.of(websocket).client)
             await websocket.receive()  # hold the slot until the client leaves
 
     async def whoami(request: Request) -> Response:
-        return PlainTextResponse(request.state.client)
+        return PlainTextResponse(Caller.of(request).client)
 
     async def upload(request: Request) -> Response:
         async with request.form() as form:
@@ -342,3 +343,13 @@ async def test_uploads_over_the_limit_get_413() -> None:
 
         streamed = await trio.to_thread.run_sync(post_in_chunks)
         assert streamed.status_code == 413
+
+
+def test_a_connection_without_a_caller_is_the_least_privileged_one() -> None:
+    nobody = Caller.of({"type": "http"})
+    assert nobody == Caller.NOBODY == Caller(client="anonymous", sees_all=False, anonymous=True)
+    assert nobody.tenant == "anonymous"
+    scope: dict[str, object] = {"type": "http"}
+    admin = Caller("key:admin", sees_all=True, anonymous=False)
+    admin.admit(scope)
+    assert Caller.of(scope) is admin and admin.tenant is None

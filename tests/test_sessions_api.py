@@ -15,14 +15,32 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.store.actor import SessionRecord, StoredUtterance, StoredWord, StoreHandle, open_store
+from service.policy.caller import Caller
 from service.routes.sessions import sessions_routes
+
+ADMIN = Caller(client="key:admin", sees_all=True, anonymous=False)
+
+
+def as_caller(app: ASGIApp, caller: Caller | None) -> ASGIApp:
+    """`app` with every connection admitted as `caller` (None: no caller at all), as
+    `SecurityMiddleware` would admit it in front of the routes."""
+
+    async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
+        if caller is not None and scope["type"] in ("http", "websocket"):
+            caller.admit(scope)
+        await app(scope, receive, send)
+
+    return admitted
 
 
 @asynccontextmanager
-async def serving(store: StoreHandle | None) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=sessions_routes(lambda request: store))
+async def serving(
+    store: StoreHandle | None, caller: Caller | None = ADMIN
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = as_caller(Starlette(routes=sessions_routes(lambda request: store)), caller)
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = 0.1
@@ -156,3 +174,16 @@ async def test_without_a_store_the_routes_say_so() -> None:
     async with serving(None) as client:
         answer = await client.get("/v1/sessions")
         assert (answer.status_code, answer.json()["error"]["code"]) == (503, "store_unavailable")
+
+
+async def test_a_connection_without_a_caller_sees_only_the_anonymous_sessions(
+    tmp_path: Path,
+) -> None:
+    """Routes served without `SecurityMiddleware` treat the caller as the least privileged
+    one (`Caller.NOBODY`): not every tenant's sessions."""
+    async with open_store(tmp_path) as store, serving(store, caller=None) as client:
+        await add_session(store, "theirs", "key:other")
+        await add_session(store, "mine", "anonymous")
+        listed = (await client.get("/v1/sessions", params={"client": "key:other"})).json()
+        assert [s["id"] for s in listed["sessions"]] == ["mine"]
+        assert (await client.get("/v1/sessions/theirs")).status_code == 404

@@ -30,6 +30,7 @@ class ConcurrentModel:
     name = "fake"
     multilingual = False
     languages: tuple[str, ...] = ("en",)
+    workers = 1
 
     def __init__(self, fail_seconds: float | None = None) -> None:
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""Encoder windows (`actors/model/whisper.py`): finals get twice their audio under tiny models
+"""Encoder windows (`actors/model/windows.py`): finals get twice their audio under tiny models
 and the audio + 3 s under bigger ones, in 5 s buckets within [10 s, 30 s]; partials stay tight
 to the audio; the setting picks the rule."""
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from actors.model.port import DecodeOptions, Request
-from actors.model.whisper import FinalWindow, WhisperAdapter, final_window_for
+from actors.model.whisper import WhisperAdapter
+from actors.model.windows import FinalWindow, final_window_for
 from service.cli import build_parser
 from service.config import Settings
 

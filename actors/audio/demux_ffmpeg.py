@@ -5,8 +5,9 @@ Owned by one `StreamingDecoder`, never waits (see `actors.audio.demux`). For MP4
 `UnitDemuxer`) the parser walks top-level boxes: FFmpeg reads the audio track's codec setup from
 the init segment (`ftyp` + `moov`) once; then each `moof` is held until its `mdat` is complete,
 and the fragment is cut into packets here, by the `trun` sample sizes and data offsets, without
-FFmpeg. (Reopening FFmpeg for every fragment cost a fixed ~0.2 ms each, so a stream of 130-byte
-fragments took ~2 s of CPU per MiB: issue 11, M4.) Every loop is bounded by bytes received:
+FFmpeg. (Reopening FFmpeg for every fragment cost a fixed time each, so a stream of tiny
+fragments cost CPU out of all proportion to its bytes: issue 11, M4; measured:
+docs/benchmarks.md.) Every loop is bounded by bytes received:
 `trun` entries lie in the `moof`, and the samples cut must lie in the `mdat`. Memory stays at
 one fragment. A plain (non-fragmented) MP4 cannot be decoded before its end and is refused as a
 stream; upload it. Raw streams are cut into frames by FFmpeg's codec parser.

@@ -16,9 +16,9 @@ Every way bytes can fail to be audio ends in `UndecodableAudio(kind, reason)`; `
 HTTP layer choose a status (`not_audio`, `no_audio_stream`, `unsupported_codec` → 415; `empty`,
 `corrupt`, `truncated` → 400) and `reason` is a sentence for the user. Other exceptions are bugs.
 
-`FrameResampler` (frames of any layout, format and rate → mono at the target rate, with
-soxr's streaming resampler) is shared with `actors.audio.stream_decoder.StreamingDecoder`, so a file
-and the same file streamed come out alike.
+Decoded frames become mono at the target rate through `actors.audio.resample.FrameResampler`,
+which `actors.audio.stream_decoder.StreamingDecoder` uses too, so a file and the same file
+streamed come out alike.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import attrs
 import av
 import av.error
 import numpy as np
-import soxr
 import trio
 
 from actors.audio.demux import (
@@ -42,13 +41,13 @@ from actors.audio.demux import (
     checked_rate,
     sniff_container,
 )
+from actors.audio.resample import EMPTY, FrameResampler
 from actors.model.port import SAMPLE_RATE, Samples
 
 __all__ = [
     "FILE_FORMATS",
     "AudioInfo",
     "AudioSource",
-    "FrameResampler",
     "UndecodableAudio",
     "UndecodableKind",
     "decode_file",
@@ -64,7 +63,6 @@ _TRUNCATED_SLACK_S = 0.5
 # Isolated bad packets are skipped (as FFmpeg's own tools do); this share of them is not.
 _MAX_BAD_PACKET_SHARE = 0.1
 _HEAD_BYTES = 64 * 1024
-_MAX_CHANNELS = 8  # 7.1
 
 # The containers a file may be (by `sniff_container`'s name) → the FFmpeg demuxer for each.
 FILE_FORMATS = {
@@ -92,65 +90,6 @@ class AudioInfo:
     sample_rate: int
     channels: int
     duration_s: float | None
-
-
-def frame_to_mono(frame: av.AudioFrame) -> Samples:
-    """Average a decoded frame's channels into float32 in [-1, 1], whatever its sample format."""
-    channels, planes = len(frame.layout.channels), len(frame.planes)
-    if not 1 <= channels <= _MAX_CHANNELS or planes != (channels if frame.format.is_planar else 1):
-        # Corrupt headers can make a decoder emit such frames, and PyAV's `to_ndarray` then
-        # reads past its buffers (a segfault, seen with 29-channel AAC from a damaged stream).
-        raise UndecodableAudio(
-            "corrupt", f"corrupt audio: a decoded frame has {channels} channels in {planes} planes"
-        )
-    data = frame.to_ndarray()
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
-    full_scale = np.float32(2.0 ** (8 * data.itemsize - 1))
-    if data.dtype.kind == "u":
-        scaled = data.astype(np.float32) / full_scale - np.float32(1.0)
-    elif data.dtype.kind == "i":
-        scaled = data.astype(np.float32) / full_scale
-    else:  # float: NaN and ±Inf (a broken or hostile file) become silence and full scale
-        scaled = np.nan_to_num(np.clip(data.astype(np.float32), -1.0, 1.0))
-    mono: Samples = scaled[0].copy() if channels == 1 else scaled.mean(axis=0, dtype=np.float32)
-    return mono
-
-
-class FrameResampler:
-    """Turn decoded frames into mono samples at `target_rate`, keeping filter state between
-    frames; a change of input rate mid-stream drains the old filter and starts a new one."""
-
-    def __init__(self, target_rate: int = SAMPLE_RATE) -> None:
-        self.target_rate = target_rate
-        self._rate: int | None = None
-        self._stream: soxr.ResampleStream | None = None
-
-    def push(self, frame: av.AudioFrame, *, skip: int = 0) -> Samples:
-        """Resample `frame`, less its first `skip` samples (codec priming to drop)."""
-        checked_rate(frame.sample_rate, f"{frame.format.name} audio")
-        mono = frame_to_mono(frame)[skip:]
-        head = self.finish() if frame.sample_rate != self._rate else _EMPTY
-        if frame.sample_rate != self._rate:
-            self._rate = frame.sample_rate
-            self._stream = (
-                None
-                if self._rate == self.target_rate
-                else soxr.ResampleStream(self._rate, self.target_rate, 1, dtype="float32")
-            )
-        body = mono if self._stream is None else self._stream.resample_chunk(mono)
-        return np.concatenate([head, body]) if len(head) else np.asarray(body, np.float32)
-
-    def finish(self) -> Samples:
-        """Drain the filter (end of stream, or before the input rate changes)."""
-        if self._stream is None:
-            return _EMPTY
-        tail = np.asarray(self._stream.resample_chunk(_EMPTY, last=True), np.float32)
-        self._stream, self._rate = None, None
-        return tail
-
-
-_EMPTY: Samples = np.zeros(0, np.float32)
 
 
 def _open(data: AudioSource | BinaryIO) -> tuple[av.container.InputContainer, bytes]:
@@ -318,7 +257,7 @@ class FileDecoder:
             if limit is not None and self.samples_out + got > limit * self.target_rate:
                 raise _too_long(limit)
         self.samples_out += got
-        return np.concatenate(pieces) if pieces else _EMPTY
+        return np.concatenate(pieces) if pieces else EMPTY
 
     def _next_frames(self) -> list[av.AudioFrame] | None:
         """The frames of the next packet (none for a bad one); None at the end."""
@@ -381,7 +320,7 @@ def decode_file(
             pieces.append(piece)
     finally:
         decoder.close()
-    return np.concatenate(pieces) if pieces else _EMPTY
+    return np.concatenate(pieces) if pieces else EMPTY
 
 
 def _too_long(max_seconds: float) -> UndecodableAudio:

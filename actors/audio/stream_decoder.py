@@ -6,7 +6,8 @@ is driven by that session's segmenter task, one `feed` per received chunk throug
 waits for data that has not arrived). It sniffs the container
 from the first bytes, hands bytes to the matching demuxer (`actors.audio.demux*`), decodes each
 whole packet at once with one persistent FFmpeg decoder, and resamples with the same
-`FrameResampler` as `decode_file`, so a streamed file and the uploaded file come out alike.
+`FrameResampler` (`actors.audio.resample`) as `decode_file`, so a streamed file and the
+uploaded file come out alike.
 
 Memory is bounded: the demuxer keeps at most one unfinished element, page or fragment, the
 decoder and resampler keep their own small state, and nothing already returned is kept. What
@@ -15,7 +16,8 @@ chunk that decodes to more than `max_chunk_s` of audio (a decoding bomb: thousan
 Opus packets) raises `too_long` as soon as it passes the limit. The check runs after every
 packet, and a PCM packet (a WAV's whole `data`, a WebM block of PCM) is decoded in pieces of at
 most `PCM_PIECE_BYTES`, so no packet decodes to more than a few MiB before it is counted (issue
-21: one 25 MiB WAV message decoded as one packet took 734 MiB before the cap was checked).
+21: a large WAV message decoded as one packet took many times its size before the cap was
+checked; measured: docs/security.md).
 Compressed codecs' packets decode to at most one codec frame (≤ 120 ms of Opus, 8,192 samples
 of Vorbis, 65,535 of FLAC).
 
@@ -38,7 +40,8 @@ from actors.audio.decoder import DecoderStatistics
 from actors.audio.demux import Demuxer, OggDemuxer, TrackInfo, WavDemuxer, sniff_container
 from actors.audio.demux_ffmpeg import Mp4FragmentDemuxer, RawDemuxer
 from actors.audio.demux_matroska import MatroskaDemuxer
-from actors.audio.file_decoder import FrameResampler, UndecodableAudio
+from actors.audio.file_decoder import UndecodableAudio
+from actors.audio.resample import FrameResampler
 from actors.model.port import SAMPLE_RATE, Samples
 
 _SNIFF_BYTES = 12

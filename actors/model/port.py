@@ -77,6 +77,9 @@ class SpeechModel(Protocol):
     name: str
     multilingual: bool
     languages: tuple[str, ...]
+    # calls that may run at once: the model was loaded for that many (CTranslate2's
+    # `inter_threads`), and the transcriber starts as many workers
+    workers: int
 
     def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
         """Transcribe every request; blocking. One result per request, in order."""

@@ -2,7 +2,7 @@
 
 Pure functions, no task of their own: the session's finals worker calls `annotate_sentiment`
 (as `run_session(annotate=...)`) on each final before it is stored and sent, so the call must
-be cheap. It is: about 0.1 ms per sentence once the lexicon is loaded. Loading it (importing
+be cheap. It is, once the lexicon is loaded (measured: docs/benchmarks.md). Loading it (importing
 TextBlob, which imports NLTK, then reading the Pattern lexicon that ships inside TextBlob; no
 corpus download) takes most of a second, so a route that will use sentiment first calls
 `await load_sentiment()`, which does that once in a worker thread.

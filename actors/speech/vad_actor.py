@@ -40,6 +40,7 @@ import numpy as np
 import trio
 
 from actors.model.port import Samples
+from actors.reply import Reply, snapshot
 from actors.speech.vad import FRAME
 from actors.speech.vad_batch import BatchedSilero, VadModel, VadState, Vector, Work
 
@@ -77,14 +78,8 @@ class VadStatistics:
 class _Request:
     stream: int
     frames: Vector
-    done: trio.Event = attrs.field(factory=trio.Event)
-    probabilities: Vector | None = None
-    error: VadClosed | None = None
+    reply: Reply[Vector] = attrs.field(factory=Reply)
     abandoned: bool = False
-
-    def finish(self, probabilities: Vector | None = None, error: VadClosed | None = None) -> None:
-        self.probabilities, self.error = probabilities, error
-        self.done.set()
 
 
 @attrs.define
@@ -120,16 +115,11 @@ class VadHandle:
         return VadStream(self, table.opened, self._config.max_frames)
 
     def statistics(self) -> VadStatistics:
-        table = self._table
-        return VadStatistics(
-            streams=len(table.states),
-            batches=table.batches,
-            requests=table.requests,
-            frames=table.frames,
-            largest_batch=table.largest_batch,
-            busy_s=round(table.busy_s, 3),
+        return snapshot(
+            VadStatistics,
+            self._table,
+            streams=len(self._table.states),
             queue=self._requests.statistics().current_buffer_used,
-            dropped=table.dropped,
         )
 
     async def _submit(self, stream: int, frames: Vector) -> Vector:
@@ -139,14 +129,12 @@ class VadHandle:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise VadClosed("the VAD actor is not running") from None
         try:
-            await request.done.wait()
+            return await request.reply.wait()
+        except VadClosed as closed:
+            raise VadClosed(str(closed)) from None
         finally:
-            if not request.done.is_set():
+            if not request.reply.done:
                 request.abandoned = True
-        if request.error is not None:
-            raise VadClosed(str(request.error))
-        assert request.probabilities is not None
-        return request.probabilities
 
     def _forget(self, stream: int) -> None:
         self._table.states.pop(stream, None)
@@ -229,11 +217,11 @@ async def open_vad(
         except BaseException as error:
             closed = VadClosed(f"the VAD actor stopped: {error!r}")
             for request in table.running:
-                if not request.done.is_set():
-                    request.finish(error=closed)
+                if not request.reply.done:
+                    request.reply.fail(closed)
             while True:
                 try:
-                    requests_recv.receive_nowait().finish(error=closed)
+                    requests_recv.receive_nowait().reply.fail(closed)
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             raise
@@ -292,5 +280,5 @@ async def _serve_batches(
         for request, answer in zip(live, answers, strict=True):
             if request.stream in table.states:  # closed mid-batch: its state stays gone
                 table.states[request.stream] = answer.state
-            request.finish(answer.probabilities)
+            request.reply.set(answer.probabilities)
         table.running = []

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from actors.reply import Reply, snapshot
 from actors.store import schema
 from actors.store.recording import (
     DEFAULT_POLICY,
@@ -104,16 +105,15 @@ class StoreStatistics:
     failing: bool  # the last commit failed (disk full, I/O error)
 
 
-@attrs.define(eq=False)
+@attrs.frozen(eq=False)
 class _Write:
     apply: Callable[[sqlite3.Connection], Any]
-    done: trio.Event = attrs.field(factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
+    reply: Reply[Any] = attrs.field(factory=Reply)
 
-    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
+
+Outcome = tuple[Any, BaseException | None]
+"""A write's result, or the error it failed with (set in the store's thread, answered on
+the trio thread)."""
 
 
 @attrs.define
@@ -154,10 +154,7 @@ class StoreHandle:
             await self._jobs.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the store is closed") from None
-        await job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[no-any-return]
+        return await job.reply.wait()  # type: ignore[no-any-return]
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -237,9 +234,8 @@ class StoreHandle:
         return len(deleted)
 
     def statistics(self) -> StoreStatistics:
-        return StoreStatistics(
-            queue=self._jobs.statistics().current_buffer_used,
-            **attrs.asdict(self._counters),
+        return snapshot(
+            StoreStatistics, self._counters, queue=self._jobs.statistics().current_buffer_used
         )
 
 
@@ -328,14 +324,18 @@ async def _run_writes(
                         batch.append(jobs.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await trio.to_thread.run_sync(_commit, db, batch, limiter=limiter)
+                outcomes = await trio.to_thread.run_sync(_commit, db, batch, limiter=limiter)
+                errors = [error for _, error in outcomes if error is not None]
                 counters.batches += 1
                 counters.writes += len(batch)
                 counters.largest_batch = max(counters.largest_batch, len(batch))
-                counters.failed += sum(job.error is not None for job in batch)
-                counters.failing = any(isinstance(job.error, StoreError) for job in batch)
-                for job in batch:
-                    job.done.set()
+                counters.failed += len(errors)
+                counters.failing = any(isinstance(error, StoreError) for error in errors)
+                for job, (result, error) in zip(batch, outcomes, strict=True):
+                    if error is None:
+                        job.reply.set(result)
+                    else:
+                        job.reply.fail(error)
         finally:  # cancelled or crashed: nobody may wait forever on a write that will not come
             while True:
                 try:
@@ -343,31 +343,32 @@ async def _run_writes(
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             for job in batch:
-                if not job.done.is_set():
-                    job.finish(error=StoreClosed("the store writer stopped"))
+                if not job.reply.done:
+                    job.reply.fail(StoreClosed("the store writer stopped"))
 
 
-def _commit(db: sqlite3.Connection, batch: list[_Write]) -> None:
+def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
     """One transaction for the batch, one savepoint per write (runs in the store's thread)."""
+    outcomes: list[Outcome] = []
     try:
         db.execute("BEGIN IMMEDIATE")
         for job in batch:
             db.execute("SAVEPOINT write")
             try:
-                job.result = job.apply(db)
+                outcomes.append((job.apply(db), None))
             except (sqlite3.Error, LookupError, SessionLive, ValueError) as error:
                 db.execute("ROLLBACK TO write")
                 # the disk (full, I/O) rather than the write: callers see a `StoreError`
                 disk = isinstance(error, sqlite3.OperationalError)
-                job.error = StoreError(f"write failed: {error}") if disk else error
+                outcomes.append((None, StoreError(f"write failed: {error}") if disk else error))
             db.execute("RELEASE write")
         db.execute("COMMIT")
     except sqlite3.Error as error:
         if db.in_transaction:
             db.execute("ROLLBACK")
         log.error("store commit failed: %s", error)
-        for job in batch:
-            job.result, job.error = None, StoreError(f"commit failed: {error}")
+        return [(None, StoreError(f"commit failed: {error}")) for _ in batch]
+    return outcomes
 
 
 async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:

@@ -17,22 +17,12 @@ segment cancels the rest and raises `TranscriptionFailed` (a transcript with a h
 than an error); a caller that goes away cancels the nursery and the actor drops the jobs that
 have not started.
 
-Choice of cut, measured with tiny.en (int8, 2 CPU threads, beam 5, this project's 2-core box)
-on the shared English set (41 clips joined with 0.7 s pauses: 366 s) and the 53 s sonnet, WER
-after Whisper's normalizer, throughput in audio seconds per wall second:
-
-| endpointing_ms / max_utterance_s | 366 s file | sonnet |
-|---|---|---|
-| 500 / 15 (the live defaults) | 4.66%, 48x | 12.39%, 46x |
-| 500 / 25 | 4.66%, 45x | 9.73%, 45x |
-| 1000 / 25 | 4.25%, 66x | 12.39%, 58x |
-| **2000 / 25** (chosen) | 3.84%, 74x | 12.39%, 59x |
-| 2000 / 20 | 4.38%, 58x | 10.62%, 53x |
-
-Fewer, longer utterances cost fewer encoder windows and keep sentences whole; 25 s leaves the
-model's 30 s window 5 s of padding. Word timings cost 2% (for SRT/VTT cues). For comparison,
-faster-whisper's `BatchedInferencePipeline` (same model, threads, beam; batch 8) did 4.25% at
-97x and 10.62% at 92x on the same audio.
+Choice of cut: files are cut at pauses of 2000 ms and at 25 s at most (the live defaults are
+500 ms and 15 s). Fewer, longer utterances cost fewer encoder windows and keep sentences whole;
+25 s leaves the model's 30 s window 5 s of padding. Of the cuts compared on a long file of
+joined clips, that one gave the lowest word error rate and the highest throughput (measured,
+with faster-whisper's own `BatchedInferencePipeline` beside it: docs/benchmarks.md). Word
+timings (for SRT/VTT cues) cost little.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ model workers the model serves `workers × utilization / cost` seconds of speech
 second (`utilization`, which the app sets from `CHORUS_ADMISSION_UTILIZATION`, 0.75), and a
 new session fits when `(live + 1) × speech per session` stays within that. Busy time is wall
 time in the worker threads, which share the cores with the event loop, so it overstates what
-a second of speech takes of a core (docs/benchmarks.md has the measured plans).
+a second of speech takes of a core (measured plans: docs/benchmarks.md).
 
 Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
 are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from actors.store.actor import StoreHandle
+from service.policy.caller import Caller
 from service.runtime import NotRunning, Runtime, Setup
 from service.session.admission import capacity_statistics
 
@@ -38,8 +39,8 @@ async def health(request: Request) -> JSONResponse:
     `died`). Error texts (a Redis host name, an actor's exception), disk figures and every
     count go only to callers that see every tenant (an admin key, or a server without keys)."""
     setup = Setup.of(request)
-    state = request.scope.get("state", {})
-    sees_all = bool(state.get("sees_all", False))
+    caller = Caller.of(request)
+    sees_all = caller.sees_all
     try:
         runtime = Runtime.of(request)
     except NotRunning as error:
@@ -58,7 +59,7 @@ async def health(request: Request) -> JSONResponse:
         if sees_all:
             body["died_of"] = died
     healthy = body["status"] in ("ok", "degraded")
-    if state.get("anonymous", False):
+    if caller.anonymous:
         body = {"status": body["status"]}
     elif not sees_all:
         body = {name: body[name] for name in _FOR_TENANTS if name in body}

@@ -15,9 +15,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from actors.transcriber.actor import TranscriberStatistics
+from service.policy.caller import Caller
 from service.policy.refusal import Refusal
 from service.runtime import NotRunning, Runtime
 from service.session.admission import capacity_statistics
+from service.session.handle import SessionHandle
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -39,9 +42,17 @@ def _line(
 
 def render(runtime: Runtime | None) -> str:
     """The metrics of a running app; without a runtime, the session figures only."""
-    lines: list[str] = []
     sessions = list(runtime.live.values()) if runtime is not None else []
-    lines += _line("sessions_active", len(sessions), "Live streaming sessions.")
+    lines = _session_lines(sessions)
+    if runtime is not None:
+        lines += _capacity_lines(runtime)
+        lines += _transcriber_lines(runtime.transcriber.statistics())
+        lines += _storage_lines(runtime)
+    return "\n".join(lines) + "\n"
+
+
+def _session_lines(sessions: list[SessionHandle]) -> list[str]:
+    lines = _line("sessions_active", len(sessions), "Live streaming sessions.")
     lines += _line(
         "session_lag_seconds_max",
         max((s.statistics().lag_s for s in sessions), default=0.0),
@@ -52,59 +63,70 @@ def render(runtime: Runtime | None) -> str:
         max((s.statistics().caption_delay_s for s in sessions), default=0.0),
         "Largest caption delay of a live session: its speech minus the end of its newest text.",
     )
-    if runtime is not None:
-        capacity = capacity_statistics(runtime.capacity, runtime.transcriber, runtime.live)
-        lines += _line(
-            "capacity_speech_seconds_per_second",
-            capacity.capacity_speech_s_per_s if capacity.capacity_speech_s_per_s else 0.0,
-            "Seconds of speech per second that admission plans to serve (0 until measured).",
-        )
-        lines += _line(
-            "offered_speech_seconds_per_second",
-            capacity.offered_speech_s_per_s,
-            "Seconds of speech per second that live sessions send (estimate).",
-        )
-        lines += _line(
-            "admission_headroom_sessions",
-            capacity.headroom if capacity.headroom is not None else -1,
-            "More live sessions that fit now (-1 until measured).",
-        )
-        stats = runtime.transcriber.statistics()
-        lines += _line("transcriber_batches_total", stats.batches, "Model batches run.", "counter")
-        lines += _line("transcriber_items_total", stats.items, "Requests transcribed.", "counter")
-        lines += _line(
-            "transcriber_busy_seconds_total", stats.busy_s, "Seconds the model was busy.", "counter"
-        )
-        lines += _line("transcriber_queue", stats.queue, "Requests waiting for the model.")
-        lines += _line(
-            "transcriber_dropped_total",
-            stats.dropped,
-            "Requests dropped because their caller left.",
-            "counter",
-        )
-        lines += _line(
-            "transcriber_failed_total", stats.failed, "Requests the model failed.", "counter"
-        )
-        lines.append("# HELP chorus_transcriber_batch_size_total Batches by size.")
-        lines.append("# TYPE chorus_transcriber_batch_size_total counter")
-        lines += [
-            f'chorus_transcriber_batch_size_total{{size="{size}"}} {count}'
-            for size, count in stats.batch_sizes.items()
-        ]
-        store = runtime.store.statistics()
-        lines += _line("store_writes_total", store.writes, "Store writes committed.", "counter")
-        lines += _line("store_failed_total", store.failed, "Store writes failed.", "counter")
-        limiter = runtime.limiter.statistics()
-        lines += _line("limiter_healthy", int(limiter.healthy), "Rate-limit backend answers.")
-        lines += _line("limiter_refused_total", limiter.refused, "Recordings refused.", "counter")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _capacity_lines(runtime: Runtime) -> list[str]:
+    capacity = capacity_statistics(runtime.capacity, runtime.transcriber, runtime.live)
+    lines = _line(
+        "capacity_speech_seconds_per_second",
+        capacity.capacity_speech_s_per_s if capacity.capacity_speech_s_per_s else 0.0,
+        "Seconds of speech per second that admission plans to serve (0 until measured).",
+    )
+    lines += _line(
+        "offered_speech_seconds_per_second",
+        capacity.offered_speech_s_per_s,
+        "Seconds of speech per second that live sessions send (estimate).",
+    )
+    lines += _line(
+        "admission_headroom_sessions",
+        capacity.headroom if capacity.headroom is not None else -1,
+        "More live sessions that fit now (-1 until measured).",
+    )
+    return lines
+
+
+def _transcriber_lines(stats: TranscriberStatistics) -> list[str]:
+    lines = _line("transcriber_batches_total", stats.batches, "Model batches run.", "counter")
+    lines += _line("transcriber_items_total", stats.items, "Requests transcribed.", "counter")
+    lines += _line(
+        "transcriber_busy_seconds_total", stats.busy_s, "Seconds the model was busy.", "counter"
+    )
+    lines += _line("transcriber_queue", stats.queue, "Requests waiting for the model.")
+    lines += _line(
+        "transcriber_dropped_total",
+        stats.dropped,
+        "Requests dropped because their caller left.",
+        "counter",
+    )
+    lines += _line(
+        "transcriber_failed_total", stats.failed, "Requests the model failed.", "counter"
+    )
+    lines.append("# HELP chorus_transcriber_batch_size_total Batches by size.")
+    lines.append("# TYPE chorus_transcriber_batch_size_total counter")
+    lines += [
+        f'chorus_transcriber_batch_size_total{{size="{size}"}} {count}'
+        for size, count in stats.batch_sizes.items()
+    ]
+    return lines
+
+
+def _storage_lines(runtime: Runtime) -> list[str]:
+    """The store's writes and the rate limiter's backend."""
+    store = runtime.store.statistics()
+    lines = _line("store_writes_total", store.writes, "Store writes committed.", "counter")
+    lines += _line("store_failed_total", store.failed, "Store writes failed.", "counter")
+    limiter = runtime.limiter.statistics()
+    lines += _line("limiter_healthy", int(limiter.healthy), "Rate-limit backend answers.")
+    lines += _line("limiter_refused_total", limiter.refused, "Recordings refused.", "counter")
+    return lines
 
 
 async def metrics(request: Request) -> Response:
-    state = request.scope.get("state", {})
-    if state.get("anonymous", False):
+    caller = Caller.of(request)
+    if caller.anonymous:
         return Refusal(401, "unauthorized", "an admin API key is required").response()
-    if not state.get("sees_all", True):
+    if not caller.sees_all:
         return Refusal(403, "admin_only", "the metrics need an admin API key").response()
     try:
         runtime: Runtime | None = Runtime.of(request)

@@ -56,6 +56,7 @@ from actors.transcriber.files import FileOptions, transcribe_file, transcribe_sa
 from protocol.codec import ProtocolError
 from protocol.dialects.seed_ws import RecordingCodec
 from protocol.native import Ping, Stop
+from service.policy.caller import Caller
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
@@ -112,7 +113,7 @@ async def serve_recordings(
     websocket: WebSocket, services: SessionServices, uploads: Uploads
 ) -> None:
     """Admit, accept and answer one connection's recordings until it closes."""
-    client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
+    client = Caller.of(websocket).client
     try:
         admission = services.gate.admit(client)
     except Refusal as refusal:

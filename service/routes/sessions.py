@@ -41,6 +41,7 @@ from actors.store.actor import (
     StoreClosed,
     StoreHandle,
 )
+from service.policy.caller import Caller
 from service.policy.refusal import Refusal
 from service.runtime import Runtime
 
@@ -144,20 +145,10 @@ def _not_found(session_id: str) -> Refusal:
     return Refusal(404, "not_found", f"no session {session_id!r}")
 
 
-def _tenant(request: Request) -> str | None:
-    """The client whose sessions the caller may see; None: everyone's (admin, or no keys, or
-    the routes mounted without `SecurityMiddleware`, which is what decides this)."""
-    state = request.scope.get("state") or {}
-    if state.get("sees_all", True):
-        return None
-    client: str = state.get("client", "")
-    return client
-
-
 async def _visible(store: StoreHandle, request: Request, session_id: str) -> SessionDetail:
     """The session if the caller may see it; `SessionNotFound` otherwise, whichever it is."""
     detail = await store.get_session(session_id)
-    tenant = _tenant(request)
+    tenant = Caller.of(request).tenant
     if tenant is not None and detail.session.client != tenant:
         raise SessionNotFound(session_id)
     return detail
@@ -167,7 +158,7 @@ async def list_sessions(store: StoreHandle, request: Request) -> Response:
     text = request.query_params.get("limit", str(DEFAULT_PAGE))
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:  # not "²"
         raise Refusal(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
-    tenant = _tenant(request)
+    tenant = Caller.of(request).tenant
     cursor = request.query_params.get("next") or request.query_params.get("cursor")
     page = await store.list_sessions(
         client=request.query_params.get("client") if tenant is None else tenant,

@@ -17,6 +17,7 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.policy.caller import Caller
 from service.policy.tickets import Ticket
 from service.runtime import Setup
 
@@ -26,7 +27,7 @@ async def issue_ticket(request: Request) -> JSONResponse:
     setup = Setup.of(request)
     book = setup.tickets
     if setup.security.api_keys.keys:
-        ticket = book.issue(request.state.client)
+        ticket = book.issue(Caller.of(request).client)
     else:
         ticket = Ticket(secrets.token_urlsafe(32), book.ttl_s)
     headers = {"Cache-Control": "no-store"}

@@ -58,6 +58,7 @@ from actors.transcriber.actor import TranscriberClosed, TranscriberHandle, Trans
 from actors.transcriber.files import FileOptions, FileTranscript, transcribe_file
 from protocol import chatserver
 from protocol.dialects.languages import language_code
+from service.policy.caller import Caller
 from service.policy.limits import Limits, UploadTooLarge
 from service.policy.refusal import drain_body
 from service.runtime import NotRunning, Runtime
@@ -100,11 +101,6 @@ def _running(request: Request) -> Runtime:
         raise UploadError(
             503, refusal.code, refusal.message, retry_after=refusal.retry_after
         ) from None
-
-
-def _client(request: Request) -> str:
-    """The identity `SecurityMiddleware` gave the caller (`request.state.client`)."""
-    return str(request.scope.get("state", {}).get("client") or "anonymous")
 
 
 async def check_admission(services: SessionServices, client: str) -> None:
@@ -169,7 +165,7 @@ class Uploads:
         so a refused upload spends no rate-limit token), then `check_admission`. The slot is
         given back when the block ends, however it ends."""
         admitted = False
-        client = _client(request)
+        client = Caller.of(request).client
         try:
             runtime = _running(request)
             with self.slots.take(client, self.limits):

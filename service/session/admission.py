@@ -26,6 +26,7 @@ from actors.transcriber.actor import TranscriberHandle
 from protocol.codec import Codec
 from protocol.native import Config, Error, Final
 from service.config import Settings
+from service.policy.caller import Caller
 from service.policy.capacity import CapacityMeter, CapacityStatistics, Counters
 from service.policy.limits import Admission, SessionGate
 from service.policy.refusal import Refusal
@@ -184,7 +185,7 @@ async def serve_session(
     is answered after the upgrade with an `error` and 1008, or, when the dialect refuses before
     the upgrade (Deepgram's HTTP 400), by `refuse`, before admission.
     """
-    client: str = websocket.scope.get("state", {}).get("client") or "anonymous"
+    client = Caller.of(websocket).client
     options = options or services.options
     problem = config if isinstance(config, Error) else check_config(config, options)
     if problem is not None and refuse is not None:

@@ -1,0 +1,121 @@
+"""What a decoded text is worth: sans-IO rules over the decoder's scores, no model library.
+
+`judge` applies Whisper's own silence rule (a likely "no speech" with a low score or a text
+that compresses too well is no text), and flags text that is likely made up: a low average
+log-probability, a repetitive text, a phrase Whisper often invents on silence.
+
+Loop guard: a tight window (`actors/model/windows.py`) still loops now and then, and where it
+does depends on the CPU's int8 kernels (on an AVX2-only EPYC, tiny.en repeated LJ001-0011 twice
+over in a 10 s window; with AVX-512 it did not). A result that looks looped (a run of words
+repeated back to back, a compression ratio over `MAX_COMPRESSION_RATIO`, or a generation that
+ran into its `max_length`) is marked `LOOPED`; the adapter decodes a looped final once more in a
+30 s window and keeps the wider answer (marked `WIDENED`), which brings the word error rate of
+CPUs that loop back to that of those that do not (measured: docs/benchmarks.md). A looped
+draft is cut where the repeat begins instead (`cut_loop`).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import attrs
+
+from actors.model.port import Result
+
+MAX_COMPRESSION_RATIO = 2.4
+HALLUCINATIONS = (
+    "thank you for watching",
+    "thanks for watching",
+    "subscribe",
+    "subtitles by",
+    "amara.org",
+    "please like",
+    "see you in the next video",
+    "transcription by",
+)
+LOOPED = "looped: a phrase repeated back to back, or the generation ran out of length"
+WIDENED = "widened: decoded again in a 30 s window"
+
+
+def judge(
+    text: str,
+    language: str,
+    language_prob: float,
+    avg_logprob: float,
+    no_speech_prob: float,
+) -> Result:
+    """Whisper's own silence rule, plus flags for text that is likely made up."""
+    flags: list[str] = []
+    ratio = compression_ratio(text)
+    silent = no_speech_prob > 0.6 and (avg_logprob < -1.0 or ratio > MAX_COMPRESSION_RATIO)
+    if silent or no_speech_prob > 0.9:
+        flags.append(f"no_speech: p={no_speech_prob:.2f}, avg_logprob={avg_logprob:.2f}")
+        text = ""
+    elif avg_logprob < -1.0:
+        flags.append(f"low_confidence: avg_logprob={avg_logprob:.2f}")
+    if ratio > MAX_COMPRESSION_RATIO:
+        flags.append(f"repetition: compression_ratio={ratio:.2f}")
+    lowered = text.lower()
+    if any(phrase in lowered for phrase in HALLUCINATIONS):
+        flags.append("suspected_hallucination: a phrase Whisper often invents on silence")
+    return Result(
+        text=text,
+        language=language,
+        language_probability=language_prob,
+        avg_logprob=avg_logprob,
+        no_speech_prob=no_speech_prob,
+        compression_ratio=ratio,
+        flags=tuple(flags),
+    )
+
+
+def mark_loop(result: Result, decoded: str, *, ran_out: bool) -> Result:
+    """`result`, flagged `LOOPED` when its text looks looped (`decoded`: the text before the
+    silence rule; `ran_out`: the generation reached its `max_length`)."""
+    if result.text and (
+        ran_out or result.compression_ratio > MAX_COMPRESSION_RATIO or repeats(decoded)
+    ):
+        return attrs.evolve(result, flags=(*result.flags, LOOPED))
+    return result
+
+
+def looped(result: Result) -> bool:
+    return any(flag.startswith("looped") for flag in result.flags)
+
+
+def cut_loop(result: Result) -> Result:
+    """A looped draft up to where its repeat begins, with the words it keeps."""
+    text = before_repeat(result.text)
+    return attrs.evolve(result, text=text, words=result.words[: len(text.split())])
+
+
+def repeat_start(text: str, shortest: int = 3, longest: int = 6) -> int | None:
+    """Index of the word where a phrase starts again, or None: `shortest`+ words back to back
+    ("a b c a b c"), or `longest` words anywhere (a loop cut short by the length limit)."""
+    words = [word.strip(".,!?;:").lower() for word in text.split()]
+    starts = []
+    for lag in range(shortest, len(words)):
+        run = 0  # how many words in a row equal the word `lag` places later
+        for index, (here, there) in enumerate(zip(words, words[lag:], strict=False)):
+            run = run + 1 if here == there else 0
+            if run >= min(lag, longest):
+                starts.append(index - run + 1 + lag)
+                break
+    return min(starts, default=None)
+
+
+def repeats(text: str) -> bool:
+    return repeat_start(text) is not None
+
+
+def before_repeat(text: str) -> str:
+    """`text` up to where a phrase starts again, else unchanged."""
+    start = repeat_start(text)
+    return text if start is None else " ".join(text.split()[:start])
+
+
+def compression_ratio(text: str) -> float:
+    if not text:
+        return 0.0
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
