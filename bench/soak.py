@@ -45,7 +45,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from bench.audio import load_set, speech_dir, to_pcm16
+from bench.audio import Clip, load_set, speech_dir, to_pcm16
 from bench.client import StreamOptions, stream_conversation, stream_url
 from bench.conversation import build_conversations
 from bench.report import DEFAULT_RESULTS, cpu_model, machine, now_stamp
@@ -67,6 +67,10 @@ class SoakSettings:
     sessions: int
     attacks: int
     out: Path
+    clip_set: Path | None  # None: the shared set's en_wer.tsv, by path
+
+    def clips(self, max_clip_s: float) -> list[Clip]:
+        return load_set(self.clip_set or speech_dir() / "en_wer.tsv", max_clip_s=max_clip_s)
 
 
 @attrs.define
@@ -89,6 +93,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> SoakSettings:
     parser.add_argument("--sessions", type=int, default=8, help="clients in the sustained phase")
     parser.add_argument("--attacks", type=int, default=20, help="rounds of each attack")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument(
+        "--set",
+        dest="clip_set",
+        type=Path,
+        help="TSV of clips (default: ../shared/speech/en_wer.tsv)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.url:
         require_loopback(arguments.url)
@@ -106,6 +116,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> SoakSettings:
         sessions=max(1, arguments.sessions),
         attacks=arguments.attacks,
         out=arguments.out,
+        clip_set=arguments.clip_set,
     )
 
 
@@ -242,7 +253,7 @@ async def churn(settings: SoakSettings, url: str, pid: int, audio: bytes) -> Pha
 
 async def sustained(settings: SoakSettings, url: str, pid: int) -> Phase:
     phase = Phase("sustained")
-    clips = load_set(speech_dir() / "en_wer.tsv", max_clip_s=20.0)
+    clips = settings.clips(max_clip_s=20.0)
     conversations = build_conversations(
         clips, settings.sessions, target_s=30.0, pause_s=1.0, distinct=True
     )
@@ -427,7 +438,7 @@ async def attacks(settings: SoakSettings, url: str, pid: int) -> Phase:
 
 
 async def soak(settings: SoakSettings, url: str, pid: int) -> list[Phase]:
-    clips = load_set(speech_dir() / "en_wer.tsv", max_clip_s=10.0)
+    clips = settings.clips(max_clip_s=10.0)
     audio = to_pcm16(clips[0].samples[:16000])  # one second of speech per churn cycle
     phases = [await churn(settings, url, pid, audio)]
     if settings.minutes > 0:

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import importlib.util
 import json
-import os
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -17,8 +16,9 @@ from typing import Any
 
 import attrs
 import numpy as np
-import pytest
 import trio
+from audio_files import DATA as DATA  # the tests import it from here too
+from audio_files import SPEECH
 from conftest import serve_app
 from starlette.applications import Starlette
 from trio_websocket import ConnectionClosed
@@ -26,19 +26,10 @@ from ws_client import connect
 
 from actors.model.port import SpeechModel
 
-DATA = Path(__file__).resolve().parent / "data"
-SPEECH = Path(
-    os.environ.get("CHORUS_SPEECH_DIR")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "speech"
-)
-
 
 def speech(name: str) -> Path:
-    """A clip from ../shared/speech; the test is skipped when the set is not there."""
-    path = SPEECH / name
-    if not path.is_file():
-        pytest.skip(f"real speech not available: {path} is missing (set CHORUS_SPEECH_DIR)")
-    return path
+    """A clip of the real speech set (tests/data/speech, or `CHORUS_SPEECH_DIR`)."""
+    return SPEECH / name
 
 
 def reference(name: str) -> str:

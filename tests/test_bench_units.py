@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
+from audio_files import SPEECH
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from bench.audio import SAMPLE_RATE, Clip, make_clip, read_audio, speech_bounds, speech_dir
+from bench.audio import SAMPLE_RATE, Clip, make_clip, read_audio, speech_bounds
 from bench.client import (
     CHORUS_DRIVER,
     Arrival,
@@ -53,8 +54,6 @@ from protocol.native import (
     Status,
     Stopped,
 )
-
-SPEECH = speech_dir()
 
 
 def tone(seconds: float, *, level: float = 0.3) -> np.ndarray:
@@ -98,7 +97,6 @@ def test_speech_bounds_skip_silence() -> None:
     assert end == pytest.approx(1.5, abs=0.03)
 
 
-@pytest.mark.skipif(not SPEECH.exists(), reason=f"real speech not found at {SPEECH}")
 def test_read_audio_resamples_to_16k() -> None:
     samples = read_audio(SPEECH / "faster_whisper" / "jfk.flac")
     assert len(samples) / SAMPLE_RATE == pytest.approx(11.0, abs=0.05)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from audio_files import DATA, load, need_speech
+from audio_files import DATA, SPEECH, load
 from fakes import FakeModel
 
 from bench.audio import SAMPLE_RATE, Clip, load_set, make_clip
@@ -108,8 +108,8 @@ def test_telephone_keeps_nothing_above_4_khz() -> None:
     assert _share(phone, 0, 250) < 1e-3  # μ-law's quantization noise is all that is left there
 
 
-def test_the_shared_set_babble_is_10_db_and_other_voices() -> None:
-    clips = load_set(need_speech() / "en_wer.tsv")
+def test_the_speech_sets_babble_is_10_db_and_other_voices() -> None:
+    clips = load_set(SPEECH / "en_wer.tsv")
     for clip in clips:
         voices = {speaker(t.name) for t in babble_talkers(clip, clips)}
         assert 4 <= len(voices) <= 6 and speaker(clip.name) not in voices

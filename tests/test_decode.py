@@ -1,13 +1,12 @@
 """Decoding any audio a user has: whole files (`decode_file`) and live streams
-(`StreamingDecoder`), on the clips in tests/data (made by tests/data/make_clips.py) and, where
-present, on real recordings in ../shared/speech."""
+(`StreamingDecoder`), on the clips in tests/data (made by tests/data/make_clips.py) and on real
+recordings (tests/data/speech)."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import importlib.util
-import os
 import tempfile
 import wave
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import trio
+from audio_files import DATA, SPEECH
 
 from actors.audio.file_decoder import (
     AudioInfo,
@@ -27,13 +27,6 @@ from actors.audio.file_decoder import (
 )
 from actors.audio.stream_decoder import StreamingDecoder
 from actors.model.port import SAMPLE_RATE, Samples
-
-DATA = Path(__file__).resolve().parent / "data"
-SPEECH = Path(
-    os.environ.get("CHORUS_SPEECH_DIR")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "speech"
-)
-needs_speech = pytest.mark.skipif(not SPEECH.is_dir(), reason=f"no real speech at {SPEECH}")
 
 
 def _load_make_clips() -> ModuleType:
@@ -395,7 +388,6 @@ def _manifest_seconds(name: str) -> float:
     return float(rows[name])
 
 
-@needs_speech
 @pytest.mark.parametrize(
     "name",
     ["faster_whisper/jfk.flac", "lhotse/common_voice_en_651325.mp3",
@@ -407,7 +399,6 @@ def test_real_recordings(name: str) -> None:
     assert _rms(samples) > 0.01
 
 
-@needs_speech
 def test_stereo_recording_is_the_mean_of_its_channels() -> None:
     """stereo_diarization.wav is 16 kHz, one speaker a channel: the mono mix is their mean."""
     with wave.open(str(SPEECH / "faster_whisper" / "stereo_diarization.wav")) as file:

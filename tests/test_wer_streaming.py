@@ -1,4 +1,6 @@
-"""Word error rate of live streaming vs offline faster-whisper, on the shared English set.
+"""Word error rate of live streaming vs offline faster-whisper, on real English speech: the
+repository's ten clips (tests/data/speech), or the shared set's 42 with
+`CHORUS_SPEECH_DIR=../shared/speech`.
 
 Each file of `en_wer.tsv` is streamed at real-time pace through `/v1/stream` (16 kHz PCM16),
 eight sessions at once. Two checks:
@@ -19,7 +21,7 @@ import jiwer
 import numpy as np
 import pytest
 import trio
-from audio_files import en_wer_rows, load, need_speech, pcm16
+from audio_files import SPEECH, en_wer_rows, load, pcm16
 from conftest import serve_app
 from faster_whisper import WhisperModel
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -74,9 +76,8 @@ async def test_streaming_wer_is_within_a_point_of_offline(tiny_model: SpeechMode
         from actors.model.whisper import WhisperAdapter
 
         tiny_model = WhisperAdapter(resolve_model(MODEL), compute_type="int8", cpu_threads=2)
-    speech = need_speech()
     rows = en_wer_rows()
-    files = [str(speech / row["file"]) for row in rows]
+    files = [str(SPEECH / row["file"]) for row in rows]
     normalize = EnglishTextNormalizer()
     references = [normalize(row["reference"]) for row in rows]
     # Measured admission off: this process also runs the eight clients on the same two cores,
