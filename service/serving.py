@@ -11,7 +11,9 @@ leaves while its session is paced is not seen until the session has read everyth
 
 `install()`, called once by each server entry point (`chorus serve`, `service.asgi`), puts
 `BoundedWSStream` where hypercorn's HTTP/1.1 and HTTP/2 protocols make their WebSocket streams
-(their module-level `WSStream` names); nothing else of hypercorn changes. The stream:
+(their module-level `WSStream` names), and `service.connection_guard.guard()` keeps one
+connection's protocol error from stopping the server; nothing else of hypercorn changes. The
+stream:
 
 * declines permessage-deflate (no `sec-websocket-extensions` in the 101): what a client sends
   is what the server holds, and a compressed frame is a protocol error (1002);
@@ -58,6 +60,8 @@ import trio
 from hypercorn.protocol import h2, h11, ws_stream
 from hypercorn.protocol.events import Event, Request, StreamClosed
 from wsproto.events import Message, TextMessage
+
+from service.connection_guard import guard
 
 WS_QUEUE = 1  # WebSocket messages queued per connection before the app reads them
 GONE = "chorus.websocket.gone"  # scope["extensions"][GONE]: a trio.Event, set when it has gone
@@ -220,6 +224,7 @@ def install() -> None:
     """Make hypercorn's HTTP/1.1 and HTTP/2 protocols create `BoundedWSStream`s; hypercorn
     configs carry `WebSocketBounds` as `chorus_websocket_bounds` (without, every path gets
     `websocket_max_message_size`, counted in bytes)."""
+    guard()  # and one connection's protocol error ends that connection, not the server
     for name in ("_accept", "_handle_events", "app_send", "handle"):
         if name not in vars(ws_stream.WSStream):
             raise RuntimeError(f"hypercorn's WSStream has no {name}: see service/serving.py")
