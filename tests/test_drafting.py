@@ -28,8 +28,8 @@ from protocol.native import Final, Partial, ServerFrame, Status
 from service.session.agreement import Agreement, TimedWord
 from service.session.config import SessionConfig
 from service.session.drafting import CUT_BEFORE_WORD_S, LEFT_CONTEXT_S, plan_draft, read_draft
+from service.session.messages import Segmented
 from service.session.ports import StreamOptions
-from service.session.segmenting import Segmented
 from service.session.state import Captions, SessionState
 from service.session.transcribing import transcribe_segments
 

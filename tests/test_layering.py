@@ -154,3 +154,33 @@ def test_the_checks_see_local_imports_and_circles() -> None:
     assert "textblob" in theirs["actors.model.sentiment"]  # imported inside a function
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+# The session's stages (`service/session/`): each the task of one stage of `run_session`'s
+# nursery, or a worker of one (the transcriber client's drafts worker). They hand each other
+# only channel items (`messages.py`) and stand on shared helpers (`ports`, `config`, `state`,
+# `agreement`), never on one another: a stage reads on its own.
+STAGES = {
+    f"service.session.{name}"
+    for name in ("reader", "segmenting", "transcribing", "drafting", "writer")
+}
+# a stage's own workers, started in its own nursery (the one edge between stage modules)
+WORKERS = {"service.session.transcribing": {"service.session.drafting"}}
+
+
+def test_the_session_stages_do_not_import_each_other() -> None:
+    ours, _ = import_graph()
+    assert STAGES <= set(ours)
+    wrong = [
+        f"{module} imports {target}"
+        for module in sorted(STAGES)
+        for target in sorted(ours[module] & STAGES - WORKERS.get(module, set()))
+    ]
+    helpers = {m for m in ours if m.startswith("service.session.")} - STAGES
+    supervisors = {"service.session.supervisor", "service.session.admission"}
+    wrong += [
+        f"helper {module} imports stage {target}"
+        for module in sorted(helpers - supervisors)
+        for target in sorted(ours[module] & STAGES)
+    ]
+    assert wrong == []

@@ -18,8 +18,8 @@ from actors.transcriber.actor import TranscriberConfig, open_transcriber
 from actors.transcriber.schedule import Budget
 from protocol.native import Partial, ServerFrame
 from service.session.config import SessionConfig
+from service.session.messages import Segmented
 from service.session.ports import StreamOptions
-from service.session.segmenting import Segmented
 from service.session.state import SessionState
 from service.session.transcribing import transcribe_segments
 

@@ -20,11 +20,10 @@ import trio
 
 from protocol.codec import Codec, ProtocolError
 from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, ServerFrame, Stop
-from service.session.config import SessionConfig, check_config, ready_frame, settle
+from service.session.config import check_config, ready_frame, settle
+from service.session.messages import Command
 from service.session.ports import ClientGone, FrameSocket, StreamOptions, unless
 from service.session.state import SessionState
-
-Command = SessionConfig | bytes | Finalize  # the settled config comes first, ahead of its audio
 
 
 async def read_frames(

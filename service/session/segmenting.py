@@ -23,14 +23,12 @@ from actors.audio.file_decoder import UndecodableAudio
 from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
 from actors.model.port import SAMPLE_RATE, Samples
-from actors.speech.segmenter import Event, Segmenter
+from actors.speech.segmenter import Segmenter
 from protocol.native import Error, Finalize, ServerFrame
 from service.session.config import SessionConfig
+from service.session.messages import Command, Segmented
 from service.session.ports import SessionHooks, SpeechDetector, StreamOptions, Vad, unless
-from service.session.reader import Command
 from service.session.state import SessionState
-
-Segmented = SessionConfig | Event  # what the segmenter sends on: the config, then its events
 
 
 async def segment_audio(

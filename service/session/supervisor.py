@@ -40,6 +40,7 @@ from protocol.codec import Codec
 from protocol.native import Config, Final, ServerFrame
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
+from service.session.messages import Command, Segmented
 from service.session.ports import (
     FrameSocket,
     NoHooks,
@@ -50,8 +51,8 @@ from service.session.ports import (
     Transcriber,
     Vad,
 )
-from service.session.reader import Command, read_frames
-from service.session.segmenting import Segmented, segment_audio
+from service.session.reader import read_frames
+from service.session.segmenting import segment_audio
 from service.session.state import SessionState, SessionStatistics
 from service.session.transcribing import transcribe_segments
 from service.session.writer import write_frames

@@ -42,8 +42,8 @@ from service.session.drafting import (
     plan_final,
     read_draft,
 )
+from service.session.messages import Segmented
 from service.session.ports import StreamOptions, Transcriber
-from service.session.segmenting import Segmented
 from service.session.state import SessionState
 
 log = logging.getLogger("chorus.session")
