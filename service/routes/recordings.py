@@ -63,9 +63,9 @@ from service.routes.uploads import UploadError, Uploads, check_admission
 from service.session.admission import SessionServices
 from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
+from service.session.record import new_session_id
 from service.session.sockets import StarletteSocket
-from service.session.state import SessionState
-from service.session.supervisor import new_session_id
+from service.session.state import AudioMeter, Ending
 
 log = logging.getLogger("chorus.recordings")
 
@@ -120,20 +120,21 @@ async def serve_recordings(
         await refuse_websocket(websocket, refusal)
         return
     socket = StarletteSocket(websocket)
-    session = SessionState(session_id=new_session_id())
+    ending, audio = Ending(), AudioMeter()
+    handle = SessionHandle(new_session_id(), ending, audio, streaming=False)
     live = services.live
     recording = Recording(uploads.limits, uploads.decodes)
     turn = _Turn(services, uploads, client, recording)
     try:
         await websocket.accept()
-        live.add(SessionHandle(session, streaming=False))
-        with session.reading:  # the handle's `stop` (a drain on shutdown) cancels it
-            await _answer(socket, turn, uploads.limits, session)
-        await socket.close(session.close_code)
+        live.add(handle)
+        with ending.reading:  # the handle's `stop` (a drain on shutdown) cancels it
+            await _answer(socket, turn, uploads.limits, ending, audio)
+        await socket.close(ending.close_code)
     except ClientGone:
         pass
     finally:
-        live.remove(session.session_id)
+        live.remove(handle.session_id)
         admission.release()
         with trio.CancelScope(shield=True):
             await socket.drain()
@@ -167,7 +168,7 @@ class _Turn:
 
 
 async def _answer(
-    socket: StarletteSocket, turn: _Turn, limits: Limits, session: SessionState
+    socket: StarletteSocket, turn: _Turn, limits: Limits, ending: Ending, audio: AudioMeter
 ) -> None:
     codec = RecordingCodec(limits.max_message_bytes)
     deadline = trio.current_time() + limits.max_session_s
@@ -181,16 +182,16 @@ async def _answer(
         if message is None:
             break
         recordings = turn.recordings
-        await _handle(socket, codec, turn, limits, message, session)
-        if session.stop_reason == "stop":
+        await _handle(socket, codec, turn, limits, message, ending, audio)
+        if ending.reason == "stop":
             return
         if turn.recordings != recordings:
             quiet_since = trio.current_time()
     if trio.current_time() >= deadline:
-        session.stop_reason = "session_too_long"
+        ending.ended("session_too_long")
         await socket.send(codec.error(f"Session longer than {limits.max_session_s:g} s"))
     else:
-        session.stop_reason = "idle_timeout"
+        ending.ended("idle_timeout")
         await socket.send(codec.error(f"No audio for {idle_s:g} s: closing"))
 
 
@@ -200,7 +201,8 @@ async def _handle(
     turn: _Turn,
     limits: Limits,
     message: str | bytes,
-    session: SessionState,
+    ending: Ending,
+    audio: AudioMeter,
 ) -> None:
     limit = limits.max_audio_message_bytes
     if len(message) > limit:
@@ -216,13 +218,14 @@ async def _handle(
     del message  # the base64 text: only the decoded bytes are kept from here
     match item:
         case Stop():
-            session.stop_reason = "stop"
+            ending.ended("stop")
         case Ping():
             await socket.send(codec.pong())
         case bytes():
             await socket.send(codec.processing())
+            before = turn.recording.samples
             answer = await turn.answer(item, codec)
-            session.received_samples = turn.recording.samples
+            audio.received(turn.recording.samples - before)
             await socket.send(answer)
 
 

@@ -32,11 +32,12 @@ from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.config import check_config
 from service.session.handle import SessionHandle
-from service.session.ports import SessionHooks, StreamOptions
+from service.session.ports import StreamOptions
+from service.session.record import Session
 from service.session.recorder import StoreHooks
 from service.session.sockets import StarletteSocket
 from service.session.state import SessionStatistics
-from service.session.supervisor import new_session_id, run_session
+from service.session.supervisor import run_session
 
 log = logging.getLogger("chorus.session")
 
@@ -223,30 +224,28 @@ async def _run(
     client: str,
     annotate: Callable[[Final], Final],
 ) -> SessionStatistics | None:
-    hooks: SessionHooks = StoreHooks(services.store, record=config.record)
-    session_id = new_session_id()
+    session = Session(
+        socket=socket,
+        codec=codec,
+        transcriber=services.transcriber,
+        config=config,
+        options=options,
+        route=route,
+        client=client,
+        hooks=StoreHooks(services.store, record=config.record),
+        annotate=annotate,
+        vad=services.vad,
+    )
     live = services.live
+    live.add(SessionHandle.of(session))
     try:
-        return await run_session(
-            socket,
-            codec,
-            services.transcriber,
-            config,
-            options,
-            route=route,
-            client=client,
-            hooks=hooks,
-            annotate=annotate,
-            session_id=session_id,
-            on_start=live.add,
-            vad=services.vad,
-        )
+        return await run_session(session)
     except Exception:
-        log.exception("session %s failed", session_id)
+        log.exception("session %s failed", session.session_id)
         await socket.close(1011, "internal error")
         return None
     finally:
-        live.remove(session_id)
+        live.remove(session.session_id)
 
 
 def _subprotocol(websocket: WebSocket, wanted: str | None) -> str | None:

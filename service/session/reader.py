@@ -7,7 +7,7 @@ client's config until the first audio, which the settled `SessionConfig` precede
 command channel (`service/session/config.py`). It ends the session by returning: on `stop`, a
 client that leaves (also while the pacer holds the command channel full: the transport's
 `wait_gone`), a fatal protocol error, or an idle or length limit; the close ripples down.
-It runs in the session's reading scope, which only `SessionState.stop` cancels (the session's
+It runs in the session's reading scope, which only `Ending.stop` cancels (the session's
 handle, a segmenter that cannot decode the stream, a writer whose client stopped reading).
 """
 
@@ -18,28 +18,26 @@ import functools
 import attrs
 import trio
 
-from protocol.codec import Codec, ProtocolError
-from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, ServerFrame, Stop
+from protocol.codec import ProtocolError
+from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, Stop
 from service.session.config import check_config, ready_frame, settle
-from service.session.messages import Command
-from service.session.ports import ClientGone, FrameSocket, StreamOptions, unless
-from service.session.state import SessionState
+from service.session.messages import Command, ServerFrame
+from service.session.ports import ClientGone, FrameSocket, unless
+from service.session.record import Session
 
 
 async def read_frames(
-    socket: FrameSocket,
-    codec: Codec,
+    session: Session,
     commands: trio.MemorySendChannel[Command],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    config: Config,
-    options: StreamOptions,
 ) -> None:
     """Read the client's messages into commands, and answer those that need no audio.
 
-    `config` is the one the route checked; a `config` frame may replace it until the first
-    audio, which the settled `SessionConfig` precedes down the command channel.
+    `session.config` is the one the route checked; a `config` frame may replace it until the
+    first audio, which the settled `SessionConfig` precedes down the command channel.
     """
+    socket, codec, options, ending = session.socket, session.codec, session.options, session.ending
+    config = session.config
     limits = options.limits
     now = trio.current_time()
     deadline = now + limits.max_session_s
@@ -47,13 +45,13 @@ async def read_frames(
     audio_deadline = now + limits.audio_idle_timeout_s
     expired: _Expired | None = None
     settled = False
-    with commands, frames, state.reading:
+    with commands, frames, ending.reading:
         while expired is None:
             with trio.move_on_at(min(deadline, idle_deadline, audio_deadline)):
                 try:
                     message = await socket.receive()
                 except ClientGone:
-                    state.client_gone = True
+                    ending.left()
                     return
                 if _too_large(message, limits.max_frame_bytes, limits.max_message_bytes):
                     kind = "binary frame" if isinstance(message, bytes) else "text message"
@@ -75,7 +73,7 @@ async def read_frames(
                         Error(code=error.code, message=error.message, fatal=error.fatal)
                     )
                     if error.fatal:
-                        state.stop_reason, state.close_code = "protocol_error", 1008
+                        ending.ended("protocol_error", 1008)
                         return
                     continue
                 for item in items:
@@ -94,10 +92,10 @@ async def read_frames(
                         except trio.BrokenResourceError:
                             return  # the segmenter gave up on this stream
                         except ClientGone:
-                            state.client_gone = True
+                            ending.left()
                             return
                     elif isinstance(item, Stop):
-                        state.stop_reason = "stop"
+                        ending.ended("stop")
                         return
                     elif isinstance(item, Ping):
                         await frames.send(Pong(id=item.id))
@@ -111,9 +109,10 @@ async def read_frames(
                     elif isinstance(item, Config):
                         problem = check_config(item, options)
                         config = config if problem is not None else item
-                        await frames.send(problem or ready_frame(state.session_id, config, options))
+                        ready = ready_frame(session.session_id, config, options)
+                        await frames.send(problem or ready)
                 # audio time counts too: a client faster than real time reaches it first
-                if state.received_s >= limits.max_session_s:
+                if session.audio.received_s >= limits.max_session_s:
                     expired = _Expired("session_too_long", "audio", limits.max_session_s)
                 continue
             now = trio.current_time()
@@ -132,7 +131,7 @@ async def read_frames(
                 message=f"{expired.what} for {expired.limit:g} s: closing",
             )
         )
-        state.stop_reason = expired.code
+        ending.ended(expired.code)
 
 
 async def _hand_on(

@@ -4,7 +4,7 @@
 the command channel's receive end, the event channel's send end and a clone of the frame
 channel. It decodes the client's audio (PCM inline, containers in a worker thread, read no
 faster than the `Pacer` allows; a client that leaves ends the wait and what it had queued is
-dropped), counts it in `SessionState`, and cuts utterances
+dropped), counts it in the session's `AudioMeter`, and cuts utterances
 (`actors/speech/segmenter.py`). When the commands end it flushes the decoder and the open
 utterance, then closes its channels.
 """
@@ -24,21 +24,18 @@ from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
 from actors.model.port import SAMPLE_RATE, Samples
 from actors.speech.segmenter import Segmenter
-from protocol.native import Error, Finalize, ServerFrame
+from protocol.native import Error, Finalize
 from service.session.config import SessionConfig
-from service.session.messages import Command, Segmented
-from service.session.ports import SessionHooks, SpeechDetector, StreamOptions, Vad, unless
-from service.session.state import SessionState
+from service.session.messages import Command, Segmented, ServerFrame
+from service.session.ports import SpeechDetector, unless
+from service.session.record import Session
 
 
 async def segment_audio(
+    session: Session,
     commands: trio.MemoryReceiveChannel[Command],
     events: trio.MemorySendChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
-    hooks: SessionHooks,
-    vad: Vad | None = None,
 ) -> None:
     """Decode audio, cut utterances, and pass every event on in order.
 
@@ -46,7 +43,7 @@ async def segment_audio(
     and passes it on first, to the transcriber client. A `finalize` before any audio has
     nothing to cut.
 
-    With `vad` (the shared VAD actor), this stage owns one stream of it, which it closes on
+    With `session.vad` (the shared VAD actor), this stage owns one stream of it, which it closes on
     exit, and awaits each chunk's speech probabilities there; without, the segmenter runs its
     own VAD inline. An undecodable `encoding=auto` stream ends the session: an `error` frame,
     then this stage closes its command channel, so the reader stops taking audio.
@@ -54,6 +51,7 @@ async def segment_audio(
     segmenter: Segmenter | None = None
     decoder: AudioDecoder | None = None
     warned_misaligned = False
+    options, vad, audio = session.options, session.vad, session.audio
     pacer = Pacer(options.pace, options.pace_burst_s)
     detector = vad.open_stream() if vad is not None else None
     stream: AbstractContextManager[object] = closing(detector) if detector else nullcontext()
@@ -81,13 +79,13 @@ async def segment_audio(
                         await events.send(event)
                     continue
                 # a chunk gets its wall-clock share
-                decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
+                decoder.max_chunk_s = pacer.chunk_allowance_s(audio.received_s)
                 samples = await _decode(decoder, command)
                 if detector is not None and not decoder.blocking:
                     # the chunks already waiting go to the shared VAD in one request: a client
                     # that sends small chunks ahead of real time is not held to one per batch
                     while len(samples) < JOIN_SAMPLES and pacer.allows(
-                        state.received_s + len(samples) / SAMPLE_RATE
+                        audio.received_s + len(samples) / SAMPLE_RATE
                     ):
                         try:
                             ready = commands.receive_nowait()
@@ -109,15 +107,16 @@ async def segment_audio(
                             ),
                         )
                     )
-                await _push(samples, segmenter, detector, events, frames, state, hooks)
-                await _paced(pacer, state)
-                if state.client_gone:
+                await _push(session, samples, segmenter, detector, events, frames)
+                await _paced(pacer, session)
+                if session.ending.client_gone:
                     break  # what a client that left had queued is dropped, not paced through
             if segmenter is not None and decoder is not None:
                 flushed = await _decode(decoder, None)
-                await _push(flushed, segmenter, detector, events, frames, state, hooks)
+                await _push(session, flushed, segmenter, detector, events, frames)
         except UndecodableAudio as error:
-            state.stop("undecodable_audio", 1003)  # the reader stops waiting for the client
+            # the reader stops waiting for the client
+            session.ending.stop("undecodable_audio", 1003)
             await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
         if segmenter is not None:
             for event in segmenter.close():
@@ -168,12 +167,13 @@ class Pacer:
             await trio.sleep_until(due)
 
 
-async def _paced(pacer: Pacer, state: SessionState) -> None:
+async def _paced(pacer: Pacer, session: Session) -> None:
     """`pacer.wait`, ended early by a client that leaves meanwhile."""
-    if pacer.allows(state.received_s):
-        await pacer.wait(state.received_s)  # no wait: only starts the clock
+    received_s = session.audio.received_s
+    if pacer.allows(received_s):
+        await pacer.wait(received_s)  # no wait: only starts the clock
         return
-    await unless(state.wait_client_gone, functools.partial(pacer.wait, state.received_s))
+    await unless(session.ending.wait_client_gone, functools.partial(pacer.wait, received_s))
 
 
 def make_decoder(config: SessionConfig) -> AudioDecoder:
@@ -192,21 +192,20 @@ async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
 
 
 async def _push(
+    session: Session,
     samples: Samples,
     segmenter: Segmenter,
     detector: SpeechDetector | None,
     events: trio.MemorySendChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    hooks: SessionHooks,
 ) -> None:
     if not len(samples):
         return
-    notice = await hooks.audio(samples)  # e.g. `recording_stopped`: the session goes on
+    notice = await session.hooks.audio(samples)  # e.g. `recording_stopped`: the session goes on
     if notice is not None:
         await frames.send(notice)
-    state.received_samples += len(samples)
+    session.audio.received(len(samples))
     probabilities = await detector.probabilities(samples) if detector is not None else None
     for event in segmenter.feed(samples, probabilities):
         await events.send(event)
-    state.speech_samples = segmenter.speech_samples
+    session.audio.spoken(segmenter.speech_samples)

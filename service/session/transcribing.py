@@ -14,7 +14,6 @@ workers decode with it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import attrs
 import trio
@@ -43,8 +42,8 @@ from service.session.drafting import (
     read_draft,
 )
 from service.session.messages import Segmented
-from service.session.ports import StreamOptions, Transcriber
-from service.session.state import SessionState
+from service.session.ports import StreamOptions
+from service.session.record import Session
 
 log = logging.getLogger("chorus.session")
 
@@ -58,12 +57,9 @@ CAPTIONS_LATE = 2.0  # captions this many times the target behind the speech: `s
 
 
 async def transcribe_segments(
-    transcriber: Transcriber,
+    session: Session,
     events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
-    annotate: Callable[[Final], Final],
 ) -> None:
     """Finals in order, one at a time; partials at most one in flight, newest wins.
 
@@ -79,14 +75,12 @@ async def transcribe_segments(
         if config is not None:
             if not isinstance(config, SessionConfig):
                 raise AssertionError(f"the settled config comes first, not {config!r}")
-            await _transcribe(
-                transcriber, config, events, frames, state, options, annotate, transcript
-            )
+            await _transcribe(session, config, events, frames, transcript)
         await frames.send(
             Stopped(
-                session_id=state.session_id,
+                session_id=session.session_id,
                 transcript=" ".join(transcript.finals),
-                duration_s=round(state.received_s, 3),
+                duration_s=round(session.audio.received_s, 3),
                 utterances=len(transcript.finals),
             )
         )
@@ -105,18 +99,16 @@ class _Transcript:
 
 
 async def _transcribe(
-    transcriber: Transcriber,
+    session: Session,
     config: SessionConfig,
     events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
-    annotate: Callable[[Final], Final],
     transcript: _Transcript,
 ) -> None:
     """Hand each event to its worker until `events` ends; every worker ends by a close: the
     finals worker when its channel is drained, the partials worker when its slot closes, the
     lag reporter when the finals are done."""
+    options, meter = session.options, session.finals
     finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded](
         options.limits.queue_size
     )
@@ -134,39 +126,36 @@ async def _transcribe(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             _finals_worker,
-            transcriber,
+            session,
             finals_recv,
             frames.clone(),
-            state,
             config,
             transcript,
-            options,
-            annotate,
             agreements,
             finals_done,
         )
         nursery.start_soon(
             draft_partials,
-            transcriber,
+            session.transcriber,
             partial_slot,
             frames.clone(),
             drafts,
-            state.captions,
-            lambda: state.received_s,
+            meter.captions,
+            lambda: session.audio.received_s,
             transcript.partial_shown,
         )
-        nursery.start_soon(_report_lag, frames.clone(), state, options, finals_done)
+        nursery.start_soon(_report_lag, session, frames.clone(), finals_done)
         with finals_send:
             async for event in events:
                 if isinstance(event, SpeechStart):
-                    state.captions.open_since = event.at
+                    meter.captions.open_since = event.at
                     await frames.send(SpeechStarted(at=event.at))
                 elif isinstance(event, Segment) and not event.final:
                     partial_slot.put(event)
                 elif isinstance(event, Segment | UtteranceEnded):
                     if isinstance(event, Segment):
-                        state.captions.open_since = None
-                        state.pending_finals.append(trio.current_time())
+                        meter.captions.open_since = None
+                        meter.asked()
                         partial_slot.finalized(event.utterance)
                     await finals_send.send(event)
         partial_slot.close()
@@ -190,14 +179,11 @@ def _decode_options(
 
 
 async def _finals_worker(
-    transcriber: Transcriber,
+    session: Session,
     finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
     config: SessionConfig,
     transcript: _Transcript,
-    options: StreamOptions,
-    annotate: Callable[[Final], Final],
     agreements: Agreements,
     done: trio.Event,
 ) -> None:
@@ -209,27 +195,23 @@ async def _finals_worker(
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
                 continue
             agreement = agreements.close(item.utterance)
-            frame = await _final_frame(
-                transcriber, item, state, config, transcript, options, agreement
-            )
-            state.pending_finals.pop(0)
+            frame = await _final_frame(session, item, config, transcript, agreement)
+            session.finals.answered()
             if frame is None:
                 skipped.add(item.utterance)
                 continue
             if frame.text:
                 transcript.finals.append(frame.text)
-            state.captions.shown(frame.end)
-            await frames.send(annotate(frame))
+            session.finals.captions.shown(frame.end)
+            await frames.send(session.annotate(frame))
         done.set()
 
 
 async def _final_frame(
-    transcriber: Transcriber,
+    session: Session,
     segment: Segment,
-    state: SessionState,
     config: SessionConfig,
     transcript: _Transcript,
-    options: StreamOptions,
     agreement: Agreement | None = None,
 ) -> Final | None:
     """The final of one utterance. With `options.final_reuse_s`, the drafts' committed words
@@ -237,10 +219,11 @@ async def _final_frame(
     (`drafting.plan_final`); else, or with none to reuse, it is decoded afresh: forcing every
     committed word on it cost 0.6-1.5 WER points on the shared English set (see
     `service/session/agreement.py`)."""
+    options = session.options
     decode = _decode_options(config, transcript, options, final=True)
     plan = plan_final(segment, agreement, decode, options.final_reuse_s)
     try:
-        result = await transcriber.transcribe(plan.request, priority="final")
+        result = await session.transcriber.transcribe(plan.request, priority="final")
         if plan.before:  # words reused from the drafts come first
             text, timings = read_draft(plan, result)
             result = attrs.evolve(result, text=text, words=tuple(_timings(timings)))
@@ -248,7 +231,7 @@ async def _final_frame(
         log.error(
             "the model failed on utterance %d of %s",
             segment.utterance,
-            state.session_id,
+            session.session_id,
             exc_info=error,
         )  # the detail stays here: exception text is not for clients
         return Final(
@@ -292,28 +275,28 @@ async def _final_frame(
 
 
 async def _report_lag(
+    session: Session,
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
     finals_done: trio.Event,
 ) -> None:
     """Send `status` every second while the session is behind (a final owed for over
     `LAGGING_S`, or captions more than twice the target behind the speech), and once when it
     catches up; return when the last final is done."""
     lagging = False
+    meter, target_s = session.finals, session.options.caption_target_s
     with frames:
         while True:
             with trio.move_on_after(1.0):
                 await finals_done.wait()
                 return
-            lag = state.lag_s
-            caption = state.captions.delay_s(state.received_s)
-            behind = lag > LAGGING_S or caption > CAPTIONS_LATE * options.caption_target_s
+            lag = meter.lag_s
+            caption = meter.captions.delay_s(session.audio.received_s)
+            behind = lag > LAGGING_S or caption > CAPTIONS_LATE * target_s
             if behind or lagging:
                 await frames.send(
                     Status(
                         lag_s=round(lag, 3),
-                        queue=len(state.pending_finals),
+                        queue=meter.queue,
                         degraded=lag > DEGRADED_S,
                         caption_delay_s=round(caption, 3),
                     )
