@@ -234,10 +234,10 @@ async def talk(options: StreamOptions) -> tuple[TimedSpeaker, list[ServerFrame]]
         nursery.start_soon(
             transcribe_segments,
             quiet_session(speaker, options),
+            config,
             events,
             frames_send,
         )
-        await events_send.send(config)
         for revision, end in enumerate(np.arange(0.6, 8.0, 0.6), start=1):
             await events_send.send(spoken(float(end), revision=revision))
             await trio.testing.wait_all_tasks_blocked()
@@ -291,10 +291,10 @@ async def test_status_says_how_far_the_captions_are_behind(
         nursery.start_soon(
             transcribe_segments,
             session,
+            config,
             events,
             frames_send,
         )
-        await events_send.send(config)
         await events_send.send(SpeechStart(at=0.2))
         await events_send.send(spoken(0.8, revision=1))  # its first draft is shown
         heard = 0.0

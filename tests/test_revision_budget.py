@@ -132,10 +132,10 @@ async def test_a_waiting_draft_gives_way_to_the_next_utterances_first_draft() ->
         nursery.start_soon(
             transcribe_segments,
             quiet_session(transcriber, StreamOptions()),
+            config,
             events,
             frames_send,
         )
-        await events_send.send(config)
         for event in (segment(0, 1.0), segment(0, 1.6)):  # a first draft, then a revision
             await events_send.send(event)
             await trio.testing.wait_all_tasks_blocked()

@@ -20,7 +20,7 @@ import trio
 
 from protocol.codec import ProtocolError
 from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, Stop
-from service.session.config import check_config, ready_frame, settle
+from service.session.config import SessionConfig, check_config, ready_frame, settle
 from service.session.messages import Command, ServerFrame
 from service.session.ports import ClientGone, FrameSocket, unless
 from service.session.record import Session
@@ -30,12 +30,39 @@ async def read_frames(
     session: Session,
     commands: trio.MemorySendChannel[Command],
     frames: trio.MemorySendChannel[ServerFrame],
+    *,
+    task_status: trio.TaskStatus[SessionConfig | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Read the client's messages into commands, and answer those that need no audio.
 
     `session.config` is the one the route checked; a `config` frame may replace it until the
-    first audio, which the settled `SessionConfig` precedes down the command channel.
+    first audio, when the reader settles it and hands it over (`task_status.started`), ahead
+    of that audio. A session that ends before any audio hands over None as it returns.
     """
+    handover = _Handover(task_status)
+    await _read(session, commands, frames, handover)
+    handover.give(None)
+
+
+class _Handover:
+    """The settled config, handed over once."""
+
+    def __init__(self, task_status: trio.TaskStatus[SessionConfig | None]) -> None:
+        self._task_status = task_status
+        self.given = False
+
+    def give(self, config: SessionConfig | None) -> None:
+        if not self.given:
+            self.given = True
+            self._task_status.started(config)
+
+
+async def _read(
+    session: Session,
+    commands: trio.MemorySendChannel[Command],
+    frames: trio.MemorySendChannel[ServerFrame],
+    handover: _Handover,
+) -> None:
     socket, codec, options, ending = session.socket, session.codec, session.options, session.ending
     config = session.config
     limits = options.limits
@@ -44,7 +71,6 @@ async def read_frames(
     idle_deadline = now + limits.idle_timeout_s
     audio_deadline = now + limits.audio_idle_timeout_s
     expired: _Expired | None = None
-    settled = False
     with commands, frames, ending.reading:
         while expired is None:
             with trio.move_on_at(min(deadline, idle_deadline, audio_deadline)):
@@ -79,15 +105,16 @@ async def read_frames(
                 for item in items:
                     # keepalives hold a session only once it has sent audio: one that never
                     # does gives its slot back after the idle timeout (issue 21)
+                    settled = handover.given
                     if isinstance(item, bytes) or (isinstance(item, KeepAlive) and settled):
                         idle_deadline = trio.current_time() + limits.idle_timeout_s
                     if isinstance(item, bytes):
                         audio_deadline = trio.current_time() + limits.audio_idle_timeout_s
-                    if isinstance(item, bytes | Finalize):
+                    if isinstance(item, bytes) and not settled:
+                        settled = True
+                        handover.give(settle(config, options))
+                    if isinstance(item, bytes | Finalize) and settled:  # before audio: no cut
                         try:
-                            if isinstance(item, bytes) and not settled:
-                                settled = True
-                                await _hand_on(commands, settle(config, options), socket)
                             await _hand_on(commands, item, socket)
                         except trio.BrokenResourceError:
                             return  # the segmenter gave up on this stream

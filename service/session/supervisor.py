@@ -33,7 +33,7 @@ from actors.model.port import SAMPLE_RATE
 from actors.speech.segmenter import MAX_ONSET_S, PRE_ROLL_S, STEP_S
 from actors.speech.vad import FRAME
 from actors.speech.vad_actor import VadConfig
-from protocol.native import Config
+from protocol.native import Config, Error
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
 from service.session.messages import Command, Segmented, ServerFrame
@@ -51,27 +51,36 @@ async def run_session(session: Session) -> SessionStatistics:
 
     `session.config` is the route's, already checked (`service.session.config.check_config`).
     The caller holds the session's handle (`SessionHandle.of(session)`) before it starts.
+    The writer goes first, so every frame has a reader; the reader hands over the settled
+    config at the first audio, and the stages that work with it start then.
     """
-    hooks, size = session.hooks, session.limits.queue_size
+    size = session.limits.queue_size
     commands_send, commands_recv = trio.open_memory_channel[Command](size)
     events_send, events_recv = trio.open_memory_channel[Segmented](size)
     frames_send, frames_recv = trio.open_memory_channel[ServerFrame](size)
-
-    notice = await hooks.started(session.info())
+    notice = await session.hooks.started(session.info())
     try:  # a session cancelled from outside (server shutdown) still closes its recording
-        await frames_send.send(ready_frame(session.session_id, session.config, session.options))
-        if notice is not None:  # e.g. `recording_disabled`: after `ready`, which comes first
-            await frames_send.send(notice)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_frames, session, commands_send, frames_send.clone())
-            nursery.start_soon(
-                segment_audio, session, commands_recv, events_send, frames_send.clone()
-            )
-            nursery.start_soon(transcribe_segments, session, events_recv, frames_send)
             nursery.start_soon(write_frames, session, frames_recv)
+            await _announce(session, notice, frames_send)
+            config = await nursery.start(read_frames, session, commands_send, frames_send.clone())
+            nursery.start_soon(
+                segment_audio, session, config, commands_recv, events_send, frames_send.clone()
+            )
+            nursery.start_soon(transcribe_segments, session, config, events_recv, frames_send)
     finally:
-        await hooks.ended(session.ending.reason, round(session.audio.received_s, 3))
+        await session.hooks.ended(session.ending.reason, round(session.audio.received_s, 3))
     return SessionHandle.of(session).statistics()
+
+
+async def _announce(
+    session: Session, notice: Error | None, frames: trio.MemorySendChannel[ServerFrame]
+) -> None:
+    """`ready`, then what the store said as the session began (e.g. `recording_disabled`),
+    ahead of any other frame."""
+    await frames.send(ready_frame(session.session_id, session.config, session.options))
+    if notice is not None:
+        await frames.send(notice)
 
 
 FLOAT32 = 4

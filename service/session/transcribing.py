@@ -7,8 +7,8 @@ started), and a lag reporter that sends `status` while the session is behind, in
 in its captions. Each ends by a close, never by a cancel: when the event
 channel ends the finals channel and the partial slot close, the finals worker drains its channel,
 and the lag reporter returns once the last final is done; then this stage sends `stopped` and
-closes its frame channel. The settled `SessionConfig` comes first on the event channel, and the
-workers decode with it.
+closes its frame channel. It starts once the reader has settled the session's config, and the
+workers decode with that `SessionConfig`.
 """
 
 from __future__ import annotations
@@ -58,23 +58,18 @@ CAPTIONS_LATE = 2.0  # captions this many times the target behind the speech: `s
 
 async def transcribe_segments(
     session: Session,
+    config: SessionConfig | None,
     events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
 ) -> None:
     """Finals in order, one at a time; partials at most one in flight, newest wins.
 
-    The session's settled config comes first on `events`, ahead of its audio's events; a
-    session that ends before any audio sends none, and gets only `stopped`.
+    The workers decode with the session's settled `config`; a session that ended before any
+    audio (`config` None) has no events and gets only `stopped`.
     """
     transcript = _Transcript()
     with events, frames:
-        try:
-            config = await events.receive()
-        except trio.EndOfChannel:
-            config = None
         if config is not None:
-            if not isinstance(config, SessionConfig):
-                raise AssertionError(f"the settled config comes first, not {config!r}")
             await _transcribe(session, config, events, frames, transcript)
         await frames.send(
             Stopped(
