@@ -2,11 +2,14 @@
 
 `run_session` owns the session's nursery and its four stages (`reader.py`, `segmenting.py`,
 `transcribing.py`, `writer.py` here), joined by bounded channels sized from
-`SessionLimits.queue_size`. A clean end (client `stop`, a client that leaves, an idle or length
-limit) closes the first channel and the close ripples down; an error in any stage cancels its
-siblings and propagates to the route, which closes the socket with 1011. The route owns the socket;
-the app owns the transcriber, the VAD actor and the hooks; the segmenter stage owns the session's
-VAD stream.
+`SessionLimits.queue_size` (their items: `messages.py`). Each stage takes the session's record
+(`record.Session`) and its own channel ends, and keeps its own state. The writer starts first;
+the reader is started with `nursery.start` and hands over the session's settled config at the
+first audio, and the segmenter and the transcriber client start with it. A clean end (client
+`stop`, a client that leaves, an idle or length limit) closes the first channel and the close
+ripples down; an error in any stage cancels its siblings and propagates to the route, which
+closes the socket with 1011. The route owns the socket; the app owns the transcriber, the VAD
+actor and the hooks; the segmenter stage owns the session's VAD stream.
 
 Memory bound per session (`memory_bound`, pinned by `tests/test_session.py` with tracemalloc
 around a session whose transcriber never answers): each bounded channel full of its largest

@@ -18,7 +18,7 @@ import logging
 import attrs
 import trio
 
-from actors.model.port import DecodeOptions, WordTiming
+from actors.model.port import DecodeOptions, Result, WordTiming
 from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
@@ -42,7 +42,6 @@ from service.session.drafting import (
     read_draft,
 )
 from service.session.messages import Segmented
-from service.session.ports import StreamOptions
 from service.session.record import Session
 
 log = logging.getLogger("chorus.session")
@@ -51,9 +50,6 @@ LAGGING_S = 1.0
 CONTEXT_FINALS = 4  # earlier finals offered as context; the adapter keeps only their tail
 DEGRADED_S = 5.0
 CAPTIONS_LATE = 2.0  # captions this many times the target behind the speech: `status` says so
-
-
-# -- transcriber client --------------------------------------------------------------------
 
 
 async def transcribe_segments(
@@ -70,7 +66,7 @@ async def transcribe_segments(
     transcript = _Transcript()
     with events, frames:
         if config is not None:
-            await _transcribe(session, config, events, frames, transcript)
+            await _transcribe(_Client(session, config, transcript), events, frames)
         await frames.send(
             Stopped(
                 session_id=session.session_id,
@@ -93,95 +89,89 @@ class _Transcript:
         return " ".join(self.finals[-CONTEXT_FINALS:]) or None
 
 
+class _Client:
+    """This stage's own state, which its workers share and nothing outside it sees: the
+    settled config, the text so far, each open utterance's committed words, the partial slot."""
+
+    def __init__(self, session: Session, config: SessionConfig, transcript: _Transcript) -> None:
+        self.session, self.config, self.transcript = session, config, transcript
+        self.agreements = Agreements(enabled=session.options.commit_partials)
+        self.slot = DraftSlot()
+        self.finals_done = trio.Event()
+
+    def decode_options(self, *, final: bool) -> DecodeOptions:
+        config, options = self.config, self.session.options
+        return DecodeOptions(
+            language=config.language,
+            task=config.task,
+            prompt=config.prompt,
+            context=self.transcript.context(),
+            words=config.words and final,
+            beam_size=options.final_beam_size if final else 1,
+            partial=not final,
+        )
+
+    def drafts(self) -> DraftMaker:
+        settings = DraftSettings(
+            options=self.decode_options(final=False),
+            caption_target_s=self.session.options.caption_target_s,
+        )
+        return DraftMaker(settings, self.agreements, self.transcript.context)
+
+
 async def _transcribe(
-    session: Session,
-    config: SessionConfig,
+    client: _Client,
     events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    transcript: _Transcript,
 ) -> None:
     """Hand each event to its worker until `events` ends; every worker ends by a close: the
     finals worker when its channel is drained, the partials worker when its slot closes, the
     lag reporter when the finals are done."""
-    options, meter = session.options, session.finals
+    session = client.session
     finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded](
-        options.limits.queue_size
+        session.limits.queue_size
     )
-    partial_slot = DraftSlot()
-    agreements = Agreements(enabled=options.commit_partials)
-    drafts = DraftMaker(
-        DraftSettings(
-            options=_decode_options(config, transcript, options, final=False),
-            caption_target_s=options.caption_target_s,
-        ),
-        agreements,
-        transcript.context,
-    )
-    finals_done = trio.Event()
+    shown = client.transcript.partial_shown
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_finals_worker, client, finals_recv, frames.clone())
         nursery.start_soon(
-            _finals_worker,
-            session,
-            finals_recv,
-            frames.clone(),
-            config,
-            transcript,
-            agreements,
-            finals_done,
+            draft_partials, session, client.slot, frames.clone(), client.drafts(), shown
         )
-        nursery.start_soon(
-            draft_partials,
-            session.transcriber,
-            partial_slot,
-            frames.clone(),
-            drafts,
-            meter.captions,
-            lambda: session.audio.received_s,
-            transcript.partial_shown,
-        )
-        nursery.start_soon(_report_lag, session, frames.clone(), finals_done)
+        nursery.start_soon(_report_lag, session, frames.clone(), client.finals_done)
         with finals_send:
-            async for event in events:
-                if isinstance(event, SpeechStart):
-                    meter.captions.open_since = event.at
-                    await frames.send(SpeechStarted(at=event.at))
-                elif isinstance(event, Segment) and not event.final:
-                    partial_slot.put(event)
-                elif isinstance(event, Segment | UtteranceEnded):
-                    if isinstance(event, Segment):
-                        meter.captions.open_since = None
-                        meter.asked()
-                        partial_slot.finalized(event.utterance)
-                    await finals_send.send(event)
-        partial_slot.close()
+            await _route(client, events, finals_send, frames)
+        client.slot.close()
 
 
-def _decode_options(
-    config: SessionConfig,
-    transcript: _Transcript,
-    options: StreamOptions,
-    final: bool,
-) -> DecodeOptions:
-    return DecodeOptions(
-        language=config.language,
-        task=config.task,
-        prompt=config.prompt,
-        context=transcript.context(),
-        words=config.words and final,
-        beam_size=options.final_beam_size if final else 1,
-        partial=not final,
-    )
+async def _route(
+    client: _Client,
+    events: trio.MemoryReceiveChannel[Segmented],
+    finals: trio.MemorySendChannel[Segment | UtteranceEnded],
+    frames: trio.MemorySendChannel[ServerFrame],
+) -> None:
+    """Each event to its place: speech started to the client, a draft's segment to the slot
+    (newest wins), a final's segment and an utterance's end to the finals worker, in order."""
+    captions, slot = client.session.finals.captions, client.slot
+    async for event in events:
+        if isinstance(event, SpeechStart):
+            captions.open_since = event.at
+            await frames.send(SpeechStarted(at=event.at))
+        elif isinstance(event, Segment) and not event.final:
+            slot.put(event)
+        else:
+            if isinstance(event, Segment):
+                captions.open_since = None
+                client.session.finals.asked()
+                slot.finalized(event.utterance)
+            await finals.send(event)
 
 
 async def _finals_worker(
-    session: Session,
+    client: _Client,
     finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded],
     frames: trio.MemorySendChannel[ServerFrame],
-    config: SessionConfig,
-    transcript: _Transcript,
-    agreements: Agreements,
-    done: trio.Event,
 ) -> None:
+    session, transcript = client.session, client.transcript
     skipped: set[int] = set()
     with finals, frames:
         async for item in finals:
@@ -189,8 +179,7 @@ async def _finals_worker(
                 if item.utterance not in skipped:
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
                 continue
-            agreement = agreements.close(item.utterance)
-            frame = await _final_frame(session, item, config, transcript, agreement)
+            frame = await _final_frame(client, item, client.agreements.close(item.utterance))
             session.finals.answered()
             if frame is None:
                 skipped.add(item.utterance)
@@ -199,24 +188,20 @@ async def _finals_worker(
                 transcript.finals.append(frame.text)
             session.finals.captions.shown(frame.end)
             await frames.send(session.annotate(frame))
-        done.set()
+        client.finals_done.set()
 
 
 async def _final_frame(
-    session: Session,
-    segment: Segment,
-    config: SessionConfig,
-    transcript: _Transcript,
-    agreement: Agreement | None = None,
+    client: _Client, segment: Segment, agreement: Agreement | None
 ) -> Final | None:
     """The final of one utterance. With `options.final_reuse_s`, the drafts' committed words
     that end that long before the utterance does stand and only the rest is decoded
     (`drafting.plan_final`); else, or with none to reuse, it is decoded afresh: forcing every
     committed word on it cost 0.6-1.5 WER points on the shared English set (see
     `service/session/agreement.py`)."""
-    options = session.options
-    decode = _decode_options(config, transcript, options, final=True)
-    plan = plan_final(segment, agreement, decode, options.final_reuse_s)
+    session = client.session
+    decode = client.decode_options(final=True)
+    plan = plan_final(segment, agreement, decode, session.options.final_reuse_s)
     try:
         result = await session.transcriber.transcribe(plan.request, priority="final")
         if plan.before:  # words reused from the drafts come first
@@ -229,33 +214,10 @@ async def _final_frame(
             session.session_id,
             exc_info=error,
         )  # the detail stays here: exception text is not for clients
-        return Final(
-            utterance=segment.utterance,
-            text="",
-            start=segment.start,
-            end=segment.end,
-            language="",
-            confidence=0.0,
-            from_finalize=segment.from_finalize,
-            flags=["model_error: the model failed on this utterance"],
-        )
-    if (
-        not result.text
-        and not segment.from_finalize
-        and segment.utterance not in (transcript.partial_shown)
-    ):
+        return _failed(segment)
+    shown = segment.utterance in client.transcript.partial_shown
+    if not result.text and not segment.from_finalize and not shown:
         return None  # nothing was shown and nothing was said: no empty final
-    words = None
-    if config.words:
-        words = [
-            Word(
-                word=w.word,
-                start=round(segment.start + w.start, 3),
-                end=round(segment.start + w.end, 3),
-                confidence=w.probability,
-            )
-            for w in result.words
-        ]
     return Final(
         utterance=segment.utterance,
         text=result.text,
@@ -265,8 +227,35 @@ async def _final_frame(
         confidence=round(result.confidence, 3),
         from_finalize=segment.from_finalize,
         flags=list(result.flags),
-        words=words,
+        words=_words(segment, result) if client.config.words else None,
     )
+
+
+def _failed(segment: Segment) -> Final:
+    """The final of an utterance the model failed on: empty, and flagged."""
+    return Final(
+        utterance=segment.utterance,
+        text="",
+        start=segment.start,
+        end=segment.end,
+        language="",
+        confidence=0.0,
+        from_finalize=segment.from_finalize,
+        flags=["model_error: the model failed on this utterance"],
+    )
+
+
+def _words(segment: Segment, result: Result) -> list[Word]:
+    """The result's word timings, in the session's audio time."""
+    return [
+        Word(
+            word=w.word,
+            start=round(segment.start + w.start, 3),
+            end=round(segment.start + w.end, 3),
+            confidence=w.probability,
+        )
+        for w in result.words
+    ]
 
 
 async def _report_lag(
