@@ -184,3 +184,18 @@ def test_the_session_stages_do_not_import_each_other() -> None:
         for target in sorted(ours[module] & STAGES)
     ]
     assert wrong == []
+
+
+def test_the_session_pipeline_reads_in_small_pieces() -> None:
+    """`service/session/`: no module over 400 lines, no function over 60 (STYLE.md)."""
+    wrong = []
+    for path in sorted((ROOT / "service" / "session").glob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > 400:
+            wrong.append(f"{path.name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    wrong.append(f"{path.name}: {node.name} is {length} lines")
+    assert wrong == []

@@ -38,6 +38,13 @@ no compression: 75 MiB at 25 MiB messages; lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES
 matters; `docs/security.md`).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
+
+It shares an admitted connection's life with `serve_session` (`service/session/admission.py`:
+`turn_away`, `admitted`, `LiveSessions.holding`), not its session: admission there spends a
+rate-limit token and a share of the live capacity per connection (here: per recording, as an
+upload), accepts the `token` subprotocol, opens a store row, closes 1011 on an error, and runs
+the streaming pipeline with its own limits (frame and message sizes, idle and audio-idle
+timeouts counted from audio and keepalives, not from the last answer).
 """
 
 from __future__ import annotations
@@ -58,9 +65,8 @@ from protocol.dialects.seed_ws import RecordingCodec
 from protocol.native import Ping, Stop
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
-from service.policy.security import refuse_websocket
 from service.routes.uploads import UploadError, Uploads, check_admission
-from service.session.admission import SessionServices
+from service.session.admission import SessionServices, admitted, turn_away
 from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
 from service.session.record import new_session_id
@@ -116,28 +122,20 @@ async def serve_recordings(
     try:
         admission = services.gate.admit(client)
     except Refusal as refusal:
-        log.info("refused /ws for %s: %s", client, refusal.code)
-        await refuse_websocket(websocket, refusal)
+        await turn_away(websocket, "/ws", client, refusal)
         return
-    socket = StarletteSocket(websocket)
     ending, audio = Ending(), AudioMeter()
     handle = SessionHandle(new_session_id(), ending, audio, streaming=False)
-    live = services.live
-    recording = Recording(uploads.limits, uploads.decodes)
-    turn = _Turn(services, uploads, client, recording)
-    try:
-        await websocket.accept()
-        live.add(handle)
-        with ending.reading:  # the handle's `stop` (a drain on shutdown) cancels it
-            await _answer(socket, turn, uploads.limits, ending, audio)
-        await socket.close(ending.close_code)
-    except ClientGone:
-        pass
-    finally:
-        live.remove(handle.session_id)
-        admission.release()
-        with trio.CancelScope(shield=True):
-            await socket.drain()
+    turn = _Turn(services, uploads, client, Recording(uploads.limits, uploads.decodes))
+    async with admitted(websocket, admission) as socket:
+        try:
+            await websocket.accept()
+            with services.live.holding(handle):
+                with ending.reading:  # the handle's `stop` (a drain on shutdown) cancels it
+                    await _answer(socket, turn, uploads.limits, ending, audio)
+                await socket.close(ending.close_code)
+        except ClientGone:
+            pass
 
 
 class _Turn:

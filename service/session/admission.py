@@ -13,7 +13,8 @@ of the running server comes in one record, `SessionServices` (the route hands do
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import attrs
 import trio
@@ -65,6 +66,15 @@ class LiveSessions(dict[str, SessionHandle]):
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+    @contextmanager
+    def holding(self, session: SessionHandle) -> Iterator[None]:
+        """`session` is live for the block, however the block ends."""
+        self.add(session)
+        try:
+            yield
+        finally:
+            self.remove(session.session_id)
 
     def streams(self) -> list[SessionHandle]:
         """The live streams: what admission prices (not `/ws` recordings connections)."""
@@ -194,11 +204,9 @@ async def serve_session(
     try:
         admission = await admit_session(services, client)
     except Refusal as refusal:
-        log.info("refused %s for %s: %s", route, client, refusal.code)
-        await refuse_websocket(websocket, refusal)
+        await turn_away(websocket, route, client, refusal)
         return None
-    socket = StarletteSocket(websocket)
-    try:
+    async with admitted(websocket, admission) as socket:
         await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
         if problem is not None or not isinstance(config, Config):
             problem = problem or Error(code="invalid_config", message="bad configuration")
@@ -208,6 +216,22 @@ async def serve_session(
             await socket.close(1008, problem.code)
             return None
         return await _run(services, socket, codec, config, options, route, client, annotate)
+
+
+async def turn_away(websocket: WebSocket, route: str, client: str, refusal: Refusal) -> None:
+    """Refuse a connection before the upgrade (HTTP status + `Retry-After`), and log why."""
+    log.info("refused %s for %s: %s", route, client, refusal.code)
+    await refuse_websocket(websocket, refusal)
+
+
+@asynccontextmanager
+async def admitted(websocket: WebSocket, admission: Admission) -> AsyncIterator[StarletteSocket]:
+    """The life every admitted WebSocket connection shares (sessions and `/ws` recordings):
+    the connection as a `StarletteSocket`; when it ends, however it ends, its admission slot
+    is given back and what the client still sends is drained (`StarletteSocket.drain`)."""
+    socket = StarletteSocket(websocket)
+    try:
+        yield socket
     finally:
         admission.release()
         with trio.CancelScope(shield=True):
@@ -236,16 +260,13 @@ async def _run(
         annotate=annotate,
         vad=services.vad,
     )
-    live = services.live
-    live.add(SessionHandle.of(session))
-    try:
-        return await run_session(session)
-    except Exception:
-        log.exception("session %s failed", session.session_id)
-        await socket.close(1011, "internal error")
-        return None
-    finally:
-        live.remove(session.session_id)
+    with services.live.holding(SessionHandle.of(session)):
+        try:
+            return await run_session(session)
+        except Exception:
+            log.exception("session %s failed", session.session_id)
+            await socket.close(1011, "internal error")
+            return None
 
 
 def _subprotocol(websocket: WebSocket, wanted: str | None) -> str | None:

@@ -40,6 +40,8 @@ def as_is(frame: Final) -> Final:
 
 @attrs.frozen(kw_only=True)
 class Session:
+    """One session, as its stages see it; no stage writes a field of it."""
+
     socket: FrameSocket  # the route owns the connection; the reader and the writer use it
     codec: Codec  # the route's dialect: the reader decodes with it, the writer encodes
     transcriber: Transcriber

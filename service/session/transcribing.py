@@ -8,7 +8,9 @@ in its captions. Each ends by a close, never by a cancel: when the event
 channel ends the finals channel and the partial slot close, the finals worker drains its channel,
 and the lag reporter returns once the last final is done; then this stage sends `stopped` and
 closes its frame channel. It starts once the reader has settled the session's config, and the
-workers decode with that `SessionConfig`.
+workers decode with that `SessionConfig`. What the workers share (`_Client`: the text so far,
+the committed words, the partial slot) is this stage's alone; of the session's live parts it
+writes only its `FinalsMeter` (finals owed, captions), and reads the segmenter's `AudioMeter`.
 """
 
 from __future__ import annotations
