@@ -4,6 +4,7 @@
   in the actor's worker thread) and told to fail.
 - `FakeTranscriber`: the `Transcriber` protocol without an actor, gated by a `trio.Event`.
 - `FakeSocket`: the `FrameSocket` protocol over two memory channels.
+- `quiet_session`: a session record for driving one stage on its own.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import msgspec
 import trio
 
 from actors.model.port import SAMPLE_RATE, Priority, Request, Result
-from protocol.native import ServerFrame, server_decoder
-from service.session.ports import ClientGone
+from protocol.codec import NativeCodec
+from protocol.native import Config, ServerFrame, server_decoder
+from service.session.ports import ClientGone, StreamOptions, Transcriber
+from service.session.record import Session
 
 
 def describe(request: Request) -> str:
@@ -107,3 +110,15 @@ class FakeSocket:
 
 def frame_types(frames: Sequence[msgspec.Struct]) -> list[str]:
     return [type(frame).__name__ for frame in frames]
+
+
+def quiet_session(transcriber: Transcriber, options: StreamOptions) -> Session:
+    """A session's record for a test that drives one stage itself (nobody reads its socket)."""
+    return Session(
+        socket=FakeSocket(),
+        codec=NativeCodec(),
+        transcriber=transcriber,
+        config=Config(),
+        options=options,
+        session_id="s",
+    )

@@ -16,6 +16,7 @@ from protocol.native import Config, Final, Partial, encoder
 from protocol.native import Stop as StopFrame
 from service.session.agreement import Agreement
 from service.session.ports import StreamOptions
+from service.session.record import Session
 from service.session.supervisor import run_session
 
 SCRIPT = [
@@ -92,7 +93,15 @@ async def _session(transcriber: FakeTranscriber, options: StreamOptions) -> list
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        await run_session(socket, NativeCodec(), transcriber, Config(), options)
+        await run_session(
+            Session(
+                socket=socket,
+                codec=NativeCodec(),
+                transcriber=transcriber,
+                config=Config(),
+                options=options,
+            )
+        )
     return list(await socket.frames())
 
 

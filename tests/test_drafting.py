@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 from audio_files import DATA, load
+from fakes import quiet_session
 
 from actors.model.port import (
     SAMPLE_RATE,
@@ -28,9 +29,10 @@ from protocol.native import Final, Partial, ServerFrame, Status
 from service.session.agreement import Agreement, TimedWord
 from service.session.config import SessionConfig
 from service.session.drafting import CUT_BEFORE_WORD_S, LEFT_CONTEXT_S, plan_draft, read_draft
+from service.session.handle import SessionHandle
+from service.session.messages import Segmented
 from service.session.ports import StreamOptions
-from service.session.segmenting import Segmented
-from service.session.state import Captions, SessionState
+from service.session.state import Captions
 from service.session.transcribing import transcribe_segments
 
 OPTIONS = DecodeOptions(language="en", partial=True, context="Earlier final.")
@@ -231,14 +233,11 @@ async def talk(options: StreamOptions) -> tuple[TimedSpeaker, list[ServerFrame]]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             transcribe_segments,
-            speaker,
+            quiet_session(speaker, options),
+            config,
             events,
             frames_send,
-            SessionState("s"),
-            options,
-            lambda final: final,
         )
-        await events_send.send(config)
         for revision, end in enumerate(np.arange(0.6, 8.0, 0.6), start=1):
             await events_send.send(spoken(float(end), revision=revision))
             await trio.testing.wait_all_tasks_blocked()
@@ -284,29 +283,28 @@ class HeldRevisions:
 async def test_status_says_how_far_the_captions_are_behind(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    state = SessionState("s")
+    session = quiet_session(HeldRevisions(), StreamOptions())
     events_send, events = trio.open_memory_channel[Segmented](16)
     frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
     config = english(words=False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             transcribe_segments,
-            HeldRevisions(),
+            session,
+            config,
             events,
             frames_send,
-            state,
-            StreamOptions(),
-            lambda final: final,
         )
-        await events_send.send(config)
         await events_send.send(SpeechStart(at=0.2))
         await events_send.send(spoken(0.8, revision=1))  # its first draft is shown
+        heard = 0.0
         for revision, end in enumerate((1.6, 2.4, 3.2, 4.0), start=2):
             await trio.sleep(0.8)
-            state.received_samples = int(end * SAMPLE_RATE)
+            session.audio.received(int(end * SAMPLE_RATE) - int(heard * SAMPLE_RATE))
+            heard = end
             await events_send.send(spoken(end, revision=revision))  # held by the model
         await trio.sleep(1.5)
-        assert state.statistics().caption_delay_s == pytest.approx(3.2)
+        assert SessionHandle.of(session).statistics().caption_delay_s == pytest.approx(3.2)
         await events_send.send(spoken(4.0, final=True))
         await events_send.aclose()
     frames = [frame async for frame in frames_recv]

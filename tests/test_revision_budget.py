@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
-from fakes import FakeModel
+from fakes import FakeModel, quiet_session
 from test_transcriber import batch_lengths, queue_behind_a_busy_model
 
 from actors.model.port import Priority, Request, Result
@@ -18,9 +18,8 @@ from actors.transcriber.actor import TranscriberConfig, open_transcriber
 from actors.transcriber.schedule import Budget
 from protocol.native import Partial, ServerFrame
 from service.session.config import SessionConfig
+from service.session.messages import Segmented
 from service.session.ports import StreamOptions
-from service.session.segmenting import Segmented
-from service.session.state import SessionState
 from service.session.transcribing import transcribe_segments
 
 
@@ -132,14 +131,11 @@ async def test_a_waiting_draft_gives_way_to_the_next_utterances_first_draft() ->
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             transcribe_segments,
-            transcriber,
+            quiet_session(transcriber, StreamOptions()),
+            config,
             events,
             frames_send,
-            SessionState("s"),
-            StreamOptions(),
-            lambda final: final,
         )
-        await events_send.send(config)
         for event in (segment(0, 1.0), segment(0, 1.6)):  # a first draft, then a revision
             await events_send.send(event)
             await trio.testing.wait_all_tasks_blocked()

@@ -24,6 +24,7 @@ from service.config import Settings
 from service.runtime import runtime
 from service.session.handle import SessionHandle
 from service.session.ports import StreamOptions
+from service.session.record import Session
 from service.session.state import SessionStatistics
 from service.session.supervisor import run_session
 
@@ -35,24 +36,24 @@ async def test_stop_ends_the_session_cleanly_with_its_close_code() -> None:
     final sent, then `stopped`, and the socket closes with the code `stop` was given."""
     socket, transcriber, hooks = FakeSocket(), FakeTranscriber(), RecordingHooks()
     garden = load(DATA / "garden.wav")
-    handles: list[SessionHandle] = []
+    session = Session(
+        socket=socket,
+        codec=NativeCodec(),
+        transcriber=transcriber,
+        config=Config(),
+        options=OPTIONS,
+        hooks=hooks,
+    )
+    handle = SessionHandle.of(session)
     async with trio.open_nursery() as nursery:
 
         async def stop_when_heard() -> None:
             await socket.to_server.send(pcm16(garden[: len(garden) * 2 // 3]))
             await trio.testing.wait_all_tasks_blocked()
-            handles[0].stop("server_shutdown", 1012)
+            handle.stop("server_shutdown", 1012)
 
         nursery.start_soon(stop_when_heard)
-        statistics = await run_session(
-            socket,
-            NativeCodec(),
-            transcriber,
-            Config(),
-            OPTIONS,
-            hooks=hooks,
-            on_start=handles.append,
-        )
+        statistics = await run_session(session)
         frames = await socket.frames()
     finals = [f for f in frames if isinstance(f, Final)]
     assert len(finals) == 1 and finals[0].text
@@ -60,30 +61,35 @@ async def test_stop_ends_the_session_cleanly_with_its_close_code() -> None:
     assert socket.closed_with == 1012
     assert statistics.stop_reason == "server_shutdown" and statistics.close_code == 1012
     assert hooks.events[-1].startswith("ended server_shutdown ")
-    assert handles[0].session_id == statistics.session_id
+    assert handle.session_id == statistics.session_id
 
 
 async def test_statistics_reflect_the_audio_received_and_the_finals_owed() -> None:
     socket, transcriber = FakeSocket(), FakeTranscriber()
     transcriber.gate = trio.Event()  # the model holds every final until the test lets it go
     audio = speech_with_pauses()
-    handles: list[SessionHandle] = []
+    session = Session(
+        socket=socket,
+        codec=NativeCodec(),
+        transcriber=transcriber,
+        config=Config(),
+        options=OPTIONS,
+    )
+    handle = SessionHandle.of(session)
     seen: list[SessionStatistics] = []
 
     async def client() -> None:
         await socket.to_server.send(pcm16(audio))
         await trio.testing.wait_all_tasks_blocked()
-        seen.append(handles[0].statistics())
+        seen.append(handle.statistics())
         await trio.sleep(0.3)
-        seen.append(handles[0].statistics())
+        seen.append(handle.statistics())
         transcriber.gate.set()
         await socket.to_server.send(encoder.encode(StopFrame()).decode())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        last = await run_session(
-            socket, NativeCodec(), transcriber, Config(), OPTIONS, on_start=handles.append
-        )
+        last = await run_session(session)
         frames = await socket.frames()
     heard, later = seen
     assert heard.received_s == pytest.approx(len(audio) / 16000)

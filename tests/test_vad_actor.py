@@ -31,6 +31,7 @@ from service.app import create_app
 from service.config import Settings
 from service.runtime import runtime, setup
 from service.session.ports import StreamOptions
+from service.session.record import Session
 from service.session.supervisor import run_session
 from service.supervision import ActorWatch
 
@@ -319,7 +320,16 @@ async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> Non
         for offset in range(0, len(data), 3200):
             await socket.to_server.send(data[offset : offset + 3200])
         await socket.to_server.send(encoder.encode(StopFrame()).decode())
-        await run_session(socket, NativeCodec(), FakeTranscriber(), Config(), options, vad=vad)
+        await run_session(
+            Session(
+                socket=socket,
+                codec=NativeCodec(),
+                transcriber=FakeTranscriber(),
+                config=Config(),
+                options=options,
+                vad=vad,
+            )
+        )
         return by_kind(await socket.frames())
 
     expected = await session(None)
@@ -396,7 +406,16 @@ async def test_chunks_already_waiting_go_to_the_vad_in_one_request() -> None:
                 await socket.to_server.send(encoder.encode(StopFrame()).decode())
 
             nursery.start_soon(send)
-            await run_session(socket, NativeCodec(), FakeTranscriber(), Config(), options, vad=vad)
+            await run_session(
+                Session(
+                    socket=socket,
+                    codec=NativeCodec(),
+                    transcriber=FakeTranscriber(),
+                    config=Config(),
+                    options=options,
+                    vad=vad,
+                )
+            )
         return by_kind(await socket.frames())
 
     expected = await session(None)

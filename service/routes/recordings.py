@@ -38,6 +38,13 @@ no compression: 75 MiB at 25 MiB messages; lower `CHORUS_MAX_AUDIO_MESSAGE_BYTES
 matters; `docs/security.md`).
 
 Not done here (the streaming routes do it): recording to the store and `/v1/sessions`.
+
+It shares an admitted connection's life with `serve_session` (`service/session/admission.py`:
+`turn_away`, `admitted`, `LiveSessions.holding`), not its session: admission there spends a
+rate-limit token and a share of the live capacity per connection (here: per recording, as an
+upload), accepts the `token` subprotocol, opens a store row, closes 1011 on an error, and runs
+the streaming pipeline with its own limits (frame and message sizes, idle and audio-idle
+timeouts counted from audio and keepalives, not from the last answer).
 """
 
 from __future__ import annotations
@@ -59,14 +66,13 @@ from protocol.native import Ping, Stop
 from service.policy.caller import Caller
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
-from service.policy.security import refuse_websocket
 from service.routes.uploads import UploadError, Uploads, check_admission
-from service.session.admission import SessionServices
+from service.session.admission import SessionServices, admitted, turn_away
 from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
+from service.session.record import new_session_id
 from service.session.sockets import StarletteSocket
-from service.session.state import SessionState
-from service.session.supervisor import new_session_id
+from service.session.state import AudioMeter, Ending
 
 log = logging.getLogger("chorus.recordings")
 
@@ -117,27 +123,20 @@ async def serve_recordings(
     try:
         admission = services.gate.admit(client)
     except Refusal as refusal:
-        log.info("refused /ws for %s: %s", client, refusal.code)
-        await refuse_websocket(websocket, refusal)
+        await turn_away(websocket, "/ws", client, refusal)
         return
-    socket = StarletteSocket(websocket)
-    session = SessionState(session_id=new_session_id())
-    live = services.live
-    recording = Recording(uploads.limits, uploads.decodes)
-    turn = _Turn(services, uploads, client, recording)
-    try:
-        await websocket.accept()
-        live.add(SessionHandle(session, streaming=False))
-        with session.reading:  # the handle's `stop` (a drain on shutdown) cancels it
-            await _answer(socket, turn, uploads.limits, session)
-        await socket.close(session.close_code)
-    except ClientGone:
-        pass
-    finally:
-        live.remove(session.session_id)
-        admission.release()
-        with trio.CancelScope(shield=True):
-            await socket.drain()
+    ending, audio = Ending(), AudioMeter()
+    handle = SessionHandle(new_session_id(), ending, audio, streaming=False)
+    turn = _Turn(services, uploads, client, Recording(uploads.limits, uploads.decodes))
+    async with admitted(websocket, admission) as socket:
+        try:
+            await websocket.accept()
+            with services.live.holding(handle):
+                with ending.reading:  # the handle's `stop` (a drain on shutdown) cancels it
+                    await _answer(socket, turn, uploads.limits, ending, audio)
+                await socket.close(ending.close_code)
+        except ClientGone:
+            pass
 
 
 class _Turn:
@@ -168,7 +167,7 @@ class _Turn:
 
 
 async def _answer(
-    socket: StarletteSocket, turn: _Turn, limits: Limits, session: SessionState
+    socket: StarletteSocket, turn: _Turn, limits: Limits, ending: Ending, audio: AudioMeter
 ) -> None:
     codec = RecordingCodec(limits.max_message_bytes)
     deadline = trio.current_time() + limits.max_session_s
@@ -182,16 +181,16 @@ async def _answer(
         if message is None:
             break
         recordings = turn.recordings
-        await _handle(socket, codec, turn, limits, message, session)
-        if session.stop_reason == "stop":
+        await _handle(socket, codec, turn, limits, message, ending, audio)
+        if ending.reason == "stop":
             return
         if turn.recordings != recordings:
             quiet_since = trio.current_time()
     if trio.current_time() >= deadline:
-        session.stop_reason = "session_too_long"
+        ending.ended("session_too_long")
         await socket.send(codec.error(f"Session longer than {limits.max_session_s:g} s"))
     else:
-        session.stop_reason = "idle_timeout"
+        ending.ended("idle_timeout")
         await socket.send(codec.error(f"No audio for {idle_s:g} s: closing"))
 
 
@@ -201,7 +200,8 @@ async def _handle(
     turn: _Turn,
     limits: Limits,
     message: str | bytes,
-    session: SessionState,
+    ending: Ending,
+    audio: AudioMeter,
 ) -> None:
     limit = limits.max_audio_message_bytes
     if len(message) > limit:
@@ -217,13 +217,14 @@ async def _handle(
     del message  # the base64 text: only the decoded bytes are kept from here
     match item:
         case Stop():
-            session.stop_reason = "stop"
+            ending.ended("stop")
         case Ping():
             await socket.send(codec.pong())
         case bytes():
             await socket.send(codec.processing())
+            before = turn.recording.samples
             answer = await turn.answer(item, codec)
-            session.received_samples = turn.recording.samples
+            audio.received(turn.recording.samples - before)
             await socket.send(answer)
 
 

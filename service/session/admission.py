@@ -13,7 +13,8 @@ of the running server comes in one record, `SessionServices` (the route hands do
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import attrs
 import trio
@@ -33,11 +34,12 @@ from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.config import check_config
 from service.session.handle import SessionHandle
-from service.session.ports import SessionHooks, StreamOptions
+from service.session.ports import StreamOptions
+from service.session.record import Session
 from service.session.recorder import StoreHooks
 from service.session.sockets import StarletteSocket
 from service.session.state import SessionStatistics
-from service.session.supervisor import new_session_id, run_session
+from service.session.supervisor import run_session
 
 log = logging.getLogger("chorus.session")
 
@@ -65,6 +67,15 @@ class LiveSessions(dict[str, SessionHandle]):
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+    @contextmanager
+    def holding(self, session: SessionHandle) -> Iterator[None]:
+        """`session` is live for the block, however the block ends."""
+        self.add(session)
+        try:
+            yield
+        finally:
+            self.remove(session.session_id)
 
     def streams(self) -> list[SessionHandle]:
         """The live streams: what admission prices (not `/ws` recordings connections)."""
@@ -194,11 +205,9 @@ async def serve_session(
     try:
         admission = await admit_session(services, client)
     except Refusal as refusal:
-        log.info("refused %s for %s: %s", route, client, refusal.code)
-        await refuse_websocket(websocket, refusal)
+        await turn_away(websocket, route, client, refusal)
         return None
-    socket = StarletteSocket(websocket)
-    try:
+    async with admitted(websocket, admission) as socket:
         await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
         if problem is not None or not isinstance(config, Config):
             problem = problem or Error(code="invalid_config", message="bad configuration")
@@ -208,6 +217,22 @@ async def serve_session(
             await socket.close(1008, problem.code)
             return None
         return await _run(services, socket, codec, config, options, route, client, annotate)
+
+
+async def turn_away(websocket: WebSocket, route: str, client: str, refusal: Refusal) -> None:
+    """Refuse a connection before the upgrade (HTTP status + `Retry-After`), and log why."""
+    log.info("refused %s for %s: %s", route, client, refusal.code)
+    await refuse_websocket(websocket, refusal)
+
+
+@asynccontextmanager
+async def admitted(websocket: WebSocket, admission: Admission) -> AsyncIterator[StarletteSocket]:
+    """The life every admitted WebSocket connection shares (sessions and `/ws` recordings):
+    the connection as a `StarletteSocket`; when it ends, however it ends, its admission slot
+    is given back and what the client still sends is drained (`StarletteSocket.drain`)."""
+    socket = StarletteSocket(websocket)
+    try:
+        yield socket
     finally:
         admission.release()
         with trio.CancelScope(shield=True):
@@ -224,30 +249,25 @@ async def _run(
     client: str,
     annotate: Callable[[Final], Final],
 ) -> SessionStatistics | None:
-    hooks: SessionHooks = StoreHooks(services.store, record=config.record)
-    session_id = new_session_id()
-    live = services.live
-    try:
-        return await run_session(
-            socket,
-            codec,
-            services.transcriber,
-            config,
-            options,
-            route=route,
-            client=client,
-            hooks=hooks,
-            annotate=annotate,
-            session_id=session_id,
-            on_start=live.add,
-            vad=services.vad,
-        )
-    except Exception:
-        log.exception("session %s failed", session_id)
-        await socket.close(1011, "internal error")
-        return None
-    finally:
-        live.remove(session_id)
+    session = Session(
+        socket=socket,
+        codec=codec,
+        transcriber=services.transcriber,
+        config=config,
+        options=options,
+        route=route,
+        client=client,
+        hooks=StoreHooks(services.store, record=config.record),
+        annotate=annotate,
+        vad=services.vad,
+    )
+    with services.live.holding(SessionHandle.of(session)):
+        try:
+            return await run_session(session)
+        except Exception:
+            log.exception("session %s failed", session.session_id)
+            await socket.close(1011, "internal error")
+            return None
 
 
 def _subprotocol(websocket: WebSocket, wanted: str | None) -> str | None:

@@ -5,9 +5,10 @@ once (`check_config`), before admission: a dialect that refuses before the upgra
 HTTP 400) does so there, the others answer an `error` after it and close 1008. A `config`
 frame before any audio is checked by the reader (`service/session/reader.py`) the same way and
 answered with a new `ready`. When the first audio arrives the reader settles the config
-(`settle`) into a frozen `SessionConfig` and sends it down the channels ahead of that audio: the
-segmenter cuts with it and passes it on to the transcriber client, which decodes with it. No
-stage reads the config from shared state, and nothing changes it once audio has started.
+(`settle`) into a frozen `SessionConfig` and hands it to `run_session` (`task_status.started`)
+ahead of that audio, which starts the segmenter (it cuts with it) and the transcriber client
+(it decodes with it). No stage reads the config from shared state, and nothing changes it once
+audio has started.
 """
 
 from __future__ import annotations

@@ -37,8 +37,7 @@ from actors.speech.segmenter import Segment
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import Partial, ServerFrame
 from service.session.agreement import Agreement, TimedWord
-from service.session.ports import Transcriber
-from service.session.state import Captions
+from service.session.record import Session
 
 TAIL_AFTER_S = 1.0  # the cut must be this far into the utterance to trim anything
 LEFT_CONTEXT_S = 0.5  # audio of committed words kept before the uncommitted tail
@@ -255,25 +254,25 @@ class DraftMaker:
 
 
 async def draft_partials(
-    transcriber: Transcriber,
+    session: Session,
     slot: DraftSlot,
     frames: trio.MemorySendChannel[ServerFrame],
     make: DraftMaker,
-    captions: Captions,
-    received_s: Callable[[], float],
     shown: set[int],
 ) -> None:
     """Ask for the newest draft, one at a time, and send each as a `partial` frame.
 
-    `shown` holds the utterances that have shown text (their drafts are revisions)."""
+    `shown` holds the utterances that have shown text (their drafts are revisions); each draft
+    shown moves the session's captions on (`FinalsMeter`, the transcriber client's)."""
     agreements, target = make.agreements, make.settings.caption_target_s
+    transcriber, captions, audio = session.transcriber, session.finals.captions, session.audio
     with frames:
         while (segment := await slot.take()) is not None:
             asking = _Asking(make(segment), slot, make)
             first = segment.utterance not in shown
             priority: Priority = "first_partial" if first else "partial"
             now = trio.current_time()
-            deadline = now + target - captions.delay_s(received_s())
+            deadline = now + target - captions.delay_s(audio.received_s)
             with slot.asking(segment.utterance) as scope:
                 try:
                     result = await transcriber.transcribe(

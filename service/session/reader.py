@@ -1,139 +1,110 @@
 """The reader stage: the client's messages in, commands out (`service/session/supervisor.py`).
 
-`read_frames` is one task of the session's nursery; it owns the command channel's send end and
-a clone of the frame channel, and closes both on exit. It answers what needs no audio itself
-(`ping`, `config` before audio, a frame over the limit, a protocol error), and keeps the
-client's config until the first audio, which the settled `SessionConfig` precedes down the
-command channel (`service/session/config.py`). It ends the session by returning: on `stop`, a
-client that leaves (also while the pacer holds the command channel full: the transport's
-`wait_gone`), a fatal protocol error, or an idle or length limit; the close ripples down.
-It runs in the session's reading scope, which only `SessionState.stop` cancels (the session's
-handle, a segmenter that cannot decode the stream, a writer whose client stopped reading).
+`read_frames` is the session's first task, started with `nursery.start`; it owns the command
+channel's send end and a clone of the frame channel, and closes both on exit. It reads each
+message and forwards what `ClientProtocol` (`service/session/inbound.py`, sans-IO) makes of
+it: audio and `finalize` down the command channel, answers to the client, the settled config
+to `run_session` at the first audio (`task_status.started`). It ends the session by returning:
+on `stop`, a client that leaves (also while the pacer holds the command channel full: the
+transport's `wait_gone`), a fatal protocol error, or an idle or length limit; the close
+ripples down. It runs in the session's reading scope (`Ending.reading`), which only
+`Ending.stop` cancels (the session's handle, a segmenter that cannot decode the stream, a
+writer whose client stopped reading).
 """
 
 from __future__ import annotations
 
 import functools
 
-import attrs
 import trio
 
-from protocol.codec import Codec, ProtocolError
-from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, ServerFrame, Stop
-from service.session.config import SessionConfig, check_config, ready_frame, settle
-from service.session.ports import ClientGone, FrameSocket, StreamOptions, unless
-from service.session.state import SessionState
-
-Command = SessionConfig | bytes | Finalize  # the settled config comes first, ahead of its audio
+from protocol.native import Finalize
+from service.session.config import SessionConfig
+from service.session.inbound import ClientProtocol, Ended, Forward
+from service.session.messages import Command, ServerFrame
+from service.session.ports import ClientGone, FrameSocket, unless
+from service.session.record import Session
 
 
 async def read_frames(
-    socket: FrameSocket,
-    codec: Codec,
+    session: Session,
     commands: trio.MemorySendChannel[Command],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    config: Config,
-    options: StreamOptions,
+    *,
+    task_status: trio.TaskStatus[SessionConfig | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Read the client's messages into commands, and answer those that need no audio.
+    """Read the client's messages and forward what they mean, until the session ends.
 
-    `config` is the one the route checked; a `config` frame may replace it until the first
-    audio, which the settled `SessionConfig` precedes down the command channel.
+    `session.config` is the one the route checked; a `config` frame may replace it until the
+    first audio, when it settles and is handed over, ahead of that audio. A session that ends
+    before any audio hands over None as the reader returns.
     """
-    limits = options.limits
-    now = trio.current_time()
-    deadline = now + limits.max_session_s
-    idle_deadline = now + limits.idle_timeout_s
-    audio_deadline = now + limits.audio_idle_timeout_s
-    expired: _Expired | None = None
-    settled = False
-    with commands, frames, state.reading:
-        while expired is None:
-            with trio.move_on_at(min(deadline, idle_deadline, audio_deadline)):
+    reading = _Reading(session, commands, frames, task_status)
+    with commands, frames, session.ending.reading:
+        ended = await reading.read()
+        if ended is not None:
+            if ended.farewell is not None:  # a limit's: sent once nothing waits on the client
+                await frames.send(ended.farewell)
+            session.ending.ended(ended.reason, ended.code)
+    reading.hand_over(None)
+
+
+class _Reading:
+    """The reader at work: its protocol, its channel ends, and the config's handover."""
+
+    def __init__(
+        self,
+        session: Session,
+        commands: trio.MemorySendChannel[Command],
+        frames: trio.MemorySendChannel[ServerFrame],
+        task_status: trio.TaskStatus[SessionConfig | None],
+    ) -> None:
+        self.session, self.commands, self.frames = session, commands, frames
+        self.protocol = ClientProtocol(session, trio.current_time)
+        self._task_status = task_status
+        self._handed_over = False
+
+    async def read(self) -> Ended | None:
+        """Receive and forward until the session ends; None when the client has gone or the
+        segmenter gave up on the stream."""
+        protocol, socket = self.protocol, self.session.socket
+        while True:
+            with trio.move_on_at(protocol.deadline):
                 try:
                     message = await socket.receive()
                 except ClientGone:
-                    state.client_gone = True
-                    return
-                if _too_large(message, limits.max_frame_bytes, limits.max_message_bytes):
-                    kind = "binary frame" if isinstance(message, bytes) else "text message"
-                    await frames.send(
-                        Error(
-                            code="frame_too_large",
-                            message=(
-                                f"{kind} of {len(message)} bytes is over the limit ("
-                                f"{limits.max_frame_bytes} binary, "
-                                f"{limits.max_message_bytes} text)"
-                            ),
-                        )
-                    )
-                    continue
-                try:
-                    items = codec.decode(message)
-                except ProtocolError as error:
-                    await frames.send(
-                        Error(code=error.code, message=error.message, fatal=error.fatal)
-                    )
-                    if error.fatal:
-                        state.stop_reason, state.close_code = "protocol_error", 1008
-                        return
-                    continue
-                for item in items:
-                    # keepalives hold a session only once it has sent audio: one that never
-                    # does gives its slot back after the idle timeout (issue 21)
-                    if isinstance(item, bytes) or (isinstance(item, KeepAlive) and settled):
-                        idle_deadline = trio.current_time() + limits.idle_timeout_s
-                    if isinstance(item, bytes):
-                        audio_deadline = trio.current_time() + limits.audio_idle_timeout_s
-                    if isinstance(item, bytes | Finalize):
-                        try:
-                            if isinstance(item, bytes) and not settled:
-                                settled = True
-                                await _hand_on(commands, settle(config, options), socket)
-                            await _hand_on(commands, item, socket)
-                        except trio.BrokenResourceError:
-                            return  # the segmenter gave up on this stream
-                        except ClientGone:
-                            state.client_gone = True
-                            return
-                    elif isinstance(item, Stop):
-                        state.stop_reason = "stop"
-                        return
-                    elif isinstance(item, Ping):
-                        await frames.send(Pong(id=item.id))
-                    elif isinstance(item, Config) and settled:
-                        await frames.send(
-                            Error(
-                                code="config_after_audio",
-                                message="`config` must come before any audio; it was ignored",
-                            )
-                        )
-                    elif isinstance(item, Config):
-                        problem = check_config(item, options)
-                        config = config if problem is not None else item
-                        await frames.send(problem or ready_frame(state.session_id, config, options))
-                # audio time counts too: a client faster than real time reaches it first
-                if state.received_s >= limits.max_session_s:
-                    expired = _Expired("session_too_long", "audio", limits.max_session_s)
+                    self.session.ending.left()
+                    return None
+                for action in protocol.receive(message):
+                    if isinstance(action, Ended):
+                        return action
+                    if not await self.forward(action):
+                        return None
                 continue
-            now = trio.current_time()
-            if now >= deadline:
-                expired = _Expired("session_too_long", "session length", limits.max_session_s)
-            elif now >= idle_deadline:
-                expired = _Expired("idle_timeout", "no audio or keepalive", limits.idle_timeout_s)
-            else:
-                expired = _Expired(
-                    "audio_idle_timeout", "no audio (keepalives only)", limits.audio_idle_timeout_s
-                )
-        await frames.send(
-            Error(
-                code=expired.code,
-                fatal=True,
-                message=f"{expired.what} for {expired.limit:g} s: closing",
-            )
-        )
-        state.stop_reason = expired.code
+            return protocol.expire()
+
+    async def forward(self, action: Forward) -> bool:
+        """Act on one action; False when reading must end (the pipeline or the client gone)."""
+        match action:
+            case SessionConfig():
+                self.hand_over(action)
+            case bytes() | Finalize():
+                try:
+                    await _hand_on(self.commands, action, self.session.socket)
+                except trio.BrokenResourceError:
+                    return False  # the segmenter gave up on this stream
+                except ClientGone:
+                    self.session.ending.left()
+                    return False
+            case _:
+                await self.frames.send(action)
+        return True
+
+    def hand_over(self, config: SessionConfig | None) -> None:
+        """The settled config to `run_session`, once (None: the session had no audio)."""
+        if not self._handed_over:
+            self._handed_over = True
+            self._task_status.started(config)
 
 
 async def _hand_on(
@@ -150,16 +121,3 @@ async def _hand_on(
     if await unless(socket.wait_gone, functools.partial(commands.send, command)):
         return
     raise ClientGone("the client left while its audio waited for the pacer")
-
-
-@attrs.frozen
-class _Expired:
-    code: str
-    what: str
-    limit: float
-
-
-def _too_large(message: str | bytes, frame_limit: int, text_limit: int) -> bool:
-    if isinstance(message, bytes):
-        return len(message) > frame_limit
-    return len(message) > text_limit

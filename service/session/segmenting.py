@@ -1,10 +1,11 @@
-"""The segmenter stage: commands in, the settled config and then segmented events out.
+"""The segmenter stage: audio in, segmented events out.
 
-`segment_audio` is one task of the session's nursery (`service/session/supervisor.py`); it owns
-the command channel's receive end, the event channel's send end and a clone of the frame
-channel. It decodes the client's audio (PCM inline, containers in a worker thread, read no
-faster than the `Pacer` allows; a client that leaves ends the wait and what it had queued is
-dropped), counts it in `SessionState`, and cuts utterances
+`segment_audio` is one task of the session's nursery (`service/session/supervisor.py`),
+started once the reader has settled the session's config (at its first audio); it owns the
+command channel's receive end, the event channel's send end and a clone of the frame channel.
+It decodes the client's audio (PCM inline, containers in a worker thread, read no faster than
+the `Pacer` allows; a client that leaves ends the wait and what it had queued is dropped),
+counts it in the session's `AudioMeter` (which it alone writes), and cuts utterances
 (`actors/speech/segmenter.py`). When the commands end it flushes the decoder and the open
 utterance, then closes its channels.
 """
@@ -23,107 +24,158 @@ from actors.audio.file_decoder import UndecodableAudio
 from actors.audio.pcm import PcmDecoder
 from actors.audio.stream_decoder import MAX_CHUNK_S, StreamingDecoder
 from actors.model.port import SAMPLE_RATE, Samples
-from actors.speech.segmenter import Event, Segmenter
-from protocol.native import Error, Finalize, ServerFrame
+from actors.speech.segmenter import Segmenter
+from protocol.native import Error, Finalize
 from service.session.config import SessionConfig
-from service.session.ports import SessionHooks, SpeechDetector, StreamOptions, Vad, unless
-from service.session.reader import Command
-from service.session.state import SessionState
-
-Segmented = SessionConfig | Event  # what the segmenter sends on: the config, then its events
+from service.session.messages import Command, Segmented, ServerFrame
+from service.session.ports import SpeechDetector, unless
+from service.session.record import Session
 
 
 async def segment_audio(
+    session: Session,
+    config: SessionConfig | None,
     commands: trio.MemoryReceiveChannel[Command],
     events: trio.MemorySendChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
-    hooks: SessionHooks,
-    vad: Vad | None = None,
 ) -> None:
-    """Decode audio, cut utterances, and pass every event on in order.
+    """Decode audio, cut utterances with the settled `config`, and pass every event on in
+    order. `config` is None when the session ended before any audio: nothing to cut.
 
-    The settled config arrives ahead of the first audio: this stage cuts and decodes with it
-    and passes it on first, to the transcriber client. A `finalize` before any audio has
-    nothing to cut.
-
-    With `vad` (the shared VAD actor), this stage owns one stream of it, which it closes on
-    exit, and awaits each chunk's speech probabilities there; without, the segmenter runs its
-    own VAD inline. An undecodable `encoding=auto` stream ends the session: an `error` frame,
-    then this stage closes its command channel, so the reader stops taking audio.
+    With `session.vad` (the shared VAD actor), this stage owns one stream of it, which it
+    closes on exit, and awaits each chunk's speech probabilities there; without, the segmenter
+    runs its own VAD inline. An undecodable `encoding=auto` stream ends the session: an `error`
+    frame, then this stage closes its command channel, so the reader stops taking audio.
     """
-    segmenter: Segmenter | None = None
-    decoder: AudioDecoder | None = None
-    warned_misaligned = False
-    pacer = Pacer(options.pace, options.pace_burst_s)
-    detector = vad.open_stream() if vad is not None else None
-    stream: AbstractContextManager[object] = closing(detector) if detector else nullcontext()
-    with commands, events, frames, stream:
-        try:
-            held: Command | None = None  # taken while joining chunks, handled next
-            while True:
-                if held is not None:
-                    command, held = held, None
-                else:
-                    try:
-                        command = await commands.receive()
-                    except trio.EndOfChannel:
-                        break
-                if isinstance(command, SessionConfig):
-                    config = command
-                    segmenter = Segmenter(config.segmenter)
-                    decoder = make_decoder(config)
-                    await events.send(config)
-                    continue
-                if segmenter is None or decoder is None:
-                    continue
-                if isinstance(command, Finalize):
-                    for event in segmenter.finalize():
-                        await events.send(event)
-                    continue
-                # a chunk gets its wall-clock share
-                decoder.max_chunk_s = pacer.chunk_allowance_s(state.received_s)
-                samples = await _decode(decoder, command)
-                if detector is not None and not decoder.blocking:
-                    # the chunks already waiting go to the shared VAD in one request: a client
-                    # that sends small chunks ahead of real time is not held to one per batch
-                    while len(samples) < JOIN_SAMPLES and pacer.allows(
-                        state.received_s + len(samples) / SAMPLE_RATE
-                    ):
-                        try:
-                            ready = commands.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        if not isinstance(ready, bytes):
-                            held = ready
-                            break
-                        samples = np.concatenate([samples, decoder.feed(ready)])
-                if decoder.statistics().misaligned_frames and not warned_misaligned:
-                    warned_misaligned = True
-                    await frames.send(
-                        Error(
-                            code="odd_byte_count",
-                            message=(
-                                "a binary frame's length is not a multiple of the "
-                                f"{config.encoding} sample size; the partial sample is kept "
-                                "and joined to the next frame"
-                            ),
-                        )
-                    )
-                await _push(samples, segmenter, detector, events, frames, state, hooks)
-                await _paced(pacer, state)
-                if state.client_gone:
-                    break  # what a client that left had queued is dropped, not paced through
-            if segmenter is not None and decoder is not None:
-                flushed = await _decode(decoder, None)
-                await _push(flushed, segmenter, detector, events, frames, state, hooks)
-        except UndecodableAudio as error:
-            state.stop("undecodable_audio", 1003)  # the reader stops waiting for the client
-            await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
-        if segmenter is not None:
-            for event in segmenter.close():
-                await events.send(event)
+    with commands, events, frames:
+        if config is None:
+            return
+        cutting = _Cutting(session, config, events, frames)
+        with cutting.stream:
+            try:
+                await _cut(cutting, commands)
+                await cutting.flush()
+            except UndecodableAudio as error:
+                # the reader stops waiting for the client
+                session.ending.stop("undecodable_audio", 1003)
+                await frames.send(Error(code="undecodable_audio", message=str(error), fatal=True))
+            await cutting.close()
+
+
+async def _cut(cutting: _Cutting, commands: trio.MemoryReceiveChannel[Command]) -> None:
+    """Take commands until they end, or until the client has gone (what it had queued is
+    dropped, not paced through)."""
+    held: Command | None = None  # taken while joining chunks, handled next
+    while True:
+        if held is not None:
+            command, held = held, None
+        else:
+            try:
+                command = await commands.receive()
+            except trio.EndOfChannel:
+                return
+        if isinstance(command, Finalize):
+            await cutting.finalize()
+            continue
+        held = await cutting.audio(command, commands)
+        if cutting.session.ending.client_gone:
+            return
+
+
+class _Cutting:
+    """One session's segmenter at work: its decoder, VAD stream, pacer and segmenter."""
+
+    def __init__(
+        self,
+        session: Session,
+        config: SessionConfig,
+        events: trio.MemorySendChannel[Segmented],
+        frames: trio.MemorySendChannel[ServerFrame],
+    ) -> None:
+        self.session, self.config, self.events, self.frames = session, config, events, frames
+        options, vad = session.options, session.vad
+        self.segmenter = Segmenter(config.segmenter)
+        self.decoder = make_decoder(config)
+        self.pacer = Pacer(options.pace, options.pace_burst_s)
+        self.detector: SpeechDetector | None = vad.open_stream() if vad is not None else None
+        self.stream: AbstractContextManager[object] = (
+            closing(self.detector) if self.detector else nullcontext()
+        )
+        self.warned_misaligned = False
+
+    async def audio(
+        self, data: bytes, commands: trio.MemoryReceiveChannel[Command]
+    ) -> Command | None:
+        """Decode, count and cut one chunk (and those waiting behind it, for the shared VAD),
+        then wait for the pacer; returns a command taken meanwhile that is not audio."""
+        received_s = self.session.audio.received_s
+        self.decoder.max_chunk_s = self.pacer.chunk_allowance_s(received_s)  # its wall share
+        samples = await _decode(self.decoder, data)
+        held = None
+        if self.detector is not None and not self.decoder.blocking:
+            samples, held = self._join_waiting(samples, commands)
+        await self._warn_misaligned()
+        await self._push(samples)
+        await _paced(self.pacer, self.session)
+        return held
+
+    def _join_waiting(
+        self, samples: Samples, commands: trio.MemoryReceiveChannel[Command]
+    ) -> tuple[Samples, Command | None]:
+        """The chunks already waiting go to the shared VAD in one request: a client that sends
+        small chunks ahead of real time is not held to one per batch."""
+        received_s = self.session.audio.received_s
+        while len(samples) < JOIN_SAMPLES and self.pacer.allows(
+            received_s + len(samples) / SAMPLE_RATE
+        ):
+            try:
+                ready = commands.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not isinstance(ready, bytes):
+                return samples, ready
+            samples = np.concatenate([samples, self.decoder.feed(ready)])
+        return samples, None
+
+    async def _warn_misaligned(self) -> None:
+        if self.warned_misaligned or not self.decoder.statistics().misaligned_frames:
+            return
+        self.warned_misaligned = True
+        await self.frames.send(
+            Error(
+                code="odd_byte_count",
+                message=(
+                    "a binary frame's length is not a multiple of the "
+                    f"{self.config.encoding} sample size; the partial sample is kept "
+                    "and joined to the next frame"
+                ),
+            )
+        )
+
+    async def finalize(self) -> None:
+        for event in self.segmenter.finalize():
+            await self.events.send(event)
+
+    async def flush(self) -> None:
+        await self._push(await _decode(self.decoder, None))
+
+    async def close(self) -> None:
+        for event in self.segmenter.close():
+            await self.events.send(event)
+
+    async def _push(self, samples: Samples) -> None:
+        if not len(samples):
+            return
+        session = self.session
+        notice = await session.hooks.audio(samples)  # e.g. `recording_stopped`: it goes on
+        if notice is not None:
+            await self.frames.send(notice)
+        session.audio.received(len(samples))
+        detector = self.detector
+        probabilities = await detector.probabilities(samples) if detector is not None else None
+        for event in self.segmenter.feed(samples, probabilities):
+            await self.events.send(event)
+        session.audio.spoken(self.segmenter.speech_samples)
 
 
 CHUNK_SLACK_S = 5.0
@@ -170,12 +222,13 @@ class Pacer:
             await trio.sleep_until(due)
 
 
-async def _paced(pacer: Pacer, state: SessionState) -> None:
+async def _paced(pacer: Pacer, session: Session) -> None:
     """`pacer.wait`, ended early by a client that leaves meanwhile."""
-    if pacer.allows(state.received_s):
-        await pacer.wait(state.received_s)  # no wait: only starts the clock
+    received_s = session.audio.received_s
+    if pacer.allows(received_s):
+        await pacer.wait(received_s)  # no wait: only starts the clock
         return
-    await unless(state.wait_client_gone, functools.partial(pacer.wait, state.received_s))
+    await unless(session.ending.wait_client_gone, functools.partial(pacer.wait, received_s))
 
 
 def make_decoder(config: SessionConfig) -> AudioDecoder:
@@ -191,24 +244,3 @@ async def _decode(decoder: AudioDecoder, data: bytes | None) -> Samples:
     if decoder.blocking:
         return await trio.to_thread.run_sync(step)
     return step()
-
-
-async def _push(
-    samples: Samples,
-    segmenter: Segmenter,
-    detector: SpeechDetector | None,
-    events: trio.MemorySendChannel[Segmented],
-    frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    hooks: SessionHooks,
-) -> None:
-    if not len(samples):
-        return
-    notice = await hooks.audio(samples)  # e.g. `recording_stopped`: the session goes on
-    if notice is not None:
-        await frames.send(notice)
-    state.received_samples += len(samples)
-    probabilities = await detector.probabilities(samples) if detector is not None else None
-    for event in segmenter.feed(samples, probabilities):
-        await events.send(event)
-    state.speech_samples = segmenter.speech_samples

@@ -1,13 +1,20 @@
-"""What the stages of one session share: its meters and how it ends (all on one trio thread).
+"""A session's live parts: each has one owner that writes it, and the rest read it.
 
-Each field has one writer: the segmenter counts the audio, the transcriber client keeps when
-each final still owed was asked for and where the text shown stands (`Captions`: its drafts
-worker and finals worker each move `shown_end` forward), and the stage that ends the session
-says why. Nothing
-outside the session touches this record: the server holds a `SessionHandle`
-(`service/session/handle.py`), which asks for `statistics()` and calls `stop`. `stop` is the
-one place that cancels the reader's scope, which the reader (and only it) runs in: the reader
-stops taking input and closes its channels, and that close ripples down the pipeline.
+- `AudioMeter`, the segmenter's: the audio received and how much of it was speech. The reader
+  reads it (a session's length counts audio time), the transcriber client (`stopped`, the
+  caption delay), and the handle (`statistics()`, for admission and `/health`).
+- `FinalsMeter`, the transcriber client's: when each final still owed was asked for, and where
+  the text shown stands (`Captions`). The handle reads it.
+- `Ending`, the reader's: the scope the reader runs in, why the session ends and with which
+  close code, and whether the client has gone. It is the one part that others act on, through
+  its methods: `stop` (the handle; a segmenter that cannot decode the stream; a writer whose
+  client stopped reading) asks the reader to stop taking input, and the writer, which sees a
+  client vanish on a send, says so (`left`). The segmenter waits on `wait_client_gone`, the
+  writer reads the close code.
+
+All on one trio thread; each meter's writes are plain method calls on it. Nothing outside the
+session touches them but its `SessionHandle` (`service/session/handle.py`), which reads
+`statistics()` and calls `stop`.
 """
 
 from __future__ import annotations
@@ -51,31 +58,66 @@ class SessionStatistics:
     client_gone: bool
 
 
+class AudioMeter:
+    """The session's audio so far, in 16 kHz samples. Written by the segmenter only."""
+
+    def __init__(self) -> None:
+        self._received = 0
+        self._speech = 0
+
+    def received(self, samples: int) -> None:
+        """`samples` more of audio decoded (the segmenter, before it cuts them)."""
+        self._received += samples
+
+    def spoken(self, samples: int) -> None:
+        """Of the audio so far, `samples` were speech (the segmenter, after it cut them)."""
+        self._speech = samples
+
+    @property
+    def received_s(self) -> float:
+        return self._received / SAMPLE_RATE
+
+    @property
+    def speech_s(self) -> float:
+        return self._speech / SAMPLE_RATE
+
+
+class FinalsMeter:
+    """The finals a session still owes and where its text stands. Written by the transcriber
+    client only (its router asks, its finals worker answers, both workers move `captions`)."""
+
+    def __init__(self) -> None:
+        self._asked: list[float] = []  # when each final still owed was asked for, oldest first
+        self.captions = Captions()
+
+    def asked(self) -> None:
+        self._asked.append(trio.current_time())
+
+    def answered(self) -> None:
+        self._asked.pop(0)
+
+    @property
+    def queue(self) -> int:
+        return len(self._asked)
+
+    @property
+    def lag_s(self) -> float:
+        """How long the oldest final still owed has waited, in wall time. Not audio received
+        past it: a client that sends ahead of real time (by up to the pacer's burst) would
+        look 10 s behind while the model is keeping up, and admission would refuse everyone."""
+        if not self._asked:
+            return 0.0
+        return max(0.0, trio.current_time() - self._asked[0])
+
+
 @attrs.define
-class SessionState:
-    session_id: str
-    received_samples: int = 0  # written by the segmenter
-    speech_samples: int = 0  # written by the segmenter
-    # when each final still owed was asked for (trio clock), oldest first; the transcriber client
-    pending_finals: list[float] = attrs.field(factory=list)
-    captions: Captions = attrs.field(factory=Captions)  # the transcriber client's workers
-    stop_reason: str = "client_closed"
+class Ending:
+    """How the session ends: the reader's scope, the reason and close code, the client's leave."""
+
+    reason: str = "client_closed"
     close_code: int = 1000
     _left: trio.Event = attrs.field(factory=trio.Event, init=False)  # the client has gone
     _reading: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
-
-    @property
-    def client_gone(self) -> bool:
-        """Set by the reader or the writer; the segmenter's pacer stops waiting for it."""
-        return self._left.is_set()
-
-    @client_gone.setter
-    def client_gone(self, gone: bool) -> None:
-        if gone:
-            self._left.set()
-
-    async def wait_client_gone(self) -> None:
-        await self._left.wait()
 
     @property
     def reading(self) -> trio.CancelScope:
@@ -85,37 +127,23 @@ class SessionState:
     def stop(self, reason: str, code: int | None = None) -> None:
         """End the session cleanly: the reader stops taking input, the pipeline finishes every
         final it owes, and the socket closes with `code` (the one set so far when None)."""
-        self.stop_reason = reason
-        if code is not None:
-            self.close_code = code
+        self.ended(reason, code)
         self._reading.cancel()
 
-    @property
-    def received_s(self) -> float:
-        return self.received_samples / SAMPLE_RATE
+    def ended(self, reason: str, code: int | None = None) -> None:
+        """Say why the session ends (the reader, as it returns), without cancelling anything."""
+        self.reason = reason
+        if code is not None:
+            self.close_code = code
 
     @property
-    def speech_s(self) -> float:
-        return self.speech_samples / SAMPLE_RATE
+    def client_gone(self) -> bool:
+        """Set by the reader or the writer; the segmenter's pacer stops waiting for it."""
+        return self._left.is_set()
 
-    @property
-    def lag_s(self) -> float:
-        """How long the oldest final still owed has waited, in wall time. Not audio received
-        past it: a client that sends ahead of real time (by up to the pacer's burst) would
-        look 10 s behind while the model is keeping up, and admission would refuse everyone."""
-        if not self.pending_finals:
-            return 0.0
-        return max(0.0, trio.current_time() - self.pending_finals[0])
+    def left(self) -> None:
+        """The client has gone (a receive or a send said so, or it stopped reading)."""
+        self._left.set()
 
-    def statistics(self) -> SessionStatistics:
-        return SessionStatistics(
-            session_id=self.session_id,
-            received_s=self.received_s,
-            speech_s=self.speech_s,
-            lag_s=self.lag_s,
-            queue=len(self.pending_finals),
-            caption_delay_s=round(self.captions.delay_s(self.received_s), 3),
-            stop_reason=self.stop_reason,
-            close_code=self.close_code,
-            client_gone=self.client_gone,
-        )
+    async def wait_client_gone(self) -> None:
+        await self._left.wait()

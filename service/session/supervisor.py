@@ -2,11 +2,14 @@
 
 `run_session` owns the session's nursery and its four stages (`reader.py`, `segmenting.py`,
 `transcribing.py`, `writer.py` here), joined by bounded channels sized from
-`SessionLimits.queue_size`. A clean end (client `stop`, a client that leaves, an idle or length
-limit) closes the first channel and the close ripples down; an error in any stage cancels its
-siblings and propagates to the route, which closes the socket with 1011. The route owns the socket;
-the app owns the transcriber, the VAD actor and the hooks; the segmenter stage owns the session's
-VAD stream.
+`SessionLimits.queue_size` (their items: `messages.py`). Each stage takes the session's record
+(`record.Session`) and its own channel ends, and keeps its own state. The writer starts first;
+the reader is started with `nursery.start` and hands over the session's settled config at the
+first audio, and the segmenter and the transcriber client start with it. A clean end (client
+`stop`, a client that leaves, an idle or length limit) closes the first channel and the close
+ripples down; an error in any stage cancels its siblings and propagates to the route, which
+closes the socket with 1011. The route owns the socket; the app owns the transcriber, the VAD
+actor and the hooks; the segmenter stage owns the session's VAD stream.
 
 Memory bound per session (`memory_bound`, pinned by `tests/test_session.py` with tracemalloc
 around a session whose transcriber never answers): each bounded channel full of its largest
@@ -26,9 +29,6 @@ session that streams 0.1 s frames of speech holds a few MB.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-
 import trio
 
 from actors.audio.stream_decoder import MAX_CHUNK_S
@@ -36,103 +36,54 @@ from actors.model.port import SAMPLE_RATE
 from actors.speech.segmenter import MAX_ONSET_S, PRE_ROLL_S, STEP_S
 from actors.speech.vad import FRAME
 from actors.speech.vad_actor import VadConfig
-from protocol.codec import Codec
-from protocol.native import Config, Final, ServerFrame
+from protocol.native import Config, Error
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
-from service.session.ports import (
-    FrameSocket,
-    NoHooks,
-    SessionHooks,
-    SessionInfo,
-    SessionLimits,
-    StreamOptions,
-    Transcriber,
-    Vad,
-)
-from service.session.reader import Command, read_frames
-from service.session.segmenting import Segmented, segment_audio
-from service.session.state import SessionState, SessionStatistics
+from service.session.messages import Command, Segmented, ServerFrame
+from service.session.ports import SessionLimits
+from service.session.reader import read_frames
+from service.session.record import Session
+from service.session.segmenting import segment_audio
+from service.session.state import SessionStatistics
 from service.session.transcribing import transcribe_segments
 from service.session.writer import write_frames
 
 
-def new_session_id() -> str:
-    return uuid.uuid4().hex
-
-
-async def run_session(
-    socket: FrameSocket,
-    codec: Codec,
-    transcriber: Transcriber,
-    config: Config,
-    options: StreamOptions,
-    *,
-    route: str = "/v1/stream",
-    client: str = "anonymous",
-    hooks: SessionHooks | None = None,
-    annotate: Callable[[Final], Final] = lambda frame: frame,
-    session_id: str | None = None,
-    on_start: Callable[[SessionHandle], object] = lambda handle: None,
-    vad: Vad | None = None,
-) -> SessionStatistics:
+async def run_session(session: Session) -> SessionStatistics:
     """Serve one connection until it ends; returns the session's last statistics.
 
-    `config` is the route's, already checked (`service.session.config.check_config`). The
-    caller gets the session's handle (`on_start`) before anything else happens. `vad` is the
-    shared VAD actor; without it the segmenter runs its own VAD inline.
+    `session.config` is the route's, already checked (`service.session.config.check_config`).
+    The caller holds the session's handle (`SessionHandle.of(session)`) before it starts.
+    The writer goes first, so every frame has a reader; the reader hands over the settled
+    config at the first audio, and the stages that work with it start then.
     """
-    hooks = hooks or NoHooks()
-    state = SessionState(session_id=session_id or new_session_id())
-    on_start(SessionHandle(state))
-    size = options.limits.queue_size
+    size = session.limits.queue_size
     commands_send, commands_recv = trio.open_memory_channel[Command](size)
     events_send, events_recv = trio.open_memory_channel[Segmented](size)
     frames_send, frames_recv = trio.open_memory_channel[ServerFrame](size)
-
-    notice = await hooks.started(
-        SessionInfo(state.session_id, route, client, options.model, config)
-    )
+    notice = await session.hooks.started(session.info())
     try:  # a session cancelled from outside (server shutdown) still closes its recording
-        await frames_send.send(ready_frame(state.session_id, config, options))
-        if notice is not None:  # e.g. `recording_disabled`: after `ready`, which comes first
-            await frames_send.send(notice)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_frames, session, frames_recv)
+            await _announce(session, notice, frames_send)
+            config = await nursery.start(read_frames, session, commands_send, frames_send.clone())
             nursery.start_soon(
-                read_frames,
-                socket,
-                codec,
-                commands_send,
-                frames_send.clone(),
-                state,
-                config,
-                options,
+                segment_audio, session, config, commands_recv, events_send, frames_send.clone()
             )
-            nursery.start_soon(
-                segment_audio,
-                commands_recv,
-                events_send,
-                frames_send.clone(),
-                state,
-                options,
-                hooks,
-                vad,
-            )
-            nursery.start_soon(
-                transcribe_segments, transcriber, events_recv, frames_send, state, options, annotate
-            )
-            nursery.start_soon(
-                write_frames,
-                socket,
-                codec,
-                frames_recv,
-                state,
-                hooks,
-                options.limits.send_timeout_s,
-            )
+            nursery.start_soon(transcribe_segments, session, config, events_recv, frames_send)
     finally:
-        await hooks.ended(state.stop_reason, round(state.received_s, 3))
-    return state.statistics()
+        await session.hooks.ended(session.ending.reason, round(session.audio.received_s, 3))
+    return SessionHandle.of(session).statistics()
+
+
+async def _announce(
+    session: Session, notice: Error | None, frames: trio.MemorySendChannel[ServerFrame]
+) -> None:
+    """`ready`, then what the store said as the session began (e.g. `recording_disabled`),
+    ahead of any other frame."""
+    await frames.send(ready_frame(session.session_id, session.config, session.options))
+    if notice is not None:
+        await frames.send(notice)
 
 
 FLOAT32 = 4

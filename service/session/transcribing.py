@@ -7,19 +7,20 @@ started), and a lag reporter that sends `status` while the session is behind, in
 in its captions. Each ends by a close, never by a cancel: when the event
 channel ends the finals channel and the partial slot close, the finals worker drains its channel,
 and the lag reporter returns once the last final is done; then this stage sends `stopped` and
-closes its frame channel. The settled `SessionConfig` comes first on the event channel, and the
-workers decode with it.
+closes its frame channel. It starts once the reader has settled the session's config, and the
+workers decode with that `SessionConfig`. What the workers share (`_Client`: the text so far,
+the committed words, the partial slot) is this stage's alone; of the session's live parts it
+writes only its `FinalsMeter` (finals owed, captions), and reads the segmenter's `AudioMeter`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import attrs
 import trio
 
-from actors.model.port import DecodeOptions, WordTiming
+from actors.model.port import DecodeOptions, Result, WordTiming
 from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
@@ -42,9 +43,8 @@ from service.session.drafting import (
     plan_final,
     read_draft,
 )
-from service.session.ports import StreamOptions, Transcriber
-from service.session.segmenting import Segmented
-from service.session.state import SessionState
+from service.session.messages import Segmented
+from service.session.record import Session
 
 log = logging.getLogger("chorus.session")
 
@@ -54,39 +54,26 @@ DEGRADED_S = 5.0
 CAPTIONS_LATE = 2.0  # captions this many times the target behind the speech: `status` says so
 
 
-# -- transcriber client --------------------------------------------------------------------
-
-
 async def transcribe_segments(
-    transcriber: Transcriber,
+    session: Session,
+    config: SessionConfig | None,
     events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
-    annotate: Callable[[Final], Final],
 ) -> None:
     """Finals in order, one at a time; partials at most one in flight, newest wins.
 
-    The session's settled config comes first on `events`, ahead of its audio's events; a
-    session that ends before any audio sends none, and gets only `stopped`.
+    The workers decode with the session's settled `config`; a session that ended before any
+    audio (`config` None) has no events and gets only `stopped`.
     """
     transcript = _Transcript()
     with events, frames:
-        try:
-            config = await events.receive()
-        except trio.EndOfChannel:
-            config = None
         if config is not None:
-            if not isinstance(config, SessionConfig):
-                raise AssertionError(f"the settled config comes first, not {config!r}")
-            await _transcribe(
-                transcriber, config, events, frames, state, options, annotate, transcript
-            )
+            await _transcribe(_Client(session, config, transcript), events, frames)
         await frames.send(
             Stopped(
-                session_id=state.session_id,
+                session_id=session.session_id,
                 transcript=" ".join(transcript.finals),
-                duration_s=round(state.received_s, 3),
+                duration_s=round(session.audio.received_s, 3),
                 utterances=len(transcript.finals),
             )
         )
@@ -104,103 +91,89 @@ class _Transcript:
         return " ".join(self.finals[-CONTEXT_FINALS:]) or None
 
 
+class _Client:
+    """This stage's own state, which its workers share and nothing outside it sees: the
+    settled config, the text so far, each open utterance's committed words, the partial slot."""
+
+    def __init__(self, session: Session, config: SessionConfig, transcript: _Transcript) -> None:
+        self.session, self.config, self.transcript = session, config, transcript
+        self.agreements = Agreements(enabled=session.options.commit_partials)
+        self.slot = DraftSlot()
+        self.finals_done = trio.Event()
+
+    def decode_options(self, *, final: bool) -> DecodeOptions:
+        config, options = self.config, self.session.options
+        return DecodeOptions(
+            language=config.language,
+            task=config.task,
+            prompt=config.prompt,
+            context=self.transcript.context(),
+            words=config.words and final,
+            beam_size=options.final_beam_size if final else 1,
+            partial=not final,
+        )
+
+    def drafts(self) -> DraftMaker:
+        settings = DraftSettings(
+            options=self.decode_options(final=False),
+            caption_target_s=self.session.options.caption_target_s,
+        )
+        return DraftMaker(settings, self.agreements, self.transcript.context)
+
+
 async def _transcribe(
-    transcriber: Transcriber,
-    config: SessionConfig,
+    client: _Client,
     events: trio.MemoryReceiveChannel[Segmented],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
-    annotate: Callable[[Final], Final],
-    transcript: _Transcript,
 ) -> None:
     """Hand each event to its worker until `events` ends; every worker ends by a close: the
     finals worker when its channel is drained, the partials worker when its slot closes, the
     lag reporter when the finals are done."""
+    session = client.session
     finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded](
-        options.limits.queue_size
+        session.limits.queue_size
     )
-    partial_slot = DraftSlot()
-    agreements = Agreements(enabled=options.commit_partials)
-    drafts = DraftMaker(
-        DraftSettings(
-            options=_decode_options(config, transcript, options, final=False),
-            caption_target_s=options.caption_target_s,
-        ),
-        agreements,
-        transcript.context,
-    )
-    finals_done = trio.Event()
+    shown = client.transcript.partial_shown
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_finals_worker, client, finals_recv, frames.clone())
         nursery.start_soon(
-            _finals_worker,
-            transcriber,
-            finals_recv,
-            frames.clone(),
-            state,
-            config,
-            transcript,
-            options,
-            annotate,
-            agreements,
-            finals_done,
+            draft_partials, session, client.slot, frames.clone(), client.drafts(), shown
         )
-        nursery.start_soon(
-            draft_partials,
-            transcriber,
-            partial_slot,
-            frames.clone(),
-            drafts,
-            state.captions,
-            lambda: state.received_s,
-            transcript.partial_shown,
-        )
-        nursery.start_soon(_report_lag, frames.clone(), state, options, finals_done)
+        nursery.start_soon(_report_lag, session, frames.clone(), client.finals_done)
         with finals_send:
-            async for event in events:
-                if isinstance(event, SpeechStart):
-                    state.captions.open_since = event.at
-                    await frames.send(SpeechStarted(at=event.at))
-                elif isinstance(event, Segment) and not event.final:
-                    partial_slot.put(event)
-                elif isinstance(event, Segment | UtteranceEnded):
-                    if isinstance(event, Segment):
-                        state.captions.open_since = None
-                        state.pending_finals.append(trio.current_time())
-                        partial_slot.finalized(event.utterance)
-                    await finals_send.send(event)
-        partial_slot.close()
+            await _route(client, events, finals_send, frames)
+        client.slot.close()
 
 
-def _decode_options(
-    config: SessionConfig,
-    transcript: _Transcript,
-    options: StreamOptions,
-    final: bool,
-) -> DecodeOptions:
-    return DecodeOptions(
-        language=config.language,
-        task=config.task,
-        prompt=config.prompt,
-        context=transcript.context(),
-        words=config.words and final,
-        beam_size=options.final_beam_size if final else 1,
-        partial=not final,
-    )
+async def _route(
+    client: _Client,
+    events: trio.MemoryReceiveChannel[Segmented],
+    finals: trio.MemorySendChannel[Segment | UtteranceEnded],
+    frames: trio.MemorySendChannel[ServerFrame],
+) -> None:
+    """Each event to its place: speech started to the client, a draft's segment to the slot
+    (newest wins), a final's segment and an utterance's end to the finals worker, in order."""
+    captions, slot = client.session.finals.captions, client.slot
+    async for event in events:
+        if isinstance(event, SpeechStart):
+            captions.open_since = event.at
+            await frames.send(SpeechStarted(at=event.at))
+        elif isinstance(event, Segment) and not event.final:
+            slot.put(event)
+        else:
+            if isinstance(event, Segment):
+                captions.open_since = None
+                client.session.finals.asked()
+                slot.finalized(event.utterance)
+            await finals.send(event)
 
 
 async def _finals_worker(
-    transcriber: Transcriber,
+    client: _Client,
     finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded],
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    config: SessionConfig,
-    transcript: _Transcript,
-    options: StreamOptions,
-    annotate: Callable[[Final], Final],
-    agreements: Agreements,
-    done: trio.Event,
 ) -> None:
+    session, transcript = client.session, client.transcript
     skipped: set[int] = set()
     with finals, frames:
         async for item in finals:
@@ -208,39 +181,31 @@ async def _finals_worker(
                 if item.utterance not in skipped:
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
                 continue
-            agreement = agreements.close(item.utterance)
-            frame = await _final_frame(
-                transcriber, item, state, config, transcript, options, agreement
-            )
-            state.pending_finals.pop(0)
+            frame = await _final_frame(client, item, client.agreements.close(item.utterance))
+            session.finals.answered()
             if frame is None:
                 skipped.add(item.utterance)
                 continue
             if frame.text:
                 transcript.finals.append(frame.text)
-            state.captions.shown(frame.end)
-            await frames.send(annotate(frame))
-        done.set()
+            session.finals.captions.shown(frame.end)
+            await frames.send(session.annotate(frame))
+        client.finals_done.set()
 
 
 async def _final_frame(
-    transcriber: Transcriber,
-    segment: Segment,
-    state: SessionState,
-    config: SessionConfig,
-    transcript: _Transcript,
-    options: StreamOptions,
-    agreement: Agreement | None = None,
+    client: _Client, segment: Segment, agreement: Agreement | None
 ) -> Final | None:
     """The final of one utterance. With `options.final_reuse_s`, the drafts' committed words
     that end that long before the utterance does stand and only the rest is decoded
     (`drafting.plan_final`); else, or with none to reuse, it is decoded afresh: forcing every
     committed word on it cost 0.6-1.5 WER points on the shared English set (see
     `service/session/agreement.py`)."""
-    decode = _decode_options(config, transcript, options, final=True)
-    plan = plan_final(segment, agreement, decode, options.final_reuse_s)
+    session = client.session
+    decode = client.decode_options(final=True)
+    plan = plan_final(segment, agreement, decode, session.options.final_reuse_s)
     try:
-        result = await transcriber.transcribe(plan.request, priority="final")
+        result = await session.transcriber.transcribe(plan.request, priority="final")
         if plan.before:  # words reused from the drafts come first
             text, timings = read_draft(plan, result)
             result = attrs.evolve(result, text=text, words=tuple(_timings(timings)))
@@ -248,36 +213,13 @@ async def _final_frame(
         log.error(
             "the model failed on utterance %d of %s",
             segment.utterance,
-            state.session_id,
+            session.session_id,
             exc_info=error,
         )  # the detail stays here: exception text is not for clients
-        return Final(
-            utterance=segment.utterance,
-            text="",
-            start=segment.start,
-            end=segment.end,
-            language="",
-            confidence=0.0,
-            from_finalize=segment.from_finalize,
-            flags=["model_error: the model failed on this utterance"],
-        )
-    if (
-        not result.text
-        and not segment.from_finalize
-        and segment.utterance not in (transcript.partial_shown)
-    ):
+        return _failed(segment)
+    shown = segment.utterance in client.transcript.partial_shown
+    if not result.text and not segment.from_finalize and not shown:
         return None  # nothing was shown and nothing was said: no empty final
-    words = None
-    if config.words:
-        words = [
-            Word(
-                word=w.word,
-                start=round(segment.start + w.start, 3),
-                end=round(segment.start + w.end, 3),
-                confidence=w.probability,
-            )
-            for w in result.words
-        ]
     return Final(
         utterance=segment.utterance,
         text=result.text,
@@ -287,33 +229,60 @@ async def _final_frame(
         confidence=round(result.confidence, 3),
         from_finalize=segment.from_finalize,
         flags=list(result.flags),
-        words=words,
+        words=_words(segment, result) if client.config.words else None,
     )
 
 
+def _failed(segment: Segment) -> Final:
+    """The final of an utterance the model failed on: empty, and flagged."""
+    return Final(
+        utterance=segment.utterance,
+        text="",
+        start=segment.start,
+        end=segment.end,
+        language="",
+        confidence=0.0,
+        from_finalize=segment.from_finalize,
+        flags=["model_error: the model failed on this utterance"],
+    )
+
+
+def _words(segment: Segment, result: Result) -> list[Word]:
+    """The result's word timings, in the session's audio time."""
+    return [
+        Word(
+            word=w.word,
+            start=round(segment.start + w.start, 3),
+            end=round(segment.start + w.end, 3),
+            confidence=w.probability,
+        )
+        for w in result.words
+    ]
+
+
 async def _report_lag(
+    session: Session,
     frames: trio.MemorySendChannel[ServerFrame],
-    state: SessionState,
-    options: StreamOptions,
     finals_done: trio.Event,
 ) -> None:
     """Send `status` every second while the session is behind (a final owed for over
     `LAGGING_S`, or captions more than twice the target behind the speech), and once when it
     catches up; return when the last final is done."""
     lagging = False
+    meter, target_s = session.finals, session.options.caption_target_s
     with frames:
         while True:
             with trio.move_on_after(1.0):
                 await finals_done.wait()
                 return
-            lag = state.lag_s
-            caption = state.captions.delay_s(state.received_s)
-            behind = lag > LAGGING_S or caption > CAPTIONS_LATE * options.caption_target_s
+            lag = meter.lag_s
+            caption = meter.captions.delay_s(session.audio.received_s)
+            behind = lag > LAGGING_S or caption > CAPTIONS_LATE * target_s
             if behind or lagging:
                 await frames.send(
                     Status(
                         lag_s=round(lag, 3),
-                        queue=len(state.pending_finals),
+                        queue=meter.queue,
                         degraded=lag > DEGRADED_S,
                         caption_delay_s=round(caption, 3),
                     )

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import trio
 
-from protocol.codec import Codec
-from protocol.native import Final, Partial, ServerFrame
-from service.session.ports import ClientGone, FrameSocket, SessionHooks
-from service.session.state import SessionState
+from protocol.native import Final, Partial
+from service.session.messages import ServerFrame
+from service.session.ports import ClientGone
+from service.session.record import Session
 
 
-async def write_frames(
-    socket: FrameSocket,
-    codec: Codec,
-    frames: trio.MemoryReceiveChannel[ServerFrame],
-    state: SessionState,
-    hooks: SessionHooks,
-    send_timeout_s: float = 30.0,
-) -> None:
+async def write_frames(session: Session, frames: trio.MemoryReceiveChannel[ServerFrame]) -> None:
     """Encode and send every frame; store finals first; drop partials a final has overtaken.
 
     A client that stops reading (a send blocked for `send_timeout_s`) is treated as gone: the
     reader stops, the pipeline drains into the store, and nothing waits on that client again.
     """
+    socket, ending = session.socket, session.ending
     last_final = -1
     with frames:
         async for frame in frames:
@@ -38,22 +32,22 @@ async def write_frames(
             outgoing: list[ServerFrame] = [frame]
             if isinstance(frame, Final):
                 last_final = max(last_final, frame.utterance)
-                notice = await hooks.final(frame)  # e.g. `not_stored`: sent after the final
+                notice = await session.hooks.final(frame)  # e.g. `not_stored`: after the final
                 outgoing += [notice] if notice is not None else []
-            if state.client_gone:
+            if ending.client_gone:
                 continue
             try:
-                with trio.move_on_after(send_timeout_s) as sending:
+                with trio.move_on_after(session.limits.send_timeout_s) as sending:
                     for item in outgoing:
-                        for message in codec.encode(item):
+                        for message in session.codec.encode(item):
                             await socket.send(message)
             except ClientGone:
-                state.client_gone = True
+                ending.left()
             if sending.cancelled_caught:
-                state.client_gone = True
-                state.stop("slow_reader")
-        if not state.client_gone:
+                ending.left()
+                ending.stop("slow_reader")
+        if not ending.client_gone:
             try:
-                await socket.close(state.close_code)
+                await socket.close(ending.close_code)
             except ClientGone:
-                state.client_gone = True
+                ending.left()
