@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import trio
+from conftest import serve_app
 from hypercorn.protocol.h11 import H11Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-
-from tests.conftest import serve_app
 
 
 async def _hello(request: Request) -> PlainTextResponse:
