@@ -8,7 +8,7 @@ Chorus's own decoder. Both methods get the very same 16 kHz samples of each clip
 - **offline**: faster-whisper's `WhisperModel.transcribe` on the whole clip (`--beam-size` 5,
   `--cpu-threads` 2, `--compute-type` int8, language `en`);
 - **streaming**: what one live session gets, simulated offline and without the clock: the
-  clip (plus 0.5 s of silence, as `tests/test_wer_streaming.py` streams it) goes through the
+  clip (plus 0.5 s of silence, as `tests/e2e/test_wer_streaming.py` streams it) goes through the
   server's `Segmenter` with its default settings, and each final is decoded as
   `service/session/transcribing.py` decodes finals, one at a time and in order: the Whisper adapter
   loaded as `chorus serve` loads it (tight windows, the loop guard, workers x threads from

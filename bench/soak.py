@@ -18,7 +18,7 @@ Three phases against one server (started here as in `bench.load`, or `--url` wit
    upload bodies held open), then `/health` must answer and memory must be flat.
 
 The report states each verdict with its numbers. This is a reliability tool, not a CI test (a
-smoke run of it is, with tiny numbers: `tests/test_bench_smoke.py`).
+smoke run of it is, with tiny numbers: `tests/e2e/test_bench_smoke.py`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ read: at most `(q + 2) × L + 64 KiB`, 3.3 MiB on the streaming routes (L = 1 Mi
 `docs/security.md`.
 
 hypercorn's internals change between versions: `install()` checks the names it relies on and
-`tests/test_attacks_ws.py` checks the behaviour through a real server, so an upgrade that
+`tests/attacks/test_attacks_ws.py` checks the behaviour through a real server, so an upgrade that
 undoes this fails there. Chorus mounted as an ASGI sub-app under someone else's server gets
 none of this: that server's own message limits, compression and queue apply, and a paced
 session notices a client that left only when it reads the close (`StarletteSocket.wait_gone`

@@ -2,7 +2,7 @@
 
 `SpeechModel.transcribe_batch` is synchronous and blocking: the transcriber actor calls it in a
 worker thread, one batch at a time. The real adapter lives in `actors/model/whisper.py`; tests use
-`tests/fakes.py:FakeModel`.
+`tests/support/fakes.py:FakeModel`.
 """
 
 from __future__ import annotations

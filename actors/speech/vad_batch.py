@@ -11,7 +11,7 @@ stops early and keeps the state after its own last frame. Nothing is padded befo
 a stream with one frame costs one frame's work beside a stream with thirty.
 
 Each stream's probabilities and state are bit for bit those of `StreamingVad` on the same audio
-(onnxruntime 1.31; pinned by `tests/test_vad_actor.py`).
+(onnxruntime 1.31; pinned by `tests/session/test_vad_actor.py`).
 
 Sans-IO and blocking: the VAD actor (`vad_actor`) calls `BatchedSilero.run` in a worker thread,
 one batch at a time.

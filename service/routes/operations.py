@@ -55,7 +55,7 @@ class HealthTranscriber(msgspec.Struct, kw_only=True):
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """`GET /health` (written by `service.routes.health`; `tests/test_api_docs.py` reads a real
+    """`GET /health` (written by `service.routes.health`; `tests/e2e/test_api_docs.py` reads a real
     answer back through this type). With API keys configured, a caller without a key gets only
     `status`, a tenant's key adds `model`, `languages`, `degraded` and `died`; the figures
     (sessions, queues, disk) and error texts (`last_error`, `died_of`) are for callers that see

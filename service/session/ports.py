@@ -2,7 +2,7 @@
 
 The supervisor (`service/session/supervisor.py`) and its four stages (`reader`, `segmenting`,
 `transcribing`, `writer`) see a `FrameSocket`, a `Transcriber`, a `Vad` and `SessionHooks`,
-never Starlette or the actors themselves, so tests drive them with fakes (`tests/fakes.py`).
+never Starlette or the actors themselves, so tests drive them with fakes (`tests/support/fakes.py`).
 """
 
 from __future__ import annotations

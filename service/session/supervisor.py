@@ -11,20 +11,20 @@ ripples down; an error in any stage cancels its siblings and propagates to the r
 closes the socket with 1011. The route owns the socket; the app owns the transcriber, the VAD
 actor and the hooks; the segmenter stage owns the session's VAD stream.
 
-Memory bound per session (`memory_bound`, pinned by `tests/test_session.py` with tracemalloc
+Memory bound per session (`memory_bound`, pinned by `tests/session/test_session.py` with tracemalloc
 around a session whose transcriber never answers): each bounded channel full of its largest
 item, plus what each stage holds while it works. Commands: `queue_size` + 1 raw client frames of
 at most `max_frame_bytes` (16 + 1 MiB at the defaults; typical frames are 3-32 KiB). Decoding:
 a PCM frame takes at most 16 bytes a byte while it decodes (8 kHz G.711: one byte becomes two
 16 kHz float32 samples), a container chunk at most `MAX_CHUNK_S` of float32, twice over. The
 segmenter's ring: `max_utterance_s` + 2.8 s of float32 (1.1 MB). VAD: one request out at a time,
-at most `VadConfig.max_frames` (64) × 2 KB of frames, and 1.3 KB of state in the actor until the
-stream closes (`tests/test_vad_actor.py`). Segmented events: `queue_size` + 1 utterances of at
-most `max_utterance_s` × 64 KB/s (0.96 MB at 15 s). The transcriber client: its finals queue
-(`queue_size`), the event it is handing on, the final in flight, a partial waiting and one in
-flight. Frames: `queue_size` + 3 of at most 16 KiB. At the defaults (16 a queue, 1 MiB frames,
-15 s utterances) that is 72 MB at worst, 108 MB for a client that asks for 30 s utterances; a
-session that streams 0.1 s frames of speech holds a few MB.
+at most `VadConfig.max_frames` (64) × 2 KB of frames, and 1.3 KB of state in the actor until
+the stream closes (`tests/session/test_vad_actor.py`). Segmented events: `queue_size` + 1
+utterances of at most `max_utterance_s` × 64 KB/s (0.96 MB at 15 s). The transcriber client:
+its finals queue (`queue_size`), the event it is handing on, the final in flight, a partial
+waiting and one in flight. Frames: `queue_size` + 3 of at most 16 KiB. At the defaults (16 a
+queue, 1 MiB frames, 15 s utterances) that is 72 MB at worst, 108 MB for a client that asks
+for 30 s utterances; a session that streams 0.1 s frames of speech holds a few MB.
 """
 
 from __future__ import annotations

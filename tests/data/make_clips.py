@@ -1,4 +1,4 @@
-"""Generate the small audio fixtures that tests/test_decode.py decodes.
+"""Generate the small audio fixtures that tests/unit/test_decode.py decodes.
 
 Run from the repository root: ``uv run python tests/data/make_clips.py``. It needs the
 ``espeak-ng`` system package for the spoken sentence; PyAV does all the encoding, in memory,
