@@ -9,14 +9,13 @@ import numpy as np
 import trio
 from support.audio_files import DATA, load, pcm16
 from support.fakes import FakeSocket, FakeTranscriber
+from support.session_parts import native_session
 
 from actors.model.port import SAMPLE_RATE, Request
-from protocol.codec import NativeCodec
-from protocol.native import Config, Final, Partial, encoder
+from protocol.native import Final, Partial, encoder
 from protocol.native import Stop as StopFrame
 from service.session.agreement import Agreement
 from service.session.ports import StreamOptions
-from service.session.record import Session
 from service.session.supervisor import run_session
 
 SCRIPT = [
@@ -93,15 +92,7 @@ async def _session(transcriber: FakeTranscriber, options: StreamOptions) -> list
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        await run_session(
-            Session(
-                socket=socket,
-                codec=NativeCodec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        await run_session(native_session(socket, transcriber, options))
     return list(await socket.frames())
 
 

@@ -11,12 +11,11 @@ import trio
 import trio.testing
 from support.audio_files import DATA, load, pcm16
 from support.fakes import FakeSocket, FakeTranscriber, frame_types
-from support.session_parts import RecordingHooks, speech_with_pauses
+from support.session_parts import RecordingHooks, native_session, speech_with_pauses
 
 from actors.model.port import Priority, Request, Result, Samples
 from actors.speech.vad import StreamingVad
 from actors.transcriber.actor import TranscriptionFailed
-from protocol.codec import NativeCodec
 from protocol.native import (
     Config,
     Error,
@@ -33,7 +32,6 @@ from protocol.native import Finalize as FinalizeFrame
 from protocol.native import Stop as StopFrame
 from service.session.handle import SessionHandle
 from service.session.ports import SessionLimits, StreamOptions
-from service.session.record import Session
 from service.session.supervisor import memory_bound, run_session
 
 OPTIONS = StreamOptions(model="fake", final_beam_size=1)
@@ -52,16 +50,7 @@ async def test_stop_drains_through_every_stage() -> None:
     audio = speech_with_pauses()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=OPTIONS,
-                hooks=hooks,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, OPTIONS, hooks=hooks))
         frames = await socket.frames()
     kinds = frame_types(frames)
     assert kinds[0] == "Ready" and kinds[-1] == "Stopped"
@@ -108,15 +97,7 @@ async def test_finalize_keeps_the_stream_open_and_loses_nothing() -> None:
             )
 
         nursery.start_soon(client)
-        await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=OPTIONS,
-            )
-        )
+        await run_session(native_session(socket, transcriber, OPTIONS))
         frames = await socket.frames()
     finals = [f for f in frames if isinstance(f, Final)]
     assert len(finals) == 2
@@ -129,15 +110,7 @@ async def test_partial_never_follows_its_final() -> None:
     socket, transcriber = FakeSocket(), FakeTranscriber()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[StopFrame()]))
-        await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=OPTIONS,
-            )
-        )
+        await run_session(native_session(socket, transcriber, OPTIONS))
         frames = await socket.frames()
     finalized = -1
     for frame in frames:
@@ -160,16 +133,7 @@ async def test_client_that_vanishes_ends_the_session_and_finals_are_still_stored
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=OPTIONS,
-                hooks=hooks,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, OPTIONS, hooks=hooks))
     assert state.client_gone and state.stop_reason == "client_closed"
     assert "final 0" in hooks.events and "final 1" in hooks.events
 
@@ -177,15 +141,7 @@ async def test_client_that_vanishes_ends_the_session_and_finals_are_still_stored
 async def test_idle_stream_is_closed_with_a_reason(autojump_clock: trio.abc.Clock) -> None:
     socket, transcriber = FakeSocket(), FakeTranscriber()
     options = StreamOptions(model="fake", limits=SessionLimits(idle_timeout_s=5.0))
-    state = await run_session(
-        Session(
-            socket=socket,
-            codec=socket_codec(),
-            transcriber=transcriber,
-            config=Config(),
-            options=options,
-        )
-    )
+    state = await run_session(native_session(socket, transcriber, options))
     frames = await socket.frames()
     assert isinstance(frames[0], Ready)
     errors = [f for f in frames if isinstance(f, Error)]
@@ -225,13 +181,7 @@ async def test_per_session_memory_stays_under_the_written_bound() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client)
             nursery.start_soon(discard_frames)
-            session = Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=config,
-                options=options,
-            )
+            session = native_session(socket, transcriber, options, config=config)
             handles.append(SessionHandle.of(session))
             nursery.start_soon(run_session, session)
             await trio.testing.wait_all_tasks_blocked(cushion=0.1)
@@ -243,10 +193,6 @@ async def test_per_session_memory_stays_under_the_written_bound() -> None:
     assert peak < bound, f"peak {peak / 1e6:.1f} MB over the bound {bound / 1e6:.1f} MB"
     assert sent < len(offsets) // 4  # pushed back: most of the audio was never taken
     assert handles[0].statistics().received_s < 150.0
-
-
-def socket_codec() -> NativeCodec:
-    return NativeCodec()
 
 
 async def test_status_reports_lag_while_behind_and_once_caught_up(
@@ -267,15 +213,7 @@ async def test_status_reports_lag_while_behind_and_once_caught_up(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=OPTIONS,
-            )
-        )
+        await run_session(native_session(socket, transcriber, OPTIONS))
         frames = await socket.frames()
     statuses = [f for f in frames if isinstance(f, Status)]
     assert statuses and max(s.lag_s for s in statuses) > 1.0
@@ -297,15 +235,7 @@ async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Cl
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, options))
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
     errors = [f for f in frames if isinstance(f, Error)]
@@ -327,16 +257,7 @@ async def test_client_that_stops_reading_is_dropped_and_finals_still_stored(
     options = StreamOptions(model="fake", limits=SessionLimits(send_timeout_s=10.0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[]))
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-                hooks=hooks,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, options, hooks=hooks))
     assert state.stop_reason == "slow_reader" and state.client_gone
     assert "final 0" in hooks.events and "final 1" in hooks.events
 
@@ -352,15 +273,7 @@ async def test_a_client_faster_than_real_time_is_read_at_the_pace(
     begin = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, options))
         frames = await socket.frames()
     took = trio.current_time() - begin
     assert least_s <= took < least_s + 2.0
@@ -378,15 +291,7 @@ async def test_session_length_counts_audio_time_for_a_client_faster_than_real_ti
     begin = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, audio, then=[]))
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, options))
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
     errors = [f for f in frames if isinstance(f, Error)]
@@ -413,15 +318,7 @@ async def test_keepalives_alone_do_not_hold_a_session_forever(
     begin = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, options))
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
     errors = [f for f in frames if isinstance(f, Error)]
@@ -448,15 +345,7 @@ async def test_keepalives_before_any_audio_do_not_hold_the_slot(
     begin = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        state = await run_session(native_session(socket, transcriber, options))
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
     assert [f.code for f in frames if isinstance(f, Error)] == ["idle_timeout"]
@@ -479,16 +368,7 @@ async def test_a_stage_that_fails_still_ends_the_session_in_the_store() -> None:
     with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="broke"), flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[]))
-            await run_session(
-                Session(
-                    socket=socket,
-                    codec=socket_codec(),
-                    transcriber=transcriber,
-                    config=Config(),
-                    options=OPTIONS,
-                    hooks=hooks,
-                )
-            )
+            await run_session(native_session(socket, transcriber, OPTIONS, hooks=hooks))
     assert hooks.events[0] == "started /v1/stream"
     assert hooks.events[-1].startswith("ended ")  # the recording closed, the row ended
 
@@ -514,15 +394,7 @@ async def test_a_client_ahead_of_real_time_is_not_lagging_while_the_model_keeps_
     audio = np.concatenate([speech_with_pauses()] * 5)[: 40 * 16000]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, audio, then=[StopFrame()]))
-        await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=options,
-            )
-        )
+        await run_session(native_session(socket, transcriber, options))
         frames = await socket.frames()
     assert sum(isinstance(f, Final) for f in frames) >= 8
     lags = [f.lag_s for f in frames if isinstance(f, Status)]
@@ -543,15 +415,7 @@ async def test_a_model_error_is_flagged_without_its_text(
     socket = FakeSocket()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: stream(socket, speech_with_pauses(), then=[StopFrame()]))
-        await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=FailingTranscriber(),
-                config=Config(),
-                options=OPTIONS,
-            )
-        )
+        await run_session(native_session(socket, FailingTranscriber(), OPTIONS))
         frames = await socket.frames()
     finals = [f for f in frames if isinstance(f, Final)]
     assert finals and all(
@@ -594,13 +458,7 @@ async def test_a_container_chunk_decodes_to_its_wall_clock_share_at_most(whole: 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
         state = await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(encoding="auto"),
-                options=options,
-            )
+            native_session(socket, transcriber, options, config=Config(encoding="auto"))
         )
         frames = await socket.frames()
         nursery.cancel_scope.cancel()
@@ -627,15 +485,7 @@ async def test_the_config_settles_at_the_first_audio_and_every_stage_uses_it() -
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client)
-        await run_session(
-            Session(
-                socket=socket,
-                codec=socket_codec(),
-                transcriber=transcriber,
-                config=Config(),
-                options=OPTIONS,
-            )
-        )
+        await run_session(native_session(socket, transcriber, OPTIONS))
         frames = await socket.frames()
     readies = [f for f in frames if isinstance(f, Ready)]
     assert len(readies) == 2  # the session's, then the answer to `before`

@@ -13,18 +13,16 @@ import trio.testing
 from conftest import serve_app
 from support.audio_files import DATA, load, pcm16
 from support.fakes import FakeModel, FakeSocket, FakeTranscriber
-from support.session_parts import RecordingHooks, speech_with_pauses
+from support.session_parts import RecordingHooks, native_session, speech_with_pauses
 from support.ws_client import connect, receive_all, send_audio
 
-from protocol.codec import NativeCodec
-from protocol.native import Config, Final, Stopped, encoder
+from protocol.native import Final, Stopped, encoder
 from protocol.native import Stop as StopFrame
 from service.app import create_app
 from service.config import Settings
 from service.runtime import runtime
 from service.session.handle import SessionHandle
 from service.session.ports import StreamOptions
-from service.session.record import Session
 from service.session.state import SessionStatistics
 from service.session.supervisor import run_session
 
@@ -36,14 +34,7 @@ async def test_stop_ends_the_session_cleanly_with_its_close_code() -> None:
     final sent, then `stopped`, and the socket closes with the code `stop` was given."""
     socket, transcriber, hooks = FakeSocket(), FakeTranscriber(), RecordingHooks()
     garden = load(DATA / "garden.wav")
-    session = Session(
-        socket=socket,
-        codec=NativeCodec(),
-        transcriber=transcriber,
-        config=Config(),
-        options=OPTIONS,
-        hooks=hooks,
-    )
+    session = native_session(socket, transcriber, OPTIONS, hooks=hooks)
     handle = SessionHandle.of(session)
     async with trio.open_nursery() as nursery:
 
@@ -68,13 +59,7 @@ async def test_statistics_reflect_the_audio_received_and_the_finals_owed() -> No
     socket, transcriber = FakeSocket(), FakeTranscriber()
     transcriber.gate = trio.Event()  # the model holds every final until the test lets it go
     audio = speech_with_pauses()
-    session = Session(
-        socket=socket,
-        codec=NativeCodec(),
-        transcriber=transcriber,
-        config=Config(),
-        options=OPTIONS,
-    )
+    session = native_session(socket, transcriber, OPTIONS)
     handle = SessionHandle.of(session)
     seen: list[SessionStatistics] = []
 

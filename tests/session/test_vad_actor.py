@@ -18,20 +18,19 @@ import trio.testing
 from conftest import serve_app
 from support.audio_files import DATA, load, pcm16
 from support.fakes import FakeModel, FakeSocket, FakeTranscriber
+from support.session_parts import native_session
 
 from actors.model.port import Samples
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
 from actors.speech.vad import FRAME, StreamingVad
 from actors.speech.vad_actor import VadClosed, VadConfig, VadHandle, VadStream, open_vad
 from actors.speech.vad_batch import Answer, BatchedSilero, Work
-from protocol.codec import NativeCodec
-from protocol.native import Config, Partial, ServerFrame, encoder
+from protocol.native import Partial, ServerFrame, encoder
 from protocol.native import Stop as StopFrame
 from service.app import create_app
 from service.config import Settings
 from service.runtime import runtime, setup
 from service.session.ports import StreamOptions
-from service.session.record import Session
 from service.session.supervisor import run_session
 from service.supervision import ActorWatch
 
@@ -320,16 +319,7 @@ async def test_a_session_through_the_actor_says_what_an_inline_one_says() -> Non
         for offset in range(0, len(data), 3200):
             await socket.to_server.send(data[offset : offset + 3200])
         await socket.to_server.send(encoder.encode(StopFrame()).decode())
-        await run_session(
-            Session(
-                socket=socket,
-                codec=NativeCodec(),
-                transcriber=FakeTranscriber(),
-                config=Config(),
-                options=options,
-                vad=vad,
-            )
-        )
+        await run_session(native_session(socket, FakeTranscriber(), options, vad=vad))
         return by_kind(await socket.frames())
 
     expected = await session(None)
@@ -406,16 +396,7 @@ async def test_chunks_already_waiting_go_to_the_vad_in_one_request() -> None:
                 await socket.to_server.send(encoder.encode(StopFrame()).decode())
 
             nursery.start_soon(send)
-            await run_session(
-                Session(
-                    socket=socket,
-                    codec=NativeCodec(),
-                    transcriber=FakeTranscriber(),
-                    config=Config(),
-                    options=options,
-                    vad=vad,
-                )
-            )
+            await run_session(native_session(socket, FakeTranscriber(), options, vad=vad))
         return by_kind(await socket.frames())
 
     expected = await session(None)

@@ -7,8 +7,18 @@ import numpy as np
 from support.audio_files import DATA, load
 
 from actors.model.port import Samples
-from protocol.native import Final
-from service.session.ports import SessionInfo
+from protocol.codec import NativeCodec
+from protocol.native import Config, Final
+from service.session.ports import (
+    FrameSocket,
+    NoHooks,
+    SessionHooks,
+    SessionInfo,
+    StreamOptions,
+    Transcriber,
+    Vad,
+)
+from service.session.record import Session
 
 
 def speech_with_pauses() -> Samples:
@@ -34,3 +44,25 @@ class RecordingHooks:
 
     async def ended(self, reason: str, duration_s: float) -> None:
         self.events.append(f"ended {reason} {duration_s}")
+
+
+def native_session(
+    socket: FrameSocket,
+    transcriber: Transcriber,
+    options: StreamOptions,
+    *,
+    config: Config | None = None,
+    hooks: SessionHooks | None = None,
+    vad: Vad | None = None,
+) -> Session:
+    """A native-protocol session on `socket` (a fake's), the route's config `Config()` unless
+    given."""
+    return Session(
+        socket=socket,
+        codec=NativeCodec(),
+        transcriber=transcriber,
+        config=config or Config(),
+        options=options,
+        hooks=hooks or NoHooks(),
+        vad=vad,
+    )
