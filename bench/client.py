@@ -34,6 +34,9 @@ from trio_websocket import (
 from bench.audio import SAMPLE_RATE
 from bench.conversation import Conversation, chunks
 from protocol.native import Error, Ready, ServerFrame, Stopped, server_decoder
+from service.websocket_client import answer_pings_only_while_open
+
+answer_pings_only_while_open()  # trio-websocket's pong after its own close (see there)
 
 Outcome = Literal["completed", "refused", "failed"]
 TRY_AGAIN_LATER = 1013

@@ -50,6 +50,9 @@ from bench.client import StreamOptions, stream_conversation, stream_url
 from bench.conversation import build_conversations
 from bench.report import DEFAULT_RESULTS, cpu_model, machine, now_stamp
 from bench.server import fetch_health, open_server, require_loopback, require_process, wait_idle
+from service.websocket_client import answer_pings_only_while_open
+
+answer_pings_only_while_open()  # trio-websocket's pong after its own close (see there)
 
 FLAT = 0.10  # memory may grow this much over its warmed-up level
 ANSWER_WITHIN_S = 30.0  # after the attacks, /health must answer within this (each try 5 s)

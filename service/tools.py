@@ -220,6 +220,10 @@ async def stream_file(
     """Stream `path` to a native endpoint at `speed` times real time; print text live."""
     from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+    from service.websocket_client import answer_pings_only_while_open
+
+    answer_pings_only_while_open()  # or a ping during our close ends the stream silently
+
     try:
         samples = await decode_file_async(path)
     except UndecodableAudio as error:

@@ -15,6 +15,11 @@ from hypercorn.trio import serve
 from starlette.types import ASGIApp
 
 from actors.model.port import SpeechModel
+from service.websocket_client import answer_pings_only_while_open
+
+# trio-websocket answered the server's pings after its own close, and the stray Cancelled that
+# came of it ended a test's body silently (`service/websocket_client.py`)
+answer_pings_only_while_open()
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
