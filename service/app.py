@@ -42,6 +42,7 @@ from actors.store.actor import StoreHandle, open_store
 from actors.transcriber.actor import TranscriberConfig, TranscriberHandle, open_transcriber
 from service.config import Settings, environment
 from service.policy.capacity import CapacityMeter
+from service.policy.latency import FinalWaits
 from service.policy.limits import BodyLimitMiddleware, SessionGate
 from service.policy.security import SecurityConfig, SecurityMiddleware
 from service.policy.tickets import TicketBook
@@ -242,6 +243,7 @@ def _runtime(
         gate=SessionGate.from_limits(limits),
         capacity=capacity,
         live=LiveSessions(),
+        final_waits=FinalWaits(),
     )
 
 

@@ -98,6 +98,10 @@ class Settings:
     min_free_bytes: int = 1 << 30  # recordings stop (and /health degrades) below this free
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
+    # refuse new live sessions while the p95 of recent finals' waits (asked for to sent, the
+    # last 30 s, all sessions) is over this: a final is promised within 2 s of the speech's
+    # end, and the segmenter's 500 ms of endpointing comes before the wait; 0 turns it off
+    admission_final_wait_s: float = 1.5
     # plan live work for this share of the measured model capacity; 0 turns it off
     admission_utilization: float = 0.75
     admission_cold_sessions: int = 8  # live sessions admitted before any cost is measured

@@ -29,7 +29,8 @@ a second of speech takes of a core (measured plans: docs/benchmarks.md).
 
 Until it has seen `trust_audio_s` (30 s) of finals the meter trusts no cost (the first finals
 are short and cheap) and admits up to `cold_sessions` live sessions (the app sets 8; None: no
-limit). The lag rule in `service/session/admission.py` still applies. `statistics()` is what
+limit). The lag rule and the latency guard in `service/session/admission.py` (which reads
+how long finals take, `service/policy/latency.py`) still apply. `statistics()` is what
 `/health` and `/metrics` show.
 """
 
@@ -55,6 +56,10 @@ class CapacityStatistics:
     speech_per_session: float
     live_sessions: int
     headroom: int | None  # more sessions that fit now; None while not yet measured
+    # the p95 wait of recent finals and how many it is of (`service/policy/latency.py`; the
+    # meter does not see them: `capacity_statistics` adds them); None below its minimum
+    final_wait_p95_s: float | None = None
+    final_waits: int = 0
 
 
 @attrs.frozen

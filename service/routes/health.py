@@ -113,7 +113,9 @@ async def _running(runtime: Runtime, *, sees_all: bool) -> dict[str, Any]:
         "failed": stats.failed,
         "workers": stats.workers,
     }
-    capacity = capacity_statistics(runtime.capacity, runtime.transcriber, runtime.live)
+    capacity = capacity_statistics(
+        runtime.capacity, runtime.transcriber, runtime.live, runtime.final_waits
+    )
     body["capacity"] = attrs.asdict(capacity)
     return body
 

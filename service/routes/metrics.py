@@ -67,7 +67,9 @@ def _session_lines(sessions: list[SessionHandle]) -> list[str]:
 
 
 def _capacity_lines(runtime: Runtime) -> list[str]:
-    capacity = capacity_statistics(runtime.capacity, runtime.transcriber, runtime.live)
+    capacity = capacity_statistics(
+        runtime.capacity, runtime.transcriber, runtime.live, runtime.final_waits
+    )
     lines = _line(
         "capacity_speech_seconds_per_second",
         capacity.capacity_speech_s_per_s if capacity.capacity_speech_s_per_s else 0.0,
@@ -82,6 +84,11 @@ def _capacity_lines(runtime: Runtime) -> list[str]:
         "admission_headroom_sessions",
         capacity.headroom if capacity.headroom is not None else -1,
         "More live sessions that fit now (-1 until measured).",
+    )
+    lines += _line(
+        "final_wait_p95_seconds",
+        capacity.final_wait_p95_s if capacity.final_wait_p95_s is not None else -1,
+        "p95 of recent finals' waits, asked for to sent (-1 while too few in the window).",
     )
     return lines
 

@@ -29,6 +29,7 @@ from protocol.native import Config, Error, Final
 from service.config import Settings
 from service.policy.caller import Caller
 from service.policy.capacity import CapacityMeter, CapacityStatistics, Counters
+from service.policy.latency import FinalWaits
 from service.policy.limits import Admission, SessionGate
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
@@ -96,6 +97,7 @@ class SessionServices:
     gate: SessionGate
     capacity: CapacityMeter
     live: LiveSessions
+    final_waits: FinalWaits  # every session's finals' waits, for the latency guard
 
 
 async def admit(
@@ -104,9 +106,11 @@ async def admit(
     """Why a new session or upload from `client` must be refused now, or None.
 
     A live session must also fit the transcriber's measured capacity (`service/policy/capacity.py`):
-    refused up front, before it or anyone else falls behind. Uploads run behind live work and
-    are not counted there. The rate limit comes last, because an allowed `hit` spends one of
-    the client's tokens: a caller must check its own caps before calling this.
+    refused up front, before it or anyone else falls behind; and it is refused the same way
+    while recent finals are slow (`finals_slow`), which the capacity plan may not foresee.
+    Uploads run behind live work and are not counted there. The rate limit comes last, because
+    an allowed `hit` spends one of the client's tokens: a caller must check its own caps before
+    calling this.
     """
     if overloaded(services):
         return Refusal(
@@ -117,6 +121,13 @@ async def admit(
             503,
             "at_capacity",
             "the server holds as many live sessions as it can serve on time; try again soon",
+            retry_after=10,
+        )
+    if live_session and finals_slow(services, trio.current_time()):
+        return Refusal(
+            503,
+            "at_capacity",
+            "finals are taking longer than the server promises; try again soon",
             retry_after=10,
         )
     decision = await services.limiter.hit(client)
@@ -150,23 +161,50 @@ async def admit_session(services: SessionServices, client: str) -> Admission:
 
 
 def capacity_statistics(
-    meter: CapacityMeter, transcriber: TranscriberHandle, live: LiveSessions
+    meter: CapacityMeter,
+    transcriber: TranscriberHandle,
+    live: LiveSessions,
+    final_waits: FinalWaits,
 ) -> CapacityStatistics:
-    """Bring the capacity meter up to date and read it."""
+    """Bring the capacity meter up to date and read it, with the recent finals' p95 wait."""
+    now = trio.current_time()
+    live_streams = _observe(meter, transcriber, live, now)
+    wait = final_waits.percentile(now)
+    return attrs.evolve(
+        meter.statistics(live_streams),
+        final_wait_p95_s=None if wait is None else round(wait, 3),
+        final_waits=len(final_waits.waits(now)),
+    )
+
+
+def _observe(
+    meter: CapacityMeter, transcriber: TranscriberHandle, live: LiveSessions, now: float
+) -> int:
+    """Bring the capacity meter up to date; how many live streams there are."""
     counters = Counters.of(transcriber.statistics())
     statistics = [session.statistics() for session in live.streams()]
     sessions = [(session.speech_s, session.received_s) for session in statistics]
-    meter.observe(trio.current_time(), counters, sessions)
-    return meter.statistics(len(statistics))
+    meter.observe(now, counters, sessions)
+    return len(statistics)
 
 
 def fits(services: SessionServices) -> bool:
     """Does one more live session fit the measured capacity (`service/policy/capacity.py`)?"""
     if services.settings.admission_utilization <= 0:
         return True
-    # bring the meter up to date
-    capacity_statistics(services.capacity, services.transcriber, services.live)
-    return services.capacity.admits(len(services.live.streams()))
+    live = _observe(services.capacity, services.transcriber, services.live, trio.current_time())
+    return services.capacity.admits(live)
+
+
+def finals_slow(services: SessionServices, now: float) -> bool:
+    """Are finals slower than `admission_final_wait_s` now (the p95 of every session's waits
+    in `FinalWaits`' window)? Only while a live stream runs: with none, what the window saw
+    was someone else's load, and one session is always let in."""
+    limit = services.settings.admission_final_wait_s
+    if limit <= 0 or not services.live.streams():
+        return False
+    wait = services.final_waits.percentile(now)
+    return wait is not None and wait > limit
 
 
 def overloaded(services: SessionServices) -> bool:
@@ -260,6 +298,7 @@ async def _run(
         hooks=StoreHooks(services.store, record=config.record),
         annotate=annotate,
         vad=services.vad,
+        final_waits=services.final_waits,
     )
     with services.live.holding(SessionHandle.of(session)):
         try:

@@ -57,6 +57,13 @@ class Vad(Protocol):
     def open_stream(self) -> SpeechDetector: ...
 
 
+class FinalWaitLog(Protocol):
+    """Where a session tells how long each of its finals took: the app's `FinalWaits`
+    (`service/policy/latency.py`), one for every session, which admission reads."""
+
+    def record(self, now: float, wait_s: float) -> None: ...
+
+
 class SessionHooks(Protocol):
     """What a session tells the rest of the server: the store and recorder implement this.
 

@@ -17,7 +17,9 @@ import attrs
 
 from protocol.codec import Codec
 from protocol.native import Config, Final
+from service.policy.latency import FinalWaits
 from service.session.ports import (
+    FinalWaitLog,
     FrameSocket,
     NoHooks,
     SessionHooks,
@@ -53,6 +55,9 @@ class Session:
     hooks: SessionHooks = attrs.field(factory=NoHooks)  # the store: audio, finals, the end
     annotate: Callable[[Final], Final] = as_is  # e.g. sentiment, added to each final
     vad: Vad | None = None  # the shared VAD actor; None: the segmenter runs its own inline
+    # the app's record of how long finals take, across sessions (the transcriber client adds
+    # each of this session's); a test's session has its own
+    final_waits: FinalWaitLog = attrs.field(factory=FinalWaits)
     # the live parts, one owner each (`service/session/state.py`)
     ending: Ending = attrs.field(factory=Ending)  # the reader's
     audio: AudioMeter = attrs.field(factory=AudioMeter)  # the segmenter's

@@ -93,8 +93,9 @@ class FinalsMeter:
     def asked(self) -> None:
         self._asked.append(trio.current_time())
 
-    def answered(self) -> None:
-        self._asked.pop(0)
+    def answered(self) -> float:
+        """The oldest final owed is out; how long it waited since it was asked for."""
+        return max(0.0, trio.current_time() - self._asked.pop(0))
 
     @property
     def queue(self) -> int:

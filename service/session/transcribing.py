@@ -11,6 +11,8 @@ closes its frame channel. It starts once the reader has settled the session's co
 workers decode with that `SessionConfig`. What the workers share (`_Client`: the text so far,
 the committed words, the partial slot) is this stage's alone; of the session's live parts it
 writes only its `FinalsMeter` (finals owed, captions), and reads the segmenter's `AudioMeter`.
+Of what the app shares, it adds each final's wait to `Session.final_waits` (one call, once the
+final is handed to the writer), which admission's latency guard reads.
 """
 
 from __future__ import annotations
@@ -182,14 +184,15 @@ async def _finals_worker(
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
                 continue
             frame = await _final_frame(client, item, client.agreements.close(item.utterance))
-            session.finals.answered()
             if frame is None:
                 skipped.add(item.utterance)
-                continue
-            if frame.text:
-                transcript.finals.append(frame.text)
-            session.finals.captions.shown(frame.end)
-            await frames.send(session.annotate(frame))
+            else:
+                if frame.text:
+                    transcript.finals.append(frame.text)
+                session.finals.captions.shown(frame.end)
+                await frames.send(session.annotate(frame))
+            # out (or judged empty): its wait, asked to handed to the writer, for admission
+            session.final_waits.record(trio.current_time(), session.finals.answered())
         client.finals_done.set()
 
 

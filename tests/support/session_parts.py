@@ -9,7 +9,9 @@ from support.audio_files import DATA, load
 from actors.model.port import Samples
 from protocol.codec import NativeCodec
 from protocol.native import Config, Final
+from service.policy.latency import FinalWaits
 from service.session.ports import (
+    FinalWaitLog,
     FrameSocket,
     NoHooks,
     SessionHooks,
@@ -54,9 +56,10 @@ def native_session(
     config: Config | None = None,
     hooks: SessionHooks | None = None,
     vad: Vad | None = None,
+    final_waits: FinalWaitLog | None = None,
 ) -> Session:
     """A native-protocol session on `socket` (a fake's), the route's config `Config()` unless
-    given."""
+    given, with a window of final waits of its own unless given one."""
     return Session(
         socket=socket,
         codec=NativeCodec(),
@@ -65,4 +68,5 @@ def native_session(
         options=options,
         hooks=hooks or NoHooks(),
         vad=vad,
+        final_waits=final_waits or FinalWaits(),
     )
