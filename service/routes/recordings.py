@@ -9,8 +9,8 @@ hypercorn's queue (one message under `service.serving`, which then stops reading
 The connection counts as a live session (`/health`'s `sessions` and `active_connections`, the
 session caps, a drain on shutdown cancels its loop and closes it with 1012).
 
-Each recording is an upload (issue 21: eight connections' recordings, put on the live queue,
-pushed another tenant's live session from 0.5 s to 36 s between `stop` and `stopped`): it takes
+Each recording is an upload (issue 21: recordings on the live queue delayed other tenants'
+live sessions by tens of seconds; docs/security.md): it takes
 one of the app's upload slots (`service.routes.uploads.Uploads`: per client and in all) and one
 rate-limit token, as a `POST` upload does, or is answered with an `error` saying when to retry;
 it decodes on the uploads' decoding threads and goes on the shared transcriber at `background`

@@ -202,8 +202,8 @@ async def _final_frame(
     """The final of one utterance. With `options.final_reuse_s`, the drafts' committed words
     that end that long before the utterance does stand and only the rest is decoded
     (`drafting.plan_final`); else, or with none to reuse, it is decoded afresh: forcing every
-    committed word on it cost 0.6-1.5 WER points on the shared English set (see
-    `service/session/agreement.py`)."""
+    committed word on it costs accuracy (`service/session/agreement.py`; measured:
+    docs/benchmarks.md)."""
     session = client.session
     decode = client.decode_options(final=True)
     plan = plan_final(segment, agreement, decode, session.options.final_reuse_s)
