@@ -72,9 +72,6 @@ from bench.peer_protocol import (
     options_message,
     pcm16_to_float32,
 )
-from service.websocket_client import answer_pings_only_while_open
-
-answer_pings_only_while_open()  # trio-websocket's pong after its own close (see there)
 
 PEERS = ("whisperlive",)
 WHISPERLIVE_VERSION = "0.10.0"

@@ -50,7 +50,7 @@ class FinalWaits:
         """The `quantile` of the waits in the window (nearest rank), or None with fewer than
         `min_samples` of them."""
         waits = sorted(self.waits(now))
-        if not waits or len(waits) < self.min_samples:
+        if len(waits) < self.min_samples:
             return None
         rank = max(1, math.ceil(self.quantile * len(waits)))
         return waits[rank - 1]

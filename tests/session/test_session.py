@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tracemalloc
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from protocol.native import (
     Final,
     Partial,
     Ready,
+    ServerFrame,
     SpeechStarted,
     Status,
     Stopped,
@@ -32,6 +34,7 @@ from protocol.native import Finalize as FinalizeFrame
 from protocol.native import Stop as StopFrame
 from service.session.handle import SessionHandle
 from service.session.ports import SessionLimits, StreamOptions
+from service.session.state import SessionStatistics
 from service.session.supervisor import memory_bound, run_session
 
 OPTIONS = StreamOptions(model="fake", final_beam_size=1)
@@ -43,6 +46,22 @@ async def stream(socket: FakeSocket, audio: Samples, *, then: list[object]) -> N
         await socket.to_server.send(data[offset : offset + 3200])
     for frame in then:
         await socket.to_server.send(encoder.encode(frame).decode())
+
+
+async def run_while(
+    client: Callable[[], Awaitable[None]],
+    socket: FakeSocket,
+    transcriber: FakeTranscriber,
+    options: StreamOptions,
+) -> tuple[SessionStatistics, list[ServerFrame]]:
+    """Run a session while `client` talks to it (stopped once the session has ended); its
+    statistics and the frames it sent."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        state = await run_session(native_session(socket, transcriber, options))
+        frames = await socket.frames()
+        nursery.cancel_scope.cancel()
+    return state, frames
 
 
 async def test_stop_drains_through_every_stage() -> None:
@@ -233,11 +252,7 @@ async def test_session_length_limit_ends_the_session(autojump_clock: trio.abc.Cl
             await socket.to_server.send('{"type": "keepalive"}')
             await trio.sleep(1.0)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client)
-        state = await run_session(native_session(socket, transcriber, options))
-        frames = await socket.frames()
-        nursery.cancel_scope.cancel()
+    state, frames = await run_while(client, socket, transcriber, options)
     errors = [f for f in frames if isinstance(f, Error)]
     assert [e.code for e in errors] == ["session_too_long"]
     assert state.stop_reason == "session_too_long" and isinstance(frames[-1], Stopped)
@@ -316,11 +331,7 @@ async def test_keepalives_alone_do_not_hold_a_session_forever(
             await trio.sleep(1.0)
 
     begin = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client)
-        state = await run_session(native_session(socket, transcriber, options))
-        frames = await socket.frames()
-        nursery.cancel_scope.cancel()
+    state, frames = await run_while(client, socket, transcriber, options)
     errors = [f for f in frames if isinstance(f, Error)]
     assert [e.code for e in errors] == ["audio_idle_timeout"]
     assert state.stop_reason == "audio_idle_timeout"
@@ -343,11 +354,7 @@ async def test_keepalives_before_any_audio_do_not_hold_the_slot(
             await trio.sleep(0.5)
 
     begin = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client)
-        state = await run_session(native_session(socket, transcriber, options))
-        frames = await socket.frames()
-        nursery.cancel_scope.cancel()
+    state, frames = await run_while(client, socket, transcriber, options)
     assert [f.code for f in frames if isinstance(f, Error)] == ["idle_timeout"]
     assert state.stop_reason == "idle_timeout"
     assert 2.0 <= trio.current_time() - begin < 2.5
