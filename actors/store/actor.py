@@ -24,13 +24,18 @@ free-space floor (`LowDiskSpace`).
 
 Start-up recovery: sessions that never ended (the process died) are marked `interrupted`, with
 their duration from the recording or their last final; their WAV headers are fixed from the
-file length; WAV files whose session row is gone are removed.
+file length; WAV files whose session row is gone are removed. With leases (`lease_s` > 0,
+`actors/store/leases.py`), only rows whose lease has lapsed (or that never had one) are ended
+at start-up: a released session stays resumable. Then `_keep_leases` (in the periodic nursery)
+renews the leases of the sessions this handle holds every `lease_s / 3` and ends, the same way,
+open sessions whose lease has lapsed: a replica that died, or a client that did not come back.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -41,14 +46,14 @@ import attrs
 import trio
 
 from actors.reply import Reply, snapshot
-from actors.store import schema
+from actors.store import leases, schema
+from actors.store.keeper import LeaseKeeper, interrupt
+from actors.store.leases import Busy, Claimed
 from actors.store.recording import (
     DEFAULT_POLICY,
-    SAMPLE_WIDTH,
     RecordingPolicy,
     RecordingWriter,
     create_recording,
-    repair_wav,
 )
 from actors.store.schema import (
     AlreadyStored,
@@ -64,6 +69,8 @@ from actors.store.schema import (
 
 __all__ = [
     "AlreadyStored",
+    "Busy",
+    "Claimed",
     "PagePosition",
     "SessionDetail",
     "SessionLive",
@@ -102,6 +109,8 @@ class StoreStatistics:
     queue: int
     interrupted_at_start: int
     purged: int
+    swept: int  # open sessions ended because their lease lapsed (since start)
+    held: int  # sessions whose lease this replica renews now
     failing: bool  # the last commit failed (disk full, I/O error)
 
 
@@ -138,6 +147,7 @@ class StoreHandle:
         limiter: trio.CapacityLimiter,
         counters: _Counters,
         recording_policy: RecordingPolicy = DEFAULT_POLICY,
+        lease_s: float = 0.0,
     ) -> None:
         self.directory = directory
         self.recordings = directory / "recordings"
@@ -147,6 +157,8 @@ class StoreHandle:
         self._limiter = limiter
         self._counters = counters
         self._closed = False
+        # leases (`actors/store/leases.py`): 0 turns them and resuming off
+        self.leases = LeaseKeeper(self._write, self.recordings, lease_s)
 
     async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
         job = _Write(apply)
@@ -162,11 +174,27 @@ class StoreHandle:
         return await trio.to_thread.run_sync(query, self._db, limiter=self._limiter)
 
     async def begin_session(self, record: SessionRecord) -> None:
-        await self._write(lambda db: schema.insert_session(db, record))
+        """Insert the session's row, held by this replica (with leases on)."""
+        take = self.leases.take(record)
 
-    async def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None:
-        """Returns once the final is committed; `SessionNotFound`, `AlreadyStored`."""
-        await self._write(lambda db: schema.insert_utterance(db, session_id, utterance))
+        def begin(db: sqlite3.Connection) -> None:
+            schema.insert_session(db, record)
+            take(db)
+
+        await self._write(begin)
+
+    async def add_utterance(
+        self, session_id: str, utterance: StoredUtterance, *, seq: int | None = None
+    ) -> None:
+        """Returns once the final is committed; `SessionNotFound`, `AlreadyStored`. `seq`: the
+        native frame's, which a resumed connection replays it with."""
+
+        def add(db: sqlite3.Connection) -> None:
+            schema.insert_utterance(db, session_id, utterance)
+            if seq is not None:
+                leases.mark_seq(db, session_id, utterance.index, seq)
+
+        await self._write(add)
 
     async def end_session(
         self,
@@ -177,6 +205,7 @@ class StoreHandle:
         ended_at: datetime | None = None,
     ) -> None:
         when = ended_at or datetime.now(UTC)
+        self.leases.let_go(session_id)
         await self._write(
             lambda db: schema.finish_session(db, session_id, reason, duration_s, when)
         )
@@ -235,7 +264,11 @@ class StoreHandle:
 
     def statistics(self) -> StoreStatistics:
         return snapshot(
-            StoreStatistics, self._counters, queue=self._jobs.statistics().current_buffer_used
+            StoreStatistics,
+            self._counters,
+            queue=self._jobs.statistics().current_buffer_used,
+            held=self.leases.held,
+            swept=self.leases.swept,
         )
 
 
@@ -247,13 +280,15 @@ async def open_store(
     purge_every_s: float = 3600.0,
     queue_size: int = 256,
     recording: RecordingPolicy = DEFAULT_POLICY,
+    lease_s: float = 0.0,
 ) -> AsyncIterator[StoreHandle]:
-    """Open (or create) the store in `directory`; see the module docstring."""
+    """Open (or create) the store in `directory`; see the module docstring. `lease_s` > 0
+    turns leases on (`CHORUS_RESUME_S`)."""
     limiter = trio.CapacityLimiter(1)
     counters = _Counters()
-    db = await trio.to_thread.run_sync(_open, directory, counters, limiter=limiter)
+    db = await trio.to_thread.run_sync(_open, directory, counters, lease_s, limiter=limiter)
     jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
-    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording)
+    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording, lease_s)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
@@ -265,6 +300,8 @@ async def open_store(
                         periodic.start_soon(
                             _purge_periodically, handle, retention_days, purge_every_s
                         )
+                    if lease_s > 0:
+                        periodic.start_soon(_keep_leases, handle.leases)
                     yield handle
                     periodic.cancel_scope.cancel()
     finally:
@@ -273,12 +310,16 @@ async def open_store(
             await trio.to_thread.run_sync(db.close, limiter=limiter)
 
 
-def _open(directory: Path, counters: _Counters) -> sqlite3.Connection:
+def _open(directory: Path, counters: _Counters, lease_s: float) -> sqlite3.Connection:
     (directory / "recordings").mkdir(parents=True, exist_ok=True)
     db = schema.connect(directory / DATABASE_NAME)
     try:
         db.execute("BEGIN IMMEDIATE")
-        counters.interrupted_at_start = _recover(db, directory / "recordings")
+        leases.migrate(db)
+        # without leases every open row is a crash's; with them, only those whose lease lapsed
+        now = time.time() if lease_s > 0 else float("inf")
+        open_rows = leases.lapsed_sessions(db, now, unleased=True)
+        counters.interrupted_at_start = _recover(db, directory / "recordings", open_rows)
         db.execute("COMMIT")
     except BaseException:
         db.close()
@@ -286,23 +327,16 @@ def _open(directory: Path, counters: _Counters) -> sqlite3.Connection:
     return db
 
 
-def _recover(db: sqlite3.Connection, recordings: Path) -> int:
+def _recover(
+    db: sqlite3.Connection,
+    recordings: Path,
+    interrupted: list[tuple[str, float, int | None, float | None]],
+) -> int:
     known = schema.session_ids(db)
     for path in recordings.glob("*.wav"):
         if path.stem not in known:
             path.unlink(missing_ok=True)
-    interrupted = schema.open_sessions(db)
-    for session_id, started, sample_rate, last_end in interrupted:
-        duration = last_end or 0.0
-        ended = started + duration
-        path = recordings / f"{session_id}.wav"
-        if sample_rate is not None and path.exists():
-            audio_bytes = repair_wav(path)
-            if audio_bytes is not None:
-                duration = max(duration, audio_bytes / (SAMPLE_WIDTH * sample_rate))
-                ended = max(started + duration, path.stat().st_mtime)
-        ended_at = datetime.fromtimestamp(ended, UTC)
-        schema.finish_session(db, session_id, "interrupted", duration, ended_at)
+    interrupt(db, recordings, interrupted)
     if interrupted:
         log.warning("marked %d sessions left open by a crash as interrupted", len(interrupted))
     return len(interrupted)
@@ -369,6 +403,15 @@ def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
         log.error("store commit failed: %s", error)
         return [(None, StoreError(f"commit failed: {error}")) for _ in batch]
     return outcomes
+
+
+async def _keep_leases(keeper: LeaseKeeper) -> None:
+    while True:
+        await trio.sleep(keeper.lease_s / 3)
+        try:
+            await keeper.keep()
+        except StoreError as error:
+            log.error("lease renewal failed: %s", error)
 
 
 async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:
