@@ -47,19 +47,24 @@ class Codec(Protocol):
 
 
 class NativeCodec:
-    """Stamps `seq` on server frames and encodes them as JSON text (one codec per session)."""
+    """Stamps `seq` on server frames and encodes them as JSON text (one codec per session).
+
+    A frame that carries its `seq` already keeps it: a final replayed on a resumed connection
+    goes out as it was first sent. `seq` is the last one stamped; a resumed session's route
+    sets it to where the session's frames go on (`service/session/resume.py`)."""
 
     name = "native"
 
-    def __init__(self) -> None:
-        self._seq = 0
+    def __init__(self, seq: int = 0) -> None:
+        self.seq = seq
 
     def decode(self, message: str | bytes) -> list[bytes | ClientFrame]:
         return decode_client_message(message)
 
     def encode(self, frame: ServerFrame) -> list[str | bytes]:
-        self._seq += 1
-        frame.seq = self._seq
+        if not frame.seq:
+            self.seq += 1
+            frame.seq = self.seq
         return [encoder.encode(frame).decode()]
 
 

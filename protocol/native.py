@@ -97,6 +97,12 @@ class Ready(Outbound, tag="ready"):
     sample_rate: int
     language: str
     protocol: str = "chorus.v1"
+    # resuming (issue 23): this connection's token for `resume=`, rotated on every connect
+    # (None: the server does not resume sessions); on a resumed connection, `resumed` and the
+    # audio time the session's clock continues at (the end of the last stored final)
+    resume_token: str | None = None
+    resumed: bool = False
+    audio_start: float = 0.0
 
 
 class SpeechStarted(Outbound, tag="speech_started"):

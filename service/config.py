@@ -97,6 +97,9 @@ class Settings:
     max_recording_s: float = 4 * 3600.0  # of audio per recording, then it stops (0: 4 GiB)
     min_free_bytes: int = 1 << 30  # recordings stop (and /health degrades) below this free
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
+    # how long a native session whose connection was lost stays resumable with its token, and
+    # the replicas' lease on their sessions (issue 23); 0: no resume, sessions end as before
+    resume_s: float = 30.0
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # refuse new live sessions while the p95 of recent finals' waits (asked for to sent, the
     # last 30 s, all sessions) is over this: a final is promised within 2 s of the speech's

@@ -90,6 +90,16 @@ class Segmenter:
         self.utterance = 0
         self._revision = 0
         self._spoken = 0  # samples of the utterances already cut
+        self._origin = 0  # where this segmenter's audio starts (a resumed session's clock)
+
+    def resume_at(self, samples: int, utterance: int) -> None:
+        """Start the clock at `samples` and the utterances at `utterance`, before any audio:
+        a resumed session goes on where its earlier connections stopped."""
+        if self.samples != self._origin:
+            raise ValueError("a segmenter resumes before it has any audio")
+        self._origin = self._base = self._analysed = samples
+        self._last_speech = self._last_cut = self._last_partial = samples
+        self.utterance = utterance
 
     @property
     def samples(self) -> int:
@@ -115,7 +125,7 @@ class Segmenter:
                     "this audio completes"
                 )
         elif self._vad is None:
-            if self.samples:
+            if self.samples != self._origin:
                 raise ValueError("this segmenter is fed probabilities: it has no VAD of its own")
             self._vad = StreamingVad()
         step = int(STEP_S * SAMPLE_RATE)

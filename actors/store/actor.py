@@ -24,18 +24,15 @@ free-space floor (`LowDiskSpace`).
 
 Start-up recovery: sessions that never ended (the process died) are marked `interrupted`, with
 their duration from the recording or their last final; their WAV headers are fixed from the
-file length; WAV files whose session row is gone are removed. With leases (`lease_s` > 0,
-`actors/store/leases.py`), only rows whose lease has lapsed (or that never had one) are ended
-at start-up: a released session stays resumable. Then `_keep_leases` (in the periodic nursery)
-renews the leases of the sessions this handle holds every `lease_s / 3` and ends, the same way,
-open sessions whose lease has lapsed: a replica that died, or a client that did not come back.
+file length; WAV files whose session row is gone are removed. With leases (`lease_s` > 0),
+only rows whose lease has lapsed (or that never had one) are; `_keep_leases` (periodic) renews
+this replica's leases and ends lapsed ones the same way (`actors/store/keeper.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -47,8 +44,7 @@ import trio
 
 from actors.reply import Reply, snapshot
 from actors.store import leases, schema
-from actors.store.keeper import LeaseKeeper, interrupt
-from actors.store.leases import Busy, Claimed
+from actors.store.keeper import LeaseKeeper, recover
 from actors.store.recording import (
     DEFAULT_POLICY,
     RecordingPolicy,
@@ -69,8 +65,6 @@ from actors.store.schema import (
 
 __all__ = [
     "AlreadyStored",
-    "Busy",
-    "Claimed",
     "PagePosition",
     "SessionDetail",
     "SessionLive",
@@ -157,7 +151,6 @@ class StoreHandle:
         self._limiter = limiter
         self._counters = counters
         self._closed = False
-        # leases (`actors/store/leases.py`): 0 turns them and resuming off
         self.leases = LeaseKeeper(self._write, self.recordings, lease_s)
 
     async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
@@ -316,30 +309,12 @@ def _open(directory: Path, counters: _Counters, lease_s: float) -> sqlite3.Conne
     try:
         db.execute("BEGIN IMMEDIATE")
         leases.migrate(db)
-        # without leases every open row is a crash's; with them, only those whose lease lapsed
-        now = time.time() if lease_s > 0 else float("inf")
-        open_rows = leases.lapsed_sessions(db, now, unleased=True)
-        counters.interrupted_at_start = _recover(db, directory / "recordings", open_rows)
+        counters.interrupted_at_start = recover(db, directory / "recordings", lease_s)
         db.execute("COMMIT")
     except BaseException:
         db.close()
         raise
     return db
-
-
-def _recover(
-    db: sqlite3.Connection,
-    recordings: Path,
-    interrupted: list[tuple[str, float, int | None, float | None]],
-) -> int:
-    known = schema.session_ids(db)
-    for path in recordings.glob("*.wav"):
-        if path.stem not in known:
-            path.unlink(missing_ok=True)
-    interrupt(db, recordings, interrupted)
-    if interrupted:
-        log.warning("marked %d sessions left open by a crash as interrupted", len(interrupted))
-    return len(interrupted)
 
 
 async def _run_writes(

@@ -130,3 +130,18 @@ def interrupt(
         ended_at = datetime.fromtimestamp(ended, UTC)
         schema.finish_session(db, session_id, "interrupted", duration, ended_at)
     return len(interrupted)
+
+
+def recover(db: sqlite3.Connection, recordings: Path, lease_s: float) -> int:
+    """Start-up: remove WAV files without a row, and end the open rows `interrupted`: without
+    leases every one (a crash's), with them those whose lease lapsed or that had none."""
+    now = time.time() if lease_s > 0 else float("inf")
+    interrupted = leases.lapsed_sessions(db, now, unleased=True)
+    known = schema.session_ids(db)
+    for path in recordings.glob("*.wav"):
+        if path.stem not in known:
+            path.unlink(missing_ok=True)
+    interrupt(db, recordings, interrupted)
+    if interrupted:
+        log.warning("marked %d sessions left open by a crash as interrupted", len(interrupted))
+    return len(interrupted)

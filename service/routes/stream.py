@@ -3,7 +3,10 @@
 The route reads the query into a `Config` (or an `Error` to answer) and hands the connection,
 with the app runtime's session services, to `service.session.admission.serve_session`, which
 admits, accepts and runs the session with a `NativeCodec`. Sentiment, when asked for, is added
-to each final by `annotate`.
+to each final by `annotate`. A `resume` token (and `after_seq`) in the query continues a
+session: checked before anything else (400 when malformed), claimed once the connection is
+admitted (403 when refused), and the codec's `seq` goes on where the session's did
+(`service/session/resume.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from starlette.websockets import WebSocket
 from actors.model.sentiment import annotate_sentiment
 from protocol.codec import NativeCodec
 from protocol.native import Config, Error, Final, config_from_query
+from service.policy.caller import Caller
+from service.policy.refusal import Refusal
 from service.runtime import Runtime
-from service.session.admission import serve_session
+from service.session.admission import serve_session, turn_away
+from service.session.resume import Resume, ResumeRequest, open_resume
+
+ROUTE = "/v1/stream"
 
 
 def native_config(query: dict[str, str]) -> Config | Error:
@@ -29,14 +37,28 @@ def native_config(query: dict[str, str]) -> Config | Error:
 
 async def stream_endpoint(websocket: WebSocket) -> None:
     services = Runtime.of(websocket).sessions
-    config = native_config(dict(websocket.query_params))
+    query = dict(websocket.query_params)
+    try:
+        request = ResumeRequest.from_query(query)
+    except Refusal as refusal:
+        await turn_away(websocket, ROUTE, Caller.of(websocket).client, refusal)
+        return
+    config = native_config(query)
+    codec = NativeCodec()
+
+    async def resuming(client: str) -> Resume:
+        resume = await open_resume(services.store.leases, client, request)
+        codec.seq = resume.last_seq
+        return resume
+
     await serve_session(
         websocket,
         services,
-        NativeCodec(),
+        codec,
         config,
-        route="/v1/stream",
+        route=ROUTE,
         annotate=sentiment_annotator(config),
+        open_resume=resuming,
     )
 
 

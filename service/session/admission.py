@@ -5,13 +5,17 @@ and total session caps, whether the transcriber is keeping up, and last the clie
 rate limit, so that a session refused for any other reason spends no rate-limit token (issue
 11, M5); refusals are HTTP 429/503 + `Retry-After`, never after audio was accepted. Then it
 accepts, builds the session's store hooks, and runs the session pipeline. It owns the
-session's admission slot and releases it when the session ends, however it ends. What it uses
+session's admission slot and releases it when the session ends, however it ends. A route that
+resumes sessions (the native one) hands over `open_resume`, called once the session is admitted
+and before the upgrade, so a refused resume (403) spends no token and a claimed one is run
+(`service/session/resume.py`). What it uses
 of the running server comes in one record, `SessionServices` (the route hands down
 `Runtime.sessions`, `service/runtime.py`); nothing here reaches for the app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -22,7 +26,7 @@ from starlette.websockets import WebSocket
 
 from actors.limiter import LimiterHandle
 from actors.speech.vad_actor import VadHandle
-from actors.store.actor import StoreHandle
+from actors.store.actor import StoreClosed, StoreError, StoreHandle
 from actors.transcriber.actor import TranscriberHandle
 from protocol.codec import Codec
 from protocol.native import Config, Error, Final
@@ -36,8 +40,9 @@ from service.policy.security import refuse_websocket
 from service.session.config import check_config
 from service.session.handle import SessionHandle
 from service.session.ports import StreamOptions
-from service.session.record import Session
+from service.session.record import Session, new_session_id
 from service.session.recorder import StoreHooks
+from service.session.resume import Resume
 from service.session.sockets import StarletteSocket
 from service.session.state import SessionStatistics
 from service.session.supervisor import run_session
@@ -227,6 +232,7 @@ async def serve_session(
     options: StreamOptions | None = None,
     subprotocol: str | None = None,
     refuse: Callable[[Error], Awaitable[None]] | None = None,
+    open_resume: Callable[[str], Awaitable[Resume]] | None = None,
 ) -> SessionStatistics | None:
     """Check the config, admit, accept and run one session.
 
@@ -245,16 +251,37 @@ async def serve_session(
     except Refusal as refusal:
         await turn_away(websocket, route, client, refusal)
         return None
-    async with admitted(websocket, admission) as socket:
-        await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
-        if problem is not None or not isinstance(config, Config):
-            problem = problem or Error(code="invalid_config", message="bad configuration")
-            problem.fatal = True
-            for message in codec.encode(problem):
-                await socket.send(message)
-            await socket.close(1008, problem.code)
-            return None
-        return await _run(services, socket, codec, config, options, route, client, annotate)
+    try:
+        resume = Resume() if open_resume is None else await open_resume(client)
+    except Refusal as refusal:
+        admission.release()
+        await turn_away(websocket, route, client, refusal)
+        return None
+    running = False
+    try:
+        async with admitted(websocket, admission) as socket:
+            await websocket.accept(subprotocol=_subprotocol(websocket, subprotocol))
+            if problem is not None or not isinstance(config, Config):
+                await _refuse_config(socket, codec, problem)
+                return None
+            running = True
+            return await _run(
+                services, socket, codec, config, options, route, client, annotate, resume
+            )
+    finally:
+        if resume.session_id is not None and not running:
+            # claimed but never run (a bad config, a failed upgrade): resumable again
+            with trio.CancelScope(shield=True), contextlib.suppress(StoreClosed, StoreError):
+                await services.store.leases.release(resume.session_id, resume.audio_start)
+
+
+async def _refuse_config(socket: StarletteSocket, codec: Codec, problem: Error | None) -> None:
+    """Answer a config that cannot run with a fatal `error` and close 1008."""
+    problem = problem or Error(code="invalid_config", message="bad configuration")
+    problem.fatal = True
+    for message in codec.encode(problem):
+        await socket.send(message)
+    await socket.close(1008, problem.code)
 
 
 async def turn_away(websocket: WebSocket, route: str, client: str, refusal: Refusal) -> None:
@@ -286,8 +313,11 @@ async def _run(
     route: str,
     client: str,
     annotate: Callable[[Final], Final],
+    resume: Resume,
 ) -> SessionStatistics | None:
     session = Session(
+        session_id=resume.session_id or new_session_id(),
+        resume=resume,
         socket=socket,
         codec=codec,
         transcriber=services.transcriber,
@@ -295,7 +325,7 @@ async def _run(
         options=options,
         route=route,
         client=client,
-        hooks=StoreHooks(services.store, record=config.record),
+        hooks=StoreHooks(services.store, record=config.record, resume=resume),
         annotate=annotate,
         vad=services.vad,
         final_waits=services.final_waits,

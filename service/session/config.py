@@ -18,6 +18,7 @@ import attrs
 from actors.speech.segmenter import SegmenterConfig
 from protocol.native import Config, Encoding, Error, Ready, Task
 from service.session.ports import StreamOptions
+from service.session.resume import Resume
 
 
 @attrs.frozen
@@ -80,10 +81,16 @@ def check_config(config: Config, options: StreamOptions) -> Error | None:
     return None
 
 
-def ready_frame(session_id: str, config: Config, options: StreamOptions) -> Ready:
+def ready_frame(
+    session_id: str, config: Config, options: StreamOptions, resume: Resume | None = None
+) -> Ready:
+    resume = resume or Resume()
     return Ready(
         session_id=session_id,
         model=options.model,
         sample_rate=config.sample_rate,
         language=config.language,
+        resume_token=resume.token,
+        resumed=resume.resumed,
+        audio_start=resume.audio_start,
     )

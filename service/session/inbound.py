@@ -129,7 +129,9 @@ class ClientProtocol:
         problem = check_config(config, session.options)
         if problem is None:
             self._config = config
-        return problem or ready_frame(session.session_id, self._config, session.options)
+        return problem or ready_frame(
+            session.session_id, self._config, session.options, session.resume
+        )
 
     @staticmethod
     def _expired(code: str, what: str, limit: float) -> Ended:

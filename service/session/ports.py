@@ -19,7 +19,12 @@ from protocol.native import Config, Error, Final
 
 
 class ClientGone(Exception):
-    """The client closed the connection or vanished; a normal end of a session."""
+    """The client closed the connection or vanished; a normal end of a session. `code`: the
+    close code the client sent, when the transport knows it (1006: it vanished)."""
+
+    def __init__(self, message: str = "", code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class FrameSocket(Protocol):

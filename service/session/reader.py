@@ -72,8 +72,8 @@ class _Reading:
             with trio.move_on_at(protocol.deadline):
                 try:
                     message = await socket.receive()
-                except ClientGone:
-                    self.session.ending.left()
+                except ClientGone as gone:
+                    self.session.ending.left(gone.code)
                     return None
                 for action in protocol.receive(message):
                     if isinstance(action, Ended):

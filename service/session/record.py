@@ -29,6 +29,7 @@ from service.session.ports import (
     Transcriber,
     Vad,
 )
+from service.session.resume import Resume
 from service.session.state import AudioMeter, Ending, FinalsMeter
 
 
@@ -58,9 +59,13 @@ class Session:
     # the app's record of how long finals take, across sessions (the transcriber client adds
     # each of this session's); a test's session has its own
     final_waits: FinalWaitLog = attrs.field(factory=FinalWaits)
+    # where a resumable session's connection starts (`service/session/resume.py`)
+    resume: Resume = attrs.field(factory=Resume)
     # the live parts, one owner each (`service/session/state.py`)
     ending: Ending = attrs.field(factory=Ending)  # the reader's
-    audio: AudioMeter = attrs.field(factory=AudioMeter)  # the segmenter's
+    audio: AudioMeter = attrs.field(  # the segmenter's; a resumed session's clock goes on
+        default=attrs.Factory(lambda self: AudioMeter(self.resume.audio_start), takes_self=True)
+    )
     finals: FinalsMeter = attrs.field(factory=FinalsMeter)  # the transcriber client's
 
     @property

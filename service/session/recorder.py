@@ -15,6 +15,12 @@ disk below the free-space floor or fails to write stops with a playable file and
 session its stored transcript, not its live one: the client gets one non-fatal `not_stored`,
 finals keep coming (and keep being offered to the store), and `/health` says `degraded`.
 Reasons in detail go to the log, not to the client.
+
+Resuming (`service/session/resume.py`): a new session's row gets its first connection's
+token (hashed); a resumed one has its row already (the claim took it), and is not recorded
+further: its recording stops where the earlier connection left it (`recording_stopped`). A
+session `RELEASED` (its client vanished and may come back) is let go, not ended: its recording
+closed, its row open for the lease (`LeaseKeeper.release`).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import trio
 
 from actors.model.port import Samples
 from actors.store.actor import StoreClosed, StoreError, StoreHandle
+from actors.store.leases import hash_token
 from actors.store.recording import LowDiskSpace, RecordingPolicy, RecordingWriter
 from actors.store.schema import SessionRecord, StoredUtterance
 from protocol.native import Error, Final
 from service.session.ports import SessionInfo
+from service.session.resume import RELEASED, Resume
 
 log = logging.getLogger("chorus.recorder")
 
@@ -39,14 +47,21 @@ _STOPPED = {
     "limit": "the recording reached the server's limit of {seconds:g} s of audio",
     "low_disk": "the server is low on disk space",
     "write_error": "the server could not write the recording",
+    "resumed": "a resumed session is not recorded past the connection that was lost",
 }
 
 
 class StoreHooks:
     def __init__(
-        self, store: StoreHandle, *, record: bool, policy: RecordingPolicy | None = None
+        self,
+        store: StoreHandle,
+        *,
+        record: bool,
+        policy: RecordingPolicy | None = None,
+        resume: Resume | None = None,
     ) -> None:
         self._store = store
+        self._resume = resume or Resume()
         self._policy = policy or store.recording_policy
         self._requested = record
         self._record = self._policy.records(record)
@@ -57,6 +72,10 @@ class StoreHooks:
 
     async def started(self, session: SessionInfo) -> Error | None:
         self._session_id = session.session_id
+        if self._resume.resumed:
+            if self._record:
+                return self._recording_stopped("resumed", "resumed on a new connection")
+            return None
         try:
             await self._store.begin_session(
                 SessionRecord(
@@ -67,6 +86,9 @@ class StoreHooks:
                     language=session.config.language,
                 )
             )
+            if self._resume.token is not None:
+                token_hash = hash_token(self._resume.token)
+                await self._store.leases.bind(session.session_id, token_hash, session.client)
         except StoreError as error:
             self._stored = False  # nothing to record into, nothing to end
             return self._not_stored(error)
@@ -95,7 +117,9 @@ class StoreHooks:
         if not self._stored:
             return None
         try:
-            await self._store.add_utterance(self._session_id, StoredUtterance.from_final(frame))
+            await self._store.add_utterance(
+                self._session_id, StoredUtterance.from_final(frame), seq=frame.seq or None
+            )
         except StoreError as error:
             if not self._store_failed:
                 return self._not_stored(error)
@@ -110,7 +134,10 @@ class StoreHooks:
             # a server that is stopping has closed its store: start-up repair ends the row
             with contextlib.suppress(StoreClosed):
                 try:
-                    await self._store.end_session(self._session_id, reason, duration_s)
+                    if reason == RELEASED:
+                        await self._store.leases.release(self._session_id, duration_s)
+                    else:
+                        await self._store.end_session(self._session_id, reason, duration_s)
                 except StoreError as error:  # the row stays open; start-up repair ends it
                     log.error("session %s: could not end its row: %s", self._session_id, error)
 

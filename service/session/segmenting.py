@@ -7,7 +7,10 @@ It decodes the client's audio (PCM inline, containers in a worker thread, read n
 the `Pacer` allows; a client that leaves ends the wait and what it had queued is dropped),
 counts it in the session's `AudioMeter` (which it alone writes), and cuts utterances
 (`actors/speech/segmenter.py`). When the commands end it flushes the decoder and the open
-utterance, then closes its channels.
+utterance, then closes its channels. A resumed session's segmenter starts its clock and its
+utterances where the earlier connections stopped, and drops the audio the client re-sends
+that the server already has (`service/session/resume.py`); the pacer counts only the audio of
+this connection.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from service.session.config import SessionConfig
 from service.session.messages import Command, Segmented, ServerFrame
 from service.session.ports import SpeechDetector, unless
 from service.session.record import Session
+from service.session.resume import drop_resent, samples_of
 
 
 async def segment_audio(
@@ -102,13 +106,23 @@ class _Cutting:
             closing(self.detector) if self.detector else nullcontext()
         )
         self.warned_misaligned = False
+        resume = session.resume
+        if resume.resumed:
+            self.segmenter.resume_at(samples_of(resume.audio_start), resume.next_utterance)
+        self.resend = samples_of(resume.resend_s)  # samples still to drop
+
+    @property
+    def here_s(self) -> float:
+        """The audio this connection has brought (what the pacer paces)."""
+        audio = self.session.audio
+        return audio.received_s - audio.origin_s
 
     async def audio(
         self, data: bytes, commands: trio.MemoryReceiveChannel[Command]
     ) -> Command | None:
         """Decode, count and cut one chunk (and those waiting behind it, for the shared VAD),
         then wait for the pacer; returns a command taken meanwhile that is not audio."""
-        received_s = self.session.audio.received_s
+        received_s = self.here_s
         self.decoder.max_chunk_s = self.pacer.chunk_allowance_s(received_s)  # its wall share
         samples = await _decode(self.decoder, data)
         held = None
@@ -116,7 +130,7 @@ class _Cutting:
             samples, held = self._join_waiting(samples, commands)
         await self._warn_misaligned()
         await self._push(samples)
-        await _paced(self.pacer, self.session)
+        await _paced(self.pacer, self.session, self.here_s)
         return held
 
     def _join_waiting(
@@ -124,7 +138,7 @@ class _Cutting:
     ) -> tuple[Samples, Command | None]:
         """The chunks already waiting go to the shared VAD in one request: a client that sends
         small chunks ahead of real time is not held to one per batch."""
-        received_s = self.session.audio.received_s
+        received_s = self.here_s
         while len(samples) < JOIN_SAMPLES and self.pacer.allows(
             received_s + len(samples) / SAMPLE_RATE
         ):
@@ -164,6 +178,8 @@ class _Cutting:
             await self.events.send(event)
 
     async def _push(self, samples: Samples) -> None:
+        if self.resend:
+            samples, self.resend = drop_resent(samples, self.resend)
         if not len(samples):
             return
         session = self.session
@@ -222,9 +238,9 @@ class Pacer:
             await trio.sleep_until(due)
 
 
-async def _paced(pacer: Pacer, session: Session) -> None:
-    """`pacer.wait`, ended early by a client that leaves meanwhile."""
-    received_s = session.audio.received_s
+async def _paced(pacer: Pacer, session: Session, received_s: float) -> None:
+    """`pacer.wait` for a connection that has brought `received_s`, ended early by a client
+    that leaves meanwhile."""
     if pacer.allows(received_s):
         await pacer.wait(received_s)  # no wait: only starts the clock
         return

@@ -42,10 +42,13 @@ class StarletteSocket:
     async def receive(self) -> str | bytes:
         try:
             message = await self._websocket.receive()
-        except (WebSocketDisconnect, RuntimeError) as error:
+        except WebSocketDisconnect as error:
+            raise ClientGone(str(error), error.code) from None
+        except RuntimeError as error:
             raise ClientGone(str(error)) from None
         if message["type"] == "websocket.disconnect":
-            raise ClientGone(f"client closed ({message.get('code', 1005)})")
+            code = message.get("code", 1005)
+            raise ClientGone(f"client closed ({code})", code)
         if message.get("bytes") is not None:
             return bytes(message["bytes"])
         return str(message.get("text") or "")

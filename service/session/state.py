@@ -59,10 +59,12 @@ class SessionStatistics:
 
 
 class AudioMeter:
-    """The session's audio so far, in 16 kHz samples. Written by the segmenter only."""
+    """The session's audio so far, in 16 kHz samples. Written by the segmenter only. A resumed
+    session's starts at `origin_s`, the audio time its earlier connections reached."""
 
-    def __init__(self) -> None:
-        self._received = 0
+    def __init__(self, origin_s: float = 0.0) -> None:
+        self.origin_s = origin_s
+        self._received = round(origin_s * SAMPLE_RATE)
         self._speech = 0
 
     def received(self, samples: int) -> None:
@@ -117,6 +119,7 @@ class Ending:
 
     reason: str = "client_closed"
     close_code: int = 1000
+    client_code: int | None = None  # the close code the client sent, when it sent one
     _left: trio.Event = attrs.field(factory=trio.Event, init=False)  # the client has gone
     _reading: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
 
@@ -142,9 +145,21 @@ class Ending:
         """Set by the reader or the writer; the segmenter's pacer stops waiting for it."""
         return self._left.is_set()
 
-    def left(self) -> None:
-        """The client has gone (a receive or a send said so, or it stopped reading)."""
+    def left(self, code: int | None = None) -> None:
+        """The client has gone (a receive or a send said so, or it stopped reading); `code`:
+        the close code it sent, when known."""
+        if code is not None and not self._left.is_set():
+            self.client_code = code
         self._left.set()
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the client may want to come back (`service/session/resume.py`): its
+        connection was lost (no close of its own, or not a normal one) or the server is
+        draining; not after `stop`, a normal close, an error or a limit."""
+        if self.reason == "server_shutdown":
+            return True
+        return self.reason == "client_closed" and self.client_code != 1000
 
     async def wait_client_gone(self) -> None:
         await self._left.wait()

@@ -43,6 +43,7 @@ from service.session.messages import Command, Segmented, ServerFrame
 from service.session.ports import SessionLimits
 from service.session.reader import read_frames
 from service.session.record import Session
+from service.session.resume import RELEASED
 from service.session.segmenting import segment_audio
 from service.session.state import SessionStatistics
 from service.session.transcribing import transcribe_segments
@@ -72,7 +73,10 @@ async def run_session(session: Session) -> SessionStatistics:
             )
             nursery.start_soon(transcribe_segments, session, config, events_recv, frames_send)
     finally:
-        await session.hooks.ended(session.ending.reason, round(session.audio.received_s, 3))
+        ending = session.ending
+        # a resumable session's client that vanished may come back: its row stays open
+        reason = RELEASED if session.resume.token and ending.resumable else ending.reason
+        await session.hooks.ended(reason, round(session.audio.received_s, 3))
     return SessionHandle.of(session).statistics()
 
 
@@ -80,10 +84,14 @@ async def _announce(
     session: Session, notice: Error | None, frames: trio.MemorySendChannel[ServerFrame]
 ) -> None:
     """`ready`, then what the store said as the session began (e.g. `recording_disabled`),
+    then on a resumed connection the finals the client missed (with their first `seq`),
     ahead of any other frame."""
-    await frames.send(ready_frame(session.session_id, session.config, session.options))
+    resume = session.resume
+    await frames.send(ready_frame(session.session_id, session.config, session.options, resume))
     if notice is not None:
         await frames.send(notice)
+    for final in resume.replay:
+        await frames.send(final)
 
 
 FLOAT32 = 4

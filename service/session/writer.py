@@ -1,9 +1,11 @@
 """The writer stage: frames in, the client's messages out (`service/session/supervisor.py`).
 
 `write_frames` is the last task of the session's nursery and owns the frame channel's receive
-end. It stores each final before sending it (`SessionHooks.final`), drops partials a final has
-overtaken, and once every frame sender has closed, closes the socket with the session's close
-code. A client that vanishes, or stops reading for `send_timeout_s`, is not waited on again: the
+end. It stores each final before sending it (`SessionHooks.final`), encoded first so the store
+keeps the `seq` it goes out with (a final replayed on a resumed connection carries its `seq`
+already and is stored already: it is only sent), drops partials a final has overtaken, and
+once every frame sender has closed, closes the socket with the session's close code. A
+client that vanishes, or stops reading for `send_timeout_s`, is not waited on again: the
 writer goes on draining frames (so finals still reach the store) and sends nothing more.
 """
 
@@ -29,18 +31,21 @@ async def write_frames(session: Session, frames: trio.MemoryReceiveChannel[Serve
         async for frame in frames:
             if isinstance(frame, Partial) and frame.utterance <= last_final:
                 continue
-            outgoing: list[ServerFrame] = [frame]
+            messages: list[str | bytes] = []
             if isinstance(frame, Final):
                 last_final = max(last_final, frame.utterance)
-                notice = await session.hooks.final(frame)  # e.g. `not_stored`: after the final
-                outgoing += [notice] if notice is not None else []
+                replayed = frame.seq != 0
+                messages = session.codec.encode(frame)  # stamps the `seq` that is stored
+                notice = None if replayed else await session.hooks.final(frame)
+                messages += session.codec.encode(notice) if notice is not None else []
             if ending.client_gone:
                 continue
+            if not isinstance(frame, Final):
+                messages = session.codec.encode(frame)
             try:
                 with trio.move_on_after(session.limits.send_timeout_s) as sending:
-                    for item in outgoing:
-                        for message in session.codec.encode(item):
-                            await socket.send(message)
+                    for message in messages:
+                        await socket.send(message)
             except ClientGone:
                 ending.left()
             if sending.cancelled_caught:

@@ -12,8 +12,8 @@ import attrs
 import pytest
 
 from actors.store import leases, schema
-from actors.store.actor import Busy, Claimed, SessionRecord, StoredUtterance, open_store
-from actors.store.leases import hash_token
+from actors.store.actor import SessionRecord, StoredUtterance, open_store
+from actors.store.leases import Busy, Claimed, hash_token
 
 ALICE, BOB = "key:alice", "key:bob"
 
