@@ -1,0 +1,213 @@
+"""Resuming a `/v1/stream` session on a new connection (issue 23), against the real app on
+loopback (hypercorn, trio-websocket), the fake model and the real VAD on real speech.
+
+A connection is cut by closing the client's TCP socket under it (`drop`): the server sees the
+connection lost, stores what it owes, and keeps the session open for `resume_s`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+from conftest import serve_app
+from starlette.applications import Starlette
+from support.audio_files import DATA, load
+from support.fakes import FakeModel
+from support.ws_client import connect, drop, receive_all, rejected, send_audio, send_json
+from trio_websocket import ConnectionRejected, WebSocketConnection
+
+from actors.model.port import Samples
+from actors.store.actor import SessionDetail, StoreHandle
+from service.app import create_app
+from service.config import Settings
+from service.runtime import runtime
+
+KEYS = {"CHORUS_API_KEYS": "alice:key-a,bob:key-b"}
+REFUSED = {"error": {"code": "resume_refused", "message": "resume token not valid"}}
+
+
+def speech() -> Samples:
+    """Two clips, each followed by a second of silence: two utterances at least."""
+    pause = np.zeros(16000, np.float32)
+    return np.concatenate([load(DATA / "weather.wav"), pause, load(DATA / "library.wav"), pause])
+
+
+@asynccontextmanager
+async def server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume_s: float = 30.0
+) -> AsyncIterator[tuple[Starlette, str]]:
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(model="fake", data_dir=tmp_path, resume_s=resume_s, pace=0)
+    app = create_app(settings, model=FakeModel())
+    async with serve_app(app) as address:
+        yield app, address
+
+
+async def next_frame(ws: WebSocketConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await ws.get_message())
+    return frame
+
+
+async def until(ws: WebSocketConnection, wanted: Any) -> list[dict[str, Any]]:
+    """Frames until (and with) the first one `wanted` accepts."""
+    frames: list[dict[str, Any]] = []
+    with trio.fail_after(30):
+        while not frames or not wanted(frames[-1]):
+            frames.append(await next_frame(ws))
+    return frames
+
+
+async def ended(store: StoreHandle, session_id: str) -> SessionDetail:
+    """The session once its row has ended."""
+    with trio.fail_after(20):
+        while True:
+            detail = await store.get_session(session_id)
+            if detail.session.ended_at is not None:
+                return detail
+            await trio.sleep(0.05)
+
+
+def body(refusal: ConnectionRejected) -> Any:
+    return json.loads(refusal.body or b"")
+
+
+async def lose_mid_speech(address: str, audio: Samples) -> list[dict[str, Any]]:
+    """Send the first clip and half the second, wait for the first final and the second's
+    speech, then cut the connection; what the client saw."""
+    cut = int(len(load(DATA / "weather.wav")) + 16000 + len(load(DATA / "library.wav")) * 0.6)
+    async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+        seen = await until(ws, lambda frame: frame["type"] == "ready")
+        await send_audio(ws, audio[:cut])
+        seen += await until(ws, lambda frame: frame["type"] == "final")
+        first = seen[-1]["utterance"]
+        seen += await until(
+            ws, lambda frame: frame["type"] == "partial" and frame["utterance"] > first
+        )
+        await drop(ws)
+    return seen
+
+
+async def resume(
+    address: str, token: str, after_seq: int, audio: Samples, key: str = "key-a"
+) -> list[dict[str, Any]]:
+    """Resume, re-send `audio`, stop; every frame of the new connection."""
+    url = f"ws://{address}/v1/stream?token={key}&resume={token}&after_seq={after_seq}"
+    async with connect(url) as ws:
+        await send_audio(ws, audio)
+        await send_json(ws, {"type": "stop"})
+        return await receive_all(ws)
+
+
+async def test_a_lost_connection_resumes_with_nothing_lost_or_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audio = speech()
+    async with server(tmp_path, monkeypatch) as (app, address):
+        before = await lose_mid_speech(address, audio)
+        ready = before[0]
+        token = ready["resume_token"]
+        seen_finals = [frame for frame in before if frame["type"] == "final"]
+        after_seq = max(frame["seq"] for frame in before)
+        seen_end = max(frame["end"] for frame in seen_finals)
+        after = await resume(address, token, after_seq, audio[int(seen_end * 16000) :])
+        again = await rejected(
+            f"ws://{address}/v1/stream?token=key-a&resume={token}&after_seq={after_seq}"
+        )
+        stored = await runtime(app).store.get_session(ready["session_id"])
+    resumed = after[0]
+    assert resumed["type"] == "ready" and resumed["resumed"] is True
+    assert resumed["session_id"] == ready["session_id"]
+    assert resumed["resume_token"] not in (None, token)  # rotated
+    assert again.status_code == 403 and body(again) == REFUSED  # used
+    finals = seen_finals + [frame for frame in after if frame["type"] == "final"]
+    replayed = [frame for frame in after if frame["type"] == "final" and frame["seq"] <= after_seq]
+    assert replayed == []  # nothing the client saw comes again
+    missed = [f for f in after if f["type"] == "final" and f["seq"] < resumed["seq"]]
+    assert missed, "the final of the speech cut off while the client was away is replayed"
+    assert resumed["audio_start"] == max(frame["end"] for frame in missed)
+    assert [f["utterance"] for f in finals] == list(range(len(finals)))  # once each, in order
+    seqs = [frame["seq"] for frame in finals]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    live = [frame["seq"] for frame in after[1 + len(missed) :]]
+    assert live == sorted(live) and live[0] > max(resumed["seq"], after_seq)
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(finals))
+    assert after[-1]["type"] == "stopped" and after[-1]["utterances"] >= 1
+    assert [(u.index, u.text) for u in stored.utterances] == [
+        (frame["utterance"], frame["text"]) for frame in finals
+    ]
+    assert stored.session.end_reason == "stop"
+    assert stored.session.duration_s == pytest.approx(len(audio) / 16000, abs=0.05)
+
+
+async def test_tokens_that_do_not_resume_are_refused_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server(tmp_path, monkeypatch) as (_, address):
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            lost = await next_frame(ws)
+            await drop(ws)
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            stopped = await next_frame(ws)
+            await send_json(ws, {"type": "stop"})
+            await receive_all(ws)
+        base = f"ws://{address}/v1/stream"
+        refusals = [
+            await rejected(f"{base}?token=key-b&resume={lost['resume_token']}"),  # another key
+            await rejected(f"{base}?token=key-a&resume={stopped['resume_token']}"),  # stopped
+            await rejected(f"{base}?token=key-a&resume={'A' * 43}"),  # unknown
+        ]
+        malformed = [
+            await rejected(f"{base}?token=key-a&resume=short"),
+            await rejected(f"{base}?token=key-a&resume={'A' * 43}&after_seq=-1"),
+            await rejected(f"{base}?token=key-a&after_seq=3"),
+        ]
+        # the refusals took nothing: the lost session still resumes with its own key
+        async with connect(f"{base}?token=key-a&resume={lost['resume_token']}") as ws:
+            resumed = await next_frame(ws)
+    for refusal in refusals:
+        assert refusal.status_code == 403 and body(refusal) == REFUSED
+    for refusal in malformed:
+        assert refusal.status_code == 400
+        assert body(refusal)["error"]["code"] == "invalid_resume"
+    assert resumed["resumed"] is True and resumed["session_id"] == lost["session_id"]
+
+
+async def test_a_session_not_resumed_in_time_ends_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server(tmp_path, monkeypatch, resume_s=0.6) as (app, address):
+        store = runtime(app).store
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            ready = await next_frame(ws)
+            await send_audio(ws, load(DATA / "weather.wav"))
+            await until(ws, lambda frame: frame["type"] == "partial")
+            await drop(ws)
+        detail = await ended(store, ready["session_id"])  # released, then swept
+        expired = await rejected(
+            f"ws://{address}/v1/stream?token=key-a&resume={ready['resume_token']}"
+        )
+    assert detail.session.end_reason == "interrupted"
+    # the audio received before the connection was lost: the cut-off utterance's final ends there
+    assert detail.utterances and detail.session.duration_s == detail.utterances[-1].end
+    assert expired.status_code == 403 and body(expired) == REFUSED
+    assert store.statistics().swept == 1
+
+
+async def test_without_resume_a_lost_connection_ends_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server(tmp_path, monkeypatch, resume_s=0) as (app, address):
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            ready = await next_frame(ws)
+            await drop(ws)
+        detail = await ended(runtime(app).store, ready["session_id"])
+    assert ready["resume_token"] is None
+    assert detail.session.end_reason == "client_closed"
