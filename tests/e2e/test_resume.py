@@ -25,7 +25,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection
 
 from actors.model.port import Samples
 from actors.store.actor import SessionDetail, StoreHandle
-from service.app import create_app
+from service.app import create_app, drain_sessions
 from service.config import Settings
 from service.runtime import runtime
 
@@ -211,3 +211,34 @@ async def test_without_resume_a_lost_connection_ends_the_session(
         detail = await ended(runtime(app).store, ready["session_id"])
     assert ready["resume_token"] is None
     assert detail.session.end_reason == "client_closed"
+
+
+async def test_a_drained_replicas_session_resumes_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas share the store; the first drains (SIGTERM: close 1012) and lets the
+    session go, and the client continues it on the second."""
+    audio = speech()
+    async with (
+        server(tmp_path, monkeypatch) as (first, address),
+        server(tmp_path, monkeypatch) as (_, other),
+    ):
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            ready = await next_frame(ws)
+            await send_audio(ws, audio[: len(audio) // 2])
+            before = await until(ws, lambda frame: frame["type"] == "final")
+            assert await drain_sessions(first, timeout_s=10) == 0
+            before += await receive_all(ws)
+            closed = ws.closed
+        finals = [frame for frame in before if frame["type"] == "final"]
+        seen_end = max(frame["end"] for frame in finals)
+        after = await resume(
+            other, ready["resume_token"], before[-1]["seq"], audio[int(seen_end * 16000) :]
+        )
+        stored = await runtime(first).store.get_session(ready["session_id"])
+    assert closed is not None and closed.code == 1012
+    assert after[0]["resumed"] is True and after[0]["session_id"] == ready["session_id"]
+    finals += [frame for frame in after if frame["type"] == "final"]
+    assert [f["utterance"] for f in finals] == list(range(len(finals)))
+    assert [u.text for u in stored.utterances] == [f["text"] for f in finals]
+    assert stored.session.end_reason == "stop"
