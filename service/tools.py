@@ -12,7 +12,8 @@ go on; the exit status is 1 then.
 `chorus stream FILE --url ws://HOST:PORT[/v1/stream] [--speed 1.0]` is the reference client of
 the native protocol: it decodes the file to 16 kHz PCM, sends it in `--chunk-ms` frames at
 `--speed` times real time (trio-websocket), prints partials (rewritten in place on a terminal,
-as `… ` lines otherwise) and finals as they come, then sends `stop` and waits for `stopped`.
+as `… ` lines otherwise) and finals as they come, then sends `stop` and waits for `stopped`;
+a connection lost on the way is resumed (`service/stream_client.py`).
 
 Wire these into `service/cli.py` with `add_commands(subparsers)` and `run_command(args)`.
 """
@@ -24,9 +25,7 @@ import json
 import sys
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import numpy as np
 import trio
 
 from actors.audio.file_decoder import UndecodableAudio, decode_file_async
@@ -35,6 +34,9 @@ from actors.transcriber.files import FileOptions, FileTranscript, transcribe_sam
 from protocol.dialects.languages import language_code
 from protocol.openai import ResponseFormat
 from service.routes.openai_api import render
+from service.stream_client import stream_file, stream_url
+
+__all__ = ["add_commands", "run_command", "stream_file", "stream_url", "transcribe_files"]
 
 FORMATS: dict[str, ResponseFormat] = {
     "txt": "text",
@@ -193,110 +195,3 @@ class _ProgressBar:
     def done(self) -> None:
         self.err.write("\n")
         self.err.flush()
-
-
-# -- stream ------------------------------------------------------------------------------------
-
-
-def stream_url(url: str, language: str | None) -> str:
-    """The native endpoint for `url` (path `/v1/stream` when none is given), with options."""
-    parts = urlsplit(url)
-    path = parts.path if parts.path not in ("", "/") else "/v1/stream"
-    query = parts.query
-    if language:
-        query = "&".join(part for part in (query, urlencode({"language": language})) if part)
-    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
-
-
-async def stream_file(
-    url: str,
-    path: Path,
-    speed: float,
-    chunk_ms: int,
-    language: str | None,
-    token: str | None,
-    out: TextIO,
-) -> int:
-    """Stream `path` to a native endpoint at `speed` times real time; print text live."""
-    from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
-
-    from service.websocket_client import answer_pings_only_while_open
-
-    answer_pings_only_while_open()  # or a ping during our close ends the stream silently
-
-    try:
-        samples = await decode_file_async(path)
-    except UndecodableAudio as error:
-        print(f"chorus stream: {path}: {error.reason}", file=sys.stderr)
-        return 1
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    step = 16000 * chunk_ms // 1000 * 2
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    printer = _LivePrinter(out)
-    streams: list[trio.abc.AsyncResource] = []
-    try:
-        async with open_websocket_url(stream_url(url, language), extra_headers=headers) as ws:
-            streams.append(ws._stream)  # closed below: see the `finally`
-
-            async def send() -> None:
-                for offset in range(0, len(pcm), step):
-                    await ws.send_message(pcm[offset : offset + step])
-                    await trio.sleep(chunk_ms / 1000 / speed)
-                await ws.send_message(json.dumps({"type": "stop"}))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
-                try:  # until the server closes, after `stopped` (or a fatal error)
-                    while True:
-                        printer.show(json.loads(await ws.get_message()))
-                except ConnectionClosed:
-                    pass
-                nursery.cancel_scope.cancel()
-    except (HandshakeError, OSError) as error:
-        print(f"chorus stream: cannot stream to {url}: {error}", file=sys.stderr)
-        return 1
-    finally:
-        # trio-websocket 0.12 can leave the TCP stream open when the server closes first.
-        for stream in streams:
-            await stream.aclose()
-    return 0 if printer.stopped and not printer.fatal else 1
-
-
-class _LivePrinter:
-    """Partials rewrite one line on a terminal (or print as `… ` lines); finals print whole."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.partial = False
-        self.stopped = False
-        self.fatal = False
-
-    def show(self, frame: dict[str, object]) -> bool:
-        """Print one server frame; True once the session has stopped."""
-        kind = frame.get("type")
-        if kind == "partial":
-            if self.tty:
-                self.out.write(f"\r\x1b[2K… {frame['text']}")
-                self.partial = True
-            else:
-                self.out.write(f"… {frame['text']}\n")
-        elif kind == "final" and frame.get("text"):
-            self._clear()
-            self.out.write(f"[{frame['start']:7.2f} → {frame['end']:7.2f}] {frame['text']}\n")
-        elif kind == "error":
-            self._clear()
-            self.fatal = self.fatal or bool(frame.get("fatal"))
-            print(
-                f"chorus stream: server error {frame['code']}: {frame['message']}", file=sys.stderr
-            )
-        elif kind == "stopped":
-            self._clear()
-            self.stopped = True
-        self.out.flush()
-        return self.stopped
-
-    def _clear(self) -> None:
-        if self.partial:
-            self.out.write("\r\x1b[2K")
-            self.partial = False

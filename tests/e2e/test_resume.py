@@ -6,6 +6,7 @@ connection lost, stores what it owes, and keeps the session open for `resume_s`.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 import trio
 from conftest import serve_app
 from starlette.applications import Starlette
-from support.audio_files import DATA, load
+from support.audio_files import DATA, load, wav_bytes
 from support.fakes import FakeModel
 from support.ws_client import connect, drop, receive_all, rejected, send_audio, send_json
 from trio_websocket import ConnectionRejected, WebSocketConnection
@@ -28,6 +29,7 @@ from actors.store.actor import SessionDetail, StoreHandle
 from service.app import create_app, drain_sessions
 from service.config import Settings
 from service.runtime import runtime
+from service.stream_client import stream_file
 
 KEYS = {"CHORUS_API_KEYS": "alice:key-a,bob:key-b"}
 REFUSED = {"error": {"code": "resume_refused", "message": "resume token not valid"}}
@@ -242,3 +244,39 @@ async def test_a_drained_replicas_session_resumes_on_another(
     assert [f["utterance"] for f in finals] == list(range(len(finals)))
     assert [u.text for u in stored.utterances] == [f["text"] for f in finals]
     assert stored.session.end_reason == "stop"
+
+
+async def test_chorus_stream_resumes_when_the_server_cuts_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reference client, cut off by a draining server (1012) after its first final,
+    resumes the session and prints every final once."""
+    path = tmp_path / "speech.wav"
+    path.write_bytes(wav_bytes(np.concatenate([speech(), speech()])))
+    out = io.StringIO()
+    async with server(tmp_path, monkeypatch) as (app, address):
+        async with trio.open_nursery() as nursery:
+            status: list[int] = []
+
+            async def stream() -> None:
+                url = f"ws://{address}/v1/stream?token=key-a"
+                status.append(await stream_file(url, path, 4.0, 100, None, None, out))
+
+            nursery.start_soon(stream)
+            with trio.fail_after(30):
+                while True:
+                    if "]" in out.getvalue():  # a final printed
+                        break
+                    await trio.sleep(0.05)
+            (live,) = runtime(app).live.values()
+            live.stop("server_shutdown", 1012)
+        page = await runtime(app).store.list_sessions()
+        (session,) = page.sessions
+        stored = await runtime(app).store.get_session(session.id)
+    assert status == [0]
+    assert "resuming" in capsys.readouterr().err
+    printed = [line for line in out.getvalue().splitlines() if line.startswith("[")]
+    assert printed == [
+        f"[{u.start:7.2f} → {u.end:7.2f}] {u.text}" for u in stored.utterances if u.text
+    ]
+    assert stored.session.end_reason == "stop" and len(stored.utterances) >= 4
