@@ -10,12 +10,23 @@
 // re-sent sample; the page adds that offset, so time stamps stay on one clock since Start.
 // The ledger is capped (MAX_LEDGER_S): audio older than that without a final is silence in
 // practice (the server cuts utterances at max_utterance_s, 15 s) or lost to a very long outage.
+//
+// Resume. When the server resumes sessions, each `ready` carries a `resume_token`, and the page
+// first tries to continue the SAME session after a drop (`resume=<token>&after_seq=<last seq>`):
+// the server replays the finals the page missed, its clock goes on, and it drops the part of
+// the re-sent ledger it already has, so the ledger is sent as before and nothing changes clock.
+// A final whose `seq` is not above the last final's is a replay already shown: dropped. If the
+// resume is refused twice (the token expired, or the ledger lost audio), a new session starts,
+// as above.
 
 import { authHeaders, withTicket } from "./api.js";
 import { TARGET_RATE } from "./pcm.js";
 
 const MAX_LEDGER_S = 30;
 const FINISH_TIMEOUT_MS = 60_000;
+const RESUME_TRIES = 2; // failed opens with the token before starting a new session
+// Closes after which the server keeps the session for a resume (a drain closes 1012).
+const RESUMABLE_CLOSE = new Set([1001, 1006, 1011, 1012]);
 // Errors after which trying again can help (the server may say so with a fatal error frame).
 const RETRYABLE_ERROR = /busy|overload|capacity|rate|limit|unavailable|shutdown|restart|timeout/i;
 
@@ -39,6 +50,12 @@ export class LiveStream {
     this.state = "idle"; // connecting | live | waiting | finishing | done
     this.finishing = false;
     this.droppedAudio = false;
+    this.resumeToken = null; // the last `ready`'s, while the session may be resumed
+    this.resuming = false; // the socket being opened continues the session
+    this.resumeFailures = 0;
+    this.lastSeq = 0; // the highest `seq` received in this session
+    this.lastFinalSeq = 0;
+    this.serverStopped = null; // a `stopped` the page did not ask for (a drain): the close decides
   }
 
   get sentSeconds() {
@@ -93,10 +110,17 @@ export class LiveStream {
     this.emit("state", { state, message, tone });
   }
 
-  /** The session's URL, with a fresh ticket for each connection when there is a key. */
+  /** The session's URL, with a fresh ticket for each connection when there is a key, and the
+   * resume token after a drop. */
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return withTicket(`${scheme}//${location.host}/v1/stream?${this.params().toString()}`);
+    const params = this.params();
+    this.resuming = this.resumeToken !== null && !this.droppedAudio;
+    if (this.resuming) {
+      params.set("resume", this.resumeToken);
+      params.set("after_seq", String(this.lastSeq));
+    }
+    return withTicket(`${scheme}//${location.host}/v1/stream?${params.toString()}`);
   }
 
   async connect() {
@@ -133,11 +157,20 @@ export class LiveStream {
   }
 
   opened(socket) {
-    this.connection += 1;
     this.attempt = 0;
     this.sendLog = [];
-    this.sessionBase = this.ledger.length > 0 ? this.ledger[0].start : this.captured;
-    this.emit("session", { connection: this.connection, base: this.sessionBase / TARGET_RATE });
+    this.resumeFailures = 0;
+    if (!this.resuming) { // a new session, on its own clock from the ledger's first sample
+      this.connection += 1;
+      this.lastSeq = 0;
+      this.lastFinalSeq = 0;
+      this.sessionBase = this.ledger.length > 0 ? this.ledger[0].start : this.captured;
+    }
+    this.emit("session", {
+      connection: this.connection,
+      base: this.sessionBase / TARGET_RATE,
+      resumed: this.resuming,
+    });
     if (this.droppedAudio) {
       this.droppedAudio = false;
       this.emit("notice", {
@@ -172,8 +205,11 @@ export class LiveStream {
       return;
     }
     const key = (utterance) => `${this.connection}:${utterance}`;
+    const seq = Number(frame.seq ?? 0);
+    this.lastSeq = Math.max(this.lastSeq, seq);
     switch (frame.type) {
       case "ready":
+        this.resumeToken = frame.resume_token ?? null;
         this.emit("ready", frame);
         break;
       case "partial":
@@ -185,6 +221,8 @@ export class LiveStream {
         });
         break;
       case "final":
+        if (seq <= this.lastFinalSeq) break; // shown before the drop
+        this.lastFinalSeq = seq;
         this.emit("final", {
           ...frame,
           key: key(frame.utterance),
@@ -201,6 +239,10 @@ export class LiveStream {
         this.emit("server-error", frame);
         break;
       case "stopped":
+        if (!this.finishing && this.resumeToken !== null) {
+          this.serverStopped = frame;
+          break;
+        }
         this.emit("stopped", frame);
         this.end("Stopped.", "info");
         break;
@@ -235,6 +277,16 @@ export class LiveStream {
   closed(event, opened) {
     this.socket = null;
     if (this.state === "done") return;
+    if (!opened && this.resuming && ++this.resumeFailures >= RESUME_TRIES) {
+      this.resumeToken = null; // refused (expired, or lost audio): a new session next
+    }
+    const stopped = this.serverStopped;
+    this.serverStopped = null;
+    if (stopped !== null && !RESUMABLE_CLOSE.has(event.code)) {
+      this.emit("stopped", stopped);
+      this.end("Stopped.", "info");
+      return;
+    }
     const error = this.lastError;
     this.lastError = null;
     if (error?.fatal && !RETRYABLE_ERROR.test(`${error.code} ${error.message}`)) {

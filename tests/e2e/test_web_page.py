@@ -304,7 +304,8 @@ async def test_busy_server_and_dropped_connection_lose_no_final(
     tiny_model: SpeechModel, tmp_path: Path
 ) -> None:
     """First session: refused as busy (1013). Second: dropped at its first partial, before any
-    final. Third: must transcribe the speech from the very start, so nothing is lost."""
+    final. Third: resumes the second (the server kept it for the lost connection), whose first
+    final is the speech from the very start up to the drop, so nothing is lost."""
     async with serve_on_loopback(chorus_app(tiny_model, tmp_path)) as base_url:
 
         def drive() -> dict[str, Any]:
@@ -347,11 +348,72 @@ async def test_busy_server_and_dropped_connection_lose_no_final(
     assert "The server is busy (close code 1013)" in messages
     assert "The server is restarting" in messages
     first = result["finals"][0]
-    # The first sentence began before the drop; the third session heard it from its start (the
-    # audio kept since Start), and its time stamps are on the page's clock, not the new
-    # session's. Without the re-sent audio it would hear only the end, more than a second later.
-    assert "tomorrow" in first["text"].lower() and "morning" in first["text"].lower()
-    assert first["start"] < 1.0
+    # The first sentence began before the drop; the resumed session's first final is what the
+    # second connection heard of it from its start, on the page's clock (Start). Without it the
+    # page would show only what came after the drop, more than a second later.
+    assert first["text"].strip() and first["start"] < 1.0
+    text = " ".join(final["text"] for final in result["finals"]).lower()
+    assert "tomorrow" in text and "morning" in text
+
+
+async def test_a_dropped_connection_resumes_the_same_session(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    """The connection drops after the first final, at the next utterance's first partial (the
+    server sees it lost): the page resumes the same session with its token; the finals the
+    server owed come once, and no final is shown twice."""
+    async with serve_on_loopback(chorus_app(tiny_model, tmp_path)) as base_url:
+
+        def drive() -> dict[str, Any]:
+            urls: list[str] = []
+            frames: list[list[dict[str, Any]]] = []
+
+            def route(socket: BrowserSocketRoute) -> None:
+                urls.append(socket.url)
+                received: list[dict[str, Any]] = []
+                frames.append(received)
+                server = socket.connect_to_server()
+
+                def forward(message: str | bytes) -> None:
+                    frame = json.loads(message) if isinstance(message, str) else {}
+                    finals = [f for f in received if f.get("type") == "final"]
+                    if received and received[-1].get("type") == "dropped":
+                        return
+                    partial = len(urls) == 1 and frame.get("type") == "partial"
+                    if partial and finals and frame["utterance"] > finals[-1]["utterance"]:
+                        socket.close(code=1012, reason="restarting")
+                        server.close()  # no close code: to the server, a lost connection
+                        received.append({"type": "dropped"})
+                        return
+                    received.append(frame)
+                    socket.send(message)
+
+                server.on_message(forward)
+
+            with open_page(base_url, fake_audio=SPEECH_CLIP) as page:
+                page.route_web_socket(re.compile(r".*/v1/stream.*"), route)
+                wait_ready(page)
+                page.click("#live-toggle")
+                wait_for_words(page, CLIP_WORDS)
+                page.click("#live-toggle")
+                page.wait_for_selector("#live-transcript .marker:has-text('Stopped after')")
+                finals = page.evaluate("() => window.chorus.live.finals")
+            return {"urls": urls, "frames": frames, "finals": finals}
+
+        result = await trio.to_thread.run_sync(drive)
+
+    first, second = result["frames"]  # one drop, one resume
+    assert "resume=" not in result["urls"][0] and "resume=" in result["urls"][1]
+    assert second[0]["type"] == "ready" and second[0]["resumed"] is True
+    assert second[0]["session_id"] == first[0]["session_id"]
+    assert second[-1]["type"] == "stopped"
+    assert first[-1]["type"] == "dropped"
+    sent = [f for f in first + second if f["type"] == "final" and f["text"].strip()]
+    assert len({f["seq"] for f in sent}) == len(sent)  # no final came twice
+    shown = result["finals"]
+    assert [f["text"].strip() for f in shown] == [f["text"].strip() for f in sent]
+    starts = [f["start"] for f in shown]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
 
 
 @pytest.fixture
