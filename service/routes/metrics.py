@@ -123,6 +123,10 @@ def _storage_lines(runtime: Runtime) -> list[str]:
     store = runtime.store.statistics()
     lines = _line("store_writes_total", store.writes, "Store writes committed.", "counter")
     lines += _line("store_failed_total", store.failed, "Store writes failed.", "counter")
+    lines += _line("store_sessions_held", store.held, "Sessions whose lease this replica renews.")
+    lines += _line(
+        "store_sessions_swept_total", store.swept, "Open sessions ended: lease lapsed.", "counter"
+    )
     limiter = runtime.limiter.statistics()
     lines += _line("limiter_healthy", int(limiter.healthy), "Rate-limit backend answers.")
     lines += _line("limiter_refused_total", limiter.refused, "Recordings refused.", "counter")

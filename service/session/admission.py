@@ -76,12 +76,14 @@ class LiveSessions(dict[str, SessionHandle]):
 
     @contextmanager
     def holding(self, session: SessionHandle) -> Iterator[None]:
-        """`session` is live for the block, however the block ends."""
+        """`session` is live for the block, however the block ends (a resumed session's new
+        connection may hold its id by then: that one stays)."""
         self.add(session)
         try:
             yield
         finally:
-            self.remove(session.session_id)
+            if self.get(session.session_id) is session:
+                self.remove(session.session_id)
 
     def streams(self) -> list[SessionHandle]:
         """The live streams: what admission prices (not `/ws` recordings connections)."""
