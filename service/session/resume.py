@@ -14,6 +14,8 @@ in the store (`LeaseKeeper.claim`; a refusal is one 403 whatever was wrong). Wha
   utterances at `next_utterance`, and it drops the first `resend_s` of audio: the client
   re-sends from the end of the last final it saw, and the server has that audio up to
   `audio_start` already (`drop_resent`);
+- the transcriber client starts from the stored finals' text (the model's context, and the
+  whole session's `stopped`);
 - the store hooks bind the token (a new session), skip the row and the recording (a resumed
   one) and, when the client vanishes, release the session instead of ending it (`RELEASED`).
 """
@@ -79,6 +81,7 @@ class Resume:
     next_utterance: int = 0
     audio_start: float = 0.0  # where the session's audio clock continues
     resend_s: float = 0.0  # how much of the audio that comes first the server has already
+    transcript: tuple[str, ...] = ()  # the stored finals' text: context, and `stopped`'s
 
 
 def resumed_from(
@@ -101,6 +104,7 @@ def resumed_from(
         next_utterance=max((u.index + 1 for _, u in finals), default=0),
         audio_start=audio_start,
         resend_s=max(0.0, audio_start - seen_end),
+        transcript=tuple(text for _, u in finals if (text := u.text)),
     )
 
 

@@ -67,7 +67,7 @@ async def transcribe_segments(
     The workers decode with the session's settled `config`; a session that ended before any
     audio (`config` None) has no events and gets only `stopped`.
     """
-    transcript = _Transcript()
+    transcript = _Transcript(finals=list(session.resume.transcript))  # a resumed session's
     with events, frames:
         if config is not None:
             await _transcribe(_Client(session, config, transcript), events, frames)
