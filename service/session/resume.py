@@ -18,6 +18,9 @@ in the store (`LeaseKeeper.claim`; a refusal is one 403 whatever was wrong). Wha
   whole session's `stopped`);
 - the store hooks bind the token (a new session), skip the row and the recording (a resumed
   one) and, when the client vanishes, release the session instead of ending it (`RELEASED`).
+
+Memory: `replay` holds the finals the client missed and `transcript` the stored finals' text,
+at most the session's transcript (bounded by `max_session_s`); the frames channel stays bounded.
 """
 
 from __future__ import annotations

@@ -212,7 +212,9 @@ async def test_without_resume_a_lost_connection_ends_the_session(
             ready = await next_frame(ws)
             await drop(ws)
         detail = await ended(runtime(app).store, ready["session_id"])
+        refused = await rejected(f"ws://{address}/v1/stream?token=key-a&resume={'A' * 43}")
     assert ready["resume_token"] is None
+    assert refused.status_code == 403 and body(refused) == REFUSED
     assert detail.session.end_reason == "client_closed"
 
 
