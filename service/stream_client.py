@@ -141,7 +141,7 @@ async def _connect(
     the close code (1006 when the connection was lost without one)."""
     from trio_websocket import ConnectionClosed, open_websocket_url
 
-    start = int(session.seen_end * 16000) * 2
+    start = round(session.seen_end * 16000) * 2
     session.stop_sent = False
     code = 1006
     streams: list[trio.abc.AsyncResource] = []

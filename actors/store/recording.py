@@ -165,6 +165,46 @@ async def create_recording(
     return RecordingWriter(path, sample_rate, file, buffer_bytes, policy)
 
 
+async def reopen_recording(
+    path: Path,
+    sample_rate: int,
+    at_bytes: int,
+    *,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    policy: RecordingPolicy = DEFAULT_POLICY,
+) -> RecordingWriter:
+    """Open one of our WAV files to go on at `at_bytes` of audio (a resumed session): what it
+    holds past that is cut (the client re-sends it), and a gap up to it is filled with silence.
+
+    Raises `FileNotFoundError` (not on this disk), `ValueError` (not one of ours), `LowDiskSpace`
+    and the `OSError` of a file that cannot be written."""
+    at = at_bytes // SAMPLE_WIDTH * SAMPLE_WIDTH
+
+    def reopen() -> BinaryIO:
+        held = repair_wav(path)
+        if held is None:
+            raise ValueError(f"{path} is not a recording")
+        policy.check_free_space(path.parent, max(0, at - held))
+        file = path.open("r+b", buffering=0)
+        try:
+            file.truncate(HEADER_BYTES + min(held, at))
+            file.seek(0, os.SEEK_END)
+            for offset in range(held, at, _SILENCE_CHUNK):
+                _, error = _write_all(file, bytes(min(_SILENCE_CHUNK, at - offset)))
+                if error is not None:
+                    raise error
+        except BaseException:
+            file.close()
+            raise
+        return file
+
+    file = await trio.to_thread.run_sync(reopen)
+    return RecordingWriter(path, sample_rate, file, buffer_bytes, policy, written=at)
+
+
+_SILENCE_CHUNK = 1 << 20
+
+
 def _write_all(file: BinaryIO, data: bytes) -> tuple[int, OSError | None]:
     """Write `data` whole (an unbuffered write may take part of it): the bytes written, and the
     error that stopped it (ENOSPC, EIO), so the header can say what the file holds."""
@@ -187,6 +227,8 @@ class RecordingWriter(trio.abc.AsyncResource):
         file: BinaryIO,
         buffer_bytes: int,
         policy: RecordingPolicy = DEFAULT_POLICY,
+        *,
+        written: int = 0,  # audio bytes the file holds already (a reopened recording)
     ) -> None:
         self.path = path
         self.sample_rate = sample_rate
@@ -195,7 +237,7 @@ class RecordingWriter(trio.abc.AsyncResource):
         self._policy = policy
         self._max_bytes = min(policy.max_bytes, _MAX_DATA_BYTES) // SAMPLE_WIDTH * SAMPLE_WIDTH
         self._buffer = bytearray()
-        self._written = 0
+        self._written = written
         self._dropped = 0
         self._closed = False
         self.stopped: StopReason | None = None

@@ -17,8 +17,9 @@ finals keep coming (and keep being offered to the store), and `/health` says `de
 Reasons in detail go to the log, not to the client.
 
 Resuming (`service/session/resume.py`): a new session's row gets its first connection's
-token (hashed); a resumed one has its row already (the claim took it), and is not recorded
-further: its recording stops where the earlier connection left it (`recording_stopped`). A
+token (hashed); a resumed one has its row already (the claim took it), and its recording goes
+on in the same WAV file at the session's audio time when that file is on this replica's disk
+(else it stops where the earlier connection left it: `recording_stopped`). A
 session `RELEASED` (its client vanished and may come back) is let go, not ended: its recording
 closed, its row open for the lease (`LeaseKeeper.release`).
 """
@@ -33,7 +34,12 @@ import trio
 from actors.model.port import Samples
 from actors.store.actor import StoreClosed, StoreError, StoreHandle
 from actors.store.leases import hash_token
-from actors.store.recording import LowDiskSpace, RecordingPolicy, RecordingWriter
+from actors.store.recording import (
+    LowDiskSpace,
+    RecordingPolicy,
+    RecordingWriter,
+    reopen_recording,
+)
 from actors.store.schema import SessionRecord, StoredUtterance
 from protocol.native import Error, Final
 from service.session.ports import SessionInfo
@@ -47,7 +53,7 @@ _STOPPED = {
     "limit": "the recording reached the server's limit of {seconds:g} s of audio",
     "low_disk": "the server is low on disk space",
     "write_error": "the server could not write the recording",
-    "resumed": "a resumed session is not recorded past the connection that was lost",
+    "resumed": "its recording is not on the replica that resumed the session",
 }
 
 
@@ -73,9 +79,7 @@ class StoreHooks:
     async def started(self, session: SessionInfo) -> Error | None:
         self._session_id = session.session_id
         if self._resume.resumed:
-            if self._record:
-                return self._recording_stopped("resumed", "resumed on a new connection")
-            return None
+            return await self._reopen() if self._record else None
         try:
             await self._store.begin_session(
                 SessionRecord(
@@ -104,6 +108,21 @@ class StoreHooks:
                 return self._recording_stopped("low_disk", str(error))
             except (OSError, StoreError) as error:
                 return self._recording_stopped("write_error", str(error))
+        return None
+
+    async def _reopen(self) -> Error | None:
+        """A resumed session's recording goes on in its WAV file at the session's audio time,
+        when the file is on this replica's disk; else it stops (the gap is the client's)."""
+        path = self._store.audio_path(self._session_id)
+        at = round(self._resume.audio_start * SAMPLE_RATE) * 2
+        try:
+            self._recording = await reopen_recording(path, SAMPLE_RATE, at, policy=self._policy)
+        except (FileNotFoundError, ValueError) as error:
+            return self._recording_stopped("resumed", str(error))
+        except LowDiskSpace as error:
+            return self._recording_stopped("low_disk", str(error))
+        except OSError as error:
+            return self._recording_stopped("write_error", str(error))
         return None
 
     async def audio(self, samples: Samples) -> Error | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import trio
 from conftest import serve_app
 from starlette.applications import Starlette
-from support.audio_files import DATA, load, wav_bytes
+from support.audio_files import DATA, load, pcm16, wav_bytes
 from support.fakes import FakeModel
 from support.ws_client import connect, drop, receive_all, rejected, send_audio, send_json
 from trio_websocket import ConnectionRejected, WebSocketConnection
@@ -81,11 +82,11 @@ def body(refusal: ConnectionRejected) -> Any:
     return json.loads(refusal.body or b"")
 
 
-async def lose_mid_speech(address: str, audio: Samples) -> list[dict[str, Any]]:
+async def lose_mid_speech(address: str, audio: Samples, query: str = "") -> list[dict[str, Any]]:
     """Send the first clip and half the second, wait for the first final and the second's
     speech, then cut the connection; what the client saw."""
     cut = int(len(load(DATA / "weather.wav")) + 16000 + len(load(DATA / "library.wav")) * 0.6)
-    async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+    async with connect(f"ws://{address}/v1/stream?token=key-a{query}") as ws:
         seen = await until(ws, lambda frame: frame["type"] == "ready")
         await send_audio(ws, audio[:cut])
         seen += await until(ws, lambda frame: frame["type"] == "final")
@@ -98,10 +99,15 @@ async def lose_mid_speech(address: str, audio: Samples) -> list[dict[str, Any]]:
 
 
 async def resume(
-    address: str, token: str, after_seq: int, audio: Samples, key: str = "key-a"
+    address: str,
+    token: str,
+    after_seq: int,
+    audio: Samples,
+    key: str = "key-a",
+    query: str = "",
 ) -> list[dict[str, Any]]:
     """Resume, re-send `audio`, stop; every frame of the new connection."""
-    url = f"ws://{address}/v1/stream?token={key}&resume={token}&after_seq={after_seq}"
+    url = f"ws://{address}/v1/stream?token={key}&resume={token}&after_seq={after_seq}{query}"
     async with connect(url) as ws:
         await send_audio(ws, audio)
         await send_json(ws, {"type": "stop"})
@@ -119,7 +125,7 @@ async def test_a_lost_connection_resumes_with_nothing_lost_or_repeated(
         seen_finals = [frame for frame in before if frame["type"] == "final"]
         after_seq = max(frame["seq"] for frame in before)
         seen_end = max(frame["end"] for frame in seen_finals)
-        after = await resume(address, token, after_seq, audio[int(seen_end * 16000) :])
+        after = await resume(address, token, after_seq, audio[round(seen_end * 16000) :])
         again = await rejected(
             f"ws://{address}/v1/stream?token=key-a&resume={token}&after_seq={after_seq}"
         )
@@ -238,7 +244,7 @@ async def test_a_drained_replicas_session_resumes_on_another(
         finals = [frame for frame in before if frame["type"] == "final"]
         seen_end = max(frame["end"] for frame in finals)
         after = await resume(
-            other, ready["resume_token"], before[-1]["seq"], audio[int(seen_end * 16000) :]
+            other, ready["resume_token"], before[-1]["seq"], audio[round(seen_end * 16000) :]
         )
         stored = await ended(runtime(first).store, ready["session_id"])
     assert closed is not None and closed.code == 1012
@@ -282,3 +288,30 @@ async def test_chorus_stream_resumes_when_the_server_cuts_its_connection(
         f"[{u.start:7.2f} → {u.end:7.2f}] {u.text}" for u in stored.utterances if u.text
     ]
     assert stored.session.end_reason == "stop" and len(stored.utterances) >= 4
+
+
+async def test_a_resumed_recording_goes_on_in_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAV holds the session's audio once, in place: what the first connection heard past
+    the last final stored is cut, and the resumed connection's audio goes on from there."""
+    audio = speech()
+    async with server(tmp_path, monkeypatch) as (app, address):
+        before = await lose_mid_speech(address, audio, "&record=true")
+        ready = before[0]
+        seen_end = max(frame["end"] for frame in before if frame["type"] == "final")
+        rest = audio[round(seen_end * 16000) :]
+        last_seq = max(frame["seq"] for frame in before)
+        after = await resume(address, ready["resume_token"], last_seq, rest, query="&record=true")
+        await ended(runtime(app).store, ready["session_id"])
+        path = runtime(app).store.audio_path(ready["session_id"])
+    assert not [frame for frame in after if frame["type"] == "error"]
+    with wave.open(str(path), "rb") as recording:
+        recorded = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
+    expected = np.frombuffer(pcm16(audio), "<i2")
+    assert len(recorded) == len(expected)
+    # the same audio, except within the millisecond the session's clock is kept to (final
+    # times are in ms): a few samples around where the resumed connection went on
+    wrong = np.nonzero(np.abs(recorded.astype(np.int32) - expected) > 1)[0]
+    resumed_at = round(after[0]["audio_start"] * 16000)
+    assert all(resumed_at - 16 <= index < resumed_at for index in wrong)
