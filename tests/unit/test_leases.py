@@ -1,10 +1,11 @@
 """Replica leases and resume tokens in the SQLite store (issue 23): the SQL against a real file,
-with explicit times where expiry matters (no sleeping), and the `LeaseKeeper` through the store
-actor."""
+with explicit times where expiry matters (no sleeping), the `LeaseKeeper` through the store
+actor, and a resumed session's recording reopened at its audio time."""
 
 from __future__ import annotations
 
 import sqlite3
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from actors.store import leases, schema
 from actors.store.actor import SessionRecord, StoredUtterance, open_store
 from actors.store.leases import Busy, Claimed, hash_token
+from actors.store.recording import create_recording, reopen_recording
 
 ALICE, BOB = "key:alice", "key:bob"
 
@@ -154,3 +156,23 @@ async def test_a_released_session_outlives_a_restart_and_a_crashed_one_does_not(
         assert (await store.get_session("old")).session.end_reason == "interrupted"
     async with open_store(tmp_path) as store:  # without leases, every open row is a crash's
         assert store.statistics().interrupted_at_start == 1
+
+
+@pytest.mark.parametrize(("held", "at"), [(3000, 1000), (1000, 3000), (2000, 2000)])
+async def test_a_reopened_recording_goes_on_at_its_audio_time(
+    tmp_path: Path, held: int, at: int
+) -> None:
+    """What the file holds past `at` bytes is cut; a gap up to it is silence; then it goes on."""
+    path = tmp_path / "s1.wav"
+    first = await create_recording(path, 16000)
+    await first.append(b"\x01\x00" * (held // 2))
+    await first.aclose()
+    again = await reopen_recording(path, 16000, at)
+    await again.append(b"\x02\x00" * 100)
+    await again.aclose()
+    with wave.open(str(path), "rb") as reader:
+        data = reader.readframes(reader.getnframes())
+    kept = min(held, at)
+    assert data == b"\x01\x00" * (kept // 2) + bytes(at - kept) + b"\x02\x00" * 100
+    with pytest.raises(FileNotFoundError):
+        await reopen_recording(tmp_path / "elsewhere.wav", 16000, at)
