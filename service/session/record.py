@@ -64,7 +64,10 @@ class Session:
     # the live parts, one owner each (`service/session/state.py`)
     ending: Ending = attrs.field(factory=Ending)  # the reader's
     audio: AudioMeter = attrs.field(  # the segmenter's; a resumed session's clock goes on
-        default=attrs.Factory(lambda self: AudioMeter(self.resume.audio_start), takes_self=True)
+        default=attrs.Factory(
+            lambda self: AudioMeter(self.resume.audio_start, self.resume.speech_s),
+            takes_self=True,
+        )
     )
     finals: FinalsMeter = attrs.field(factory=FinalsMeter)  # the transcriber client's
 

@@ -85,6 +85,7 @@ class Resume:
     audio_start: float = 0.0  # where the session's audio clock continues
     resend_s: float = 0.0  # how much of the audio that comes first the server has already
     transcript: tuple[str, ...] = ()  # the stored finals' text: context, and `stopped`'s
+    speech_s: float = 0.0  # of the audio before `audio_start`, what the stored finals cover
 
 
 def resumed_from(
@@ -108,6 +109,7 @@ def resumed_from(
         audio_start=audio_start,
         resend_s=max(0.0, audio_start - seen_end),
         transcript=tuple(text for _, u in finals if (text := u.text)),
+        speech_s=sum(u.end - u.start for _, u in finals),
     )
 
 

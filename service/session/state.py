@@ -60,11 +60,13 @@ class SessionStatistics:
 
 class AudioMeter:
     """The session's audio so far, in 16 kHz samples. Written by the segmenter only. A resumed
-    session's starts at `origin_s`, the audio time its earlier connections reached."""
+    session's starts at `origin_s`, the audio time its earlier connections reached, of which
+    `origin_speech_s` was speech (its stored finals)."""
 
-    def __init__(self, origin_s: float = 0.0) -> None:
+    def __init__(self, origin_s: float = 0.0, origin_speech_s: float = 0.0) -> None:
         self.origin_s = origin_s
         self._received = round(origin_s * SAMPLE_RATE)
+        self._origin_speech = round(origin_speech_s * SAMPLE_RATE)
         self._speech = 0
 
     def received(self, samples: int) -> None:
@@ -81,7 +83,7 @@ class AudioMeter:
 
     @property
     def speech_s(self) -> float:
-        return self._speech / SAMPLE_RATE
+        return (self._origin_speech + self._speech) / SAMPLE_RATE
 
 
 class FinalsMeter:

@@ -32,6 +32,7 @@ def test_the_finals_after_the_clients_last_seq_are_replayed_with_their_seq() -> 
     assert resume.last_seq == 12 and resume.next_utterance == 3
     assert resume.audio_start == 7.25  # the clock goes on at the last stored final's end
     assert resume.transcript == ("final 0", "final 1", "final 2")
+    assert resume.speech_s == pytest.approx(2.0 + 2.5 + 1.25)  # for admission's speech share
     assert resume.resend_s == pytest.approx(7.25 - 5.5)  # the client re-sends from 5.5
 
 
