@@ -59,6 +59,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         route=ROUTE,
         annotate=sentiment_annotator(config),
         open_resume=resuming,
+        counted=request is None,  # a resume is no new recording for the rate limits
     )
 
 

@@ -7,10 +7,10 @@ rate limit, so that a session refused for any other reason spends no rate-limit 
 accepts, builds the session's store hooks, and runs the session pipeline. It owns the
 session's admission slot and releases it when the session ends, however it ends. A route that
 resumes sessions (the native one) hands over `open_resume`, called once the session is admitted
-and before the upgrade, so a refused resume (403) spends no token and a claimed one is run
-(`service/session/resume.py`). What it uses
-of the running server comes in one record, `SessionServices` (the route hands down
-`Runtime.sessions`, `service/runtime.py`); nothing here reaches for the app.
+and before the upgrade, so a resume the server is too full for keeps its token, and a claimed
+one is run (`service/session/resume.py`); a resume spends no rate-limit token (`counted`).
+What it uses of the running server comes in one record, `SessionServices` (the route hands
+down `Runtime.sessions`, `service/runtime.py`); nothing here reaches for the app.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class SessionServices:
 
 
 async def admit(
-    services: SessionServices, client: str, *, live_session: bool = True
+    services: SessionServices, client: str, *, live_session: bool = True, counted: bool = True
 ) -> Refusal | None:
     """Why a new session or upload from `client` must be refused now, or None.
 
@@ -117,7 +117,7 @@ async def admit(
     while recent finals are slow (`finals_slow`), which the capacity plan may not foresee.
     Uploads run behind live work and are not counted there. The rate limit comes last, because
     an allowed `hit` spends one of the client's tokens: a caller must check its own caps before
-    calling this.
+    calling this. A resumed session (`counted` False) is not a new recording: it spends none.
     """
     if overloaded(services):
         return Refusal(
@@ -137,6 +137,8 @@ async def admit(
             "finals are taking longer than the server promises; try again soon",
             retry_after=10,
         )
+    if not counted:
+        return None
     decision = await services.limiter.hit(client)
     if not decision.allowed:
         code = "rate_limited" if decision.reason == "limit" else "limits_unavailable"
@@ -150,14 +152,16 @@ async def admit(
     return None
 
 
-async def admit_session(services: SessionServices, client: str) -> Admission:
+async def admit_session(
+    services: SessionServices, client: str, *, counted: bool = True
+) -> Admission:
     """A live session slot for `client`, or `Refusal`: the session caps first, then `admit`,
     so a session the caps refuse spends no rate-limit token. The slot is given back if `admit`
     refuses or is cancelled."""
     admission = services.gate.admit(client)
     admitted = False
     try:
-        refusal = await admit(services, client)
+        refusal = await admit(services, client, counted=counted)
         if refusal is not None:
             raise refusal
         admitted = True
@@ -235,6 +239,7 @@ async def serve_session(
     subprotocol: str | None = None,
     refuse: Callable[[Error], Awaitable[None]] | None = None,
     open_resume: Callable[[str], Awaitable[Resume]] | None = None,
+    counted: bool = True,
 ) -> SessionStatistics | None:
     """Check the config, admit, accept and run one session.
 
@@ -249,7 +254,7 @@ async def serve_session(
         await refuse(problem)
         return None
     try:
-        admission = await admit_session(services, client)
+        admission = await admit_session(services, client, counted=counted)
     except Refusal as refusal:
         await turn_away(websocket, route, client, refusal)
         return None

@@ -315,3 +315,22 @@ async def test_a_resumed_recording_goes_on_in_the_same_file(
     wrong = np.nonzero(np.abs(recorded.astype(np.int32) - expected) > 1)[0]
     resumed_at = round(after[0]["audio_start"] * 16000)
     assert all(resumed_at - 16 <= index < resumed_at for index in wrong)
+
+
+async def test_a_resume_is_not_a_new_recording_for_the_rate_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_RECORDINGS_PER_MINUTE", "1")
+    async with server(tmp_path, monkeypatch) as (_, address):
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            lost = await next_frame(ws)
+            await drop(ws)
+        async with connect(
+            f"ws://{address}/v1/stream?token=key-a&resume={lost['resume_token']}"
+        ) as ws:
+            resumed = await next_frame(ws)
+            await send_json(ws, {"type": "stop"})
+            await receive_all(ws)
+        limited = await rejected(f"ws://{address}/v1/stream?token=key-a")
+    assert resumed["resumed"] is True
+    assert limited.status_code == 429
