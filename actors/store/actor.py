@@ -22,9 +22,11 @@ write means (a live session goes on unstored, `service/session/recorder.py`). Re
 `RecordingPolicy` the store was opened with: `open_recording` refuses to start one below its
 free-space floor (`LowDiskSpace`).
 
-Start-up recovery: sessions that never ended (the process died) are marked `interrupted`, with
-their duration from the recording or their last final; their WAV headers are fixed from the
-file length; WAV files whose session row is gone are removed.
+Recordings are written to the `RecordingStore`'s directory and kept where it says
+(`actors/store/recordings.py`: that directory, which replicas may share, or an S3-compatible
+object store); `close_recording` keeps one, and deleting a session deletes its audio first.
+Start-up recovery (`actors/store/recovery.py`) marks sessions a crash left open `interrupted`
+and fixes their WAV headers; the recording store's `recover` then runs in the store's nursery.
 """
 
 from __future__ import annotations
@@ -39,17 +41,24 @@ from typing import Any, TypeVar
 
 import attrs
 import trio
+from trio.abc import ReceiveStream
 
 from actors.reply import Reply, snapshot
 from actors.store import schema
 from actors.store.recording import (
     DEFAULT_POLICY,
-    SAMPLE_WIDTH,
     RecordingPolicy,
     RecordingWriter,
     create_recording,
-    repair_wav,
 )
+from actors.store.recordings import (
+    LocalRecordings,
+    RecordingsConfig,
+    RecordingStore,
+    StoredObject,
+    open_recording_store,
+)
+from actors.store.recovery import ended_recordings, mark_interrupted
 from actors.store.schema import (
     AlreadyStored,
     PagePosition,
@@ -138,9 +147,11 @@ class StoreHandle:
         limiter: trio.CapacityLimiter,
         counters: _Counters,
         recording_policy: RecordingPolicy = DEFAULT_POLICY,
+        recording_store: RecordingStore | None = None,
     ) -> None:
         self.directory = directory
-        self.recordings = directory / "recordings"
+        self.recording_store = recording_store or LocalRecordings(directory / "recordings")
+        self.recordings = self.recording_store.directory  # where recordings are written
         self.recording_policy = recording_policy
         self._db = db
         self._jobs = jobs
@@ -192,10 +203,28 @@ class StoreHandle:
         Raises `LowDiskSpace` below the policy's floor (nothing is marked or created), and the
         `OSError` of a file that cannot be created."""
         policy = self.recording_policy
+        await self.recording_store.check()  # `RecordingsUnreachable`, an `OSError`
         await trio.to_thread.run_sync(policy.check_free_space, self.recordings)
         await self._write(lambda db: schema.mark_audio(db, session_id, sample_rate))
         path = self.audio_path(session_id)
         return await create_recording(path, sample_rate, policy=policy)
+
+    async def close_recording(self, recording: RecordingWriter) -> None:
+        """Close the WAV file and keep it (an object store uploads it); before `end_session`,
+        so that a session that has ended can be read from any replica. Raises the `OSError`
+        of a header or an upload that failed (the file stays for start-up recovery)."""
+        await recording.aclose()
+        await self.recording_store.keep(recording.path)
+
+    async def locate_recording(self, session_id: str) -> Path | StoredObject | None:
+        """Where the session's finished recording is: a file here, an object, or None."""
+        self.audio_path(session_id)  # `SessionNotFound` for an id that is no file name
+        return await self.recording_store.locate(session_id)
+
+    async def read_recording(self, session_id: str, start: int, stop: int) -> ReceiveStream:
+        """Bytes `start` to `stop` (exclusive) of a located recording, in chunks."""
+        self.audio_path(session_id)
+        return await self.recording_store.read(session_id, start, stop)
 
     async def list_sessions(
         self, *, client: str | None = None, limit: int = 50, after: PagePosition | None = None
@@ -214,20 +243,23 @@ class StoreHandle:
         return (await self.get_session(session_id)).transcript
 
     async def delete_session(self, session_id: str) -> None:
-        """Delete the row, its finals and its WAV file; `SessionNotFound`, `SessionLive`."""
+        """Delete its recording, then the row and its finals; `SessionNotFound`,
+        `SessionLive`, `RecordingsUnreachable` (the row stays)."""
+        record = (await self.get_session(session_id)).session
+        if record.ended_at is None:
+            raise SessionLive(session_id)
+        if record.has_audio:  # audio first: a crash before the row goes leaves no orphan
+            await self.recording_store.delete([session_id])
         await self._write(lambda db: schema.delete_session_row(db, session_id))
-        await trio.to_thread.run_sync(self.audio_path(session_id).unlink, True)
 
     async def purge_older_than(self, days: float) -> int:
-        """Delete ended sessions that started more than `days` ago; returns how many."""
+        """Delete ended sessions that started more than `days` ago (their recordings
+        first); returns how many."""
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        deleted = await self._write(lambda db: schema.delete_ended_before(db, cutoff))
-
-        def unlink_all() -> None:
-            for session_id in deleted:
-                self.audio_path(session_id).unlink(missing_ok=True)
-
-        await trio.to_thread.run_sync(unlink_all)
+        ended = await self._read(lambda db: schema.ended_before(db, cutoff))
+        if ended:
+            await self.recording_store.delete(ended)
+        deleted = await self._write(lambda db: schema.delete_rows(db, ended))
         self._counters.purged += len(deleted)
         if deleted:
             log.info("retention: deleted %d sessions older than %s days", len(deleted), days)
@@ -247,13 +279,22 @@ async def open_store(
     purge_every_s: float = 3600.0,
     queue_size: int = 256,
     recording: RecordingPolicy = DEFAULT_POLICY,
+    recordings: RecordingsConfig | None = None,
 ) -> AsyncIterator[StoreHandle]:
-    """Open (or create) the store in `directory`; see the module docstring."""
+    """Open (or create) the store in `directory`, its recordings where `recordings` says
+    (by default `directory/recordings`); see the module docstring."""
     limiter = trio.CapacityLimiter(1)
     counters = _Counters()
-    db = await trio.to_thread.run_sync(_open, directory, counters, limiter=limiter)
+    kept = await open_recording_store(recordings or RecordingsConfig(directory / "recordings"))
+    try:
+        db, ended = await trio.to_thread.run_sync(
+            _open, directory, kept.directory, counters, limiter=limiter
+        )
+    except BaseException:
+        await kept.aclose()
+        raise
     jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
-    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording)
+    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording, kept)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
@@ -261,6 +302,7 @@ async def open_store(
                 if retention_days is not None:
                     await handle.purge_older_than(retention_days)
                 async with trio.open_nursery() as periodic:
+                    periodic.start_soon(kept.recover, ended)
                     if retention_days is not None:
                         periodic.start_soon(
                             _purge_periodically, handle, retention_days, purge_every_s
@@ -271,41 +313,23 @@ async def open_store(
         handle._closed = True
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(db.close, limiter=limiter)
+            await kept.aclose()
 
 
-def _open(directory: Path, counters: _Counters) -> sqlite3.Connection:
-    (directory / "recordings").mkdir(parents=True, exist_ok=True)
+def _open(
+    directory: Path, recordings: Path, counters: _Counters
+) -> tuple[sqlite3.Connection, set[str]]:
+    """The database, recovered, and the ended sessions with a WAV file in `recordings`."""
+    directory.mkdir(parents=True, exist_ok=True)
     db = schema.connect(directory / DATABASE_NAME)
     try:
         db.execute("BEGIN IMMEDIATE")
-        counters.interrupted_at_start = _recover(db, directory / "recordings")
+        counters.interrupted_at_start = mark_interrupted(db, recordings)
         db.execute("COMMIT")
+        return db, ended_recordings(db, recordings)
     except BaseException:
         db.close()
         raise
-    return db
-
-
-def _recover(db: sqlite3.Connection, recordings: Path) -> int:
-    known = schema.session_ids(db)
-    for path in recordings.glob("*.wav"):
-        if path.stem not in known:
-            path.unlink(missing_ok=True)
-    interrupted = schema.open_sessions(db)
-    for session_id, started, sample_rate, last_end in interrupted:
-        duration = last_end or 0.0
-        ended = started + duration
-        path = recordings / f"{session_id}.wav"
-        if sample_rate is not None and path.exists():
-            audio_bytes = repair_wav(path)
-            if audio_bytes is not None:
-                duration = max(duration, audio_bytes / (SAMPLE_WIDTH * sample_rate))
-                ended = max(started + duration, path.stat().st_mtime)
-        ended_at = datetime.fromtimestamp(ended, UTC)
-        schema.finish_session(db, session_id, "interrupted", duration, ended_at)
-    if interrupted:
-        log.warning("marked %d sessions left open by a crash as interrupted", len(interrupted))
-    return len(interrupted)
 
 
 async def _run_writes(

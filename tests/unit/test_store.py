@@ -227,7 +227,8 @@ trio.run(main)
 
 async def test_a_killed_process_loses_no_committed_final(tmp_path: Path) -> None:
     (tmp_path / "recordings").mkdir()
-    (tmp_path / "recordings" / "orphan.wav").write_bytes(b"left by a delete that died")
+    # a WAV this database does not know: another replica's, in a shared directory
+    (tmp_path / "recordings" / "theirs.wav").write_bytes(b"not ours to delete")
     result = await trio.run_process(
         [sys.executable, "-c", CRASHING_SESSION, str(tmp_path)],
         cwd=ROOT,
@@ -239,7 +240,7 @@ async def test_a_killed_process_loses_no_committed_final(tmp_path: Path) -> None
     async with open_store(tmp_path) as store:
         detail = await store.get_session("crashed")
         assert store.statistics().interrupted_at_start == 1
-        assert not (tmp_path / "recordings" / "orphan.wav").exists()
+        assert (tmp_path / "recordings" / "theirs.wav").read_bytes() == b"not ours to delete"
         audio_path = store.audio_path("crashed")
     assert detail.transcript == "final 0 final 1 final 2"
     assert detail.session.end_reason == "interrupted"
