@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import attrs
 
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
+from actors.store.recordings import RecordingsConfig, parse_s3_url
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
 """Finals' encoder window: `actors.model.windows.FinalWindow`, or "auto" (by model size)."""
@@ -38,6 +39,11 @@ def environment() -> dict[str, str]:
     """The process environment over a `.env` file in the working directory, read once here
     for every settings record (`Settings`, security, limits, rate limits)."""
     return {**read_dotenv(), **os.environ}
+
+
+def _s3_url(_: object, __: object, url: str) -> None:
+    if url:
+        parse_s3_url(url)  # a wrong URL stops the server before anything is recorded
 
 
 def _flag(value: str | None) -> bool:
@@ -96,6 +102,13 @@ class Settings:
     )
     max_recording_s: float = 4 * 3600.0  # of audio per recording, then it stops (0: 4 GiB)
     min_free_bytes: int = 1 << 30  # recordings stop (and /health degrades) below this free
+    # where recordings are written and kept (None: <data_dir>/recordings); replicas may share
+    # one directory, or keep them in an object store, this directory then being the spool
+    recordings_dir: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    recordings_url: str = attrs.field(default="", validator=_s3_url)  # s3://bucket/prefix
+    s3_endpoint_url: str = ""  # a server other than AWS's (else AWS_ENDPOINT_URL, or AWS)
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # refuse new live sessions while the p95 of recent finals' waits (asked for to sent, the
@@ -128,6 +141,15 @@ class Settings:
                 values[name] = raw
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def recordings(self) -> RecordingsConfig:
+        """Where the store writes recordings and keeps them (docs/operations.md)."""
+        return RecordingsConfig(
+            directory=self.recordings_dir or self.data_dir / "recordings",
+            url=self.recordings_url,
+            endpoint_url=self.s3_endpoint_url,
+        )
 
     @property
     def recording_policy(self) -> RecordingPolicy:

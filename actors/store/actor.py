@@ -24,7 +24,8 @@ free-space floor (`LowDiskSpace`).
 
 Recordings are written to the `RecordingStore`'s directory and kept where it says
 (`actors/store/recordings.py`: that directory, which replicas may share, or an S3-compatible
-object store); `close_recording` keeps one, and deleting a session deletes its audio first.
+object store; the routes read it through `recording_store`); `close_recording` keeps one,
+and deleting a session deletes its audio first.
 Start-up recovery (`actors/store/recovery.py`) marks sessions a crash left open `interrupted`
 and fixes their WAV headers; the recording store's `recover` then runs in the store's nursery.
 """
@@ -41,7 +42,6 @@ from typing import Any, TypeVar
 
 import attrs
 import trio
-from trio.abc import ReceiveStream
 
 from actors.reply import Reply, snapshot
 from actors.store import schema
@@ -51,13 +51,7 @@ from actors.store.recording import (
     RecordingWriter,
     create_recording,
 )
-from actors.store.recordings import (
-    LocalRecordings,
-    RecordingsConfig,
-    RecordingStore,
-    StoredObject,
-    open_recording_store,
-)
+from actors.store.recordings import LocalRecordings, RecordingsConfig, RecordingStore
 from actors.store.recovery import ended_recordings, mark_interrupted
 from actors.store.schema import (
     AlreadyStored,
@@ -216,16 +210,6 @@ class StoreHandle:
         await recording.aclose()
         await self.recording_store.keep(recording.path)
 
-    async def locate_recording(self, session_id: str) -> Path | StoredObject | None:
-        """Where the session's finished recording is: a file here, an object, or None."""
-        self.audio_path(session_id)  # `SessionNotFound` for an id that is no file name
-        return await self.recording_store.locate(session_id)
-
-    async def read_recording(self, session_id: str, start: int, stop: int) -> ReceiveStream:
-        """Bytes `start` to `stop` (exclusive) of a located recording, in chunks."""
-        self.audio_path(session_id)
-        return await self.recording_store.read(session_id, start, stop)
-
     async def list_sessions(
         self, *, client: str | None = None, limit: int = 50, after: PagePosition | None = None
     ) -> SessionPage:
@@ -285,7 +269,7 @@ async def open_store(
     (by default `directory/recordings`); see the module docstring."""
     limiter = trio.CapacityLimiter(1)
     counters = _Counters()
-    kept = await open_recording_store(recordings or RecordingsConfig(directory / "recordings"))
+    kept = await _recording_store(recordings or RecordingsConfig(directory / "recordings"))
     try:
         db, ended = await trio.to_thread.run_sync(
             _open, directory, kept.directory, counters, limiter=limiter
@@ -316,11 +300,19 @@ async def open_store(
             await kept.aclose()
 
 
+async def _recording_store(config: RecordingsConfig) -> RecordingStore:
+    if not config.url:
+        return LocalRecordings(config.directory)
+    from actors.store.s3 import open_s3_recordings  # boto3 loads only for an object store
+
+    return await open_s3_recordings(config)
+
+
 def _open(
     directory: Path, recordings: Path, counters: _Counters
 ) -> tuple[sqlite3.Connection, set[str]]:
     """The database, recovered, and the ended sessions with a WAV file in `recordings`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    recordings.mkdir(parents=True, exist_ok=True)
     db = schema.connect(directory / DATABASE_NAME)
     try:
         db.execute("BEGIN IMMEDIATE")

@@ -9,10 +9,10 @@ where it is; the object store uploads it to `<prefix>/<session_id>.wav` and remo
 file (its `directory` is a spool). `locate()` says where a finished recording can be read: a
 `Path` on this machine's disk, a `StoredObject` elsewhere, or None.
 
-Ownership: `open_store()` opens the store with `open_recording_store()` and closes it after the
-database; the blocking calls of either kind run in worker threads (`trio.to_thread.run_sync`,
-never abandoned on cancel). `recover()` runs once at start-up in the store's nursery (cancelled
-when the store closes), after the crash repair.
+Ownership: `open_store()` opens the store (`LocalRecordings`, or `open_s3_recordings`) and
+closes it after the database; the blocking calls of either kind run in worker threads
+(`trio.to_thread.run_sync`, never abandoned on cancel). `recover()` runs once at start-up in
+the store's nursery (cancelled when the store closes), after the crash repair.
 
 Nothing here deletes a recording that nobody asked to delete: a file whose session this
 replica's database does not know may be another replica's (a shared directory), so start-up
@@ -111,16 +111,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ValueError(f"recordings URL {url!r}: the prefix has an empty or dot segment")
     return bucket, prefix
-
-
-async def open_recording_store(config: RecordingsConfig) -> RecordingStore:
-    """The store `config` names, its directory created; close it with `aclose()`."""
-    await trio.to_thread.run_sync(lambda: config.directory.mkdir(parents=True, exist_ok=True))
-    if not config.url:
-        return LocalRecordings(config.directory)
-    from actors.store.s3 import open_s3_recordings  # boto3 loads only when it is used
-
-    return await open_s3_recordings(config)
 
 
 class LocalRecordings:

@@ -69,7 +69,7 @@ async def open_s3_recordings(config: RecordingsConfig) -> S3Recordings:
         or os.environ.get("AWS_ENDPOINT_URL")
     )
     client = await trio.to_thread.run_sync(_client, endpoint or None)
-    return S3Recordings(config.directory, bucket, prefix, client)
+    return S3Recordings(LocalRecordings(config.directory), bucket, prefix, client)
 
 
 def _client(endpoint_url: str | None) -> Any:
@@ -90,14 +90,14 @@ class S3Recordings:
 
     def __init__(
         self,
-        directory: Path,
+        spool: LocalRecordings,
         bucket: str,
         prefix: str,
         client: Any,
         *,
         check_every_s: float = CHECK_EVERY_S,
     ) -> None:
-        self._spool = LocalRecordings(directory)
+        self._spool = spool
         self.bucket, self.prefix = bucket, prefix
         self._client = client
         self._limiter = trio.CapacityLimiter(THREADS)
