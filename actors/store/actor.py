@@ -312,7 +312,8 @@ def _open(
     directory: Path, recordings: Path, counters: _Counters
 ) -> tuple[sqlite3.Connection, set[str]]:
     """The database, recovered, and the ended sessions with a WAV file in `recordings`."""
-    recordings.mkdir(parents=True, exist_ok=True)
+    for folder in (directory, recordings):
+        folder.mkdir(parents=True, exist_ok=True)
     db = schema.connect(directory / DATABASE_NAME)
     try:
         db.execute("BEGIN IMMEDIATE")

@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Collection, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -165,7 +166,8 @@ class S3Recordings:
         found = await self._call(head)
         if found is None:
             return None
-        return StoredObject(found["ContentLength"], found["ETag"], found["LastModified"])
+        modified = found["LastModified"].astimezone(UTC)  # botocore's own tzutc otherwise
+        return StoredObject(found["ContentLength"], found["ETag"], modified)
 
     async def read(self, session_id: str, start: int, stop: int) -> trio.abc.ReceiveStream:
         if await self._spool.locate(session_id) is not None:
