@@ -204,9 +204,8 @@ class StoreHandle:
         return await create_recording(path, sample_rate, policy=policy)
 
     async def close_recording(self, recording: RecordingWriter) -> None:
-        """Close the WAV file and keep it (an object store uploads it); before `end_session`,
-        so that a session that has ended can be read from any replica. Raises the `OSError`
-        of a header or an upload that failed (the file stays for start-up recovery)."""
+        """Close the WAV and keep it (an object store uploads it), before `end_session`: an
+        ended session is readable on any replica. `OSError`: the file stays for recovery."""
         await recording.aclose()
         await self.recording_store.keep(recording.path)
 
@@ -284,7 +283,7 @@ async def open_store(
             nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
             with jobs_send:
                 if retention_days is not None:
-                    await handle.purge_older_than(retention_days)
+                    await _purge(handle, retention_days)  # an unreachable bucket is logged
                 async with trio.open_nursery() as periodic:
                     periodic.start_soon(kept.recover, ended)
                     if retention_days is not None:
@@ -391,7 +390,11 @@ def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
 async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:
     while True:
         await trio.sleep(every_s)
-        try:
-            await handle.purge_older_than(days)
-        except (StoreError, OSError) as error:
-            log.error("retention purge failed: %s", error)
+        await _purge(handle, days)
+
+
+async def _purge(handle: StoreHandle, days: float) -> None:
+    try:
+        await handle.purge_older_than(days)
+    except (StoreError, OSError) as error:
+        log.error("retention purge failed: %s", error)

@@ -4,9 +4,12 @@ serves from a store that is not this machine's disk."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
+from support.servers import free_port
 
 from actors.store.actor import SessionRecord, open_store
 from actors.store.recordings import RecordingsConfig
@@ -49,6 +52,26 @@ async def test_a_replica_never_removes_the_recordings_of_another_in_a_shared_dir
             assert await part.receive_some() == b""
         await first.delete_session("done")
     assert sorted(path.name for path in shared.directory.iterdir()) == ["live.wav"]
+
+
+async def test_a_purge_that_cannot_reach_the_bucket_keeps_the_rows_and_the_store_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention deletes the audio before the rows: with the object store down nothing goes,
+    and the store still opens (its purge at start-up is logged, not raised)."""
+    old = datetime.now(UTC) - timedelta(days=10)
+    async with open_store(tmp_path) as store:
+        await store.begin_session(attrs.evolve(record("old"), started_at=old))
+        await store.close_recording(await store.open_recording("old", 16000))
+        await store.end_session("old", "stop", 0.0, ended_at=old)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = RecordingsConfig(tmp_path / "spool", "s3://chorus-audio/x", endpoint)
+    async with open_store(tmp_path, retention_days=5, recordings=down) as store:
+        assert [s.id for s in (await store.list_sessions()).sessions] == ["old"]
+        assert store.statistics().purged == 0
+    assert "retention purge failed: s3://chorus-audio/x" in caplog.text
 
 
 def test_ranges_of_a_stored_recording() -> None:
