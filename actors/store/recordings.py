@@ -57,11 +57,6 @@ class RecordingStore(Protocol):
         """Where recordings are written while their sessions run."""
         ...
 
-    @property
-    def where(self) -> str:
-        """For logs: the directory, or the `s3://bucket/prefix` URL."""
-        ...
-
     async def check(self) -> None:
         """Raise `RecordingsUnreachable` when a new recording could not be kept."""
 
@@ -122,10 +117,6 @@ class LocalRecordings:
     @property
     def directory(self) -> Path:
         return self._directory
-
-    @property
-    def where(self) -> str:
-        return str(self._directory)
 
     async def check(self) -> None:
         return None  # the disk's free space is the `RecordingPolicy`'s to check

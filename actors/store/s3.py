@@ -9,11 +9,12 @@ spool file. Any replica reads it back with HEAD (its size) and ranged GETs, chun
 Ownership: `S3Recordings` holds one boto3 client (thread-safe; made in a worker thread by
 `open_s3_recordings`, closed by `aclose()`) and a `CapacityLimiter` that bounds the worker
 threads its blocking calls run in (`trio.to_thread.run_sync`, never abandoned on cancel: an
-upload or a read in progress finishes first). boto3 reads the credentials and the region as it
-always does (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
-`~/.aws`, instance roles); the endpoint is `CHORUS_S3_ENDPOINT_URL`, or `AWS_ENDPOINT_URL_S3` /
-`AWS_ENDPOINT_URL`, and with one the bucket is named in the path, as servers other than AWS's
-expect.
+upload or a read in progress finishes first); a multipart upload also uses up to 4 threads of
+boto3's transfer manager, joined before the upload returns. boto3 reads the credentials and
+the region as it always does (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+`AWS_REGION`, `~/.aws`, instance roles); the endpoint is `CHORUS_S3_ENDPOINT_URL`, or
+`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, and with one the bucket is named in the path, as
+servers other than AWS's expect.
 
 Failures are `RecordingsUnreachable` (an `OSError`), never a dead session: `check()` (a HEAD on
 the bucket, its answer reused for `CHECK_EVERY_S`) lets `open_recording` refuse up front, and

@@ -15,9 +15,9 @@ A full disk never ends a session (issue 11 M1). A recording that reaches its lim
 disk below the free-space floor or fails to write stops with a playable file and one non-fatal
 `recording_stopped` for the client; so does one whose object store cannot be reached when the
 session starts (`RecordingsUnreachable`: wrong credentials, no bucket), and the session goes on
-unrecorded. A store that cannot commit (`StoreError`) costs the
-session its stored transcript, not its live one: the client gets one non-fatal `not_stored`,
-finals keep coming (and keep being offered to the store), and `/health` says `degraded`.
+unrecorded. A store that cannot commit (`StoreError`) costs the session its stored transcript,
+not its live one: the client gets one non-fatal `not_stored`, finals keep coming (and keep
+being offered to the store), and `/health` says `degraded`.
 Reasons in detail go to the log, not to the client.
 """
 
