@@ -37,6 +37,7 @@ __all__ = [
     "Dialect",
     "PostgresDatabase",
     "SqliteDatabase",
+    "check_database_url",
     "describe_url",
     "open_database",
 ]
@@ -217,11 +218,19 @@ def describe_url(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
 
 
+def check_database_url(url: str) -> str:
+    """`url` if it names a PostgreSQL database; else a `ValueError` that says what to do."""
+    if urlsplit(url).scheme not in POSTGRES_SCHEMES:
+        raise ValueError(
+            "DATABASE_URL must be a postgresql:// (or postgres://) URL; leave it unset for"
+            " the embedded SQLite store in the data directory"
+        )
+    return url
+
+
 def open_database(directory: Path, database_url: str | None = None) -> Database:
     """PostgreSQL when `database_url` is a `postgresql://` (or `postgres://`) URL, else SQLite
     in `directory` (blocking: run it in the store's thread)."""
     if database_url is None:
         return SqliteDatabase(directory / "chorus.sqlite3")
-    if urlsplit(database_url).scheme not in POSTGRES_SCHEMES:
-        raise ValueError("the store's database URL must start with postgresql:// or postgres://")
-    return PostgresDatabase(database_url)
+    return PostgresDatabase(check_database_url(database_url))
