@@ -3,9 +3,9 @@
 The server's names are read from the source: every `Settings` field (read as `CHORUS_<FIELD>`
 by `Settings.from_env`) and every string literal that names a variable in `service/` or
 `actors/` (`"CHORUS_…"`, `"MAX_RECORDINGS_PER_…"`, `"REDIS_URL"`, `"DATABASE_URL"`). The section
-"Read by the tests and the bench" is checked the same way against what `tests/` and `bench/` read with
-`os.environ.get`. A setting added to the code without a row, or a row left behind by a setting
-that went, fails here.
+"Read by the tests and the bench" is checked the same way against what `tests/` and `bench/`
+read with `os.environ.get`. A setting added to the code without a row, or a row left behind by a
+setting that went, fails here.
 """
 
 from __future__ import annotations
