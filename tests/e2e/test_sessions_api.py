@@ -17,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
+from support.postgres_server import PostgresServer
 
 from actors.store.actor import SessionRecord, StoredUtterance, StoredWord, StoreHandle, open_store
 from service.policy.caller import Caller
@@ -181,6 +182,22 @@ async def test_without_a_store_the_routes_say_so() -> None:
     async with serving(None) as client:
         answer = await client.get("/v1/sessions")
         assert (answer.status_code, answer.json()["error"]["code"]) == (503, "store_unavailable")
+
+
+async def test_a_database_out_of_reach_is_a_503_until_it_is_back(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    async with open_store(tmp_path, database_url=url) as store, serving(store) as client:
+        await add_session(store, "s1", "key:a")
+        postgres_server.stop()
+        try:
+            for path in ("/v1/sessions", "/v1/sessions/s1"):
+                answer = await client.get(path)
+                assert (answer.status_code, answer.json()["error"]["code"]) == (503, "store_error")
+        finally:
+            postgres_server.start()
+        assert (await client.get("/v1/sessions/s1")).json()["id"] == "s1"
 
 
 async def test_a_connection_without_a_caller_sees_only_the_anonymous_sessions(
