@@ -38,6 +38,7 @@ __all__ = [
     "PostgresDatabase",
     "SqliteDatabase",
     "check_database_url",
+    "connection_options",
     "describe_url",
     "open_database",
 ]
@@ -47,7 +48,17 @@ T = TypeVar("T")
 Dialect = Literal["sqlite", "postgres"]
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 SCHEMA_LOCK = 0x43686F727573  # pg_advisory_xact_lock key of the migrations ("Chorus")
-CONNECT_TIMEOUT_S = 10
+# libpq's settings unless the URL says otherwise: give up connecting after 10 s, and find a
+# server that went silent (a partition, a dead host) in about a minute rather than the OS's
+# hours, so the writer thread (and every final waiting on it) is not held past that
+CONNECTION_DEFAULTS: dict[str, str | int] = {
+    "connect_timeout": 10,
+    "application_name": "chorus",
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # ms that sent data may stay unacknowledged
+}
 
 
 class Database:
@@ -145,10 +156,7 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str) -> None:
         self.name = f"PostgreSQL at {describe_url(url)}"
-        options = psycopg.conninfo.conninfo_to_dict(url)
-        options.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        options.setdefault("application_name", "chorus")
-        self._conninfo = psycopg.conninfo.make_conninfo("", **options)
+        self._conninfo = connection_options(url)
         self._adapter = PostgresConnection(self._connect())
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -210,6 +218,12 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._adapter.raw.close()
+
+
+def connection_options(url: str) -> str:
+    """libpq's connection string for `url`: its own settings over `CONNECTION_DEFAULTS`."""
+    options = {**CONNECTION_DEFAULTS, **psycopg.conninfo.conninfo_to_dict(url)}
+    return psycopg.conninfo.make_conninfo("", **options)
 
 
 def describe_url(url: str) -> str:

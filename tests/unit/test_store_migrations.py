@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from psycopg.conninfo import conninfo_to_dict
 
 from actors.store.actor import SessionRecord, StoredUtterance, open_store
-from actors.store.database import Database, describe_url, open_database
+from actors.store.database import Database, connection_options, describe_url, open_database
 from actors.store.migrations import MIGRATIONS, Migration, both, migrate
 from actors.store.sql import DRIVER_ERRORS, to_pyformat
 from service.config import Settings
@@ -153,6 +154,14 @@ def test_the_database_url_comes_from_the_environment_and_only_postgresql_is_take
     assert Settings.from_env(both_set).database_url == short
     assert "secret" not in repr(Settings.from_env({"DATABASE_URL": url}))
     assert describe_url(url) == "db.internal:5433/chorus"
+    options = conninfo_to_dict(connection_options(url + "?connect_timeout=3&sslmode=require"))
+    assert (options["host"], options["port"], options["password"]) == (
+        "db.internal",
+        "5433",
+        "secret",
+    )
+    assert (options["connect_timeout"], options["sslmode"]) == ("3", "require")  # the URL's own
+    assert (options["application_name"], options["tcp_user_timeout"]) == ("chorus", "60000")
     for wrong in ("sqlite:///data/chorus.sqlite3", "mysql://db/chorus", "db.internal:5432"):
         with pytest.raises(ValueError, match=r"postgresql://.*unset for the embedded SQLite"):
             Settings.from_env({"DATABASE_URL": wrong})
