@@ -4,10 +4,9 @@ PostgreSQL shared by replicas (`DATABASE_URL`).
 `open_database()` connects and returns a `Database`: its `connection` (a `sql.Connection` for
 the queries), transactions (`begin`, `commit`, `rollback`), `read()` for a query outside one,
 and what differs between the two: `shared` (other processes write to it too, so start-up
-recovery must not end their sessions), `lock_schema()` (how migrations serialise), `lost()` (an
-error that means the database is out of reach: disk full or I/O error on SQLite, a lost
-connection on PostgreSQL). Nothing here owns a task: the store actor's one worker thread makes
-every call (`actors/store/actor.py`).
+recovery must not end their sessions), `lock_schema()` (how migrations serialise). Errors are
+the drivers' own (`sql.DRIVER_ERRORS`; the actor turns them into `StoreError`). Nothing here
+owns a task: the store actor's one worker thread makes every call (`actors/store/actor.py`).
 
 PostgreSQL reconnects: a connection found closed, or lost before anything was done on it (at
 `begin` or in a read), is replaced and the statement tried once more, so a server restart or a
@@ -17,6 +16,7 @@ fails that transaction (nobody can know what it committed); the next one reconne
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import sqlite3
@@ -61,7 +61,7 @@ CONNECTION_DEFAULTS: dict[str, str | int] = {
 }
 
 
-class Database:
+class Database(abc.ABC):
     """One connection, used by one thread at a time; see the module docstring."""
 
     dialect: Dialect = "sqlite"
@@ -69,16 +69,16 @@ class Database:
     name = "database"  # for logs: no password
 
     @property
-    def connection(self) -> Connection:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def connection(self) -> Connection: ...
 
     @property
-    def in_transaction(self) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def in_transaction(self) -> bool: ...
 
+    @abc.abstractmethod
     def begin(self) -> None:
         """Start a write transaction."""
-        raise NotImplementedError
 
     def commit(self) -> None:
         self.connection.execute("COMMIT")
@@ -92,18 +92,15 @@ class Database:
         """Run a query outside a transaction."""
         return query(self.connection)
 
-    def lost(self, error: Exception) -> bool:
-        """Whether `error` means the database is out of reach (not the statement's fault)."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def lock_schema(self) -> None:
         """Inside a transaction: hold other processes' migrations off until it ends."""
 
-    def table_exists(self, table: str) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def table_exists(self, table: str) -> bool: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 class SqliteDatabase(Database):
@@ -134,8 +131,8 @@ class SqliteDatabase(Database):
     def begin(self) -> None:
         self.raw.execute("BEGIN IMMEDIATE")
 
-    def lost(self, error: Exception) -> bool:
-        return isinstance(error, sqlite3.OperationalError)
+    def lock_schema(self) -> None:
+        pass  # `BEGIN IMMEDIATE` took the database's one write lock already
 
     def table_exists(self, table: str) -> bool:
         found = self.raw.execute(
@@ -203,9 +200,6 @@ class PostgresDatabase(Database):
 
     def read(self, query: Callable[[Connection], T]) -> T:
         return self._with_reconnect(lambda: query(self._adapter))
-
-    def lost(self, error: Exception) -> bool:
-        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
     def lock_schema(self) -> None:
         # released by the transaction's end; replicas starting at once migrate one by one
