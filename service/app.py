@@ -273,6 +273,7 @@ async def _serve_actors(
         settings.data_dir,
         retention_days=settings.retention_days or None,
         recording=settings.recording_policy,
+        database_url=settings.database_url,
     )
     started = False
     try:

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 import attrs
 
+from actors.store.database import check_database_url
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
@@ -38,6 +39,11 @@ def environment() -> dict[str, str]:
     """The process environment over a `.env` file in the working directory, read once here
     for every settings record (`Settings`, security, limits, rate limits)."""
     return {**read_dotenv(), **os.environ}
+
+
+def _database_url(instance: object, attribute: object, value: str | None) -> None:
+    if value is not None:
+        check_database_url(value)
 
 
 def _flag(value: str | None) -> bool:
@@ -90,6 +96,10 @@ class Settings:
     vad_gather_ms: float = 30.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
+    # the store in PostgreSQL, shared by replicas (`DATABASE_URL`; this field's
+    # `CHORUS_DATABASE_URL` wins); None: SQLite in `data_dir`. Out of the repr: it may hold a
+    # password
+    database_url: str | None = attrs.field(default=None, repr=False, validator=_database_url)
     # recordings (issue 11 M1): "allow" the client's `record`, "deny" it, or record "always"
     recording: RecordingMode = attrs.field(
         default="allow", validator=attrs.validators.in_(get_args(RecordingMode))
@@ -126,6 +136,8 @@ class Settings:
                 values[name] = Path(raw)
             else:
                 values[name] = raw
+        if "database_url" not in values and env.get("DATABASE_URL", "").strip():
+            values["database_url"] = env["DATABASE_URL"].strip()
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -6,7 +6,8 @@ JSON encoded by msgspec, or the WAV file (Starlette's `FileResponse`: `Accept-Ra
 `Range` answered with 206, or 416 when it cannot be satisfied). Errors are
 `{"error": {"code", "message"}}`: 400 for a bad `limit` or cursor, 404 for an unknown session or
 a session without audio, 409 for a session still live (its audio is still being written and it
-cannot be deleted yet), 503 when the store is closed or the app is not running.
+cannot be deleted yet), 503 when the store is closed, its database cannot be reached, or the app
+is not running.
 Who may call them is decided in front of them (`service.policy.security.SecurityMiddleware`), and
 whose sessions they show here: each API key is a tenant that sees only the sessions it made
 (another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
@@ -39,6 +40,7 @@ from actors.store.actor import (
     SessionNotFound,
     SessionRecord,
     StoreClosed,
+    StoreError,
     StoreHandle,
 )
 from service.policy.caller import Caller
@@ -222,6 +224,9 @@ def _answering_refusals(store_of: StoreLookup, endpoint: StoreEndpoint) -> Endpo
             return refusal.response()
         except StoreClosed:
             return Refusal(503, "store_closed", "the store is shutting down").response()
+        # its database out of reach (a PostgreSQL outage); the next request reconnects
+        except StoreError:
+            return Refusal(503, "store_error", "the store's database cannot be reached").response()
 
     return answer
 
