@@ -1,0 +1,79 @@
+"""A replica's HAProxy agent and its drain, without a balancer: the agent answers from the
+running app's admission, and a drain turns it to `drain`, refuses new sessions with 503
+`server_draining`, and lets the live one finish its final before closing it with 1012."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import trio
+import trio.testing
+from conftest import serve_app
+from starlette.applications import Starlette
+from support.agent_client import ask_agent
+from support.audio_files import DATA, load
+from support.fakes import FakeModel
+from support.servers import free_port
+from support.ws_client import connect, receive_all, rejected, send_audio, send_json
+from trio_websocket import WebSocketConnection
+
+from service.app import create_app, drain_sessions
+from service.config import Settings
+from service.runtime import runtime
+
+
+def replica(tmp_path: Path, settings: Settings) -> tuple[Starlette, int]:
+    """An app on the fake model with its agent on a free port."""
+    port = free_port()
+    settings = attrs.evolve(settings, model="fake", data_dir=tmp_path, agent_port=port)
+    return create_app(settings, model=FakeModel()), port
+
+
+async def wait_ready(ws: WebSocketConnection) -> None:
+    with trio.fail_after(10):
+        assert '"ready"' in str(await ws.get_message())
+
+
+async def test_the_agent_reports_headroom_and_drains_when_full(tmp_path: Path) -> None:
+    app, agent = replica(tmp_path, Settings(admission_cold_sessions=2))
+    async with serve_app(app) as address:
+        assert await ask_agent(agent) == b"up ready 100%\n"
+        async with connect(f"ws://{address}/v1/stream") as first:
+            await wait_ready(first)
+            assert await ask_agent(agent) == b"up ready 50%\n"  # one of two cold sessions left
+            async with connect(f"ws://{address}/v1/stream") as second:
+                await wait_ready(second)
+                assert await ask_agent(agent) == b"drain\n"  # full: admission would refuse
+                assert (await rejected(f"ws://{address}/v1/stream")).status_code == 503
+                await send_json(second, {"type": "stop"})
+                await receive_all(second)
+            await send_json(first, {"type": "stop"})
+            await receive_all(first)
+        with trio.fail_after(10):
+            await runtime(app).live.wait_empty()  # the sessions have left
+        assert await ask_agent(agent) == b"up ready 100%\n"
+
+
+async def test_a_drain_says_drain_refuses_new_sessions_and_closes_live_ones_1012(
+    tmp_path: Path,
+) -> None:
+    app, agent = replica(tmp_path, Settings(drain_notice_s=0.5))
+    garden = load(DATA / "garden.wav")
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream") as ws:
+        live = runtime(app).live
+        await send_audio(ws, garden[: len(garden) * 2 // 3])  # mid-utterance
+        with trio.fail_after(10):
+            while not any(s.statistics().received_s for s in live.values()):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_sessions, app, 10.0)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await ask_agent(agent) == b"drain\n"
+            refusal = await rejected(f"ws://{address}/v1/stream")
+            assert refusal.status_code == 503 and b"server_draining" in (refusal.body or b"")
+            assert int(dict(refusal.headers)[b"retry-after"]) > 0
+            frames = await receive_all(ws)
+    kinds = [frame["type"] for frame in frames]
+    assert "final" in kinds and kinds[-1] == "stopped"
+    assert ws.closed is not None and ws.closed.code == 1012
