@@ -1,6 +1,6 @@
 """The HAProxy agent: a small TCP server that answers each connection with one line and closes.
 
-Ownership: the app's lifespan (`service/app.py`) enters `agent_for(settings, services)`, so an
+Ownership: the app's lifespan (`service/app.py`) enters `agent_for(runtime)`, so an
 app mounted as an ASGI sub-app runs it too; with `CHORUS_AGENT_PORT` set that is
 `open_agent()`, which owns one nursery holding `trio.serve_listeners`, whose handler tasks each
 answer one connection; leaving it cancels them and closes the port. A port that cannot be bound
@@ -23,9 +23,8 @@ from functools import partial
 
 import trio
 
-from service.config import Settings
 from service.policy.agent import agent_reply
-from service.session.admission import SessionServices
+from service.runtime import Runtime
 from service.session.headroom import agent_snapshot
 
 __all__ = ["LINGER_S", "READ_LIMIT", "agent_for", "open_agent"]
@@ -38,15 +37,19 @@ LINGER_S = 1.0  # how long a peer that neither sends nor closes holds its handle
 AgentReply = Callable[[], bytes]
 
 
-def agent_for(
-    settings: Settings, services: SessionServices
-) -> AbstractAsyncContextManager[int | None]:
-    """The agent of a running app: `open_agent` on `settings.agent_port` (on `agent_host`, or
-    the serve host) answering from `services`, or nothing (None) when the port is 0."""
+def agent_for(runtime: Runtime) -> AbstractAsyncContextManager[int | None]:
+    """The agent of a running app: `open_agent` on `agent_port` (on `agent_host`, or the serve
+    host) answering from `runtime`'s admission and actor watch, or nothing (None) when the
+    port is 0."""
+    settings = runtime.settings
     if not settings.agent_port:
         return nullcontext(None)
-    host = settings.agent_host or settings.host
-    return open_agent(host, settings.agent_port, lambda: agent_reply(agent_snapshot(services)))
+
+    def reply() -> bytes:
+        failed = bool(runtime.actors.died)
+        return agent_reply(agent_snapshot(runtime.sessions, failed=failed))
+
+    return open_agent(settings.agent_host or settings.host, settings.agent_port, reply)
 
 
 @asynccontextmanager

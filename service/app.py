@@ -188,7 +188,7 @@ def _lifespan(
             )
             log.info("chorus ready: model %s, batch <= %d", speech.name, config.max_batch_size)
             with running(app, _runtime(setup, speech, config, handles)) as built:
-                async with agent_for(settings, built.sessions):
+                async with agent_for(built):
                     yield
             stop.set()  # the actors close in turn: the transcriber drains, the store commits
 

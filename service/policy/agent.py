@@ -6,6 +6,8 @@ takes an `AgentSnapshot` of admission (`service.session.headroom.agent_snapshot`
 
 HAProxy 2.6 reads the reply as ASCII words separated by spaces or commas, ended by a newline:
 
+- `down` when one of the replica's actors died (`/health` answers 503 too): HAProxy marks it
+  down at once instead of after its health check's `fall` failures.
 - `drain` when the replica would refuse a new live session now (no headroom, the transcriber
   is behind or its finals are slow), or is shutting down (`draining`): HAProxy sends it no new
   connection, and when every server drains it answers 503 itself (`deploy/haproxy.cfg` adds
@@ -40,10 +42,13 @@ class AgentSnapshot:
     headroom: int  # more live sessions admission would take now (the cold allowance if cold)
     refusing: bool  # admission refuses now whatever the headroom: lag, a full queue, slow finals
     draining: bool  # shutting down: new sessions are refused until the process exits
+    failed: bool = False  # an actor died: nothing new can be served until a restart
 
 
 def agent_reply(snapshot: AgentSnapshot) -> bytes:
     """The agent's one line for `snapshot`, newline included."""
+    if snapshot.failed:
+        return b"down\n"
     if snapshot.draining or snapshot.refusing or snapshot.headroom <= 0:
         return b"drain\n"
     free = snapshot.headroom / (snapshot.live + snapshot.headroom)

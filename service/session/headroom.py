@@ -14,8 +14,8 @@ from service.policy.agent import AgentSnapshot
 from service.session.admission import SessionServices, finals_slow, observe, overloaded
 
 
-def agent_snapshot(services: SessionServices) -> AgentSnapshot:
-    """Admission now, for `service.policy.agent.agent_reply`."""
+def agent_snapshot(services: SessionServices, *, failed: bool = False) -> AgentSnapshot:
+    """Admission now, for `service.policy.agent.agent_reply`; `failed`: an actor died."""
     now = trio.current_time()
     live = observe(services.capacity, services.transcriber, services.live, now)
     gate = services.gate
@@ -29,4 +29,5 @@ def agent_snapshot(services: SessionServices) -> AgentSnapshot:
         headroom=max(0, room),
         refusing=overloaded(services) or finals_slow(services, now),
         draining=services.live.draining,
+        failed=failed,
     )

@@ -1,12 +1,16 @@
 """A replica's HAProxy agent and its drain, without a balancer: the agent answers from the
-running app's admission, and a drain turns it to `drain`, refuses new sessions with 503
+running app's admission (and says `down` once an actor died), and a drain (in the app, and a
+real `chorus serve` on SIGTERM) turns it to `drain`, refuses new sessions with 503
 `server_draining`, and lets the live one finish its final before closing it with 1012."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import attrs
+import numpy as np
+import pytest
 import trio
 import trio.testing
 from conftest import serve_app
@@ -14,13 +18,14 @@ from starlette.applications import Starlette
 from support.agent_client import ask_agent
 from support.audio_files import DATA, load
 from support.fakes import FakeModel
-from support.servers import free_port
+from support.servers import free_port, start_server
 from support.ws_client import connect, receive_all, rejected, send_audio, send_json
 from trio_websocket import WebSocketConnection
 
+from actors.speech.vad_actor import VadClosed
 from service.app import create_app, drain_sessions
 from service.config import Settings
-from service.runtime import runtime
+from service.runtime import runtime, setup
 
 
 def replica(tmp_path: Path, settings: Settings) -> tuple[Starlette, int]:
@@ -76,4 +81,44 @@ async def test_a_drain_says_drain_refuses_new_sessions_and_closes_live_ones_1012
             frames = await receive_all(ws)
     kinds = [frame["type"] for frame in frames]
     assert "final" in kinds and kinds[-1] == "stopped"
+    assert ws.closed is not None and ws.closed.code == 1012
+
+
+async def test_the_agent_says_down_once_an_actor_died(tmp_path: Path) -> None:
+    app, agent = replica(tmp_path, Settings())
+    async with serve_app(app):
+        assert await ask_agent(agent) == b"up ready 100%\n"
+        vad = runtime(app).vad
+        with vad.open_stream() as stream, pytest.raises(VadClosed):
+            # frames that are not 512 samples wide: the model raises, the actor dies of it
+            await vad._submit(stream._stream, np.zeros((1, 100), np.float32))
+        with trio.fail_after(10):
+            await setup(app).actors.wait_died()
+        assert await ask_agent(agent) == b"down\n"
+
+
+async def test_sigterm_on_chorus_serve_drains_through_its_agent(tmp_path: Path) -> None:
+    port, agent = free_port(), free_port()
+    notice = {"CHORUS_AGENT_PORT": str(agent), "CHORUS_DRAIN_NOTICE_S": "1"}
+    server = await start_server(tmp_path, port, notice)
+    garden = load(DATA / "garden.wav")
+    try:
+        assert await ask_agent(agent) == b"up ready 100%\n"
+        async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+            await wait_ready(ws)
+            await send_audio(ws, garden[: len(garden) * 2 // 3])  # mid-utterance
+            server.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                while await ask_agent(agent) != b"drain\n":  # noqa: ASYNC110 (a process)
+                    await trio.sleep(0.05)
+            assert ws.closed is None  # the notice: the balancer hears `drain` first
+            frames = await receive_all(ws)
+        with trio.fail_after(15):
+            assert await server.wait() == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
+    finals = [frame for frame in frames if frame["type"] == "final"]
+    assert finals and "grandmother" in str(finals[0]["text"]).lower()  # the real model
+    assert frames[-1]["type"] == "stopped"
     assert ws.closed is not None and ws.closed.code == 1012

@@ -12,9 +12,14 @@ from service.policy.capacity import CapacityMeter
 
 
 def snapshot(
-    live: int = 0, headroom: int = 8, *, refusing: bool = False, draining: bool = False
+    live: int = 0,
+    headroom: int = 8,
+    *,
+    refusing: bool = False,
+    draining: bool = False,
+    failed: bool = False,
 ) -> AgentSnapshot:
-    return AgentSnapshot(live=live, headroom=headroom, refusing=refusing, draining=draining)
+    return AgentSnapshot(live, headroom, refusing=refusing, draining=draining, failed=failed)
 
 
 @pytest.mark.parametrize(
@@ -28,6 +33,8 @@ def snapshot(
         (snapshot(live=2, headroom=6, refusing=True), b"drain\n"),  # behind or finals slow
         (snapshot(live=2, headroom=6, draining=True), b"drain\n"),  # shutting down
         (snapshot(live=0, headroom=0, draining=True), b"drain\n"),
+        (snapshot(live=0, headroom=8, failed=True), b"down\n"),  # an actor died
+        (snapshot(live=3, headroom=0, draining=True, failed=True), b"down\n"),
     ],
 )
 def test_the_reply_is_one_ascii_line_of_haproxy_words(state: AgentSnapshot, line: bytes) -> None:
