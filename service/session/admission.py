@@ -120,13 +120,8 @@ async def admit(
     an allowed `hit` spends one of the client's tokens: a caller must check its own caps before
     calling this.
     """
-    if services.live.draining:
-        return Refusal(
-            503,
-            "server_draining",
-            "this server is shutting down; try again (another replica takes the session)",
-            retry_after=2,
-        )
+    if (refusal := draining(services)) is not None:
+        return refusal
     if overloaded(services):
         return Refusal(
             503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
@@ -156,6 +151,18 @@ async def admit(
             retry_after=max(1, decision.retry_after),
         )
     return None
+
+
+def draining(services: SessionServices) -> Refusal | None:
+    """503 `server_draining` once the server drains for shutdown (`LiveSessions.drain`)."""
+    if not services.live.draining:
+        return None
+    return Refusal(
+        503,
+        "server_draining",
+        "this server is shutting down; try again (another replica takes the session)",
+        retry_after=2,
+    )
 
 
 async def admit_session(services: SessionServices, client: str) -> Admission:

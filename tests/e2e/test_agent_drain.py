@@ -78,6 +78,7 @@ async def test_a_drain_says_drain_refuses_new_sessions_and_closes_live_ones_1012
             refusal = await rejected(f"ws://{address}/v1/stream")
             assert refusal.status_code == 503 and b"server_draining" in (refusal.body or b"")
             assert int(dict(refusal.headers)[b"retry-after"]) > 0
+            assert (await rejected(f"ws://{address}/ws")).status_code == 503  # recordings too
             frames = await receive_all(ws)
     kinds = [frame["type"] for frame in frames]
     assert "final" in kinds and kinds[-1] == "stopped"

@@ -7,6 +7,7 @@ import pytest
 from support.agent_client import ask_agent
 
 from service.agent import READ_LIMIT, open_agent
+from service.config import Settings
 from service.policy.agent import AgentSnapshot, agent_reply
 from service.policy.capacity import CapacityMeter
 
@@ -63,3 +64,11 @@ async def test_a_peer_that_sends_is_answered_and_one_that_floods_harms_no_one() 
         flood = b"\x00garbage\xff" * (4 * READ_LIMIT)
         assert (await ask_agent(port, flood)) in (b"drain\n", b"")  # closed, maybe reset
         assert await ask_agent(port) == b"drain\n"  # the next one is answered as ever
+
+
+@pytest.mark.parametrize("wrong", ["-1", "65536", "eighty"])
+def test_an_impossible_agent_port_is_refused_with_the_settings(wrong: str) -> None:
+    with pytest.raises(ValueError, match=r"agent_port|invalid literal"):
+        Settings.from_env({"CHORUS_AGENT_PORT": wrong})
+    with pytest.raises(ValueError, match="drain_notice_s"):
+        Settings(drain_notice_s=-1)
