@@ -103,6 +103,8 @@ async def test_sessions_through_haproxy_spread_over_both_replicas(tmp_path: Path
             ws = await sessions.enter_async_context(connect(chorus.url))
             held.append(chorus.holder(await session_id(ws)))
         assert sorted(held) == [0, 0, 1, 1]  # leastconn, both at 100% until they hold some
+        for name in ("chorus1", "chorus2"):  # each has 6 of its 8 cold sessions free
+            await chorus.edge.wait_for(name, "UP", weight=75)
         async with httpx.AsyncClient() as http:  # plain HTTP passes too
             health = await http.get(f"http://127.0.0.1:{chorus.edge.port}/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -134,7 +136,8 @@ async def test_a_full_replica_drains_and_a_full_cluster_is_refused_at_the_edge(
                 assert chorus.holder(await session_id(third)) == 1 - full
                 await stop(third)
             await stop(first)
-        assert (await chorus.edge.servers())[names[1 - full]] == ("UP", 100)
+        await chorus.edge.wait_for(names[full], "UP")
+        assert (await chorus.edge.servers())[names[full]] == ("UP", 100)  # `up ready 100%`
 
 
 async def test_forwarded_for_is_believed_from_the_balancer_only(tmp_path: Path) -> None:

@@ -104,10 +104,14 @@ class Haproxy:
                 answer += data
         return answer.decode()
 
-    async def wait_for(self, server: str, status: str) -> None:
-        """Until HAProxy holds `server` in `status` (what its agent and health check said)."""
+    async def wait_for(self, server: str, status: str, weight: int | None = None) -> None:
+        """Until HAProxy holds `server` in `status` (what its agent and health check said),
+        and at `weight` when given."""
         with trio.fail_after(10):
-            while (await self.servers())[server][0] != status:  # noqa: ASYNC110 (a process)
+            while True:
+                now, weighs = (await self.servers())[server]
+                if now == status and weight in (None, weighs):
+                    return
                 await trio.sleep(0.05)
 
 
