@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import attrs
+import httpx
 import numpy as np
 import pytest
 import trio
@@ -79,6 +80,9 @@ async def test_a_drain_says_drain_refuses_new_sessions_and_closes_live_ones_1012
             assert refusal.status_code == 503 and b"server_draining" in (refusal.body or b"")
             assert int(dict(refusal.headers)[b"retry-after"]) > 0
             assert (await rejected(f"ws://{address}/ws")).status_code == 503  # recordings too
+            async with httpx.AsyncClient() as http:
+                health = await http.get(f"http://{address}/health")
+            assert health.status_code == 200 and health.json()["draining"] is True
             frames = await receive_all(ws)
     kinds = [frame["type"] for frame in frames]
     assert "final" in kinds and kinds[-1] == "stopped"
