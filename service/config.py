@@ -107,6 +107,15 @@ class Settings:
     max_recording_s: float = 4 * 3600.0  # of audio per recording, then it stops (0: 4 GiB)
     min_free_bytes: int = 1 << 30  # recordings stop (and /health degrades) below this free
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
+    # the HAProxy agent (`service/agent.py`): a TCP port answering each connection with this
+    # replica's headroom (0: off), on `agent_host` (empty: `host`)
+    agent_port: int = attrs.field(
+        default=0, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
+    )
+    agent_host: str = ""
+    # SIGTERM with an agent: seconds between the agent answering `drain` and the live sessions
+    # being closed (1012), so the balancer sees it before their clients reconnect elsewhere
+    drain_notice_s: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # refuse new live sessions while the p95 of recent finals' waits (asked for to sent, the
     # last 30 s, all sessions) is over this: a final is promised within 2 s of the speech's

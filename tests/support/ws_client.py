@@ -19,6 +19,7 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     open_websocket_url,
+    wrap_client_stream,
 )
 
 from actors.model.port import Samples
@@ -64,6 +65,23 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
         finally:
             stream = ws._stream
     await stream.aclose()
+
+
+@asynccontextmanager
+async def connect_from(
+    source: str, host: str, port: int, resource: str, headers: list[tuple[str, str]] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket to `host:port` from the local address `source` (e.g. 127.0.0.3: another
+    client on loopback than the test's own 127.0.0.1)."""
+    stream = await trio.open_tcp_stream(host, port, local_address=source)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(
+            nursery, stream, f"{host}:{port}", resource, extra_headers=encoded_headers(headers)
+        )
+        try:
+            yield ws
+        finally:
+            await ws.aclose()
 
 
 async def drop(ws: WebSocketConnection) -> None:
