@@ -27,7 +27,8 @@ RUN uv sync --locked --no-dev
 
 USER chorus
 VOLUME ["/var/lib/chorus"]
-EXPOSE 8000 9000
+EXPOSE 8000 8001
 # Binding beyond loopback needs API keys (CHORUS_API_KEYS or CHORUS_API_KEYS_FILE): the server
-# refuses to start open to the network otherwise. Port 9000 is HAProxy's agent-check port.
-CMD ["chorus", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/var/lib/chorus", "--agent-port", "9000"]
+# refuses to start open to the network otherwise. Port 8001 answers HAProxy's agent-check
+# (deploy/haproxy.cfg).
+CMD ["chorus", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/var/lib/chorus", "--agent-port", "8001"]
