@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 import attrs
 
+from actors.store.database import check_database_url
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 from actors.store.recordings import RecordingsConfig, parse_s3_url
 
@@ -44,6 +45,11 @@ def environment() -> dict[str, str]:
 def _s3_url(_: object, __: object, url: str) -> None:
     if url:
         parse_s3_url(url)  # a wrong URL stops the server before anything is recorded
+
+
+def _database_url(instance: object, attribute: object, value: str | None) -> None:
+    if value is not None:
+        check_database_url(value)
 
 
 def _flag(value: str | None) -> bool:
@@ -96,6 +102,10 @@ class Settings:
     vad_gather_ms: float = 30.0
     data_dir: Path = Path("data")
     retention_days: float = 0.0  # 0 keeps sessions forever
+    # the store in PostgreSQL, shared by replicas (`DATABASE_URL`; this field's
+    # `CHORUS_DATABASE_URL` wins); None: SQLite in `data_dir`. Out of the repr: it may hold a
+    # password
+    database_url: str | None = attrs.field(default=None, repr=False, validator=_database_url)
     # recordings (issue 11 M1): "allow" the client's `record`, "deny" it, or record "always"
     recording: RecordingMode = attrs.field(
         default="allow", validator=attrs.validators.in_(get_args(RecordingMode))
@@ -110,6 +120,15 @@ class Settings:
     recordings_url: str = attrs.field(default="", validator=_s3_url)  # s3://bucket/prefix
     s3_endpoint_url: str = ""  # a server other than AWS's (else AWS_ENDPOINT_URL, or AWS)
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
+    # the HAProxy agent (`service/agent.py`): a TCP port answering each connection with this
+    # replica's headroom (0: off), on `agent_host` (empty: `host`)
+    agent_port: int = attrs.field(
+        default=0, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
+    )
+    agent_host: str = ""
+    # SIGTERM with an agent: seconds between the agent answering `drain` and the live sessions
+    # being closed (1012), so the balancer sees it before their clients reconnect elsewhere
+    drain_notice_s: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     admission_lag_s: float = 3.0  # refuse new sessions while a live one is this far behind
     # refuse new live sessions while the p95 of recent finals' waits (asked for to sent, the
     # last 30 s, all sessions) is over this: a final is promised within 2 s of the speech's
@@ -139,6 +158,8 @@ class Settings:
                 values[name] = Path(raw)
             else:
                 values[name] = raw
+        if "database_url" not in values and env.get("DATABASE_URL", "").strip():
+            values["database_url"] = env["DATABASE_URL"].strip()
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 

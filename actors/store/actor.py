@@ -1,6 +1,8 @@
-"""The store actor: sessions, their finals and their recordings, in SQLite (WAL) + WAV files.
+"""The store actor: sessions, their finals and their recordings, in SQLite (WAL) or PostgreSQL
+(`database_url`), and WAV files.
 
-Ownership: `open_store()` opens one SQLite connection, repairs what a crash left behind, and
+Ownership: `open_store()` opens one database connection (`actors/store/database.py`), applies the
+schema's migrations (`migrations.py`), repairs what a crash left behind (`recovery.py`), and
 runs a nursery that owns `_run_writes` (and `_purge_periodically` when a retention is given),
 then yields a `StoreHandle`. The connection is used by one worker thread at a time: every call
 that touches it goes through `trio.to_thread.run_sync` with the store's `CapacityLimiter(1)`
@@ -16,9 +18,11 @@ Leaving the `async with` cancels the periodic purge, closes the write queue, let
 commit what is queued, and closes the database. If the writer dies, waiting callers get
 `StoreClosed` and the error surfaces to whoever opened the store (the app lifespan).
 
-A commit the disk refuses (full, I/O error) fails its writes with `StoreError`, never the writer:
+A commit the database refuses (disk full, I/O error, a lost PostgreSQL connection; any error
+the driver raises) fails its writes with `StoreError`, never the writer:
 `statistics().failing` says so until a commit succeeds again, and callers decide what a lost
-write means (a live session goes on unstored, `service/session/recorder.py`). Recordings follow the
+write means (a live session goes on unstored, `service/session/recorder.py`). A lost PostgreSQL
+connection is replaced at the next batch or read (`database.py`). Recordings follow the
 `RecordingPolicy` the store was opened with: `open_recording` refuses to start one below its
 free-space floor (`LowDiskSpace`).
 
@@ -26,14 +30,15 @@ Recordings are written to the `RecordingStore`'s directory and kept where it say
 (`actors/store/recordings.py`: that directory, which replicas may share, or an S3-compatible
 object store; the routes read it through `recording_store`); `close_recording` keeps one,
 and deleting a session deletes its audio first.
-Start-up recovery (`actors/store/recovery.py`) marks sessions a crash left open `interrupted`
-and fixes their WAV headers; the recording store's `recover` then runs in the store's nursery.
+Start-up recovery (`recovery.py`): on SQLite, sessions that never ended (the process died) are
+marked `interrupted`; on PostgreSQL, shared by replicas, open sessions are left to their own
+replica. On both, WAV headers are fixed and no WAV file is removed; the recording store's
+`recover` then runs in the store's nursery (an object store uploads what its spool kept).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,6 +50,8 @@ import trio
 
 from actors.reply import Reply, snapshot
 from actors.store import schema
+from actors.store.database import Database, open_database
+from actors.store.migrations import migrate
 from actors.store.recording import (
     DEFAULT_POLICY,
     RecordingPolicy,
@@ -52,7 +59,7 @@ from actors.store.recording import (
     create_recording,
 )
 from actors.store.recordings import LocalRecordings, RecordingsConfig, RecordingStore
-from actors.store.recovery import ended_recordings, mark_interrupted
+from actors.store.recovery import recover
 from actors.store.schema import (
     AlreadyStored,
     PagePosition,
@@ -64,6 +71,7 @@ from actors.store.schema import (
     StoredUtterance,
     StoredWord,
 )
+from actors.store.sql import DRIVER_ERRORS, Connection
 
 __all__ = [
     "AlreadyStored",
@@ -84,8 +92,10 @@ __all__ = [
 
 log = logging.getLogger("chorus.store")
 T = TypeVar("T")
-DATABASE_NAME = "chorus.sqlite3"
 MAX_BATCH = 128
+# what fails one write alone (its savepoint is rolled back): the database's refusal, or the
+# store's own (`SessionNotFound`, `AlreadyStored`, `SessionLive`, a bad value)
+WRITE_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, LookupError, SessionLive, ValueError)
 
 
 class StoreClosed(Exception):
@@ -93,7 +103,8 @@ class StoreClosed(Exception):
 
 
 class StoreError(Exception):
-    """A transaction could not be committed (disk full, I/O error)."""
+    """A transaction could not be committed, or a read answered: disk full, I/O error, the
+    PostgreSQL server out of reach."""
 
 
 @attrs.frozen
@@ -105,12 +116,12 @@ class StoreStatistics:
     queue: int
     interrupted_at_start: int
     purged: int
-    failing: bool  # the last commit failed (disk full, I/O error)
+    failing: bool  # the last commit failed (disk full, I/O error, database out of reach)
 
 
 @attrs.frozen(eq=False)
 class _Write:
-    apply: Callable[[sqlite3.Connection], Any]
+    apply: Callable[[Connection], Any]
     reply: Reply[Any] = attrs.field(factory=Reply)
 
 
@@ -136,7 +147,7 @@ class StoreHandle:
     def __init__(
         self,
         directory: Path,
-        db: sqlite3.Connection,
+        database: Database,
         jobs: trio.MemorySendChannel[_Write],
         limiter: trio.CapacityLimiter,
         counters: _Counters,
@@ -147,13 +158,13 @@ class StoreHandle:
         self.recording_store = recording_store or LocalRecordings(directory / "recordings")
         self.recordings = self.recording_store.directory  # where recordings are written
         self.recording_policy = recording_policy
-        self._db = db
+        self._database = database
         self._jobs = jobs
         self._limiter = limiter
         self._counters = counters
         self._closed = False
 
-    async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, apply: Callable[[Connection], T]) -> T:
         job = _Write(apply)
         try:
             await self._jobs.send(job)
@@ -161,10 +172,13 @@ class StoreHandle:
             raise StoreClosed("the store is closed") from None
         return await job.reply.wait()  # type: ignore[no-any-return]
 
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, query: Callable[[Connection], T]) -> T:
         if self._closed:
             raise StoreClosed("the store is closed")
-        return await trio.to_thread.run_sync(query, self._db, limiter=self._limiter)
+        try:
+            return await trio.to_thread.run_sync(self._database.read, query, limiter=self._limiter)
+        except DRIVER_ERRORS as error:
+            raise StoreError(f"read failed: {error}") from error
 
     async def begin_session(self, record: SessionRecord) -> None:
         await self._write(lambda db: schema.insert_session(db, record))
@@ -263,24 +277,26 @@ async def open_store(
     queue_size: int = 256,
     recording: RecordingPolicy = DEFAULT_POLICY,
     recordings: RecordingsConfig | None = None,
+    database_url: str | None = None,
 ) -> AsyncIterator[StoreHandle]:
-    """Open (or create) the store in `directory`, its recordings where `recordings` says
-    (by default `directory/recordings`); see the module docstring."""
+    """Open (or create) the store: the database in `directory` (SQLite) or at `database_url`
+    (`postgresql://…`), the recordings where `recordings` says (by default
+    `directory/recordings`); see the module docstring."""
     limiter = trio.CapacityLimiter(1)
     counters = _Counters()
     kept = await _recording_store(recordings or RecordingsConfig(directory / "recordings"))
     try:
-        db, ended = await trio.to_thread.run_sync(
-            _open, directory, kept.directory, counters, limiter=limiter
+        database, ended = await trio.to_thread.run_sync(
+            _open, directory, kept.directory, database_url, counters, limiter=limiter
         )
     except BaseException:
         await kept.aclose()
         raise
     jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
-    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording, kept)
+    handle = StoreHandle(directory, database, jobs_send, limiter, counters, recording, kept)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
+            nursery.start_soon(_run_writes, database, jobs_recv, limiter, counters)
             with jobs_send:
                 if retention_days is not None:
                     await _purge(handle, retention_days)  # an unreachable bucket is logged
@@ -295,7 +311,7 @@ async def open_store(
     finally:
         handle._closed = True
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(db.close, limiter=limiter)
+            await trio.to_thread.run_sync(database.close, limiter=limiter)
             await kept.aclose()
 
 
@@ -308,24 +324,26 @@ async def _recording_store(config: RecordingsConfig) -> RecordingStore:
 
 
 def _open(
-    directory: Path, recordings: Path, counters: _Counters
-) -> tuple[sqlite3.Connection, set[str]]:
-    """The database, recovered, and the ended sessions with a WAV file in `recordings`."""
+    directory: Path, recordings: Path, database_url: str | None, counters: _Counters
+) -> tuple[Database, frozenset[str]]:
+    """The database, migrated and recovered, and the ended sessions with a WAV file in
+    `recordings` (what an object store's `recover` uploads)."""
     for folder in (directory, recordings):
         folder.mkdir(parents=True, exist_ok=True)
-    db = schema.connect(directory / DATABASE_NAME)
+    database = open_database(directory, database_url)
     try:
-        db.execute("BEGIN IMMEDIATE")
-        counters.interrupted_at_start = mark_interrupted(db, recordings)
-        db.execute("COMMIT")
-        return db, ended_recordings(db, recordings)
+        migrate(database)
+        recovered = recover(database, recordings)
     except BaseException:
-        db.close()
+        database.close()
         raise
+    counters.interrupted_at_start = recovered.interrupted
+    log.info("store: %s", database.name)
+    return database, recovered.ended
 
 
 async def _run_writes(
-    db: sqlite3.Connection,
+    database: Database,
     jobs: trio.MemoryReceiveChannel[_Write],
     limiter: trio.CapacityLimiter,
     counters: _Counters,
@@ -340,7 +358,7 @@ async def _run_writes(
                         batch.append(jobs.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                outcomes = await trio.to_thread.run_sync(_commit, db, batch, limiter=limiter)
+                outcomes = await trio.to_thread.run_sync(_commit, database, batch, limiter=limiter)
                 errors = [error for _, error in outcomes if error is not None]
                 counters.batches += 1
                 counters.writes += len(batch)
@@ -363,25 +381,25 @@ async def _run_writes(
                     job.reply.fail(StoreClosed("the store writer stopped"))
 
 
-def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
+def _commit(database: Database, batch: list[_Write]) -> list[Outcome]:
     """One transaction for the batch, one savepoint per write (runs in the store's thread)."""
     outcomes: list[Outcome] = []
     try:
-        db.execute("BEGIN IMMEDIATE")
+        database.begin()  # PostgreSQL: on a new connection if the old one was lost
+        db = database.connection
         for job in batch:
             db.execute("SAVEPOINT write")
             try:
                 outcomes.append((job.apply(db), None))
-            except (sqlite3.Error, LookupError, SessionLive, ValueError) as error:
+            except WRITE_ERRORS as error:
                 db.execute("ROLLBACK TO write")
-                # the disk (full, I/O) rather than the write: callers see a `StoreError`
-                disk = isinstance(error, sqlite3.OperationalError)
-                outcomes.append((None, StoreError(f"write failed: {error}") if disk else error))
+                # the database's error rather than the write's: callers see a `StoreError`
+                driver = isinstance(error, DRIVER_ERRORS)
+                outcomes.append((None, StoreError(f"write failed: {error}") if driver else error))
             db.execute("RELEASE write")
-        db.execute("COMMIT")
-    except sqlite3.Error as error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+        database.commit()
+    except DRIVER_ERRORS as error:
+        database.rollback()
         log.error("store commit failed: %s", error)
         return [(None, StoreError(f"commit failed: {error}")) for _ in batch]
     return outcomes

@@ -8,8 +8,8 @@ in an object store and not on this replica's disk, the same answers streamed fro
 (`service/routes/stored_audio.py`). Errors are `{"error": {"code", "message"}}`: 400 for a bad
 `limit`, cursor or range, 404 for an unknown session or a session without audio, 409 for a
 session still live on any replica (its audio is still being written and it cannot be deleted
-yet), 503 when the store is closed, the recordings' object store cannot be reached, or the app
-is not running.
+yet), 503 when the store is closed, its database or the recordings' object store cannot be
+reached, or the app is not running.
 Who may call them is decided in front of them (`service.policy.security.SecurityMiddleware`), and
 whose sessions they show here: each API key is a tenant that sees only the sessions it made
 (another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
@@ -43,6 +43,7 @@ from actors.store.actor import (
     SessionNotFound,
     SessionRecord,
     StoreClosed,
+    StoreError,
     StoreHandle,
 )
 from actors.store.recordings import RecordingsUnreachable
@@ -237,6 +238,9 @@ def _answering_refusals(store_of: StoreLookup, endpoint: StoreEndpoint) -> Endpo
             log.error("recordings: %s", error)
             message = "the recordings' object store cannot be reached"
             return Refusal(503, "recordings_unavailable", message).response()
+        # its database out of reach (a PostgreSQL outage); the next request reconnects
+        except StoreError:
+            return Refusal(503, "store_error", "the store's database cannot be reached").response()
 
     return answer
 
