@@ -3,12 +3,12 @@
 
 Ownership: `open_store()` opens one database connection (`actors/store/database.py`), applies the
 schema's migrations (`migrations.py`), repairs what a crash left behind (`recovery.py`), and
-runs a nursery that owns `_run_writes` (and `_purge_periodically` when a retention is given),
-then yields a `StoreHandle`. The connection is used by one worker thread at a time: every call
-that touches it goes through `trio.to_thread.run_sync` with the store's `CapacityLimiter(1)`
-and is never abandoned on cancel.
+runs a nursery that owns `run_writes` (`writer.py`; and `_purge_periodically` when a
+retention is given), then yields a `StoreHandle`. The connection is used by one worker thread
+at a time: every call that touches it goes through `trio.to_thread.run_sync` with the store's
+`CapacityLimiter(1)` and is never abandoned on cancel.
 
-Writes go through a bounded channel to `_run_writes`, which takes everything waiting and commits
+Writes go through a bounded channel to `run_writes`, which takes everything waiting and commits
 it in one transaction (one fsync for many finals; each write in its own savepoint, so one bad
 write fails alone). `add_utterance()` returns once its transaction is committed, so a final
 that the caller sends after it survives any crash. A cancelled caller does not undo its write.
@@ -43,12 +43,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 
-from actors.reply import Reply, snapshot
+from actors.reply import snapshot
 from actors.store import schema
 from actors.store.database import Database, open_database
 from actors.store.migrations import migrate
@@ -72,6 +72,7 @@ from actors.store.schema import (
     StoredWord,
 )
 from actors.store.sql import DRIVER_ERRORS, Connection
+from actors.store.writer import Counters, StoreClosed, StoreError, Write, run_writes
 
 __all__ = [
     "AlreadyStored",
@@ -92,19 +93,6 @@ __all__ = [
 
 log = logging.getLogger("chorus.store")
 T = TypeVar("T")
-MAX_BATCH = 128
-# what fails one write alone (its savepoint is rolled back): the database's refusal, or the
-# store's own (`SessionNotFound`, `AlreadyStored`, `SessionLive`, a bad value)
-WRITE_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, LookupError, SessionLive, ValueError)
-
-
-class StoreClosed(Exception):
-    """The store is shut down (or its writer died); nothing more is written."""
-
-
-class StoreError(Exception):
-    """A transaction could not be committed, or a read answered: disk full, I/O error, the
-    PostgreSQL server out of reach."""
 
 
 @attrs.frozen
@@ -119,28 +107,6 @@ class StoreStatistics:
     failing: bool  # the last commit failed (disk full, I/O error, database out of reach)
 
 
-@attrs.frozen(eq=False)
-class _Write:
-    apply: Callable[[Connection], Any]
-    reply: Reply[Any] = attrs.field(factory=Reply)
-
-
-Outcome = tuple[Any, BaseException | None]
-"""A write's result, or the error it failed with (set in the store's thread, answered on
-the trio thread)."""
-
-
-@attrs.define
-class _Counters:
-    writes: int = 0
-    batches: int = 0
-    largest_batch: int = 0
-    failed: int = 0
-    interrupted_at_start: int = 0
-    purged: int = 0
-    failing: bool = False
-
-
 class StoreHandle:
     """What callers hold: async methods over the store actor."""
 
@@ -148,9 +114,9 @@ class StoreHandle:
         self,
         directory: Path,
         database: Database,
-        jobs: trio.MemorySendChannel[_Write],
+        jobs: trio.MemorySendChannel[Write],
         limiter: trio.CapacityLimiter,
-        counters: _Counters,
+        counters: Counters,
         recording_policy: RecordingPolicy = DEFAULT_POLICY,
         recording_store: RecordingStore | None = None,
     ) -> None:
@@ -165,7 +131,7 @@ class StoreHandle:
         self._closed = False
 
     async def _write(self, apply: Callable[[Connection], T]) -> T:
-        job = _Write(apply)
+        job = Write(apply)
         try:
             await self._jobs.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -283,7 +249,7 @@ async def open_store(
     (`postgresql://…`), the recordings where `recordings` says (by default
     `directory/recordings`); see the module docstring."""
     limiter = trio.CapacityLimiter(1)
-    counters = _Counters()
+    counters = Counters()
     kept = await _recording_store(recordings or RecordingsConfig(directory / "recordings"))
     try:
         database, ended = await trio.to_thread.run_sync(
@@ -292,11 +258,11 @@ async def open_store(
     except BaseException:
         await kept.aclose()
         raise
-    jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
+    jobs_send, jobs_recv = trio.open_memory_channel[Write](queue_size)
     handle = StoreHandle(directory, database, jobs_send, limiter, counters, recording, kept)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_writes, database, jobs_recv, limiter, counters)
+            nursery.start_soon(run_writes, database, jobs_recv, limiter, counters)
             with jobs_send:
                 if retention_days is not None:
                     await _purge(handle, retention_days)  # an unreachable bucket is logged
@@ -324,7 +290,7 @@ async def _recording_store(config: RecordingsConfig) -> RecordingStore:
 
 
 def _open(
-    directory: Path, recordings: Path, database_url: str | None, counters: _Counters
+    directory: Path, recordings: Path, database_url: str | None, counters: Counters
 ) -> tuple[Database, frozenset[str]]:
     """The database, migrated and recovered, and the ended sessions with a WAV file in
     `recordings` (what an object store's `recover` uploads)."""
@@ -340,69 +306,6 @@ def _open(
     counters.interrupted_at_start = recovered.interrupted
     log.info("store: %s", database.name)
     return database, recovered.ended
-
-
-async def _run_writes(
-    database: Database,
-    jobs: trio.MemoryReceiveChannel[_Write],
-    limiter: trio.CapacityLimiter,
-    counters: _Counters,
-) -> None:
-    batch: list[_Write] = []
-    with jobs:
-        try:
-            async for first in jobs:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(jobs.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                outcomes = await trio.to_thread.run_sync(_commit, database, batch, limiter=limiter)
-                errors = [error for _, error in outcomes if error is not None]
-                counters.batches += 1
-                counters.writes += len(batch)
-                counters.largest_batch = max(counters.largest_batch, len(batch))
-                counters.failed += len(errors)
-                counters.failing = any(isinstance(error, StoreError) for error in errors)
-                for job, (result, error) in zip(batch, outcomes, strict=True):
-                    if error is None:
-                        job.reply.set(result)
-                    else:
-                        job.reply.fail(error)
-        finally:  # cancelled or crashed: nobody may wait forever on a write that will not come
-            while True:
-                try:
-                    batch.append(jobs.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            for job in batch:
-                if not job.reply.done:
-                    job.reply.fail(StoreClosed("the store writer stopped"))
-
-
-def _commit(database: Database, batch: list[_Write]) -> list[Outcome]:
-    """One transaction for the batch, one savepoint per write (runs in the store's thread)."""
-    outcomes: list[Outcome] = []
-    try:
-        database.begin()  # PostgreSQL: on a new connection if the old one was lost
-        db = database.connection
-        for job in batch:
-            db.execute("SAVEPOINT write")
-            try:
-                outcomes.append((job.apply(db), None))
-            except WRITE_ERRORS as error:
-                db.execute("ROLLBACK TO write")
-                # the database's error rather than the write's: callers see a `StoreError`
-                driver = isinstance(error, DRIVER_ERRORS)
-                outcomes.append((None, StoreError(f"write failed: {error}") if driver else error))
-            db.execute("RELEASE write")
-        database.commit()
-    except DRIVER_ERRORS as error:
-        database.rollback()
-        log.error("store commit failed: %s", error)
-        return [(None, StoreError(f"commit failed: {error}")) for _ in batch]
-    return outcomes
 
 
 async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:
