@@ -19,10 +19,12 @@ Open sessions depend on who else writes to the database:
   left so by its crash: it is marked `interrupted`, with its duration from its recording (whose
   header is fixed from the file's length, `repair_wav`) or from its last final.
 - PostgreSQL is shared by the replicas, and a session open there may be live on another one:
-  nothing is marked. The recordings of open sessions found in this replica's directory get
-  their headers fixed. Ending the rows of sessions whose replica died is the lease sweep's work
-  (issue 23: a session's lease, renewed by the replica that serves it; a periodic sweep marks
-  sessions whose lease expired `interrupted`), not start-up's.
+  nothing is marked. The recordings of open sessions found in this replica's directory get their
+  headers fixed, except those still being written (their writer holds the file's lock: a session
+  live on another replica, in a directory replicas share). Ending the rows of sessions whose
+  replica died is the lease sweep's work (issue 23: a session's lease, renewed by the replica
+  that serves it; a periodic sweep marks sessions whose lease expired `interrupted`), not
+  start-up's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import attrs
 
 from actors.store import schema
 from actors.store.database import Database
-from actors.store.recording import SAMPLE_WIDTH, repair_wav
+from actors.store.recording import SAMPLE_WIDTH, repair_idle_wav, repair_wav
 
 __all__ = ["Recovered", "recover"]
 
@@ -58,9 +60,7 @@ def recover(database: Database, recordings: Path) -> Recovered:
         rows = schema.sessions_among(database.connection, wavs)
         if database.shared:
             # the lease sweep ends these rows; here only their headers are fixed
-            for session_id, still_open in rows.items():
-                if still_open:
-                    repair_wav(wavs[session_id])
+            _repair_open_recordings([wavs[id_] for id_, still_open in rows.items() if still_open])
             interrupted = 0
         else:
             interrupted = _interrupt_open_sessions(database, recordings)
@@ -73,6 +73,13 @@ def recover(database: Database, recordings: Path) -> Recovered:
     # on SQLite every session with a row has ended by now
     ended = {id_ for id_, still_open in rows.items() if not (still_open and database.shared)}
     return Recovered(interrupted, frozenset(ended))
+
+
+def _repair_open_recordings(paths: list[Path]) -> None:
+    """Fix the headers of these open sessions' recordings, except those still being written
+    (another replica's live session, in a directory replicas share: its writer's lock)."""
+    if live := sum(not repair_idle_wav(path) for path in paths):
+        log.info("%d recordings of open sessions are being written elsewhere: left alone", live)
 
 
 def _interrupt_open_sessions(database: Database, recordings: Path) -> int:

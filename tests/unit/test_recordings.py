@@ -24,23 +24,26 @@ def record(session_id: str) -> SessionRecord:
 
 
 async def test_a_replica_never_removes_the_recordings_of_another_in_a_shared_directory(
-    tmp_path: Path,
+    tmp_path: Path, store_database_url: str | None
 ) -> None:
-    """Two replicas with their own databases and one recordings directory: the second one's
-    start-up leaves the first one's files alone, finished or still being written, and the
+    """Two replicas with one recordings directory, and their own SQLite databases or one
+    PostgreSQL database: the second one's start-up leaves the first one's files alone,
+    finished or still being written (its session open in the database they share), and the
     first one reads and deletes its own."""
     shared = RecordingsConfig(tmp_path / "nfs")
     pcm = bytes(range(256)) * 125
-    async with open_store(tmp_path / "a", recordings=shared) as first:
+    url = store_database_url
+    async with open_store(tmp_path / "a", recordings=shared, database_url=url) as first:
         await first.begin_session(record("done"))
         async with await first.open_recording("done", 16000) as recording:
             await recording.append(pcm)
         await first.end_session("done", "stop", 1.0)
         await first.begin_session(record("live"))
         live = await first.open_recording("live", 16000)
-        await live.append(pcm)
+        await live.append(pcm + pcm)  # more than its buffer: on disk, its header not yet fixed
         before = {path.name: path.read_bytes() for path in shared.directory.iterdir()}
-        async with open_store(tmp_path / "b", recordings=shared) as second:
+        assert len(before["live.wav"]) == 44 + 2 * len(pcm)
+        async with open_store(tmp_path / "b", recordings=shared, database_url=url) as second:
             assert second.statistics().interrupted_at_start == 0
             assert await second.recording_store.locate("done") == shared.directory / "done.wav"
         assert {path.name: path.read_bytes() for path in shared.directory.iterdir()} == before
@@ -48,7 +51,7 @@ async def test_a_replica_never_removes_the_recordings_of_another_in_a_shared_dir
         await first.close_recording(live)
         await first.end_session("live", "stop", 2.0)
         async with await first.recording_store.read("live", 44 + 10, 44 + 20) as part:
-            assert await part.receive_some() == (pcm + pcm)[10:20]
+            assert await part.receive_some() == (pcm * 3)[10:20]
             assert await part.receive_some() == b""
         await first.delete_session("done")
     assert sorted(path.name for path in shared.directory.iterdir()) == ["live.wav"]
