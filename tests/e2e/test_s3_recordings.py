@@ -1,11 +1,11 @@
 """Recordings kept in an S3-compatible object store (issue 23), against a real server: moto's,
 in a subprocess, over HTTP (`tests/support/s3_server.py`), with authentication on.
 
-Two replicas share one database and one bucket, each with its own spool: a session recorded on
-one is uploaded when it ends and read, whole and by ranges, from the other, which deletes it;
-what a crash left in a spool is uploaded at start-up; a key the server refuses costs a session
-its recording and nothing else; an object store that cannot be reached is a 503 and keeps the
-row.
+Two replicas share one database (PostgreSQL, each with its own data dir, or SQLite in one data
+dir) and one bucket, each with its own spool: a session recorded on one is uploaded when it ends
+and read, whole and by ranges, from the other, which deletes it; what a crash left in a spool is
+uploaded at start-up once its session has ended; a key the server refuses costs a session its
+recording and nothing else; an object store that cannot be reached is a 503 and keeps the row.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import secrets
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 from conftest import fetch_recording
-from support.replicas import SPEECH, record_session, replica
+from support.replicas import SPEECH, on_database, record_session, replica
 from support.s3_server import S3Server, start_s3_server
 
 from actors.store.actor import SessionRecord, open_store
@@ -44,7 +45,7 @@ def use_keys(monkeypatch: pytest.MonkeyPatch, server: S3Server, *, wrong: bool =
         monkeypatch.setenv(name, value)
 
 
-def settings(server: S3Server, prefix: str, spool: Path) -> dict[str, object]:
+def settings(server: S3Server, prefix: str, spool: Path) -> dict[str, Any]:
     return {
         "recordings_dir": spool,
         "recordings_url": f"s3://{server.bucket}/{prefix}",
@@ -53,14 +54,18 @@ def settings(server: S3Server, prefix: str, spool: Path) -> dict[str, object]:
 
 
 async def test_a_recording_is_read_and_deleted_from_another_replica(
-    tmp_path: Path, s3: S3Server, prefix: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    s3: S3Server,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    store_database_url: str | None,
 ) -> None:
     use_keys(monkeypatch, s3)
-    database = tmp_path / "shared"
+    a, b = (on_database(tmp_path, store_database_url, name) for name in "ab")
     spool_a, spool_b = tmp_path / "spool-a", tmp_path / "spool-b"
     async with (
-        replica(database, **settings(s3, prefix, spool_a)) as (address_a, _),
-        replica(database, **settings(s3, prefix, spool_b)) as (_, http),
+        replica(**a, **settings(s3, prefix, spool_a)) as (address_a, _),
+        replica(**b, **settings(s3, prefix, spool_b)) as (_, http),
     ):
         frames = await record_session(address_a)
         session_id = frames[0]["session_id"]
@@ -97,28 +102,46 @@ async def test_a_recording_is_read_and_deleted_from_another_replica(
 
 
 async def test_a_recording_a_crash_left_in_the_spool_is_uploaded_at_start_up(
-    tmp_path: Path, s3: S3Server, prefix: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    s3: S3Server,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    store_database_url: str | None,
 ) -> None:
+    """SQLite: the crash's session is ended at start-up, and its recording uploaded. PostgreSQL
+    (shared): start-up ends no session, so that one stays in the spool, its header fixed, and
+    only a recording whose session had ended (its upload failed) is uploaded."""
     use_keys(monkeypatch, s3)
-    spool = tmp_path / "spool"
+    spool, url = tmp_path / "spool", store_database_url
     audio = b"\x02\x00" * 16000
-    async with open_store(tmp_path, recordings=RecordingsConfig(spool)) as store:
-        await store.begin_session(
-            SessionRecord(id="crashed", route="/v1/stream", client="c", model="m", language="en")
-        )
-        async with await store.open_recording("crashed", 16000) as recording:
-            await recording.append(audio)
+    async with open_store(tmp_path, recordings=RecordingsConfig(spool), database_url=url) as store:
+        for session_id in ("crashed", "ended"):
+            await store.begin_session(
+                SessionRecord(
+                    id=session_id, route="/v1/stream", client="c", model="m", language="en"
+                )
+            )
+            async with await store.open_recording(session_id, 16000) as recording:
+                await recording.append(audio)
+        await store.end_session("ended", "stop", 1.0)  # its upload failed: still in the spool
     with (spool / "crashed.wav").open("r+b") as file:  # as a crash leaves it: sizes of zero
         file.write(wav_header(16000, 0))
     config = RecordingsConfig(spool, f"s3://{s3.bucket}/{prefix}", s3.url)
-    async with open_store(tmp_path, recordings=config) as store:
+    uploaded = [spool / "ended.wav"] + ([spool / "crashed.wav"] if url is None else [])
+    async with open_store(tmp_path, recordings=config, database_url=url) as store:
         with trio.fail_after(30):
-            while (spool / "crashed.wav").exists():  # noqa: ASYNC110 - the upload is a thread's
+            while any(path.exists() for path in uploaded):  # noqa: ASYNC110 - a thread uploads
                 await trio.sleep(0.05)
         record = (await store.get_session("crashed")).session
-    assert record.end_reason == "interrupted" and record.duration_s == pytest.approx(1.0)
     objects = await trio.to_thread.run_sync(s3.objects, prefix)
-    assert objects == {f"{prefix}/crashed.wav": wav_header(16000, len(audio)) + audio}
+    wav = wav_header(16000, len(audio)) + audio
+    if url is None:
+        assert record.end_reason == "interrupted" and record.duration_s == pytest.approx(1.0)
+        assert objects == {f"{prefix}/crashed.wav": wav, f"{prefix}/ended.wav": wav}
+    else:  # perhaps live on another replica: the lease sweep's to end (issue 23)
+        assert (record.ended_at, record.end_reason) == (None, None)
+        assert objects == {f"{prefix}/ended.wav": wav}
+        assert (spool / "crashed.wav").read_bytes() == wav
 
 
 async def test_a_key_the_store_refuses_costs_the_session_its_recording_only(

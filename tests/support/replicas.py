@@ -1,6 +1,7 @@
 """Replicas for the recordings tests (issue 23): fake-model apps on 127.0.0.1:0 that share one
-database (one data dir: SQLite in WAL mode stands in here for the PostgreSQL that replicas
-share) and keep recordings where their settings say, and a recorded live session."""
+database (PostgreSQL, each replica with its own data dir, as on separate machines; or one data
+dir, SQLite in WAL mode standing in for it) and keep recordings where their settings say, and a
+recorded live session."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ async def replica(data_dir: Path, **settings: Any) -> AsyncIterator[tuple[str, h
     )
     async with serve_app(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
         yield address, http
+
+
+def on_database(tmp_path: Path, database_url: str | None, name: str) -> dict[str, Any]:
+    """Settings for replica `name` on the database replicas share: PostgreSQL at
+    `database_url` with a data dir of its own, or (None) SQLite in one data dir for all."""
+    if database_url is None:
+        return {"data_dir": tmp_path / "shared"}
+    return {"data_dir": tmp_path / name, "database_url": database_url}
 
 
 async def record_session(address: str) -> list[dict[str, Any]]:
