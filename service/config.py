@@ -17,6 +17,7 @@ import attrs
 from actors.store.database import check_database_url
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 from actors.store.recordings import RecordingsConfig, parse_s3_url
+from protocol.openai import DEFAULT_MODEL_ALIASES, ModelAliases, parse_model_aliases
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
 """Finals' encoder window: `actors.model.windows.FinalWindow`, or "auto" (by model size)."""
@@ -59,6 +60,10 @@ def _flag(value: str | None) -> bool:
 @attrs.frozen
 class Settings:
     model: str = "base"
+    # names the OpenAI routes take for the served model (`protocol.openai.parse_model_aliases`)
+    model_aliases: ModelAliases = attrs.field(
+        default=DEFAULT_MODEL_ALIASES, converter=parse_model_aliases
+    )
     # a smaller model for English partials; "auto": tiny.en under a bigger model on a CPU;
     # "none": partials on the model itself
     draft_model: str = "auto"

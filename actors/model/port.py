@@ -56,6 +56,23 @@ class WordTiming:
 
 
 @attrs.frozen
+class TokenUsage:
+    """What one call cost the model, in tokens (OpenAI reports usage so): `audio`, the encoder
+    positions of the window it read (Whisper's encoder writes one per 20 ms); `text`, the
+    decoder's prompt (the start-of-transcript tokens, a client's prompt and the context);
+    `output`, the tokens it generated. All 0 from a model that does not count them."""
+
+    audio: int = 0
+    text: int = 0
+    output: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.audio + other.audio, self.text + other.text, self.output + other.output
+        )
+
+
+@attrs.frozen
 class Result:
     text: str
     language: str
@@ -65,6 +82,7 @@ class Result:
     compression_ratio: float = 1.0
     words: tuple[WordTiming, ...] = ()
     flags: tuple[str, ...] = ()
+    tokens: TokenUsage = TokenUsage()
 
     @property
     def confidence(self) -> float:

@@ -123,7 +123,12 @@ UPLOAD_ERRORS: Mapping[int, str] = {
 }
 OPENAI_FORM = (
     FILE,
-    Field("model", {"type": "string"}, "`whisper-1` or the loaded model's name", required=True),
+    Field(
+        "model",
+        {"type": "string"},
+        "the loaded model's name or an alias (`whisper-1`, …: `GET /v1/models`)",
+        required=True,
+    ),
     Field("prompt", {"type": "string"}, "text the transcript should follow"),
     Field(
         "response_format",
@@ -211,6 +216,17 @@ OPERATIONS: tuple[Operation, ...] = (
             Field(
                 "timestamp_granularities[]",
                 {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]}},
+            ),
+            Field(
+                "stream",
+                {"type": "boolean", "default": False},
+                "answer with server-sent `transcript.text.delta` events, then "
+                "`transcript.text.done` (`json` and `text` only)",
+            ),
+            Field(
+                "include[]",
+                {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+                "`logprobs` is refused (400): no token log probabilities here",
             ),
         ),
     ),

@@ -236,7 +236,7 @@ async def test_openai_field_errors(address: str) -> None:
             {"model": "whisper-1", "timestamp_granularities[]": "syllable"},
             "timestamp_granularities[]",
         ),
-        ({"model": "whisper-1", "stream": "true"}, "stream"),
+        ({"model": "whisper-1", "stream": "yes please"}, "stream"),
     ]
     for fields, param in cases:
         answer = await _post(address, "/v1/audio/transcriptions", clip, **fields)
