@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 
+import attrs
 from starlette.responses import Response
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from protocol.dialects.openai_realtime import RealtimeCodec
 from service.runtime import Runtime
-from service.session.admission import serve_session
+from service.session.admission import SessionServices, serve_session
+from service.session.ports import StreamOptions
 
 ROUTE = "/v1/realtime"
 
@@ -55,7 +57,17 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
         return
     services = Runtime.of(websocket).sessions
     codec = RealtimeCodec(services.options.model)
-    await serve_session(websocket, services, codec, codec.config, route=ROUTE)
+    await serve_session(
+        websocket, services, codec, codec.config, route=ROUTE, options=_options(services)
+    )
+
+
+def _options(services: SessionServices) -> StreamOptions:
+    """The session's options: audio comes as base64 in JSON text, so a text message may be as
+    large as a binary audio frame may be elsewhere (`max_frame_bytes`)."""
+    limits = services.options.limits
+    wider = max(limits.max_message_bytes, limits.max_frame_bytes)
+    return attrs.evolve(services.options, limits=attrs.evolve(limits, max_message_bytes=wider))
 
 
 async def _deny(websocket: WebSocket, param: str, message: str) -> None:

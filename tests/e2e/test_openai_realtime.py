@@ -5,6 +5,7 @@ tiny.en and real speech; every event validated with the SDK's own models, no fie
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import soxr
 import trio
-from support.dialect_helpers import DATA, overlap, reference, serving, speech, words
+from conftest import serve_app
+from support.dialect_helpers import DATA, dialect_app, overlap, reference, serving, speech, words
 from support.realtime_client import (
     COMPLETED,
     DELTA,
@@ -26,6 +28,7 @@ from support.realtime_client import (
     validated,
 )
 from support.ws_client import connect
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from actors.audio.file_decoder import decode_file
 from actors.model.port import SpeechModel
@@ -267,3 +270,72 @@ async def test_malformed_events_get_openai_errors(tiny_model: SpeechModel, tmp_p
     assert errors[3]["event_id"] == "bad-rate"
     assert errors[4]["code"] == "invalid_base64"
     assert events[-1]["session"]["audio"]["input"]["transcription"]["prompt"] == "Chorus, Whisper"
+
+
+async def test_api_keys_and_a_whole_clip_in_one_append(
+    tiny_model: SpeechModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's `Authorization: Bearer` is checked as on every route; a text message may be
+    as large as an audio frame (a 5 s clip in one `append`)."""
+    from websockets.exceptions import InvalidStatus
+
+    monkeypatch.setenv("CHORUS_API_KEYS", "realtime-key")  # read when the app is built
+    whole = base64.b64encode(_at_24k(SECOND, 0.3)).decode()
+    outgoing: list[dict[str, Any] | float] = [
+        _manual(),
+        {"type": "input_audio_buffer.append", "audio": whole},
+        {"type": "input_audio_buffer.commit"},
+    ]
+    async with serving(tiny_model, tmp_path) as address:
+        with pytest.raises(InvalidStatus) as refused:
+            await trio.to_thread.run_sync(
+                lambda: run_realtime(address, outgoing, completions(1), api_key="wrong")
+            )
+        assert refused.value.response.status_code == 401
+        received = await trio.to_thread.run_sync(
+            lambda: run_realtime(address, outgoing, completions(1), api_key="realtime-key")
+        )
+    (completed,) = received.of(COMPLETED)
+    assert overlap(completed["transcript"], reference(SECOND)) >= 0.8, completed
+
+
+async def test_a_drain_completes_the_item_then_closes_1012(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    """Shutdown: the open utterance's item completes, then the close is 1012 (the SDK
+    reconnects by itself on it, to a replica that is not draining)."""
+    from service.app import drain_sessions
+    from service.runtime import runtime
+
+    app = dialect_app(tiny_model, tmp_path)
+    audio = _at_24k(SECOND)[: CHUNK_24K * 30]  # 3 s: mid-sentence
+    events: list[dict[str, Any]] = []
+    close_code: list[int] = []
+
+    async def read(socket: WebSocketConnection) -> None:
+        try:
+            while True:
+                events.append(validated(await socket.get_message()))
+        except ConnectionClosed as closed:
+            assert closed.reason is not None
+            close_code.append(closed.reason.code)
+
+    async with serve_app(app) as address:
+        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+            async with (
+                connect(f"ws://{address}/v1/realtime?intent=transcription") as socket,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(read, socket)
+                for piece in appends(audio, CHUNK_24K * 10, 0.0):
+                    if isinstance(piece, dict):
+                        await socket.send_message(json.dumps(piece))
+                live = runtime(app).live
+                while not any(s.statistics().received_s >= 2.9 for s in live.values()):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                await drain_sessions(app, 10.0)
+    assert close_code == [1012]
+    kinds = [e["type"] for e in events]
+    assert kinds.count(COMPLETED) == 1, kinds
+    assert kinds.index("input_audio_buffer.speech_started") < kinds.index(COMPLETED)
+    assert words(events[kinds.index(COMPLETED)]["transcript"]) & {"block", "books"}

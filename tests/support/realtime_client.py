@@ -90,11 +90,16 @@ def completions(count: int) -> Until:
 
 
 def run_realtime(
-    address: str, outgoing: Sequence[dict[str, Any] | float], until: Until, *, limit_s: float = 60
+    address: str,
+    outgoing: Sequence[dict[str, Any] | float],
+    until: Until,
+    *,
+    limit_s: float = 60,
+    api_key: str = "local-test",
 ) -> Received:
     """Send `outgoing` (dicts are client events, floats pauses) while reading events, until
     `until(events)` holds; then close. Runs in a worker thread."""
-    client = OpenAI(api_key="local-test", base_url=f"http://{address}/v1")
+    client = OpenAI(api_key=api_key, base_url=f"http://{address}/v1")
     events: list[dict[str, Any]] = []
     done = threading.Event()
     close_code: list[int | None] = [None]
