@@ -12,8 +12,9 @@ sends and reads (the GA events; shapes in `openai_realtime_messages.py`):
   native config settles at the first audio). `openai_realtime_session.py` maps the settings.
 * `input_audio_buffer.append` is audio; `commit` of less than 100 ms since the last commit or
   clear is refused with `input_audio_buffer_commit_empty`, as OpenAI's is; otherwise it is a
-  native `finalize` (manual turns: with an id, whose `finalized` completes the item) and, in
-  manual mode, a `ping` whose `pong` is answered with `committed` at once; `clear` is a
+  native `finalize` with an id (its `finalized` completes a manual item, or says a server VAD
+  commit cut no speech) and, in manual mode, a `ping` whose `pong` is answered with
+  `committed` at once; `clear` is a
   `finalize` whose turn is dropped (`openai_realtime_turns.py`), and a `ping` answered with
   `cleared`.
 * Every server event has an `event_id`; errors have OpenAI's shape {`type`
@@ -48,7 +49,7 @@ from protocol.dialects.openai_realtime_session import (
     refusal,
     updated,
 )
-from protocol.dialects.openai_realtime_turns import Ids, Turns
+from protocol.dialects.openai_realtime_turns import VAD_COMMIT, Ids, Turns
 from protocol.native import (
     Config,
     Error,
@@ -137,8 +138,9 @@ class RealtimeCodec:
                 f"100ms of audio, but buffer only has {buffered_s * 1000:.2f}ms of audio.",
             )
         self._buffered = 0
-        if not self._turns.manual:
-            return [Finalize()]  # the open utterance's final commits its item
+        if not self._turns.manual:  # the open utterance's final commits its item
+            key = self._turns.vad_commit(buffered_s)
+            return [Finalize(id=key)]
         item_id = self._turns.commit(self._seconds(self._received))
         return [Finalize(id=_COMMIT + item_id), Ping(id=_COMMIT + item_id)]
 
@@ -189,6 +191,8 @@ class RealtimeCodec:
                 return turns.final(frame)
             case Finalized(id=str(key)) if turns is not None and key == _CLEAR:
                 return turns.finalized(None)
+            case Finalized(id=str(key)) if turns is not None and key.startswith(VAD_COMMIT):
+                return turns.vad_committed(key)
             case Finalized(id=str(key)) if turns is not None and key.startswith(_COMMIT):
                 item_id = key.removeprefix(_COMMIT)
                 return turns.committed(item_id) + turns.finalized(item_id)

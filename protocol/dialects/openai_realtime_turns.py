@@ -9,7 +9,8 @@ session's utterances onto items and says which events each native frame makes:
   `speech_stopped` (at the utterance's end), `committed` and `completed`, in that order. The
   native pipeline says an utterance has ended only with its final, so `speech_stopped` comes
   when the final is ready, not at the pause. An utterance the model found empty (noise) has
-  no final: its item ends, with an empty transcript, when a later one does.
+  no final: its item ends, with an empty transcript, when a later one does. A `commit` cuts
+  the open utterance (its final commits its item); one that cut no speech is an empty item.
 * **Manual** (`manual=True`, `turn_detection: null`): an item is all the audio appended
   between two commits (or clears); the utterances that start inside it are its own.
   `commit` is answered with `committed` at once (the codec's ping comes back) and with
@@ -85,6 +86,7 @@ def _extends(text: str, emitted: str) -> bool:
     return text.startswith(emitted) and text[len(emitted) : len(emitted) + 1] in ("", " ")
 
 
+VAD_COMMIT = "vad commit "
 # where an utterance's speech starts may read up to this much before the commit or clear that
 # cut the one before it (the resampler's delay, the VAD's onset frames)
 BOUNDARY_SLACK_S = 0.1
@@ -105,6 +107,8 @@ class Turns:
         self._current: Turn | None = None  # manual: the item audio is appended to
         self._cleared_before = 0.0  # server VAD: speech that started before a clear is dropped
         self._unclaimed: dict[int, Final] = {}  # manual: finals since the last commit or clear
+        self._completions = 0
+        self._vad_commits: dict[str, tuple[int, float]] = {}  # completions then, seconds
         self._last_committed: str | None = None
 
     # what the client did
@@ -122,6 +126,23 @@ class Turns:
         assert turn is not None
         turn.end_s, self._current = at_s, None
         return turn.item_id
+
+    def vad_commit(self, seconds: float) -> str:
+        """Server VAD: a commit of `seconds` of audio; the id of its `finalize`."""
+        key = f"{VAD_COMMIT}{self.ids.event()}"
+        self._vad_commits[key] = (self._completions, seconds)
+        return key
+
+    def vad_committed(self, key: str) -> list[ServerEvent]:
+        """Server VAD: the commit `key` has cut what was open. With no item completed since,
+        there was no speech in it: an item of its own, with an empty transcript, as OpenAI
+        commits one."""
+        completions, seconds = self._vad_commits.pop(key, (-1, 0.0))
+        if completions != self._completions:
+            return []
+        turn = Turn(self.ids.item(), start_s=0.0)
+        self._turns.append(turn)
+        return self._complete(turn, seconds, stopped_at=None)
 
     def clear(self, at_s: float) -> None:
         """Drop what was not committed: the open item (manual), or the speech so far."""
@@ -241,6 +262,7 @@ class Turns:
         events += self._commit(turn)
         events += self._deltas(turn)
         turn.done = True
+        self._completions += 1
         # it, and the cleared items before it (kept to place late `speech_started`s), go
         place = self._turns.index(turn)
         done = {id(t) for t in self._turns[:place] if t.cleared} | {id(turn)}

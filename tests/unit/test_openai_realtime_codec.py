@@ -154,3 +154,23 @@ def test_manual_commit_and_clear() -> None:
     assert kinds == ["cleared", "committed", "delta", "completed"]
     assert events[-1]["transcript"] == "kept words"
     assert events[-1]["usage"]["seconds"] == 2.0
+
+
+def test_a_server_vad_commit_of_no_speech_is_an_empty_item() -> None:
+    codec = RealtimeCodec("tiny.en", prefix="t")
+    _events(codec, READY)
+    codec.decode(_append(0.5))
+    (finalize,) = codec.decode(json.dumps({"type": "input_audio_buffer.commit"}))
+    assert isinstance(finalize, Finalize) and isinstance(finalize.id, str)
+    events = _events(codec, Finalized(id=finalize.id))
+    assert [e["type"].rsplit(".", 1)[-1] for e in events] == ["committed", "completed"]
+    assert (events[1]["transcript"], events[1]["usage"]["seconds"]) == ("", 0.5)
+    codec.decode(_append(2.0))  # a commit that cut speech: its utterance's item, nothing more
+    (finalize,) = codec.decode(json.dumps({"type": "input_audio_buffer.commit"}))
+    assert isinstance(finalize, Finalize) and isinstance(finalize.id, str)
+    events = _events(
+        codec, SpeechStarted(at=0.7), _final(0, "Yes.", 0.5, 2.5), Finalized(id=finalize.id)
+    )
+    assert [e["type"].rsplit(".", 1)[-1] for e in events] == [
+        *["speech_started", "speech_stopped", "committed", "delta", "completed"]
+    ]
