@@ -13,8 +13,10 @@ from support.realtime_client import validated
 
 from protocol.codec import ProtocolError
 from protocol.dialects.openai_realtime import RealtimeCodec
+from protocol.dialects.openai_realtime_session import Refused
 from protocol.native import (
     Config,
+    Error,
     Final,
     Finalize,
     Finalized,
@@ -174,3 +176,20 @@ def test_a_server_vad_commit_of_no_speech_is_an_empty_item() -> None:
     assert [e["type"].rsplit(".", 1)[-1] for e in events] == [
         *["speech_started", "speech_stopped", "committed", "delta", "completed"]
     ]
+
+
+def test_refused_settings_name_their_param_and_leave_the_session_as_it_was() -> None:
+    codec = RealtimeCodec("tiny.en", prefix="t")
+    _events(codec, READY)
+    with pytest.raises(Refused) as long_prompt:
+        codec.decode(_update(transcription={"prompt": "x" * 1001}))
+    assert long_prompt.value.param == "session.audio.input.transcription.prompt"
+    (config,) = codec.decode(_update(transcription={"language": "fr"}))
+    assert isinstance(config, Config) and config.language == "fr"
+    # the session's model cannot: the pipeline answers an error, not a ready
+    (error,) = _events(codec, Error(code="unsupported_language", message="English-only"))
+    assert error["error"]["param"] == "session.audio.input.transcription.language"
+    (config,) = codec.decode(_update(turn_detection=None))
+    assert isinstance(config, Config) and config.language == "auto"  # not the refused "fr"
+    (updated,) = _events(codec, READY)
+    assert updated["session"]["audio"]["input"]["transcription"]["language"] is None
