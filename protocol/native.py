@@ -53,7 +53,10 @@ class Audio(Inbound, tag="audio"):
 
 
 class Finalize(Inbound, tag="finalize"):
-    """End the open utterance now; the stream stays open."""
+    """End the open utterance now; the stream stays open. With an `id`, the session answers
+    `finalized` with it once the cut's final (if any) has been sent."""
+
+    id: str | int | None = None
 
 
 class KeepAlive(Inbound, tag="keepalive"):
@@ -132,6 +135,12 @@ class UtteranceEnd(Outbound, tag="utterance_end"):
     at: float
 
 
+class Finalized(Outbound, tag="finalized"):
+    """A `finalize` with an `id` is done: every final of the audio before it has been sent."""
+
+    id: str | int | None = None
+
+
 class Status(Outbound, tag="status"):
     lag_s: float
     queue: int
@@ -157,7 +166,16 @@ class Pong(Outbound, tag="pong"):
 
 
 ServerFrame = (
-    Ready | SpeechStarted | Partial | Final | UtteranceEnd | Status | Stopped | Error | Pong
+    Ready
+    | SpeechStarted
+    | Partial
+    | Final
+    | UtteranceEnd
+    | Finalized
+    | Status
+    | Stopped
+    | Error
+    | Pong
 )
 
 client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)

@@ -53,6 +53,7 @@ from service.routes.docs import api_docs_routes
 from service.routes.files import upload_routes
 from service.routes.health import health
 from service.routes.metrics import metrics
+from service.routes.realtime import realtime_routes
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
 from service.routes.tickets import issue_ticket
@@ -156,6 +157,7 @@ def _routes(settings: Settings, uploads: Uploads, extra_routes: list[BaseRoute])
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
         *dialect_routes(uploads),
+        *realtime_routes(),
         *upload_routes(uploads),
         *extra_routes,
         *api_docs_routes(),

@@ -27,6 +27,8 @@ from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
     Final,
+    Finalize,
+    Finalized,
     ServerFrame,
     SpeechStarted,
     Status,
@@ -132,7 +134,7 @@ async def _transcribe(
     finals worker when its channel is drained, the partials worker when its slot closes, the
     lag reporter when the finals are done."""
     session = client.session
-    finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded](
+    finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded | Finalize](
         session.limits.queue_size
     )
     shown = client.transcript.partial_shown
@@ -150,11 +152,12 @@ async def _transcribe(
 async def _route(
     client: _Client,
     events: trio.MemoryReceiveChannel[Segmented],
-    finals: trio.MemorySendChannel[Segment | UtteranceEnded],
+    finals: trio.MemorySendChannel[Segment | UtteranceEnded | Finalize],
     frames: trio.MemorySendChannel[ServerFrame],
 ) -> None:
     """Each event to its place: speech started to the client, a draft's segment to the slot
-    (newest wins), a final's segment and an utterance's end to the finals worker, in order."""
+    (newest wins), a final's segment, an utterance's end and a `finalize` that asked for its
+    `finalized` to the finals worker, in order."""
     captions, slot = client.session.finals.captions, client.slot
     async for event in events:
         if isinstance(event, SpeechStart):
@@ -172,13 +175,16 @@ async def _route(
 
 async def _finals_worker(
     client: _Client,
-    finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded],
+    finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded | Finalize],
     frames: trio.MemorySendChannel[ServerFrame],
 ) -> None:
     session, transcript = client.session, client.transcript
     skipped: set[int] = set()
     with finals, frames:
         async for item in finals:
+            if isinstance(item, Finalize):
+                await frames.send(Finalized(id=item.id))
+                continue
             if isinstance(item, UtteranceEnded):
                 if item.utterance not in skipped:
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))
