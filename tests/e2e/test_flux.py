@@ -14,8 +14,17 @@ from typing import Any
 import jiwer
 import pytest
 import trio
-from support.dialect_helpers import chunks, pcm16_file, reference, serving, silence, speech
+from support.dialect_helpers import (
+    chunks,
+    exchange,
+    pcm16_file,
+    reference,
+    serving,
+    silence,
+    speech,
+)
 from support.sdk_models import checked
+from support.ws_client import rejected
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from actors.model.port import SpeechModel
@@ -145,4 +154,18 @@ async def test_a_bad_threshold_is_refused_before_the_upgrade(
 
     async with serving(tiny_model, tmp_path) as address:
         outcome = await trio.to_thread.run_sync(connect, address)
+        long_term = await rejected(f"ws://{address}/v2/listen?keyterm={'x' * 101}")
+        errors = await exchange(
+            f"ws://{address}/v2/listen?encoding=linear16",
+            ["not json", '{"type": "Shout"}', '{"type": "CloseStream"}'],
+        )
     assert "400" in outcome, outcome
+    assert long_term.status_code == 400
+    assert b"1 to 100 characters" in (long_term.body or b"")
+    kinds = [(m["type"], m["sequence_id"], m.get("code")) for m in errors.messages]
+    assert kinds == [
+        ("Connected", 0, None),
+        ("Error", 1, "INVALID_JSON"),
+        ("Error", 2, "UNKNOWN_TYPE"),
+    ]
+    assert errors.close_code == 1000
