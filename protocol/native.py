@@ -202,7 +202,11 @@ encoder = msgspec.json.Encoder()
 
 def config_from_query(params: dict[str, str]) -> Config:
     """Build a `Config` from query parameters; raises `msgspec.ValidationError` when wrong."""
-    known = {name: value for name, value in params.items() if name in Config.__struct_fields__}
+    known: dict[str, object] = {
+        name: value for name, value in params.items() if name in Config.__struct_fields__
+    }
+    if isinstance(terms := known.get("keyterms"), str):  # a query's list: comma-separated
+        known["keyterms"] = [term for term in terms.split(",") if term.strip()]
     if known.get("encoding") in COMPANDED:
         known.setdefault("sample_rate", "8000")  # as Deepgram does: G.711 is telephone audio
     return msgspec.convert(known, Config, strict=False)

@@ -17,7 +17,8 @@ about every `UPDATE_S` of audio: the route asks for drafts that often) becomes a
 `StartOfTurn` for the turn's first text, then `Update`, `EagerEndOfTurn` when the end-of-turn
 confidence first reaches `eager_eot_threshold`, `TurnResumed` when it falls back under it. A
 turn starts at its first text, not at the VAD's onset, so that noise the model hears nothing
-in opens no turn that would never end. The turn ends (`EndOfTurn`, with the final transcript
+in opens no turn that would never end; a draft of the next utterance that comes before this
+turn's final is not sent, so turns never overlap. The turn ends (`EndOfTurn`, with the final transcript
 and words, `trigger`) when the confidence reaches `eot_threshold` ("model"), when the silence
 reaches `eot_timeout_ms` whatever the confidence ("timeout"), on `ForceEndTurn` ("manual");
 the codec asks the session to finalize the utterance (a native `finalize`, sent with the next
@@ -279,8 +280,10 @@ class FluxCodec:
             case Ready(session_id=session_id):
                 self.request_id = _as_uuid(session_id)
                 messages.append(Connected(request_id=self.request_id))
-            case Partial():
+            case Partial() if self._turn is None or self._turn.utterance == frame.utterance:
                 messages.append(self._update(frame))
+            case Partial():
+                pass  # the next utterance's draft before this turn's final: turns do not overlap
             case Final():
                 messages.extend(self._end_of_turn(frame))
             case Configured():

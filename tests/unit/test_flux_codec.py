@@ -142,6 +142,18 @@ def test_a_turn_from_drafts_to_its_end() -> None:
     assert "trigger" not in start
 
 
+def test_turns_do_not_overlap() -> None:
+    """A draft of the next utterance can come before the open turn's final (finals take
+    longer): it is not sent, so turn n ends before turn n + 1 starts."""
+    flux, _ = codec()
+    encode_all(flux, partial("One.", 1.0))
+    assert encode_all(flux, partial("Two", 2.0, utterance=1)) == []
+    [end] = encode_all(flux, final("One."))
+    assert (end["event"], end["turn_index"]) == ("EndOfTurn", 0)
+    [start] = encode_all(flux, partial("Two more", 2.3, utterance=1))
+    assert (start["event"], start["turn_index"]) == ("StartOfTurn", 1)
+
+
 def test_silence_past_the_timeout_ends_the_turn_whatever_the_confidence() -> None:
     flux, _ = codec(eot_threshold=1.0, eot_timeout_ms=600)
     encode_all(flux, partial("and then", 1.0, silence_s=0.65))

@@ -16,7 +16,7 @@ from actors.model.whisper import WhisperAdapter
 from protocol.codec import ProtocolError
 from protocol.dialects.configure import query_keyterms
 from protocol.dialects.deepgram import DeepgramCodec, parse_query
-from protocol.native import Config, Configure, Configured, Error, Ready
+from protocol.native import Config, Configure, Configured, Error, Ready, config_from_query
 from service.session.config import check_config
 from service.session.ports import StreamOptions
 
@@ -70,6 +70,12 @@ def test_deepgram_query_key_terms() -> None:
     ]
     config, _ = parse_query({"encoding": "linear16"}, ["Subiaco"])
     assert config.keyterms == ["Subiaco"]
+
+
+def test_native_query_key_terms_are_comma_separated() -> None:
+    config = config_from_query({"keyterms": "Sweynheim, Subiaco,,", "prompt": "Printers."})
+    assert config.keyterms == ["Sweynheim", " Subiaco"]  # the engine trims them
+    assert Vocabulary.of(config.keyterms, config.prompt).keyterms == ("Sweynheim", "Subiaco")
 
 
 def v1_codec() -> DeepgramCodec:
