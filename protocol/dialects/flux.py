@@ -18,12 +18,12 @@ about every `UPDATE_S` of audio: the route asks for drafts that often) becomes a
 confidence first reaches `eager_eot_threshold`, `TurnResumed` when it falls back under it. A
 turn starts at its first text, not at the VAD's onset, so that noise the model hears nothing
 in opens no turn that would never end; a draft of the next utterance that comes before this
-turn's final is not sent, so turns never overlap. The turn ends (`EndOfTurn`, with the final transcript
-and words, `trigger`) when the confidence reaches `eot_threshold` ("model"), when the silence
-reaches `eot_timeout_ms` whatever the confidence ("timeout"), on `ForceEndTurn` ("manual");
-the codec asks the session to finalize the utterance (a native `finalize`, sent with the next
-client message), and the final's frame ends the turn. The segmenter's own endpointing is the
-longest timeout, a backstop.
+turn's final is not sent, so turns never overlap. The turn ends (`EndOfTurn`, with the final
+transcript and words, `trigger`) when the confidence reaches `eot_threshold` ("model"), when
+the silence reaches `eot_timeout_ms` whatever the confidence ("timeout"), on `ForceEndTurn`
+("manual"); the codec asks the session to finalize the utterance (a native `finalize`, sent
+with the next client message), and the final's frame ends the turn. The segmenter's own
+endpointing is the longest timeout, a backstop.
 
 End-of-turn confidence (`end_of_turn_confidence`): from what the segmenter and the draft
 know, `min(1, silence / REFERENCE_SILENCE_S + PUNCTUATION_WEIGHT x ends_sentence)`, where
