@@ -1,4 +1,4 @@
-"""The vocabulary engine end to end: Deepgram's `keyterm` query parameter and its v1
+"""Key terms end to end: Deepgram's `keyterm` query parameter and its v1
 `Configure` mid-stream, with the official `deepgram-sdk` against a real server with tiny.en.
 
 LJ001-0031 names three rare names ("In fourteen sixty-five Sweynheim and Pannartz began
