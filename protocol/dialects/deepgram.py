@@ -260,8 +260,8 @@ class DeepgramCodec:
                 keyterms = frame.keyterms if replaced else None
                 message = ConfigureSuccess(request_id=self.request_id, keyterms=keyterms)
             case Error() if frame.code in CONFIGURE_FAILURES:
-                if self._replacing:
-                    self._replacing.pop(0)
+                if frame.code != "invalid_configure" and self._replacing:
+                    self._replacing.pop(0)  # the session refused it (a malformed one never came)
                 message = ConfigureFailure(
                     request_id=self.request_id,
                     code=CONFIGURE_FAILURES[frame.code],

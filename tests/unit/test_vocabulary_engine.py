@@ -104,10 +104,12 @@ def test_deepgram_v1_configure_is_answered_once() -> None:
     }
     codec.decode('{"type": "Configure", "features": {"numerals": true}}')
     assert "keyterms" not in answer(codec, Configured(keyterms=["Subiaco"], prompt=None))
+    codec.decode('{"type": "Configure", "features": {"numerals": true}}')  # answered later
     with pytest.raises(ProtocolError) as caught:
         codec.decode('{"type": "Configure", "keyterms": "Subiaco"}')
     failure = answer(codec, Error(code=caught.value.code, message=caught.value.message))
     assert (failure["type"], failure["code"]) == ("ConfigureFailure", "CONFIGURE_INVALID")
+    assert "keyterms" not in answer(codec, Configured(keyterms=["Subiaco"], prompt=None))
     codec.decode('{"type": "Configure", "keyterms": ["x"]}')
     failure = answer(codec, Error(code="invalid_vocabulary", message="too many"))
     assert failure["code"] == "CONFIGURE_KEYTERM_LIMIT_EXCEEDED"
