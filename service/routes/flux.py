@@ -16,7 +16,8 @@ from starlette.websockets import WebSocket
 
 from protocol.dialects.configure import query_keyterms
 from protocol.dialects.deepgram import QueryError
-from protocol.dialects.flux import UPDATE_S, FluxCodec, parse_flux_query
+from protocol.dialects.flux import UPDATE_S, FluxCodec
+from protocol.dialects.flux_query import parse_flux_query
 from protocol.native import Error
 from service.routes.dialects import deny_deepgram
 from service.runtime import Runtime

@@ -10,12 +10,8 @@ import pytest
 
 from protocol.codec import ProtocolError
 from protocol.dialects.deepgram import QueryError
-from protocol.dialects.flux import (
-    FluxCodec,
-    FluxThresholds,
-    end_of_turn_confidence,
-    parse_flux_query,
-)
+from protocol.dialects.flux import FluxCodec, end_of_turn_confidence
+from protocol.dialects.flux_query import FluxThresholds, parse_flux_query
 from protocol.native import (
     Configure,
     Configured,
