@@ -4,7 +4,7 @@ Sans-IO. `parse_flux_query` turns the query into a native `Config` and the thres
 (`FluxThresholds`) that `protocol.dialects.flux.FluxCodec` ends turns by; a `Configure`
 message changes the thresholds mid-stream (`FluxThresholds.updated`), checked by the same
 `FluxThresholds.problem`. Parameters: `model` (`flux-general-en`; `flux-general-multi`
-detects the language), `encoding` (`linear16`, `linear32`, `mulaw`, `alaw` raw; `opus`,
+detects the language), `encoding` (`linear16`, `mulaw`, `alaw` raw; `opus`,
 `ogg-opus` or none: detected from the bytes), `sample_rate` (default 16000, 8000 for
 mulaw/alaw), `eot_threshold` (0.5-1.0, default 0.7), `eager_eot_threshold` (0.3-1.0 and at
 most `eot_threshold`; off by default), `eot_timeout_ms` (500-10000, default 5000), `keyterm`
@@ -28,7 +28,6 @@ from protocol.native import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Config, Encoding
 MAX_EOT_TIMEOUT_MS = 10_000
 RAW: dict[str, tuple[Encoding, int]] = {
     "linear16": ("pcm_s16le", 2),
-    "linear32": ("pcm_f32le", 4),
     "mulaw": ("mulaw", 1),
     "alaw": ("alaw", 1),
 }

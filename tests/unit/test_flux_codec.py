@@ -67,6 +67,7 @@ def test_query_parameters() -> None:
         ({"eot_timeout_ms": "100"}, "eot_timeout_ms"),
         ({"eot_timeout_ms": "60000"}, "eot_timeout_ms"),
         ({"encoding": "speex"}, "encoding"),
+        ({"encoding": "linear32"}, "encoding"),
         ({"sample_rate": "96000"}, "sample_rate"),
         ({"sample_rate": "16000.5"}, "sample_rate"),
     ],
