@@ -51,6 +51,7 @@ from service.policy.tickets import TicketBook
 from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
 from service.routes.files import upload_routes
+from service.routes.flux import flux_routes
 from service.routes.health import health
 from service.routes.metrics import metrics
 from service.routes.realtime import realtime_routes
@@ -158,6 +159,7 @@ def _routes(settings: Settings, uploads: Uploads, extra_routes: list[BaseRoute])
         *sessions_routes(),
         *dialect_routes(uploads),
         *realtime_routes(),
+        *flux_routes(),
         *upload_routes(uploads),
         *extra_routes,
         *api_docs_routes(),

@@ -32,6 +32,9 @@ class DecodeOptions:
     language: str | None = None  # None: detect
     task: Literal["transcribe", "translate"] = "transcribe"
     prompt: str | None = None
+    # key terms in faster-whisper's `hotwords` form: before the prompt, after
+    # `<|startofprev|>` (the vocabulary engine, `actors/model/vocabulary.py`, says when)
+    hotwords: str | None = None
     context: str | None = None  # the session's earlier finals; only its tail is used
     # words already committed for this utterance: forced as the start of the text, so the
     # decoder only writes what follows them (see `service/session/agreement.py`)

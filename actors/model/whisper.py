@@ -180,15 +180,17 @@ class WhisperAdapter:
         return self._tokenizers[key]
 
     def _prefix(self, request: Request) -> list[int]:
-        """Tokens before `<|startoftranscript|>`: the client's prompt, then the context's tail."""
+        """Tokens before `<|startoftranscript|>`: the hotwords (as faster-whisper places
+        them), the client's prompt, then the context's tail."""
         options = request.options
-        if not options.prompt and not options.context:
+        if not options.prompt and not options.context and not options.hotwords:
             return []
         tokenizer = self._tokenizer("en", "transcribe")
         context = tokenizer.encode(" " + options.context.strip()) if options.context else []
         context = context[-CONTEXT_TOKENS:]
+        hotwords = list(self._prompt_tokens(options.hotwords)) if options.hotwords else []
         prompt = list(self._prompt_tokens(options.prompt)) if options.prompt else []
-        tokens = [*prompt, *context][-(MAX_PROMPT_TOKENS - 1) :]
+        tokens = [*hotwords, *prompt, *context][-(MAX_PROMPT_TOKENS - 1) :]
         return [tokenizer.sot_prev, *tokens]
 
     def _encode(self, prompt: str) -> tuple[int, ...]:

@@ -289,6 +289,7 @@ WEBSOCKETS: Mapping[str, str] = {
     "/v1/stream": "Chorus's own protocol: binary PCM or encoded audio in, JSON frames out",
     "/v1/listen": "Deepgram's live API (`Results`, `UtteranceEnd`, `Metadata`)",
     "/v1/realtime": "OpenAI Realtime transcription (`?intent=transcription`; GA events)",
+    "/v2/listen": "Deepgram Flux: conversational turns (`TurnInfo`, `Configure`)",
     "/ws/v1/speech-to-text": "Speech-to-Text Backend API (seed 002): `event`-tagged JSON",
     "/ws/{client_id}": "Real-Time Call Intelligence (seed 001): `audio_chunk` in, sentiment out",
     "/ws": "Live Audio Transcript / Audio WebSocket API (seeds 000, 003): base64 audio",

@@ -107,22 +107,30 @@ class _Client:
 
     def decode_options(self, *, final: bool) -> DecodeOptions:
         config, options = self.config, self.session.options
-        return DecodeOptions(
+        decode = DecodeOptions(
             language=config.language,
             task=config.task,
-            prompt=config.prompt,
             context=self.transcript.context(),
             words=config.words and final,
             beam_size=options.final_beam_size if final else 1,
             partial=not final,
         )
+        return self.with_vocabulary(decode)
+
+    def with_vocabulary(self, decode: DecodeOptions) -> DecodeOptions:
+        """`decode` with the session's vocabulary now (a `configure` may have changed it)."""
+        vocabulary = self.session.vocabulary.current(self.config.keyterms, self.config.prompt)
+        return vocabulary.apply(decode)
 
     def drafts(self) -> DraftMaker:
         settings = DraftSettings(
             options=self.decode_options(final=False),
             caption_target_s=self.session.options.caption_target_s,
+            words=self.config.words,
         )
-        return DraftMaker(settings, self.agreements, self.transcript.context)
+        return DraftMaker(
+            settings, self.agreements, self.transcript.context, vocabulary=self.with_vocabulary
+        )
 
 
 async def _transcribe(

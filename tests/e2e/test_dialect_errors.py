@@ -53,7 +53,7 @@ async def test_deepgram_bad_messages_get_error_frames_and_the_stream_goes_on(
 ) -> None:
     outgoing: list[str | bytes] = [
         "not json",
-        '{"type": "Configure", "features": {}}',
+        '{"type": "Reconfigure", "features": {}}',
         '{"no": "type"}',
         *chunks(AUDIO, 6400),
         '{"type": "CloseStream"}',
