@@ -5,15 +5,16 @@ limits; from the environment and `.env` unless given) and hands it down: to the 
 the route families that need it, and to the app's `Setup` (`service/runtime.py`). The app's
 lifespan loads the model (in a worker thread) and starts one task in its nursery that opens the
 long-lived actors, each with its own nursery, and holds them until shutdown: the one
-transcriber, the one VAD actor that every live session's segmenter shares, the store and
-the rate limiter. With them it builds the app's `Runtime` (their
-handles, the stream options, the session gate, the capacity meter and the live sessions), which
-the routes reach through `Runtime.of(request)` while the lifespan runs; it is cleared when the
-lifespan ends, so a request after that is refused with 503 (`NotRunning`). An actor that dies
-ends the actors' task only: the setup's `ActorWatch` names it, the server logs it, and
-`/health` answers 503 until the process is restarted. Each WebSocket route runs its session's
-nursery (`service.session.admission.serve_session`) inside the request. On shutdown the
-transcriber's queue closes and the actor finishes what it holds; the store commits what is
+transcriber, the one VAD actor that every live session's segmenter shares, the store and the
+rate limiter. With them it builds the app's `Runtime` (their handles, the stream options, the
+session gate, the capacity meter and the live sessions), which the routes reach through
+`Runtime.of(request)` while the lifespan runs, and with `CHORUS_AGENT_PORT` the HAProxy agent
+(`service/agent.py`) answers from it meanwhile; the agent closes and the runtime is cleared
+when the lifespan ends, so a request after that is refused with 503 (`NotRunning`). An actor
+that dies ends the actors' task only: the setup's `ActorWatch` names it, the server logs it,
+and `/health` answers 503 until the process is restarted. Each WebSocket route runs its
+session's nursery (`service.session.admission.serve_session`) inside the request. On shutdown
+the transcriber's queue closes and the actor finishes what it holds; the store commits what is
 queued and closes.
 
 To mount Chorus under a parent Starlette app, enter its lifespan from the parent's:
@@ -40,6 +41,7 @@ from actors.model.sentiment import load_sentiment
 from actors.speech.vad_actor import VadConfig, VadHandle, open_vad
 from actors.store.actor import StoreHandle, open_store
 from actors.transcriber.actor import TranscriberConfig, TranscriberHandle, open_transcriber
+from service.agent import agent_for
 from service.config import Settings, environment
 from service.policy.capacity import CapacityMeter
 from service.policy.latency import FinalWaits
@@ -49,8 +51,10 @@ from service.policy.tickets import TicketBook
 from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
 from service.routes.files import upload_routes
+from service.routes.flux import flux_routes
 from service.routes.health import health
 from service.routes.metrics import metrics
+from service.routes.realtime import realtime_routes
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
 from service.routes.tickets import issue_ticket
@@ -154,6 +158,8 @@ def _routes(settings: Settings, uploads: Uploads, extra_routes: list[BaseRoute])
         WebSocketRoute("/v1/stream", stream_endpoint),
         *sessions_routes(),
         *dialect_routes(uploads),
+        *realtime_routes(),
+        *flux_routes(),
         *upload_routes(uploads),
         *extra_routes,
         *api_docs_routes(),
@@ -185,8 +191,9 @@ def _lifespan(
                 _serve_actors, setup, limiter_config, speech, config, vad_config, stop
             )
             log.info("chorus ready: model %s, batch <= %d", speech.name, config.max_batch_size)
-            with running(app, _runtime(setup, speech, config, handles)):
-                yield
+            with running(app, _runtime(setup, speech, config, handles)) as built:
+                async with agent_for(built):
+                    yield
             stop.set()  # the actors close in turn: the transcriber drains, the store commits
 
     return lifespan
@@ -274,6 +281,8 @@ async def _serve_actors(
         retention_days=settings.retention_days or None,
         recording=settings.recording_policy,
         lease_s=settings.resume_s,
+        recordings=settings.recordings,
+        database_url=settings.database_url,
     )
     started = False
     try:
@@ -329,13 +338,20 @@ def _prefers_json(accept: str) -> bool:
 async def drain_sessions(app: Starlette, timeout_s: float = 30.0) -> int:
     """Shutdown: every live session stops taking audio, finishes its finals, and closes 1012.
 
-    Returns how many sessions were still open after `timeout_s` (they are then cut off by the
-    server's own shutdown).
+    First the server turns to draining (`LiveSessions.drain`): admission refuses what is new
+    (503 `server_draining`) and the HAProxy agent answers `drain`. With an agent and live
+    sessions it then waits `drain_notice_s`, for the balancer to see it before the closed
+    sessions' clients reconnect. Returns how many sessions were still open `timeout_s` after
+    they were told to stop (they are then cut off by the server's own shutdown).
     """
     try:
-        live = runtime(app).live
+        running_now = runtime(app)
     except NotRunning:
         return 0
+    live, settings = running_now.live, running_now.settings
+    live.drain()
+    if settings.agent_port and live:
+        await trio.sleep(settings.drain_notice_s)
     for session in list(live.values()):
         session.stop("server_shutdown", 1012)
     with trio.move_on_after(timeout_s):

@@ -18,8 +18,9 @@ What `chorus serve` does besides, and how to have it here:
   keep-alive, incomplete header and graceful timeouts) are `hypercorn_config` here, and this
   import installs the bounded WebSocket streams they rely on (`service.serving`):
   `hypercorn -k trio -c python:service.asgi.hypercorn_config service.asgi:app`;
-- on SIGINT/SIGTERM it lets live sessions finish their finals (`drain_sessions`) before the
-  server stops; plain hypercorn closes them after its graceful timeout.
+- on SIGINT/SIGTERM it drains (`drain_sessions`: its HAProxy agent, when `CHORUS_AGENT_PORT`
+  runs one, answers `drain`, and live sessions finish their finals) before the server stops;
+  plain hypercorn closes them after its graceful timeout.
 """
 
 from __future__ import annotations

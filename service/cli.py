@@ -1,7 +1,9 @@
 """The `chorus` command: `chorus serve` runs the app under hypercorn's trio worker.
 
 `serve` owns the process: it builds the app and hands it to `hypercorn.trio.serve`, which owns
-the listening sockets and every connection's task; SIGINT/SIGTERM stop it gracefully. Before
+the listening sockets and every connection's task; SIGINT/SIGTERM stop it gracefully: the
+server drains (`service.app.drain_sessions`: new sessions refused, the HAProxy agent answering
+`drain`, live sessions' finals, 1012), then hypercorn stops. Before
 anything loads it refuses (exit 2) to listen beyond loopback without API keys, unless told
 `--insecure-open`.
 """
@@ -64,6 +66,16 @@ def _add_listening_options(serve: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="serve a non-loopback address without API keys (anyone who reaches it may use it)",
+    )
+    serve.add_argument(
+        "--agent-port",
+        dest="agent_port",
+        type=int,
+        help="answer HAProxy's agent-check on this TCP port with this replica's headroom "
+        "(a weight, or drain when full or shutting down; 0: off)",
+    )
+    serve.add_argument(
+        "--agent-host", dest="agent_host", help="the agent's address (default: --host)"
     )
 
 
@@ -138,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "serve":
         overrides = {key: value for key, value in vars(args).items() if key != "command"}
-        settings = Settings.from_env(**overrides)
+        try:
+            settings = Settings.from_env(**overrides)
+        except ValueError as error:  # a setting that cannot be right: say which, start nothing
+            print(f"chorus: {error}", file=sys.stderr)
+            return 2
         return serve(settings)
     return 2
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real tiny.en model (loaded once), real speech, a real server on loopback."""
+"""Shared fixtures: the real tiny.en model (loaded once), real speech, a real server on loopback,
+and the store on both its databases (`support.postgres_server`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.types import ASGIApp
+from support.postgres_server import postgres_server, store_database_url
 
 from actors.model.port import SpeechModel
 from service.websocket_client import answer_pings_only_while_open
+
+__all__ = ["postgres_server", "store_database_url"]  # fixtures: the store on both backends
 
 # trio-websocket answered the server's pings after its own close, and the stray Cancelled that
 # came of it ended a test's body silently (`service/websocket_client.py`)

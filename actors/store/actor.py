@@ -1,12 +1,14 @@
-"""The store actor: sessions, their finals and their recordings, in SQLite (WAL) + WAV files.
+"""The store actor: sessions, their finals and their recordings, in SQLite (WAL) or PostgreSQL
+(`database_url`), and WAV files.
 
-Ownership: `open_store()` opens one SQLite connection, repairs what a crash left behind, and
-runs a nursery that owns `_run_writes` (and `_purge_periodically` when a retention is given),
-then yields a `StoreHandle`. The connection is used by one worker thread at a time: every call
-that touches it goes through `trio.to_thread.run_sync` with the store's `CapacityLimiter(1)`
-and is never abandoned on cancel.
+Ownership: `open_store()` opens one database connection (`actors/store/database.py`), applies the
+schema's migrations (`migrations.py`), repairs what a crash left behind (`recovery.py`), and
+runs a nursery that owns `run_writes` (`writer.py`; and `_purge_periodically` when a
+retention is given), then yields a `StoreHandle`. The connection is used by one worker thread
+at a time: every call that touches it goes through `trio.to_thread.run_sync` with the store's
+`CapacityLimiter(1)` and is never abandoned on cancel.
 
-Writes go through a bounded channel to `_run_writes`, which takes everything waiting and commits
+Writes go through a bounded channel to `run_writes`, which takes everything waiting and commits
 it in one transaction (one fsync for many finals; each write in its own savepoint, so one bad
 write fails alone). `add_utterance()` returns once its transaction is committed, so a final
 that the caller sends after it survives any crash. A cancelled caller does not undo its write.
@@ -16,41 +18,53 @@ Leaving the `async with` cancels the periodic purge, closes the write queue, let
 commit what is queued, and closes the database. If the writer dies, waiting callers get
 `StoreClosed` and the error surfaces to whoever opened the store (the app lifespan).
 
-A commit the disk refuses (full, I/O error) fails its writes with `StoreError`, never the writer:
+A commit the database refuses (disk full, I/O error, a lost PostgreSQL connection; any error
+the driver raises) fails its writes with `StoreError`, never the writer:
 `statistics().failing` says so until a commit succeeds again, and callers decide what a lost
-write means (a live session goes on unstored, `service/session/recorder.py`). Recordings follow the
+write means (a live session goes on unstored, `service/session/recorder.py`). A lost PostgreSQL
+connection is replaced at the next batch or read (`database.py`). Recordings follow the
 `RecordingPolicy` the store was opened with: `open_recording` refuses to start one below its
 free-space floor (`LowDiskSpace`).
 
-Start-up recovery: sessions that never ended (the process died) are marked `interrupted`, with
-their duration from the recording or their last final; their WAV headers are fixed from the
-file length; WAV files whose session row is gone are removed. With leases (`lease_s` > 0),
-only rows whose lease has lapsed (or that never had one) are; `_keep_leases` (periodic) renews
-this replica's leases and ends lapsed ones the same way (`actors/store/keeper.py`).
+Recordings are written to the `RecordingStore`'s directory and kept where it says
+(`actors/store/recordings.py`: that directory, which replicas may share, or an S3-compatible
+object store; the routes read it through `recording_store`); `close_recording` keeps one,
+and deleting a session deletes its audio first.
+Start-up recovery (`recovery.py`): on SQLite, sessions that never ended (the process died) are
+marked `interrupted`; on PostgreSQL, shared by replicas, open sessions are left to their own
+replica. With leases (`lease_s` > 0), SQLite's start-up ends only the open sessions whose
+lease lapsed (or that never had one); on both, the periodic `_keep_leases` renews this replica's
+leases and ends lapsed sessions `interrupted` (`actors/store/keeper.py`), their recordings
+kept as `close_recording` keeps one. On both, WAV headers are fixed and no WAV file is removed;
+the recording store's `recover` then runs in the store's nursery (an object store uploads what
+its spool kept).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 
-from actors.reply import Reply, snapshot
+from actors.reply import snapshot
 from actors.store import leases, schema
-from actors.store.keeper import LeaseKeeper, recover
+from actors.store.database import Database, open_database
+from actors.store.keeper import LeaseKeeper
+from actors.store.migrations import migrate
 from actors.store.recording import (
     DEFAULT_POLICY,
     RecordingPolicy,
     RecordingWriter,
     create_recording,
 )
+from actors.store.recordings import LocalRecordings, RecordingsConfig, RecordingStore
+from actors.store.recovery import Recovered, recover
 from actors.store.schema import (
     AlreadyStored,
     PagePosition,
@@ -62,6 +76,8 @@ from actors.store.schema import (
     StoredUtterance,
     StoredWord,
 )
+from actors.store.sql import DRIVER_ERRORS, Connection
+from actors.store.writer import Counters, StoreClosed, StoreError, Write, run_writes
 
 __all__ = [
     "AlreadyStored",
@@ -82,16 +98,6 @@ __all__ = [
 
 log = logging.getLogger("chorus.store")
 T = TypeVar("T")
-DATABASE_NAME = "chorus.sqlite3"
-MAX_BATCH = 128
-
-
-class StoreClosed(Exception):
-    """The store is shut down (or its writer died); nothing more is written."""
-
-
-class StoreError(Exception):
-    """A transaction could not be committed (disk full, I/O error)."""
 
 
 @attrs.frozen
@@ -105,29 +111,7 @@ class StoreStatistics:
     purged: int
     swept: int  # open sessions ended because their lease lapsed (since start)
     held: int  # sessions whose lease this replica renews now
-    failing: bool  # the last commit failed (disk full, I/O error)
-
-
-@attrs.frozen(eq=False)
-class _Write:
-    apply: Callable[[sqlite3.Connection], Any]
-    reply: Reply[Any] = attrs.field(factory=Reply)
-
-
-Outcome = tuple[Any, BaseException | None]
-"""A write's result, or the error it failed with (set in the store's thread, answered on
-the trio thread)."""
-
-
-@attrs.define
-class _Counters:
-    writes: int = 0
-    batches: int = 0
-    largest_batch: int = 0
-    failed: int = 0
-    interrupted_at_start: int = 0
-    purged: int = 0
-    failing: bool = False
+    failing: bool  # the last commit failed (disk full, I/O error, database out of reach)
 
 
 class StoreHandle:
@@ -136,41 +120,46 @@ class StoreHandle:
     def __init__(
         self,
         directory: Path,
-        db: sqlite3.Connection,
-        jobs: trio.MemorySendChannel[_Write],
+        database: Database,
+        jobs: trio.MemorySendChannel[Write],
         limiter: trio.CapacityLimiter,
-        counters: _Counters,
+        counters: Counters,
         recording_policy: RecordingPolicy = DEFAULT_POLICY,
+        recording_store: RecordingStore | None = None,
         lease_s: float = 0.0,
     ) -> None:
         self.directory = directory
-        self.recordings = directory / "recordings"
+        self.recording_store = recording_store or LocalRecordings(directory / "recordings")
+        self.recordings = self.recording_store.directory  # where recordings are written
         self.recording_policy = recording_policy
-        self._db = db
+        self._database = database
         self._jobs = jobs
         self._limiter = limiter
         self._counters = counters
         self._closed = False
-        self.leases = LeaseKeeper(self._write, self.recordings, lease_s)
+        self.leases = LeaseKeeper(self._write, self.recording_store, lease_s)
 
-    async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
-        job = _Write(apply)
+    async def _write(self, apply: Callable[[Connection], T]) -> T:
+        job = Write(apply)
         try:
             await self._jobs.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the store is closed") from None
         return await job.reply.wait()  # type: ignore[no-any-return]
 
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, query: Callable[[Connection], T]) -> T:
         if self._closed:
             raise StoreClosed("the store is closed")
-        return await trio.to_thread.run_sync(query, self._db, limiter=self._limiter)
+        try:
+            return await trio.to_thread.run_sync(self._database.read, query, limiter=self._limiter)
+        except DRIVER_ERRORS as error:
+            raise StoreError(f"read failed: {error}") from error
 
     async def begin_session(self, record: SessionRecord) -> None:
         """Insert the session's row, held by this replica (with leases on)."""
         take = self.leases.take(record)
 
-        def begin(db: sqlite3.Connection) -> None:
+        def begin(db: Connection) -> None:
             schema.insert_session(db, record)
             take(db)
 
@@ -182,7 +171,7 @@ class StoreHandle:
         """Returns once the final is committed; `SessionNotFound`, `AlreadyStored`. `seq`: the
         native frame's, which a resumed connection replays it with."""
 
-        def add(db: sqlite3.Connection) -> None:
+        def add(db: Connection) -> None:
             schema.insert_utterance(db, session_id, utterance)
             if seq is not None:
                 leases.mark_seq(db, session_id, utterance.index, seq)
@@ -214,10 +203,17 @@ class StoreHandle:
         Raises `LowDiskSpace` below the policy's floor (nothing is marked or created), and the
         `OSError` of a file that cannot be created."""
         policy = self.recording_policy
+        await self.recording_store.check()  # `RecordingsUnreachable`, an `OSError`
         await trio.to_thread.run_sync(policy.check_free_space, self.recordings)
         await self._write(lambda db: schema.mark_audio(db, session_id, sample_rate))
         path = self.audio_path(session_id)
         return await create_recording(path, sample_rate, policy=policy)
+
+    async def close_recording(self, recording: RecordingWriter) -> None:
+        """Close the WAV and keep it (an object store uploads it), before `end_session`: an
+        ended session is readable on any replica. `OSError`: the file stays for recovery."""
+        await recording.aclose()
+        await self.recording_store.keep(recording.path)
 
     async def list_sessions(
         self, *, client: str | None = None, limit: int = 50, after: PagePosition | None = None
@@ -236,20 +232,23 @@ class StoreHandle:
         return (await self.get_session(session_id)).transcript
 
     async def delete_session(self, session_id: str) -> None:
-        """Delete the row, its finals and its WAV file; `SessionNotFound`, `SessionLive`."""
+        """Delete its recording, then the row and its finals; `SessionNotFound`,
+        `SessionLive`, `RecordingsUnreachable` (the row stays)."""
+        record = (await self.get_session(session_id)).session
+        if record.ended_at is None:
+            raise SessionLive(session_id)
+        if record.has_audio:  # audio first: a crash before the row goes leaves no orphan
+            await self.recording_store.delete([session_id])
         await self._write(lambda db: schema.delete_session_row(db, session_id))
-        await trio.to_thread.run_sync(self.audio_path(session_id).unlink, True)
 
     async def purge_older_than(self, days: float) -> int:
-        """Delete ended sessions that started more than `days` ago; returns how many."""
+        """Delete ended sessions that started more than `days` ago (their recordings
+        first); returns how many."""
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        deleted = await self._write(lambda db: schema.delete_ended_before(db, cutoff))
-
-        def unlink_all() -> None:
-            for session_id in deleted:
-                self.audio_path(session_id).unlink(missing_ok=True)
-
-        await trio.to_thread.run_sync(unlink_all)
+        ended = await self._read(lambda db: schema.ended_before(db, cutoff))
+        if ended:
+            await self.recording_store.delete(ended)
+        deleted = await self._write(lambda db: schema.delete_rows(db, ended))
         self._counters.purged += len(deleted)
         if deleted:
             log.info("retention: deleted %d sessions older than %s days", len(deleted), days)
@@ -273,22 +272,37 @@ async def open_store(
     purge_every_s: float = 3600.0,
     queue_size: int = 256,
     recording: RecordingPolicy = DEFAULT_POLICY,
+    recordings: RecordingsConfig | None = None,
+    database_url: str | None = None,
     lease_s: float = 0.0,
 ) -> AsyncIterator[StoreHandle]:
-    """Open (or create) the store in `directory`; see the module docstring. `lease_s` > 0
-    turns leases on (`CHORUS_RESUME_S`)."""
+    """Open (or create) the store: the database in `directory` (SQLite) or at `database_url`
+    (`postgresql://…`), the recordings where `recordings` says (by default
+    `directory/recordings`); see the module docstring. `lease_s` > 0 turns leases on
+    (`CHORUS_RESUME_S`)."""
     limiter = trio.CapacityLimiter(1)
-    counters = _Counters()
-    db = await trio.to_thread.run_sync(_open, directory, counters, lease_s, limiter=limiter)
-    jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
-    handle = StoreHandle(directory, db, jobs_send, limiter, counters, recording, lease_s)
+    counters = Counters()
+    kept = await _recording_store(recordings or RecordingsConfig(directory / "recordings"))
+    try:
+        database, recovered = await trio.to_thread.run_sync(
+            _open, directory, kept.directory, database_url, counters, lease_s, limiter=limiter
+        )
+    except BaseException:
+        await kept.aclose()
+        raise
+    jobs_send, jobs_recv = trio.open_memory_channel[Write](queue_size)
+    handle = StoreHandle(
+        directory, database, jobs_send, limiter, counters, recording, kept, lease_s
+    )
+    handle.leases.spooled(recovered.still_open)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_writes, db, jobs_recv, limiter, counters)
+            nursery.start_soon(run_writes, database, jobs_recv, limiter, counters)
             with jobs_send:
                 if retention_days is not None:
-                    await handle.purge_older_than(retention_days)
+                    await _purge(handle, retention_days)  # an unreachable bucket is logged
                 async with trio.open_nursery() as periodic:
+                    periodic.start_soon(kept.recover, recovered.ended)
                     if retention_days is not None:
                         periodic.start_soon(
                             _purge_periodically, handle, retention_days, purge_every_s
@@ -300,84 +314,39 @@ async def open_store(
     finally:
         handle._closed = True
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(db.close, limiter=limiter)
+            await trio.to_thread.run_sync(database.close, limiter=limiter)
+            await kept.aclose()
 
 
-def _open(directory: Path, counters: _Counters, lease_s: float) -> sqlite3.Connection:
-    (directory / "recordings").mkdir(parents=True, exist_ok=True)
-    db = schema.connect(directory / DATABASE_NAME)
+async def _recording_store(config: RecordingsConfig) -> RecordingStore:
+    if not config.url:
+        return LocalRecordings(config.directory)
+    from actors.store.s3 import open_s3_recordings  # boto3 loads only for an object store
+
+    return await open_s3_recordings(config)
+
+
+def _open(
+    directory: Path,
+    recordings: Path,
+    database_url: str | None,
+    counters: Counters,
+    lease_s: float,
+) -> tuple[Database, Recovered]:
+    """The database, migrated and recovered, and what recovery found in `recordings` (the
+    ended sessions' files are what an object store's `recover` uploads)."""
+    for folder in (directory, recordings):
+        folder.mkdir(parents=True, exist_ok=True)
+    database = open_database(directory, database_url)
     try:
-        db.execute("BEGIN IMMEDIATE")
-        leases.migrate(db)
-        counters.interrupted_at_start = recover(db, directory / "recordings", lease_s)
-        db.execute("COMMIT")
+        migrate(database)
+        recovered = recover(database, recordings, lease_s)
     except BaseException:
-        db.close()
+        database.close()
         raise
-    return db
-
-
-async def _run_writes(
-    db: sqlite3.Connection,
-    jobs: trio.MemoryReceiveChannel[_Write],
-    limiter: trio.CapacityLimiter,
-    counters: _Counters,
-) -> None:
-    batch: list[_Write] = []
-    with jobs:
-        try:
-            async for first in jobs:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(jobs.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                outcomes = await trio.to_thread.run_sync(_commit, db, batch, limiter=limiter)
-                errors = [error for _, error in outcomes if error is not None]
-                counters.batches += 1
-                counters.writes += len(batch)
-                counters.largest_batch = max(counters.largest_batch, len(batch))
-                counters.failed += len(errors)
-                counters.failing = any(isinstance(error, StoreError) for error in errors)
-                for job, (result, error) in zip(batch, outcomes, strict=True):
-                    if error is None:
-                        job.reply.set(result)
-                    else:
-                        job.reply.fail(error)
-        finally:  # cancelled or crashed: nobody may wait forever on a write that will not come
-            while True:
-                try:
-                    batch.append(jobs.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            for job in batch:
-                if not job.reply.done:
-                    job.reply.fail(StoreClosed("the store writer stopped"))
-
-
-def _commit(db: sqlite3.Connection, batch: list[_Write]) -> list[Outcome]:
-    """One transaction for the batch, one savepoint per write (runs in the store's thread)."""
-    outcomes: list[Outcome] = []
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        for job in batch:
-            db.execute("SAVEPOINT write")
-            try:
-                outcomes.append((job.apply(db), None))
-            except (sqlite3.Error, LookupError, SessionLive, ValueError) as error:
-                db.execute("ROLLBACK TO write")
-                # the disk (full, I/O) rather than the write: callers see a `StoreError`
-                disk = isinstance(error, sqlite3.OperationalError)
-                outcomes.append((None, StoreError(f"write failed: {error}") if disk else error))
-            db.execute("RELEASE write")
-        db.execute("COMMIT")
-    except sqlite3.Error as error:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        log.error("store commit failed: %s", error)
-        return [(None, StoreError(f"commit failed: {error}")) for _ in batch]
-    return outcomes
+    counters.interrupted_at_start = recovered.interrupted
+    log.info("store: %s", database.name)
+    return database, recovered
 
 
 async def _keep_leases(keeper: LeaseKeeper) -> None:
@@ -392,7 +361,11 @@ async def _keep_leases(keeper: LeaseKeeper) -> None:
 async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:
     while True:
         await trio.sleep(every_s)
-        try:
-            await handle.purge_older_than(days)
-        except (StoreError, OSError) as error:
-            log.error("retention purge failed: %s", error)
+        await _purge(handle, days)
+
+
+async def _purge(handle: StoreHandle, days: float) -> None:
+    try:
+        await handle.purge_older_than(days)
+    except (StoreError, OSError) as error:
+        log.error("retention purge failed: %s", error)

@@ -6,8 +6,16 @@ handle's write queue like every other (`actors/store/actor.py`), and the SQL is 
 new session is held (`StoreHandle.begin_session`), an ended one is let go
 (`StoreHandle.end_session`), a released one is let go without ending (`release`: its client
 may resume it), and a claimed one is held again (`claim`). `keep`, which the store's periodic
-nursery runs every `lease_s / 3`, renews them all in one UPDATE, then ends `interrupted` the
-open sessions whose lease has lapsed (`interrupt`, shared with start-up recovery).
+nursery runs every `lease_s / 3` on every replica, renews them all in one UPDATE, then ends
+`interrupted` the open sessions whose lease has lapsed, whichever replica ran them
+(`leases.end_lapsed`, one conditional UPDATE: replicas sweeping at once end each one once;
+`recovery.interrupt`, shared with start-up, takes their durations from idle recordings here).
+
+Recordings follow the recording store's rules (`actors/store/recordings.py`): none is deleted,
+one still being written is left alone, and the recording store `recover`s (an object store
+uploads from its spool) those of the sessions this sweep ended, and those of sessions released
+here (`spooled`: their client may come back to this replica, so the file stays in the spool)
+once something has ended them: this sweep, another replica's, or a replica that resumed them.
 """
 
 from __future__ import annotations
@@ -16,33 +24,32 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from actors.store import leases, schema
+from actors.store import leases
 from actors.store.leases import Busy, Claimed
-from actors.store.recording import SAMPLE_WIDTH, repair_wav
-from actors.store.schema import SessionRecord
+from actors.store.recordings import RecordingStore
+from actors.store.recovery import interrupt
+from actors.store.schema import SessionRecord, sessions_among
+from actors.store.sql import Connection
 
 log = logging.getLogger("chorus.store")
 
-Write = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-OpenRow = tuple[str, float, int | None, float | None]
+Write = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 
 
 class LeaseKeeper:
     """The sessions this replica holds and their leases; `lease_s` 0: no leases, no resume."""
 
-    def __init__(self, write: Write, recordings: Path, lease_s: float) -> None:
+    def __init__(self, write: Write, recordings: RecordingStore, lease_s: float) -> None:
         self._write = write
         self._recordings = recordings
         self.lease_s = lease_s
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._held: set[str] = set()
+        self._spooled: set[str] = set()  # released here, recording kept here until ended
         self.swept = 0
 
     @property
@@ -53,7 +60,7 @@ class LeaseKeeper:
     def held(self) -> int:
         return len(self._held)
 
-    def take(self, record: SessionRecord) -> Callable[[sqlite3.Connection], None]:
+    def take(self, record: SessionRecord) -> Callable[[Connection], None]:
         """What `begin_session` runs after the insert: this replica holds the new session."""
         until = time.time() + self.lease_s if self.enabled else None
         if until is not None and record.ended_at is None:
@@ -88,60 +95,39 @@ class LeaseKeeper:
             self._held.add(claimed.session_id)
         return claimed
 
-    async def release(self, session_id: str, duration_s: float) -> None:
+    async def release(self, session_id: str, duration_s: float, *, recorded: bool = False) -> None:
         """Let the session go without ending it: its client may resume it, here or on another
-        replica, for `lease_s`; then the sweep ends it."""
+        replica, for `lease_s`; then the sweep ends it. `recorded`: its recording (closed, not
+        kept yet) stays here until the session ends, wherever it goes on (a session resumed here
+        keeps it at its end as any other)."""
         self.let_go(session_id)
+        if recorded:
+            self._spooled.add(session_id)
         until = time.time() + self.lease_s
         await self._write(lambda db: leases.release(db, session_id, duration_s, until))
 
+    def spooled(self, session_ids: Collection[str]) -> None:
+        """Open sessions whose recordings start-up found here: kept once they end."""
+        self._spooled.update(session_ids)
+
     async def keep(self) -> int:
-        """Renew the leases held here, then end the open sessions whose lease has lapsed;
-        returns how many were ended."""
+        """Renew the leases held here, then end the open sessions whose lease has lapsed, and
+        keep the recordings of those that ended (see the module docstring); returns how many
+        this sweep ended."""
         now = time.time()
         held, replica, until = list(self._held), self.replica, now + self.lease_s
         await self._write(lambda db: leases.hold(db, held, replica, until))
-        recordings = self._recordings
-        swept: int = await self._write(
-            lambda db: interrupt(db, recordings, leases.lapsed_sessions(db, now))
+        directory = self._recordings.directory
+        swept: frozenset[str] = await self._write(
+            lambda db: interrupt(db, directory, leases.end_lapsed(db, now))
         )
-        self.swept += swept
+        self.swept += len(swept)
         if swept:
-            log.warning("ended %d open sessions whose lease lapsed as interrupted", swept)
-        return swept
-
-
-def interrupt(
-    db: sqlite3.Connection,
-    recordings: Path,
-    interrupted: list[OpenRow],
-) -> int:
-    """End each (id, started_at, sample_rate, duration so far) `interrupted`, its duration and
-    end from its WAV file when it has one here (the header repaired)."""
-    for session_id, started, sample_rate, last_end in interrupted:
-        duration = last_end or 0.0
-        ended = started + duration
-        path = recordings / f"{session_id}.wav"
-        if sample_rate is not None and path.exists():
-            audio_bytes = repair_wav(path)
-            if audio_bytes is not None:
-                duration = max(duration, audio_bytes / (SAMPLE_WIDTH * sample_rate))
-                ended = max(started + duration, path.stat().st_mtime)
-        ended_at = datetime.fromtimestamp(ended, UTC)
-        schema.finish_session(db, session_id, "interrupted", duration, ended_at)
-    return len(interrupted)
-
-
-def recover(db: sqlite3.Connection, recordings: Path, lease_s: float) -> int:
-    """Start-up: remove WAV files without a row, and end the open rows `interrupted`: without
-    leases every one (a crash's), with them those whose lease lapsed or that had none."""
-    now = time.time() if lease_s > 0 else float("inf")
-    interrupted = leases.lapsed_sessions(db, now, unleased=True)
-    known = schema.session_ids(db)
-    for path in recordings.glob("*.wav"):
-        if path.stem not in known:
-            path.unlink(missing_ok=True)
-    interrupt(db, recordings, interrupted)
-    if interrupted:
-        log.warning("marked %d sessions left open by a crash as interrupted", len(interrupted))
-    return len(interrupted)
+            log.warning("ended %d open sessions whose lease lapsed as interrupted", len(swept))
+        spooled = list(self._spooled)
+        rows: dict[str, bool] = await self._write(lambda db: sessions_among(db, spooled))
+        ended = {id_ for id_ in spooled if not rows.get(id_, False)}
+        self._spooled -= ended
+        if swept or ended:
+            await self._recordings.recover(swept | ended)  # logs what it cannot keep
+        return len(swept)

@@ -1,14 +1,16 @@
 """Replica leases and resume tokens: the store's half of resuming a session (issue 23).
 
 Everything here is blocking SQL that takes the connection first and runs in the store actor's
-thread (`actors/store/actor.py` owns the connection, the set of sessions this replica holds, and
-the periodic renewal and sweep). The SQL is portable (`?` placeholders, `RETURNING`,
-`DOUBLE PRECISION` epoch seconds), so it runs unchanged on PostgreSQL.
+thread (`actors/store/actor.py` owns the connection; `keeper.py` the set of sessions this
+replica holds, and the periodic renewal and sweep). The SQL is written once for SQLite and
+PostgreSQL (`actors/store/sql.py`: `?` placeholders, `RETURNING`, `"end"` quoted); the columns
+and indexes are migration 2 (`actors/store/migrations.py`).
 
 - **Leases.** A session row names the replica that runs it and holds it until `lease_until`;
   the holder renews every lease it holds in one UPDATE. A row whose lease has lapsed while it
   is still open lost its replica (a crash) or its client (released and not resumed in time):
-  the sweep ends it `interrupted` (`lapsed_sessions`).
+  the sweep ends it `interrupted` (`end_lapsed`), in one conditional UPDATE, so replicas that
+  sweep at once end each session once.
 - **Tokens.** Each connection gets a new random token; only its SHA-256 is stored, with the
   caller's identity. `claim` swaps a live token for the next one in one atomic UPDATE, so a
   token works once, for its own key, while the session is open and its lease runs. A session
@@ -19,25 +21,13 @@ the periodic renewal and sweep). The SQL is portable (`?` placeholders, `RETURNI
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Collection
 
 import attrs
 import msgspec
 
 from actors.store.schema import StoredUtterance, StoredWord
-
-MIGRATION_SQL = """
-ALTER TABLE sessions ADD COLUMN replica TEXT;
-ALTER TABLE sessions ADD COLUMN lease_until DOUBLE PRECISION;
-ALTER TABLE sessions ADD COLUMN resume_hash TEXT;
-ALTER TABLE sessions ADD COLUMN resume_client TEXT;
-ALTER TABLE utterances ADD COLUMN seq INTEGER;
-CREATE UNIQUE INDEX IF NOT EXISTS sessions_by_resume_hash ON sessions (resume_hash);
-CREATE INDEX IF NOT EXISTS sessions_open_by_lease ON sessions (ended_at, lease_until);
-"""
-"""The columns and indexes leases add, applied once (`migrate`); the `pg` branch's migration
-list takes it over as one step."""
+from actors.store.sql import Connection
 
 _words_decoder = msgspec.json.Decoder(tuple[StoredWord, ...])
 
@@ -45,15 +35,6 @@ _words_decoder = msgspec.json.Decoder(tuple[StoredWord, ...])
 def hash_token(token: str) -> str:
     """What the store keeps of a resume token: its SHA-256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def migrate(db: sqlite3.Connection) -> None:
-    """Apply `MIGRATION_SQL` unless it has been (idempotent; column check, portable)."""
-    columns = {row[0] for row in db.execute("SELECT * FROM sessions LIMIT 0").description}
-    if "lease_until" in columns:
-        return
-    for statement in filter(None, (part.strip() for part in MIGRATION_SQL.split(";"))):
-        db.execute(statement)
 
 
 @attrs.frozen
@@ -69,7 +50,7 @@ class Busy:
     """The token is good but the session's replica still runs it: try again shortly."""
 
 
-def hold(db: sqlite3.Connection, session_ids: Collection[str], replica: str, until: float) -> None:
+def hold(db: Connection, session_ids: Collection[str], replica: str, until: float) -> None:
     """Renew this replica's leases on `session_ids` (those still open and still its own)."""
     if not session_ids:
         return
@@ -81,7 +62,7 @@ def hold(db: sqlite3.Connection, session_ids: Collection[str], replica: str, unt
     )
 
 
-def take(db: sqlite3.Connection, session_id: str, replica: str, until: float | None) -> None:
+def take(db: Connection, session_id: str, replica: str, until: float | None) -> None:
     """A new session's row: held by `replica` until `until` (None: no lease, resume off)."""
     db.execute(
         "UPDATE sessions SET replica = ?, lease_until = ? WHERE id = ?",
@@ -89,7 +70,7 @@ def take(db: sqlite3.Connection, session_id: str, replica: str, until: float | N
     )
 
 
-def bind_token(db: sqlite3.Connection, session_id: str, token_hash: str, client: str) -> None:
+def bind_token(db: Connection, session_id: str, token_hash: str, client: str) -> None:
     """The token a new connection's `ready` carries, for `client`'s key only."""
     db.execute(
         "UPDATE sessions SET resume_hash = ?, resume_client = ? WHERE id = ?",
@@ -97,7 +78,7 @@ def bind_token(db: sqlite3.Connection, session_id: str, token_hash: str, client:
     )
 
 
-def release(db: sqlite3.Connection, session_id: str, duration_s: float, until: float) -> None:
+def release(db: Connection, session_id: str, duration_s: float, until: float) -> None:
     """The client has gone and may come back: no replica runs the session now; it stays open
     until `until` (then the sweep ends it), with the duration it has so far."""
     db.execute(
@@ -108,7 +89,7 @@ def release(db: sqlite3.Connection, session_id: str, duration_s: float, until: f
 
 
 def claim(
-    db: sqlite3.Connection,
+    db: Connection,
     token_hash: str,
     client: str,
     new_hash: str,
@@ -141,7 +122,7 @@ def claim(
     return Claimed(session_id, stored_finals(db, session_id))
 
 
-def mark_seq(db: sqlite3.Connection, session_id: str, index: int, seq: int) -> None:
+def mark_seq(db: Connection, session_id: str, index: int, seq: int) -> None:
     """The native `seq` the final `index` was sent with."""
     db.execute(
         "UPDATE utterances SET seq = ? WHERE session_id = ? AND idx = ?", (seq, session_id, index)
@@ -149,10 +130,10 @@ def mark_seq(db: sqlite3.Connection, session_id: str, index: int, seq: int) -> N
 
 
 def stored_finals(
-    db: sqlite3.Connection, session_id: str
+    db: Connection, session_id: str
 ) -> tuple[tuple[int | None, StoredUtterance], ...]:
     rows = db.execute(
-        "SELECT seq, idx, start, end, text, language, confidence, words FROM utterances"
+        'SELECT seq, idx, start, "end", text, language, confidence, words FROM utterances'
         " WHERE session_id = ? ORDER BY idx",
         (session_id,),
     ).fetchall()
@@ -173,17 +154,38 @@ def stored_finals(
     )
 
 
-def lapsed_sessions(
-    db: sqlite3.Connection, now: float, *, unleased: bool = False
-) -> list[tuple[str, float, int | None, float | None]]:
-    """Open sessions whose lease lapsed before `now` (and, with `unleased`, those that never
-    had one: rows of a server that ran without leases, ended only at its start-up): (id,
-    started_at, sample_rate, duration so far: the released one, else the last final's end)."""
-    unleased_rows = " OR s.lease_until IS NULL" if unleased else ""
-    return db.execute(
-        "SELECT s.id, s.started_at, s.sample_rate, COALESCE(s.duration_s,"
-        " (SELECT MAX(u.end) FROM utterances AS u WHERE u.session_id = s.id))"
-        " FROM sessions AS s WHERE s.ended_at IS NULL"
-        f" AND (s.lease_until < ?{unleased_rows})",
+OpenRow = tuple[str, float, int | None, float]
+"""An open session the sweep ended: (id, started_at, sample_rate, duration so far)."""
+
+# the duration an open session has so far: the one it was released with, else its last final's
+# end (evaluated before the UPDATE sets anything)
+_SO_FAR = (
+    'COALESCE(duration_s, (SELECT MAX(u."end") FROM utterances AS u'
+    " WHERE u.session_id = sessions.id), 0)"
+)
+
+
+def end_lapsed(db: Connection, now: float, *, unleased: bool = False) -> list[OpenRow]:
+    """End `interrupted` the open sessions whose lease lapsed before `now` (with `unleased`,
+    also those that never had one: rows of a server that ran without leases, ended only at its
+    start-up), at their start plus the duration they have so far; returns them.
+
+    One conditional UPDATE: a replica sweeping at the same time waits for this transaction and
+    then finds these rows ended, so each session is ended (and its recording kept) once."""
+    unleased_rows = " OR lease_until IS NULL" if unleased else ""
+    rows = db.execute(
+        f"UPDATE sessions SET end_reason = 'interrupted', duration_s = {_SO_FAR},"
+        f" ended_at = started_at + {_SO_FAR}"
+        f" WHERE ended_at IS NULL AND (lease_until < ?{unleased_rows})"
+        " RETURNING id, started_at, sample_rate, duration_s",
         (now,),
     ).fetchall()
+    return [(str(id_), float(start), rate, float(so_far)) for id_, start, rate, so_far in rows]
+
+
+def correct_end(db: Connection, session_id: str, duration_s: float, ended_at: float) -> None:
+    """An ended session's duration and end, as its recording tells them."""
+    db.execute(
+        "UPDATE sessions SET duration_s = ?, ended_at = ? WHERE id = ?",
+        (duration_s, ended_at, session_id),
+    )

@@ -1,8 +1,10 @@
-"""The store's records and its SQLite schema and queries (blocking; run in the store's thread).
+"""The store's records and its queries, the same on SQLite and PostgreSQL (blocking; run in the
+store's thread).
 
-Everything here takes a `sqlite3.Connection` and runs inside the store actor's worker thread
-(see `actors/store/actor.py`, which owns the connection and the order of calls). Times are stored as
-UTC epoch seconds and come back as aware `datetime`s. Pages are newest first by
+Everything here takes a `Connection` (`actors/store/sql.py`: `?` placeholders, portable SQL)
+and runs inside the store actor's worker thread (see `actors/store/actor.py`, which owns the
+connection and the order of calls); the tables are made by `actors/store/migrations.py`. Times
+are stored as UTC epoch seconds and come back as aware `datetime`s. Pages are newest first by
 (`started_at`, `id`), and a page's `next` is the `PagePosition` of its last session: a keyset
 position made of what the page showed, so it stays valid while sessions are added or deleted and
 says nothing of sessions a filtered caller does not see (the global `seq` never leaves here).
@@ -11,49 +13,19 @@ says nothing of sessions a filtered caller does not see (the global `seq` never 
 from __future__ import annotations
 
 import re
-import sqlite3
+from collections.abc import Collection
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import msgspec
 
+from actors.store.sql import INTEGRITY_ERRORS, Connection, violates_foreign_key
+
 if TYPE_CHECKING:
     from protocol.native import Final
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    route TEXT NOT NULL,
-    client TEXT NOT NULL,
-    model TEXT NOT NULL,
-    language TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    end_reason TEXT,
-    duration_s REAL,
-    sample_rate INTEGER
-);
-CREATE INDEX IF NOT EXISTS sessions_by_client ON sessions (client, seq);
-CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (started_at);
-CREATE INDEX IF NOT EXISTS sessions_page ON sessions (started_at, id);
-CREATE INDEX IF NOT EXISTS sessions_by_client_page ON sessions (client, started_at, id);
-CREATE TABLE IF NOT EXISTS utterances (
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    start REAL NOT NULL,
-    end REAL NOT NULL,
-    text TEXT NOT NULL,
-    language TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    words TEXT,
-    PRIMARY KEY (session_id, idx)
-) WITHOUT ROWID;
-"""
 
 _COLUMNS = """s.seq, s.id, s.route, s.client, s.model, s.language, s.started_at, s.ended_at,
     s.end_reason, s.duration_s, s.sample_rate,
@@ -158,17 +130,6 @@ class SessionPage:
     next: PagePosition | None
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the database in WAL mode; commits are durable (synchronous=FULL)."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.executescript(SCHEMA)
-    return db
-
-
 def _time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
@@ -190,14 +151,14 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
     )
 
 
-def insert_session(db: sqlite3.Connection, record: SessionRecord) -> None:
+def insert_session(db: Connection, record: SessionRecord) -> None:
     try:
         _insert_session(db, record)
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise AlreadyStored(f"session {record.id} exists") from None
 
 
-def _insert_session(db: sqlite3.Connection, record: SessionRecord) -> None:
+def _insert_session(db: Connection, record: SessionRecord) -> None:
     db.execute(
         "INSERT INTO sessions (id, route, client, model, language, started_at, ended_at,"
         " end_reason, duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -215,11 +176,11 @@ def _insert_session(db: sqlite3.Connection, record: SessionRecord) -> None:
     )
 
 
-def insert_utterance(db: sqlite3.Connection, session_id: str, utterance: StoredUtterance) -> None:
+def insert_utterance(db: Connection, session_id: str, utterance: StoredUtterance) -> None:
     words = None if utterance.words is None else msgspec.json.encode(utterance.words).decode()
     try:
         db.execute(
-            "INSERT INTO utterances (session_id, idx, start, end, text, language, confidence,"
+            'INSERT INTO utterances (session_id, idx, start, "end", text, language, confidence,'
             " words) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 session_id,
@@ -232,14 +193,14 @@ def insert_utterance(db: sqlite3.Connection, session_id: str, utterance: StoredU
                 words,
             ),
         )
-    except sqlite3.IntegrityError as error:
-        if "FOREIGN KEY" in str(error):
+    except INTEGRITY_ERRORS as error:
+        if violates_foreign_key(error):
             raise SessionNotFound(session_id) from None
         raise AlreadyStored(f"final {utterance.index} of {session_id} exists") from None
 
 
 def finish_session(
-    db: sqlite3.Connection, session_id: str, reason: str, duration_s: float, ended_at: datetime
+    db: Connection, session_id: str, reason: str, duration_s: float, ended_at: datetime
 ) -> None:
     cursor = db.execute(
         "UPDATE sessions SET ended_at = ?, end_reason = ?, duration_s = ? WHERE id = ?",
@@ -249,7 +210,7 @@ def finish_session(
         raise SessionNotFound(session_id)
 
 
-def mark_audio(db: sqlite3.Connection, session_id: str, sample_rate: int) -> None:
+def mark_audio(db: Connection, session_id: str, sample_rate: int) -> None:
     cursor = db.execute(
         "UPDATE sessions SET sample_rate = ? WHERE id = ?", (sample_rate, session_id)
     )
@@ -258,7 +219,7 @@ def mark_audio(db: sqlite3.Connection, session_id: str, sample_rate: int) -> Non
 
 
 def select_page(
-    db: sqlite3.Connection, client: str | None, limit: int, after: PagePosition | None
+    db: Connection, client: str | None, limit: int, after: PagePosition | None
 ) -> SessionPage:
     """Newest first (by start time, then id), from just after `after` when given."""
     where: list[str] = []
@@ -281,7 +242,7 @@ def select_page(
     return SessionPage(sessions, next_page)
 
 
-def select_session(db: sqlite3.Connection, session_id: str) -> SessionDetail:
+def select_session(db: Connection, session_id: str) -> SessionDetail:
     row = db.execute(f"SELECT {_COLUMNS} FROM sessions AS s WHERE s.id = ?", (session_id,))
     found = row.fetchone()
     if found is None:
@@ -297,7 +258,7 @@ def select_session(db: sqlite3.Connection, session_id: str) -> SessionDetail:
             words=None if words is None else _words_decoder.decode(words),
         )
         for index, start, end, text, language, confidence, words in db.execute(
-            "SELECT idx, start, end, text, language, confidence, words FROM utterances"
+            'SELECT idx, start, "end", text, language, confidence, words FROM utterances'
             " WHERE session_id = ? ORDER BY idx",
             (session_id,),
         )
@@ -305,7 +266,7 @@ def select_session(db: sqlite3.Connection, session_id: str) -> SessionDetail:
     return SessionDetail(_session(found), utterances)
 
 
-def delete_session_row(db: sqlite3.Connection, session_id: str) -> None:
+def delete_session_row(db: Connection, session_id: str) -> None:
     found = db.execute("SELECT ended_at FROM sessions WHERE id = ?", (session_id,)).fetchone()
     if found is None:
         raise SessionNotFound(session_id)
@@ -314,7 +275,7 @@ def delete_session_row(db: sqlite3.Connection, session_id: str) -> None:
     db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
 
-def delete_ended_before(db: sqlite3.Connection, cutoff: datetime) -> list[str]:
+def delete_ended_before(db: Connection, cutoff: datetime) -> list[str]:
     """Delete the ended sessions that started before `cutoff`; returns their ids."""
     rows = db.execute(
         "DELETE FROM sessions WHERE started_at < ? AND ended_at IS NOT NULL RETURNING id",
@@ -323,14 +284,43 @@ def delete_ended_before(db: sqlite3.Connection, cutoff: datetime) -> list[str]:
     return [str(id_) for (id_,) in rows]
 
 
-def open_sessions(db: sqlite3.Connection) -> list[tuple[str, float, int | None, float | None]]:
+def ended_before(db: Connection, cutoff: datetime) -> list[str]:
+    """The ended sessions that started before `cutoff` (the retention purge's)."""
+    rows = db.execute(
+        "SELECT id FROM sessions WHERE started_at < ? AND ended_at IS NOT NULL",
+        (cutoff.timestamp(),),
+    ).fetchall()
+    return [str(id_) for (id_,) in rows]
+
+
+def delete_rows(db: Connection, session_ids: list[str]) -> list[str]:
+    """Delete these ended sessions (one deleted meanwhile is skipped); returns which went."""
+    deleted = []
+    for session_id in session_ids:
+        try:
+            delete_session_row(db, session_id)
+        except SessionNotFound:
+            continue
+        deleted.append(session_id)
+    return deleted
+
+
+def open_sessions(db: Connection) -> list[tuple[str, float, int | None, float | None]]:
     """Sessions a crash left open: (id, started_at, sample_rate, end of the last utterance)."""
     return db.execute(
         "SELECT s.id, s.started_at, s.sample_rate,"
-        " (SELECT MAX(u.end) FROM utterances AS u WHERE u.session_id = s.id)"
+        ' (SELECT MAX(u."end") FROM utterances AS u WHERE u.session_id = s.id)'
         " FROM sessions AS s WHERE s.ended_at IS NULL"
     ).fetchall()
 
 
-def session_ids(db: sqlite3.Connection) -> set[str]:
-    return {str(id_) for (id_,) in db.execute("SELECT id FROM sessions")}
+def sessions_among(db: Connection, ids: Collection[str]) -> dict[str, bool]:
+    """Which of `ids` have a row: each one's id and whether it is still open (never ended)."""
+    listed = list(ids)
+    found: dict[str, bool] = {}
+    for first in range(0, len(listed), 500):
+        chunk = listed[first : first + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = db.execute(f"SELECT id, ended_at FROM sessions WHERE id IN ({marks})", chunk)
+        found.update((str(id_), ended is None) for id_, ended in rows)
+    return found

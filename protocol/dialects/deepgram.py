@@ -13,12 +13,17 @@ detect), `interim_results` (default false), `endpointing` (ms of silence that en
 utterance, at least `MIN_ENDPOINTING_MS`, default 500, `false` to cut only at
 `utterance_end_ms` or the maximum length), `utterance_end_ms`, `vad_events`, `punctuate` /
 `smart_format` (without either the transcript is lower case without punctuation, as
-Deepgram's); `model` and every other Deepgram option are accepted and ignored. Words are always
+Deepgram's), `keyterm` and `keywords` (repeated: the session's vocabulary,
+`protocol/dialects/configure.py`); `model` and every other Deepgram option are accepted and
+ignored. Words are always
 returned, so sessions run with `words=True`.
 
 Client messages: binary audio; `{"type": "KeepAlive"}`, `{"type": "Finalize"}` (flush and
 keep going), `{"type": "CloseStream"}` (drain, `Metadata`, close 1000); an empty binary frame
-also closes the stream (Deepgram's older way). Server messages:
+also closes the stream (Deepgram's older way); `{"type": "Configure", "keyterms": [...]}`
+replaces the key terms from the next draft and utterance on, answered by exactly one
+`ConfigureSuccess` {`request_id`, `keyterms` (when replaced)} or `ConfigureFailure`
+{`request_id`, `code`, `description`}. Server messages:
 
 * `Results`: `type`, `channel_index` [0, 1], `duration`, `start`, `is_final`, `speech_final`,
   `from_finalize`, `channel.alternatives[0]` {`transcript`, `confidence`, `words` [{`word`,
@@ -47,9 +52,13 @@ import msgspec
 
 from protocol.codec import Inbound
 from protocol.dialects.common import merge_punctuation
+from protocol.dialects.configure import CONFIGURE_FAILURES, configure_failure_on
 from protocol.dialects.deepgram_messages import (
     Alternative,
     Channel,
+    ConfigureFailure,
+    ConfigureMessage,
+    ConfigureSuccess,
     ErrorMessage,
     Message,
     Metadata,
@@ -66,6 +75,7 @@ from protocol.native import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     Config,
+    Configured,
     Encoding,
     Error,
     Final,
@@ -121,8 +131,11 @@ def _whole(params: Mapping[str, str], name: str, low: int, high: int) -> int | N
     return int(value)
 
 
-def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
-    """Deepgram query parameters → (native config, wire options); raises `QueryError`."""
+def parse_query(
+    params: Mapping[str, str], keyterms: list[str] | None = None
+) -> tuple[Config, DeepgramOptions]:
+    """Deepgram query parameters → (native config, wire options); raises `QueryError`.
+    `keyterms`: the repeated `keyterm`/`keywords` parameters' (`query_keyterms`)."""
     encoding = params.get("encoding") or None
     if encoding is not None and encoding not in CONTAINER_ENCODINGS | RAW_ENCODINGS.keys():
         raise QueryError("encoding", f"encoding {encoding!r} is not supported")
@@ -151,6 +164,7 @@ def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
         interim=_flag(params, "interim_results"),
         endpointing_ms=max(endpointing, MIN_ENDPOINTING_MS),
         words=True,
+        keyterms=keyterms,
     )
     options = DeepgramOptions(
         encoding=encoding,
@@ -194,6 +208,7 @@ class DeepgramCodec:
         self._continued_at: set[float] = set()  # SpeechStarted times that continue a cut
         self._last_final_end = 0.0
         self._last_word_end = 0.0
+        self._replacing: list[bool] = []  # per `Configure` unanswered: does it set keyterms?
 
     # client → native
 
@@ -203,7 +218,10 @@ class DeepgramCodec:
                 return [Stop()]  # Deepgram's older way to close the stream
             self._sha256.update(message)
             return [message]
-        return [client_messages.parse(message).inbound()]
+        parsed = configure_failure_on(client_messages.parse, message)
+        if isinstance(parsed, ConfigureMessage):
+            self._replacing.append(parsed.keyterms is not None)
+        return [parsed.inbound()]
 
     # native → client
 
@@ -236,6 +254,18 @@ class DeepgramCodec:
                     channels=self.options.channels,
                     models=[self._model_uuid],
                     model_info={self._model_uuid: self._model_info},
+                )
+            case Configured():
+                replaced = self._replacing.pop(0) if self._replacing else True
+                keyterms = frame.keyterms if replaced else None
+                message = ConfigureSuccess(request_id=self.request_id, keyterms=keyterms)
+            case Error() if frame.code in CONFIGURE_FAILURES:
+                if frame.code != "invalid_configure" and self._replacing:
+                    self._replacing.pop(0)  # the session refused it (a malformed one never came)
+                message = ConfigureFailure(
+                    request_id=self.request_id,
+                    code=CONFIGURE_FAILURES[frame.code],
+                    description=frame.message,
                 )
             case Error():
                 variant = "SchemaError" if frame.code in _SCHEMA_ERRORS else "Error"

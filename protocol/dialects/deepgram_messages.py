@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from protocol.dialects.common import ClientMessages
-from protocol.native import Finalize, KeepAlive, Stop
+from protocol.native import Configure, Finalize, KeepAlive, Stop
 
 
 class Word(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -87,6 +87,17 @@ class ErrorMessage(Message, tag="Error"):
     code: str
 
 
+class ConfigureSuccess(Message, tag="ConfigureSuccess", omit_defaults=True):
+    request_id: str
+    keyterms: list[str] | None = None  # present when the `Configure` replaced them
+
+
+class ConfigureFailure(Message, tag="ConfigureFailure"):
+    request_id: str
+    code: str
+    description: str
+
+
 class ClientMessage(msgspec.Struct, tag_field="type"):
     pass
 
@@ -106,7 +117,15 @@ class CloseStreamMessage(ClientMessage, tag="CloseStream"):
         return Stop()
 
 
-Incoming = KeepAliveMessage | FinalizeMessage | CloseStreamMessage
+class ConfigureMessage(ClientMessage, tag="Configure"):
+    keyterms: list[str] | None = None  # replaces the stream's key terms; None keeps them
+    features: dict[str, bool] | None = None  # formatting features: accepted, not applied
+
+    def inbound(self) -> Configure:
+        return Configure(keyterms=self.keyterms)
+
+
+Incoming = KeepAliveMessage | FinalizeMessage | CloseStreamMessage | ConfigureMessage
 client_messages: ClientMessages[Incoming] = ClientMessages(
     msgspec.json.Decoder(Incoming), dialect="Deepgram"
 )

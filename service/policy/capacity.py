@@ -174,12 +174,18 @@ class CapacityMeter:
             return None
         return max(0, math.floor(capacity / self.per_session + 1e-9) - live)
 
+    def allowance(self, live: int) -> int | None:
+        """How many more sessions fit: the headroom, or while nothing is trusted what is left
+        of `cold_sessions`; None: no limit (cold, without `cold_sessions`)."""
+        headroom = self.headroom(live)
+        if headroom is None and self.cold_sessions is not None:
+            return max(0, self.cold_sessions - live)
+        return headroom
+
     def admits(self, live: int) -> bool:
         """Would one more session fit? While nothing is trusted: up to `cold_sessions`."""
-        headroom = self.headroom(live)
-        if headroom is None:
-            return self.cold_sessions is None or live < self.cold_sessions
-        return headroom >= 1
+        allowance = self.allowance(live)
+        return allowance is None or allowance >= 1
 
     def statistics(self, live: int) -> CapacityStatistics:
         return CapacityStatistics(

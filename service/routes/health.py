@@ -100,6 +100,8 @@ async def _running(runtime: Runtime, *, sees_all: bool) -> dict[str, Any]:
         degraded.append("store_failing")
     if degraded:
         body["status"], body["degraded"] = "degraded", degraded
+    if runtime.live.draining:  # shutting down: new sessions refused, live ones finishing
+        body["draining"] = True
     stats = runtime.transcriber.statistics()
     body["languages"] = list(runtime.options.languages)
     body["transcriber"] = {

@@ -67,7 +67,7 @@ from service.policy.caller import Caller
 from service.policy.limits import Limits
 from service.policy.refusal import Refusal
 from service.routes.uploads import UploadError, Uploads, check_admission
-from service.session.admission import SessionServices, admitted, turn_away
+from service.session.admission import SessionServices, admitted, draining, turn_away
 from service.session.handle import SessionHandle
 from service.session.ports import ClientGone, Transcriber
 from service.session.record import new_session_id
@@ -121,6 +121,8 @@ async def serve_recordings(
     """Admit, accept and answer one connection's recordings until it closes."""
     client = Caller.of(websocket).client
     try:
+        if (refusal := draining(services)) is not None:
+            raise refusal
         admission = services.gate.admit(client)
     except Refusal as refusal:
         await turn_away(websocket, "/ws", client, refusal)

@@ -3,12 +3,14 @@
 `serve_session` is what each WebSocket route calls: before the upgrade it checks the per-client
 and total session caps, whether the transcriber is keeping up, and last the client's recording
 rate limit, so that a session refused for any other reason spends no rate-limit token (issue
-11, M5); refusals are HTTP 429/503 + `Retry-After`, never after audio was accepted. Then it
-accepts, builds the session's store hooks, and runs the session pipeline. It owns the
-session's admission slot and releases it when the session ends, however it ends. A route that
-resumes sessions (the native one) hands over `open_resume`, called once the session is admitted
-and before the upgrade, so a resume the server is too full for keeps its token, and a claimed
-one is run (`service/session/resume.py`); a resume spends no rate-limit token (`counted`).
+11, M5); refusals are HTTP 429/503 + `Retry-After`, never after audio was accepted. Once the
+server drains for shutdown (`LiveSessions.drain`), everything new is refused (503
+`server_draining`), resumes included. Then it accepts, builds the session's store hooks, and
+runs the session pipeline. It owns the session's admission slot and releases it when the
+session ends, however it ends. A route that resumes sessions (the native one) hands over
+`open_resume`, called once the session is admitted and before the upgrade, so a resume the
+server is too full for keeps its token, and a claimed one is run (`service/session/resume.py`);
+a resume spends no rate-limit token (`counted`).
 What it uses of the running server comes in one record, `SessionServices` (the route hands
 down `Runtime.sessions`, `service/runtime.py`); nothing here reaches for the app.
 """
@@ -54,12 +56,18 @@ class LiveSessions(dict[str, SessionHandle]):
     """The sessions running now, by id, as handles; `wait_empty` wakes when the last one ends.
 
     A session is added when it starts and removed when it has ended, however it ends (its
-    route does both); a handle's `stop` ends it, and it leaves on its own."""
+    route does both); a handle's `stop` ends it, and it leaves on its own. `drain()` (the
+    shutdown, `service.app.drain_sessions`) closes the door for good: admission refuses new
+    sessions and uploads, and the HAProxy agent answers `drain`."""
 
     def __init__(self) -> None:
         super().__init__()
         self._empty = trio.Event()
         self._empty.set()
+        self.draining = False
+
+    def drain(self) -> None:
+        self.draining = True
 
     def add(self, session: SessionHandle) -> None:
         if not self:
@@ -119,6 +127,8 @@ async def admit(
     an allowed `hit` spends one of the client's tokens: a caller must check its own caps before
     calling this. A resumed session (`counted` False) is not a new recording: it spends none.
     """
+    if (refusal := draining(services)) is not None:
+        return refusal
     if overloaded(services):
         return Refusal(
             503, "overloaded", "the transcriber is not keeping up; try again soon", retry_after=5
@@ -152,6 +162,18 @@ async def admit(
     return None
 
 
+def draining(services: SessionServices) -> Refusal | None:
+    """503 `server_draining` once the server drains for shutdown (`LiveSessions.drain`)."""
+    if not services.live.draining:
+        return None
+    return Refusal(
+        503,
+        "server_draining",
+        "this server is shutting down; try again (another replica takes the session)",
+        retry_after=2,
+    )
+
+
 async def admit_session(
     services: SessionServices, client: str, *, counted: bool = True
 ) -> Admission:
@@ -179,7 +201,7 @@ def capacity_statistics(
 ) -> CapacityStatistics:
     """Bring the capacity meter up to date and read it, with the recent finals' p95 wait."""
     now = trio.current_time()
-    live_streams = _observe(meter, transcriber, live, now)
+    live_streams = observe(meter, transcriber, live, now)
     wait = final_waits.percentile(now)
     return attrs.evolve(
         meter.statistics(live_streams),
@@ -188,7 +210,7 @@ def capacity_statistics(
     )
 
 
-def _observe(
+def observe(
     meter: CapacityMeter, transcriber: TranscriberHandle, live: LiveSessions, now: float
 ) -> int:
     """Bring the capacity meter up to date; how many live streams there are."""
@@ -203,7 +225,7 @@ def fits(services: SessionServices) -> bool:
     """Does one more live session fit the measured capacity (`service/policy/capacity.py`)?"""
     if services.settings.admission_utilization <= 0:
         return True
-    live = _observe(services.capacity, services.transcriber, services.live, trio.current_time())
+    live = observe(services.capacity, services.transcriber, services.live, trio.current_time())
     return services.capacity.admits(live)
 
 

@@ -31,6 +31,7 @@ from service.session.ports import (
 )
 from service.session.resume import Resume
 from service.session.state import AudioMeter, Ending, FinalsMeter
+from service.session.vocabulary import SessionVocabulary
 
 
 def new_session_id() -> str:
@@ -70,6 +71,7 @@ class Session:
         )
     )
     finals: FinalsMeter = attrs.field(factory=FinalsMeter)  # the transcriber client's
+    vocabulary: SessionVocabulary = attrs.field(factory=SessionVocabulary)  # the reader's
 
     @property
     def limits(self) -> SessionLimits:

@@ -3,7 +3,9 @@
 One per session, owned by the route that runs it. `final` returns once the utterance is
 committed, and the writer calls it before sending the final, so a crash never loses text a
 client has seen. The recording is closed before the session row is ended (start-up repair
-looks for unended rows).
+looks for unended rows), and kept where the store keeps recordings then (an object store
+uploads it: `StoreHandle.close_recording`), so a session that has ended can be read from any
+replica; the upload is never on the audio path, even for a recording that stopped early.
 
 Whether a session is recorded is the server's `RecordingPolicy` (the store's, so every route
 follows it) applied to the client's `record`: `deny` answers a request with a non-fatal
@@ -11,17 +13,21 @@ follows it) applied to the client's `record`: `deny` answers a request with a no
 
 A full disk never ends a session (issue 11 M1). A recording that reaches its limit, finds the
 disk below the free-space floor or fails to write stops with a playable file and one non-fatal
-`recording_stopped` for the client. A store that cannot commit (`StoreError`) costs the
-session its stored transcript, not its live one: the client gets one non-fatal `not_stored`,
-finals keep coming (and keep being offered to the store), and `/health` says `degraded`.
+`recording_stopped` for the client; so does one whose object store cannot be reached when the
+session starts (`RecordingsUnreachable`: wrong credentials, no bucket), and the session goes on
+unrecorded. A store that cannot commit (`StoreError`) costs the session its stored transcript,
+not its live one: the client gets one non-fatal `not_stored`, finals keep coming (and keep
+being offered to the store), and `/health` says `degraded`.
 Reasons in detail go to the log, not to the client.
 
 Resuming (`service/session/resume.py`): a new session's row gets its first connection's
 token (hashed); a resumed one has its row already (the claim took it), and its recording goes
 on in the same WAV file at the session's audio time when that file is on this replica's disk
-(else it stops where the earlier connection left it: `recording_stopped`). A
-session `RELEASED` (its client vanished and may come back) is let go, not ended: its recording
-closed, its row open for the lease (`LeaseKeeper.release`).
+(else it stops where the earlier connection left it: `recording_stopped`; so it does when the
+recordings are in an object store and the file is in another replica's spool). A session
+`RELEASED` (its client vanished and may come back) is let go, not ended: its recording closed
+but not kept yet (it may go on here), its row open for the lease (`LeaseKeeper.release`, which
+keeps the recording once something has ended the session).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from actors.store.actor import StoreClosed, StoreError, StoreHandle
 from actors.store.leases import hash_token
 from actors.store.recording import (
     LowDiskSpace,
+    RecordingBusy,
     RecordingPolicy,
     RecordingWriter,
     reopen_recording,
@@ -117,7 +124,7 @@ class StoreHooks:
         at = round(self._resume.audio_start * SAMPLE_RATE) * 2
         try:
             self._recording = await reopen_recording(path, SAMPLE_RATE, at, policy=self._policy)
-        except (FileNotFoundError, ValueError) as error:
+        except (FileNotFoundError, RecordingBusy, ValueError) as error:
             return self._recording_stopped("resumed", str(error))
         except LowDiskSpace as error:
             return self._recording_stopped("low_disk", str(error))
@@ -126,10 +133,10 @@ class StoreHooks:
         return None
 
     async def audio(self, samples: Samples) -> Error | None:
-        if self._recording is None or await self._recording.append_samples(samples):
+        recording = self._recording
+        if recording is None or recording.stopped or await recording.append_samples(samples):
             return None
-        recording, self._recording = self._recording, None
-        await self._close(recording)  # closed by its stop already; nothing is left to write
+        # closed by its stop already; kept when the session ends
         return self._recording_stopped(recording.stopped or "write_error", recording.stop_detail)
 
     async def final(self, frame: Final) -> Error | None:
@@ -146,28 +153,35 @@ class StoreHooks:
 
     async def ended(self, reason: str, duration_s: float) -> None:
         with trio.CancelScope(shield=True):
-            if self._recording is not None:
-                await self._close(self._recording)
+            recording = self._recording
+            if recording is not None:
+                await self._close(recording, keep=reason != RELEASED)
             if not self._stored:
                 return
             # a server that is stopping has closed its store: start-up repair ends the row
             with contextlib.suppress(StoreClosed):
                 try:
                     if reason == RELEASED:
-                        await self._store.leases.release(self._session_id, duration_s)
+                        await self._store.leases.release(
+                            self._session_id, duration_s, recorded=recording is not None
+                        )
                     else:
                         await self._store.end_session(self._session_id, reason, duration_s)
                 except StoreError as error:  # the row stays open; start-up repair ends it
                     log.error("session %s: could not end its row: %s", self._session_id, error)
 
-    async def _close(self, recording: RecordingWriter) -> None:
+    async def _close(self, recording: RecordingWriter, *, keep: bool) -> None:
         try:
-            await recording.aclose()
-        except OSError as error:  # the header stays unfixed; start-up repair fixes it
+            if keep:
+                await self._store.close_recording(recording)
+            else:  # a released session's: kept once it ends (`LeaseKeeper.release`)
+                await recording.aclose()
+        except OSError as error:  # the file stays; an object store's start-up recovery keeps it
             log.error("session %s: closing the recording: %s", self._session_id, error)
 
     def _recording_stopped(self, reason: str, detail: str) -> Error:
-        log.warning("session %s: recording stopped (%s): %s", self._session_id, reason, detail)
+        level = logging.ERROR if reason == "write_error" else logging.WARNING  # the operator's
+        log.log(level, "session %s: recording stopped (%s): %s", self._session_id, reason, detail)
         why = _STOPPED[reason].format(seconds=self._policy.max_bytes / (2 * SAMPLE_RATE))
         return Error(code="recording_stopped", message=f"recording stopped: {why}; {_UNRECORDED}")
 

@@ -36,10 +36,13 @@ class Captions:
     open_since: float | None = None
 
     def delay_s(self, received_s: float) -> float:
-        """How far the text is behind the audio, while someone speaks (0 between utterances)."""
+        """How far the text is behind the speech, while someone speaks (0 between utterances).
+
+        Counted from the newest text's end, or from the utterance's start when the text ends
+        before it: the silence before an utterance is not speech the text owes."""
         if self.open_since is None:
             return 0.0
-        return max(0.0, received_s - self.shown_end)
+        return max(0.0, received_s - max(self.shown_end, self.open_since))
 
     def shown(self, end: float) -> None:
         self.shown_end = max(self.shown_end, end)

@@ -1,4 +1,5 @@
-// The Live panel: Start/Stop, level meter, partial and final text, latency, options.
+// The Live panel: Start/Stop, level meter, partial and final text, latency, how far the server
+// is behind (while its status frames say so), options.
 
 import { settings } from "./api.js";
 import { clock, download, toTxt } from "./captions.js";
@@ -8,6 +9,9 @@ import { LiveStream } from "./stream.js";
 const $ = (id) => document.getElementById(id);
 
 const SENTIMENT_LABELS = { positive: "Positive", negative: "Negative", neutral: "Neutral" };
+// The server sends `status` every second while a session is behind and once when it catches
+// up; this long without one, the figures it carried are stale and go.
+const STATUS_QUIET_MS = 2500;
 
 export class LivePanel {
   constructor() {
@@ -136,10 +140,7 @@ export class LivePanel {
         this.showFinal(detail);
         break;
       case "status":
-        $("stat-lag-item").hidden = false;
-        $("stat-lag").textContent = `${Number(detail.lag_s).toFixed(1)} s${detail.degraded ? " ⚠" : ""}`;
-        $("stat-captions-item").hidden = false;
-        $("stat-captions").textContent = `${Number(detail.caption_delay_s ?? 0).toFixed(1)} s`;
+        this.showStatus(detail);
         break;
       case "stopped":
         // The page's own count: after a reconnection the server's duration_s covers only the
@@ -154,7 +155,31 @@ export class LivePanel {
     }
   }
 
+  showStatus({ lag_s, degraded, caption_delay_s }) {
+    const behind = Number(caption_delay_s ?? 0).toFixed(1);
+    if ($("stat-captions-item").hidden) {
+      // Announced when it appears and when it goes, not at every second's figure.
+      $("live-behind").textContent = `Text is ${behind} seconds behind the speech.`;
+    }
+    $("stat-lag-item").hidden = false;
+    $("stat-lag").textContent = `${Number(lag_s).toFixed(1)} s${degraded ? " ⚠" : ""}`;
+    $("stat-captions-item").hidden = false;
+    $("stat-captions").textContent = `${behind} s`;
+    clearTimeout(this.statusQuiet);
+    this.statusQuiet = setTimeout(() => this.hideStatus(true), STATUS_QUIET_MS);
+  }
+
+  hideStatus(caughtUp) {
+    clearTimeout(this.statusQuiet);
+    if (caughtUp && !$("stat-captions-item").hidden) {
+      $("live-behind").textContent = "The text has caught up with the speech.";
+    }
+    $("stat-lag-item").hidden = true;
+    $("stat-captions-item").hidden = true;
+  }
+
   ended({ message, tone }) {
+    this.hideStatus(false);
     $("stat-elapsed").textContent = clock(this.stream.sentSeconds);
     this.microphone?.close();
     this.microphone = null;

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from trio_websocket import ConnectionRejected, open_websocket_url
+from support.ws_client import rejected
+from trio_websocket import open_websocket_url
 
 from service.policy.caller import Caller
 from service.policy.limits import BodyLimitMiddleware
@@ -223,53 +224,25 @@ def secured_app(config: SecurityConfig, gate: SessionGate) -> Starlette:
     )
 
 
-@pytest.fixture
-def client_streams(monkeypatch: pytest.MonkeyPatch) -> list[trio.SocketStream]:
-    """trio-websocket 0.12 leaves its TCP stream open when a handshake is rejected (the reader
-    task raises `ConnectionRejected` without closing it); keep the streams to close them."""
-    streams: list[trio.SocketStream] = []
-    original = trio.open_tcp_stream
-
-    async def tracked(host: str, port: int) -> trio.SocketStream:
-        stream = await original(host, port)
-        streams.append(stream)
-        return stream
-
-    monkeypatch.setattr(trio, "open_tcp_stream", tracked)
-    return streams
-
-
-async def test_every_refusal_is_answered_before_the_upgrade(
-    client_streams: list[trio.SocketStream],
-) -> None:
-    async def refused(url: str, **options: object) -> ConnectionRejected:
-        before = len(client_streams)
-        with pytest.raises(ConnectionRejected) as rejected:
-            async with open_websocket_url(url, **options):  # type: ignore[arg-type]
-                pass
-        for stream in client_streams[before:]:
-            await stream.aclose()
-        return rejected.value
-
+async def test_every_refusal_is_answered_before_the_upgrade() -> None:
     config = SecurityConfig(api_keys=KEYS)
     gate = SessionGate(max_sessions=2, max_per_client=1)
     async with serving(secured_app(config, gate)) as host:
         url = f"ws://{host}/v1/stream"
-        missing = await refused(url)
+        missing = await rejected(url)
         assert missing.status_code == 401
         assert json.loads(missing.body or b"") == {
             "error": {"code": "unauthorized", "message": "an API key is required"}
         }
         assert (b"www-authenticate", b'Bearer realm="chorus"') in missing.headers
-        wrong = await refused(url, extra_headers=[(b"Authorization", b"Bearer k9")])
+        wrong = await rejected(url, [("Authorization", "Bearer k9")])
         assert (wrong.status_code, json.loads(wrong.body or b"")["error"]["message"]) == (
             401,
             "invalid API key",
         )
-        assert (await refused(url + "?token=nope")).status_code == 401
-        foreign = await refused(
-            url,
-            extra_headers=[(b"Authorization", b"Token k1"), (b"Origin", b"https://evil.example")],
+        assert (await rejected(url + "?token=nope")).status_code == 401
+        foreign = await rejected(
+            url, [("Authorization", "Token k1"), ("Origin", "https://evil.example")]
         )
         assert foreign.status_code == 403
 
@@ -278,13 +251,13 @@ async def test_every_refusal_is_answered_before_the_upgrade(
             extra_headers=[(b"Authorization", b"Token k1"), (b"Origin", f"http://{host}".encode())],
         ) as first:
             assert await first.get_message() == identity_of("k1")
-            busy = await refused(url + "?token=k1")
+            busy = await rejected(url + "?token=k1")
             assert busy.status_code == 429
             assert (b"retry-after", b"5") in busy.headers
             async with open_websocket_url(url, subprotocols=["token", "k2"]) as second:
                 assert second.subprotocol == "token"
                 assert await second.get_message() == identity_of("k2")
-                full = await refused(url, extra_headers=[(b"Authorization", b"Bearer k3")])
+                full = await rejected(url, [("Authorization", "Bearer k3")])
                 assert full.status_code == 503
                 assert json.loads(full.body or b"")["error"]["code"] == "server_full"
         assert gate.statistics().refused_full == 1

@@ -243,15 +243,15 @@ def test_client_messages_and_metadata() -> None:
     assert codec.decode('{"type": "CloseStream"}') == [Stop()]
     assert codec.decode(b"") == [Stop()]  # Deepgram's older way to close
     assert codec.decode(b"\x01\x02\x03\x04") == [b"\x01\x02\x03\x04"]
-    for bad, code in [('{"type": "Configure"}', "unknown_type"), ("nope", "invalid_json")]:
+    for bad, code in [('{"type": "Reconfigure"}', "unknown_type"), ("nope", "invalid_json")]:
         with pytest.raises(ProtocolError) as caught:
             codec.decode(bad)
         assert caught.value.code == code
-    error = _one(codec, Error(code="unknown_type", message="what is Configure"))
+    error = _one(codec, Error(code="unknown_type", message="what is Reconfigure"))
     assert error == {
         "type": "Error",
         "variant": "SchemaError",
-        "description": "what is Configure",
+        "description": "what is Reconfigure",
         "code": "unknown_type",
     }
     metadata = _one(codec, Stopped(session_id="x", transcript="", duration_s=2.5, utterances=0))

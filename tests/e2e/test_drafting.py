@@ -138,8 +138,9 @@ def test_captions_are_behind_only_while_someone_speaks() -> None:
     captions = Captions()
     assert captions.delay_s(12.0) == 0.0  # between utterances
     captions.open_since = 10.0
-    captions.shown(9.0)
-    assert captions.delay_s(12.0) == 3.0
+    captions.shown(9.0)  # the last utterance's text: the pause after it is owed nothing
+    assert captions.delay_s(10.0) == 0.0
+    assert captions.delay_s(12.0) == 2.0
     captions.shown(11.5)
     captions.shown(11.0)  # an older end never moves it back
     assert captions.delay_s(12.0) == 0.5
@@ -311,3 +312,42 @@ async def test_status_says_how_far_the_captions_are_behind(
     statuses = [frame for frame in frames if isinstance(frame, Status)]
     delays = [status.caption_delay_s for status in statuses]
     assert delays == pytest.approx([2.4, 3.2])  # from 2 s behind (twice the target) on: 4 - 0.8
+
+
+class SlowFirstDrafts:
+    """Takes 1.5 s over an utterance's first draft and answers the rest at once."""
+
+    async def transcribe(
+        self, request: Request, *, priority: Priority = "final", **_: object
+    ) -> Result:
+        if priority == "first_partial":
+            await trio.sleep(1.5)
+        return Result("hello there", "en")
+
+
+async def test_the_pause_before_an_utterance_is_not_caption_delay(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A final shown to 1.0 s, two seconds of silence, then 0.6 s of a new utterance whose
+    first draft is slow: the text is 0.6 s behind the speech, not 2.6 s, and no `status`."""
+    session = quiet_session(SlowFirstDrafts(), StreamOptions())
+    events_send, events = trio.open_memory_channel[Segmented](16)
+    frames_send, frames_recv = trio.open_memory_channel[ServerFrame](256)
+    audio = np.zeros(int(0.6 * SAMPLE_RATE), dtype=np.float32)  # the new utterance so far
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transcribe_segments, session, english(words=False), events, frames_send)
+        await events_send.send(SpeechStart(at=0.2))
+        session.audio.received(SAMPLE_RATE)
+        await events_send.send(spoken(1.0, final=True))
+        await trio.sleep(2.0)
+        session.audio.received(int(2.6 * SAMPLE_RATE))  # the pause and the new speech
+        await events_send.send(SpeechStart(at=3.0))
+        await events_send.send(Segment(1, False, audio, 3.0, 3.6, 1))
+        await trio.sleep(1.2)  # its first draft is still on its way
+        assert SessionHandle.of(session).statistics().caption_delay_s == pytest.approx(0.6)
+        await trio.sleep(1.0)
+        await events_send.send(Segment(1, True, audio, 3.0, 3.6, 2))
+        await events_send.aclose()
+    frames = [frame async for frame in frames_recv]
+    assert [frame.text for frame in frames if isinstance(frame, Final)] == ["hello there"] * 2
+    assert not [frame for frame in frames if isinstance(frame, Status)]

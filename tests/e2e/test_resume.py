@@ -22,8 +22,16 @@ from conftest import serve_app
 from starlette.applications import Starlette
 from support.audio_files import DATA, load, pcm16, wav_bytes
 from support.fakes import FakeModel
-from support.ws_client import connect, drop, receive_all, rejected, send_audio, send_json
-from trio_websocket import ConnectionRejected, WebSocketConnection
+from support.ws_client import (
+    Rejection,
+    connect,
+    drop,
+    receive_all,
+    rejected,
+    send_audio,
+    send_json,
+)
+from trio_websocket import WebSocketConnection
 
 from actors.model.port import Samples
 from actors.store.actor import SessionDetail, StoreHandle
@@ -78,7 +86,7 @@ async def ended(store: StoreHandle, session_id: str) -> SessionDetail:
             await trio.sleep(0.05)
 
 
-def body(refusal: ConnectionRejected) -> Any:
+def body(refusal: Rejection) -> Any:
     return json.loads(refusal.body or b"")
 
 

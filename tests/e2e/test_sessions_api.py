@@ -1,4 +1,5 @@
-"""`/v1/sessions` over a real store, served by hypercorn on 127.0.0.1:0, read with httpx."""
+"""`/v1/sessions` over a real store (SQLite, and PostgreSQL on loopback), served by hypercorn on
+127.0.0.1:0, read with httpx."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
+from support.postgres_server import PostgresServer
 
 from actors.store.actor import SessionRecord, StoredUtterance, StoredWord, StoreHandle, open_store
 from service.policy.caller import Caller
@@ -69,8 +71,11 @@ async def add_session(
     await store.end_session(session_id, "stop", 3.25)
 
 
-async def test_list_and_read_sessions(tmp_path: Path) -> None:
-    async with open_store(tmp_path) as store, serving(store) as client:
+async def test_list_and_read_sessions(tmp_path: Path, store_database_url: str | None) -> None:
+    async with (
+        open_store(tmp_path, database_url=store_database_url) as store,
+        serving(store) as client,
+    ):
         assert (await client.get("/v1/sessions")).json() == {"sessions": [], "next": None}
         for number in range(5):
             await add_session(store, f"s{number}", f"key:{number % 2}")
@@ -132,9 +137,12 @@ async def test_list_and_read_sessions(tmp_path: Path) -> None:
         assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
 
 
-async def test_audio_with_ranges_and_delete(tmp_path: Path) -> None:
+async def test_audio_with_ranges_and_delete(tmp_path: Path, store_database_url: str | None) -> None:
     audio = bytes(range(256)) * 125  # 32000 bytes: one second
-    async with open_store(tmp_path) as store, serving(store) as client:
+    async with (
+        open_store(tmp_path, database_url=store_database_url) as store,
+        serving(store) as client,
+    ):
         await add_session(store, "rec", "ip:1.2.3.4", audio=audio)
         await add_session(store, "plain", "ip:1.2.3.4")
         whole = await client.get("/v1/sessions/rec/audio")
@@ -176,12 +184,31 @@ async def test_without_a_store_the_routes_say_so() -> None:
         assert (answer.status_code, answer.json()["error"]["code"]) == (503, "store_unavailable")
 
 
+async def test_a_database_out_of_reach_is_a_503_until_it_is_back(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    async with open_store(tmp_path, database_url=url) as store, serving(store) as client:
+        await add_session(store, "s1", "key:a")
+        postgres_server.stop()
+        try:
+            for path in ("/v1/sessions", "/v1/sessions/s1"):
+                answer = await client.get(path)
+                assert (answer.status_code, answer.json()["error"]["code"]) == (503, "store_error")
+        finally:
+            postgres_server.start()
+        assert (await client.get("/v1/sessions/s1")).json()["id"] == "s1"
+
+
 async def test_a_connection_without_a_caller_sees_only_the_anonymous_sessions(
-    tmp_path: Path,
+    tmp_path: Path, store_database_url: str | None
 ) -> None:
     """Routes served without `SecurityMiddleware` treat the caller as the least privileged
     one (`Caller.NOBODY`): not every tenant's sessions."""
-    async with open_store(tmp_path) as store, serving(store, caller=None) as client:
+    async with (
+        open_store(tmp_path, database_url=store_database_url) as store,
+        serving(store, caller=None) as client,
+    ):
         await add_session(store, "theirs", "key:other")
         await add_session(store, "mine", "anonymous")
         listed = (await client.get("/v1/sessions", params={"client": "key:other"})).json()

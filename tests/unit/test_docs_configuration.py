@@ -2,10 +2,10 @@
 
 The server's names are read from the source: every `Settings` field (read as `CHORUS_<FIELD>`
 by `Settings.from_env`) and every string literal that names a variable in `service/` or
-`actors/` (`"CHORUS_…"`, `"MAX_RECORDINGS_PER_…"`, `"REDIS_URL"`). The section "Read by the
-tests and the bench" is checked the same way against what `tests/` and `bench/` read with
-`os.environ.get`. A setting added to the code without a row, or a row left behind by a setting
-that went, fails here.
+`actors/` (`"CHORUS_…"`, `"MAX_RECORDINGS_PER_…"`, `"REDIS_URL"`, `"DATABASE_URL"`). The section
+"Read by the tests and the bench" is checked the same way against what `tests/` and `bench/`
+read with `os.environ.get`. A setting added to the code without a row, or a row left behind by a
+setting that went, fails here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
 TEST_SECTION = "Read by the tests and the bench"
 
-NAME = r"(?:CHORUS_[A-Z0-9_]+|MAX_RECORDINGS_PER_[A-Z]+|REDIS_URL)"
+NAME = r"(?:CHORUS_[A-Z0-9_]+|MAX_RECORDINGS_PER_[A-Z]+|REDIS_URL|DATABASE_URL)"
 LITERAL = re.compile(rf"""["']({NAME})["']""")
 ENVIRON_GET = re.compile(rf"""environ\.get\(\s*["']({NAME})["']""")
 CELL_NAME = re.compile(rf"`({NAME})`")

@@ -1,21 +1,27 @@
-"""Replica leases and resume tokens in the SQLite store (issue 23): the SQL against a real file,
-with explicit times where expiry matters (no sleeping), the `LeaseKeeper` through the store
-actor, and a resumed session's recording reopened at its audio time."""
+"""Replica leases and resume tokens in the store (issue 23), on both backends (a real SQLite
+file, a real PostgreSQL server: `store_database_url`): the SQL with explicit times where expiry
+matters (no sleeping), the `LeaseKeeper` through the store actor, two replicas sweeping at once,
+and a resumed session's recording reopened at its audio time."""
 
 from __future__ import annotations
 
-import sqlite3
+import fcntl
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+import trio
 
 from actors.store import leases, schema
 from actors.store.actor import SessionRecord, StoredUtterance, open_store
+from actors.store.database import Database, open_database
 from actors.store.leases import Busy, Claimed, hash_token
-from actors.store.recording import create_recording, reopen_recording
+from actors.store.migrations import migrate
+from actors.store.recording import RecordingBusy, create_recording, reopen_recording
+from actors.store.sql import Connection
 
 ALICE, BOB = "key:alice", "key:bob"
 
@@ -34,35 +40,44 @@ def final(index: int) -> StoredUtterance:
     )  # fmt: skip
 
 
-def database(path: Path) -> sqlite3.Connection:
-    db = schema.connect(path / "chorus.sqlite3")
-    leases.migrate(db)
-    return db
+@pytest.fixture
+def database(tmp_path: Path, store_database_url: str | None) -> Iterator[Database]:
+    """The store's database (SQLite in `tmp_path`, or a new PostgreSQL one), migrated."""
+    opened = open_database(tmp_path, store_database_url)
+    migrate(opened)
+    yield opened
+    opened.close()
 
 
-def open_session(db: sqlite3.Connection, session_id: str, until: float | None) -> None:
+@pytest.fixture
+def db(database: Database) -> Connection:
+    return database.connection  # each statement commits on its own (autocommit)
+
+
+def open_session(db: Connection, session_id: str, until: float | None) -> None:
     schema.insert_session(db, record(session_id))
     leases.take(db, session_id, "replica-a", until)
     leases.bind_token(db, session_id, hash_token("token-1"), ALICE)
 
 
-def claim(db: sqlite3.Connection, token: str, client: str = ALICE, *, now: float) -> object:
+def claim(db: Connection, token: str, client: str = ALICE, *, now: float) -> object:
     return leases.claim(
         db, hash_token(token), client, hash_token("token-2"), "replica-b",
         now=now, until=now + 30, stale=now + 10,
     )  # fmt: skip
 
 
-def test_the_migration_is_idempotent(tmp_path: Path) -> None:
-    db = database(tmp_path)
-    leases.migrate(db)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
-    assert {"replica", "lease_until", "resume_hash", "resume_client"} <= columns
-    assert "seq" in {row[1] for row in db.execute("PRAGMA table_info(utterances)")}
+def test_the_columns_are_a_migration_applied_once(database: Database, db: Connection) -> None:
+    assert migrate(database) == []
+    db.execute("SELECT replica, lease_until, resume_hash, resume_client FROM sessions LIMIT 0")
+    db.execute("SELECT seq FROM utterances LIMIT 0")
+    open_session(db, "s1", until=1030.0)
+    schema.insert_session(db, record("s2"))
+    with pytest.raises(Exception, match=r"(?i)unique"):  # a token hash names one session
+        leases.bind_token(db, "s2", hash_token("token-1"), ALICE)
 
 
-def test_a_released_session_is_claimed_once_with_its_finals_and_their_seq(tmp_path: Path) -> None:
-    db = database(tmp_path)
+def test_a_released_session_is_claimed_once_with_its_finals_and_their_seq(db: Connection) -> None:
     open_session(db, "s1", until=1030.0)
     for index, seq in [(0, 4), (1, 9)]:
         schema.insert_utterance(db, "s1", final(index))
@@ -78,8 +93,7 @@ def test_a_released_session_is_claimed_once_with_its_finals_and_their_seq(tmp_pa
     assert row == ("replica-b", 1030.0, hash_token("token-2"))
 
 
-def test_a_replica_that_missed_its_renewals_loses_the_session_to_a_claim(tmp_path: Path) -> None:
-    db = database(tmp_path)
+def test_a_replica_that_missed_its_renewals_loses_the_session_to_a_claim(db: Connection) -> None:
     open_session(db, "s1", until=1030.0)
     assert isinstance(claim(db, "token-1", now=1015.0), Busy)  # renewed 15 s ago at most
     assert isinstance(claim(db, "token-1", now=1025.0), Claimed)  # two renewals missed
@@ -95,9 +109,8 @@ def test_a_replica_that_missed_its_renewals_loses_the_session_to_a_claim(tmp_pat
     ],
 )
 def test_claims_are_refused_alike(
-    tmp_path: Path, token: str, client: str, now: float, ended: bool
+    db: Connection, token: str, client: str, now: float, ended: bool
 ) -> None:
-    db = database(tmp_path)
     open_session(db, "s1", until=1030.0)
     leases.release(db, "s1", 1.0, until=1030.0)
     if ended:
@@ -105,29 +118,41 @@ def test_claims_are_refused_alike(
     assert claim(db, token, client, now=now) is None
 
 
-def test_only_lapsed_leases_are_swept(tmp_path: Path) -> None:
-    db = database(tmp_path)
+def test_only_lapsed_leases_are_swept(db: Connection) -> None:
     open_session(db, "held", until=1030.0)
     schema.insert_session(db, record("lapsed"))
     leases.take(db, "lapsed", "replica-a", 990.0)
     schema.insert_utterance(db, "lapsed", final(0))
+    schema.insert_session(db, record("released"))
+    leases.take(db, "released", "replica-a", 1030.0)
+    leases.release(db, "released", 2.5, until=995.0)
     schema.insert_session(db, record("unleased"))
-    assert [row[0] for row in leases.lapsed_sessions(db, 1000.0)] == ["lapsed"]
-    assert [row[3] for row in leases.lapsed_sessions(db, 1000.0)] == [1.5]  # its last final
-    at_start = leases.lapsed_sessions(db, 1000.0, unleased=True)
-    assert sorted(row[0] for row in at_start) == ["lapsed", "unleased"]
+    swept = leases.end_lapsed(db, 1000.0)
+    assert sorted((row[0], row[3]) for row in swept) == [("lapsed", 1.5), ("released", 2.5)]
+    assert leases.end_lapsed(db, 1000.0) == []  # ended once
+    at_start = leases.end_lapsed(db, 1000.0, unleased=True)
+    assert [row[0] for row in at_start] == ["unleased"]
+    ended = db.execute(
+        "SELECT id, end_reason, ended_at - started_at FROM sessions"
+        " WHERE ended_at IS NOT NULL ORDER BY id"
+    ).fetchall()
+    assert [(id_, reason) for id_, reason, _ in ended] == [
+        ("lapsed", "interrupted"), ("released", "interrupted"), ("unleased", "interrupted"),
+    ]  # fmt: skip
+    assert [length for _, _, length in ended] == pytest.approx([1.5, 2.5, 0.0])
 
 
-async def test_the_keeper_renews_what_it_holds_and_sweeps_what_lapsed(tmp_path: Path) -> None:
-    async with open_store(tmp_path, lease_s=30.0) as store:
+async def test_the_keeper_renews_what_it_holds_and_sweeps_what_lapsed(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    async with open_store(tmp_path, lease_s=30.0, database_url=store_database_url) as store:
         await store.begin_session(record("live"))
         await store.begin_session(record("gone"))
         await store.add_utterance("gone", final(0), seq=3)
         await store.leases.release("gone", 2.5)
         assert store.statistics().held == 1
-        other = sqlite3.connect(tmp_path / "chorus.sqlite3")
-        with other:
-            other.execute("UPDATE sessions SET lease_until = 0")  # everyone's lease lapsed
+        other = open_database(tmp_path, store_database_url)
+        other.connection.execute("UPDATE sessions SET lease_until = 0")  # everyone's lapsed
         other.close()
         assert await store.leases.keep() == 1  # `live` was renewed first
         gone = await store.get_session("gone")
@@ -137,25 +162,80 @@ async def test_the_keeper_renews_what_it_holds_and_sweeps_what_lapsed(tmp_path: 
     assert live.session.ended_at is None
 
 
-async def test_a_released_session_outlives_a_restart_and_a_crashed_one_does_not(
-    tmp_path: Path,
+async def test_replicas_sweeping_at_once_end_a_lapsed_session_once(
+    tmp_path: Path, store_database_url: str | None
 ) -> None:
-    async with open_store(tmp_path, lease_s=30.0) as store:
+    """Every replica sweeps; two at the same moment end each lapsed session once between them."""
+    directories = [tmp_path / "a", tmp_path / "b"] if store_database_url else [tmp_path] * 2
+    async with (
+        open_store(directories[0], lease_s=30.0, database_url=store_database_url) as a,
+        open_store(directories[1], lease_s=30.0, database_url=store_database_url) as b,
+    ):
+        for number in range(20):
+            await a.begin_session(record(f"s{number}"))
+            await a.leases.release(f"s{number}", 1.0)
+        other = open_database(tmp_path, store_database_url)
+        other.connection.execute("UPDATE sessions SET lease_until = 0")
+        other.close()
+        swept: list[int] = []
+
+        async def sweep(keeper: Any) -> None:
+            swept.append(await keeper.keep())
+
+        async with trio.open_nursery() as nursery:
+            for store in (a, b, a, b):
+                nursery.start_soon(sweep, store.leases)
+        page = await b.list_sessions(limit=100)
+    assert sum(swept) == 20
+    assert {session.end_reason for session in page.sessions} == {"interrupted"}
+
+
+async def test_a_released_session_outlives_a_restart_and_a_crashed_one_does_not(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    """On SQLite, start-up ends the open rows whose lease lapsed or that never had one; on
+    PostgreSQL, shared by replicas, it ends none (the sweep does, for lapsed leases)."""
+    url = store_database_url
+    async with open_store(tmp_path, lease_s=30.0, database_url=url) as store:
         await store.begin_session(record("released"))
         await store.leases.release("released", 1.0)
-    db = sqlite3.connect(tmp_path / "chorus.sqlite3")
-    with db:
-        db.execute(
-            "INSERT INTO sessions (id, route, client, model, language, started_at)"
-            " VALUES ('old', '/v1/stream', 'x', 'm', 'en', 1)"
-        )  # a row from before leases: no lease at all
-    db.close()
-    async with open_store(tmp_path, lease_s=30.0) as store:
-        assert store.statistics().interrupted_at_start == 1
+    other = open_database(tmp_path, url)
+    other.connection.execute(
+        "INSERT INTO sessions (id, route, client, model, language, started_at)"
+        " VALUES ('old', '/v1/stream', 'x', 'm', 'en', 1)"
+    )  # a row from before leases: no lease at all
+    other.close()
+    async with open_store(tmp_path, lease_s=30.0, database_url=url) as store:
+        assert store.statistics().interrupted_at_start == (0 if url else 1)
         assert (await store.get_session("released")).session.ended_at is None
-        assert (await store.get_session("old")).session.end_reason == "interrupted"
-    async with open_store(tmp_path) as store:  # without leases, every open row is a crash's
-        assert store.statistics().interrupted_at_start == 1
+        old = (await store.get_session("old")).session
+        assert old.end_reason == (None if url else "interrupted")
+    async with open_store(tmp_path, database_url=url) as store:  # without leases
+        # SQLite: every open row is a crash's; PostgreSQL: none is this start-up's to end
+        assert store.statistics().interrupted_at_start == (0 if url else 1)
+
+
+async def test_the_sweep_takes_the_duration_from_an_idle_recording_and_leaves_a_busy_one(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    url = store_database_url
+    async with open_store(tmp_path, lease_s=30.0, database_url=url) as store:
+        for session_id in ("idle", "busy"):
+            await store.begin_session(record(session_id))
+            writer = await store.open_recording(session_id, 16000)
+            await writer.append(bytes(2 * 16000 * 3))  # 3 s
+            if session_id == "idle":
+                await writer.aclose()
+                await store.leases.release(session_id, 1.0, recorded=True)
+        other = open_database(tmp_path, url)
+        other.connection.execute("UPDATE sessions SET lease_until = 0")
+        other.close()
+        header = store.audio_path("busy").read_bytes()[:44]
+        assert await store.leases.keep() == 1  # the busy one is ended, its file left alone
+        assert store.audio_path("busy").read_bytes()[:44] == header  # not repaired under it
+        idle = (await store.get_session("idle")).session
+        await writer.aclose()
+    assert idle.end_reason == "interrupted" and idle.duration_s == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize(("held", "at"), [(3000, 1000), (1000, 3000), (2000, 2000)])
@@ -176,3 +256,7 @@ async def test_a_reopened_recording_goes_on_at_its_audio_time(
     assert data == b"\x01\x00" * (kept // 2) + bytes(at - kept) + b"\x02\x00" * 100
     with pytest.raises(FileNotFoundError):
         await reopen_recording(tmp_path / "elsewhere.wav", 16000, at)
+    with path.open("rb") as writer:  # another process's writer still holds it
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(RecordingBusy):
+            await reopen_recording(path, 16000, at)

@@ -1,4 +1,5 @@
-"""The SQLite store against a real file: sessions, finals, recordings, retention, crash recovery."""
+"""The store against a real database, SQLite (a file) and PostgreSQL (a real server on loopback,
+`store_database_url`): sessions, finals, recordings, retention, crash recovery."""
 
 from __future__ import annotations
 
@@ -49,17 +50,20 @@ def utterance(index: int, text: str, words: bool = False) -> StoredUtterance:
     )
 
 
-async def test_a_session_and_its_finals_persist_across_restarts(tmp_path: Path) -> None:
-    async with open_store(tmp_path) as store:
+async def test_a_session_and_its_finals_persist_across_restarts(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    async with open_store(tmp_path, database_url=store_database_url) as store:
         await store.begin_session(record("s1"))
         await store.add_utterance("s1", utterance(0, " Hello there.", words=True))
         await store.add_utterance("s1", utterance(1, "General Kenobi. "))
         await store.add_utterance("s1", utterance(2, "  "))
         await store.end_session("s1", "stop", 6.5)
-    db = sqlite3.connect(tmp_path / "chorus.sqlite3")
-    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    db.close()
-    async with open_store(tmp_path) as store:
+    if store_database_url is None:
+        db = sqlite3.connect(tmp_path / "chorus.sqlite3")
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        db.close()
+    async with open_store(tmp_path, database_url=store_database_url) as store:
         detail = await store.get_session("s1")
         assert await store.transcript("s1") == "Hello there. General Kenobi."
     session = detail.session
@@ -77,8 +81,10 @@ async def test_a_session_and_its_finals_persist_across_restarts(tmp_path: Path) 
     assert detail.utterances[1].words is None
 
 
-async def test_pages_are_newest_first_and_filter_by_client(tmp_path: Path) -> None:
-    async with open_store(tmp_path) as store:
+async def test_pages_are_newest_first_and_filter_by_client(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    async with open_store(tmp_path, database_url=store_database_url) as store:
         for number in range(7):
             await store.begin_session(record(f"s{number}", client=f"key:{number % 2}"))
         seen: list[str] = []
@@ -106,8 +112,10 @@ async def test_pages_are_newest_first_and_filter_by_client(tmp_path: Path) -> No
         assert rest.next is None
 
 
-async def test_one_bad_write_fails_alone_and_writes_are_batched(tmp_path: Path) -> None:
-    async with open_store(tmp_path) as store:
+async def test_one_bad_write_fails_alone_and_writes_are_batched(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    async with open_store(tmp_path, database_url=store_database_url) as store:
         await store.begin_session(record("s1"))
         errors: list[BaseException] = []
 
@@ -166,9 +174,11 @@ def test_session_ids_must_be_safe_file_names() -> None:
             record(bad)
 
 
-async def test_recording_delete_and_retention(tmp_path: Path) -> None:
+async def test_recording_delete_and_retention(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
     old = datetime.now(UTC) - timedelta(days=10)
-    async with open_store(tmp_path) as store:
+    async with open_store(tmp_path, database_url=store_database_url) as store:
         await store.begin_session(record("live-old", started_at=old))
         for session_id in ("old", "new"):
             started = old if session_id == "old" else datetime.now(UTC)
@@ -191,11 +201,15 @@ async def test_recording_delete_and_retention(tmp_path: Path) -> None:
             await store.delete_session("new")
         await store.end_session("live-old", "stop", 1.0)
         await store.begin_session(record("later-old", started_at=old, ended_at=old))
-    async with open_store(tmp_path, retention_days=5) as store:  # once at start-up
+    async with open_store(
+        tmp_path, retention_days=5, database_url=store_database_url
+    ) as store:  # once at start-up
         assert (await store.list_sessions()).sessions == ()
         assert store.statistics().purged == 2
         await store.begin_session(record("periodic", started_at=old, ended_at=old))
-    async with open_store(tmp_path, retention_days=5, purge_every_s=0.01) as store:
+    async with open_store(
+        tmp_path, retention_days=5, purge_every_s=0.01, database_url=store_database_url
+    ) as store:
         await store.begin_session(record("periodic-2", started_at=old, ended_at=old))
         with trio.fail_after(10):
             while (await store.list_sessions()).sessions:  # noqa: ASYNC110 - the purge is timed
@@ -209,7 +223,7 @@ from typing import Any
 from actors.store.actor import SessionRecord, StoredUtterance, open_store
 
 async def main() -> None:
-    async with open_store(Path(sys.argv[1])) as store:
+    async with open_store(Path(sys.argv[1]), database_url=sys.argv[2] or None) as store:
         await store.begin_session(SessionRecord(
             id="crashed", route="/v1/stream", client="c", model="tiny.en", language="en"))
         recording = await store.open_recording("crashed", 16000)
@@ -225,25 +239,33 @@ trio.run(main)
 """
 
 
-async def test_a_killed_process_loses_no_committed_final(tmp_path: Path) -> None:
+async def test_a_killed_process_loses_no_committed_final(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
     (tmp_path / "recordings").mkdir()
-    (tmp_path / "recordings" / "orphan.wav").write_bytes(b"left by a delete that died")
+    # a WAV this database does not know: another replica's, in a shared directory
+    (tmp_path / "recordings" / "theirs.wav").write_bytes(b"not ours to delete")
     result = await trio.run_process(
-        [sys.executable, "-c", CRASHING_SESSION, str(tmp_path)],
+        [sys.executable, "-c", CRASHING_SESSION, str(tmp_path), store_database_url or ""],
         cwd=ROOT,
         capture_stdout=True,
         check=False,
     )
     assert result.returncode == -9
     assert result.stdout.decode().split("\n")[:3] == ["sent 0", "sent 1", "sent 2"]
-    async with open_store(tmp_path) as store:
+    async with open_store(tmp_path, database_url=store_database_url) as store:
         detail = await store.get_session("crashed")
-        assert store.statistics().interrupted_at_start == 1
-        assert not (tmp_path / "recordings" / "orphan.wav").exists()
+        interrupted = store.statistics().interrupted_at_start
+        assert (tmp_path / "recordings" / "theirs.wav").read_bytes() == b"not ours to delete"
         audio_path = store.audio_path("crashed")
     assert detail.transcript == "final 0 final 1 final 2"
-    assert detail.session.end_reason == "interrupted"
-    assert detail.session.duration_s == pytest.approx(2.0)  # from the repaired recording
+    if store_database_url is None:  # this process's database: the crash's session is ended
+        assert interrupted == 1
+        assert detail.session.end_reason == "interrupted"
+        assert detail.session.duration_s == pytest.approx(2.0)  # from the repaired recording
+    else:  # shared by replicas: an open session is not start-up's to end (leases end it)
+        assert interrupted == 0
+        assert (detail.session.ended_at, detail.session.end_reason) == (None, None)
     with wave.open(str(audio_path), "rb") as reader:
         assert reader.getnframes() == 32000
         assert reader.readframes(3) == b"\x02\x00" * 3
