@@ -52,11 +52,16 @@ def speech() -> Samples:
 
 @asynccontextmanager
 async def server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume_s: float = 30.0
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    resume_s: float = 30.0,
+    database_url: str | None = None,
 ) -> AsyncIterator[tuple[Starlette, str]]:
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
-    settings = Settings(model="fake", data_dir=tmp_path, resume_s=resume_s, pace=0)
+    settings = Settings(
+        model="fake", data_dir=tmp_path, resume_s=resume_s, pace=0, database_url=database_url
+    )
     app = create_app(settings, model=FakeModel())
     async with serve_app(app) as address:
         yield app, address
@@ -261,6 +266,50 @@ async def test_a_drained_replicas_session_resumes_on_another(
     assert [f["utterance"] for f in finals] == list(range(len(finals)))
     assert [u.text for u in stored.utterances] == [f["text"] for f in finals]
     assert stored.session.end_reason == "stop"
+
+
+async def test_a_session_lost_on_one_replica_resumes_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_database_url: str | None
+) -> None:
+    """The production case: replicas share one database (PostgreSQL, each replica with a data
+    dir of its own, as on separate machines; or SQLite in one data dir). A session on the first
+    loses its connection and resumes on the second, every final once; its recording goes on
+    there only if the file is on its disk (else `recording_stopped`, the first part kept)."""
+    audio = speech()
+    url = store_database_url
+    dirs = (tmp_path / "a", tmp_path / "b") if url else (tmp_path, tmp_path)
+    async with (
+        server(dirs[0], monkeypatch, database_url=url) as (first, address),
+        server(dirs[1], monkeypatch, database_url=url) as (second, other),
+    ):
+        before = await lose_mid_speech(address, audio, "&record=true")
+        ready = before[0]
+        seen_finals = [frame for frame in before if frame["type"] == "final"]
+        seen_end = max(frame["end"] for frame in seen_finals)
+        after_seq = max(frame["seq"] for frame in before)
+        rest = audio[round(seen_end * 16000) :]
+        after = await resume(other, ready["resume_token"], after_seq, rest, query="&record=true")
+        stored = await ended(runtime(second).store, ready["session_id"])
+        on_first = await runtime(first).store.get_session(ready["session_id"])
+        path = runtime(first).store.audio_path(ready["session_id"])
+    assert after[0]["resumed"] is True and after[0]["session_id"] == ready["session_id"]
+    finals = seen_finals + [frame for frame in after if frame["type"] == "final"]
+    assert [f["utterance"] for f in finals] == list(range(len(finals)))  # once each, in order
+    assert not [f for f in after if f["type"] == "final" and f["seq"] <= after_seq]
+    assert [(u.index, u.text) for u in stored.utterances] == [
+        (frame["utterance"], frame["text"]) for frame in finals
+    ]
+    assert on_first == stored  # one database
+    assert stored.session.end_reason == "stop"
+    assert stored.session.duration_s == pytest.approx(len(audio) / 16000, abs=0.05)
+    errors = [frame["code"] for frame in after if frame["type"] == "error"]
+    assert errors == (["recording_stopped"] if url else [])
+    with wave.open(str(path), "rb") as recording:  # playable
+        frames = recording.getnframes()
+    if url:  # what the first replica heard before the connection was lost
+        assert round(seen_end * 16000) <= frames < len(audio)
+    else:  # the whole session's audio, once
+        assert frames == len(audio)
 
 
 async def test_chorus_stream_resumes_when_the_server_cuts_its_connection(

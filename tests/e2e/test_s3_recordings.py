@@ -11,6 +11,7 @@ recording and nothing else; an object store that cannot be reached is a 503 and 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import secrets
 import wave
@@ -23,6 +24,7 @@ import trio
 from conftest import fetch_recording
 from support.replicas import SPEECH, on_database, record_session, replica
 from support.s3_server import S3Server, start_s3_server
+from support.ws_client import connect, drop, send_audio
 
 from actors.store.actor import SessionRecord, open_store
 from actors.store.recording import wav_header
@@ -142,6 +144,39 @@ async def test_a_recording_a_crash_left_in_the_spool_is_uploaded_at_start_up(
         assert (record.ended_at, record.end_reason) == (None, None)
         assert objects == {f"{prefix}/ended.wav": wav}
         assert (spool / "crashed.wav").read_bytes() == wav
+
+
+async def test_a_session_whose_client_never_came_back_is_swept_and_its_recording_uploaded(
+    tmp_path: Path,
+    s3: S3Server,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    store_database_url: str | None,
+) -> None:
+    """A lost connection leaves its session resumable: the recording stays in the spool (it may
+    go on there). Nobody resumes it: the lease sweep ends it `interrupted`, and the recording
+    goes from the spool to the bucket."""
+    use_keys(monkeypatch, s3)
+    spool = tmp_path / "spool"
+    where = on_database(tmp_path, store_database_url, "a")
+    async with replica(**where, **settings(s3, prefix, spool), resume_s=0.6) as (address, http):
+        async with connect(f"ws://{address}/v1/stream?record=true") as ws:
+            ready = json.loads(await ws.get_message())
+            await send_audio(ws, SPEECH[:32000])
+            await drop(ws)
+        key = f"{prefix}/{ready['session_id']}.wav"
+        with trio.fail_after(20):
+            while True:  # the sweep's upload, in a thread
+                objects = await trio.to_thread.run_sync(s3.objects, prefix)
+                if key in objects:
+                    break
+                await trio.sleep(0.1)
+        stored = (await http.get(f"/v1/sessions/{ready['session_id']}")).json()
+    assert stored["end_reason"] == "interrupted" and stored["has_audio"]
+    with wave.open(io.BytesIO(objects[key])) as reader:  # what arrived before the cut
+        frames = reader.getnframes()
+    assert frames <= 32000 and stored["duration_s"] == pytest.approx(frames / 16000, abs=0.05)
+    assert not list(spool.iterdir())
 
 
 async def test_a_key_the_store_refuses_costs_the_session_its_recording_only(
