@@ -39,7 +39,7 @@ def on_database(tmp_path: Path, database_url: str | None, name: str) -> dict[str
     """Settings for replica `name` on the database replicas share: PostgreSQL at
     `database_url` with a data dir of its own, or (None) SQLite in one data dir for all."""
     if database_url is None:
-        return {"data_dir": tmp_path / "one-data-dir"}
+        return {"data_dir": tmp_path / "common"}
     return {"data_dir": tmp_path / name, "database_url": database_url}
 
 
