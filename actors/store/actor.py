@@ -351,7 +351,7 @@ def _open(
 
 async def _keep_leases(keeper: LeaseKeeper) -> None:
     while True:
-        await trio.sleep(keeper.lease_s / 3)
+        await trio.sleep(keeper.renew_every_s)
         try:
             await keeper.keep()
         except StoreError as error:

@@ -6,7 +6,8 @@ handle's write queue like every other (`actors/store/actor.py`), and the SQL is 
 new session is held (`StoreHandle.begin_session`), an ended one is let go
 (`StoreHandle.end_session`), a released one is let go without ending (`release`: its client
 may resume it), and a claimed one is held again (`claim`). `keep`, which the store's periodic
-nursery runs every `lease_s / 3` on every replica, renews them all in one UPDATE, then ends
+nursery runs every `renew_every_s` on every replica (`lease_s / 3`, at most `RENEW_EVERY_S`),
+renews them all in one UPDATE, then ends
 `interrupted` the open sessions whose lease has lapsed, whichever replica ran them
 (`leases.end_lapsed`, one conditional UPDATE: replicas sweeping at once end each one once;
 `recovery.interrupt`, shared with start-up, takes their durations from idle recordings here).
@@ -37,6 +38,13 @@ from actors.store.sql import Connection
 
 log = logging.getLogger("chorus.store")
 
+RENEW_EVERY_S = 2.0
+"""How often a replica renews the leases it holds, at most: a claim takes a session from its
+holder once the holder has missed `MISSED_RENEWALS` renewals, so a replica killed mid-session
+lets its sessions resume elsewhere after about 4 s, within the claim's wait (`service/session/
+resume.py`), however long `lease_s` lets a lost client come back."""
+MISSED_RENEWALS = 2
+
 Write = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 
 
@@ -47,6 +55,7 @@ class LeaseKeeper:
         self._write = write
         self._recordings = recordings
         self.lease_s = lease_s
+        self.renew_every_s = min(lease_s / 3, RENEW_EVERY_S)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._held: set[str] = set()
         self._spooled: set[str] = set()  # released here, recording kept here until ended
@@ -88,7 +97,7 @@ class LeaseKeeper:
                 replica,
                 now=now,
                 until=now + self.lease_s,
-                stale=now + self.lease_s / 3,
+                stale=now + self.lease_s - MISSED_RENEWALS * self.renew_every_s,
             )
         )
         if isinstance(claimed, Claimed):
