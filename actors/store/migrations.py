@@ -115,6 +115,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=(_SESSIONS_SQLITE, *_INDEXES, _UTTERANCES_SQLITE),
         postgres=(_SESSIONS_POSTGRES, *_INDEXES, _UTTERANCES_POSTGRES),
     ),
+    # a multichannel session's finals (a stereo call) say which channel spoke them
+    Migration(
+        2, "the channel of a final", **both("ALTER TABLE utterances ADD COLUMN channel INTEGER")
+    ),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

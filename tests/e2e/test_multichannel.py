@@ -1,0 +1,106 @@
+"""Multichannel sessions: a stereo call whose two channels carry different speech, on the native
+route (`channels=2&multichannel=true`) and on Deepgram's (`multichannel=true`, the official
+`deepgram-sdk` client, every message validated with the SDK's own models), against a server on
+loopback with tiny.en. Each channel is its own stream: its own transcript, its own `finalize`,
+its own sentiment, and the one stored session keeps every final with its channel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import trio
+from support.audio_files import DATA, load, pcm16
+from support.dialect_helpers import chunks, exchange, overlap, serving
+
+from actors.model.port import SpeechModel
+from protocol.multichannel import Deinterleaver
+
+pytestmark = pytest.mark.filterwarnings("ignore:websockets\\.:DeprecationWarning")
+LEFT = "the weather today is sunny with a light breeze from the west"
+RIGHT = "my grandmother planted tomatoes and roses in her garden"
+
+
+def stereo_call() -> bytes:
+    """Left: weather, then 2.5 s of silence (a pause of 1.5 s ends it); right: 2 s of
+    silence, then garden, not yet ended by a pause when the audio ends (`finalize` ends it)."""
+    left = load(DATA / "weather.wav")
+    right = load(DATA / "garden.wav")
+    left = np.concatenate([left, np.zeros(40000, np.float32)])
+    right = np.concatenate([np.zeros(32000, np.float32), right])
+    length = max(len(left), len(right))
+    both = np.zeros((length, 2), np.float32)
+    both[: len(left), 0], both[: len(right), 1] = left, right
+    return pcm16(both.reshape(-1))
+
+
+def test_the_deinterleaver_keeps_partial_frames_for_the_next_message() -> None:
+    left, right = np.arange(5, dtype="<i2"), -np.arange(5, dtype="<i2")
+    data = np.stack([left, right], axis=1).reshape(-1).tobytes()
+    splitter = Deinterleaver("pcm_s16le", 2)
+    pieces = [splitter.split(piece) for piece in chunks(data, 3)]  # odd cuts
+    joined = [b"".join(piece[channel] for piece in pieces) for channel in (0, 1)]
+    assert joined == [left.tobytes(), right.tobytes()]
+
+
+async def test_native_stereo_call_gives_each_channel_its_own_transcript(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    query = "channels=2&multichannel=true&sentiment=true&language=en&endpointing_ms=1500"
+    finalize_right = json.dumps({"type": "finalize", "channel": 1})
+    outgoing = [*chunks(stereo_call(), 6400), finalize_right, json.dumps({"type": "stop"})]
+    async with serving(tiny_model, tmp_path) as address:
+        result = await exchange(f"ws://{address}/v1/stream?{query}", outgoing)
+        ready = result.of_type("ready")[0]
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            stored = (await http.get(f"/v1/sessions/{ready['session_id']}")).json()
+    assert result.close_code == 1000
+    assert [m["type"] for m in result.messages].count("ready") == 1
+    finals = result.of_type("final")
+    by_channel = {c: [f for f in finals if f["channel"] == c] for c in (0, 1)}
+    left = " ".join(f["text"] for f in by_channel[0])
+    right = " ".join(f["text"] for f in by_channel[1])
+    assert overlap(left, LEFT) >= 0.6 and overlap(right, RIGHT) >= 0.6, (left, right)
+    assert overlap(left, RIGHT) <= 0.3 and overlap(right, LEFT) <= 0.3, (left, right)
+    # only the right channel was still speaking: only its utterance was cut by the finalize
+    assert [f["from_finalize"] for f in by_channel[1]][-1] is True
+    assert not any(f["from_finalize"] for f in by_channel[0])
+    assert all(f["sentiment"] is not None for f in finals if f["text"])
+    tagged = ("partial", "final", "utterance_end", "speech_started")
+    assert all("channel" in m for m in result.messages if m["type"] in tagged)
+    [stopped] = result.of_type("stopped")
+    assert result.messages[-1] == stopped and stopped["utterances"] == len(finals)
+    assert stopped["session_id"] == ready["session_id"]
+    kept = {(u["channel"], u["text"]) for u in stored["utterances"]}
+    assert kept == {(f["channel"], f["text"]) for f in finals}
+    assert stored["route"] == "/v1/stream" and stored["ended_at"] is not None
+
+
+def results_of(messages: list[Any]) -> list[dict[str, Any]]:
+    return [m for m in messages if isinstance(m, dict) and m.get("type") == "Results"]
+
+
+async def test_a_finalize_for_a_channel_that_is_not_there_is_refused(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    outgoing = [
+        bytes(6400),
+        json.dumps({"type": "finalize", "channel": 5}),
+        json.dumps({"type": "stop"}),
+    ]
+    async with serving(tiny_model, tmp_path) as address:
+        url = f"ws://{address}/v1/stream?channels=2&multichannel=true"
+        result = await exchange(url, outgoing)
+        with trio.fail_after(30):
+            refused = await exchange(
+                f"ws://{address}/v1/stream?multichannel=true&channels=2&encoding=auto", []
+            )
+    [error] = result.of_type("error")
+    assert error["code"] == "invalid_channel" and not error["fatal"]
+    assert result.close_code == 1000
+    assert refused.of_type("error")[0]["code"] == "invalid_config"
+    assert refused.close_code == 1008
