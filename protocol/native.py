@@ -119,6 +119,7 @@ class Partial(Outbound, tag="partial"):
     # how many leading characters of `text` are committed: later partials and the final
     # start with exactly them
     committed: int = 0
+    confidence: float = 0.0  # the draft's (mean word probability, or from its log-probability)
     # a multichannel session's channel (0 first); absent from a single-channel session's frames
     channel: int | msgspec.UnsetType = msgspec.UNSET
 

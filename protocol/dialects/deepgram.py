@@ -99,6 +99,7 @@ class DeepgramOptions:
     vad_events: bool = False
     punctuate: bool = False
     multi: bool = False
+    multichannel: bool = False  # each channel its own stream: `channel_index` [c, channels]
 
 
 def _flag(params: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -143,10 +144,12 @@ def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
     else:
         given = _whole(params, "endpointing", 0, 60_000) or 0
         endpointing = min(max(given, MIN_ENDPOINTING_MS), NO_ENDPOINTING_MS)
+    multichannel = _flag(params, "multichannel") and raw and channels > 1
     config = Config(
         sample_rate=max(rate, MIN_SAMPLE_RATE),
         encoding=RAW_ENCODINGS.get(encoding or "", "auto"),
         channels=channels if raw else 1,
+        multichannel=multichannel,
         language="auto" if multi else language,
         interim=_flag(params, "interim_results"),
         endpointing_ms=max(endpointing, MIN_ENDPOINTING_MS),
@@ -159,6 +162,7 @@ def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
         vad_events=_flag(params, "vad_events"),
         punctuate=_flag(params, "punctuate") or _flag(params, "smart_format"),
         multi=multi,
+        multichannel=multichannel,
     )
     return config, options
 
@@ -191,9 +195,8 @@ class DeepgramCodec:
             request_id="", model_info=self._model_info, model_uuid=self._model_uuid
         )
         self._sha256 = hashlib.sha256()
-        self._continued_at: set[float] = set()  # SpeechStarted times that continue a cut
-        self._last_final_end = 0.0
-        self._last_word_end = 0.0
+        self._tracks: dict[int, _Track] = {}  # each channel's, by its index
+        self._channels = options.channels if options.multichannel else 1
 
     # client → native
 
@@ -214,18 +217,22 @@ class DeepgramCodec:
                 self.request_id = _as_uuid(session_id)
                 self._metadata = msgspec.structs.replace(self._metadata, request_id=self.request_id)
             case SpeechStarted(at=at):
-                self._continued_at = {t for t in self._continued_at if t >= self._last_final_end}
-                self._continued_at.add(at)
+                track = self._track(frame.channel)
+                track.continued_at = {t for t in track.continued_at if t >= track.last_final_end}
+                track.continued_at.add(at)
                 if self.options.vad_events:
-                    message = SpeechStartedMessage(channel=[0], timestamp=at)
+                    message = SpeechStartedMessage(channel=[track.index], timestamp=at)
             case Partial():
-                message = self._results(frame.text, frame.start, frame.end, [], 0.0, final=None)
+                message = self._interim(frame)
             case Final():
                 message = self._final(frame)
             case UtteranceEnd(at=at):
-                if self.options.utterance_end and at not in self._continued_at:
-                    last = self._last_word_end or at
-                    message = UtteranceEndMessage(channel=[0, 1], last_word_end=last)
+                track = self._track(frame.channel)
+                if self.options.utterance_end and at not in track.continued_at:
+                    last = track.last_word_end or at
+                    message = UtteranceEndMessage(
+                        channel=[track.index, self._channels], last_word_end=last
+                    )
             case Stopped():
                 message = Metadata(
                     transaction_key="deprecated",
@@ -256,11 +263,13 @@ class DeepgramCodec:
             )
             for text, start, end, confidence in merge_punctuation(timed)
         ]
+        track = self._track(frame.channel)
         if words:
-            self._last_word_end = words[-1].end
-        self._last_final_end = frame.end
-        speech_final = not frame.from_finalize and frame.end not in self._continued_at
+            track.last_word_end = words[-1].end
+        track.last_final_end = frame.end
+        speech_final = not frame.from_finalize and frame.end not in track.continued_at
         return self._results(
+            track,
             frame.text,
             frame.start,
             frame.end,
@@ -270,8 +279,32 @@ class DeepgramCodec:
             language=language,
         )
 
+    def _interim(self, frame: Partial) -> Results:
+        """Interim results carry words too: a draft is not aligned, so its words share the
+        draft's span by their length, each with the draft's confidence."""
+        spread = _spread(_words_of(frame.text), frame.start, frame.end)
+        words = [
+            Word(
+                word=_plain(text),
+                start=start,
+                end=end,
+                confidence=frame.confidence,
+                punctuated_word=text,
+            )
+            for text, start, end in spread
+        ]
+        track = self._track(frame.channel)
+        return self._results(
+            track, frame.text, frame.start, frame.end, words, frame.confidence, final=None
+        )
+
+    def _track(self, channel: int | msgspec.UnsetType) -> _Track:
+        index = 0 if isinstance(channel, msgspec.UnsetType) else channel
+        return self._tracks.setdefault(index, _Track(index))
+
     def _results(
         self,
+        track: _Track,
         text: str,
         start: float,
         end: float,
@@ -289,7 +322,7 @@ class DeepgramCodec:
             languages=[language] if language else None,
         )
         return Results(
-            channel_index=[0, 1],
+            channel_index=[track.index, self._channels],
             duration=round(max(0.0, end - start), 3),
             start=start,
             is_final=final is not None,
@@ -298,6 +331,31 @@ class DeepgramCodec:
             metadata=self._metadata,
             from_finalize=final is not None and final[1],
         )
+
+
+@attrs.define
+class _Track:
+    """What the codec remembers of one channel's stream (a single-channel session has one)."""
+
+    index: int
+    continued_at: set[float] = attrs.field(factory=set)  # SpeechStarted times continuing a cut
+    last_final_end: float = 0.0
+    last_word_end: float = 0.0
+
+
+def _words_of(text: str) -> list[str]:
+    return [word for word in text.split() if _plain(word)]
+
+
+def _spread(words: list[str], start: float, end: float) -> list[tuple[str, float, float]]:
+    """`words` over [`start`, `end`], each a share of the span by its length."""
+    total = sum(len(word) + 1 for word in words)
+    spread, at = [], start
+    for word in words:
+        length = (end - start) * (len(word) + 1) / total
+        spread.append((word, round(at, 3), round(at + length, 3)))
+        at += length
+    return spread
 
 
 _SCHEMA_ERRORS = frozenset({"invalid_json", "unknown_type", "invalid_message"})

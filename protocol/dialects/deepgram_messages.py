@@ -97,8 +97,10 @@ class KeepAliveMessage(ClientMessage, tag="KeepAlive"):
 
 
 class FinalizeMessage(ClientMessage, tag="Finalize"):
+    channel: int | None = None  # multichannel: finalize only this channel
+
     def inbound(self) -> Finalize:
-        return Finalize()
+        return Finalize(channel=self.channel)
 
 
 class CloseStreamMessage(ClientMessage, tag="CloseStream"):

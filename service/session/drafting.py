@@ -304,5 +304,6 @@ async def draft_partials(
                     start=plan.segment.start,
                     end=plan.segment.end,
                     committed=stable,
+                    confidence=round(result.confidence, 3),
                 )
             )

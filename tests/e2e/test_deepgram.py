@@ -132,16 +132,23 @@ def _one(codec: DeepgramCodec, frame: Any) -> dict[str, Any]:
 
 def test_results_carry_deepgrams_fields_and_merged_punctuation() -> None:
     codec = _codec(punctuate="true", interim_results="true")
-    partial = _one(codec, Partial(utterance=0, revision=1, text="Hello, wor", start=0.5, end=1.1))
+    draft = Partial(utterance=0, revision=1, text="Hello, wor", start=0.5, end=1.1, confidence=0.7)
+    partial = _one(codec, draft)
     assert set(partial) == RESULTS_KEYS
     assert (partial["is_final"], partial["speech_final"], partial["from_finalize"]) == (
         False,
         False,
         False,
     )
-    assert partial["channel"]["alternatives"] == [
-        {"transcript": "Hello, wor", "confidence": 0.0, "words": []}
+    # a draft is not aligned: its words share its span by their length, at its confidence
+    [alternative] = partial["channel"]["alternatives"]
+    assert (alternative["transcript"], alternative["confidence"]) == ("Hello, wor", 0.7)
+    assert [(w["word"], w["punctuated_word"]) for w in alternative["words"]] == [
+        ("hello", "Hello,"),
+        ("wor", "wor"),
     ]
+    spans = [(w["start"], w["end"], w["confidence"]) for w in alternative["words"]]
+    assert spans == [(0.5, 0.882, 0.7), (0.882, 1.1, 0.7)]
     words = [
         Word(word="Hello", start=0.5, end=0.9, confidence=0.9),
         Word(word=",", start=0.9, end=0.9, confidence=0.5),

@@ -104,3 +104,81 @@ async def test_a_finalize_for_a_channel_that_is_not_there_is_refused(
     assert result.close_code == 1000
     assert refused.of_type("error")[0]["code"] == "invalid_config"
     assert refused.close_code == 1008
+
+
+def _sdk_stereo(address: str, audio: bytes) -> list[Any]:
+    """The official client, unmodified but for the base URL: a stereo call, a `Finalize` for
+    the right channel only, then `CloseStream` (runs in a thread)."""
+    import time
+
+    from deepgram import DeepgramClient
+    from deepgram.environment import DeepgramClientEnvironment
+    from deepgram.listen.v1.types import ListenV1Finalize
+
+    environment = DeepgramClientEnvironment(
+        base=f"http://{address}",
+        production=f"ws://{address}",
+        agent=f"ws://{address}",
+        agent_rest=f"http://{address}",
+    )
+    client = DeepgramClient(api_key="local-test", environment=environment)
+    options = {"encoding": "linear16", "sample_rate": "16000", "channels": "2"}
+    with client.listen.v1.connect(
+        model="nova-3",
+        multichannel="true",
+        interim_results="true",
+        endpointing="1500",
+        utterance_end_ms="1000",
+        vad_events="true",
+        punctuate="true",
+        **options,
+    ) as socket:
+        for piece in chunks(audio, 12800):  # 200 ms of 16 kHz stereo PCM16
+            socket.send_media(piece)
+            time.sleep(0.05)
+        socket.send_finalize(ListenV1Finalize(type="Finalize", channel=1))  # type: ignore[call-arg]
+        socket.send_close_stream()
+        return list(socket)
+
+
+def _validated(message: Any) -> Any:
+    """`message` as the SDK's own model validates it, from only the fields the server sent:
+    a required field missing fails here (the SDK itself parses without validating)."""
+    return type(message).model_validate(message.model_dump(exclude_unset=True))
+
+
+async def test_deepgram_sdk_stereo_call_splits_by_channel(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    async with serving(tiny_model, tmp_path) as address:
+        messages = await trio.to_thread.run_sync(_sdk_stereo, address, stereo_call())
+    kinds = [type(message).__name__ for message in messages]
+    assert "dict" not in kinds and kinds[-1] == "ListenV1Metadata", kinds
+    messages = [_validated(message) for message in messages]
+    results = [m for m in messages if type(m).__name__ == "ListenV1Results"]
+    assert {tuple(m.channel_index) for m in results} == {(0, 2), (1, 2)}
+    finals = {
+        c: " ".join(
+            m.channel.alternatives[0].transcript
+            for m in results
+            if m.is_final and m.channel_index[0] == c
+        )
+        for c in (0, 1)
+    }
+    assert overlap(finals[0], LEFT) >= 0.6 and overlap(finals[1], RIGHT) >= 0.6, finals
+    assert overlap(finals[0], RIGHT) <= 0.3 and overlap(finals[1], LEFT) <= 0.3, finals
+    right_finals = [m for m in results if m.is_final and m.channel_index[0] == 1]
+    assert right_finals[-1].from_finalize and not right_finals[-1].speech_final
+    assert not any(m.from_finalize for m in results if m.channel_index[0] == 0)
+    interim = [m for m in results if not m.is_final and m.channel.alternatives[0].transcript]
+    assert interim and all(m.channel.alternatives[0].words for m in interim)
+    assert all(m.channel.alternatives[0].confidence > 0 for m in interim)
+    for m in results:
+        for word in m.channel.alternatives[0].words:
+            _validated(word)
+            assert m.start <= word.start <= word.end <= m.start + m.duration + 1e-3
+    started = [m for m in messages if type(m).__name__ == "ListenV1SpeechStarted"]
+    assert {tuple(m.channel) for m in started} == {(0,), (1,)}
+    ended = [m for m in messages if type(m).__name__ == "ListenV1UtteranceEnd"]
+    assert ended and all(list(m.channel) in ([0, 2], [1, 2]) for m in ended)
+    assert messages[-1].channels == 2
