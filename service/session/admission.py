@@ -36,6 +36,7 @@ from service.policy.limits import Admission, SessionGate
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.config import check_config
+from service.session.feeds import Feeds
 from service.session.handle import SessionHandle
 from service.session.ports import StreamOptions
 from service.session.record import Session
@@ -106,6 +107,8 @@ class SessionServices:
     capacity: CapacityMeter
     live: LiveSessions
     final_waits: FinalWaits  # every session's finals' waits, for the latency guard
+    # who follows which live session (`GET /v1/sessions/{id}/events`)
+    feeds: Feeds = attrs.field(factory=Feeds, kw_only=True)
 
 
 async def admit(
@@ -317,7 +320,7 @@ async def _run(
         options=options,
         route=route,
         client=client,
-        hooks=StoreHooks(services.store, record=config.record),
+        hooks=services.feeds.hooks(StoreHooks(services.store, record=config.record)),
         annotate=annotate,
         vad=services.vad,
         final_waits=services.final_waits,

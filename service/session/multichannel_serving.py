@@ -192,7 +192,7 @@ def multichannel(
         codec=codec,
         config=config,
         options=services.options,
-        hooks=StoreHooks(services.store, record=False),
+        hooks=services.feeds.hooks(StoreHooks(services.store, record=False)),
         make_channel=make_channel,
         hold=services.live.holding,
         interleaved=interleaved,

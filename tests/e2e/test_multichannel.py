@@ -52,7 +52,8 @@ async def test_native_stereo_call_gives_each_channel_its_own_transcript(
 ) -> None:
     query = "channels=2&multichannel=true&sentiment=true&language=en&endpointing_ms=1500"
     finalize_right = json.dumps({"type": "finalize", "channel": 1})
-    outgoing = [*chunks(stereo_call(), 6400), finalize_right, json.dumps({"type": "stop"})]
+    outgoing: list[str | bytes] = [*chunks(stereo_call(), 6400), finalize_right]
+    outgoing.append(json.dumps({"type": "stop"}))
     async with serving(tiny_model, tmp_path) as address:
         result = await exchange(f"ws://{address}/v1/stream?{query}", outgoing)
         ready = result.of_type("ready")[0]
@@ -87,7 +88,7 @@ def results_of(messages: list[Any]) -> list[dict[str, Any]]:
 async def test_a_finalize_for_a_channel_that_is_not_there_is_refused(
     tiny_model: SpeechModel, tmp_path: Path
 ) -> None:
-    outgoing = [
+    outgoing: list[str | bytes] = [
         bytes(6400),
         json.dumps({"type": "finalize", "channel": 5}),
         json.dumps({"type": "stop"}),
