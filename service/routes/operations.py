@@ -267,11 +267,25 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: ("16 kHz mono 16-bit WAV", "audio/wav"), **SESSION_ERRORS},
         parameters=(SESSION,),
     ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}/events",
+        "A session's finals as server-sent events: the stored ones, then live ones, then `end`",
+        "sessions",
+        {
+            200: ("`event: final` (data: an utterance), then `event: end`", "text/event-stream"),
+            404: SESSION_ERRORS[404],
+            429: ("the session has as many followers as it takes", RefusalBody),
+            503: ("the store cannot be read now", RefusalBody),
+        },
+        parameters=(SESSION,),
+    ),
 )
 
 WEBSOCKETS: Mapping[str, str] = {
     "/v1/stream": "Chorus's own protocol: binary PCM or encoded audio in, JSON frames out",
     "/v1/listen": "Deepgram's live API (`Results`, `UtteranceEnd`, `Metadata`)",
+    "/v1/twilio": "Twilio Media Streams: a call's two tracks (base64 mu-law) as two channels",
     "/ws/v1/speech-to-text": "Speech-to-Text Backend API (seed 002): `event`-tagged JSON",
     "/ws/{client_id}": "Real-Time Call Intelligence (seed 001): `audio_chunk` in, sentiment out",
     "/ws": "Live Audio Transcript / Audio WebSocket API (seeds 000, 003): base64 audio",
