@@ -183,3 +183,25 @@ async def test_deepgram_sdk_stereo_call_splits_by_channel(
     ended = [m for m in messages if type(m).__name__ == "ListenV1UtteranceEnd"]
     assert ended and all(list(m.channel) in ([0, 2], [1, 2]) for m in ended)
     assert messages[-1].channels == 2
+
+
+async def test_each_channel_takes_a_session_slot(tiny_model: SpeechModel, tmp_path: Path) -> None:
+    from conftest import serve_app
+    from support.ws_client import rejected
+
+    from service.app import create_app
+    from service.config import Settings
+    from service.policy.limits import Limits
+    from service.policy.security import SecurityConfig
+
+    security = SecurityConfig(limits=Limits(max_sessions_per_client=1))
+    app = create_app(
+        Settings(model="tiny.en", data_dir=tmp_path), model=tiny_model, security=security
+    )
+    async with serve_app(app) as address:
+        stereo = await rejected(f"ws://{address}/v1/stream?channels=2&multichannel=true")
+        mono = await exchange(
+            f"ws://{address}/v1/stream?channels=2", [json.dumps({"type": "stop"})]
+        )
+    assert stereo.status_code == 429 and b"too_many_sessions" in stereo.body
+    assert mono.close_code == 1000  # the same client, one slot: a mixed-down session fits

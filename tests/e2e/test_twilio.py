@@ -234,3 +234,31 @@ def test_payloads_pad_by_timestamp_no_further_than_the_gap_limit() -> None:
     [audio] = codec.decode(json.dumps({"event": "media", "media": media}))
     assert isinstance(audio, ChannelAudio) and len(audio.data) == 80_000 + 1
     assert np.frombuffer(audio.data[:-1], np.uint8).min() == 0xFF
+
+
+async def test_a_native_session_is_followed_while_it_runs(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    from support.dialect_helpers import serving
+    from support.ws_client import connect, receive_all, send_audio, send_json
+
+    audio = np.concatenate([load(DATA / "weather.wav"), np.zeros(16000, np.float32)])
+    followed: list[tuple[str, Any]] = []
+    async with (
+        serving(tiny_model, tmp_path) as address,
+        connect(f"ws://{address}/v1/stream?language=en") as ws,
+    ):
+        ready = json.loads(await ws.get_message())  # sent once the session is stored
+
+        async def follower() -> None:
+            followed.extend(await follow(address, ready["session_id"], "no-keys-here"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follower)
+            await send_audio(ws, audio)
+            await send_json(ws, {"type": "stop"})
+            frames = await receive_all(ws)
+    finals = [frame["text"] for frame in frames if frame["type"] == "final"]
+    assert finals and [data["text"] for name, data in followed if name == "final"] == finals
+    assert followed[-1] == ("end", {"reason": "ended"})
+    assert all("channel" not in data for _, data in followed)
