@@ -14,6 +14,9 @@ Point a TwiML `<Start><Stream url="wss://chorus.example.com/v1/twilio" track="bo
    owns the session. A missing or wrong key is closed with 1008 before any `media` is read.
 3. A server with neither API keys nor a token configured takes any stream (as its other routes).
 
+The stream's `customParameters` may also set `language` (an ISO code, or `auto`); a bad one
+(or one the model does not speak) is closed with 1008 before any audio.
+
 The route accepts, reads `connected` and `start` (within `START_TIMEOUT_S`), authenticates,
 admits the call as one session per track (`admit_channels`: refused with close 1013), and runs
 it as a multichannel session (`service/session/multichannel.py`) with `TwilioCodec`: inbound
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import trio
 from starlette.websockets import WebSocket
 
@@ -47,14 +51,20 @@ from service.policy.identity import key_identity
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.runtime import Runtime
-from service.session.multichannel_serving import admit_channels, multichannel, run_guarded
-from service.session.ports import ClientGone
+from service.session.multichannel_serving import (
+    admit_channels,
+    check_multichannel,
+    multichannel,
+    run_guarded,
+)
+from service.session.ports import ClientGone, StreamOptions
 from service.session.record import as_is
 from service.session.sockets import StarletteSocket
 
 log = logging.getLogger("chorus.twilio")
 START_TIMEOUT_S = 10.0
 KEY_PARAMETER = "chorus_key"
+CALL_PARAMETERS = ("language",)  # session options a stream's parameters may set
 
 
 def requested_url(websocket: WebSocket) -> str:
@@ -90,42 +100,57 @@ async def _serve(
     start = await _read_start(socket)
     if start is None:
         return
-    problem = check_start(start)
     client = _client(websocket, runtime, start, signed=signed)
-    if problem is not None or client is None:
-        await socket.close(1008, problem or "a Twilio signature or a chorus_key is required")
+    if client is None:
+        await socket.close(1008, "a Twilio signature or a chorus_key is required")
+        return
+    config = call_config(start, runtime.sessions.options)
+    if isinstance(config, str):
+        await socket.close(1008, config.encode("ascii", "replace").decode()[:120])
         return
     services = runtime.sessions
     try:
-        admissions = await admit_channels(services, client, len(start.tracks))
+        admissions = await admit_channels(services, client, config.channels)
     except Refusal as refusal:
         log.info("refused a Twilio stream for %s: %s", client, refusal.code)
         await socket.close(1013, refusal.code)
         return
     try:
-        config = Config(
-            encoding="mulaw",
-            sample_rate=8000,
-            channels=len(start.tracks),
-            multichannel=True,
-            language="en" if not services.options.multilingual else "auto",
-        )
         session_id = await _session_id(runtime, start)
         codec = TwilioCodec(start.tracks)
+        route = "/v1/twilio"
         session = multichannel(
-            services,
-            socket,
-            codec,
-            config,
-            "/v1/twilio",
-            client,
-            as_is,
-            session_id=session_id,
-            interleaved=False,
-        )
+            services, socket, codec, config, route, client, as_is,
+            session_id=session_id, interleaved=False,
+        )  # fmt: skip
         await run_guarded(session)
     finally:
         admissions.release()
+
+
+def call_config(start: StartDetails, options: StreamOptions) -> Config | str:
+    """The session's config: μ-law at 8 kHz, a channel per track, and what the stream's
+    `customParameters` may set (`language`); or why it cannot be served."""
+    problem = check_start(start)
+    if problem is not None:
+        return problem
+    wanted = {
+        name: start.customParameters[name]
+        for name in CALL_PARAMETERS
+        if name in start.customParameters
+    }
+    wanted.setdefault("language", "auto" if options.multilingual else "en")
+    try:
+        config = msgspec.convert(
+            {**wanted, "encoding": "mulaw", "sample_rate": 8000, "channels": len(start.tracks)},
+            Config,
+            strict=False,
+        )
+    except msgspec.ValidationError as error:
+        return f"customParameters: {error}"
+    config = msgspec.structs.replace(config, multichannel=True)
+    refused = check_multichannel(config, options)
+    return config if refused is None else refused.message
 
 
 async def _read_start(socket: StarletteSocket) -> StartDetails | None:

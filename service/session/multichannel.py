@@ -18,6 +18,12 @@ stopped (their finals joined in the order they came) and the close. The session 
 (`hooks`), its finals tagged with their channel. When every channel has ended the demux is
 cancelled; a client that leaves ends the demux, which closes the inboxes, and each channel reads
 that as its client gone (its finals still reach the store).
+
+Memory: each channel's pipeline holds what `supervisor.memory_bound` says of a mono session of
+the same encoding (its commands are the channel's share of each client message), plus the
+session's own: `queue_size` messages in each channel's inbox, `queue_size` + `channels` frames
+in the outbox (16 KiB each at most), and the message being split (one client message and its
+split copy). A two-channel call is about two sessions' worth.
 """
 
 from __future__ import annotations

@@ -202,7 +202,13 @@ async def test_wrong_signatures_and_keys_are_refused_before_any_audio(
         forged = [("X-Twilio-Signature", signature("not-the-token", f"wss://{address}/v1/twilio"))]
         refusal = await rejected(f"ws://{address}/v1/twilio", forged)
         codes = {}
-        for name, parameters in (("wrong", {"chorus_key": "mallory"}), ("none", {})):
+        cases = (
+            ("wrong", {"chorus_key": "mallory"}),
+            ("none", {}),
+            ("language", {"chorus_key": "alice-key", "language": "Klingon!"}),
+            ("english-only", {"chorus_key": "alice-key", "language": "de"}),
+        )
+        for name, parameters in cases:
             messages = call_messages("CA" + "b" * 32, parameters)
             async with connect_from("127.0.0.1", host, int(port), "/v1/twilio") as ws:
                 codes[name] = await play(ws, messages[:3])
@@ -214,7 +220,13 @@ async def test_wrong_signatures_and_keys_are_refused_before_any_audio(
             alices = await http.get(f"/v1/sessions/{'CA' + 'c' * 32}", headers=_auth("alice-key"))
             refused = await http.get(f"/v1/sessions/{'CA' + 'b' * 32}", headers=_auth("admin-key"))
     assert refusal.status_code == 403 and b"invalid_signature" in refusal.body
-    assert codes == {"wrong": 1008, "none": 1008, "key": 1000}
+    assert codes == {
+        "wrong": 1008,
+        "none": 1008,
+        "language": 1008,
+        "english-only": 1008,  # tiny.en speaks no German
+        "key": 1000,
+    }
     assert alices.status_code == 200 and alices.json()["client"] == "key:alice"
     assert refused.status_code == 404  # refused before a session began: nothing stored
 
