@@ -113,6 +113,7 @@ class _Outcome:
     duration_s: float = 0.0
     utterances: int = 0
     fatal: bool = False  # the demux met a fatal protocol error: close 1008
+    client_gone: bool = False  # the demux saw the client leave: nothing more is sent
 
 
 async def run_multichannel(session: Multichannel) -> None:
@@ -170,6 +171,7 @@ async def _read(
             try:
                 message = await session.socket.receive()
             except ClientGone:
+                outcome.client_gone = True
                 return
             try:
                 items = session.codec.decode(message)
@@ -182,6 +184,7 @@ async def _read(
                 continue
             for item in items:
                 if not await demux.route(item):
+                    outcome.client_gone = demux.gone
                     return
 
 
@@ -262,7 +265,8 @@ async def _write(
     notice: Error | None,
 ) -> None:
     """Every channel's frames to the client, tagged, as one stream (module docstring)."""
-    sender = _Sender(session.socket, session.codec, session.options.limits.send_timeout_s)
+    limits = session.options.limits
+    sender = _Sender(session.socket, session.codec, limits.send_timeout_s, outcome)
     await sender.send(ready_frame(session.session_id, session.config, session.options))
     if notice is not None:
         await sender.send(notice)
@@ -308,9 +312,16 @@ def _tagged(item: Outgoing | ServerFrame, outcome: _Outcome) -> ServerFrame | No
 class _Sender:
     """Sends to the client until it leaves or stops reading for `timeout_s`; then nothing."""
 
-    def __init__(self, socket: FrameSocket, codec: MuxCodec, timeout_s: float) -> None:
+    def __init__(
+        self, socket: FrameSocket, codec: MuxCodec, timeout_s: float, outcome: _Outcome
+    ) -> None:
         self.socket, self.codec, self.timeout_s = socket, codec, timeout_s
-        self.gone = False
+        self._outcome = outcome
+        self._gone = False
+
+    @property
+    def gone(self) -> bool:
+        return self._gone or self._outcome.client_gone
 
     async def send(self, frame: ServerFrame) -> None:
         if self.gone:
@@ -320,8 +331,8 @@ class _Sender:
                 for message in self.codec.encode(frame):
                     await self.socket.send(message)
             except ClientGone:
-                self.gone = True
-        self.gone = self.gone or sending.cancelled_caught
+                self._gone = True
+        self._gone = self._gone or sending.cancelled_caught
 
     async def close(self, code: int) -> None:
         if not self.gone:
