@@ -131,6 +131,11 @@ async def run_multichannel(session: Multichannel) -> None:
     ]
     outcome = _Outcome()
     notice = await session.hooks.started(session.info())
+    if session.config.record and notice is None:
+        notice = Error(
+            code="recording_disabled",
+            message="multichannel sessions are not recorded; the session goes on unrecorded",
+        )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_write, session, sockets, outgoing, outcome, notice)

@@ -121,7 +121,7 @@ async def serve_multichannel(
     except Refusal as refusal:
         await turn_away(websocket, route, client, refusal)
         return
-    async with holding(websocket, admissions) as socket:
+    async with admitted_channels(websocket, admissions) as socket:
         await websocket.accept(subprotocol=_subprotocol(websocket, None))
         if problem is not None:
             problem.fatal = True
@@ -134,7 +134,9 @@ async def serve_multichannel(
 
 
 @asynccontextmanager
-async def holding(websocket: WebSocket, admissions: Admissions) -> AsyncIterator[StarletteSocket]:
+async def admitted_channels(
+    websocket: WebSocket, admissions: Admissions
+) -> AsyncIterator[StarletteSocket]:
     """The connection, with its slots given back and what the client still sends drained."""
     socket = StarletteSocket(websocket)
     try:

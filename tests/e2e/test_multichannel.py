@@ -50,7 +50,9 @@ def test_the_deinterleaver_keeps_partial_frames_for_the_next_message() -> None:
 async def test_native_stereo_call_gives_each_channel_its_own_transcript(
     tiny_model: SpeechModel, tmp_path: Path
 ) -> None:
-    query = "channels=2&multichannel=true&sentiment=true&language=en&endpointing_ms=1500"
+    query = (
+        "channels=2&multichannel=true&sentiment=true&language=en&endpointing_ms=1500&record=true"
+    )
     finalize_right = json.dumps({"type": "finalize", "channel": 1})
     outgoing: list[str | bytes] = [*chunks(stereo_call(), 6400), finalize_right]
     outgoing.append(json.dumps({"type": "stop"}))
@@ -61,6 +63,7 @@ async def test_native_stereo_call_gives_each_channel_its_own_transcript(
             stored = (await http.get(f"/v1/sessions/{ready['session_id']}")).json()
     assert result.close_code == 1000
     assert [m["type"] for m in result.messages].count("ready") == 1
+    assert [m["code"] for m in result.of_type("error")] == ["recording_disabled"]
     finals = result.of_type("final")
     by_channel = {c: [f for f in finals if f["channel"] == c] for c in (0, 1)}
     left = " ".join(f["text"] for f in by_channel[0])
