@@ -7,10 +7,12 @@ message says what it asks of the session (`inbound()`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from protocol.dialects.common import ClientMessages
-from protocol.native import Finalize, KeepAlive, Stop
+from protocol.native import MAX_CHANNELS, Finalize, KeepAlive, Stop
 
 
 class Word(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -97,7 +99,8 @@ class KeepAliveMessage(ClientMessage, tag="KeepAlive"):
 
 
 class FinalizeMessage(ClientMessage, tag="Finalize"):
-    channel: int | None = None  # multichannel: finalize only this channel
+    # multichannel: finalize only this channel
+    channel: Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHANNELS)] | None = None
 
     def inbound(self) -> Finalize:
         return Finalize(channel=self.channel)

@@ -34,6 +34,7 @@ from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Protocol
 
 import attrs
+import msgspec
 import trio
 
 from protocol.codec import Inbound, ProtocolError
@@ -69,7 +70,7 @@ from service.session.ports import (
 from service.session.record import Session, new_session_id
 from service.session.supervisor import run_session
 
-FINALIZE, STOP, KEEPALIVE = '{"type":"finalize"}', '{"type":"stop"}', '{"type":"keepalive"}'
+STOP, KEEPALIVE = '{"type":"stop"}', '{"type":"keepalive"}'
 ChannelMaker = Callable[[int, ChannelSocket, SessionHooks], Session]
 
 
@@ -218,9 +219,9 @@ class _Demux:
                     if part:
                         await self.give(channel, part)
             case Finalize(channel=None):
-                await self.to_all(FINALIZE)
-            case Finalize(channel=int(channel)) if channel < len(self.inboxes):
-                await self.give(channel, FINALIZE)
+                await self.to_all(_for_a_channel(item))
+            case Finalize(channel=int(channel)) if 0 <= channel < len(self.inboxes):
+                await self.give(channel, _for_a_channel(item))
             case Finalize(channel=channel):
                 await self.outbox.send(
                     Error(
@@ -260,6 +261,11 @@ class _Demux:
                     self.gone = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+def _for_a_channel(finalize: Finalize) -> str:
+    """The `finalize` as a channel's pipeline takes it: the same, without a channel."""
+    return encoder.encode(msgspec.structs.replace(finalize, channel=None)).decode()
 
 
 async def _write(

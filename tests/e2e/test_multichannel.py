@@ -47,6 +47,27 @@ def test_the_deinterleaver_keeps_partial_frames_for_the_next_message() -> None:
     assert joined == [left.tobytes(), right.tobytes()]
 
 
+def test_a_finalize_names_its_channel_or_none_and_never_a_negative_one() -> None:
+    from protocol.codec import ProtocolError, decode_client_message
+    from protocol.dialects.deepgram import parse_query
+    from protocol.dialects.deepgram_messages import client_messages
+    from protocol.native import Finalize
+
+    assert decode_client_message('{"type": "finalize", "channel": 1}') == [Finalize(channel=1)]
+    assert client_messages.parse('{"type": "Finalize", "channel": 1}').inbound() == Finalize(
+        channel=1
+    )
+    for message in ('{"type": "finalize", "channel": -1}', '{"type": "finalize", "channel": 8}'):
+        with pytest.raises(ProtocolError):
+            decode_client_message(message)
+    with pytest.raises(ProtocolError):
+        client_messages.parse('{"type": "Finalize", "channel": -1}')
+    config, options = parse_query({"encoding": "linear16", "channels": "2", "multichannel": "true"})
+    assert config.multichannel and options.multichannel and config.channels == 2
+    config, _ = parse_query({"channels": "2", "multichannel": "true"})  # a container: mixed
+    assert not config.multichannel
+
+
 async def test_native_stereo_call_gives_each_channel_its_own_transcript(
     tiny_model: SpeechModel, tmp_path: Path
 ) -> None:
