@@ -203,7 +203,7 @@ async def test_wrong_signatures_and_keys_are_refused_before_any_audio(
         forged = [("X-Twilio-Signature", signature("not-the-token", f"wss://{address}/v1/twilio"))]
         refusal = await rejected(f"ws://{address}/v1/twilio", forged)
         codes = {}
-        cases = (
+        cases: tuple[tuple[str, dict[str, str]], ...] = (
             ("wrong", {"chorus_key": "mallory"}),
             ("none", {}),
             ("language", {"chorus_key": "alice-key", "language": "Klingon!"}),
