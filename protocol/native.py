@@ -26,6 +26,13 @@ class Inbound(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_o
 
 
 MAX_PROMPT_CHARS = 1000  # a prompt's length, live or uploaded (the model keeps 223 tokens)
+MAX_KEYTERMS = 100  # key terms a session's vocabulary holds (`actors/model/vocabulary.py`)
+MAX_KEYTERM_CHARS = 100
+Keyterms = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEYTERM_CHARS)]],
+    msgspec.Meta(max_length=MAX_KEYTERMS),
+]
+Prompt = Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)]
 
 
 class Config(Inbound, tag="config"):
@@ -45,7 +52,17 @@ class Config(Inbound, tag="config"):
     words: bool = False
     sentiment: bool = False
     record: bool = False
-    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_CHARS)] | None = None
+    prompt: Prompt | None = None
+    keyterms: Keyterms | None = None  # names and terms the transcript should spell right
+
+
+class Configure(Inbound, tag="configure"):
+    """Change the session's vocabulary, also mid-stream: from the next draft and utterance on.
+    A field left out (or null) keeps its value; `[]` and `""` clear it. Answered with
+    `configured`, or an `error` (code `invalid_vocabulary`)."""
+
+    keyterms: Keyterms | None = None
+    prompt: Prompt | None = None
 
 
 class Audio(Inbound, tag="audio"):
@@ -56,9 +73,12 @@ class Audio(Inbound, tag="audio"):
 
 class Finalize(Inbound, tag="finalize"):
     """End the open utterance now; the stream stays open. In a multichannel session
-    `channel` ends only that channel's utterance (none: every channel's)."""
+    `channel` ends only that channel's utterance (none: every channel's). With an `id`, the
+    session answers `finalized` with it once the cut's finals (if any) have been sent: one
+    `finalized` for the whole session, after every targeted channel's final."""
 
     channel: Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHANNELS)] | None = None
+    id: str | int | None = None
 
 
 class KeepAlive(Inbound, tag="keepalive"):
@@ -73,7 +93,7 @@ class Ping(Inbound, tag="ping"):
     id: str | int | None = None
 
 
-ClientFrame = Config | Audio | Finalize | KeepAlive | Stop | Ping
+ClientFrame = Config | Configure | Audio | Finalize | KeepAlive | Stop | Ping
 
 
 class Outbound(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=False):
@@ -120,6 +140,8 @@ class Partial(Outbound, tag="partial"):
     # start with exactly them
     committed: int = 0
     confidence: float = 0.0  # the draft's (mean word probability, or from its log-probability)
+    silence_s: float = 0.0  # the silence (as the segmenter judges it) at the draft's end
+    words: list[Word] | None = None  # the draft's timed words, with `words: true`
     # a multichannel session's channel (0 first); absent from a single-channel session's frames
     channel: int | msgspec.UnsetType = msgspec.UNSET
 
@@ -146,11 +168,24 @@ class UtteranceEnd(Outbound, tag="utterance_end"):
     channel: int | msgspec.UnsetType = msgspec.UNSET
 
 
+class Finalized(Outbound, tag="finalized"):
+    """A `finalize` with an `id` is done: every final of the audio before it has been sent."""
+
+    id: str | int | None = None
+
+
 class Status(Outbound, tag="status"):
     lag_s: float
     queue: int
     degraded: bool
     caption_delay_s: float = 0.0  # how far the newest text is behind the speech now
+
+
+class Configured(Outbound, tag="configured"):
+    """The answer to `configure`: the vocabulary now in effect."""
+
+    keyterms: list[str]
+    prompt: str | None
 
 
 class Stopped(Outbound, tag="stopped"):
@@ -171,7 +206,17 @@ class Pong(Outbound, tag="pong"):
 
 
 ServerFrame = (
-    Ready | SpeechStarted | Partial | Final | UtteranceEnd | Status | Stopped | Error | Pong
+    Ready
+    | SpeechStarted
+    | Partial
+    | Final
+    | UtteranceEnd
+    | Finalized
+    | Status
+    | Configured
+    | Stopped
+    | Error
+    | Pong
 )
 
 client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
@@ -181,7 +226,11 @@ encoder = msgspec.json.Encoder()
 
 def config_from_query(params: dict[str, str]) -> Config:
     """Build a `Config` from query parameters; raises `msgspec.ValidationError` when wrong."""
-    known = {name: value for name, value in params.items() if name in Config.__struct_fields__}
+    known: dict[str, object] = {
+        name: value for name, value in params.items() if name in Config.__struct_fields__
+    }
+    if isinstance(terms := known.get("keyterms"), str):  # a query's list: comma-separated
+        known["keyterms"] = [term for term in terms.split(",") if term.strip()]
     if known.get("encoding") in COMPANDED:
         known.setdefault("sample_rate", "8000")  # as Deepgram does: G.711 is telephone audio
     return msgspec.convert(known, Config, strict=False)

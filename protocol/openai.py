@@ -16,10 +16,19 @@ cues at sentence ends, pauses (`CUE_PAUSE_S`), commas once a cue is half full, o
 and never go backwards.
 
 Errors use OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+
+Streaming (`stream=true`): server-sent events, one `data:` line of JSON each, as the `openai`
+client parses them: `TextDelta`s, then one `TextDone` (the text, the detected languages and the
+usage in tokens); an error after the stream started is `event: error` with `StreamError`
+(`{"type": "error", "error": {...}}`), which the client raises as an `APIError`.
+
+Model aliases: `parse_model_aliases` reads `CHORUS_MODEL_ALIASES` (`name=` for the served
+model, `name=served-model-name`, comma-separated; `none` for no aliases).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -27,6 +36,8 @@ import msgspec
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = ("json", "text", "srt", "vtt", "verbose_json")
+UNSPACED = frozenset({"zh", "ja", "yue", "th", "lo", "my", "km", "bo"})
+"""Languages written without spaces: their segments join with nothing between them."""
 MAX_CUE_S = 7.0
 MAX_CUE_CHARS = 84
 CUE_PAUSE_S = 0.6
@@ -94,7 +105,94 @@ class ModelList(msgspec.Struct, kw_only=True):
     object: Literal["list"] = "list"
 
 
+class InputTokenDetails(msgspec.Struct, kw_only=True):
+    audio_tokens: int
+    text_tokens: int
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Tokens, as OpenAI bills its token-priced models (the only usage its done event has)."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_token_details: InputTokenDetails
+    type: Literal["tokens"] = "tokens"
+
+    @classmethod
+    def of(cls, *, audio: int, text: int, output: int) -> Usage:
+        details = InputTokenDetails(audio_tokens=audio, text_tokens=text)
+        return cls(
+            input_tokens=audio + text,
+            output_tokens=output,
+            total_tokens=audio + text + output,
+            input_token_details=details,
+        )
+
+
+class Language(msgspec.Struct, kw_only=True):
+    code: str
+
+
+class TextDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="transcript.text.delta"):
+    delta: str
+
+
+class TextDone(msgspec.Struct, kw_only=True, tag_field="type", tag="transcript.text.done"):
+    text: str
+    languages: list[Language]
+    usage: Usage
+
+
+class StreamError(msgspec.Struct, kw_only=True, tag_field="type", tag="error"):
+    error: ErrorBody
+
+
+StreamEvent = TextDelta | TextDone | StreamError
+
 encoder = msgspec.json.Encoder()
+
+
+def sse(event: StreamEvent) -> bytes:
+    """One server-sent event (msgspec writes JSON on one line, as a `data:` field needs)."""
+    named = b"event: error\n" if isinstance(event, StreamError) else b""
+    return named + b"data: " + encoder.encode(event) + b"\n\n"
+
+
+DEFAULT_MODEL_ALIASES = (
+    "whisper-1=,gpt-transcribe=,gpt-live-transcribe=,gpt-4o-transcribe=,"
+    "gpt-4o-mini-transcribe=,gpt-realtime-whisper="
+)
+MAX_ALIASES = 64
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+ModelAliases = tuple[tuple[str, str], ...]
+"""(alias, target) pairs in the configured order; an empty target is the served model."""
+
+
+def parse_model_aliases(value: str | ModelAliases) -> ModelAliases:
+    """`CHORUS_MODEL_ALIASES` (see the module docstring), or pairs already parsed; a malformed
+    list raises `ValueError` saying what is wrong, so the server refuses to start with it."""
+    if not isinstance(value, str):
+        return tuple(value)
+    if value.strip().lower() == "none":
+        return ()
+    pairs: dict[str, str] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        name, equals, target = (piece.strip() for piece in entry.partition("="))
+        if not equals:
+            raise ValueError(f"model alias {entry!r}: write `name=` or `name=served-model`")
+        for piece in (name, target) if target else (name,):
+            if not _MODEL_NAME.fullmatch(piece):
+                raise ValueError(f"model alias {entry!r}: {piece!r} is not a model name")
+        if name in pairs:
+            raise ValueError(f"model alias {name!r} is given twice")
+        pairs[name] = target
+    if len(pairs) > MAX_ALIASES:
+        raise ValueError(f"at most {MAX_ALIASES} model aliases")
+    return tuple(pairs.items())
 
 
 def error_body(

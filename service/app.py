@@ -52,8 +52,10 @@ from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
 from service.routes.events import events_routes
 from service.routes.files import upload_routes
+from service.routes.flux import flux_routes
 from service.routes.health import health
 from service.routes.metrics import metrics
+from service.routes.realtime import realtime_routes
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
 from service.routes.tickets import issue_ticket
@@ -160,6 +162,8 @@ def _routes(settings: Settings, uploads: Uploads, extra_routes: list[BaseRoute])
         *sessions_routes(),
         *events_routes(),
         *dialect_routes(uploads),
+        *realtime_routes(),
+        *flux_routes(),
         *upload_routes(uploads),
         *extra_routes,
         *api_docs_routes(),
@@ -280,6 +284,7 @@ async def _serve_actors(
         settings.data_dir,
         retention_days=settings.retention_days or None,
         recording=settings.recording_policy,
+        recordings=settings.recordings,
         database_url=settings.database_url,
     )
     started = False

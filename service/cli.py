@@ -150,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "serve":
         overrides = {key: value for key, value in vars(args).items() if key != "command"}
-        settings = Settings.from_env(**overrides)
+        try:
+            settings = Settings.from_env(**overrides)
+        except ValueError as error:  # a setting that cannot be right: say which, start nothing
+            print(f"chorus: {error}", file=sys.stderr)
+            return 2
         return serve(settings)
     return 2
 

@@ -16,6 +16,8 @@ import attrs
 
 from actors.store.database import check_database_url
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
+from actors.store.recordings import RecordingsConfig, parse_s3_url
+from protocol.openai import DEFAULT_MODEL_ALIASES, ModelAliases, parse_model_aliases
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
 """Finals' encoder window: `actors.model.windows.FinalWindow`, or "auto" (by model size)."""
@@ -41,6 +43,11 @@ def environment() -> dict[str, str]:
     return {**read_dotenv(), **os.environ}
 
 
+def _s3_url(_: object, __: object, url: str) -> None:
+    if url:
+        parse_s3_url(url)  # a wrong URL stops the server before anything is recorded
+
+
 def _database_url(instance: object, attribute: object, value: str | None) -> None:
     if value is not None:
         check_database_url(value)
@@ -53,6 +60,10 @@ def _flag(value: str | None) -> bool:
 @attrs.frozen
 class Settings:
     model: str = "base"
+    # names the OpenAI routes take for the served model (`protocol.openai.parse_model_aliases`)
+    model_aliases: ModelAliases = attrs.field(
+        default=DEFAULT_MODEL_ALIASES, converter=parse_model_aliases
+    )
     # a smaller model for English partials; "auto": tiny.en under a bigger model on a CPU;
     # "none": partials on the model itself
     draft_model: str = "auto"
@@ -106,6 +117,13 @@ class Settings:
     )
     max_recording_s: float = 4 * 3600.0  # of audio per recording, then it stops (0: 4 GiB)
     min_free_bytes: int = 1 << 30  # recordings stop (and /health degrades) below this free
+    # where recordings are written and kept (None: <data_dir>/recordings); replicas may share
+    # one directory, or keep them in an object store, this directory then being the spool
+    recordings_dir: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    recordings_url: str = attrs.field(default="", validator=_s3_url)  # s3://bucket/prefix
+    s3_endpoint_url: str = ""  # a server other than AWS's (else AWS_ENDPOINT_URL, or AWS)
     drain_timeout_s: float = 30.0  # SIGTERM: time live sessions get to finish their finals
     # the HAProxy agent (`service/agent.py`): a TCP port answering each connection with this
     # replica's headroom (0: off), on `agent_host` (empty: `host`)
@@ -155,6 +173,15 @@ class Settings:
             values["database_url"] = env["DATABASE_URL"].strip()
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def recordings(self) -> RecordingsConfig:
+        """Where the store writes recordings and keeps them (docs/operations.md)."""
+        return RecordingsConfig(
+            directory=self.recordings_dir or self.data_dir / "recordings",
+            url=self.recordings_url,
+            endpoint_url=self.s3_endpoint_url,
+        )
 
     @property
     def recording_policy(self) -> RecordingPolicy:

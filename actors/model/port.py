@@ -32,6 +32,9 @@ class DecodeOptions:
     language: str | None = None  # None: detect
     task: Literal["transcribe", "translate"] = "transcribe"
     prompt: str | None = None
+    # key terms in faster-whisper's `hotwords` form: before the prompt, after
+    # `<|startofprev|>` (the vocabulary engine, `actors/model/vocabulary.py`, says when)
+    hotwords: str | None = None
     context: str | None = None  # the session's earlier finals; only its tail is used
     # words already committed for this utterance: forced as the start of the text, so the
     # decoder only writes what follows them (see `service/session/agreement.py`)
@@ -56,6 +59,23 @@ class WordTiming:
 
 
 @attrs.frozen
+class TokenUsage:
+    """What one call cost the model, in tokens (OpenAI reports usage so): `audio`, the encoder
+    positions of the window it read (Whisper's encoder writes one per 20 ms); `text`, the
+    decoder's prompt (the start-of-transcript tokens, a client's prompt and the context);
+    `output`, the tokens it generated. All 0 from a model that does not count them."""
+
+    audio: int = 0
+    text: int = 0
+    output: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.audio + other.audio, self.text + other.text, self.output + other.output
+        )
+
+
+@attrs.frozen
 class Result:
     text: str
     language: str
@@ -65,6 +85,7 @@ class Result:
     compression_ratio: float = 1.0
     words: tuple[WordTiming, ...] = ()
     flags: tuple[str, ...] = ()
+    tokens: TokenUsage = TokenUsage()
 
     @property
     def confidence(self) -> float:

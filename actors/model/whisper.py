@@ -44,7 +44,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
 from actors.model.judging import WIDENED, cut_loop, judge, looped, mark_loop
-from actors.model.port import SAMPLE_RATE, Request, Result, Samples, WordTiming
+from actors.model.port import SAMPLE_RATE, Request, Result, Samples, TokenUsage, WordTiming
 from actors.model.weights import ModelNotFound, ResolvedModel
 from actors.model.windows import (
     FRAMES_PER_SECOND,
@@ -180,15 +180,17 @@ class WhisperAdapter:
         return self._tokenizers[key]
 
     def _prefix(self, request: Request) -> list[int]:
-        """Tokens before `<|startoftranscript|>`: the client's prompt, then the context's tail."""
+        """Tokens before `<|startoftranscript|>`: the hotwords (as faster-whisper places
+        them), the client's prompt, then the context's tail."""
         options = request.options
-        if not options.prompt and not options.context:
+        if not options.prompt and not options.context and not options.hotwords:
             return []
         tokenizer = self._tokenizer("en", "transcribe")
         context = tokenizer.encode(" " + options.context.strip()) if options.context else []
         context = context[-CONTEXT_TOKENS:]
+        hotwords = list(self._prompt_tokens(options.hotwords)) if options.hotwords else []
         prompt = list(self._prompt_tokens(options.prompt)) if options.prompt else []
-        tokens = [*prompt, *context][-(MAX_PROMPT_TOKENS - 1) :]
+        tokens = [*hotwords, *prompt, *context][-(MAX_PROMPT_TOKENS - 1) :]
         return [tokenizer.sot_prev, *tokens]
 
     def _encode(self, prompt: str) -> tuple[int, ...]:
@@ -233,6 +235,7 @@ class WhisperAdapter:
                 forced_counts[index],
                 (languages[index], language_probs[index]),
                 room=max_length - len(prompts[index]),
+                usage=TokenUsage(audio=frames // 2, text=len(prompts[index])),
             )
             for index, output in enumerate(outputs)
         ]
@@ -325,9 +328,11 @@ def _read_output(
     language: tuple[str, float],
     *,
     room: int,
+    usage: TokenUsage,
 ) -> Result:
     """One request's result from CTranslate2's output: its text, judged (`judging.judge`), and
-    flagged as looped when it looks so or used all the `room` its prompt left."""
+    flagged as looped when it looks so or used all the `room` its prompt left; `usage` (the
+    window and the prompt) gets the generated tokens added."""
     tokens = [token for token in output.sequences_ids[0] if token < tokenizer.eot]
     text = tokenizer.decode(tokens).strip()
     length = len(output.sequences_ids[0]) - forced  # generated tokens
@@ -335,6 +340,7 @@ def _read_output(
     if not length and forced:  # nothing generated after committed words: an end, not a doubt
         avg_logprob = 0.0
     result = judge(text, *language, avg_logprob, output.no_speech_prob)
+    result = attrs.evolve(result, tokens=attrs.evolve(usage, output=max(0, length)))
     return mark_loop(result, text, ran_out=length >= room)
 
 

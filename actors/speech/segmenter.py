@@ -56,6 +56,7 @@ class Segment:
     end: float
     revision: int = 0
     from_finalize: bool = False
+    silence_s: float = 0.0  # a draft's: the silence at its end, since the last speech frame
 
 
 @attrs.frozen
@@ -160,6 +161,7 @@ class Segmenter:
                     _seconds(self._open),
                     _seconds(self.samples),
                     self._revision,
+                    silence_s=_seconds(max(0, self._analysed - self._last_speech)),
                 )
 
     def _judge(self, probability: float, frame_end: int) -> Iterator[Event]:

@@ -3,12 +3,12 @@
 
 Ownership: `open_store()` opens one database connection (`actors/store/database.py`), applies the
 schema's migrations (`migrations.py`), repairs what a crash left behind (`recovery.py`), and
-runs a nursery that owns `_run_writes` (and `_purge_periodically` when a retention is given),
-then yields a `StoreHandle`. The connection is used by one worker thread at a time: every call
-that touches it goes through `trio.to_thread.run_sync` with the store's `CapacityLimiter(1)`
-and is never abandoned on cancel.
+runs a nursery that owns `run_writes` (`writer.py`; and `_purge_periodically` when a
+retention is given), then yields a `StoreHandle`. The connection is used by one worker thread
+at a time: every call that touches it goes through `trio.to_thread.run_sync` with the store's
+`CapacityLimiter(1)` and is never abandoned on cancel.
 
-Writes go through a bounded channel to `_run_writes`, which takes everything waiting and commits
+Writes go through a bounded channel to `run_writes`, which takes everything waiting and commits
 it in one transaction (one fsync for many finals; each write in its own savepoint, so one bad
 write fails alone). `add_utterance()` returns once its transaction is committed, so a final
 that the caller sends after it survives any crash. A cancelled caller does not undo its write.
@@ -26,9 +26,14 @@ connection is replaced at the next batch or read (`database.py`). Recordings fol
 `RecordingPolicy` the store was opened with: `open_recording` refuses to start one below its
 free-space floor (`LowDiskSpace`).
 
+Recordings are written to the `RecordingStore`'s directory and kept where it says
+(`actors/store/recordings.py`: that directory, which replicas may share, or an S3-compatible
+object store; the routes read it through `recording_store`); `close_recording` keeps one,
+and deleting a session deletes its audio first.
 Start-up recovery (`recovery.py`): on SQLite, sessions that never ended (the process died) are
 marked `interrupted`; on PostgreSQL, shared by replicas, open sessions are left to their own
-replica. On both, local WAV headers are fixed and WAV files whose session row is gone removed.
+replica. On both, WAV headers are fixed and no WAV file is removed; the recording store's
+`recover` then runs in the store's nursery (an object store uploads what its spool kept).
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 
-from actors.reply import Reply, snapshot
+from actors.reply import snapshot
 from actors.store import schema
 from actors.store.database import Database, open_database
 from actors.store.migrations import migrate
@@ -53,6 +58,7 @@ from actors.store.recording import (
     RecordingWriter,
     create_recording,
 )
+from actors.store.recordings import LocalRecordings, RecordingsConfig, RecordingStore
 from actors.store.recovery import recover
 from actors.store.schema import (
     AlreadyStored,
@@ -66,6 +72,7 @@ from actors.store.schema import (
     StoredWord,
 )
 from actors.store.sql import DRIVER_ERRORS, Connection
+from actors.store.writer import Counters, StoreClosed, StoreError, Write, run_writes
 
 __all__ = [
     "AlreadyStored",
@@ -86,19 +93,6 @@ __all__ = [
 
 log = logging.getLogger("chorus.store")
 T = TypeVar("T")
-MAX_BATCH = 128
-# what fails one write alone (its savepoint is rolled back): the database's refusal, or the
-# store's own (`SessionNotFound`, `AlreadyStored`, `SessionLive`, a bad value)
-WRITE_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, LookupError, SessionLive, ValueError)
-
-
-class StoreClosed(Exception):
-    """The store is shut down (or its writer died); nothing more is written."""
-
-
-class StoreError(Exception):
-    """A transaction could not be committed, or a read answered: disk full, I/O error, the
-    PostgreSQL server out of reach."""
 
 
 @attrs.frozen
@@ -113,28 +107,6 @@ class StoreStatistics:
     failing: bool  # the last commit failed (disk full, I/O error, database out of reach)
 
 
-@attrs.frozen(eq=False)
-class _Write:
-    apply: Callable[[Connection], Any]
-    reply: Reply[Any] = attrs.field(factory=Reply)
-
-
-Outcome = tuple[Any, BaseException | None]
-"""A write's result, or the error it failed with (set in the store's thread, answered on
-the trio thread)."""
-
-
-@attrs.define
-class _Counters:
-    writes: int = 0
-    batches: int = 0
-    largest_batch: int = 0
-    failed: int = 0
-    interrupted_at_start: int = 0
-    purged: int = 0
-    failing: bool = False
-
-
 class StoreHandle:
     """What callers hold: async methods over the store actor."""
 
@@ -142,13 +114,15 @@ class StoreHandle:
         self,
         directory: Path,
         database: Database,
-        jobs: trio.MemorySendChannel[_Write],
+        jobs: trio.MemorySendChannel[Write],
         limiter: trio.CapacityLimiter,
-        counters: _Counters,
+        counters: Counters,
         recording_policy: RecordingPolicy = DEFAULT_POLICY,
+        recording_store: RecordingStore | None = None,
     ) -> None:
         self.directory = directory
-        self.recordings = directory / "recordings"
+        self.recording_store = recording_store or LocalRecordings(directory / "recordings")
+        self.recordings = self.recording_store.directory  # where recordings are written
         self.recording_policy = recording_policy
         self._database = database
         self._jobs = jobs
@@ -157,7 +131,7 @@ class StoreHandle:
         self._closed = False
 
     async def _write(self, apply: Callable[[Connection], T]) -> T:
-        job = _Write(apply)
+        job = Write(apply)
         try:
             await self._jobs.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -203,10 +177,17 @@ class StoreHandle:
         Raises `LowDiskSpace` below the policy's floor (nothing is marked or created), and the
         `OSError` of a file that cannot be created."""
         policy = self.recording_policy
+        await self.recording_store.check()  # `RecordingsUnreachable`, an `OSError`
         await trio.to_thread.run_sync(policy.check_free_space, self.recordings)
         await self._write(lambda db: schema.mark_audio(db, session_id, sample_rate))
         path = self.audio_path(session_id)
         return await create_recording(path, sample_rate, policy=policy)
+
+    async def close_recording(self, recording: RecordingWriter) -> None:
+        """Close the WAV and keep it (an object store uploads it), before `end_session`: an
+        ended session is readable on any replica. `OSError`: the file stays for recovery."""
+        await recording.aclose()
+        await self.recording_store.keep(recording.path)
 
     async def list_sessions(
         self, *, client: str | None = None, limit: int = 50, after: PagePosition | None = None
@@ -225,20 +206,23 @@ class StoreHandle:
         return (await self.get_session(session_id)).transcript
 
     async def delete_session(self, session_id: str) -> None:
-        """Delete the row, its finals and its WAV file; `SessionNotFound`, `SessionLive`."""
+        """Delete its recording, then the row and its finals; `SessionNotFound`,
+        `SessionLive`, `RecordingsUnreachable` (the row stays)."""
+        record = (await self.get_session(session_id)).session
+        if record.ended_at is None:
+            raise SessionLive(session_id)
+        if record.has_audio:  # audio first: a crash before the row goes leaves no orphan
+            await self.recording_store.delete([session_id])
         await self._write(lambda db: schema.delete_session_row(db, session_id))
-        await trio.to_thread.run_sync(self.audio_path(session_id).unlink, True)
 
     async def purge_older_than(self, days: float) -> int:
-        """Delete ended sessions that started more than `days` ago; returns how many."""
+        """Delete ended sessions that started more than `days` ago (their recordings
+        first); returns how many."""
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        deleted = await self._write(lambda db: schema.delete_ended_before(db, cutoff))
-
-        def unlink_all() -> None:
-            for session_id in deleted:
-                self.audio_path(session_id).unlink(missing_ok=True)
-
-        await trio.to_thread.run_sync(unlink_all)
+        ended = await self._read(lambda db: schema.ended_before(db, cutoff))
+        if ended:
+            await self.recording_store.delete(ended)
+        deleted = await self._write(lambda db: schema.delete_rows(db, ended))
         self._counters.purged += len(deleted)
         if deleted:
             log.info("retention: deleted %d sessions older than %s days", len(deleted), days)
@@ -258,24 +242,32 @@ async def open_store(
     purge_every_s: float = 3600.0,
     queue_size: int = 256,
     recording: RecordingPolicy = DEFAULT_POLICY,
+    recordings: RecordingsConfig | None = None,
     database_url: str | None = None,
 ) -> AsyncIterator[StoreHandle]:
-    """Open (or create) the store: recordings in `directory`, and the database there too
-    (SQLite), or at `database_url` (`postgresql://…`); see the module docstring."""
+    """Open (or create) the store: the database in `directory` (SQLite) or at `database_url`
+    (`postgresql://…`), the recordings where `recordings` says (by default
+    `directory/recordings`); see the module docstring."""
     limiter = trio.CapacityLimiter(1)
-    counters = _Counters()
-    database = await trio.to_thread.run_sync(
-        _open, directory, database_url, counters, limiter=limiter
-    )
-    jobs_send, jobs_recv = trio.open_memory_channel[_Write](queue_size)
-    handle = StoreHandle(directory, database, jobs_send, limiter, counters, recording)
+    counters = Counters()
+    kept = await _recording_store(recordings or RecordingsConfig(directory / "recordings"))
+    try:
+        database, ended = await trio.to_thread.run_sync(
+            _open, directory, kept.directory, database_url, counters, limiter=limiter
+        )
+    except BaseException:
+        await kept.aclose()
+        raise
+    jobs_send, jobs_recv = trio.open_memory_channel[Write](queue_size)
+    handle = StoreHandle(directory, database, jobs_send, limiter, counters, recording, kept)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_writes, database, jobs_recv, limiter, counters)
+            nursery.start_soon(run_writes, database, jobs_recv, limiter, counters)
             with jobs_send:
                 if retention_days is not None:
-                    await handle.purge_older_than(retention_days)
+                    await _purge(handle, retention_days)  # an unreachable bucket is logged
                 async with trio.open_nursery() as periodic:
+                    periodic.start_soon(kept.recover, ended)
                     if retention_days is not None:
                         periodic.start_soon(
                             _purge_periodically, handle, retention_days, purge_every_s
@@ -286,88 +278,44 @@ async def open_store(
         handle._closed = True
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(database.close, limiter=limiter)
+            await kept.aclose()
 
 
-def _open(directory: Path, database_url: str | None, counters: _Counters) -> Database:
-    (directory / "recordings").mkdir(parents=True, exist_ok=True)
+async def _recording_store(config: RecordingsConfig) -> RecordingStore:
+    if not config.url:
+        return LocalRecordings(config.directory)
+    from actors.store.s3 import open_s3_recordings  # boto3 loads only for an object store
+
+    return await open_s3_recordings(config)
+
+
+def _open(
+    directory: Path, recordings: Path, database_url: str | None, counters: Counters
+) -> tuple[Database, frozenset[str]]:
+    """The database, migrated and recovered, and the ended sessions with a WAV file in
+    `recordings` (what an object store's `recover` uploads)."""
+    for folder in (directory, recordings):
+        folder.mkdir(parents=True, exist_ok=True)
     database = open_database(directory, database_url)
     try:
         migrate(database)
-        counters.interrupted_at_start = recover(database, directory / "recordings")
+        recovered = recover(database, recordings)
     except BaseException:
         database.close()
         raise
+    counters.interrupted_at_start = recovered.interrupted
     log.info("store: %s", database.name)
-    return database
-
-
-async def _run_writes(
-    database: Database,
-    jobs: trio.MemoryReceiveChannel[_Write],
-    limiter: trio.CapacityLimiter,
-    counters: _Counters,
-) -> None:
-    batch: list[_Write] = []
-    with jobs:
-        try:
-            async for first in jobs:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(jobs.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                outcomes = await trio.to_thread.run_sync(_commit, database, batch, limiter=limiter)
-                errors = [error for _, error in outcomes if error is not None]
-                counters.batches += 1
-                counters.writes += len(batch)
-                counters.largest_batch = max(counters.largest_batch, len(batch))
-                counters.failed += len(errors)
-                counters.failing = any(isinstance(error, StoreError) for error in errors)
-                for job, (result, error) in zip(batch, outcomes, strict=True):
-                    if error is None:
-                        job.reply.set(result)
-                    else:
-                        job.reply.fail(error)
-        finally:  # cancelled or crashed: nobody may wait forever on a write that will not come
-            while True:
-                try:
-                    batch.append(jobs.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            for job in batch:
-                if not job.reply.done:
-                    job.reply.fail(StoreClosed("the store writer stopped"))
-
-
-def _commit(database: Database, batch: list[_Write]) -> list[Outcome]:
-    """One transaction for the batch, one savepoint per write (runs in the store's thread)."""
-    outcomes: list[Outcome] = []
-    try:
-        database.begin()  # PostgreSQL: on a new connection if the old one was lost
-        db = database.connection
-        for job in batch:
-            db.execute("SAVEPOINT write")
-            try:
-                outcomes.append((job.apply(db), None))
-            except WRITE_ERRORS as error:
-                db.execute("ROLLBACK TO write")
-                # the database's error rather than the write's: callers see a `StoreError`
-                driver = isinstance(error, DRIVER_ERRORS)
-                outcomes.append((None, StoreError(f"write failed: {error}") if driver else error))
-            db.execute("RELEASE write")
-        database.commit()
-    except DRIVER_ERRORS as error:
-        database.rollback()
-        log.error("store commit failed: %s", error)
-        return [(None, StoreError(f"commit failed: {error}")) for _ in batch]
-    return outcomes
+    return database, recovered.ended
 
 
 async def _purge_periodically(handle: StoreHandle, days: float, every_s: float) -> None:
     while True:
         await trio.sleep(every_s)
-        try:
-            await handle.purge_older_than(days)
-        except (StoreError, OSError) as error:
-            log.error("retention purge failed: %s", error)
+        await _purge(handle, days)
+
+
+async def _purge(handle: StoreHandle, days: float) -> None:
+    try:
+        await handle.purge_older_than(days)
+    except (StoreError, OSError) as error:
+        log.error("retention purge failed: %s", error)

@@ -9,8 +9,11 @@ through to the file, so the OS page cache, not our process, holds the audio. A p
 The header is written with sizes of zero when the file is created and fixed by `aclose()`, which
 runs shielded from cancellation so a cancelled session still leaves a playable file. When the
 process dies instead, `repair_wav()` (run by `open_store` at start-up) sets the sizes from the
-file's length. Memory per recording: at most `2 * buffer_bytes` plus the frame being appended
-(one buffer waiting in the thread, one filling).
+file's length. A writer holds an exclusive `flock` on its file until it closes it, so that a
+replica starting on a directory it shares with others can tell a recording still being written
+elsewhere and leave it alone (`repair_idle_wav`; on NFS the lock needs the lock manager, as NFSv4
+has and a `nolock` mount has not). Memory per recording: at most `2 * buffer_bytes` plus the frame
+being appended (one buffer waiting in the thread, one filling).
 
 Disk policy (`RecordingPolicy`, issue 11 M1): a recording holds at most `max_bytes` of audio,
 and each write-through first checks that the disk keeps `min_free_bytes` free after it
@@ -22,6 +25,8 @@ owner learns of it from `append()`'s return value and carries on without a recor
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import struct
@@ -119,20 +124,38 @@ def repair_wav(path: Path) -> int | None:
     A trailing odd byte (half a sample) is cut off.
     """
     with path.open("r+b") as file:
-        header = file.read(HEADER_BYTES)
-        if len(header) < HEADER_BYTES or header[:4] != b"RIFF" or header[36:40] != b"data":
-            return None
-        (sample_rate,) = struct.unpack_from("<I", header, 24)
-        (riff_size,) = struct.unpack_from("<I", header, 4)
-        (data_bytes,) = struct.unpack_from("<I", header, 40)
-        length = os.fstat(file.fileno()).st_size
-        actual = min(length - HEADER_BYTES, _MAX_DATA_BYTES) // SAMPLE_WIDTH * SAMPLE_WIDTH
-        if actual != length - HEADER_BYTES:
-            file.truncate(HEADER_BYTES + actual)
-        if (data_bytes, riff_size) != (actual, 36 + actual):
-            file.seek(0)
-            file.write(wav_header(sample_rate, actual))
-        return actual
+        return _repair(file)
+
+
+def repair_idle_wav(path: Path) -> bool:
+    """`repair_wav`, unless a writer holds the file's lock (a recording still being written,
+    by another process); False then, and the file is left as it is (blocking)."""
+    with path.open("r+b") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:  # no locks on this file system (ENOLCK): nothing tells, so fixed
+            pass
+        _repair(file)  # the lock goes with the file
+        return True
+
+
+def _repair(file: BinaryIO) -> int | None:
+    header = file.read(HEADER_BYTES)
+    if len(header) < HEADER_BYTES or header[:4] != b"RIFF" or header[36:40] != b"data":
+        return None
+    (sample_rate,) = struct.unpack_from("<I", header, 24)
+    (riff_size,) = struct.unpack_from("<I", header, 4)
+    (data_bytes,) = struct.unpack_from("<I", header, 40)
+    length = os.fstat(file.fileno()).st_size
+    actual = min(length - HEADER_BYTES, _MAX_DATA_BYTES) // SAMPLE_WIDTH * SAMPLE_WIDTH
+    if actual != length - HEADER_BYTES:
+        file.truncate(HEADER_BYTES + actual)
+    if (data_bytes, riff_size) != (actual, 36 + actual):
+        file.seek(0)
+        file.write(wav_header(sample_rate, actual))
+    return actual
 
 
 async def create_recording(
@@ -154,6 +177,10 @@ async def create_recording(
         policy.check_free_space(path.parent, HEADER_BYTES)
         # unbuffered: a failed write leaves nothing behind in a buffer that `close()` retries
         file = path.open("wb", buffering=0)
+        # held until the file is closed (waits out a start-up's `repair_idle_wav` of it); no
+        # locks on that file system (ENOLCK): start-up cannot tell, and may fix its header early
+        with contextlib.suppress(OSError):
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
         _, error = _write_all(file, wav_header(sample_rate, 0))
         if error is not None:
             file.close()

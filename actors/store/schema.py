@@ -288,6 +288,27 @@ def delete_ended_before(db: Connection, cutoff: datetime) -> list[str]:
     return [str(id_) for (id_,) in rows]
 
 
+def ended_before(db: Connection, cutoff: datetime) -> list[str]:
+    """The ended sessions that started before `cutoff` (the retention purge's)."""
+    rows = db.execute(
+        "SELECT id FROM sessions WHERE started_at < ? AND ended_at IS NOT NULL",
+        (cutoff.timestamp(),),
+    ).fetchall()
+    return [str(id_) for (id_,) in rows]
+
+
+def delete_rows(db: Connection, session_ids: list[str]) -> list[str]:
+    """Delete these ended sessions (one deleted meanwhile is skipped); returns which went."""
+    deleted = []
+    for session_id in session_ids:
+        try:
+            delete_session_row(db, session_id)
+        except SessionNotFound:
+            continue
+        deleted.append(session_id)
+    return deleted
+
+
 def open_sessions(db: Connection) -> list[tuple[str, float, int | None, float | None]]:
     """Sessions a crash left open: (id, started_at, sample_rate, end of the last utterance)."""
     return db.execute(

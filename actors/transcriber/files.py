@@ -11,6 +11,11 @@ waits, in small batches). Decoding waits while `in_flight` utterances are out: m
 flat for any length (one piece, the open utterance, and `in_flight` utterances; an hour of
 audio would be 230 MB decoded whole).
 
+Streaming: given a `segments` send channel, `transcribe_file` sends each non-empty
+`FileSegment` on it in file order as soon as it and every segment before it are transcribed
+(utterances run `in_flight` at a time and finish in any order), and closes it when it returns
+or fails; a receiver that reads slowly holds back the rest, not the decoding.
+
 Errors: undecodable input raises `UndecodableAudio` (from the header at once; from damage later
 in the file when decoding reaches it, which cancels the work under way); a model error on any
 segment cancels the rest and raises `TranscriptionFailed` (a transcript with a hole is worse
@@ -27,6 +32,7 @@ timings (for SRT/VTT cues) cost little.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -36,7 +42,15 @@ import attrs
 import trio
 
 from actors.audio.file_decoder import AudioSource, FileDecoder, UndecodableAudio
-from actors.model.port import SAMPLE_RATE, DecodeOptions, Priority, Request, Result, Samples
+from actors.model.port import (
+    SAMPLE_RATE,
+    DecodeOptions,
+    Priority,
+    Request,
+    Result,
+    Samples,
+    TokenUsage,
+)
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
 from actors.transcriber.actor import Transcriber, TranscriberClosed, TranscriptionFailed
 from protocol.dialects.common import merge_punctuation
@@ -87,6 +101,8 @@ class FileTranscript:
     segments: tuple[FileSegment, ...]
     duration_s: float
     language: str
+    # what every utterance cost the model, the empty ones too
+    tokens: TokenUsage = attrs.field(factory=TokenUsage)
 
     @property
     def text(self) -> str:
@@ -115,9 +131,25 @@ async def transcribe_file(
     *,
     progress: Progress | None = None,
     decode_limiter: trio.CapacityLimiter | None = None,
+    segments: trio.MemorySendChannel[FileSegment] | None = None,
 ) -> FileTranscript:
     """Decode `source` (bytes, a path or an open binary file) and transcribe it, piece by piece;
-    see the module docstring. `decode_limiter` bounds the decoding threads of all uploads."""
+    see the module docstring. `decode_limiter` bounds the decoding threads of all uploads;
+    `segments`, when given, gets the segments in order as they are ready, and is closed."""
+    with segments if segments is not None else contextlib.nullcontext():
+        return await _transcribe_source(
+            transcriber, source, options, progress, decode_limiter, _InOrder(segments)
+        )
+
+
+async def _transcribe_source(
+    transcriber: Transcriber,
+    source: AudioSource | BinaryIO,
+    options: FileOptions,
+    progress: Progress | None,
+    decode_limiter: trio.CapacityLimiter | None,
+    in_order: _InOrder,
+) -> FileTranscript:
     opened = functools.partial(FileDecoder, source, max_seconds=options.max_seconds)
     decoder = await trio.to_thread.run_sync(opened, limiter=decode_limiter)
     try:
@@ -126,7 +158,7 @@ async def transcribe_file(
             return await trio.to_thread.run_sync(decoder.read, PIECE_S, limiter=decode_limiter)
 
         return await _transcribe_pieces(
-            transcriber, next_piece, options, progress, decoder.declared_s
+            transcriber, next_piece, options, progress, decoder.declared_s, in_order
         )
     finally:
         decoder.close()
@@ -146,7 +178,7 @@ async def transcribe_samples(
         return pieces.pop(0)
 
     return await _transcribe_pieces(
-        transcriber, next_piece, options, progress, len(samples) / SAMPLE_RATE
+        transcriber, next_piece, options, progress, len(samples) / SAMPLE_RATE, _InOrder(None)
     )
 
 
@@ -172,6 +204,7 @@ async def _transcribe_pieces(
     options: FileOptions,
     progress: Progress | None,
     expected_s: float | None,
+    in_order: _InOrder,
 ) -> FileTranscript:
     segmenter = _segmenter(options)
     spans: list[tuple[float, float]] = []
@@ -202,6 +235,7 @@ async def _transcribe_pieces(
         done_s += segment.end - segment.start
         if progress is not None:
             progress(done_s, max(expected_s or 0.0, received / SAMPLE_RATE))
+        await in_order.publish(spans, results)
 
     async with trio.open_nursery() as nursery:
         try:
@@ -226,6 +260,52 @@ async def _transcribe_pieces(
     return _assemble(spans, results, duration, options)
 
 
+class _InOrder:
+    """Sends the transcribed segments in file order (see the module docstring): the `run`
+    tasks call `publish` as each utterance lands, and the one holding the lock (a FIFO)
+    sends every result that is ready in order after the last one sent."""
+
+    def __init__(self, segments: trio.MemorySendChannel[FileSegment] | None) -> None:
+        self._segments = segments
+        self._lock = trio.Lock()
+        self._next = 0  # the next utterance to look at
+        self._sent = 0  # segments sent: the next one's index
+
+    async def publish(self, spans: list[tuple[float, float]], results: list[Result | None]) -> None:
+        if self._segments is None:
+            return
+        async with self._lock:
+            while self._next < len(results) and (result := results[self._next]) is not None:
+                span = spans[self._next]
+                self._next += 1
+                if result.text:
+                    await self._segments.send(_file_segment(self._sent, span, result))
+                    self._sent += 1
+
+
+def _file_segment(index: int, span: tuple[float, float], result: Result) -> FileSegment:
+    offset, end = span
+    words = tuple(
+        FileWord(text, round(offset + start, 3), round(offset + end, 3), probability)
+        for text, start, end, probability in merge_punctuation(
+            [(word.word, word.start, word.end, word.probability) for word in result.words]
+        )
+    )
+    return FileSegment(
+        index=index,
+        start=round(offset, 3),
+        end=round(end, 3),
+        text=result.text,
+        language=result.language,
+        avg_logprob=round(result.avg_logprob, 4),
+        compression_ratio=round(result.compression_ratio, 4),
+        no_speech_prob=round(result.no_speech_prob, 4),
+        confidence=round(result.confidence, 3),
+        words=words,
+        flags=result.flags,
+    )
+
+
 def _assemble(
     spans: list[tuple[float, float]],
     results: list[Result | None],
@@ -233,31 +313,12 @@ def _assemble(
     options: FileOptions,
 ) -> FileTranscript:
     segments: list[FileSegment] = []
-    for (start, end), result in zip(spans, results, strict=True):
-        if result is None or not result.text:
-            continue
-        offset = start
-        words = tuple(
-            FileWord(text, round(offset + start, 3), round(offset + end, 3), probability)
-            for text, start, end, probability in merge_punctuation(
-                [(word.word, word.start, word.end, word.probability) for word in result.words]
-            )
-        )
-        segments.append(
-            FileSegment(
-                index=len(segments),
-                start=round(offset, 3),
-                end=round(end, 3),
-                text=result.text,
-                language=result.language,
-                avg_logprob=round(result.avg_logprob, 4),
-                compression_ratio=round(result.compression_ratio, 4),
-                no_speech_prob=round(result.no_speech_prob, 4),
-                confidence=round(result.confidence, 3),
-                words=words,
-                flags=result.flags,
-            )
-        )
+    tokens = TokenUsage()
+    for span, result in zip(spans, results, strict=True):
+        if result is not None:
+            tokens += result.tokens
+        if result is not None and result.text:
+            segments.append(_file_segment(len(segments), span, result))
     languages = Counter(segment.language for segment in segments)
     language = options.language or (languages.most_common(1)[0][0] if languages else "en")
-    return FileTranscript(tuple(segments), round(duration, 3), language)
+    return FileTranscript(tuple(segments), round(duration, 3), language, tokens)

@@ -8,24 +8,30 @@ with HTTP 400 and Deepgram's body `{"err_code", "err_msg", "request_id"}`.
 Query parameters: `encoding` (`linear16`, `mulaw` and `alaw` are the session's raw encodings;
 `opus`, `ogg-opus`, `webm`, `flac` or none at all: the container is detected from the bytes, as
 Deepgram does without `encoding`), `sample_rate` (default 16000, 8000 for mulaw/alaw),
-`channels` (raw PCM's, averaged to mono by the session's decoder), `language` (`multi` means
-detect), `interim_results` (default false), `endpointing` (ms of silence that ends an
-utterance, at least `MIN_ENDPOINTING_MS`, default 500, `false` to cut only at
-`utterance_end_ms` or the maximum length), `utterance_end_ms`, `vad_events`, `punctuate` /
-`smart_format` (without either the transcript is lower case without punctuation, as
-Deepgram's); `model` and every other Deepgram option are accepted and ignored. Words are always
-returned, so sessions run with `words=True`.
+`channels` (raw PCM's, averaged to mono by the session's decoder; with `multichannel=true`
+each is its own stream, `service/session/multichannel.py`, and `Finalize` may name a
+`channel`), `language` (`multi` means detect), `interim_results` (default false), `endpointing`
+(ms of silence that ends an utterance, at least `MIN_ENDPOINTING_MS`, default 500, `false` to
+cut only at `utterance_end_ms` or the maximum length), `utterance_end_ms`, `vad_events`,
+`punctuate` / `smart_format` (without either the transcript is lower case without
+punctuation, as Deepgram's), `keyterm` and `keywords` (repeated: the session's vocabulary,
+`protocol/dialects/configure.py`); `model` and every other Deepgram option are accepted and
+ignored. Words are always returned, so sessions run with `words=True`.
 
 Client messages: binary audio; `{"type": "KeepAlive"}`, `{"type": "Finalize"}` (flush and
 keep going), `{"type": "CloseStream"}` (drain, `Metadata`, close 1000); an empty binary frame
-also closes the stream (Deepgram's older way). Server messages:
+also closes the stream (Deepgram's older way); `{"type": "Configure", "keyterms": [...]}`
+replaces the key terms from the next draft and utterance on, answered by exactly one
+`ConfigureSuccess` {`request_id`, `keyterms` (when replaced)} or `ConfigureFailure`
+{`request_id`, `code`, `description`}. Server messages:
 
-* `Results`: `type`, `channel_index` [0, 1], `duration`, `start`, `is_final`, `speech_final`,
-  `from_finalize`, `channel.alternatives[0]` {`transcript`, `confidence`, `words` [{`word`,
-  `start`, `end`, `confidence`, `punctuated_word`}]}, `metadata` {`request_id`, `model_info`
-  {`name`, `version`, `arch`}, `model_uuid`}. Interim results carry `confidence` 0.0 and no
-  words (partials are not aligned). `speech_final` is true when a pause (or the end of the
-  stream) ended the utterance, false after `Finalize` or a cut at the maximum length.
+* `Results`: `type`, `channel_index` [0, 1] ([c, n] with `multichannel`), `duration`,
+  `start`, `is_final`, `speech_final`, `from_finalize`, `channel.alternatives[0]`
+  {`transcript`, `confidence`, `words` [{`word`, `start`, `end`, `confidence`,
+  `punctuated_word`}]}, `metadata` {`request_id`, `model_info` {`name`, `version`, `arch`},
+  `model_uuid`}. Interim results carry the draft's confidence and its own timed words.
+  `speech_final` is true when a pause (or the end of the stream) ended the utterance, false
+  after `Finalize` or a cut at the maximum length.
 * `SpeechStarted` {`channel` [0], `timestamp`} only with `vad_events=true` (it also marks the
   continuation after a maximum-length cut); `UtteranceEnd` {`channel` [0, 1],
   `last_word_end`} after each pause-ended utterance, only when `utterance_end_ms` is set.
@@ -47,9 +53,13 @@ import msgspec
 
 from protocol.codec import Inbound
 from protocol.dialects.common import merge_punctuation
+from protocol.dialects.configure import CONFIGURE_FAILURES, configure_failure_on
 from protocol.dialects.deepgram_messages import (
     Alternative,
     Channel,
+    ConfigureFailure,
+    ConfigureMessage,
+    ConfigureSuccess,
     ErrorMessage,
     Message,
     Metadata,
@@ -66,6 +76,7 @@ from protocol.native import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     Config,
+    Configured,
     Encoding,
     Error,
     Final,
@@ -76,6 +87,9 @@ from protocol.native import (
     Stop,
     Stopped,
     UtteranceEnd,
+)
+from protocol.native import (
+    Word as NativeWord,
 )
 
 MIN_ENDPOINTING_MS = 300
@@ -122,8 +136,11 @@ def _whole(params: Mapping[str, str], name: str, low: int, high: int) -> int | N
     return int(value)
 
 
-def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
-    """Deepgram query parameters → (native config, wire options); raises `QueryError`."""
+def parse_query(
+    params: Mapping[str, str], keyterms: list[str] | None = None
+) -> tuple[Config, DeepgramOptions]:
+    """Deepgram query parameters → (native config, wire options); raises `QueryError`.
+    `keyterms`: the repeated `keyterm`/`keywords` parameters' (`query_keyterms`)."""
     encoding = params.get("encoding") or None
     if encoding is not None and encoding not in CONTAINER_ENCODINGS | RAW_ENCODINGS.keys():
         raise QueryError("encoding", f"encoding {encoding!r} is not supported")
@@ -154,6 +171,7 @@ def parse_query(params: Mapping[str, str]) -> tuple[Config, DeepgramOptions]:
         interim=_flag(params, "interim_results"),
         endpointing_ms=max(endpointing, MIN_ENDPOINTING_MS),
         words=True,
+        keyterms=keyterms,
     )
     options = DeepgramOptions(
         encoding=encoding,
@@ -197,6 +215,7 @@ class DeepgramCodec:
         self._sha256 = hashlib.sha256()
         self._tracks: dict[int, _Track] = {}  # each channel's, by its index
         self._channels = options.channels if options.multichannel else 1
+        self._replacing: list[bool] = []  # per `Configure` unanswered: does it set keyterms?
 
     # client → native
 
@@ -206,7 +225,10 @@ class DeepgramCodec:
                 return [Stop()]  # Deepgram's older way to close the stream
             self._sha256.update(message)
             return [message]
-        return [client_messages.parse(message).inbound()]
+        parsed = configure_failure_on(client_messages.parse, message)
+        if isinstance(parsed, ConfigureMessage):
+            self._replacing.append(parsed.keyterms is not None)
+        return [parsed.inbound()]
 
     # native → client
 
@@ -244,6 +266,18 @@ class DeepgramCodec:
                     models=[self._model_uuid],
                     model_info={self._model_uuid: self._model_info},
                 )
+            case Configured():
+                replaced = self._replacing.pop(0) if self._replacing else True
+                keyterms = frame.keyterms if replaced else None
+                message = ConfigureSuccess(request_id=self.request_id, keyterms=keyterms)
+            case Error() if frame.code in CONFIGURE_FAILURES:
+                if frame.code != "invalid_configure" and self._replacing:
+                    self._replacing.pop(0)  # the session refused it (a malformed one never came)
+                message = ConfigureFailure(
+                    request_id=self.request_id,
+                    code=CONFIGURE_FAILURES[frame.code],
+                    description=frame.message,
+                )
             case Error():
                 variant = "SchemaError" if frame.code in _SCHEMA_ERRORS else "Error"
                 message = ErrorMessage(variant=variant, description=frame.message, code=frame.code)
@@ -251,18 +285,7 @@ class DeepgramCodec:
 
     def _final(self, frame: Final) -> Results:
         language = frame.language if self.options.multi else None
-        timed = [(w.word, w.start, w.end, w.confidence) for w in frame.words or []]
-        words = [
-            Word(
-                word=_plain(text),
-                start=start,
-                end=end,
-                confidence=confidence,
-                punctuated_word=text,
-                language=language,
-            )
-            for text, start, end, confidence in merge_punctuation(timed)
-        ]
+        words = _words(frame.words, language)
         track = self._track(frame.channel)
         if words:
             track.last_word_end = words[-1].end
@@ -280,19 +303,9 @@ class DeepgramCodec:
         )
 
     def _interim(self, frame: Partial) -> Results:
-        """Interim results carry words too: a draft is not aligned, so its words share the
-        draft's span by their length, each with the draft's confidence."""
-        spread = _spread(_words_of(frame.text), frame.start, frame.end)
-        words = [
-            Word(
-                word=_plain(text),
-                start=start,
-                end=end,
-                confidence=frame.confidence,
-                punctuated_word=text,
-            )
-            for text, start, end in spread
-        ]
+        """Interim results carry the draft's own timed words (a Deepgram session drafts with
+        `words: true`), at the draft's confidence overall."""
+        words = _words(frame.words, None)
         track = self._track(frame.channel)
         return self._results(
             track, frame.text, frame.start, frame.end, words, frame.confidence, final=None
@@ -343,19 +356,20 @@ class _Track:
     last_word_end: float = 0.0
 
 
-def _words_of(text: str) -> list[str]:
-    return [word for word in text.split() if _plain(word)]
-
-
-def _spread(words: list[str], start: float, end: float) -> list[tuple[str, float, float]]:
-    """`words` over [`start`, `end`], each a share of the span by its length."""
-    total = sum(len(word) + 1 for word in words)
-    spread, at = [], start
-    for word in words:
-        length = (end - start) * (len(word) + 1) / total
-        spread.append((word, round(at, 3), round(at + length, 3)))
-        at += length
-    return spread
+def _words(words: list[NativeWord] | None, language: str | None) -> list[Word]:
+    """Native timed words as Deepgram's, punctuation merged into its neighbours."""
+    timed = [(w.word, w.start, w.end, w.confidence) for w in words or []]
+    return [
+        Word(
+            word=_plain(text),
+            start=start,
+            end=end,
+            confidence=confidence,
+            punctuated_word=text,
+            language=language,
+        )
+        for text, start, end, confidence in merge_punctuation(timed)
+    ]
 
 
 _SCHEMA_ERRORS = frozenset({"invalid_json", "unknown_type", "invalid_message"})

@@ -12,7 +12,7 @@ from typing import Annotated
 import msgspec
 
 from protocol.dialects.common import ClientMessages
-from protocol.native import MAX_CHANNELS, Finalize, KeepAlive, Stop
+from protocol.native import MAX_CHANNELS, Configure, Finalize, KeepAlive, Stop
 
 
 class Word(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -89,6 +89,17 @@ class ErrorMessage(Message, tag="Error"):
     code: str
 
 
+class ConfigureSuccess(Message, tag="ConfigureSuccess", omit_defaults=True):
+    request_id: str
+    keyterms: list[str] | None = None  # present when the `Configure` replaced them
+
+
+class ConfigureFailure(Message, tag="ConfigureFailure"):
+    request_id: str
+    code: str
+    description: str
+
+
 class ClientMessage(msgspec.Struct, tag_field="type"):
     pass
 
@@ -111,7 +122,15 @@ class CloseStreamMessage(ClientMessage, tag="CloseStream"):
         return Stop()
 
 
-Incoming = KeepAliveMessage | FinalizeMessage | CloseStreamMessage
+class ConfigureMessage(ClientMessage, tag="Configure"):
+    keyterms: list[str] | None = None  # replaces the stream's key terms; None keeps them
+    features: dict[str, bool] | None = None  # formatting features: accepted, not applied
+
+    def inbound(self) -> Configure:
+        return Configure(keyterms=self.keyterms)
+
+
+Incoming = KeepAliveMessage | FinalizeMessage | CloseStreamMessage | ConfigureMessage
 client_messages: ClientMessages[Incoming] = ClientMessages(
     msgspec.json.Decoder(Incoming), dialect="Deepgram"
 )

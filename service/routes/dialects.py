@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket
 
 from actors.model.sentiment import analyze, annotate_sentiment, load_sentiment
 from protocol.codec import Codec
+from protocol.dialects.configure import query_keyterms
 from protocol.dialects.deepgram import DeepgramCodec, QueryError, handshake_error, parse_query
 from protocol.dialects.seed_call import CallCodec
 from protocol.dialects.seed_stt import SpeechToTextCodec
@@ -62,15 +63,17 @@ async def listen_endpoint(websocket: WebSocket) -> None:
     """Deepgram live streaming; bad options are refused before the upgrade with HTTP 400."""
     services = Runtime.of(websocket).sessions
     try:
-        config, options = parse_query(websocket.query_params)
+        query = websocket.query_params
+        keyterms = query_keyterms(query.getlist("keyterm"), query.getlist("keywords"))
+        config, options = parse_query(query, keyterms)
     except QueryError as error:
-        await _deny_deepgram(websocket, str(error))
+        await deny_deepgram(websocket, str(error))
         return
     created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     codec = DeepgramCodec(options, created=created, model=services.options.model)
 
     async def refuse(problem: Error) -> None:  # what the model cannot do: also before the upgrade
-        await _deny_deepgram(websocket, problem.message)
+        await deny_deepgram(websocket, problem.message)
 
     if config.multichannel:  # `multichannel=true` with raw audio of more than one channel
         await serve_multichannel(
@@ -80,7 +83,7 @@ async def listen_endpoint(websocket: WebSocket) -> None:
     await serve_session(websocket, services, codec, config, route="/v1/listen", refuse=refuse)
 
 
-async def _deny_deepgram(websocket: WebSocket, message: str) -> None:
+async def deny_deepgram(websocket: WebSocket, message: str) -> None:
     request_id = str(uuid.uuid4())
     printable = _printable_ascii(message)  # the message quotes what the client sent
     if "websocket.http.response" in websocket.scope.get("extensions", {}):

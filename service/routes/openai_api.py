@@ -6,23 +6,32 @@ deadline), decoding and the model call (cancelled if the client goes) are
 `service.routes.uploads.Uploads`'; this module checks OpenAI's form fields and renders OpenAI's
 shapes (`protocol/openai.py`).
 
-Fields: `file` (required), `model` (required: `whisper-1` or the loaded model's name),
-`language` (ISO 639-1; a name is accepted too), `prompt`, `response_format` (`json` default,
-`text`, `srt`, `vtt`, `verbose_json`), `temperature` (0–1, accepted; decoding is beam search),
-`timestamp_granularities[]` (`segment`, `word`: words are listed in `verbose_json`). `stream`
-is refused (400): uploads answer once. `srt`, `vtt` and `verbose_json` ask the model for word
-timings, used to cut subtitle-sized cues; `json` and `text` do not (faster).
+Fields: `file` (required), `model` (required: the loaded model's name or one of its aliases,
+`service.routes.openai_models`), `language` (ISO 639-1; a name is accepted too), `prompt`,
+`response_format` (`json` default, `text`, `srt`, `vtt`, `verbose_json`), `temperature` (0–1,
+accepted; decoding is beam search), `timestamp_granularities[]` (`segment`, `word`: words are
+listed in `verbose_json`), `stream` (`true`: server-sent events as the file is transcribed,
+`service.routes.openai_stream`, for every model name, with `json` or `text`; OpenAI refuses
+the other formats on its streaming models, and so does Chorus; translations do not stream, at
+OpenAI neither), `include[]` (`logprobs` is refused: the decoder here does not return token
+log probabilities). `srt`, `vtt` and `verbose_json` ask the model for word timings, used to cut
+subtitle-sized cues; `json` and `text` do not (faster).
+
+The transcriptions route is an ASGI endpoint rather than a request-response one, since a
+streamed answer is written as it goes, while the upload's slot and its form stay open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import attrs
 import msgspec
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from actors.transcriber.files import FileOptions, FileSegment, FileTranscript
 from protocol.dialects.languages import language_name
@@ -30,8 +39,8 @@ from protocol.native import MAX_PROMPT_CHARS
 from protocol.openai import (
     MEDIA_TYPES,
     RESPONSE_FORMATS,
-    Model,
-    ModelList,
+    UNSPACED,
+    ModelAliases,
     ResponseFormat,
     Segment,
     Transcription,
@@ -45,49 +54,51 @@ from protocol.openai import (
     to_text,
     to_vtt,
 )
+from service.routes.openai_models import get_model, list_models, served
+from service.routes.openai_stream import stream_transcript
 from service.routes.uploads import UploadError, Uploads, form_language
-from service.runtime import Runtime
 from service.session.ports import StreamOptions
 
-ALIASES = ("whisper-1",)
-UNSPACED = frozenset({"zh", "ja", "yue", "th", "lo", "my", "km", "bo"})
+STREAMED_FORMATS = ("json", "text")
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+class _Transcriptions:
+    """`POST /v1/audio/transcriptions`, as an ASGI app: a streamed answer needs `send`."""
+
+    def __init__(self, uploads: Uploads) -> None:
+        self.uploads = uploads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await _errors(lambda: _transcribe(self.uploads, request, "transcribe", send))
+        if response is not None:
+            await response(scope, receive, send)
 
 
 def openai_routes(uploads: Uploads) -> list[BaseRoute]:
-    async def transcriptions(request: Request) -> Response:
-        return await _errors(lambda: _transcribe(uploads, request, "transcribe"))
-
-    async def translations(request: Request) -> Response:
-        return await _errors(lambda: _transcribe(uploads, request, "translate"))
+    async def translations(request: Request) -> Response | None:
+        return await _errors(lambda: _transcribe(uploads, request, "translate", None))
 
     return [
-        Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+        Route("/v1/audio/transcriptions", _Transcriptions(uploads), methods=["POST"]),
         Route("/v1/audio/translations", translations, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
     ]
 
 
-def _models(request: Request) -> list[Model]:
-    return [Model(id=name) for name in (*ALIASES, Runtime.of(request).options.model)]
+@attrs.frozen
+class _Asked:
+    """A request's checked fields: how to answer, and what to ask of the transcription."""
+
+    fmt: ResponseFormat
+    granularities: frozenset[str]
+    file_options: FileOptions
+    stream: bool
 
 
-async def list_models(request: Request) -> Response:
-    return Response(
-        encoder.encode(ModelList(data=_models(request))), 200, media_type="application/json"
-    )
-
-
-async def get_model(request: Request) -> Response:
-    name = request.path_params["model"]
-    for model in _models(request):
-        if model.id == name:
-            return Response(encoder.encode(model), 200, media_type="application/json")
-    body = error_body(f"The model '{name}' does not exist", param="model", code="model_not_found")
-    return Response(body, 404, media_type="application/json")
-
-
-async def _errors(handler: Callable[[], Awaitable[Response]]) -> Response:
+async def _errors(handler: Callable[[], Awaitable[Response | None]]) -> Response | None:
     try:
         return await handler()
     except UploadError as error:
@@ -113,32 +124,28 @@ def _prompt(form: FormData) -> str | None:
     return None if prompt is None else prompt[-MAX_PROMPT_CHARS:]
 
 
-async def _transcribe(uploads: Uploads, request: Request, task: str) -> Response:
+async def _transcribe(
+    uploads: Uploads, request: Request, task: str, send: Send | None
+) -> Response | None:
+    """One upload, answered once or (`stream`, with a `send` to write to) as it goes."""
     async with uploads.admit(request) as runtime, uploads.open_form(request) as form:
-        fmt, granularities, file_options = _options(form, runtime.options, task)
+        asked = _options(form, runtime.options, runtime.settings.model_aliases, task)
         data = await uploads.uploaded_file(form)
+        if asked.stream and send is not None:
+            await stream_transcript(
+                uploads, request, runtime.transcriber, data, asked.file_options, send
+            )
+            return None
         transcript = await uploads.transcribe(
-            request, runtime.transcriber, data, file_options, not_audio=400
+            request, runtime.transcriber, data, asked.file_options, not_audio=400
         )
-    body = render(transcript, fmt, task=task, words="word" in granularities)
-    return Response(body, 200, media_type=MEDIA_TYPES[fmt])
+    body = render(transcript, asked.fmt, task=task, words="word" in asked.granularities)
+    return Response(body, 200, media_type=MEDIA_TYPES[asked.fmt])
 
 
-def _options(
-    form: FormData, options: StreamOptions, task: str
-) -> tuple[ResponseFormat, set[str], FileOptions]:
-    """OpenAI's form fields, checked: (response format, timestamp granularities, options)."""
-    model = _text_field(form, "model")
-    if not model:
-        raise UploadError(400, "missing_model", "you must provide a `model`", "model")
-    if model not in (*ALIASES, options.model):
-        names = ", ".join((*ALIASES, options.model))
-        raise UploadError(
-            400,
-            "model_not_found",
-            f"model {model!r} is not served here (use one of: {names})",
-            "model",
-        )
+def _options(form: FormData, options: StreamOptions, aliases: ModelAliases, task: str) -> _Asked:
+    """OpenAI's form fields, checked."""
+    _check_model(_text_field(form, "model"), options.model, aliases)
     response_format = _text_field(form, "response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
         raise UploadError(
@@ -156,8 +163,8 @@ def _options(
         raise UploadError(
             400, "invalid_value", "temperature must be a number in [0, 1]", "temperature"
         ) from None
-    if (_text_field(form, "stream") or "false").lower() == "true":
-        raise UploadError(400, "unsupported_value", "streaming uploads are not supported", "stream")
+    stream = _stream(form, fmt, task)
+    _check_include(form)
     if task == "translate" and not options.multilingual:
         raise UploadError(
             400,
@@ -165,7 +172,7 @@ def _options(
             f"model {options.model} is English-only: it cannot translate",
             "model",
         )
-    granularities = {str(value) for value in form.getlist("timestamp_granularities[]")}
+    granularities = frozenset(str(value) for value in form.getlist("timestamp_granularities[]"))
     if granularities - {"word", "segment"}:
         raise UploadError(
             400,
@@ -179,7 +186,53 @@ def _options(
         prompt=_prompt(form),
         words=fmt in ("srt", "vtt", "verbose_json"),
     )
-    return fmt, granularities, file_options
+    return _Asked(fmt, granularities, file_options, stream)
+
+
+def _check_model(model: str | None, served_model: str, aliases: ModelAliases) -> None:
+    if not model:
+        raise UploadError(400, "missing_model", "you must provide a `model`", "model")
+    names = served(served_model, aliases)
+    if model not in names:
+        raise UploadError(
+            400,
+            "model_not_found",
+            f"model {model!r} is not served here (use one of: {', '.join(names)})",
+            "model",
+        )
+
+
+def _stream(form: FormData, fmt: ResponseFormat, task: str) -> bool:
+    """The `stream` field (`true` or `false` as the `openai` client writes them; 1 or 0)."""
+    value = (_text_field(form, "stream") or "false").strip().lower()
+    if value not in BOOLEANS:
+        raise UploadError(400, "invalid_value", "`stream` must be true or false", "stream")
+    if BOOLEANS[value] and task == "translate":
+        raise UploadError(
+            400, "unsupported_value", "translations do not stream (at OpenAI neither)", "stream"
+        )
+    if BOOLEANS[value] and fmt not in STREAMED_FORMATS:
+        raise UploadError(
+            400,
+            "unsupported_value",
+            f"response_format {fmt!r} cannot stream: use json or text with stream=true",
+            "response_format",
+        )
+    return BOOLEANS[value]
+
+
+def _check_include(form: FormData) -> None:
+    """`include[]`: OpenAI's one value, `logprobs`, is refused rather than left out unsaid."""
+    for value in (*form.getlist("include[]"), *form.getlist("include")):
+        if value != "logprobs":
+            raise UploadError(400, "invalid_value", "include[] takes only `logprobs`", "include[]")
+        raise UploadError(
+            400,
+            "unsupported_value",
+            "logprobs are not available: this server's decoder does not return token log "
+            "probabilities",
+            "include[]",
+        )
 
 
 def render(transcript: FileTranscript, fmt: ResponseFormat, *, task: str, words: bool) -> bytes:

@@ -123,7 +123,12 @@ UPLOAD_ERRORS: Mapping[int, str] = {
 }
 OPENAI_FORM = (
     FILE,
-    Field("model", {"type": "string"}, "`whisper-1` or the loaded model's name", required=True),
+    Field(
+        "model",
+        {"type": "string"},
+        "the loaded model's name or an alias (`whisper-1`, …: `GET /v1/models`)",
+        required=True,
+    ),
     Field("prompt", {"type": "string"}, "text the transcript should follow"),
     Field(
         "response_format",
@@ -212,6 +217,17 @@ OPERATIONS: tuple[Operation, ...] = (
                 "timestamp_granularities[]",
                 {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]}},
             ),
+            Field(
+                "stream",
+                {"type": "boolean", "default": False},
+                "answer with server-sent `transcript.text.delta` events, then "
+                "`transcript.text.done` (`json` and `text` only)",
+            ),
+            Field(
+                "include[]",
+                {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+                "`logprobs` is refused (400): no token log probabilities here",
+            ),
         ),
     ),
     Operation(
@@ -286,6 +302,8 @@ WEBSOCKETS: Mapping[str, str] = {
     "/v1/stream": "Chorus's own protocol: binary PCM or encoded audio in, JSON frames out",
     "/v1/listen": "Deepgram's live API (`Results`, `UtteranceEnd`, `Metadata`)",
     "/v1/twilio": "Twilio Media Streams: a call's two tracks (base64 mu-law) as two channels",
+    "/v1/realtime": "OpenAI Realtime transcription (`?intent=transcription`; GA events)",
+    "/v2/listen": "Deepgram Flux: conversational turns (`TurnInfo`, `Configure`)",
     "/ws/v1/speech-to-text": "Speech-to-Text Backend API (seed 002): `event`-tagged JSON",
     "/ws/{client_id}": "Real-Time Call Intelligence (seed 001): `audio_chunk` in, sentiment out",
     "/ws": "Live Audio Transcript / Audio WebSocket API (seeds 000, 003): base64 audio",

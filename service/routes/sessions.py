@@ -3,11 +3,13 @@
 The routes hold no state: each request finds the store through the lookup the routes were made
 with (in the app: the `StoreHandle` of its `Runtime`, which the lifespan opened) and answers
 JSON encoded by msgspec, or the WAV file (Starlette's `FileResponse`: `Accept-Ranges: bytes`,
-`Range` answered with 206, or 416 when it cannot be satisfied). Errors are
-`{"error": {"code", "message"}}`: 400 for a bad `limit` or cursor, 404 for an unknown session or
-a session without audio, 409 for a session still live (its audio is still being written and it
-cannot be deleted yet), 503 when the store is closed, its database cannot be reached, or the app
-is not running.
+`Range` answered with 206, or 416 when it cannot be satisfied), or, when the recording is kept
+in an object store and not on this replica's disk, the same answers streamed from the store
+(`service/routes/stored_audio.py`). Errors are `{"error": {"code", "message"}}`: 400 for a bad
+`limit`, cursor or range, 404 for an unknown session or a session without audio, 409 for a
+session still live on any replica (its audio is still being written and it cannot be deleted
+yet), 503 when the store is closed, its database or the recordings' object store cannot be
+reached, or the app is not running.
 Who may call them is decided in front of them (`service.policy.security.SecurityMiddleware`), and
 whose sessions they show here: each API key is a tenant that sees only the sessions it made
 (another tenant's session is a 404, as if it did not exist); an admin key (`CHORUS_ADMIN_KEYS`)
@@ -24,11 +26,12 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
-import trio
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -43,8 +46,10 @@ from actors.store.actor import (
     StoreError,
     StoreHandle,
 )
+from actors.store.recordings import RecordingsUnreachable
 from service.policy.caller import Caller
 from service.policy.refusal import Refusal
+from service.routes.stored_audio import stored_audio_response
 from service.runtime import Runtime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -54,6 +59,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+log = logging.getLogger("chorus.sessions")
 
 
 class WordOut(msgspec.Struct):
@@ -196,14 +202,18 @@ async def session_audio(store: StoreHandle, request: Request) -> Response:
         raise Refusal(404, "no_audio", "this session was not recorded")
     if record.ended_at is None:
         raise Refusal(409, "session_live", "the recording is still being written")
-    path = store.audio_path(session_id)
-    if not await trio.to_thread.run_sync(path.is_file):
+    found = await store.recording_store.locate(session_id)
+    if found is None:
         raise Refusal(404, "no_audio", "the recording is gone")
-    return FileResponse(
-        path,
-        media_type="audio/wav",
-        filename=f"{session_id}.wav",
-        content_disposition_type="inline",
+    if isinstance(found, Path):
+        return FileResponse(
+            found,
+            media_type="audio/wav",
+            filename=f"{session_id}.wav",
+            content_disposition_type="inline",
+        )
+    return await stored_audio_response(
+        store.recording_store, session_id, found, request.headers, request.method
     )
 
 
@@ -225,6 +235,10 @@ def _answering_refusals(store_of: StoreLookup, endpoint: StoreEndpoint) -> Endpo
             return refusal.response()
         except StoreClosed:
             return Refusal(503, "store_closed", "the store is shutting down").response()
+        except RecordingsUnreachable as error:
+            log.error("recordings: %s", error)
+            message = "the recordings' object store cannot be reached"
+            return Refusal(503, "recordings_unavailable", message).response()
         # its database out of reach (a PostgreSQL outage); the next request reconnects
         except StoreError:
             return Refusal(503, "store_error", "the store's database cannot be reached").response()

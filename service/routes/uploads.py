@@ -55,7 +55,7 @@ from starlette.types import Message, Receive
 
 from actors.audio.file_decoder import UndecodableAudio
 from actors.transcriber.actor import TranscriberClosed, TranscriberHandle, TranscriptionFailed
-from actors.transcriber.files import FileOptions, FileTranscript, transcribe_file
+from actors.transcriber.files import FileOptions, FileSegment, FileTranscript, transcribe_file
 from protocol import chatserver
 from protocol.dialects.languages import language_code
 from service.policy.caller import Caller
@@ -245,16 +245,18 @@ class Uploads:
         options: FileOptions,
         *,
         not_audio: int,
+        segments: trio.MemorySendChannel[FileSegment] | None = None,
     ) -> FileTranscript:
         """Decode and transcribe; decoding and model failures become `UploadError`s, and so
-        does the client going away (`client_gone`), which cancels the work at once."""
+        does the client going away (`client_gone`), which cancels the work at once.
+        `segments` gets the segments in order as they are ready (`transcribe_file`)."""
         options = attrs.evolve(options, max_seconds=self.limits.max_upload_s)
         # the outcome is a value: raised inside the nursery it would leave it in an
         # ExceptionGroup, which the routes' error renderers do not catch
         outcome: FileTranscript | UploadError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_when_gone, request.receive, nursery.cancel_scope)
-            outcome = await self._outcome(transcriber, data, options, not_audio)
+            outcome = await self._outcome(transcriber, data, options, not_audio, segments)
             nursery.cancel_scope.cancel()
         if outcome is None:
             raise UploadError(499, "client_gone", "the client disconnected")
@@ -263,10 +265,17 @@ class Uploads:
         return outcome
 
     async def _outcome(
-        self, transcriber: TranscriberHandle, data: BinaryIO, options: FileOptions, not_audio: int
+        self,
+        transcriber: TranscriberHandle,
+        data: BinaryIO,
+        options: FileOptions,
+        not_audio: int,
+        segments: trio.MemorySendChannel[FileSegment] | None,
     ) -> FileTranscript | UploadError:
         try:
-            return await transcribe_file(transcriber, data, options, decode_limiter=self.decodes)
+            return await transcribe_file(
+                transcriber, data, options, decode_limiter=self.decodes, segments=segments
+            )
         except UndecodableAudio as error:
             status = not_audio if error.kind in NOT_AUDIO else 400
             if error.kind == "too_long":

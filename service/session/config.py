@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import attrs
 
+from actors.model.vocabulary import vocabulary_problem
 from actors.speech.segmenter import SegmenterConfig
 from protocol.native import Config, Encoding, Error, Ready, Task
 from service.session.ports import StreamOptions
@@ -32,6 +33,7 @@ class SessionConfig:
     task: Task
     prompt: str | None
     words: bool
+    keyterms: tuple[str, ...] = ()
 
 
 def settle(config: Config, options: StreamOptions) -> SessionConfig:
@@ -53,11 +55,14 @@ def settle(config: Config, options: StreamOptions) -> SessionConfig:
         task=config.task,
         prompt=config.prompt,
         words=config.words,
+        keyterms=tuple(config.keyterms or ()),
     )
 
 
 def check_config(config: Config, options: StreamOptions) -> Error | None:
     """What the model cannot do with this config, as an error frame (None when fine)."""
+    if (problem := vocabulary_problem(config.keyterms)) is not None:
+        return Error(code="invalid_vocabulary", message=problem)
     if not options.multilingual:
         if config.task == "translate":
             return Error(

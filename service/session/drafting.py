@@ -35,7 +35,7 @@ import trio
 from actors.model.port import SAMPLE_RATE, DecodeOptions, Priority, Request, Result
 from actors.speech.segmenter import Segment
 from actors.transcriber.actor import TranscriptionFailed
-from protocol.native import Partial, ServerFrame
+from protocol.native import Partial, ServerFrame, Word
 from service.session.agreement import Agreement, TimedWord
 from service.session.record import Session
 
@@ -219,6 +219,7 @@ class DraftSettings:
 
     options: DecodeOptions  # the session's partial decode options (context set per draft)
     caption_target_s: float
+    words: bool = False  # partials carry the draft's timed words
 
 
 class _Asking:
@@ -243,11 +244,14 @@ class DraftMaker:
         settings: DraftSettings,
         agreements: Agreements,
         context: Callable[[], str | None],
+        *,
+        vocabulary: Callable[[DecodeOptions], DecodeOptions] = lambda options: options,
     ) -> None:
         self.settings, self.agreements, self.context = settings, agreements, context
+        self.vocabulary = vocabulary  # the session's vocabulary now, set per draft
 
     def __call__(self, segment: Segment) -> DraftPlan:
-        options = attrs.evolve(self.settings.options, context=self.context())
+        options = self.vocabulary(attrs.evolve(self.settings.options, context=self.context()))
         if not self.agreements.enabled:
             return DraftPlan(Request(segment.audio, options), segment)
         return plan_draft(segment, self.agreements.of(segment.utterance), options)
@@ -305,5 +309,21 @@ async def draft_partials(
                     end=plan.segment.end,
                     committed=stable,
                     confidence=round(result.confidence, 3),
+                    silence_s=plan.segment.silence_s,
+                    words=_words(plan.segment, timings) if make.settings.words else None,
                 )
             )
+
+
+def _words(segment: Segment, timings: list[TimedWord]) -> list[Word]:
+    """A draft's timed words, in the session's audio time."""
+    return [
+        Word(
+            word=w.word,
+            start=round(segment.start + w.start, 3),
+            end=round(segment.start + w.end, 3),
+            confidence=round(w.probability, 3),
+        )
+        for w in timings
+        if w.timed
+    ]

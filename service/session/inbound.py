@@ -5,10 +5,11 @@ message the reader (`service/session/reader.py`) receives and says what to do wi
 does no I/O and never awaits, so it reads top to bottom and is tested without a socket. The
 dialect's codec (`protocol.codec.Codec`) turns the wire's shapes into native items; this
 decides what they do: audio and `finalize` go down the pipeline once the config has settled,
-the config settles at the first audio (`SessionConfig`, handed over by the reader), `ping`
-and `config` are answered here, `stop`, a fatal protocol error and the session's limits end
-it (`Ended`). It keeps the session's deadlines (the length limit, the idle and audio-idle
-timeouts) and the client's config until it settles.
+the config settles at the first audio (`SessionConfig`, handed over by the reader), `ping`,
+`config` and `configure` (the vocabulary, `SessionVocabulary`) are answered here, `stop`, a
+fatal protocol error and the session's limits end it (`Ended`). It keeps the session's
+deadlines (the length limit, the idle and audio-idle timeouts) and the client's config until
+it settles.
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ from collections.abc import Callable, Iterator
 import attrs
 
 from protocol.codec import Inbound, ProtocolError
-from protocol.native import Config, Error, Finalize, KeepAlive, Ping, Pong, Ready, Stop
+from protocol.native import (
+    Config,
+    Configure,
+    Configured,
+    Error,
+    Finalize,
+    KeepAlive,
+    Ping,
+    Pong,
+    Ready,
+    Stop,
+)
 from service.session.config import SessionConfig, check_config, ready_frame, settle
 from service.session.messages import Command
 from service.session.record import Session
@@ -34,7 +46,7 @@ class Ended:
     farewell: Error | None = None
 
 
-Reply = Ready | Pong | Error  # answered to the client at once
+Reply = Ready | Pong | Configured | Error  # answered to the client at once
 Forward = Command | SessionConfig | Reply  # what the reader forwards, each to its place
 Action = Forward | Ended
 
@@ -112,6 +124,8 @@ class ClientProtocol:
                 )
             case Config():
                 yield self._reconfigure(item)
+            case Configure():  # the vocabulary, at any time (`service/session/vocabulary.py`)
+                yield self._session.vocabulary.configure(item, self._config)
 
     def expire(self) -> Ended:
         """The deadline has passed: which limit ended the session."""

@@ -16,6 +16,8 @@ from actors.speech.segmenter import Event
 from protocol.native import Finalize, ServerFrame
 
 Command = bytes | Finalize  # the client's audio, in its encoding, and its `finalize`s
-Segmented = Event  # what the segmenter cuts: speech started, a segment, an utterance ended
+# what the segmenter cuts: speech started, a segment, an utterance ended; and a `finalize`
+# with an `id`, passed on after its cut so that its `finalized` follows the cut's final
+Segmented = Event | Finalize
 
 __all__ = ["Command", "Segmented", "ServerFrame"]

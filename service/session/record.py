@@ -30,6 +30,7 @@ from service.session.ports import (
     Vad,
 )
 from service.session.state import AudioMeter, Ending, FinalsMeter
+from service.session.vocabulary import SessionVocabulary
 
 
 def new_session_id() -> str:
@@ -62,6 +63,7 @@ class Session:
     ending: Ending = attrs.field(factory=Ending)  # the reader's
     audio: AudioMeter = attrs.field(factory=AudioMeter)  # the segmenter's
     finals: FinalsMeter = attrs.field(factory=FinalsMeter)  # the transcriber client's
+    vocabulary: SessionVocabulary = attrs.field(factory=SessionVocabulary)  # the reader's
 
     @property
     def limits(self) -> SessionLimits:

@@ -3,7 +3,9 @@
 One per session, owned by the route that runs it. `final` returns once the utterance is
 committed, and the writer calls it before sending the final, so a crash never loses text a
 client has seen. The recording is closed before the session row is ended (start-up repair
-looks for unended rows).
+looks for unended rows), and kept where the store keeps recordings then (an object store
+uploads it: `StoreHandle.close_recording`), so a session that has ended can be read from any
+replica; the upload is never on the audio path, even for a recording that stopped early.
 
 Whether a session is recorded is the server's `RecordingPolicy` (the store's, so every route
 follows it) applied to the client's `record`: `deny` answers a request with a non-fatal
@@ -11,9 +13,11 @@ follows it) applied to the client's `record`: `deny` answers a request with a no
 
 A full disk never ends a session (issue 11 M1). A recording that reaches its limit, finds the
 disk below the free-space floor or fails to write stops with a playable file and one non-fatal
-`recording_stopped` for the client. A store that cannot commit (`StoreError`) costs the
-session its stored transcript, not its live one: the client gets one non-fatal `not_stored`,
-finals keep coming (and keep being offered to the store), and `/health` says `degraded`.
+`recording_stopped` for the client; so does one whose object store cannot be reached when the
+session starts (`RecordingsUnreachable`: wrong credentials, no bucket), and the session goes on
+unrecorded. A store that cannot commit (`StoreError`) costs the session its stored transcript,
+not its live one: the client gets one non-fatal `not_stored`, finals keep coming (and keep
+being offered to the store), and `/health` says `degraded`.
 Reasons in detail go to the log, not to the client.
 """
 
@@ -85,10 +89,10 @@ class StoreHooks:
         return None
 
     async def audio(self, samples: Samples) -> Error | None:
-        if self._recording is None or await self._recording.append_samples(samples):
+        recording = self._recording
+        if recording is None or recording.stopped or await recording.append_samples(samples):
             return None
-        recording, self._recording = self._recording, None
-        await self._close(recording)  # closed by its stop already; nothing is left to write
+        # closed by its stop already; kept when the session ends
         return self._recording_stopped(recording.stopped or "write_error", recording.stop_detail)
 
     async def final(self, frame: Final) -> Error | None:
@@ -116,12 +120,13 @@ class StoreHooks:
 
     async def _close(self, recording: RecordingWriter) -> None:
         try:
-            await recording.aclose()
-        except OSError as error:  # the header stays unfixed; start-up repair fixes it
+            await self._store.close_recording(recording)
+        except OSError as error:  # the file stays; an object store's start-up recovery keeps it
             log.error("session %s: closing the recording: %s", self._session_id, error)
 
     def _recording_stopped(self, reason: str, detail: str) -> Error:
-        log.warning("session %s: recording stopped (%s): %s", self._session_id, reason, detail)
+        level = logging.ERROR if reason == "write_error" else logging.WARNING  # the operator's
+        log.log(level, "session %s: recording stopped (%s): %s", self._session_id, reason, detail)
         why = _STOPPED[reason].format(seconds=self._policy.max_bytes / (2 * SAMPLE_RATE))
         return Error(code="recording_stopped", message=f"recording stopped: {why}; {_UNRECORDED}")
 

@@ -76,6 +76,8 @@ async def _cut(cutting: _Cutting, commands: trio.MemoryReceiveChannel[Command]) 
                 return
         if isinstance(command, Finalize):
             await cutting.finalize()
+            if command.id is not None:  # answered once the cut's final is out (`finalized`)
+                await cutting.events.send(command)
             continue
         held = await cutting.audio(command, commands)
         if cutting.session.ending.client_gone:

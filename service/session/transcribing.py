@@ -27,6 +27,8 @@ from actors.speech.segmenter import Segment, SpeechStart, UtteranceEnded
 from actors.transcriber.actor import TranscriptionFailed
 from protocol.native import (
     Final,
+    Finalize,
+    Finalized,
     ServerFrame,
     SpeechStarted,
     Status,
@@ -105,22 +107,30 @@ class _Client:
 
     def decode_options(self, *, final: bool) -> DecodeOptions:
         config, options = self.config, self.session.options
-        return DecodeOptions(
+        decode = DecodeOptions(
             language=config.language,
             task=config.task,
-            prompt=config.prompt,
             context=self.transcript.context(),
             words=config.words and final,
             beam_size=options.final_beam_size if final else 1,
             partial=not final,
         )
+        return self.with_vocabulary(decode)
+
+    def with_vocabulary(self, decode: DecodeOptions) -> DecodeOptions:
+        """`decode` with the session's vocabulary now (a `configure` may have changed it)."""
+        vocabulary = self.session.vocabulary.current(self.config.keyterms, self.config.prompt)
+        return vocabulary.apply(decode)
 
     def drafts(self) -> DraftMaker:
         settings = DraftSettings(
             options=self.decode_options(final=False),
             caption_target_s=self.session.options.caption_target_s,
+            words=self.config.words,
         )
-        return DraftMaker(settings, self.agreements, self.transcript.context)
+        return DraftMaker(
+            settings, self.agreements, self.transcript.context, vocabulary=self.with_vocabulary
+        )
 
 
 async def _transcribe(
@@ -132,7 +142,7 @@ async def _transcribe(
     finals worker when its channel is drained, the partials worker when its slot closes, the
     lag reporter when the finals are done."""
     session = client.session
-    finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded](
+    finals_send, finals_recv = trio.open_memory_channel[Segment | UtteranceEnded | Finalize](
         session.limits.queue_size
     )
     shown = client.transcript.partial_shown
@@ -150,11 +160,12 @@ async def _transcribe(
 async def _route(
     client: _Client,
     events: trio.MemoryReceiveChannel[Segmented],
-    finals: trio.MemorySendChannel[Segment | UtteranceEnded],
+    finals: trio.MemorySendChannel[Segment | UtteranceEnded | Finalize],
     frames: trio.MemorySendChannel[ServerFrame],
 ) -> None:
     """Each event to its place: speech started to the client, a draft's segment to the slot
-    (newest wins), a final's segment and an utterance's end to the finals worker, in order."""
+    (newest wins), a final's segment, an utterance's end and a `finalize` that asked for its
+    `finalized` to the finals worker, in order."""
     captions, slot = client.session.finals.captions, client.slot
     async for event in events:
         if isinstance(event, SpeechStart):
@@ -172,13 +183,16 @@ async def _route(
 
 async def _finals_worker(
     client: _Client,
-    finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded],
+    finals: trio.MemoryReceiveChannel[Segment | UtteranceEnded | Finalize],
     frames: trio.MemorySendChannel[ServerFrame],
 ) -> None:
     session, transcript = client.session, client.transcript
     skipped: set[int] = set()
     with finals, frames:
         async for item in finals:
+            if isinstance(item, Finalize):
+                await frames.send(Finalized(id=item.id))
+                continue
             if isinstance(item, UtteranceEnded):
                 if item.utterance not in skipped:
                     await frames.send(UtteranceEnd(utterance=item.utterance, at=item.at))

@@ -132,7 +132,20 @@ def _one(codec: DeepgramCodec, frame: Any) -> dict[str, Any]:
 
 def test_results_carry_deepgrams_fields_and_merged_punctuation() -> None:
     codec = _codec(punctuate="true", interim_results="true")
-    draft = Partial(utterance=0, revision=1, text="Hello, wor", start=0.5, end=1.1, confidence=0.7)
+    draft_words = [
+        Word(word="Hello", start=0.5, end=0.8, confidence=0.9),
+        Word(word=",", start=0.8, end=0.8, confidence=0.4),
+        Word(word="wor", start=0.85, end=1.05, confidence=0.6),
+    ]
+    draft = Partial(
+        utterance=0,
+        revision=1,
+        text="Hello, wor",
+        start=0.5,
+        end=1.1,
+        confidence=0.7,
+        words=draft_words,
+    )
     partial = _one(codec, draft)
     assert set(partial) == RESULTS_KEYS
     assert (partial["is_final"], partial["speech_final"], partial["from_finalize"]) == (
@@ -140,7 +153,7 @@ def test_results_carry_deepgrams_fields_and_merged_punctuation() -> None:
         False,
         False,
     )
-    # a draft is not aligned: its words share its span by their length, at its confidence
+    # the draft's own timed words, punctuation merged as a final's; the draft's confidence
     [alternative] = partial["channel"]["alternatives"]
     assert (alternative["transcript"], alternative["confidence"]) == ("Hello, wor", 0.7)
     assert [(w["word"], w["punctuated_word"]) for w in alternative["words"]] == [
@@ -148,7 +161,7 @@ def test_results_carry_deepgrams_fields_and_merged_punctuation() -> None:
         ("wor", "wor"),
     ]
     spans = [(w["start"], w["end"], w["confidence"]) for w in alternative["words"]]
-    assert spans == [(0.5, 0.882, 0.7), (0.882, 1.1, 0.7)]
+    assert spans == [(0.5, 0.8, 0.9), (0.85, 1.05, 0.6)]
     words = [
         Word(word="Hello", start=0.5, end=0.9, confidence=0.9),
         Word(word=",", start=0.9, end=0.9, confidence=0.5),
@@ -250,15 +263,15 @@ def test_client_messages_and_metadata() -> None:
     assert codec.decode('{"type": "CloseStream"}') == [Stop()]
     assert codec.decode(b"") == [Stop()]  # Deepgram's older way to close
     assert codec.decode(b"\x01\x02\x03\x04") == [b"\x01\x02\x03\x04"]
-    for bad, code in [('{"type": "Configure"}', "unknown_type"), ("nope", "invalid_json")]:
+    for bad, code in [('{"type": "Reconfigure"}', "unknown_type"), ("nope", "invalid_json")]:
         with pytest.raises(ProtocolError) as caught:
             codec.decode(bad)
         assert caught.value.code == code
-    error = _one(codec, Error(code="unknown_type", message="what is Configure"))
+    error = _one(codec, Error(code="unknown_type", message="what is Reconfigure"))
     assert error == {
         "type": "Error",
         "variant": "SchemaError",
-        "description": "what is Configure",
+        "description": "what is Reconfigure",
         "code": "unknown_type",
     }
     metadata = _one(codec, Stopped(session_id="x", transcript="", duration_s=2.5, utterances=0))
@@ -351,8 +364,9 @@ async def test_official_sdk_gets_a_correct_transcript(
     results = [m for m in messages if type(m).__name__ == "ListenV1Results"]
     assert {m.metadata.request_id for m in results} == {messages[-1].request_id}
     assert messages[-1].duration == pytest.approx(11.0, abs=0.05)
+    assert any(not m.is_final and m.channel.alternatives[0].words for m in results)
     for result in results:
-        if result.is_final and result.channel.alternatives[0].words:
+        if result.channel.alternatives[0].words:  # interim results' words are the draft's
             words = result.channel.alternatives[0].words
             assert all(
                 result.start <= w.start <= w.end <= result.start + result.duration + 1e-3

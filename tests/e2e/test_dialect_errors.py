@@ -53,7 +53,7 @@ async def test_deepgram_bad_messages_get_error_frames_and_the_stream_goes_on(
 ) -> None:
     outgoing: list[str | bytes] = [
         "not json",
-        '{"type": "Configure", "features": {}}',
+        '{"type": "Reconfigure", "features": {}}',
         '{"no": "type"}',
         *chunks(AUDIO, 6400),
         '{"type": "CloseStream"}',
@@ -236,7 +236,7 @@ async def test_openai_field_errors(address: str) -> None:
             {"model": "whisper-1", "timestamp_granularities[]": "syllable"},
             "timestamp_granularities[]",
         ),
-        ({"model": "whisper-1", "stream": "true"}, "stream"),
+        ({"model": "whisper-1", "stream": "yes please"}, "stream"),
     ]
     for fields, param in cases:
         answer = await _post(address, "/v1/audio/transcriptions", clip, **fields)

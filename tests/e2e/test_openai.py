@@ -118,7 +118,7 @@ async def test_models_are_listed_and_retrieved(tiny_model: SpeechModel, tmp_path
                 return names, client.models.retrieve("tiny.en").owned_by
 
         names, owner = await trio.to_thread.run_sync(call)
-    assert names == ["whisper-1", "tiny.en"]
+    assert names[:2] == ["tiny.en", "whisper-1"]  # every alias: test_openai_streaming.py
     assert owner == "chorus"
 
 

@@ -21,6 +21,7 @@ from protocol.native import (
     Config,
     Error,
     Final,
+    Finalized,
     Partial,
     Ready,
     ServerFrame,
@@ -123,6 +124,24 @@ async def test_finalize_keeps_the_stream_open_and_loses_nothing() -> None:
     assert finals[0].from_finalize and not finals[1].from_finalize
     assert finals[0].end == round(half / 16000, 3) <= finals[1].start + 0.001
     assert finals[1].end > finals[0].end
+
+
+async def test_a_finalize_with_an_id_is_answered_after_its_final() -> None:
+    """`finalized` {id} follows the final of the utterance the `finalize` cut, and comes for a
+    `finalize` that found nothing to cut too (the OpenAI Realtime commit relies on both)."""
+    socket, transcriber = FakeSocket(), FakeTranscriber()
+    garden = load(DATA / "garden.wav")
+    half = len(garden) // 2
+
+    async def client() -> None:
+        await stream(socket, garden[:half], then=[FinalizeFrame(id="cut")])
+        await stream(socket, np.zeros(8000, np.float32), then=[FinalizeFrame(id=7), StopFrame()])
+
+    _, frames = await run_while(client, socket, transcriber, OPTIONS)
+    answered = [f for f in frames if isinstance(f, (Final, Finalized))]
+    assert [type(f).__name__ for f in answered] == ["Final", "Finalized", "Finalized"]
+    assert isinstance(answered[0], Final) and answered[0].from_finalize
+    assert [f.id for f in answered if isinstance(f, Finalized)] == ["cut", 7]
 
 
 async def test_partial_never_follows_its_final() -> None:

@@ -243,7 +243,8 @@ async def test_a_killed_process_loses_no_committed_final(
     tmp_path: Path, store_database_url: str | None
 ) -> None:
     (tmp_path / "recordings").mkdir()
-    (tmp_path / "recordings" / "orphan.wav").write_bytes(b"left by a delete that died")
+    # a WAV this database does not know: another replica's, in a shared directory
+    (tmp_path / "recordings" / "theirs.wav").write_bytes(b"not ours to delete")
     result = await trio.run_process(
         [sys.executable, "-c", CRASHING_SESSION, str(tmp_path), store_database_url or ""],
         cwd=ROOT,
@@ -255,7 +256,7 @@ async def test_a_killed_process_loses_no_committed_final(
     async with open_store(tmp_path, database_url=store_database_url) as store:
         detail = await store.get_session("crashed")
         interrupted = store.statistics().interrupted_at_start
-        assert not (tmp_path / "recordings" / "orphan.wav").exists()
+        assert (tmp_path / "recordings" / "theirs.wav").read_bytes() == b"not ours to delete"
         audio_path = store.audio_path("crashed")
     assert detail.transcript == "final 0 final 1 final 2"
     if store_database_url is None:  # this process's database: the crash's session is ended

@@ -93,12 +93,12 @@ async def test_a_final_on_one_replica_is_read_on_another_which_leaves_its_sessio
         third = tmp_path / "replica-3" / "recordings"
         third.mkdir(parents=True)
         (third / "live-on-one.wav").write_bytes(WAV_HEADER_ONLY)  # its row exists: kept
-        (third / "orphan.wav").write_bytes(WAV_HEADER_ONLY)  # no row: removed
+        (third / "theirs.wav").write_bytes(WAV_HEADER_ONLY)  # no row: left alone, never removed
         async with open_store(tmp_path / "replica-3", database_url=url) as three:
             assert three.statistics().interrupted_at_start == 0
             assert (await three.get_session("live-on-one")).session.ended_at is None
         assert (third / "live-on-one.wav").exists()
-        assert not (third / "orphan.wav").exists()
+        assert (third / "theirs.wav").read_bytes() == WAV_HEADER_ONLY
         await one.add_utterance("live-on-one", final(1, "Still here."))  # never ended under it
         await one.end_session("live-on-one", "stop", 2.0)
         detail = await two.get_session("live-on-one")
