@@ -4,11 +4,11 @@ A multichannel session (`service/session/multichannel.py`) runs the one native p
 (`run_session`) once per channel, unchanged; what differs is what each pipeline is given:
 
 * `ChannelSocket`: its `FrameSocket`. It receives the channel's messages from an inbox the
-  session's demux fills (its audio as bytes, its `finalize`, `stop`, `keepalive` and `ping` as
-  native JSON), and sends the pipeline's frames, tagged with the channel, into the session's
-  one outbox, which the session's writer sends on to the client. An inbox that closes is a
-  client that left. The channel's task owns its outbox clone and closes it when the pipeline
-  has ended.
+  session's demux fills (its audio as bytes, its `finalize`, `configure`, `stop`, `keepalive`
+  and `ping` as native JSON), and sends the pipeline's frames, tagged with the channel, into
+  the session's one outbox, which the session's writer sends on to the client. An inbox that
+  closes is a client that left. The channel's task owns its outbox clone and closes it when
+  the pipeline has ended.
 * `ChannelCodec`: its `Codec`: native JSON both ways, without `seq` (the dialect's codec stamps
   and shapes each frame once, in the session's writer).
 * `ChannelHooks`: its `SessionHooks`: the session's one stored session takes each channel's

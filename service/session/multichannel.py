@@ -10,11 +10,14 @@ admitting and building one is `service/session/multichannel_serving.py`.
 `run_multichannel` owns one nursery: the demux (`_read`) reads the client, decodes with the
 dialect's codec and hands each channel its part (interleaved audio split by
 `protocol.multichannel.Deinterleaver`, a dialect's `ChannelAudio` as it is, a `finalize` to its
-channel or to all, `stop` and `keepalive` to all, `ping` to channel 0); each channel's task
+channel or to all, `configure`, `stop` and `keepalive` to all, `ping` to channel 0); each
+channel's task
 runs its pipeline, then closes its inbox and outbox; the writer (`_write`) sends every
 channel's frames on through the dialect's codec, tagged with their channel: one `ready` (the
 session's), then the channels' frames as they come, then one `stopped` once every channel has
-stopped (their finals joined in the order they came) and the close. The session is stored once
+stopped (their finals joined in the order they came) and the close. What the client asked once
+the session answers once (`ChannelAnswers`, `service/session/channel_answers.py`): one
+`finalized` after every targeted channel's final, one `configured`. The session is stored once
 (`hooks`), its finals tagged with their channel. When every channel has ended the demux is
 cancelled; a client that leaves ends the demux, which closes the inboxes, and each channel reads
 that as its client gone (its finals still reach the store).
@@ -41,6 +44,7 @@ from protocol.codec import Inbound, ProtocolError
 from protocol.multichannel import ChannelAudio, Deinterleaver
 from protocol.native import (
     Config,
+    Configure,
     Error,
     Final,
     Finalize,
@@ -56,6 +60,7 @@ from protocol.native import (
     encoder,
     server_decoder,
 )
+from service.session.channel_answers import ChannelAnswers
 from service.session.channels import ChannelHooks, ChannelSocket, Outgoing
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
@@ -110,6 +115,7 @@ class Multichannel:
 class _Outcome:
     """What the writer gathers for the session's `stopped`."""
 
+    answers: ChannelAnswers  # the session's one answer to each `finalize` and `configure`
     finals: list[str] = attrs.field(factory=list)
     duration_s: float = 0.0
     utterances: int = 0
@@ -130,7 +136,7 @@ async def run_multichannel(session: Multichannel) -> None:
         session.make_channel(socket.channel, socket, ChannelHooks(session.hooks, c, channels))
         for c, socket in enumerate(sockets)
     ]
-    outcome = _Outcome()
+    outcome = _Outcome(answers=ChannelAnswers(channels))
     notice = await session.hooks.started(session.info())
     if session.config.record and notice is None:
         notice = Error(
@@ -172,7 +178,7 @@ async def _read(
         for inbox in inboxes:
             stack.enter_context(inbox)
         task_status.started(scope)
-        demux = _Demux(session, inboxes, outbox)
+        demux = _Demux(session, inboxes, outbox, outcome.answers)
         while True:
             try:
                 message = await session.socket.receive()
@@ -202,8 +208,10 @@ class _Demux:
         session: Multichannel,
         inboxes: list[trio.MemorySendChannel[str | bytes]],
         outbox: trio.MemorySendChannel[Outgoing | ServerFrame],
+        answers: ChannelAnswers,
     ) -> None:
         self.socket, self.inboxes, self.outbox = session.socket, inboxes, outbox
+        self.answers = answers
         config = session.config
         self.splitter = (
             Deinterleaver(config.encoding, config.channels) if session.interleaved else None
@@ -219,9 +227,9 @@ class _Demux:
                     if part:
                         await self.give(channel, part)
             case Finalize(channel=None):
-                await self.to_all(_for_a_channel(item))
+                await self.finalize(item, range(len(self.inboxes)))
             case Finalize(channel=int(channel)) if 0 <= channel < len(self.inboxes):
-                await self.give(channel, _for_a_channel(item))
+                await self.finalize(item, [channel])
             case Finalize(channel=channel):
                 await self.outbox.send(
                     Error(
@@ -234,6 +242,8 @@ class _Demux:
                 return False
             case KeepAlive():
                 await self.to_all(KEEPALIVE)
+            case Configure():  # every channel's vocabulary; answered once (`ChannelAnswers`)
+                await self.to_all(encoder.encode(item).decode())
             case Ping():
                 await self.give(0, encoder.encode(item).decode())
             case Config():
@@ -245,13 +255,29 @@ class _Demux:
                 )
         return not self.gone
 
+    async def finalize(self, finalize: Finalize, channels: Sequence[int]) -> None:
+        """`finalize` to `channels`; with an `id`, each sees the session's token instead, and
+        the client gets one `finalized` once all have answered (a channel that has ended
+        never will: it is counted as done)."""
+        if finalize.id is None:
+            message = _for_a_channel(finalize, None)
+            for channel in channels:
+                await self.give(channel, message)
+            return
+        message = _for_a_channel(finalize, self.answers.ask(finalize.id, set(channels)))
+        for channel in channels:
+            if not await self.give(channel, message):
+                for frame in self.answers.stopped(channel):
+                    await self.outbox.send(frame)
+
     async def to_all(self, message: str) -> None:
         for channel in range(len(self.inboxes)):
             await self.give(channel, message)
 
-    async def give(self, channel: int, message: str | bytes) -> None:
-        """`message` to `channel`'s inbox; a channel that has ended takes nothing more, and
-        while one is full a client that leaves ends the wait (and the demux)."""
+    async def give(self, channel: int, message: str | bytes) -> bool:
+        """`message` to `channel`'s inbox (False: not given); a channel that has ended takes
+        nothing more, and while one is full a client that leaves ends the wait (and the
+        demux)."""
         inbox = self.inboxes[channel]
         try:
             try:
@@ -259,13 +285,16 @@ class _Demux:
             except trio.WouldBlock:
                 if not await unless(self.socket.wait_gone, functools.partial(inbox.send, message)):
                     self.gone = True
+                    return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            return False
+        return True
 
 
-def _for_a_channel(finalize: Finalize) -> str:
-    """The `finalize` as a channel's pipeline takes it: the same, without a channel."""
-    return encoder.encode(msgspec.structs.replace(finalize, channel=None)).decode()
+def _for_a_channel(finalize: Finalize, token: int | None) -> str:
+    """The `finalize` as a channel's pipeline takes it: without a channel, and with the
+    session's token for its `id`."""
+    return encoder.encode(msgspec.structs.replace(finalize, channel=None, id=token)).decode()
 
 
 async def _write(
@@ -283,8 +312,7 @@ async def _write(
         await sender.send(notice)
     with outgoing:
         async for item in outgoing:
-            frame = _tagged(item, outcome)
-            if frame is not None:
+            for frame in _tagged(item, outcome):
                 await sender.send(frame)
     await sender.send(
         Stopped(
@@ -298,17 +326,21 @@ async def _write(
     await sender.close(1008 if outcome.fatal else (codes[0] if codes else 1000))
 
 
-def _tagged(item: Outgoing | ServerFrame, outcome: _Outcome) -> ServerFrame | None:
-    """A channel's frame tagged with its channel (None: the session answers it as a whole)."""
+def _tagged(item: Outgoing | ServerFrame, outcome: _Outcome) -> list[ServerFrame]:
+    """What the client gets for one outbox item: a channel's frame tagged with its channel;
+    none, or the session's one answer, where the session answers as a whole."""
     if not isinstance(item, tuple):
-        return item  # the demux's own
+        return [item]  # the demux's own
     channel, text = item
     frame = server_decoder.decode(text)
+    answers = outcome.answers.answered(channel, frame)
+    if answers is not None:
+        return answers
     match frame:
         case Stopped():
             outcome.duration_s = max(outcome.duration_s, frame.duration_s)
             outcome.utterances += frame.utterances
-            return None
+            return outcome.answers.stopped(channel)
         case SpeechStarted() | Partial() | UtteranceEnd():
             frame.channel = channel
         case Final():
@@ -316,8 +348,8 @@ def _tagged(item: Outgoing | ServerFrame, outcome: _Outcome) -> ServerFrame | No
             if frame.text.strip():
                 outcome.finals.append(frame.text.strip())
         case Ready():
-            return None
-    return frame
+            return []
+    return [frame]
 
 
 class _Sender:

@@ -74,7 +74,7 @@ async def test_native_stereo_call_gives_each_channel_its_own_transcript(
     query = (
         "channels=2&multichannel=true&sentiment=true&language=en&endpointing_ms=1500&record=true"
     )
-    finalize_right = json.dumps({"type": "finalize", "channel": 1})
+    finalize_right = json.dumps({"type": "finalize", "channel": 1, "id": "right"})
     outgoing: list[str | bytes] = [*chunks(stereo_call(), 6400), finalize_right]
     outgoing.append(json.dumps({"type": "stop"}))
     async with serving(tiny_model, tmp_path) as address:
@@ -94,6 +94,10 @@ async def test_native_stereo_call_gives_each_channel_its_own_transcript(
     # only the right channel was still speaking: only its utterance was cut by the finalize
     assert [f["from_finalize"] for f in by_channel[1]][-1] is True
     assert not any(f["from_finalize"] for f in by_channel[0])
+    # answered once, after the right channel's cut final
+    [finalized] = result.of_type("finalized")
+    assert finalized["id"] == "right"
+    assert result.messages.index(finalized) > result.messages.index(by_channel[1][-1])
     assert all(f["sentiment"] is not None for f in finals if f["text"])
     tagged = ("partial", "final", "utterance_end", "speech_started")
     assert all("channel" in m for m in result.messages if m["type"] in tagged)

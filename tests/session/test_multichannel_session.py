@@ -14,7 +14,7 @@ from support.fakes import FakeSocket, FakeTranscriber
 from support.session_parts import RecordingHooks, speech_with_pauses
 
 from protocol.codec import NativeCodec
-from protocol.native import Config, Final, Ready, Stopped
+from protocol.native import Config, Configured, Final, Finalized, Ready, Stopped
 from service.session.admission import LiveSessions
 from service.session.channels import ChannelCodec, ChannelSocket
 from service.session.multichannel import Multichannel, run_multichannel
@@ -104,3 +104,32 @@ async def test_a_drain_stops_every_channel_and_a_leaving_client_loses_no_final()
     assert sorted(e for e in hooks.events if e.startswith("final")) == ["final 0", "final 1"]
     assert socket.closed_with is None  # nothing more was sent to a client that left
     assert not live
+
+
+async def test_a_finalize_with_an_id_is_answered_once_after_every_targeted_channel() -> None:
+    socket, hooks, live = FakeSocket(), RecordingHooks(), LiveSessions()
+    talking = stereo(speech_with_pauses(), speech_with_pauses())[: 2 * 2 * 32000]
+    for offset in range(0, len(talking), 12800):  # 2 s: both channels are mid-sentence
+        socket.to_server.send_nowait(talking[offset : offset + 12800])
+    for message in (
+        {"type": "finalize", "channel": 1, "id": 7},
+        {"type": "configure", "keyterms": ["Chorus"]},
+        {"type": "finalize", "id": "all"},
+        {"type": "finalize", "id": "all"},  # nothing left open: answered all the same
+        {"type": "stop"},
+    ):
+        socket.to_server.send_nowait(json.dumps(message))
+    await run_multichannel(session(socket, hooks, live))
+    frames = await socket.frames()
+    answers = [frame.id for frame in frames if isinstance(frame, Finalized)]
+    assert answers == [7, "all", "all"]  # one each, never one per channel or a token
+    [configured] = [frame for frame in frames if isinstance(frame, Configured)]
+    assert configured.keyterms == ["Chorus"]
+    finals = [(i, frame) for i, frame in enumerate(frames) if isinstance(frame, Final)]
+    assert len(finals) == 2 and {final.channel for _, final in finals} == {0, 1}
+    assert all(final.from_finalize for _, final in finals)
+    right = next(i for i, final in finals if final.channel == 1)
+    left = next(i for i, final in finals if final.channel == 0)
+    first, second, _ = (i for i, frame in enumerate(frames) if isinstance(frame, Finalized))
+    assert right < first and max(left, right) < second  # each after its channels' finals
+    assert isinstance(frames[-1], Stopped) and socket.closed_with == 1000
