@@ -42,6 +42,8 @@ class Config(Inbound, tag="config"):
     encoding: Encoding = "pcm_s16le"
     # interleaved channels of raw PCM, averaged to mono (a container says its own)
     channels: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHANNELS)] = 1
+    # each of the interleaved channels transcribed as its own stream; frames carry `channel`
+    multichannel: bool = False
     language: Annotated[str, msgspec.Meta(pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$")] = "auto"
     task: Task = "transcribe"
     interim: bool = True
@@ -70,9 +72,12 @@ class Audio(Inbound, tag="audio"):
 
 
 class Finalize(Inbound, tag="finalize"):
-    """End the open utterance now; the stream stays open. With an `id`, the session answers
-    `finalized` with it once the cut's final (if any) has been sent."""
+    """End the open utterance now; the stream stays open. In a multichannel session
+    `channel` ends only that channel's utterance (none: every channel's). With an `id`, the
+    session answers `finalized` with it once the cut's finals (if any) have been sent: one
+    `finalized` for the whole session, after every targeted channel's final."""
 
+    channel: Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHANNELS)] | None = None
     id: str | int | None = None
 
 
@@ -127,6 +132,8 @@ class Ready(Outbound, tag="ready"):
 
 class SpeechStarted(Outbound, tag="speech_started"):
     at: float
+    # a multichannel session's channel (0 first); absent from a single-channel session's frames
+    channel: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Partial(Outbound, tag="partial"):
@@ -138,8 +145,11 @@ class Partial(Outbound, tag="partial"):
     # how many leading characters of `text` are committed: later partials and the final
     # start with exactly them
     committed: int = 0
+    confidence: float = 0.0  # the draft's (mean word probability, or from its log-probability)
     silence_s: float = 0.0  # the silence (as the segmenter judges it) at the draft's end
     words: list[Word] | None = None  # the draft's timed words, with `words: true`
+    # a multichannel session's channel (0 first); absent from a single-channel session's frames
+    channel: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Final(Outbound, tag="final"):
@@ -153,11 +163,15 @@ class Final(Outbound, tag="final"):
     flags: list[str] = msgspec.field(default_factory=list)
     words: list[Word] | None = None
     sentiment: Sentiment | None = None
+    # a multichannel session's channel (0 first); absent from a single-channel session's frames
+    channel: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class UtteranceEnd(Outbound, tag="utterance_end"):
     utterance: int
     at: float
+    # a multichannel session's channel (0 first); absent from a single-channel session's frames
+    channel: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Finalized(Outbound, tag="finalized"):

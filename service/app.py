@@ -50,6 +50,7 @@ from service.policy.security import SecurityConfig, SecurityMiddleware
 from service.policy.tickets import TicketBook
 from service.routes.dialects import dialect_routes
 from service.routes.docs import api_docs_routes
+from service.routes.events import events_routes
 from service.routes.files import upload_routes
 from service.routes.flux import flux_routes
 from service.routes.health import health
@@ -58,6 +59,7 @@ from service.routes.realtime import realtime_routes
 from service.routes.sessions import sessions_routes
 from service.routes.stream import stream_endpoint
 from service.routes.tickets import issue_ticket
+from service.routes.twilio import twilio_endpoint
 from service.routes.uploads import DECODES_AT_ONCE, Uploads
 from service.routes.web import web_routes
 from service.runtime import (
@@ -156,7 +158,9 @@ def _routes(settings: Settings, uploads: Uploads, extra_routes: list[BaseRoute])
         Route("/metrics", metrics),
         Route("/v1/tickets", issue_ticket, methods=["POST"]),
         WebSocketRoute("/v1/stream", stream_endpoint),
+        WebSocketRoute("/v1/twilio", twilio_endpoint),
         *sessions_routes(),
+        *events_routes(),
         *dialect_routes(uploads),
         *realtime_routes(),
         *flux_routes(),

@@ -146,6 +146,12 @@ class Settings:
     admission_utilization: float = 0.75
     admission_cold_sessions: int = 8  # live sessions admitted before any cost is measured
     log_level: str = "info"
+    # Twilio Media Streams (`WS /v1/twilio`): the account's auth token, which checks each
+    # stream's `X-Twilio-Signature` (None: only a key in the stream's customParameters); out
+    # of the repr: a secret
+    twilio_auth_token: str | None = attrs.field(default=None, repr=False)
+    # the tenant whose sessions signed Twilio streams are: the API key named so sees them
+    twilio_tenant: str = "twilio"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

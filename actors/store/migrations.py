@@ -130,6 +130,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(_SESSIONS_POSTGRES, *_INDEXES, _UTTERANCES_POSTGRES),
     ),
     Migration(2, "replica leases and resume tokens", **both(*_LEASES)),
+    # a multichannel session's finals (a stereo call) say which channel spoke them
+    Migration(
+        3, "the channel of a final", **both("ALTER TABLE utterances ADD COLUMN channel INTEGER")
+    ),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -80,6 +80,7 @@ class StoredUtterance:
     language: str
     confidence: float
     words: tuple[StoredWord, ...] | None = None
+    channel: int | None = None  # a multichannel session's channel; None: a single channel
 
     @classmethod
     def from_final(cls, final: Final) -> StoredUtterance:
@@ -95,6 +96,7 @@ class StoredUtterance:
             language=final.language,
             confidence=final.confidence,
             words=words,
+            channel=None if isinstance(final.channel, msgspec.UnsetType) else final.channel,
         )
 
 
@@ -181,7 +183,7 @@ def insert_utterance(db: Connection, session_id: str, utterance: StoredUtterance
     try:
         db.execute(
             'INSERT INTO utterances (session_id, idx, start, "end", text, language, confidence,'
-            " words) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " words, channel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 session_id,
                 utterance.index,
@@ -191,6 +193,7 @@ def insert_utterance(db: Connection, session_id: str, utterance: StoredUtterance
                 utterance.language,
                 utterance.confidence,
                 words,
+                utterance.channel,
             ),
         )
     except INTEGRITY_ERRORS as error:
@@ -256,9 +259,10 @@ def select_session(db: Connection, session_id: str) -> SessionDetail:
             language=language,
             confidence=confidence,
             words=None if words is None else _words_decoder.decode(words),
+            channel=channel,
         )
-        for index, start, end, text, language, confidence, words in db.execute(
-            'SELECT idx, start, "end", text, language, confidence, words FROM utterances'
+        for index, start, end, text, language, confidence, words, channel in db.execute(
+            'SELECT idx, start, "end", text, language, confidence, words, channel FROM utterances'
             " WHERE session_id = ? ORDER BY idx",
             (session_id,),
         )

@@ -8,15 +8,15 @@ with HTTP 400 and Deepgram's body `{"err_code", "err_msg", "request_id"}`.
 Query parameters: `encoding` (`linear16`, `mulaw` and `alaw` are the session's raw encodings;
 `opus`, `ogg-opus`, `webm`, `flac` or none at all: the container is detected from the bytes, as
 Deepgram does without `encoding`), `sample_rate` (default 16000, 8000 for mulaw/alaw),
-`channels` (raw PCM's, averaged to mono by the session's decoder), `language` (`multi` means
-detect), `interim_results` (default false), `endpointing` (ms of silence that ends an
-utterance, at least `MIN_ENDPOINTING_MS`, default 500, `false` to cut only at
-`utterance_end_ms` or the maximum length), `utterance_end_ms`, `vad_events`, `punctuate` /
-`smart_format` (without either the transcript is lower case without punctuation, as
-Deepgram's), `keyterm` and `keywords` (repeated: the session's vocabulary,
+`channels` (raw PCM's, averaged to mono by the session's decoder; with `multichannel=true`
+each is its own stream, `service/session/multichannel.py`, and `Finalize` may name a
+`channel`), `language` (`multi` means detect), `interim_results` (default false), `endpointing`
+(ms of silence that ends an utterance, at least `MIN_ENDPOINTING_MS`, default 500, `false` to
+cut only at `utterance_end_ms` or the maximum length), `utterance_end_ms`, `vad_events`,
+`punctuate` / `smart_format` (without either the transcript is lower case without
+punctuation, as Deepgram's), `keyterm` and `keywords` (repeated: the session's vocabulary,
 `protocol/dialects/configure.py`); `model` and every other Deepgram option are accepted and
-ignored. Words are always
-returned, so sessions run with `words=True`.
+ignored. Words are always returned, so sessions run with `words=True`.
 
 Client messages: binary audio; `{"type": "KeepAlive"}`, `{"type": "Finalize"}` (flush and
 keep going), `{"type": "CloseStream"}` (drain, `Metadata`, close 1000); an empty binary frame
@@ -25,12 +25,13 @@ replaces the key terms from the next draft and utterance on, answered by exactly
 `ConfigureSuccess` {`request_id`, `keyterms` (when replaced)} or `ConfigureFailure`
 {`request_id`, `code`, `description`}. Server messages:
 
-* `Results`: `type`, `channel_index` [0, 1], `duration`, `start`, `is_final`, `speech_final`,
-  `from_finalize`, `channel.alternatives[0]` {`transcript`, `confidence`, `words` [{`word`,
-  `start`, `end`, `confidence`, `punctuated_word`}]}, `metadata` {`request_id`, `model_info`
-  {`name`, `version`, `arch`}, `model_uuid`}. Interim results carry `confidence` 0.0 and no
-  words (partials are not aligned). `speech_final` is true when a pause (or the end of the
-  stream) ended the utterance, false after `Finalize` or a cut at the maximum length.
+* `Results`: `type`, `channel_index` [0, 1] ([c, n] with `multichannel`), `duration`,
+  `start`, `is_final`, `speech_final`, `from_finalize`, `channel.alternatives[0]`
+  {`transcript`, `confidence`, `words` [{`word`, `start`, `end`, `confidence`,
+  `punctuated_word`}]}, `metadata` {`request_id`, `model_info` {`name`, `version`, `arch`},
+  `model_uuid`}. Interim results carry the draft's confidence and its own timed words.
+  `speech_final` is true when a pause (or the end of the stream) ended the utterance, false
+  after `Finalize` or a cut at the maximum length.
 * `SpeechStarted` {`channel` [0], `timestamp`} only with `vad_events=true` (it also marks the
   continuation after a maximum-length cut); `UtteranceEnd` {`channel` [0, 1],
   `last_word_end`} after each pause-ended utterance, only when `utterance_end_ms` is set.
@@ -87,6 +88,9 @@ from protocol.native import (
     Stopped,
     UtteranceEnd,
 )
+from protocol.native import (
+    Word as NativeWord,
+)
 
 MIN_ENDPOINTING_MS = 300
 NO_ENDPOINTING_MS = 10_000
@@ -109,6 +113,7 @@ class DeepgramOptions:
     vad_events: bool = False
     punctuate: bool = False
     multi: bool = False
+    multichannel: bool = False  # each channel its own stream: `channel_index` [c, channels]
 
 
 def _flag(params: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -156,10 +161,12 @@ def parse_query(
     else:
         given = _whole(params, "endpointing", 0, 60_000) or 0
         endpointing = min(max(given, MIN_ENDPOINTING_MS), NO_ENDPOINTING_MS)
+    multichannel = _flag(params, "multichannel") and raw and channels > 1
     config = Config(
         sample_rate=max(rate, MIN_SAMPLE_RATE),
         encoding=RAW_ENCODINGS.get(encoding or "", "auto"),
         channels=channels if raw else 1,
+        multichannel=multichannel,
         language="auto" if multi else language,
         interim=_flag(params, "interim_results"),
         endpointing_ms=max(endpointing, MIN_ENDPOINTING_MS),
@@ -173,6 +180,7 @@ def parse_query(
         vad_events=_flag(params, "vad_events"),
         punctuate=_flag(params, "punctuate") or _flag(params, "smart_format"),
         multi=multi,
+        multichannel=multichannel,
     )
     return config, options
 
@@ -205,9 +213,8 @@ class DeepgramCodec:
             request_id="", model_info=self._model_info, model_uuid=self._model_uuid
         )
         self._sha256 = hashlib.sha256()
-        self._continued_at: set[float] = set()  # SpeechStarted times that continue a cut
-        self._last_final_end = 0.0
-        self._last_word_end = 0.0
+        self._tracks: dict[int, _Track] = {}  # each channel's, by its index
+        self._channels = options.channels if options.multichannel else 1
         self._replacing: list[bool] = []  # per `Configure` unanswered: does it set keyterms?
 
     # client → native
@@ -232,18 +239,22 @@ class DeepgramCodec:
                 self.request_id = _as_uuid(session_id)
                 self._metadata = msgspec.structs.replace(self._metadata, request_id=self.request_id)
             case SpeechStarted(at=at):
-                self._continued_at = {t for t in self._continued_at if t >= self._last_final_end}
-                self._continued_at.add(at)
+                track = self._track(frame.channel)
+                track.continued_at = {t for t in track.continued_at if t >= track.last_final_end}
+                track.continued_at.add(at)
                 if self.options.vad_events:
-                    message = SpeechStartedMessage(channel=[0], timestamp=at)
+                    message = SpeechStartedMessage(channel=[track.index], timestamp=at)
             case Partial():
-                message = self._results(frame.text, frame.start, frame.end, [], 0.0, final=None)
+                message = self._interim(frame)
             case Final():
                 message = self._final(frame)
             case UtteranceEnd(at=at):
-                if self.options.utterance_end and at not in self._continued_at:
-                    last = self._last_word_end or at
-                    message = UtteranceEndMessage(channel=[0, 1], last_word_end=last)
+                track = self._track(frame.channel)
+                if self.options.utterance_end and at not in track.continued_at:
+                    last = track.last_word_end or at
+                    message = UtteranceEndMessage(
+                        channel=[track.index, self._channels], last_word_end=last
+                    )
             case Stopped():
                 message = Metadata(
                     transaction_key="deprecated",
@@ -274,23 +285,14 @@ class DeepgramCodec:
 
     def _final(self, frame: Final) -> Results:
         language = frame.language if self.options.multi else None
-        timed = [(w.word, w.start, w.end, w.confidence) for w in frame.words or []]
-        words = [
-            Word(
-                word=_plain(text),
-                start=start,
-                end=end,
-                confidence=confidence,
-                punctuated_word=text,
-                language=language,
-            )
-            for text, start, end, confidence in merge_punctuation(timed)
-        ]
+        words = _words(frame.words, language)
+        track = self._track(frame.channel)
         if words:
-            self._last_word_end = words[-1].end
-        self._last_final_end = frame.end
-        speech_final = not frame.from_finalize and frame.end not in self._continued_at
+            track.last_word_end = words[-1].end
+        track.last_final_end = frame.end
+        speech_final = not frame.from_finalize and frame.end not in track.continued_at
         return self._results(
+            track,
             frame.text,
             frame.start,
             frame.end,
@@ -300,8 +302,22 @@ class DeepgramCodec:
             language=language,
         )
 
+    def _interim(self, frame: Partial) -> Results:
+        """Interim results carry the draft's own timed words (a Deepgram session drafts with
+        `words: true`), at the draft's confidence overall."""
+        words = _words(frame.words, None)
+        track = self._track(frame.channel)
+        return self._results(
+            track, frame.text, frame.start, frame.end, words, frame.confidence, final=None
+        )
+
+    def _track(self, channel: int | msgspec.UnsetType) -> _Track:
+        index = 0 if isinstance(channel, msgspec.UnsetType) else channel
+        return self._tracks.setdefault(index, _Track(index))
+
     def _results(
         self,
+        track: _Track,
         text: str,
         start: float,
         end: float,
@@ -319,7 +335,7 @@ class DeepgramCodec:
             languages=[language] if language else None,
         )
         return Results(
-            channel_index=[0, 1],
+            channel_index=[track.index, self._channels],
             duration=round(max(0.0, end - start), 3),
             start=start,
             is_final=final is not None,
@@ -328,6 +344,32 @@ class DeepgramCodec:
             metadata=self._metadata,
             from_finalize=final is not None and final[1],
         )
+
+
+@attrs.define
+class _Track:
+    """What the codec remembers of one channel's stream (a single-channel session has one)."""
+
+    index: int
+    continued_at: set[float] = attrs.field(factory=set)  # SpeechStarted times continuing a cut
+    last_final_end: float = 0.0
+    last_word_end: float = 0.0
+
+
+def _words(words: list[NativeWord] | None, language: str | None) -> list[Word]:
+    """Native timed words as Deepgram's, punctuation merged into its neighbours."""
+    timed = [(w.word, w.start, w.end, w.confidence) for w in words or []]
+    return [
+        Word(
+            word=_plain(text),
+            start=start,
+            end=end,
+            confidence=confidence,
+            punctuated_word=text,
+            language=language,
+        )
+        for text, start, end, confidence in merge_punctuation(timed)
+    ]
 
 
 _SCHEMA_ERRORS = frozenset({"invalid_json", "unknown_type", "invalid_message"})

@@ -7,10 +7,12 @@ message says what it asks of the session (`inbound()`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from protocol.dialects.common import ClientMessages
-from protocol.native import Configure, Finalize, KeepAlive, Stop
+from protocol.native import MAX_CHANNELS, Configure, Finalize, KeepAlive, Stop
 
 
 class Word(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -108,8 +110,11 @@ class KeepAliveMessage(ClientMessage, tag="KeepAlive"):
 
 
 class FinalizeMessage(ClientMessage, tag="Finalize"):
+    # multichannel: finalize only this channel
+    channel: Annotated[int, msgspec.Meta(ge=0, lt=MAX_CHANNELS)] | None = None
+
     def inbound(self) -> Finalize:
-        return Finalize()
+        return Finalize(channel=self.channel)
 
 
 class CloseStreamMessage(ClientMessage, tag="CloseStream"):

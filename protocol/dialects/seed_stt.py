@@ -8,7 +8,8 @@ Client → server (text frames are JSON with an `event`):
 
 * `{"event": "start"}` opens the stream. Optional fields (extensions), at the top level or
   inside `"config": {...}`: `language` (code or `auto`), `sample_rate` (8000–48000, default
-  16000), `encoding` (`pcm_s16le` / `linear16` / `pcm16`, or `pcm_f32le`), `interim_results`
+  16000), `encoding` (`pcm_s16le` / `linear16` / `pcm16`, `pcm_f32le`, or G.711 `mulaw` /
+  `alaw`, 8000 Hz unless `sample_rate` says otherwise), `interim_results`
   (default true), `endpointing_ms`, `max_utterance_s`, `words`, `prompt`. Others are ignored.
 * binary frames: PCM in the started encoding (16-bit little-endian, 16 kHz mono by default);
   audio before `start` is answered with an error and dropped.
@@ -46,6 +47,7 @@ import msgspec
 from protocol.codec import Inbound, ProtocolError
 from protocol.dialects.common import ClientMessages, binary_audio, encoder
 from protocol.native import (
+    COMPANDED,
     Config,
     Error,
     Final,
@@ -63,7 +65,7 @@ from protocol.native import (
 )
 
 ENCODINGS = {"pcm_s16le": "pcm_s16le", "linear16": "pcm_s16le", "pcm16": "pcm_s16le",
-             "pcm_f32le": "pcm_f32le"}  # fmt: skip
+             "pcm_f32le": "pcm_f32le", "mulaw": "mulaw", "alaw": "alaw"}  # fmt: skip
 
 
 class StartConfig(msgspec.Struct, kw_only=True):
@@ -178,6 +180,8 @@ def start_config(base: Config, start: Start) -> Config:
         if given["encoding"] not in ENCODINGS:
             raise ProtocolError("invalid_config", f"encoding {given['encoding']!r} is not PCM")
         given["encoding"] = ENCODINGS[given["encoding"]]
+        if given["encoding"] in COMPANDED:  # G.711 is telephone audio: 8 kHz unless told
+            given.setdefault("sample_rate", 8000)
     if "interim_results" in given:
         given["interim"] = given.pop("interim_results")
     merged = msgspec.structs.asdict(base) | given

@@ -175,9 +175,13 @@ class SecurityMiddleware:
         ),
         public_prefixes: tuple[str, ...] = ("/static/",),
         tickets: TicketBook | None = None,
+        # WebSocket routes that authenticate their callers themselves (Twilio's signature or
+        # a key in its `start` message: `service/routes/twilio.py`): a key is optional here
+        own_auth_paths: Collection[str] = ("/v1/twilio",),
     ) -> None:
         self.app, self.config, self.tickets = app, config, tickets
         self.public_paths, self.public_prefixes = frozenset(public_paths), public_prefixes
+        self.own_auth_paths = frozenset(own_auth_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -187,6 +191,7 @@ class SecurityMiddleware:
         public = path in self.public_paths or path.startswith(self.public_prefixes)
         try:
             anonymous = scope["type"] == "http" and (public or scope["method"] == "OPTIONS")
+            anonymous = anonymous or (scope["type"] == "websocket" and path in self.own_auth_paths)
             client = self.config.identify(scope, public=anonymous, tickets=self.tickets)
         except Refusal as refusal:
             if scope["type"] == "websocket":

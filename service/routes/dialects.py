@@ -45,6 +45,7 @@ from service.routes.uploads import Uploads
 from service.runtime import Runtime
 from service.session.admission import SessionServices, serve_session
 from service.session.config import check_config
+from service.session.multichannel_serving import serve_multichannel
 
 
 def dialect_routes(uploads: Uploads) -> list[BaseRoute]:
@@ -74,6 +75,11 @@ async def listen_endpoint(websocket: WebSocket) -> None:
     async def refuse(problem: Error) -> None:  # what the model cannot do: also before the upgrade
         await deny_deepgram(websocket, problem.message)
 
+    if config.multichannel:  # `multichannel=true` with raw audio of more than one channel
+        await serve_multichannel(
+            websocket, services, codec, config, route="/v1/listen", refuse=refuse
+        )
+        return
     await serve_session(websocket, services, codec, config, route="/v1/listen", refuse=refuse)
 
 

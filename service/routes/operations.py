@@ -283,11 +283,25 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: ("16 kHz mono 16-bit WAV", "audio/wav"), **SESSION_ERRORS},
         parameters=(SESSION,),
     ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}/events",
+        "A session's finals as server-sent events: the stored ones, then live ones, then `end`",
+        "sessions",
+        {
+            200: ("`event: final` (data: an utterance), then `event: end`", "text/event-stream"),
+            404: SESSION_ERRORS[404],
+            429: ("the session has as many followers as it takes", RefusalBody),
+            503: ("the store cannot be read now", RefusalBody),
+        },
+        parameters=(SESSION,),
+    ),
 )
 
 WEBSOCKETS: Mapping[str, str] = {
     "/v1/stream": "Chorus's own protocol: binary PCM or encoded audio in, JSON frames out",
     "/v1/listen": "Deepgram's live API (`Results`, `UtteranceEnd`, `Metadata`)",
+    "/v1/twilio": "Twilio Media Streams: a call's two tracks (base64 mu-law) as two channels",
     "/v1/realtime": "OpenAI Realtime transcription (`?intent=transcription`; GA events)",
     "/v2/listen": "Deepgram Flux: conversational turns (`TurnInfo`, `Configure`)",
     "/ws/v1/speech-to-text": "Speech-to-Text Backend API (seed 002): `event`-tagged JSON",

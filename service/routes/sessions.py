@@ -69,7 +69,7 @@ class WordOut(msgspec.Struct):
     confidence: float
 
 
-class UtteranceOut(msgspec.Struct):
+class UtteranceOut(msgspec.Struct, omit_defaults=True):
     index: int
     start: float
     end: float
@@ -77,6 +77,7 @@ class UtteranceOut(msgspec.Struct):
     language: str
     confidence: float
     words: list[WordOut] | None
+    channel: int | None = None  # a multichannel session's channel; absent for one channel
 
 
 class _SessionFields(msgspec.Struct):

@@ -40,6 +40,7 @@ from service.policy.limits import Admission, SessionGate
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.config import check_config
+from service.session.feeds import Feeds
 from service.session.handle import SessionHandle
 from service.session.ports import StreamOptions
 from service.session.record import Session, new_session_id
@@ -113,6 +114,8 @@ class SessionServices:
     capacity: CapacityMeter
     live: LiveSessions
     final_waits: FinalWaits  # every session's finals' waits, for the latency guard
+    # who follows which live session (`GET /v1/sessions/{id}/events`)
+    feeds: Feeds = attrs.field(factory=Feeds, kw_only=True)
 
 
 async def admit(
@@ -354,7 +357,7 @@ async def _run(
         options=options,
         route=route,
         client=client,
-        hooks=StoreHooks(services.store, record=config.record, resume=resume),
+        hooks=services.feeds.hooks(StoreHooks(services.store, record=config.record, resume=resume)),
         annotate=annotate,
         vad=services.vad,
         final_waits=services.final_waits,

@@ -308,6 +308,7 @@ async def draft_partials(
                     start=plan.segment.start,
                     end=plan.segment.end,
                     committed=stable,
+                    confidence=round(result.confidence, 3),
                     silence_s=plan.segment.silence_s,
                     words=_words(plan.segment, timings) if make.settings.words else None,
                 )

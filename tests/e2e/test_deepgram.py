@@ -132,16 +132,36 @@ def _one(codec: DeepgramCodec, frame: Any) -> dict[str, Any]:
 
 def test_results_carry_deepgrams_fields_and_merged_punctuation() -> None:
     codec = _codec(punctuate="true", interim_results="true")
-    partial = _one(codec, Partial(utterance=0, revision=1, text="Hello, wor", start=0.5, end=1.1))
+    draft_words = [
+        Word(word="Hello", start=0.5, end=0.8, confidence=0.9),
+        Word(word=",", start=0.8, end=0.8, confidence=0.4),
+        Word(word="wor", start=0.85, end=1.05, confidence=0.6),
+    ]
+    draft = Partial(
+        utterance=0,
+        revision=1,
+        text="Hello, wor",
+        start=0.5,
+        end=1.1,
+        confidence=0.7,
+        words=draft_words,
+    )
+    partial = _one(codec, draft)
     assert set(partial) == RESULTS_KEYS
     assert (partial["is_final"], partial["speech_final"], partial["from_finalize"]) == (
         False,
         False,
         False,
     )
-    assert partial["channel"]["alternatives"] == [
-        {"transcript": "Hello, wor", "confidence": 0.0, "words": []}
+    # the draft's own timed words, punctuation merged as a final's; the draft's confidence
+    [alternative] = partial["channel"]["alternatives"]
+    assert (alternative["transcript"], alternative["confidence"]) == ("Hello, wor", 0.7)
+    assert [(w["word"], w["punctuated_word"]) for w in alternative["words"]] == [
+        ("hello", "Hello,"),
+        ("wor", "wor"),
     ]
+    spans = [(w["start"], w["end"], w["confidence"]) for w in alternative["words"]]
+    assert spans == [(0.5, 0.8, 0.9), (0.85, 1.05, 0.6)]
     words = [
         Word(word="Hello", start=0.5, end=0.9, confidence=0.9),
         Word(word=",", start=0.9, end=0.9, confidence=0.5),
@@ -344,8 +364,9 @@ async def test_official_sdk_gets_a_correct_transcript(
     results = [m for m in messages if type(m).__name__ == "ListenV1Results"]
     assert {m.metadata.request_id for m in results} == {messages[-1].request_id}
     assert messages[-1].duration == pytest.approx(11.0, abs=0.05)
+    assert any(not m.is_final and m.channel.alternatives[0].words for m in results)
     for result in results:
-        if result.is_final and result.channel.alternatives[0].words:
+        if result.channel.alternatives[0].words:  # interim results' words are the draft's
             words = result.channel.alternatives[0].words
             assert all(
                 result.start <= w.start <= w.end <= result.start + result.duration + 1e-3

@@ -8,12 +8,17 @@ utterances below lost their openings ("Please return the li-" and "My grandmothe
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+
 import jiwer
 import numpy as np
 import pytest
 import soxr
 from conftest import serve_app
 from support.audio_files import DATA, g711_encode, load, telephone_band
+from support.dialect_helpers import exchange, serving
 from support.ws_client import connect, receive_all, send_json
 
 from actors.audio.pcm import PcmDecoder
@@ -71,3 +76,34 @@ async def test_mulaw_phone_call_keeps_every_utterance_whole(tiny_model: SpeechMo
     assert normalize(finals[1]).startswith("please return")  # the onsets that were cut
     assert "grandmother" in normalize(finals[2]).split()[:3]
     assert frames[-1]["duration_s"] == pytest.approx(len(coded) / 8000, abs=0.01)
+
+
+def _seed_messages(route: str, coded: bytes) -> tuple[str, list[str | bytes]]:
+    """The route's URL (after the address) and its client's messages, G.711 audio in 200 ms."""
+    pieces = [coded[offset : offset + 1600] for offset in range(0, len(coded), 1600)]
+    if route == "call":  # seed 001: options in the query, base64 `audio_chunk`s
+        chunks = [
+            json.dumps({"type": "audio_chunk", "audio_data": base64.b64encode(piece).decode()})
+            for piece in pieces
+        ]
+        return "/ws/agent-7?encoding=mulaw&interim=false", [*chunks, '{"type": "stop"}']
+    if route == "stt":  # seed 002: options in its `start`
+        start = json.dumps({"event": "start", "config": {"language": "en", "encoding": "alaw"}})
+        return "/ws/v1/speech-to-text", [start, *pieces, '{"event": "stop"}']
+    return "/ws?stream=true&encoding=mulaw", [*pieces, '{"type": "stop"}']
+
+
+@pytest.mark.parametrize("route", ["call", "stt", "live"])
+async def test_g711_on_the_seed_routes(tiny_model: SpeechModel, tmp_path: Path, route: str) -> None:
+    law = "alaw" if route == "stt" else "mulaw"
+    band = telephone_band(load(DATA / "library.wav"))
+    coded = g711_encode(np.concatenate([band, np.zeros(8000, np.float32)]), law)  # type: ignore[arg-type]
+    path, outgoing = _seed_messages(route, bytes(coded))
+    async with serving(tiny_model, tmp_path) as address:
+        result = await exchange(f"ws://{address}{path}", outgoing)
+    texts = [
+        str(m.get("text") or m.get("transcript") or "")
+        for m in result.messages
+        if isinstance(m, dict) and m.get("is_final", m.get("type") in ("transcription", "final"))
+    ]
+    assert normalize(" ".join(texts)).startswith("please return"), result.messages

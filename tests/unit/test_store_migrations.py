@@ -83,6 +83,7 @@ async def test_an_sqlite_database_from_before_migrations_is_adopted_with_its_row
     db = sqlite3.connect(tmp_path / "chorus.sqlite3")
     rows = db.execute("SELECT version, name FROM schema_migrations").fetchall()
     db.close()
+    # adopted as version 1, then brought up to date
     assert rows == [(migration.version, migration.name) for migration in MIGRATIONS]
 
 
