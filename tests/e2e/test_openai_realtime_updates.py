@@ -44,7 +44,8 @@ def _update(**input_audio: Any) -> dict[str, Any]:
 
 
 def _samples(name: str) -> np.ndarray[Any, Any]:
-    return soxr.resample(decode_file(speech(name)), 16000, 24000)
+    samples: np.ndarray[Any, Any] = soxr.resample(decode_file(speech(name)), 16000, 24000)
+    return samples
 
 
 def _silence(seconds: float) -> np.ndarray[Any, Any]:
