@@ -128,7 +128,7 @@ class RealtimeCodec:
                 case Clear():
                     return self._clear()
                 case SessionUpdate():
-                    return [self._update(event, state=updated(self._asked, event.session))]
+                    return [self._update(event)]
         except ProtocolError as error:
             if len(self._faults) < MAX_FAULTS:
                 param = getattr(error, "param", None)
@@ -170,7 +170,8 @@ class RealtimeCodec:
         marker = _CLEAR if self._turns is not None and self._turns.manual else None
         return [Finalize(id=marker), Ping(id=_CLEAR)]
 
-    def _update(self, event: SessionUpdate, *, state: SessionState) -> Inbound:
+    def _update(self, event: SessionUpdate) -> Inbound:
+        state = updated(self._asked, event.session)
         asked, self._asked = self._asked, state
         if self._turns is None:  # before any audio: the session starts with it
             self._pending.append((state, event.event_id))
@@ -255,7 +256,8 @@ class RealtimeCodec:
     def _error(self, frame: Error) -> ServerEvent:
         event_id, param = self._faults.pop((frame.code, frame.message), (None, None))
         if frame.code in CONFIG_ERRORS and self._pending:
-            _, event_id = self._pending.popleft()  # the update the session refused
+            _, update_id = self._pending.popleft()  # the update the session refused
+            event_id = event_id or update_id
             self._asked = self._pending[-1][0] if self._pending else self.session
             field = "keywords" if frame.code == "invalid_vocabulary" else "language"
             param = param or f"{_TRANSCRIPTION}.{field}"
