@@ -136,6 +136,15 @@ class SpeechStarted(Outbound, tag="speech_started"):
     channel: int | msgspec.UnsetType = msgspec.UNSET
 
 
+class SpeechStopped(Outbound, tag="speech_stopped"):
+    """The segmenter has cut `utterance` at `at` (its end of speech); its final comes once
+    decoded. Sent only to sessions whose route asks for it (`StreamOptions.speech_stopped`:
+    the OpenAI Realtime codec's), so other dialects' frames stay as they were."""
+
+    utterance: int
+    at: float
+
+
 class Partial(Outbound, tag="partial"):
     utterance: int
     revision: int
@@ -214,6 +223,7 @@ class Pong(Outbound, tag="pong"):
 ServerFrame = (
     Ready
     | SpeechStarted
+    | SpeechStopped
     | Partial
     | Final
     | UtteranceEnd

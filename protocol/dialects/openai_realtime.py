@@ -7,9 +7,12 @@ sends and reads (the GA events; shapes in `openai_realtime_messages.py`):
 * `session.created` answers the connection (the native `ready`), with the default session:
   24 kHz `audio/pcm`, server VAD. `session.update` before any audio becomes a native `config`
   (its `ready` answers `session.updated`); after audio has started, the format and turn
-  detection are fixed (an `error`), and a new prompt, keywords or language are answered with
-  `session.updated` and shown, but the running session keeps the ones it started with (the
-  native config settles at the first audio). `openai_realtime_session.py` maps the settings.
+  detection are fixed (an `error`); a new `prompt` or `keywords` is a native `configure`
+  (the session's vocabulary from the next draft and utterance on), answered with
+  `session.updated` once its `configured` comes back, or with an `error` (param `keywords`)
+  when the session refuses it; any other update (a new language, which the running session
+  does not change) is answered with `session.updated` at once. `openai_realtime_session.py`
+  maps the settings.
 * `input_audio_buffer.append` is audio; `commit` of less than 100 ms since the last commit or
   clear is refused with `input_audio_buffer_commit_empty`, as OpenAI's is; otherwise it is a
   native `finalize` with an id (its `finalized` completes a manual item, or says a server VAD
@@ -17,6 +20,10 @@ sends and reads (the GA events; shapes in `openai_realtime_messages.py`):
   `committed` at once; `clear` is a
   `finalize` whose turn is dropped (`openai_realtime_turns.py`), and a `ping` answered with
   `cleared`.
+* Server VAD's `idle_timeout_ms`: an append that takes the audio that far past the end of the
+  last speech (or the last timeout) with no speech open adds a `ping`; its `pong`, if no
+  speech started meanwhile, is answered with `input_audio_buffer.timeout_triggered`, then the
+  silent item's `committed` and `completed` (empty). Time is the appended audio's.
 * Every server event has an `event_id`; errors have OpenAI's shape {`type`
   (`invalid_request_error`, or `server_error` for the server's own failures), `code`,
   `message`, `param`, `event_id` (the client event at fault)}.
@@ -52,6 +59,7 @@ from protocol.dialects.openai_realtime_session import (
 from protocol.dialects.openai_realtime_turns import VAD_COMMIT, Ids, Turns
 from protocol.native import (
     Config,
+    Configured,
     Error,
     Final,
     Finalize,
@@ -62,13 +70,18 @@ from protocol.native import (
     Ready,
     ServerFrame,
     SpeechStarted,
+    SpeechStopped,
 )
 
 MIN_COMMIT_S = 0.1
 MAX_FAULTS = 64
-CONFIG_ERRORS = frozenset({"unsupported_language", "unsupported_task", "invalid_config"})
+# the native errors that answer a `config` or a `configure` (the session refused an update)
+CONFIG_ERRORS = frozenset(
+    {"unsupported_language", "unsupported_task", "invalid_config", "invalid_vocabulary"}
+)
 SERVER_ERRORS = frozenset({"internal_error", "model_error", "not_stored"})
-_UPDATE, _COMMIT, _CLEAR = "session.update ", "commit ", "clear"
+_UPDATE, _COMMIT, _CLEAR, _IDLE = "session.update ", "commit ", "clear", "idle "
+_TRANSCRIPTION = "session.audio.input.transcription"
 
 
 class RealtimeCodec:
@@ -79,7 +92,9 @@ class RealtimeCodec:
     def __init__(self, model: str, *, prefix: str | None = None) -> None:
         self.session = SessionState.default(model)
         self.ids = Ids(prefix or secrets.token_hex(5))
-        self._pending: deque[SessionState] = deque()  # sent as `config`, awaiting `ready`
+        # updates sent as `config` or `configure`, awaiting `ready` or `configured` (or an
+        # `error`), in order: their states and the event ids of the `session.update`s
+        self._pending: deque[tuple[SessionState, str | None]] = deque()
         self._asked = self.session  # the newest state asked for
         self._updates: dict[str, SessionState] = {}  # mid-stream updates awaiting their pong
         self._readies = 0
@@ -107,7 +122,7 @@ class RealtimeCodec:
         try:
             match event:
                 case Append():
-                    return [self._append(b64_audio(event.audio, "audio"))]
+                    return self._append(b64_audio(event.audio, "audio"))
                 case Commit():
                     return self._commit()
                 case Clear():
@@ -121,13 +136,17 @@ class RealtimeCodec:
             raise
         return []
 
-    def _append(self, audio: bytes) -> bytes:
+    def _append(self, audio: bytes) -> list[Inbound]:
         if self._turns is None:
             self._turns = Turns(self.ids, manual=self._asked.manual)
         self._turns.appended(self._seconds(self._received))
         self._received += len(audio)
         self._buffered += len(audio)
-        return audio
+        idle = self._asked.idle_timeout_s
+        since = self._turns.idle_since(self._seconds(self._received), idle)
+        if idle is None or since is None:
+            return [audio]
+        return [audio, Ping(id=f"{_IDLE}{since}:{since + idle}")]
 
     def _commit(self) -> list[Inbound]:
         buffered_s = self._seconds(self._buffered)
@@ -153,17 +172,20 @@ class RealtimeCodec:
 
     def _update(self, event: SessionUpdate) -> Inbound:
         state = updated(self._asked, event.session)
+        asked, self._asked = self._asked, state
         if self._turns is None:  # before any audio: the session starts with it
-            self._pending.append(state)
-            self._asked = state
+            self._pending.append((state, event.event_id))
             return native_config(state)
-        fixed = self._asked.input
         for name in ("format", "turn_detection"):
-            if getattr(state.input, name) != getattr(fixed, name):
+            if getattr(state.input, name) != getattr(asked.input, name):
+                self._asked = asked
                 param = f"session.audio.input.{name}"
                 raise refusal(param, "cannot change once audio has been appended")
+        if state.vocabulary() != asked.vocabulary():  # the session's, from the next draft on
+            self._pending.append((state, event.event_id))
+            return state.configure()
         key = f"{_UPDATE}{len(self._updates)}:{self.ids.event()}"
-        self._updates[key] = self._asked = state
+        self._updates[key] = state
         return Ping(id=key)
 
     def _seconds(self, count: int) -> float:
@@ -179,12 +201,16 @@ class RealtimeCodec:
         match frame:
             case Ready():
                 return [self._ready()]
+            case Configured():
+                return [self._configured()]
             case Pong(id=str(key)):
                 return self._pong(key)
             case Error():
                 return [self._error(frame)]
             case SpeechStarted(at=at) if turns is not None:
                 return turns.speech_started(at)
+            case SpeechStopped() if turns is not None:
+                return turns.speech_stopped(frame.utterance, frame.at)
             case Partial() if turns is not None:
                 return turns.partial(frame)
             case Final() if turns is not None:
@@ -203,10 +229,21 @@ class RealtimeCodec:
         if self._readies == 1:
             return SessionCreated(event_id=self.ids.event(), session=self.session.shown())
         if self._pending:
-            self.session = self._pending.popleft()
+            self.session = self._pending.popleft()[0]
+        return SessionUpdated(event_id=self.ids.event(), session=self.session.shown())
+
+    def _configured(self) -> ServerEvent:
+        if self._pending:
+            self.session = self._pending.popleft()[0]
         return SessionUpdated(event_id=self.ids.event(), session=self.session.shown())
 
     def _pong(self, key: str) -> list[ServerEvent]:
+        if key.startswith(_IDLE) and self._turns is not None:
+            start, end = key.removeprefix(_IDLE).split(":")
+            events = self._turns.timed_out(float(start), float(end))
+            if events:
+                self._buffered = 0  # the silence is committed, as OpenAI's is
+            return events
         if key in self._updates:
             self.session = self._updates.pop(key)
             return [SessionUpdated(event_id=self.ids.event(), session=self.session.shown())]
@@ -219,9 +256,11 @@ class RealtimeCodec:
     def _error(self, frame: Error) -> ServerEvent:
         event_id, param = self._faults.pop((frame.code, frame.message), (None, None))
         if frame.code in CONFIG_ERRORS and self._pending:
-            self._pending.popleft()  # the update the session refused
-            self._asked = self._pending[-1] if self._pending else self.session
-            param = param or "session.audio.input.transcription.language"
+            _, update_id = self._pending.popleft()  # the update the session refused
+            event_id = event_id or update_id
+            self._asked = self._pending[-1][0] if self._pending else self.session
+            field = "keywords" if frame.code == "invalid_vocabulary" else "language"
+            param = param or f"{_TRANSCRIPTION}.{field}"
         kind = "server_error" if frame.code in SERVER_ERRORS else "invalid_request_error"
         error = RealtimeError(
             type=kind, code=frame.code, message=frame.message, param=param, event_id=event_id

@@ -147,6 +147,12 @@ class SpeechStoppedOut(ServerEvent, tag="input_audio_buffer.speech_stopped"):
     item_id: str
 
 
+class TimeoutTriggered(ServerEvent, tag="input_audio_buffer.timeout_triggered"):
+    audio_start_ms: int
+    audio_end_ms: int
+    item_id: str
+
+
 class Committed(ServerEvent, tag="input_audio_buffer.committed"):
     item_id: str
     previous_item_id: str | None
@@ -211,6 +217,7 @@ Outgoing = (
     | SessionUpdated
     | SpeechStartedOut
     | SpeechStoppedOut
+    | TimeoutTriggered
     | Committed
     | Cleared
     | Delta

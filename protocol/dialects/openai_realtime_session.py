@@ -10,12 +10,14 @@ cannot serve. `native_config` maps the state onto the session pipeline's `Config
 * `audio.input.turn_detection`: `server_vad` cuts turns at pauses of `silence_duration_ms`
   (the segmenter's `endpointing_ms`); `semantic_vad`'s `eagerness` picks a pause length
   (`EAGERNESS_MS`); `null` (the client commits each turn) sets the longest pause and
-  utterance the segmenter allows, so the turn is cut where the client commits. `threshold`,
-  `prefix_padding_ms` and `idle_timeout_ms` are accepted and shown, not applied: the
-  segmenter's VAD threshold and pre-roll are fixed (docs/protocols.md).
+  utterance the segmenter allows, so the turn is cut where the client commits.
+  `idle_timeout_ms` is the codec's (`idle_timeout_s`); `threshold` and `prefix_padding_ms`
+  are accepted and shown, not applied: the segmenter's VAD threshold and pre-roll are fixed
+  (docs/protocols.md).
 * `audio.input.transcription`: `language` (or a single `languages` entry) is the session's
-  language; `prompt` and `keywords` become the model's prompt; `model` is shown as given
-  (the server's own model transcribes).
+  language; `prompt` and `keywords` are the session's vocabulary (the native `prompt` and
+  `keyterms`; `vocabulary` says what a mid-stream update sends as a native `configure`);
+  `model` is shown as given (the server's own model transcribes).
 * `noise_reduction` and `include` are accepted and shown, not applied.
 """
 
@@ -38,7 +40,7 @@ from protocol.dialects.openai_realtime_messages import (
     SessionRequest,
     Transcription,
 )
-from protocol.native import MAX_PROMPT_CHARS, Config, Encoding
+from protocol.native import MAX_KEYTERMS, MAX_PROMPT_CHARS, Config, Configure, Encoding
 
 FORMATS: dict[str, tuple[Encoding, int]] = {
     "audio/pcm": ("pcm_s16le", 24000),
@@ -51,7 +53,8 @@ DEFAULT_SILENCE_MS = 500
 MIN_SILENCE_MS = 200  # shorter pauses cut words apart
 MANUAL_ENDPOINTING_MS = 10_000  # turn_detection null: the longest pause the segmenter allows
 MANUAL_MAX_UTTERANCE_S = 30.0
-MAX_KEYWORDS = 100
+MAX_KEYWORDS = MAX_KEYTERMS
+IDLE_TIMEOUT_MS = (1000, 60_000)  # the `idle_timeout_ms` served: shorter would fire on pauses
 _LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?")
 
 
@@ -90,6 +93,26 @@ class SessionState:
         encoding, rate = FORMATS[self.format]
         return BYTES_PER_SAMPLE[encoding] * rate
 
+    @property
+    def idle_timeout_s(self) -> float | None:
+        """Server VAD's `idle_timeout_ms`, in seconds (None: off)."""
+        detection = self.input.turn_detection
+        if isinstance(detection, ServerVad) and detection.idle_timeout_ms:
+            return detection.idle_timeout_ms / 1000
+        return None
+
+    def vocabulary(self) -> tuple[list[str], str]:
+        """The key terms and prompt this state sets (`[]`, `""`: none)."""
+        transcription = self.input.transcription
+        if not isinstance(transcription, Transcription):
+            return [], ""
+        return list(transcription.keywords or []), transcription.prompt or ""
+
+    def configure(self) -> Configure:
+        """The native `configure` that sets this state's vocabulary mid-stream."""
+        keyterms, prompt = self.vocabulary()
+        return Configure(keyterms=keyterms, prompt=prompt)
+
     def shown(self) -> SessionOut:
         return SessionOut(audio=AudioConfig(input=self.input), include=self.include)
 
@@ -126,6 +149,8 @@ def updated(state: SessionState, request: SessionRequest) -> SessionState:
         current = msgspec.structs.replace(current, format=_format(current.format))
     if isinstance(current.transcription, Transcription):
         _check_transcription(current.transcription)
+    if isinstance(current.turn_detection, ServerVad):
+        _check_idle_timeout(current.turn_detection.idle_timeout_ms)
     include = state.include if request.include is UNSET else request.include
     return SessionState(current, list(include) if include is not None else None)
 
@@ -149,19 +174,19 @@ def _check_transcription(given: Transcription) -> None:
         if not _LANGUAGE.fullmatch(language):
             raise refusal(f"{param}.language", f"{language!r} is not an ISO-639-1 code")
     keywords = given.keywords or []
-    if len(keywords) > MAX_KEYWORDS:
+    if len(keywords) > MAX_KEYWORDS:  # the session checks each term (`invalid_vocabulary`)
         raise refusal(f"{param}.keywords", f"at most {MAX_KEYWORDS} keywords")
-    if len(prompt_of(given) or "") > MAX_PROMPT_CHARS:
-        raise refusal(f"{param}.prompt", f"prompt and keywords exceed {MAX_PROMPT_CHARS} chars")
+    if len(given.prompt or "") > MAX_PROMPT_CHARS:
+        raise refusal(f"{param}.prompt", f"at most {MAX_PROMPT_CHARS} characters")
 
 
-def prompt_of(transcription: Transcription | None) -> str | None:
-    """The model's prompt: the client's `prompt`, then its `keywords` (Whisper is steered by
-    words it sees in the prompt)."""
-    if transcription is None:
-        return None
-    parts = [transcription.prompt or "", ", ".join(transcription.keywords or [])]
-    return " ".join(part.strip() for part in parts if part.strip()) or None
+def _check_idle_timeout(idle_timeout_ms: int | None) -> None:
+    low, high = IDLE_TIMEOUT_MS
+    if idle_timeout_ms is not None and not low <= idle_timeout_ms <= high:
+        raise refusal(
+            "session.audio.input.turn_detection.idle_timeout_ms",
+            f"{idle_timeout_ms} is not between {low} and {high}",
+        )
 
 
 def native_config(state: SessionState) -> Config:
@@ -181,6 +206,7 @@ def native_config(state: SessionState) -> Config:
     if isinstance(transcription, Transcription):
         languages = transcription.languages or []
         language = transcription.language or (languages[0] if len(languages) == 1 else "auto")
+    keyterms, prompt = state.vocabulary()
     return Config(
         sample_rate=rate,
         encoding=encoding,
@@ -188,5 +214,6 @@ def native_config(state: SessionState) -> Config:
         interim=True,  # deltas while the user speaks, in both turn modes
         endpointing_ms=endpointing,
         max_utterance_s=longest,
-        prompt=prompt_of(transcription if isinstance(transcription, Transcription) else None),
+        prompt=prompt or None,
+        keyterms=keyterms or None,
     )

@@ -5,12 +5,15 @@ and made at the session's first audio, when its turn mode is fixed. It maps the 
 session's utterances onto items and says which events each native frame makes:
 
 * **Server VAD** (`manual=False`): one utterance is one item. `speech_started` opens it (its
-  `audio_start_ms` is the utterance's start in the buffer's audio time); its final makes
-  `speech_stopped` (at the utterance's end), `committed` and `completed`, in that order. The
-  native pipeline says an utterance has ended only with its final, so `speech_stopped` comes
-  when the final is ready, not at the pause. An utterance the model found empty (noise) has
-  no final: its item ends, with an empty transcript, when a later one does. A `commit` cuts
-  the open utterance (its final commits its item); one that cut no speech is an empty item.
+  `audio_start_ms` is the utterance's start in the buffer's audio time); the native
+  `speech_stopped` (the segmenter cut it, before its final is decoded: the realtime route asks
+  for it) makes `speech_stopped` (at the utterance's end) and `committed`; its final makes
+  `completed`. Without the native `speech_stopped`, the final makes all three, in that order.
+  An utterance the model found empty (noise) has no final: its item ends, with an empty
+  transcript, when a later one does. A `commit` cuts the open utterance (its final commits
+  its item); one that cut no speech is an empty item. With an idle timeout, a silence that
+  long after the last speech is an item of its own (`timed_out`): `timeout_triggered`,
+  `committed`, and `completed` with an empty transcript.
 * **Manual** (`manual=True`, `turn_detection: null`): an item is all the audio appended
   between two commits (or clears); the utterances that start inside it are its own.
   `commit` is answered with `committed` at once (the codec's ping comes back) and with
@@ -40,6 +43,7 @@ from protocol.dialects.openai_realtime_messages import (
     ServerEvent,
     SpeechStartedOut,
     SpeechStoppedOut,
+    TimeoutTriggered,
     Usage,
 )
 from protocol.native import Final, Partial
@@ -70,6 +74,7 @@ class Turn:
     finals: dict[int, Final] = attrs.Factory(dict)
     stable: str = ""  # the committed words of its open utterance's newest partial
     emitted: str = ""  # what its deltas have sent
+    stopped: bool = False  # its `speech_stopped` is out
     committed: bool = False
     cleared: bool = False
     done: bool = False
@@ -110,6 +115,9 @@ class Turns:
         self._completions = 0
         self._vad_commits: dict[str, tuple[int, float]] = {}  # completions then, seconds
         self._last_committed: str | None = None
+        self._speaking: set[int] = set()  # server VAD: utterances started and not yet cut
+        self._quiet_since = 0.0  # ... the end of the last (or the last idle timeout)
+        self._idle_asked = False  # an idle timeout is on its way to the session and back
 
     # what the client did
 
@@ -174,6 +182,7 @@ class Turns:
             return []
         if at_s + BOUNDARY_SLACK_S < self._cleared_before:
             return []
+        self._speaking.add(utterance)
         turn = Turn(self.ids.item(), start_s=at_s)
         self._turns.append(turn)
         self._by_utterance[utterance] = turn
@@ -182,6 +191,54 @@ class Turns:
                 event_id=self.ids.event(), audio_start_ms=_ms(at_s), item_id=turn.item_id
             )
         ]
+
+    def speech_stopped(self, utterance: int, at_s: float) -> list[ServerEvent]:
+        """Server VAD: the segmenter cut `utterance` at `at_s` (its final is on its way)."""
+        if self.manual:
+            return []
+        self._stopped(utterance, at_s)
+        turn = self._live(utterance)
+        if turn is None or turn.stopped:
+            return []
+        turn.stopped = True
+        return [
+            SpeechStoppedOut(
+                event_id=self.ids.event(), audio_end_ms=_ms(at_s), item_id=turn.item_id
+            ),
+            *self._commit(turn),
+        ]
+
+    def _stopped(self, utterance: int, at_s: float) -> None:
+        if utterance in self._speaking:
+            self._speaking.discard(utterance)
+            self._quiet_since = max(self._quiet_since, at_s)
+
+    def idle_since(self, now_s: float, idle_s: float | None) -> float | None:
+        """Server VAD: where the silence began if, at `now_s` of audio, it has lasted `idle_s`
+        with no speech open (an idle timeout is due; once until it is answered), else None."""
+        if self.manual or idle_s is None or self._speaking or self._idle_asked:
+            return None
+        if now_s - self._quiet_since < idle_s:
+            return None
+        self._idle_asked = True
+        return self._quiet_since
+
+    def timed_out(self, start_s: float, end_s: float) -> list[ServerEvent]:
+        """The idle timeout from `idle_since` is back from the session: unless speech has
+        started since, the silence from `start_s` to `end_s` is committed as an empty item."""
+        self._idle_asked = False
+        if self._speaking or self._quiet_since != start_s:
+            return []
+        self._quiet_since = end_s
+        turn = Turn(self.ids.item(), start_s=start_s)
+        self._turns.append(turn)
+        triggered = TimeoutTriggered(
+            event_id=self.ids.event(),
+            audio_start_ms=_ms(start_s),
+            audio_end_ms=_ms(end_s),
+            item_id=turn.item_id,
+        )
+        return [triggered, *self._complete(turn, end_s - start_s, stopped_at=None)]
 
     def partial(self, frame: Partial) -> list[ServerEvent]:
         turn = self._live(frame.utterance)
@@ -253,7 +310,9 @@ class Turns:
         self, turn: Turn, seconds: float, *, stopped_at: float | None
     ) -> list[ServerEvent]:
         events: list[ServerEvent] = []
-        if stopped_at is not None:
+        if stopped_at is not None and not turn.stopped:
+            for utterance in [u for u, t in self._by_utterance.items() if t is turn]:
+                self._stopped(utterance, stopped_at)
             events.append(
                 SpeechStoppedOut(
                     event_id=self.ids.event(), audio_end_ms=_ms(stopped_at), item_id=turn.item_id

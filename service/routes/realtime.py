@@ -64,10 +64,15 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
 
 def _options(services: SessionServices) -> StreamOptions:
     """The session's options: audio comes as base64 in JSON text, so a text message may be as
-    large as a binary audio frame may be elsewhere (`max_frame_bytes`)."""
+    large as a binary audio frame may be elsewhere (`max_frame_bytes`); the segmenter's cuts
+    come as `speech_stopped` (the codec's `input_audio_buffer.speech_stopped`)."""
     limits = services.options.limits
     wider = max(limits.max_message_bytes, limits.max_frame_bytes)
-    return attrs.evolve(services.options, limits=attrs.evolve(limits, max_message_bytes=wider))
+    return attrs.evolve(
+        services.options,
+        limits=attrs.evolve(limits, max_message_bytes=wider),
+        speech_stopped=True,
+    )
 
 
 async def _deny(websocket: WebSocket, param: str, message: str) -> None:

@@ -141,6 +141,8 @@ class StreamOptions:
     pace: float = 1.5
     pace_burst_s: float = 10.0
     limits: SessionLimits = SessionLimits()
+    # a route's: `speech_stopped` when the segmenter cuts an utterance, before its final
+    speech_stopped: bool = False
 
 
 async def unless(

@@ -31,6 +31,7 @@ from protocol.native import (
     Finalized,
     ServerFrame,
     SpeechStarted,
+    SpeechStopped,
     Status,
     Stopped,
     UtteranceEnd,
@@ -165,8 +166,10 @@ async def _route(
 ) -> None:
     """Each event to its place: speech started to the client, a draft's segment to the slot
     (newest wins), a final's segment, an utterance's end and a `finalize` that asked for its
-    `finalized` to the finals worker, in order."""
+    `finalized` to the finals worker, in order. A final's segment is also `speech_stopped`
+    to the client at once, when the route asks for it."""
     captions, slot = client.session.finals.captions, client.slot
+    stopped = client.session.options.speech_stopped
     async for event in events:
         if isinstance(event, SpeechStart):
             captions.open_since = event.at
@@ -178,6 +181,8 @@ async def _route(
                 captions.open_since = None
                 client.session.finals.asked()
                 slot.finalized(event.utterance)
+                if stopped:
+                    await frames.send(SpeechStopped(utterance=event.utterance, at=event.end))
             await finals.send(event)
 
 

@@ -28,6 +28,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "session.updated": realtime.SessionUpdatedEvent,
     "input_audio_buffer.speech_started": realtime.InputAudioBufferSpeechStartedEvent,
     "input_audio_buffer.speech_stopped": realtime.InputAudioBufferSpeechStoppedEvent,
+    "input_audio_buffer.timeout_triggered": realtime.InputAudioBufferTimeoutTriggered,
     "input_audio_buffer.committed": realtime.InputAudioBufferCommittedEvent,
     "input_audio_buffer.cleared": realtime.InputAudioBufferClearedEvent,
     "conversation.item.input_audio_transcription.delta": (

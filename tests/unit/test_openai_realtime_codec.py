@@ -16,6 +16,8 @@ from protocol.dialects.openai_realtime import RealtimeCodec
 from protocol.dialects.openai_realtime_session import Refused
 from protocol.native import (
     Config,
+    Configure,
+    Configured,
     Error,
     Final,
     Finalize,
@@ -26,6 +28,7 @@ from protocol.native import (
     Ready,
     ServerFrame,
     SpeechStarted,
+    SpeechStopped,
 )
 
 READY = Ready(session_id="ab" * 16, model="tiny.en", sample_rate=24000, language="auto")
@@ -65,7 +68,7 @@ def test_session_settings_map_onto_the_native_config() -> None:
     assert isinstance(config, Config)
     assert (config.encoding, config.sample_rate, config.language) == ("mulaw", 8000, "en")
     assert (config.endpointing_ms, config.max_utterance_s) == (10_000, 30.0)
-    assert config.prompt == "Names: Chorus, Ada"
+    assert (config.prompt, config.keyterms) == ("Names:", ["Chorus", "Ada"])
     (config,) = codec.decode(_update(turn_detection={"type": "semantic_vad", "eagerness": "high"}))
     assert isinstance(config, Config) and config.endpointing_ms == 300
     assert config.encoding == "mulaw"  # what the update left out stays
@@ -83,14 +86,38 @@ def test_mid_stream_updates_are_answered_but_format_and_turns_are_fixed() -> Non
     codec = RealtimeCodec("tiny.en", prefix="t")
     _events(codec, READY)
     assert codec.decode(_append(0.2)) == [bytes(9600)]
-    (ping,) = codec.decode(_update(transcription={"prompt": "Flux"}))
+    (ping,) = codec.decode(_update(transcription={"language": "en"}))  # shown, not applied
     assert isinstance(ping, Ping) and isinstance(ping.id, str)
     (updated,) = _events(codec, Pong(id=ping.id))
     assert updated["type"] == "session.updated"
-    assert updated["session"]["audio"]["input"]["transcription"]["prompt"] == "Flux"
+    assert updated["session"]["audio"]["input"]["transcription"]["language"] == "en"
     with pytest.raises(ProtocolError) as refused:
         codec.decode(_update(format={"type": "audio/pcma"}))
     assert "session.audio.input.format" in refused.value.message
+
+
+def test_mid_stream_vocabulary_is_a_configure_answered_once_configured() -> None:
+    codec = RealtimeCodec("tiny.en", prefix="t")
+    _events(codec, READY)
+    codec.decode(_append(0.2))
+    (configure,) = codec.decode(_update(transcription={"prompt": "Flux", "keywords": ["Ada"]}))
+    assert configure == Configure(keyterms=["Ada"], prompt="Flux")
+    assert _events(codec, Pong(id="unrelated")) == []  # not answered before its `configured`
+    (updated,) = _events(codec, Configured(keyterms=["Ada"], prompt="Flux"))
+    assert updated["type"] == "session.updated"
+    transcription = updated["session"]["audio"]["input"]["transcription"]
+    assert (transcription["prompt"], transcription["keywords"]) == ("Flux", ["Ada"])
+    # the session refuses the next one: an OpenAI error at the update, the session as it was
+    update = json.loads(_update(transcription={"keywords": [" "]}))
+    (configure,) = codec.decode(json.dumps({**update, "event_id": "evt_kw"}))
+    assert configure == Configure(keyterms=[" "], prompt="")
+    (error,) = _events(codec, Error(code="invalid_vocabulary", message="a key term must ..."))
+    assert error["error"]["param"] == "session.audio.input.transcription.keywords"
+    assert (error["error"]["event_id"], error["error"]["code"]) == ("evt_kw", "invalid_vocabulary")
+    (ping,) = codec.decode(_update(transcription={"prompt": "Flux", "keywords": ["Ada"]}))
+    assert isinstance(ping, Ping)  # what the session has already: nothing to configure
+    (updated,) = _events(codec, Pong(id=ping.id))
+    assert updated["session"]["audio"]["input"]["transcription"]["keywords"] == ["Ada"]
 
 
 def test_server_vad_items_from_utterances() -> None:
@@ -193,3 +220,59 @@ def test_refused_settings_name_their_param_and_leave_the_session_as_it_was() -> 
     assert isinstance(config, Config) and config.language == "auto"  # not the refused "fr"
     (updated,) = _events(codec, READY)
     assert updated["session"]["audio"]["input"]["transcription"]["language"] is None
+
+
+def test_server_vad_speech_stopped_and_committed_come_at_the_cut() -> None:
+    """With the native `speech_stopped` (the segmenter's cut), the item is stopped and
+    committed then; its final only completes it, and stops nothing twice."""
+    codec = RealtimeCodec("tiny.en", prefix="t")
+    _events(codec, READY)
+    codec.decode(_append(4.0))
+    events = _events(
+        codec,
+        SpeechStarted(at=0.3),
+        Partial(utterance=0, revision=1, text="hello world", start=0.0, end=0.9, committed=11),
+        SpeechStopped(utterance=0, at=2.2),
+        _final(0, " hello world how are you", 0.0, 2.2),
+        SpeechStarted(at=2.5),  # noise: cut, and no final follows
+        SpeechStopped(utterance=1, at=2.8),
+        SpeechStarted(at=3.0),
+        SpeechStopped(utterance=2, at=3.6),
+        _final(2, " Goodbye.", 2.9, 3.6),
+    )
+    kinds = [e["type"].rsplit(".", 1)[-1] for e in events]
+    assert kinds == [
+        *["speech_started", "delta", "speech_stopped", "committed", "delta", "completed"],
+        *["speech_started", "speech_stopped", "committed", "speech_started", "speech_stopped"],
+        *["committed", "completed", "delta", "completed"],
+    ]
+    assert events[2]["audio_end_ms"] == 2200
+    assert events[5]["transcript"] == "hello world how are you"
+    assert events[12]["transcript"] == "" and events[12]["item_id"] == events[6]["item_id"]
+
+
+def test_idle_timeout_commits_the_silence_as_an_empty_item() -> None:
+    codec = RealtimeCodec("tiny.en", prefix="t")
+    codec.decode(_update(turn_detection={"type": "server_vad", "idle_timeout_ms": 5000}))
+    _events(codec, READY, READY)
+    assert len(codec.decode(_append(4.0))) == 1
+    _, ping = codec.decode(_append(1.5))  # 5.5 s of silence: due
+    assert isinstance(ping, Ping) and isinstance(ping.id, str)
+    assert len(codec.decode(_append(1.0))) == 1  # once, until it is answered
+    triggered, committed, completed = _events(codec, Pong(id=ping.id))
+    assert triggered["type"] == "input_audio_buffer.timeout_triggered"
+    assert (triggered["audio_start_ms"], triggered["audio_end_ms"]) == (0, 5000)
+    assert committed["item_id"] == completed["item_id"] == triggered["item_id"]
+    assert completed["transcript"] == ""
+    # speech that starts before the next timeout's answer comes back cancels it
+    codec.decode(_append(3.0))
+    _, ping = codec.decode(_append(1.0))  # 10.5 s: 5.5 s since the last timeout
+    assert isinstance(ping, Ping) and isinstance(ping.id, str)
+    assert len(_events(codec, SpeechStarted(at=10.2))) == 1
+    assert _events(codec, Pong(id=ping.id)) == []
+    _events(codec, SpeechStopped(utterance=0, at=11.0), _final(0, "Hi.", 10.0, 11.0))
+    assert len(codec.decode(_append(5.0))) == 1  # 4.5 s since the speech ended
+    assert len(codec.decode(_append(0.6))) == 2
+    with pytest.raises(Refused) as short:
+        codec.decode(_update(turn_detection={"type": "server_vad", "idle_timeout_ms": 10}))
+    assert short.value.param == "session.audio.input.turn_detection.idle_timeout_ms"
