@@ -12,8 +12,11 @@ and indexes are migration 2 (`actors/store/migrations.py`).
   the sweep ends it `interrupted` (`end_lapsed`), in one conditional UPDATE, so replicas that
   sweep at once end each session once.
 - **Tokens.** Each connection gets a new random token; only its SHA-256 is stored, with the
-  caller's identity. `claim` swaps a live token for the next one in one atomic UPDATE, so a
-  token works once, for its own key, while the session is open and its lease runs. A session
+  caller's identity. `claim` swaps a live token for the next one in one atomic UPDATE, for its
+  own key, while the session is open and its lease runs. The token claimed with stays good
+  (`resume_prev_hash`, migration 4) until the new connection stores a final (`mark_seen`): a
+  client whose link dropped before it read the `ready` with the next token resumes with the
+  one it has; once a final is stored, the old token is dead. A session
   whose replica still runs it (`replica` set, lease fresh) is `Busy`: the resuming connection
   waits for that replica to store its last finals and let go (`release` clears `replica`).
 """
@@ -99,23 +102,25 @@ def claim(
     until: float,
     stale: float,
 ) -> Claimed | Busy | None:
-    """Swap a live token for `new_hash` and hold the session for `replica` until `until`.
+    """Swap a live token for `new_hash` and hold the session for `replica` until `until`; the
+    token claimed with stays good until the new connection stores a final (`mark_seen`).
 
     The token must be `client`'s, its session open and its lease running (`>= now`); a session
     a replica still holds is taken only once that lease is stale (`< stale`: its holder has
     missed its renewals). None for every other case alike: unknown, used, expired, ended, or
     another key's token."""
     row = db.execute(
-        "UPDATE sessions SET resume_hash = ?, replica = ?, lease_until = ?"
-        " WHERE resume_hash = ? AND resume_client = ? AND ended_at IS NULL"
-        " AND lease_until >= ? AND (replica IS NULL OR lease_until < ?) RETURNING id",
-        (new_hash, replica, until, token_hash, client, now, stale),
+        "UPDATE sessions SET resume_hash = ?, resume_prev_hash = ?, replica = ?, lease_until = ?"
+        " WHERE (resume_hash = ? OR resume_prev_hash = ?) AND resume_client = ?"
+        " AND ended_at IS NULL AND lease_until >= ? AND (replica IS NULL OR lease_until < ?)"
+        " RETURNING id",
+        (new_hash, token_hash, replica, until, token_hash, token_hash, client, now, stale),
     ).fetchone()
     if row is None:
         waiting = db.execute(
-            "SELECT 1 FROM sessions WHERE resume_hash = ? AND resume_client = ?"
-            " AND ended_at IS NULL AND lease_until >= ?",
-            (token_hash, client, now),
+            "SELECT 1 FROM sessions WHERE (resume_hash = ? OR resume_prev_hash = ?)"
+            " AND resume_client = ? AND ended_at IS NULL AND lease_until >= ?",
+            (token_hash, token_hash, client, now),
         ).fetchone()
         return None if waiting is None else Busy()
     session_id = str(row[0])
@@ -123,9 +128,21 @@ def claim(
 
 
 def mark_seq(db: Connection, session_id: str, index: int, seq: int) -> None:
-    """The native `seq` the final `index` was sent with."""
+    """The native `seq` the final `index` was sent with; the token the session was last
+    claimed with is dead from now on (`mark_seen`)."""
     db.execute(
         "UPDATE utterances SET seq = ? WHERE session_id = ? AND idx = ?", (seq, session_id, index)
+    )
+    mark_seen(db, session_id)
+
+
+def mark_seen(db: Connection, session_id: str) -> None:
+    """The session's connection has stored a final after its `ready`: the token it was claimed
+    with no longer resumes it."""
+    db.execute(
+        "UPDATE sessions SET resume_prev_hash = NULL"
+        " WHERE id = ? AND resume_prev_hash IS NOT NULL",
+        (session_id,),
     )
 
 

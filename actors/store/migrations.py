@@ -134,6 +134,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         3, "the channel of a final", **both("ALTER TABLE utterances ADD COLUMN channel INTEGER")
     ),
+    # the token a resume claimed with stays good until the new connection has stored a final
+    # (its client may never have read the `ready` with the next one: `leases.claim`)
+    Migration(
+        4,
+        "the resume token a claim replaced",
+        **both(
+            "ALTER TABLE sessions ADD COLUMN resume_prev_hash TEXT",
+            "CREATE INDEX IF NOT EXISTS sessions_by_resume_prev_hash"
+            " ON sessions (resume_prev_hash)",
+        ),
+    ),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

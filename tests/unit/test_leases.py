@@ -88,9 +88,27 @@ def test_a_released_session_is_claimed_once_with_its_finals_and_their_seq(db: Co
     assert isinstance(claimed, Claimed) and claimed.session_id == "s1"
     assert [(seq, utterance.index) for seq, utterance in claimed.finals] == [(4, 0), (9, 1)]
     assert claimed.finals[1][1] == final(1)
-    assert claim(db, "token-1", now=1000.0) is None  # used: the token rotated
+    assert isinstance(claim(db, "token-1", now=1000.0), Busy)  # good until a final is stored
     row = db.execute("SELECT replica, lease_until, resume_hash FROM sessions").fetchone()
     assert row == ("replica-b", 1030.0, hash_token("token-2"))
+    schema.insert_utterance(db, "s1", final(2))
+    leases.mark_seq(db, "s1", 2, 12)  # the new connection stored a final after its `ready`
+    leases.release(db, "s1", 7.5, until=1030.0)
+    assert claim(db, "token-1", now=1000.0) is None  # used: the token rotated
+
+
+def test_a_resume_cut_before_its_ready_resumes_again_with_the_same_token(db: Connection) -> None:
+    open_session(db, "s1", until=1030.0)
+    leases.release(db, "s1", 3.5, until=1030.0)
+    assert isinstance(claim(db, "token-1", now=1000.0), Claimed)
+    leases.release(db, "s1", 3.5, until=1030.0)  # cut before the client read `ready`
+    assert isinstance(claim(db, "token-1", now=1000.0), Claimed)
+    leases.release(db, "s1", 3.5, until=1030.0)
+    again = leases.claim(
+        db, hash_token("token-2"), ALICE, hash_token("token-3"), "replica-c",
+        now=1000.0, until=1030.0, stale=1010.0,
+    )  # fmt: skip
+    assert isinstance(again, Claimed)  # the client that did read it resumes with the new one
 
 
 def test_a_replica_that_missed_its_renewals_loses_the_session_to_a_claim(db: Connection) -> None:
