@@ -50,6 +50,7 @@ from service.session.sockets import StarletteSocket
 from service.session.state import SessionStatistics
 from service.session.supervisor import run_session
 
+STORE_RETRY_S = 2  # `Retry-After` of a resume the store could not answer
 log = logging.getLogger("chorus.session")
 
 
@@ -284,11 +285,14 @@ async def serve_session(
         await turn_away(websocket, route, client, refusal)
         return None
     try:
-        resume = Resume() if open_resume is None else await open_resume(client)
+        resume = Resume() if open_resume is None else await _opened(open_resume, client)
     except Refusal as refusal:
         admission.release()
         await turn_away(websocket, route, client, refusal)
         return None
+    except BaseException:  # cancelled: the slot goes back all the same
+        admission.release()
+        raise
     running = False
     try:
         async with admitted(websocket, admission) as socket:
@@ -302,9 +306,21 @@ async def serve_session(
             )
     finally:
         if resume.session_id is not None and not running:
-            # claimed but never run (a bad config, a failed upgrade): resumable again
+            # claimed but never run (a bad config, a failed upgrade): resumable again, with
+            # the token it was claimed with too (`leases.claim`)
             with trio.CancelScope(shield=True), contextlib.suppress(StoreClosed, StoreError):
                 await services.store.leases.release(resume.session_id, resume.audio_start)
+
+
+async def _opened(open_resume: Callable[[str], Awaitable[Resume]], client: str) -> Resume:
+    """`open_resume`; a store that cannot answer is a 503 `store_error` to retry shortly."""
+    try:
+        return await open_resume(client)
+    except (StoreError, StoreClosed) as error:
+        log.error("resume for %s: the store failed: %s", client, error)
+        raise Refusal(
+            503, "store_error", "the server cannot resume sessions now", retry_after=STORE_RETRY_S
+        ) from None
 
 
 async def _refuse_config(socket: StarletteSocket, codec: Codec, problem: Error | None) -> None:

@@ -34,7 +34,7 @@ from support.ws_client import (
 from trio_websocket import WebSocketConnection
 
 from actors.model.port import Samples
-from actors.store.actor import SessionDetail, StoreHandle
+from actors.store.actor import SessionDetail, StoreError, StoreHandle
 from service.app import create_app, drain_sessions
 from service.config import Settings
 from service.runtime import runtime
@@ -221,6 +221,24 @@ async def test_a_session_not_resumed_in_time_ends_interrupted(
     assert detail.utterances and detail.session.duration_s == detail.utterances[-1].end
     assert expired.status_code == 403 and body(expired) == REFUSED
     assert store.statistics().swept == 1
+
+
+async def test_a_resume_the_store_cannot_answer_is_a_503_and_gives_its_slot_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_claim(*_: object) -> None:
+        raise StoreError("the database is out of reach")
+
+    async with server(tmp_path, monkeypatch) as (app, address):
+        services = runtime(app)
+        monkeypatch.setattr(services.store.leases, "claim", broken_claim)
+        url = f"ws://{address}/v1/stream?token=key-a&resume={'A' * 43}"
+        refusals = [await rejected(url) for _ in range(3)]
+        sessions = services.gate.statistics().sessions
+    for refusal in refusals:
+        assert refusal.status_code == 503 and body(refusal)["error"]["code"] == "store_error"
+        assert dict(refusal.headers)[b"retry-after"] == b"2"
+    assert sessions == 0  # every refused resume gave its admission slot back
 
 
 async def test_without_resume_a_lost_connection_ends_the_session(
