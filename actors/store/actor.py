@@ -186,7 +186,11 @@ class StoreHandle:
         *,
         ended_at: datetime | None = None,
     ) -> None:
+        """End the session; with leases, only while this replica holds it (`leases.finish`)."""
         when = ended_at or datetime.now(UTC)
+        if self.leases.enabled:
+            await self.leases.finish(session_id, reason, duration_s, when.timestamp())
+            return
         self.leases.let_go(session_id)
         await self._write(
             lambda db: schema.finish_session(db, session_id, reason, duration_s, when)

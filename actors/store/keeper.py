@@ -4,8 +4,10 @@ One per `StoreHandle` (`handle.leases`), on the trio thread; its writes go throu
 handle's write queue like every other (`actors/store/actor.py`), and the SQL is in
 `actors/store/leases.py`. It keeps the set of sessions whose leases this replica renews: a
 new session is held (`StoreHandle.begin_session`), an ended one is let go
-(`StoreHandle.end_session`), a released one is let go without ending (`release`: its client
-may resume it), and a claimed one is held again (`claim`). `keep`, which the store's periodic
+(`StoreHandle.end_session`, `finish`), a released one is let go without ending (`release`: its
+client may resume it), and a claimed one is held again (`claim`); a session another replica
+took over (this one missed its renewals) is neither released nor ended here, and stops being
+renewed once `keep` finds it gone. `keep`, which the store's periodic
 nursery runs every `renew_every_s` on every replica (`lease_s / 3`, at most `RENEW_EVERY_S`),
 renews them all in one UPDATE, then ends
 `interrupted` the open sessions whose lease has lapsed, whichever replica ran them
@@ -112,8 +114,24 @@ class LeaseKeeper:
         self.let_go(session_id)
         if recorded:
             self._spooled.add(session_id)
-        until = time.time() + self.lease_s
-        await self._write(lambda db: leases.release(db, session_id, duration_s, until))
+        until, replica = time.time() + self.lease_s, self.replica
+        if not await self._write(
+            lambda db: leases.release(db, session_id, replica, duration_s, until)
+        ):
+            log.warning("session %s: not released: another replica has taken it", session_id)
+
+    async def finish(
+        self, session_id: str, reason: str, duration_s: float, ended_at: float
+    ) -> None:
+        """End a session this replica holds (`leases.finish`); one another replica has taken
+        over is left to it (logged). `SessionNotFound`."""
+        self.let_go(session_id)
+        replica = self.replica
+        if not await self._write(
+            lambda db: leases.finish(db, session_id, replica, reason, duration_s, ended_at)
+        ):
+            log.warning("session %s: not ended (%s): another replica has taken it", session_id,
+                        reason)  # fmt: skip
 
     def spooled(self, session_ids: Collection[str]) -> None:
         """Open sessions whose recordings start-up found here: kept once they end."""
@@ -125,7 +143,13 @@ class LeaseKeeper:
         this sweep ended."""
         now = time.time()
         held, replica, until = list(self._held), self.replica, now + self.lease_s
-        await self._write(lambda db: leases.hold(db, held, replica, until))
+        renewed: frozenset[str] = await self._write(
+            lambda db: leases.hold(db, held, replica, until)
+        )
+        if lost := set(held) - renewed:
+            self._held -= lost
+            log.warning("no longer holds %d sessions (ended, or taken over by another replica):"
+                        " %s", len(lost), ", ".join(sorted(lost)))  # fmt: skip
         directory = self._recordings.directory
         swept: frozenset[str] = await self._write(
             lambda db: interrupt(db, directory, leases.end_lapsed(db, now))

@@ -19,6 +19,9 @@ and indexes are migration 2 (`actors/store/migrations.py`).
   one it has; once a final is stored, the old token is dead. A session
   whose replica still runs it (`replica` set, lease fresh) is `Busy`: the resuming connection
   waits for that replica to store its last finals and let go (`release` clears `replica`).
+- **One owner.** A replica releases (`release`) or ends (`finish`) a session only while it
+  holds it (`replica` is its own), and learns from `hold` which leases it still has: one that
+  missed its renewals and lost a session to a claim leaves it to the replica that took it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Collection
 import attrs
 import msgspec
 
-from actors.store.schema import StoredUtterance, StoredWord
+from actors.store.schema import SessionNotFound, StoredUtterance, StoredWord
 from actors.store.sql import Connection
 
 _words_decoder = msgspec.json.Decoder(tuple[StoredWord, ...])
@@ -53,16 +56,20 @@ class Busy:
     """The token is good but the session's replica still runs it: try again shortly."""
 
 
-def hold(db: Connection, session_ids: Collection[str], replica: str, until: float) -> None:
-    """Renew this replica's leases on `session_ids` (those still open and still its own)."""
+def hold(
+    db: Connection, session_ids: Collection[str], replica: str, until: float
+) -> frozenset[str]:
+    """Renew this replica's leases on `session_ids` (those still open and still its own);
+    returns those renewed: the others have ended, or another replica has taken them."""
     if not session_ids:
-        return
+        return frozenset()
     marks = ", ".join("?" for _ in session_ids)
-    db.execute(
+    rows = db.execute(
         f"UPDATE sessions SET lease_until = ? WHERE id IN ({marks})"
-        " AND ended_at IS NULL AND replica = ?",
+        " AND ended_at IS NULL AND replica = ? RETURNING id",
         (until, *session_ids, replica),
-    )
+    ).fetchall()
+    return frozenset(str(id_) for (id_,) in rows)
 
 
 def take(db: Connection, session_id: str, replica: str, until: float | None) -> None:
@@ -81,14 +88,33 @@ def bind_token(db: Connection, session_id: str, token_hash: str, client: str) ->
     )
 
 
-def release(db: Connection, session_id: str, duration_s: float, until: float) -> None:
+def release(db: Connection, session_id: str, replica: str, duration_s: float, until: float) -> bool:
     """The client has gone and may come back: no replica runs the session now; it stays open
-    until `until` (then the sweep ends it), with the duration it has so far."""
-    db.execute(
+    until `until` (then the sweep ends it), with the duration it has so far. False (nothing
+    changed): `replica` no longer holds it (another took it over) or it has ended."""
+    cursor = db.execute(
         "UPDATE sessions SET replica = NULL, lease_until = ?, duration_s = ?"
-        " WHERE id = ? AND ended_at IS NULL",
-        (until, duration_s, session_id),
+        " WHERE id = ? AND replica = ? AND ended_at IS NULL",
+        (until, duration_s, session_id, replica),
     )
+    return cursor.rowcount > 0
+
+
+def finish(
+    db: Connection, session_id: str, replica: str, reason: str, duration_s: float, ended_at: float
+) -> bool:
+    """End a session `replica` holds; False (nothing changed) when another replica has taken
+    it over: that one ends it. `SessionNotFound` for no such session."""
+    cursor = db.execute(
+        "UPDATE sessions SET ended_at = ?, end_reason = ?, duration_s = ?"
+        " WHERE id = ? AND replica = ?",
+        (ended_at, reason, duration_s, session_id, replica),
+    )
+    if cursor.rowcount > 0:
+        return True
+    if db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+        raise SessionNotFound(session_id)
+    return False
 
 
 def claim(
@@ -140,8 +166,7 @@ def mark_seen(db: Connection, session_id: str) -> None:
     """The session's connection has stored a final after its `ready`: the token it was claimed
     with no longer resumes it."""
     db.execute(
-        "UPDATE sessions SET resume_prev_hash = NULL"
-        " WHERE id = ? AND resume_prev_hash IS NOT NULL",
+        "UPDATE sessions SET resume_prev_hash = NULL WHERE id = ? AND resume_prev_hash IS NOT NULL",
         (session_id,),
     )
 

@@ -38,7 +38,7 @@ import logging
 import trio
 
 from actors.model.port import Samples
-from actors.store.actor import StoreClosed, StoreError, StoreHandle
+from actors.store.actor import AlreadyStored, StoreClosed, StoreError, StoreHandle
 from actors.store.leases import hash_token
 from actors.store.recording import (
     LowDiskSpace,
@@ -146,8 +146,8 @@ class StoreHooks:
             await self._store.add_utterance(
                 self._session_id, StoredUtterance.from_final(frame), seq=frame.seq or None
             )
-        except StoreError as error:
-            if not self._store_failed:
+        except (StoreError, AlreadyStored) as error:  # AlreadyStored: another replica took
+            if not self._store_failed:  # the session over and stored this final's index
                 return self._not_stored(error)
         return None
 
@@ -185,7 +185,7 @@ class StoreHooks:
         why = _STOPPED[reason].format(seconds=self._policy.max_bytes / (2 * SAMPLE_RATE))
         return Error(code="recording_stopped", message=f"recording stopped: {why}; {_UNRECORDED}")
 
-    def _not_stored(self, error: StoreError) -> Error:
+    def _not_stored(self, error: Exception) -> Error:
         log.error("session %s: not stored: %s", self._session_id, error)
         self._store_failed = True
         return Error(

@@ -83,7 +83,7 @@ def test_a_released_session_is_claimed_once_with_its_finals_and_their_seq(db: Co
         schema.insert_utterance(db, "s1", final(index))
         leases.mark_seq(db, "s1", index, seq)
     assert isinstance(claim(db, "token-1", now=1000.0), Busy)  # replica-a still runs it
-    leases.release(db, "s1", 3.5, until=1030.0)
+    leases.release(db, "s1", "replica-a", 3.5, until=1030.0)
     claimed = claim(db, "token-1", now=1000.0)
     assert isinstance(claimed, Claimed) and claimed.session_id == "s1"
     assert [(seq, utterance.index) for seq, utterance in claimed.finals] == [(4, 0), (9, 1)]
@@ -93,17 +93,17 @@ def test_a_released_session_is_claimed_once_with_its_finals_and_their_seq(db: Co
     assert row == ("replica-b", 1030.0, hash_token("token-2"))
     schema.insert_utterance(db, "s1", final(2))
     leases.mark_seq(db, "s1", 2, 12)  # the new connection stored a final after its `ready`
-    leases.release(db, "s1", 7.5, until=1030.0)
+    leases.release(db, "s1", "replica-b", 7.5, until=1030.0)
     assert claim(db, "token-1", now=1000.0) is None  # used: the token rotated
 
 
 def test_a_resume_cut_before_its_ready_resumes_again_with_the_same_token(db: Connection) -> None:
     open_session(db, "s1", until=1030.0)
-    leases.release(db, "s1", 3.5, until=1030.0)
+    leases.release(db, "s1", "replica-a", 3.5, until=1030.0)
     assert isinstance(claim(db, "token-1", now=1000.0), Claimed)
-    leases.release(db, "s1", 3.5, until=1030.0)  # cut before the client read `ready`
+    leases.release(db, "s1", "replica-b", 3.5, until=1030.0)  # cut before the client read `ready`
     assert isinstance(claim(db, "token-1", now=1000.0), Claimed)
-    leases.release(db, "s1", 3.5, until=1030.0)
+    leases.release(db, "s1", "replica-b", 3.5, until=1030.0)
     again = leases.claim(
         db, hash_token("token-2"), ALICE, hash_token("token-3"), "replica-c",
         now=1000.0, until=1030.0, stale=1010.0,
@@ -130,7 +130,7 @@ def test_claims_are_refused_alike(
     db: Connection, token: str, client: str, now: float, ended: bool
 ) -> None:
     open_session(db, "s1", until=1030.0)
-    leases.release(db, "s1", 1.0, until=1030.0)
+    leases.release(db, "s1", "replica-a", 1.0, until=1030.0)
     if ended:
         db.execute("UPDATE sessions SET ended_at = 1000, end_reason = 'stop'")
     assert claim(db, token, client, now=now) is None
@@ -143,7 +143,7 @@ def test_only_lapsed_leases_are_swept(db: Connection) -> None:
     schema.insert_utterance(db, "lapsed", final(0))
     schema.insert_session(db, record("released"))
     leases.take(db, "released", "replica-a", 1030.0)
-    leases.release(db, "released", 2.5, until=995.0)
+    leases.release(db, "released", "replica-a", 2.5, until=995.0)
     schema.insert_session(db, record("unleased"))
     swept = leases.end_lapsed(db, 1000.0)
     assert sorted((row[0], row[3]) for row in swept) == [("lapsed", 1.5), ("released", 2.5)]
@@ -178,6 +178,34 @@ async def test_the_keeper_renews_what_it_holds_and_sweeps_what_lapsed(
         assert store.statistics().swept == 1
     assert gone.session.end_reason == "interrupted" and gone.session.duration_s == 2.5
     assert live.session.ended_at is None
+
+
+async def test_a_replica_that_lost_its_session_neither_releases_nor_ends_it_nor_renews_it(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    """Replica `a` missed its renewals and `b` claimed the session: `a` learns it at its next
+    renewal, and its late release and end change nothing; `b` ends it."""
+    directories = [tmp_path / "a", tmp_path / "b"] if store_database_url else [tmp_path] * 2
+    async with (
+        open_store(directories[0], lease_s=30.0, database_url=store_database_url) as a,
+        open_store(directories[1], lease_s=30.0, database_url=store_database_url) as b,
+    ):
+        await a.begin_session(record("s1"))
+        await a.leases.bind("s1", hash_token("token-1"), ALICE)
+        other = open_database(tmp_path, store_database_url)
+        other.connection.execute("UPDATE sessions SET lease_until = lease_until - 25")  # stale
+        other.close()
+        taken = await b.leases.claim(hash_token("token-1"), ALICE, hash_token("token-2"))
+        assert isinstance(taken, Claimed) and a.statistics().held == 1
+        assert await a.leases.keep() == 0
+        assert a.statistics().held == 0  # not renewed any more
+        await a.leases.release("s1", 1.0)
+        await a.end_session("s1", "client_closed", 1.0)
+        still = (await b.get_session("s1")).session
+        await b.end_session("s1", "stop", 4.0)
+        ended = (await b.get_session("s1")).session
+    assert still.ended_at is None and still.duration_s is None
+    assert (ended.end_reason, ended.duration_s) == ("stop", 4.0)
 
 
 async def test_replicas_sweeping_at_once_end_a_lapsed_session_once(
