@@ -313,6 +313,7 @@ async def open_store(
                         )
                     if lease_s > 0:
                         periodic.start_soon(_keep_leases, handle.leases)
+                        periodic.start_soon(handle.leases.keep_recordings)
                     yield handle
                     periodic.cancel_scope.cancel()
     finally:

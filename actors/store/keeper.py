@@ -16,7 +16,8 @@ renews them all in one UPDATE, then ends
 
 Recordings follow the recording store's rules (`actors/store/recordings.py`): none is deleted,
 one still being written is left alone, and the recording store `recover`s (an object store
-uploads from its spool) those of the sessions this sweep ended, and those of sessions released
+uploads from its spool, in `keep_recordings`, a task of its own: never in the renewal loop)
+those of the sessions this sweep ended, and those of sessions released
 here (`spooled`: their client may come back to this replica, so the file stays in the spool)
 once something has ended them: this sweep, another replica's, or a replica that resumed them.
 """
@@ -29,7 +30,9 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, NoReturn
+
+import trio
 
 from actors.store import leases
 from actors.store.leases import Busy, Claimed
@@ -61,6 +64,8 @@ class LeaseKeeper:
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._held: set[str] = set()
         self._spooled: set[str] = set()  # released here, recording kept here until ended
+        self._recover: set[str] = set()  # ended: their recordings wait for `keep_recordings`
+        self._recover_wanted = trio.Event()
         self.swept = 0
 
     @property
@@ -162,5 +167,18 @@ class LeaseKeeper:
         ended = {id_ for id_ in spooled if not rows.get(id_, False)}
         self._spooled -= ended
         if swept or ended:
-            await self._recordings.recover(swept | ended)  # logs what it cannot keep
+            self._recover |= swept | ended
+            self._recover_wanted.set()
         return len(swept)
+
+    async def keep_recordings(self) -> NoReturn:
+        """Keep (an object store: upload) the recordings of the sessions `keep` found ended,
+        one batch after another, never in the renewal loop: an object store out of reach
+        (each upload waiting out its timeouts) must not make this replica miss its renewals.
+        Run by the store's periodic nursery; what waits is a set of session ids, at most the
+        sessions this replica's sweeps have ended since the last batch."""
+        while True:
+            await self._recover_wanted.wait()
+            self._recover_wanted = trio.Event()
+            batch, self._recover = frozenset(self._recover), set()
+            await self._recordings.recover(batch)  # logs what it cannot keep

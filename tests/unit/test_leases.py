@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import fcntl
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from actors.store import leases, schema
 from actors.store.actor import SessionRecord, StoredUtterance, open_store
 from actors.store.database import Database, open_database
+from actors.store.keeper import LeaseKeeper
 from actors.store.leases import Busy, Claimed, hash_token
 from actors.store.migrations import migrate
 from actors.store.recording import RecordingBusy, create_recording, reopen_recording
+from actors.store.recordings import LocalRecordings
 from actors.store.sql import Connection
 
 ALICE, BOB = "key:alice", "key:bob"
@@ -282,6 +285,47 @@ async def test_the_sweep_takes_the_duration_from_an_idle_recording_and_leaves_a_
         idle = (await store.get_session("idle")).session
         await writer.aclose()
     assert idle.end_reason == "interrupted" and idle.duration_s == pytest.approx(3.0)
+
+
+class StuckRecordings(LocalRecordings):
+    """An object store out of reach: `recover` never returns."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.asked: list[frozenset[str]] = []
+
+    async def recover(self, ended: Collection[str]) -> None:
+        self.asked.append(frozenset(ended))
+        await trio.sleep_forever()
+
+
+async def test_recordings_that_cannot_be_kept_never_hold_up_the_renewals(
+    tmp_path: Path, database: Database, db: Connection
+) -> None:
+    """The sweep ends a lapsed session whose recording cannot be uploaded; the next renewals
+    still happen while that upload hangs (`keep_recordings` runs on its own)."""
+
+    async def write(apply: Callable[[Connection], Any]) -> Any:
+        return apply(db)
+
+    recordings = StuckRecordings(tmp_path / "recordings")
+    keeper = LeaseKeeper(write, recordings, lease_s=30.0)
+    for session_id in ("live", "lapsed"):
+        schema.insert_session(db, record(session_id))
+        keeper.take(record(session_id))(db)
+    keeper.let_go("lapsed")
+    db.execute("UPDATE sessions SET lease_until = 0")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep_recordings)
+        with trio.fail_after(10):  # a guard: without the fix the first `keep` never returns
+            assert await keeper.keep() == 1
+            await trio.testing.wait_all_tasks_blocked()
+            assert recordings.asked == [frozenset({"lapsed"})]  # uploading, stuck
+            db.execute("UPDATE sessions SET lease_until = 0 WHERE id = 'live'")
+            assert await keeper.keep() == 0
+        nursery.cancel_scope.cancel()
+    (until,) = db.execute("SELECT lease_until FROM sessions WHERE id = 'live'").fetchone()
+    assert until > 0 and keeper.held == 1  # renewed while the upload hung
 
 
 @pytest.mark.parametrize(("held", "at"), [(3000, 1000), (1000, 3000), (2000, 2000)])
