@@ -155,15 +155,18 @@ class StoreHandle:
         except DRIVER_ERRORS as error:
             raise StoreError(f"read failed: {error}") from error
 
-    async def begin_session(self, record: SessionRecord) -> None:
-        """Insert the session's row, held by this replica (with leases on)."""
-        take = self.leases.take(record)
+    async def begin_session(self, record: SessionRecord, *, token_hash: str | None = None) -> None:
+        """Insert the session's row, held by this replica (with leases on), and with
+        `token_hash` its first connection's resume token, the record's client's: one
+        transaction, so a stored session is resumable, or nothing is stored."""
+        take = self.leases.take(record, token_hash)
 
         def begin(db: Connection) -> None:
             schema.insert_session(db, record)
             take(db)
 
         await self._write(begin)
+        self.leases.taken(record)
 
     async def add_utterance(
         self, session_id: str, utterance: StoredUtterance, *, seq: int | None = None

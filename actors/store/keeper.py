@@ -3,16 +3,16 @@
 One per `StoreHandle` (`handle.leases`), on the trio thread; its writes go through the
 handle's write queue like every other (`actors/store/actor.py`), and the SQL is in
 `actors/store/leases.py`. It keeps the set of sessions whose leases this replica renews: a
-new session is held (`StoreHandle.begin_session`), an ended one is let go
-(`StoreHandle.end_session`, `finish`), a released one is let go without ending (`release`: its
-client may resume it), and a claimed one is held again (`claim`); a session another replica
-took over (this one missed its renewals) is neither released nor ended here, and stops being
-renewed once `keep` finds it gone. `keep`, which the store's periodic
-nursery runs every `renew_every_s` on every replica (`lease_s / 3`, at most `RENEW_EVERY_S`),
-renews them all in one UPDATE, then ends
-`interrupted` the open sessions whose lease has lapsed, whichever replica ran them
-(`leases.end_lapsed`, one conditional UPDATE: replicas sweeping at once end each one once;
-`recovery.interrupt`, shared with start-up, takes their durations from idle recordings here).
+new session is held once its row has committed (`StoreHandle.begin_session`: `take`, then
+`taken`), an ended one is let go (`StoreHandle.end_session`, `finish`), a released one is let
+go without ending (`release`: its client may resume it), and a claimed one is held again
+(`claim`); a session another replica took over (this one missed its renewals) is neither
+released nor ended here, and stops being renewed once `keep` finds it gone. `keep`, which the
+store's periodic nursery runs every `renew_every_s` on every replica (`lease_s / 3`, at most
+`RENEW_EVERY_S`), renews them all in one UPDATE, then ends `interrupted` the open sessions
+whose lease has lapsed, whichever replica ran them (`leases.end_lapsed`, one conditional
+UPDATE: replicas sweeping at once end each one once; `recovery.interrupt`, shared with
+start-up, takes their durations from idle recordings here).
 
 Recordings follow the recording store's rules (`actors/store/recordings.py`): none is deleted,
 one still being written is left alone, and the recording store `recover`s (an object store
@@ -76,20 +76,29 @@ class LeaseKeeper:
     def held(self) -> int:
         return len(self._held)
 
-    def take(self, record: SessionRecord) -> Callable[[Connection], None]:
-        """What `begin_session` runs after the insert: this replica holds the new session."""
+    def take(
+        self, record: SessionRecord, token_hash: str | None = None
+    ) -> Callable[[Connection], None]:
+        """What `begin_session` runs after the insert, in its transaction: this replica holds
+        the new session, and its first connection's resume token (hashed) is the client's.
+        Held (renewed) only once that has committed (`taken`)."""
         until = time.time() + self.lease_s if self.enabled else None
-        if until is not None and record.ended_at is None:
-            self._held.add(record.id)
         replica = self.replica
-        return lambda db: leases.take(db, record.id, replica, until)
+
+        def take(db: Connection) -> None:
+            leases.take(db, record.id, replica, until)
+            if token_hash is not None:
+                leases.bind_token(db, record.id, token_hash, record.client)
+
+        return take
+
+    def taken(self, record: SessionRecord) -> None:
+        """The new session's row has committed: renew its lease from now on."""
+        if self.enabled and record.ended_at is None:
+            self._held.add(record.id)
 
     def let_go(self, session_id: str) -> None:
         self._held.discard(session_id)
-
-    async def bind(self, session_id: str, token_hash: str, client: str) -> None:
-        """The resume token of a new session's first connection (its SHA-256), `client`'s."""
-        await self._write(lambda db: leases.bind_token(db, session_id, token_hash, client))
 
     async def claim(self, token_hash: str, client: str, new_hash: str) -> Claimed | Busy | None:
         """Swap a live resume token for the next one and hold its session here

@@ -21,8 +21,9 @@ being offered to the store), and `/health` says `degraded`.
 Reasons in detail go to the log, not to the client.
 
 Resuming (`service/session/resume.py`): a new session's row gets its first connection's
-token (hashed); a resumed one has its row already (the claim took it), and its recording goes
-on in the same WAV file at the session's audio time when that file is on this replica's disk
+token (hashed) in the same transaction (a stored session is resumable); a resumed one has its
+row already (the claim took it), and its recording goes on in the same WAV file at the
+session's audio time when that file is on this replica's disk
 (else it stops where the earlier connection left it: `recording_stopped`; so it does when the
 recordings are in an object store and the file is in another replica's spool). A session
 `RELEASED` (its client vanished and may come back) is let go, not ended: its recording closed
@@ -87,7 +88,8 @@ class StoreHooks:
         self._session_id = session.session_id
         if self._resume.resumed:
             return await self._reopen() if self._record else None
-        try:
+        token = self._resume.token
+        try:  # the row and its resume token: one transaction
             await self._store.begin_session(
                 SessionRecord(
                     id=session.session_id,
@@ -95,11 +97,9 @@ class StoreHooks:
                     client=session.client,
                     model=session.model,
                     language=session.config.language,
-                )
+                ),
+                token_hash=None if token is None else hash_token(token),
             )
-            if self._resume.token is not None:
-                token_hash = hash_token(self._resume.token)
-                await self._store.leases.bind(session.session_id, token_hash, session.client)
         except StoreError as error:
             self._stored = False  # nothing to record into, nothing to end
             return self._not_stored(error)

@@ -6,6 +6,7 @@ and a resumed session's recording reopened at its audio time."""
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 import wave
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import trio
 import trio.testing
 
 from actors.store import leases, schema
-from actors.store.actor import SessionRecord, StoredUtterance, open_store
+from actors.store.actor import SessionRecord, StoredUtterance, StoreError, open_store
 from actors.store.database import Database, open_database
 from actors.store.keeper import LeaseKeeper
 from actors.store.leases import Busy, Claimed, hash_token
@@ -193,8 +194,7 @@ async def test_a_replica_that_lost_its_session_neither_releases_nor_ends_it_nor_
         open_store(directories[0], lease_s=30.0, database_url=store_database_url) as a,
         open_store(directories[1], lease_s=30.0, database_url=store_database_url) as b,
     ):
-        await a.begin_session(record("s1"))
-        await a.leases.bind("s1", hash_token("token-1"), ALICE)
+        await a.begin_session(record("s1"), token_hash=hash_token("token-1"))
         other = open_database(tmp_path, store_database_url)
         other.connection.execute("UPDATE sessions SET lease_until = lease_until - 25")  # stale
         other.close()
@@ -209,6 +209,23 @@ async def test_a_replica_that_lost_its_session_neither_releases_nor_ends_it_nor_
         ended = (await b.get_session("s1")).session
     assert still.ended_at is None and still.duration_s is None
     assert (ended.end_reason, ended.duration_s) == ("stop", 4.0)
+
+
+async def test_a_session_whose_row_did_not_commit_is_not_held(
+    tmp_path: Path, store_database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database out of reach: the failed `begin_session` leaves nothing to renew."""
+
+    def unreachable(*_: object) -> None:
+        raise sqlite3.OperationalError("the database is out of reach")  # a driver's error
+
+    async with open_store(tmp_path, lease_s=30.0, database_url=store_database_url) as store:
+        await store.begin_session(record("stored"), token_hash=hash_token("token-1"))
+        monkeypatch.setattr(schema, "insert_session", unreachable)
+        for number in range(3):
+            with pytest.raises(StoreError):
+                await store.begin_session(record(f"lost-{number}"))
+        assert store.statistics().held == 1
 
 
 async def test_replicas_sweeping_at_once_end_a_lapsed_session_once(
@@ -313,6 +330,7 @@ async def test_recordings_that_cannot_be_kept_never_hold_up_the_renewals(
     for session_id in ("live", "lapsed"):
         schema.insert_session(db, record(session_id))
         keeper.take(record(session_id))(db)
+        keeper.taken(record(session_id))
     keeper.let_go("lapsed")
     db.execute("UPDATE sessions SET lease_until = 0")
     async with trio.open_nursery() as nursery:
