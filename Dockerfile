@@ -27,8 +27,10 @@ RUN uv sync --locked --no-dev
 
 USER chorus
 VOLUME ["/var/lib/chorus"]
-EXPOSE 8000 8001
+EXPOSE 8000
 # Binding beyond loopback needs API keys (CHORUS_API_KEYS or CHORUS_API_KEYS_FILE): the server
 # refuses to start open to the network otherwise. Port 8001 answers HAProxy's agent-check
-# (deploy/haproxy.cfg).
+# (deploy/haproxy.cfg); it binds 0.0.0.0 (the serve host) so the balancer can reach it, but it
+# is NOT authenticated: never publish it beyond the private network (it is deliberately not
+# EXPOSEd; a balancer on the same network reaches it all the same).
 CMD ["chorus", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/var/lib/chorus", "--agent-port", "8001"]

@@ -11,7 +11,10 @@ Each connection gets its line at once: `reply()`, the admission snapshot of that
 then an end of writing. What the peer sends (HAProxy's `agent-send`, or garbage) is read and
 dropped, at most `READ_LIMIT` bytes for at most `LINGER_S`, so that closing with unread bytes
 does not reset the connection under a reply the peer has yet to read; then it is closed. A
-peer that resets the connection ends its own handler only.
+peer that resets the connection ends its own handler only. At most `MAX_CONNECTIONS` are
+answered at once (HAProxy asks once per check interval per server); one over that is closed
+at once, unanswered, so a flood of connections that linger holds a bounded number of file
+descriptors and tasks. The port is not authenticated: bind it to the private network only.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from service.policy.agent import agent_reply
 from service.runtime import Runtime
 from service.session.headroom import agent_snapshot
 
-__all__ = ["LINGER_S", "READ_LIMIT", "agent_for", "open_agent"]
+__all__ = ["LINGER_S", "MAX_CONNECTIONS", "READ_LIMIT", "agent_for", "open_agent"]
 
 log = logging.getLogger("chorus.agent")
 
 READ_LIMIT = 4096  # bytes of a peer's message read and dropped before the close
 LINGER_S = 1.0  # how long a peer that neither sends nor closes holds its handler
+MAX_CONNECTIONS = 32  # answered at once; more are closed unanswered
 
 AgentReply = Callable[[], bytes]
 
@@ -53,16 +57,34 @@ def agent_for(runtime: Runtime) -> AbstractAsyncContextManager[int | None]:
 
 
 @asynccontextmanager
-async def open_agent(host: str, port: int, reply: AgentReply) -> AsyncIterator[int]:
-    """Answer every connection to `host:port` with `reply()` until the block ends; yields the
-    port bound (`port` 0: a free one)."""
+async def open_agent(
+    host: str, port: int, reply: AgentReply, *, max_connections: int = MAX_CONNECTIONS
+) -> AsyncIterator[int]:
+    """Answer every connection to `host:port` with `reply()` until the block ends, at most
+    `max_connections` at once; yields the port bound (`port` 0: a free one)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound: int = listeners[0].socket.getsockname()[1]
+    handler = partial(answer_within, trio.CapacityLimiter(max_connections), reply)
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, partial(answer, reply), listeners)
+        await nursery.start(trio.serve_listeners, handler, listeners)
         log.info("HAProxy agent on %s:%d", host, bound)
         yield bound
         nursery.cancel_scope.cancel()
+
+
+async def answer_within(
+    limiter: trio.CapacityLimiter, reply: AgentReply, stream: trio.SocketStream
+) -> None:
+    """`answer` while the limiter has room; else close the connection at once."""
+    try:
+        limiter.acquire_nowait()
+    except trio.WouldBlock:
+        await trio.aclose_forcefully(stream)
+        return
+    try:
+        await answer(reply, stream)
+    finally:
+        limiter.release()
 
 
 async def answer(reply: AgentReply, stream: trio.SocketStream) -> None:

@@ -4,8 +4,10 @@ that answers each connection with one line and closes, whatever the peer sends."
 from __future__ import annotations
 
 import pytest
+import trio
 from support.agent_client import ask_agent
 
+from service import agent
 from service.agent import READ_LIMIT, open_agent
 from service.config import Settings
 from service.policy.agent import AgentSnapshot, agent_reply
@@ -64,6 +66,23 @@ async def test_a_peer_that_sends_is_answered_and_one_that_floods_harms_no_one() 
         flood = b"\x00garbage\xff" * (4 * READ_LIMIT)
         assert (await ask_agent(port, flood)) in (b"drain\n", b"")  # closed, maybe reset
         assert await ask_agent(port) == b"drain\n"  # the next one is answered as ever
+
+
+async def test_connections_over_the_cap_are_closed_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two peers that neither send nor close hold both handlers; a third is closed at once;
+    once they go, the agent answers again."""
+    monkeypatch.setattr(agent, "LINGER_S", 60.0)  # the holders hold for the whole test
+    async with open_agent("127.0.0.1", 0, lambda: b"drain\n", max_connections=2) as port:
+        holders = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        for holder in holders:
+            assert await holder.receive_some() == b"drain\n"  # answered, handler lingering
+        assert await ask_agent(port) == b""  # over the cap: closed, no reply
+        for holder in holders:
+            await holder.aclose()
+        answers = [await ask_agent(port) for _ in range(50)]
+    assert b"drain\n" in answers  # a handler was free again
 
 
 @pytest.mark.parametrize("wrong", ["-1", "65536", "eighty"])
