@@ -53,7 +53,7 @@ def refused() -> Refusal:
 
 @attrs.frozen
 class ResumeRequest:
-    token: str
+    token: str = attrs.field(repr=False)  # a secret: never in a log
     after_seq: int
 
     @classmethod
@@ -76,7 +76,8 @@ class ResumeRequest:
 class Resume:
     """What a connection of a resumable session starts from (the default: resume off)."""
 
-    token: str | None = None  # what this connection's `ready` carries; None: no resume
+    # what this connection's `ready` carries (a secret: never in a log); None: no resume
+    token: str | None = attrs.field(default=None, repr=False)
     session_id: str | None = None  # the session resumed; None: a new one
     resumed: bool = False
     replay: tuple[Final, ...] = ()  # finals the client missed, with their `seq`

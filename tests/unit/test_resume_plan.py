@@ -11,7 +11,7 @@ from actors.store.schema import StoredUtterance
 from protocol.codec import NativeCodec
 from protocol.native import Final, Pong
 from service.policy.refusal import Refusal
-from service.session.resume import ResumeRequest, drop_resent, resumed_from
+from service.session.resume import Resume, ResumeRequest, drop_resent, resumed_from
 from service.session.state import Ending
 
 TOKEN = "t" * 43
@@ -128,3 +128,11 @@ def test_which_ends_a_client_may_resume(
     ending.left(client_code)
     ending.ended(reason)
     assert ending.resumable is resumable
+
+
+def test_a_token_never_reaches_a_log() -> None:
+    secret = "s" * 43
+    request = ResumeRequest.from_query({"resume": secret, "after_seq": "3"})
+    assert request is not None and request.token == secret
+    for value in (request, Resume(token=secret), resumed_from(secret, "sess", (), 0)):
+        assert secret not in repr(value) and secret not in str(value)
