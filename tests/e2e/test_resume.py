@@ -223,6 +223,24 @@ async def test_a_session_not_resumed_in_time_ends_interrupted(
     assert store.statistics().swept == 1
 
 
+async def test_a_resume_cut_before_its_ready_resumes_again_with_the_same_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with server(tmp_path, monkeypatch) as (_, address):
+        async with connect(f"ws://{address}/v1/stream?token=key-a") as ws:
+            ready = await next_frame(ws)
+            await drop(ws)
+        url = f"ws://{address}/v1/stream?token=key-a&resume={ready['resume_token']}"
+        async with connect(url) as ws:
+            await drop(ws)  # the link goes before the client reads its `ready`
+        async with connect(url) as ws:
+            again = await next_frame(ws)
+            await send_json(ws, {"type": "stop"})
+            await receive_all(ws)
+    assert again["type"] == "ready" and again["resumed"] is True
+    assert again["session_id"] == ready["session_id"]
+
+
 async def test_a_resume_the_store_cannot_answer_is_a_503_and_gives_its_slot_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
