@@ -12,7 +12,8 @@ store's periodic nursery runs every `renew_every_s` on every replica (`lease_s /
 `RENEW_EVERY_S`), renews them all in one UPDATE, then ends `interrupted` the open sessions
 whose lease has lapsed, whichever replica ran them (`leases.end_lapsed`, one conditional
 UPDATE: replicas sweeping at once end each one once; `recovery.interrupt`, shared with
-start-up, takes their durations from idle recordings here).
+start-up, takes their durations from idle recordings here; one whose recording a writer still
+locks is tried again at each later sweep until it is idle).
 
 Recordings follow the recording store's rules (`actors/store/recordings.py`): none is deleted,
 one still being written is left alone, and the recording store `recover`s (an object store
@@ -35,7 +36,7 @@ from typing import Any, NoReturn
 import trio
 
 from actors.store import leases
-from actors.store.leases import Busy, Claimed
+from actors.store.leases import Busy, Claimed, OpenRow
 from actors.store.recordings import RecordingStore
 from actors.store.recovery import interrupt
 from actors.store.schema import SessionRecord, sessions_among
@@ -64,6 +65,7 @@ class LeaseKeeper:
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._held: set[str] = set()
         self._spooled: set[str] = set()  # released here, recording kept here until ended
+        self._locked: dict[str, OpenRow] = {}  # swept, their recordings locked: tried again
         self._recover: set[str] = set()  # ended: their recordings wait for `keep_recordings`
         self._recover_wanted = trio.Event()
         self.swept = 0
@@ -164,21 +166,37 @@ class LeaseKeeper:
             self._held -= lost
             log.warning("no longer holds %d sessions (ended, or taken over by another replica):"
                         " %s", len(lost), ", ".join(sorted(lost)))  # fmt: skip
-        directory = self._recordings.directory
-        swept: frozenset[str] = await self._write(
-            lambda db: interrupt(db, directory, leases.end_lapsed(db, now))
-        )
-        self.swept += len(swept)
-        if swept:
-            log.warning("ended %d open sessions whose lease lapsed as interrupted", len(swept))
+        swept, repaired = await self._sweep(now)
         spooled = list(self._spooled)
         rows: dict[str, bool] = await self._write(lambda db: sessions_among(db, spooled))
         ended = {id_ for id_ in spooled if not rows.get(id_, False)}
         self._spooled -= ended
-        if swept or ended:
-            self._recover |= swept | ended
+        if swept or repaired or ended:
+            self._recover |= swept | repaired | ended
             self._recover_wanted.set()
         return len(swept)
+
+    async def _sweep(self, now: float) -> tuple[frozenset[str], frozenset[str]]:
+        """End the lapsed sessions `interrupted` (`recovery.interrupt`), and try again those an
+        earlier sweep ended whose recording was still locked (a writer elsewhere, or a lock an
+        NFS server has yet to let go): the swept ones whose recording is idle, and the earlier
+        ones whose recording is idle now (its header fixed, the session's end from it)."""
+        directory, retry = self._recordings.directory, list(self._locked.values())
+
+        def sweep(db: Connection) -> tuple[list[OpenRow], frozenset[str]]:
+            lapsed = leases.end_lapsed(db, now)
+            return lapsed, interrupt(db, directory, [*lapsed, *retry])
+
+        lapsed, idle = await self._write(sweep)
+        self._locked = {row[0]: row for row in (*lapsed, *retry) if row[0] not in idle}
+        swept = idle & {row[0] for row in lapsed}
+        repaired = idle - swept
+        self.swept += len(swept)
+        if swept:
+            log.warning("ended %d open sessions whose lease lapsed as interrupted", len(swept))
+        if repaired:
+            log.info("repaired %d recordings a writer held at an earlier sweep", len(repaired))
+        return swept, repaired
 
     async def keep_recordings(self) -> NoReturn:
         """Keep (an object store: upload) the recordings of the sessions `keep` found ended,

@@ -304,6 +304,37 @@ async def test_the_sweep_takes_the_duration_from_an_idle_recording_and_leaves_a_
     assert idle.end_reason == "interrupted" and idle.duration_s == pytest.approx(3.0)
 
 
+async def test_a_recording_locked_at_its_sweep_is_repaired_at_a_later_one(
+    tmp_path: Path, store_database_url: str | None
+) -> None:
+    """The sweep ends a session whose recording a writer elsewhere still locks (or an NFS
+    server has yet to unlock): its header is fixed, and its end taken from it, once it is not."""
+    url = store_database_url
+    async with open_store(tmp_path, lease_s=30.0, database_url=url) as store:
+        await store.begin_session(record("s1"))
+        writer = await store.open_recording("s1", 16000)
+        await writer.append(bytes(2 * 16000 * 3))  # 3 s
+        await writer.aclose()
+        path = store.audio_path("s1")
+        with path.open("r+b") as file:
+            file.seek(40)
+            file.write(bytes(4))  # a header as a crash leaves it: no data size
+        await store.leases.release("s1", 0.0, recorded=True)
+        other = open_database(tmp_path, url)
+        other.connection.execute("UPDATE sessions SET lease_until = 0")
+        other.close()
+        with path.open("rb") as locked:
+            fcntl.flock(locked.fileno(), fcntl.LOCK_EX)
+            await store.leases.keep()
+        first = (await store.get_session("s1")).session
+        await store.leases.keep()
+        second = (await store.get_session("s1")).session
+    assert first.end_reason == "interrupted" and first.duration_s == 0.0
+    assert second.duration_s == pytest.approx(3.0)
+    with wave.open(str(path), "rb") as reader:
+        assert reader.getnframes() == 3 * 16000
+
+
 class StuckRecordings(LocalRecordings):
     """An object store out of reach: `recover` never returns."""
 
