@@ -11,10 +11,12 @@ ignored); `stop` {`stop` {`accountSid`, `callSid`}}. Numbers arrive as strings.
 
 Each track is a channel (`TRACKS`: inbound, the caller, is channel 0; outbound, the agent, is 1);
 `TwilioCodec` decodes a `media` message to its channel's `ChannelAudio`, placed by its
-`timestamp`: a track that skipped time (Twilio sends no outbound media while nothing plays) is
-padded with μ-law silence up to it, at most `MAX_GAP_S` at once, so both channels keep one
-clock. `stop` stops the session. Twilio reads nothing a transcription server sends on a
-unidirectional stream, so the codec encodes nothing.
+`timestamp`, on one clock for every started track: each `media` brings its own track and every
+other started track up to its `timestamp` with μ-law silence (at most `MAX_GAP_S` per track at
+once). Twilio sends no outbound media while nothing plays: the agent's channel still hears the
+silence, so it neither idles out nor leaves its last utterance open. `stop` stops the session.
+Twilio reads nothing a transcription server sends on a unidirectional stream, so the codec
+encodes nothing.
 
 `signature` is Twilio's request signature for a WebSocket stream: HMAC-SHA1, keyed with the
 account's auth token, of the full URL Twilio requested (a GET: no parameters appended),
@@ -160,11 +162,23 @@ class TwilioCodec:
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid_base64", "`payload` is not valid base64") from None
         at = int(media.timestamp) * BYTES_PER_MS
-        gap = min(at - self._position[media.track], int(MAX_GAP_S * 1000) * BYTES_PER_MS)
-        if gap > 0:
-            data = MULAW_SILENCE * gap + data
+        audio = []
+        for track, other in self.channels.items():  # one clock: the others up to `at` too
+            if track != media.track and (silence := self._pad(track, at)):
+                audio.append(ChannelAudio(other, silence))
+        silence = self._pad(media.track, at)
         self._position[media.track] += len(data)
-        return [ChannelAudio(channel, data)] if data else []
+        data = silence + data
+        return [*audio, ChannelAudio(channel, data)] if data else audio
+
+    def _pad(self, track: str, at: int) -> bytes:
+        """μ-law silence that brings `track` up to `at` bytes (at most `MAX_GAP_S` of it at
+        once); the track's position moves on by it."""
+        gap = min(at - self._position[track], int(MAX_GAP_S * 1000) * BYTES_PER_MS)
+        if gap <= 0:
+            return b""
+        self._position[track] += gap
+        return MULAW_SILENCE * gap
 
 
 def signature(auth_token: str, url: str) -> str:

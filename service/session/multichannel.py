@@ -20,7 +20,9 @@ the session answers once (`ChannelAnswers`, `service/session/channel_answers.py`
 `finalized` after every targeted channel's final, one `configured`. The session is stored once
 (`hooks`), its finals tagged with their channel. When every channel has ended the demux is
 cancelled; a client that leaves ends the demux, which closes the inboxes, and each channel reads
-that as its client gone (its finals still reach the store).
+that as its client gone (its finals still reach the store). A channel that ends while others go
+on (its idle timeout, a limit) is logged and told to the client once, as a non-fatal `Error`
+`channel_ended`; what is sent to it afterwards is dropped.
 
 Memory: each channel's pipeline holds what `supervisor.memory_bound` says of a mono session of
 the same encoding (its commands are the channel's share of each client message), plus the
@@ -32,6 +34,7 @@ split copy). A two-channel call is about two sessions' worth.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Protocol
@@ -75,6 +78,7 @@ from service.session.ports import (
 from service.session.record import Session, new_session_id
 from service.session.supervisor import run_session
 
+log = logging.getLogger("chorus.session")
 STOP, KEEPALIVE = '{"type":"stop"}', '{"type":"keepalive"}'
 ChannelMaker = Callable[[int, ChannelSocket, SessionHooks], Session]
 
@@ -217,6 +221,7 @@ class _Demux:
             Deinterleaver(config.encoding, config.channels) if session.interleaved else None
         )
         self.gone = False
+        self.gone_channels: set[int] = set()
 
     async def route(self, item: Inbound | ChannelAudio) -> bool:
         match item:
@@ -287,8 +292,19 @@ class _Demux:
                     self.gone = True
                     return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.ended(channel)
             return False
         return True
+
+    async def ended(self, channel: int) -> None:
+        """A channel that has ended while the session goes on: logged and told to the client
+        once (a non-fatal `channel_ended`), never dropped silently."""
+        if channel in self.gone_channels:
+            return
+        self.gone_channels.add(channel)
+        log.info("a multichannel session's channel %d has ended; its audio is dropped", channel)
+        message = f"channel {channel} has ended; what is sent to it is dropped"
+        await self.outbox.send(Error(code="channel_ended", message=message, fatal=False))
 
 
 def _for_a_channel(finalize: Finalize, token: int | None) -> str:
