@@ -162,7 +162,7 @@ class TwilioCodec:
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid_base64", "`payload` is not valid base64") from None
         at = int(media.timestamp) * BYTES_PER_MS
-        audio = []
+        audio: list[ChannelAudio | Stop] = []
         for track, other in self.channels.items():  # one clock: the others up to `at` too
             if track != media.track and (silence := self._pad(track, at)):
                 audio.append(ChannelAudio(other, silence))

@@ -62,7 +62,7 @@ async def test_the_event_stream_replays_then_follows_without_duplicates() -> Non
     feeds = Feeds(queue_size=2)
     feed = feeds.open("s1")
     following = feeds.follow("s1")
-    assert following is not None
+    assert feed is not None and following is not None
     record = SessionRecord(id="s1", route="/v1/stream", client="c", model="m", language="en")
     detail = SessionDetail(record, (_stored(0), _stored(1)))
     feed.publish(_stored(1))  # stored and published: sent once
@@ -75,3 +75,18 @@ async def test_the_event_stream_replays_then_follows_without_duplicates() -> Non
 
 def _stored(index: int) -> StoredUtterance:
     return StoredUtterance.from_final(final(index))
+
+
+async def test_a_feed_is_its_sessions_alone() -> None:
+    feeds = Feeds()
+    owner = feeds.hooks(NoHooks())
+    await owner.started(SessionInfo("s1", "/v1/twilio", "c", "tiny.en", Config()))
+    follower = feeds.follow("s1")
+    assert feeds.open("s1") is None  # open already: never joined
+    other = feeds.hooks(NoHooks())  # a second session under the same id (never stored so)
+    await other.started(SessionInfo("s1", "/v1/twilio", "c", "tiny.en", Config()))
+    await other.ended("stop", 1.0)
+    assert follower is not None and follower in owner._feed.followers  # the owner's goes on
+    assert feeds.follow("s1") is not None
+    await owner.ended("stop", 1.0)
+    assert feeds.follow("s1") is None
