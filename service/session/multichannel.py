@@ -67,6 +67,7 @@ from service.session.channel_answers import ChannelAnswers
 from service.session.channels import ChannelHooks, ChannelSocket, Outgoing
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
+from service.session.inbound import too_large_error
 from service.session.ports import (
     ClientGone,
     FrameSocket,
@@ -77,6 +78,7 @@ from service.session.ports import (
 )
 from service.session.record import Session, new_session_id
 from service.session.supervisor import run_session
+from service.session.vocabulary import configure_error
 
 log = logging.getLogger("chorus.session")
 STOP, KEEPALIVE = '{"type":"stop"}', '{"type":"keepalive"}'
@@ -143,10 +145,8 @@ async def run_multichannel(session: Multichannel) -> None:
     outcome = _Outcome(answers=ChannelAnswers(channels))
     notice = await session.hooks.started(session.info())
     if session.config.record and notice is None:
-        notice = Error(
-            code="recording_disabled",
-            message="multichannel sessions are not recorded; the session goes on unrecorded",
-        )
+        message = "multichannel sessions are not recorded; the session goes on unrecorded"
+        notice = Error(code="recording_disabled", message=message)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_write, session, sockets, outgoing, outcome, notice)
@@ -189,6 +189,10 @@ async def _read(
             except ClientGone:
                 outcome.client_gone = True
                 return
+            too_large = too_large_error(message, session.options.limits)
+            if too_large is not None:  # as a mono session's reader does (`inbound.py`)
+                await outbox.send(too_large)
+                continue
             try:
                 items = session.codec.decode(message)
             except ProtocolError as error:
@@ -236,28 +240,24 @@ class _Demux:
             case Finalize(channel=int(channel)) if 0 <= channel < len(self.inboxes):
                 await self.finalize(item, [channel])
             case Finalize(channel=channel):
-                await self.outbox.send(
-                    Error(
-                        code="invalid_channel",
-                        message=f"no channel {channel}: this session has {len(self.inboxes)}",
-                    )
-                )
+                message = f"no channel {channel}: this session has {len(self.inboxes)}"
+                await self.outbox.send(Error(code="invalid_channel", message=message))
             case Stop():
                 await self.to_all(STOP)
                 return False
             case KeepAlive():
                 await self.to_all(KEEPALIVE)
             case Configure():  # every channel's vocabulary; answered once (`ChannelAnswers`)
-                await self.to_all(encoder.encode(item).decode())
+                refused = configure_error(item)  # checked once: a dialect's is unchecked
+                if refused is not None:
+                    await self.outbox.send(refused)
+                else:
+                    await self.to_all(encoder.encode(item).decode())
             case Ping():
                 await self.give(0, encoder.encode(item).decode())
             case Config():
-                await self.outbox.send(
-                    Error(
-                        code="config_after_start",
-                        message="a multichannel session takes its config from the query only",
-                    )
-                )
+                message = "a multichannel session takes its config from the query only"
+                await self.outbox.send(Error(code="config_after_start", message=message))
         return not self.gone
 
     async def finalize(self, finalize: Finalize, channels: Sequence[int]) -> None:
