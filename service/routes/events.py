@@ -15,7 +15,7 @@ the replay, or before the first event, holds no place).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 import trio
@@ -96,7 +96,7 @@ async def _visible(store: StoreHandle, tenant: str | None, session_id: str) -> S
     return detail
 
 
-async def _stream(detail: SessionDetail, following: Following | None) -> AsyncIterator[str]:
+async def _stream(detail: SessionDetail, following: Following | None) -> AsyncGenerator[str, None]:
     try:
         sent: set[int] = set()
         for utterance in detail.utterances:
