@@ -21,7 +21,7 @@ encodes nothing.
 `signature` is Twilio's request signature for a WebSocket stream: HMAC-SHA1, keyed with the
 account's auth token, of the full URL Twilio requested (a GET: no parameters appended),
 base64; `signature_matches` compares in constant time, with the URL with and without its
-default port (as Twilio's own validators do).
+default port (as Twilio's own validators do); a URL with a malformed Host matches nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ TRACKS = ("inbound", "outbound")  # channel 0: the caller; channel 1: the agent
 BYTES_PER_MS = 8  # μ-law at 8 kHz
 MULAW_SILENCE = b"\xff"
 MAX_GAP_S = 10.0
+MAX_TIMESTAMP_DIGITS = 12  # ms: 31 years of call
 
 
 class MediaFormat(msgspec.Struct):
@@ -155,8 +156,12 @@ class TwilioCodec:
         channel = self.channels.get(media.track)
         if channel is None:
             raise ProtocolError("unknown_track", f"track {media.track!r} was not started")
-        if not (media.timestamp.isascii() and media.timestamp.isdigit()):
-            raise ProtocolError("invalid_message", "`timestamp` must be whole milliseconds")
+        stamp = media.timestamp
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > MAX_TIMESTAMP_DIGITS:
+            raise ProtocolError(
+                "invalid_message",
+                f"`timestamp` must be whole milliseconds, at most {MAX_TIMESTAMP_DIGITS} digits",
+            )
         try:
             data = base64.b64decode(media.payload, validate=True)
         except (binascii.Error, ValueError):
@@ -196,11 +201,15 @@ def signature_matches(auth_token: str, url: str, given: str) -> bool:
 
 
 def _with_and_without_port(url: str) -> list[str]:
-    parts = urlsplit(url)
+    try:  # a malformed Host (`h:99999`, `[::1`): no URL Twilio requests, so none matches
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return []
     default = {"wss": 443, "https": 443, "ws": 80, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
-    if parts.port is not None and parts.port == default:
+    if port is not None and port == default:
         return [url, urlunsplit(parts._replace(netloc=host))]
-    if parts.port is None and default is not None:
+    if port is None and default is not None:
         return [url, urlunsplit(parts._replace(netloc=f"{host}:{default}"))]
     return [url]

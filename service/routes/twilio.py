@@ -68,10 +68,14 @@ CALL_PARAMETERS = ("language",)  # session options a stream's parameters may set
 
 
 def requested_url(websocket: WebSocket) -> str:
-    """The URL Twilio signed: `wss://`, the Host it connected to, the path and query."""
-    query = websocket.scope.get("query_string", b"").decode("latin-1")
+    """The URL Twilio signed: `wss://`, the Host it connected to, the path as it was sent
+    (`raw_path`: still percent-encoded) and the query."""
+    scope = websocket.scope
+    query = scope.get("query_string", b"").decode("latin-1")
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else websocket.url.path
     host = websocket.headers.get("host", "")
-    return f"wss://{host}{websocket.url.path}" + (f"?{query}" if query else "")
+    return f"wss://{host}{path}" + (f"?{query}" if query else "")
 
 
 async def twilio_endpoint(websocket: WebSocket) -> None:
@@ -182,12 +186,10 @@ def _client(
     if signed:
         return key_identity("", runtime.settings.twilio_tenant)
     keys = runtime.security.api_keys
-    key = start.customParameters.get(KEY_PARAMETER)
-    if key:
-        return keys.match(key)
     if not keys.keys and not runtime.settings.twilio_auth_token:
-        return Caller.of(websocket).client  # an open server
-    return None
+        return Caller.of(websocket).client  # an open server: any stream, a key or not
+    key = start.customParameters.get(KEY_PARAMETER)
+    return keys.match(key) if key else None
 
 
 def session_ids(start: StartDetails) -> list[str]:
