@@ -12,7 +12,8 @@ Point a TwiML `<Start><Stream url="wss://chorus.example.com/v1/twilio" track="bo
 2. Without the header, the stream's `start` message must carry an API key in
    `customParameters.chorus_key` (`<Parameter name="chorus_key" value="…"/>`); the key's tenant
    owns the session. A missing or wrong key is closed with 1008 before any `media` is read.
-3. A server with neither API keys nor a token configured takes any stream (as its other routes).
+3. A server with neither API keys nor a token configured takes any stream (as its other routes),
+   a `chorus_key` or not (it is not looked up).
 
 The stream's `customParameters` may also set `language` (an ISO code, or `auto`); a bad one
 (or one the model does not speak) is closed with 1008 before any audio.
