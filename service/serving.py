@@ -18,7 +18,8 @@ stream:
 * declines permessage-deflate (no `sec-websocket-extensions` in the 101): what a client sends
   is what the server holds, and a compressed frame is a protocol error (1002);
 * buffers messages in bytes (UTF-8 for text) up to `WebSocketBounds.message_bytes(path)`, the
-  route's own limit plus room for its friendly refusal, and refuses text over
+  route's own limit plus room for its friendly refusal (a route whose messages are small has
+  its own: `SMALL_PATHS`, `WS /v1/twilio` 16 KiB), and refuses text over
   `wide_text_bytes` that is not ASCII (only base64 audio is that long, and a `str` with one
   non-ASCII character costs up to 4 bytes a character); over either, hypercorn closes with 1009;
 * once the client has gone (its close, a reset seen by a write, a 1009) or the app has
@@ -66,6 +67,8 @@ from service.connection_guard import guard
 WS_QUEUE = 1  # WebSocket messages queued per connection before the app reads them
 GONE = "chorus.websocket.gone"  # scope["extensions"][GONE]: a trio.Event, set when it has gone
 CONFIG_NAME = "chorus_websocket_bounds"  # the hypercorn config attribute `install()` reads
+# `WS /v1/twilio`: Twilio's messages are under 1 KiB of JSON and a 20 ms chunk's base64
+SMALL_PATHS = (("/v1/twilio", 16 << 10),)
 
 
 @attrs.frozen
@@ -76,9 +79,13 @@ class WebSocketBounds:
     recordings_bytes: int  # `WS /ws`: one whole recording (base64 text or binary)
     wide_text_bytes: int  # text longer than this must be ASCII
     recordings_path: str = "/ws"
+    small_paths: tuple[tuple[str, int], ...] = SMALL_PATHS  # routes whose messages are small
 
     def message_bytes(self, path: str, query: str = "") -> int:
         """`path`'s limit; `/ws?stream=true` is that route's live stream, not recordings."""
+        small = dict(self.small_paths).get(path)
+        if small is not None:
+            return small
         streamed = parse_qs(query).get("stream", [""])[-1].lower() in ("true", "1", "yes")
         recordings = path == self.recordings_path and not streamed
         return self.recordings_bytes if recordings else self.stream_bytes

@@ -26,8 +26,11 @@ after 0.7 s of silence, or 0.4 s after a finished sentence.
 Client messages: binary audio, `CloseStream` (the last turn ends, then close 1000),
 `ForceEndTurn`, `KeepAlive`, `Configure` {`thresholds`, `keyterms`}: answered by exactly one
 `ConfigureSuccess` (the thresholds and key terms in effect) or `ConfigureFailure`. Every
-server message carries `sequence_id`, from 0 (`Connected`) up by one a message; `Error`
-{`code`, `description`} answers a message the server cannot accept.
+server message carries `sequence_id`, from 0 (`Connected`) up by one a message. A message the
+server cannot accept, the stream going on (bad JSON, an unknown type, one over the size limit),
+is answered with `Warning` {`request_id`, `code`, `description`}: deepgram-sdk takes every
+`Error` as fatal (`ListenV2FatalError`), so `Error` {`code`, `description`} is sent only when
+the stream ends with it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from protocol.dialects.flux_messages import (
     ConfigureSuccess,
     Connected,
     FatalError,
+    FluxWarning,
     ForceEndTurn,
     Message,
     Thresholds,
@@ -189,7 +193,12 @@ class FluxCodec:
                         description=frame.message,
                     )
                 )
-            case Error():
+            case Error(fatal=False):  # the stream goes on: the SDK's non-fatal `Warning`
+                warning = FluxWarning(
+                    request_id=self.request_id, code=frame.code.upper(), description=frame.message
+                )
+                messages.append(warning)
+            case Error():  # the stream ends with it
                 messages.append(FatalError(code=frame.code.upper(), description=frame.message))
         return [self._stamp(message) for message in messages]
 

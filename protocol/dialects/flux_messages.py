@@ -67,6 +67,15 @@ class FatalError(Message, tag="Error"):
     description: str
 
 
+class FluxWarning(Message, tag="Warning"):
+    """A message the server could not accept, the stream going on (`ListenV2Warning`; the
+    SDK takes every `Error` as fatal)."""
+
+    request_id: str
+    code: str
+    description: str
+
+
 class ClientMessage(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
     pass
 

@@ -11,15 +11,17 @@ ignored); `stop` {`stop` {`accountSid`, `callSid`}}. Numbers arrive as strings.
 
 Each track is a channel (`TRACKS`: inbound, the caller, is channel 0; outbound, the agent, is 1);
 `TwilioCodec` decodes a `media` message to its channel's `ChannelAudio`, placed by its
-`timestamp`: a track that skipped time (Twilio sends no outbound media while nothing plays) is
-padded with μ-law silence up to it, at most `MAX_GAP_S` at once, so both channels keep one
-clock. `stop` stops the session. Twilio reads nothing a transcription server sends on a
-unidirectional stream, so the codec encodes nothing.
+`timestamp`, on one clock for every started track: each `media` brings its own track and every
+other started track up to its `timestamp` with μ-law silence (at most `MAX_GAP_S` per track at
+once). Twilio sends no outbound media while nothing plays: the agent's channel still hears the
+silence, so it neither idles out nor leaves its last utterance open. `stop` stops the session.
+Twilio reads nothing a transcription server sends on a unidirectional stream, so the codec
+encodes nothing.
 
 `signature` is Twilio's request signature for a WebSocket stream: HMAC-SHA1, keyed with the
 account's auth token, of the full URL Twilio requested (a GET: no parameters appended),
 base64; `signature_matches` compares in constant time, with the URL with and without its
-default port (as Twilio's own validators do).
+default port (as Twilio's own validators do); a URL with a malformed Host matches nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ TRACKS = ("inbound", "outbound")  # channel 0: the caller; channel 1: the agent
 BYTES_PER_MS = 8  # μ-law at 8 kHz
 MULAW_SILENCE = b"\xff"
 MAX_GAP_S = 10.0
+MAX_TIMESTAMP_DIGITS = 12  # ms: 31 years of call
 
 
 class MediaFormat(msgspec.Struct):
@@ -153,18 +156,34 @@ class TwilioCodec:
         channel = self.channels.get(media.track)
         if channel is None:
             raise ProtocolError("unknown_track", f"track {media.track!r} was not started")
-        if not (media.timestamp.isascii() and media.timestamp.isdigit()):
-            raise ProtocolError("invalid_message", "`timestamp` must be whole milliseconds")
+        stamp = media.timestamp
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > MAX_TIMESTAMP_DIGITS:
+            raise ProtocolError(
+                "invalid_message",
+                f"`timestamp` must be whole milliseconds, at most {MAX_TIMESTAMP_DIGITS} digits",
+            )
         try:
             data = base64.b64decode(media.payload, validate=True)
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid_base64", "`payload` is not valid base64") from None
         at = int(media.timestamp) * BYTES_PER_MS
-        gap = min(at - self._position[media.track], int(MAX_GAP_S * 1000) * BYTES_PER_MS)
-        if gap > 0:
-            data = MULAW_SILENCE * gap + data
+        audio: list[ChannelAudio | Stop] = []
+        for track, other in self.channels.items():  # one clock: the others up to `at` too
+            if track != media.track and (silence := self._pad(track, at)):
+                audio.append(ChannelAudio(other, silence))
+        silence = self._pad(media.track, at)
         self._position[media.track] += len(data)
-        return [ChannelAudio(channel, data)] if data else []
+        data = silence + data
+        return [*audio, ChannelAudio(channel, data)] if data else audio
+
+    def _pad(self, track: str, at: int) -> bytes:
+        """μ-law silence that brings `track` up to `at` bytes (at most `MAX_GAP_S` of it at
+        once); the track's position moves on by it."""
+        gap = min(at - self._position[track], int(MAX_GAP_S * 1000) * BYTES_PER_MS)
+        if gap <= 0:
+            return b""
+        self._position[track] += gap
+        return MULAW_SILENCE * gap
 
 
 def signature(auth_token: str, url: str) -> str:
@@ -182,11 +201,15 @@ def signature_matches(auth_token: str, url: str, given: str) -> bool:
 
 
 def _with_and_without_port(url: str) -> list[str]:
-    parts = urlsplit(url)
+    try:  # a malformed Host (`h:99999`, `[::1`): no URL Twilio requests, so none matches
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return []
     default = {"wss": 443, "https": 443, "ws": 80, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
-    if parts.port is not None and parts.port == default:
+    if port is not None and port == default:
         return [url, urlunsplit(parts._replace(netloc=host))]
-    if parts.port is None and default is not None:
+    if port is None and default is not None:
         return [url, urlunsplit(parts._replace(netloc=f"{host}:{default}"))]
     return [url]

@@ -8,18 +8,21 @@ before it reads the stored finals, so none falls between the two. Events: `final
 utterance as `GET /v1/sessions/{id}` shows it, with its `channel` in a multichannel session),
 `end` (`{"reason": "ended"}`, or `"dropped"` for a follower that fell `QUEUE_SIZE` finals behind:
 it is dropped, never waited on), and a comment every `KEEPALIVE_S` while nothing happens.
-A session takes at most `MAX_FOLLOWERS` followers at once (429 `too_many_followers`).
+A session takes at most `MAX_FOLLOWERS` followers at once (429 `too_many_followers`); a follower
+leaves the feed as its response ends, however it ends (`EventStream`: a client that leaves during
+the replay, or before the first event, holds no place).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 import trio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from actors.store.actor import (
     SessionDetail,
@@ -61,10 +64,26 @@ async def session_events(request: Request) -> Response:
         return refusal.response()
     except (StoreClosed, StoreError):
         return Refusal(503, "store_unavailable", "the store cannot be read now").response()
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        _stream(detail, following), media_type="text/event-stream", headers=headers
-    )
+    return EventStream(detail, following)
+
+
+class EventStream(StreamingResponse):
+    """The events of one session; its follower leaves the feed when the response is done,
+    however it ends: the client gone during the replay, or before the first event."""
+
+    def __init__(self, detail: SessionDetail, following: Following | None) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(
+            _stream(detail, following), media_type="text/event-stream", headers=headers
+        )
+        self.following = following
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.following is not None:
+                self.following.close()
 
 
 async def _visible(store: StoreHandle, tenant: str | None, session_id: str) -> SessionDetail:
@@ -77,15 +96,15 @@ async def _visible(store: StoreHandle, tenant: str | None, session_id: str) -> S
     return detail
 
 
-async def _stream(detail: SessionDetail, following: Following | None) -> AsyncIterator[str]:
-    sent: set[int] = set()
-    for utterance in detail.utterances:
-        sent.add(utterance.index)
-        yield _final(utterance)
-    if following is None:  # ended (or live on another replica): what is stored is all
-        yield _event("end", {"reason": "ended"})
-        return
-    with following:
+async def _stream(detail: SessionDetail, following: Following | None) -> AsyncGenerator[str, None]:
+    try:
+        sent: set[int] = set()
+        for utterance in detail.utterances:
+            sent.add(utterance.index)
+            yield _final(utterance)
+        if following is None:  # ended (or live on another replica): what is stored is all
+            yield _event("end", {"reason": "ended"})
+            return
         while True:
             with trio.move_on_after(KEEPALIVE_S) as waiting:
                 try:
@@ -98,6 +117,9 @@ async def _stream(detail: SessionDetail, following: Following | None) -> AsyncIt
                 sent.add(utterance.index)
                 yield _final(utterance)
         yield _event("end", {"reason": "dropped" if following.dropped else "ended"})
+    finally:  # the follower leaves the feed however the stream ends (the replay too)
+        if following is not None:
+            following.close()
 
 
 def _final(utterance: StoredUtterance) -> str:

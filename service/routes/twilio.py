@@ -12,7 +12,8 @@ Point a TwiML `<Start><Stream url="wss://chorus.example.com/v1/twilio" track="bo
 2. Without the header, the stream's `start` message must carry an API key in
    `customParameters.chorus_key` (`<Parameter name="chorus_key" value="…"/>`); the key's tenant
    owns the session. A missing or wrong key is closed with 1008 before any `media` is read.
-3. A server with neither API keys nor a token configured takes any stream (as its other routes).
+3. A server with neither API keys nor a token configured takes any stream (as its other routes),
+   a `chorus_key` or not (it is not looked up).
 
 The stream's `customParameters` may also set `language` (an ISO code, or `auto`); a bad one
 (or one the model does not speak) is closed with 1008 before any audio.
@@ -22,7 +23,8 @@ admits the call as one session per track (`admit_channels`: refused with close 1
 it as a multichannel session (`service/session/multichannel.py`) with `TwilioCodec`: inbound
 (the caller) is channel 0, outbound (the agent) channel 1. It is stored under route
 `/v1/twilio` with the call's SID as its id (`<callSid>-<streamSid>` when a call has streamed
-before), and followed live at `GET /v1/sessions/{callSid}/events`.
+before, a new id when that is taken too: the session's row insert decides, so two streams never
+share an id, a feed or a live handle), and followed live at `GET /v1/sessions/{callSid}/events`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import msgspec
 import trio
 from starlette.websockets import WebSocket
 
-from actors.store.actor import SessionNotFound, StoreError
 from actors.store.schema import SESSION_ID
 from protocol.codec import ProtocolError
 from protocol.dialects.twilio import (
@@ -58,7 +59,7 @@ from service.session.multichannel_serving import (
     run_guarded,
 )
 from service.session.ports import ClientGone, StreamOptions
-from service.session.record import as_is
+from service.session.record import as_is, new_session_id
 from service.session.sockets import StarletteSocket
 
 log = logging.getLogger("chorus.twilio")
@@ -68,10 +69,14 @@ CALL_PARAMETERS = ("language",)  # session options a stream's parameters may set
 
 
 def requested_url(websocket: WebSocket) -> str:
-    """The URL Twilio signed: `wss://`, the Host it connected to, the path and query."""
-    query = websocket.scope.get("query_string", b"").decode("latin-1")
+    """The URL Twilio signed: `wss://`, the Host it connected to, the path as it was sent
+    (`raw_path`: still percent-encoded) and the query."""
+    scope = websocket.scope
+    query = scope.get("query_string", b"").decode("latin-1")
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else websocket.url.path
     host = websocket.headers.get("host", "")
-    return f"wss://{host}{websocket.url.path}" + (f"?{query}" if query else "")
+    return f"wss://{host}{path}" + (f"?{query}" if query else "")
 
 
 async def twilio_endpoint(websocket: WebSocket) -> None:
@@ -116,14 +121,15 @@ async def _serve(
         await socket.close(1013, refusal.code)
         return
     try:
-        session_id = await _session_id(runtime, start)
         codec = TwilioCodec(start.tracks)
-        route = "/v1/twilio"
-        session = multichannel(
-            services, socket, codec, config, route, client, as_is,
-            session_id=session_id, interleaved=False,
-        )  # fmt: skip
-        await run_guarded(session)
+        for session_id in session_ids(start):  # the first one the store takes
+            session = multichannel(
+                services, socket, codec, config, "/v1/twilio", client, as_is,
+                session_id=session_id, interleaved=False,
+            )  # fmt: skip
+            if await run_guarded(session):
+                return
+            log.info("Twilio stream %s: session id %s is taken", start.streamSid, session_id)
     finally:
         admissions.release()
 
@@ -181,23 +187,18 @@ def _client(
     if signed:
         return key_identity("", runtime.settings.twilio_tenant)
     keys = runtime.security.api_keys
-    key = start.customParameters.get(KEY_PARAMETER)
-    if key:
-        return keys.match(key)
     if not keys.keys and not runtime.settings.twilio_auth_token:
-        return Caller.of(websocket).client  # an open server
-    return None
+        return Caller.of(websocket).client  # an open server: any stream, a key or not
+    key = start.customParameters.get(KEY_PARAMETER)
+    return keys.match(key) if key else None
 
 
-async def _session_id(runtime: Runtime, start: StartDetails) -> str | None:
-    """The call's SID, unless the store has it already (then with the stream's SID); None
-    (a new id) for a SID that is no session id."""
+def session_ids(start: StartDetails) -> list[str]:
+    """The call's ids to try, in order: its SID, `<callSid>-<streamSid>`, then a new id (the
+    session's row insert decides which is free, so two streams never share one); only a new
+    id for SIDs that are no session ids."""
+    fresh = new_session_id()
     if not SESSION_ID.fullmatch(start.callSid) or not SESSION_ID.fullmatch(start.streamSid):
-        return None
-    try:
-        await runtime.store.get_session(start.callSid)
-    except SessionNotFound:
-        return start.callSid
-    except (StoreError, ValueError):
-        return None
-    return f"{start.callSid}-{start.streamSid}"
+        return [fresh]
+    both = f"{start.callSid}-{start.streamSid}"
+    return [start.callSid, *([both] if SESSION_ID.fullmatch(both) else []), fresh]

@@ -2,9 +2,11 @@
 
 `Feeds` is the app's one registry (a field of `SessionServices`, so every route's sessions have
 it): a session's `FeedHooks` (its store hooks, wrapped by `serve_session` and by multichannel
-sessions) opens the session's `Feed` as the session starts, publishes each final once the store
-has it, and closes the feed when the session has ended. `GET /v1/sessions/{id}/events`
-(`service/routes/events.py`) follows a feed.
+sessions) opens the session's `Feed` once the session has started (its row inserted: an id that
+is another session's is refused by the insert, and opens nothing), publishes each final once the
+store has it, and closes its own feed when the session has ended. A feed is its session's alone:
+`Feeds.open` refuses an id that is open already, and `close` forgets only the closer's feed.
+`GET /v1/sessions/{id}/events` (`service/routes/events.py`) follows a feed.
 
 Publishing never waits: each follower has a bounded queue (`queue_size` finals), and a follower
 whose queue is full is dropped (its queue closed, `dropped` set), so a slow follower never slows
@@ -83,13 +85,19 @@ class Feeds:
     queue_size: int = QUEUE_SIZE
     _feeds: dict[str, Feed] = attrs.field(factory=dict)
 
-    def open(self, session_id: str) -> Feed:
-        return self._feeds.setdefault(session_id, Feed())
+    def open(self, session_id: str) -> Feed | None:
+        """A new feed for `session_id`; None where one is open already (another session's: an
+        id's feed is its owner's, never joined)."""
+        if session_id in self._feeds:
+            return None
+        feed = self._feeds[session_id] = Feed()
+        return feed
 
-    def close(self, session_id: str) -> None:
-        feed = self._feeds.pop(session_id, None)
-        if feed is not None:
-            feed.end()
+    def close(self, session_id: str, feed: Feed) -> None:
+        """End `feed`, and forget it if it is `session_id`'s (never another session's)."""
+        if self._feeds.get(session_id) is feed:
+            del self._feeds[session_id]
+        feed.end()
 
     def follow(self, session_id: str) -> Following | None:
         """Follow a live session (None: it is not live here); `TooManyFollowers`."""
@@ -116,9 +124,13 @@ class FeedHooks:
         self._feed = Feed()
 
     async def started(self, session: SessionInfo) -> Error | None:
+        """The inner hooks' `started` first: the feed opens once the session's row is in (an id
+        that is another session's raises, `AlreadyStored`, and opens nothing)."""
+        notice = await self._inner.started(session)
         self._session_id = session.session_id
-        self._feed = self._feeds.open(session.session_id)
-        return await self._inner.started(session)
+        feed = self._feeds.open(session.session_id)
+        self._feed = Feed() if feed is None else feed  # an id live here already: unfollowed
+        return notice
 
     async def audio(self, samples: Samples) -> Error | None:
         return await self._inner.audio(samples)
@@ -132,4 +144,4 @@ class FeedHooks:
         try:
             await self._inner.ended(reason, duration_s)
         finally:
-            self._feeds.close(self._session_id)
+            self._feeds.close(self._session_id, self._feed)

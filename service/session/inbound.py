@@ -33,6 +33,7 @@ from protocol.native import (
 )
 from service.session.config import SessionConfig, check_config, ready_frame, settle
 from service.session.messages import Command
+from service.session.ports import SessionLimits
 from service.session.record import Session
 
 
@@ -74,15 +75,9 @@ class ClientProtocol:
         before the next is worked out (handing audio on may wait behind the pacer, and each
         item's deadlines count from when the reader gets to it)."""
         limits = self._limits
-        if _too_large(message, limits.max_frame_bytes, limits.max_message_bytes):
-            kind = "binary frame" if isinstance(message, bytes) else "text message"
-            yield Error(
-                code="frame_too_large",
-                message=(
-                    f"{kind} of {len(message)} bytes is over the limit ("
-                    f"{limits.max_frame_bytes} binary, {limits.max_message_bytes} text)"
-                ),
-            )
+        too_large = too_large_error(message, limits)
+        if too_large is not None:
+            yield too_large
             return
         try:
             items = self._session.codec.decode(message)
@@ -153,7 +148,19 @@ class ClientProtocol:
         return Ended(code, farewell=farewell)
 
 
-def _too_large(message: str | bytes, frame_limit: int, text_limit: int) -> bool:
+def too_large_error(message: str | bytes, limits: SessionLimits) -> Error | None:
+    """The non-fatal `frame_too_large` for a message over the session's limits (None: within
+    them); a multichannel session's demux checks each message so too, before it splits it."""
     if isinstance(message, bytes):
-        return len(message) > frame_limit
-    return len(message) > text_limit
+        if len(message) <= limits.max_frame_bytes:
+            return None
+    elif len(message) <= limits.max_message_bytes:
+        return None
+    kind = "binary frame" if isinstance(message, bytes) else "text message"
+    return Error(
+        code="frame_too_large",
+        message=(
+            f"{kind} of {len(message)} bytes is over the limit ("
+            f"{limits.max_frame_bytes} binary, {limits.max_message_bytes} text)"
+        ),
+    )

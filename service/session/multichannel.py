@@ -20,7 +20,9 @@ the session answers once (`ChannelAnswers`, `service/session/channel_answers.py`
 `finalized` after every targeted channel's final, one `configured`. The session is stored once
 (`hooks`), its finals tagged with their channel. When every channel has ended the demux is
 cancelled; a client that leaves ends the demux, which closes the inboxes, and each channel reads
-that as its client gone (its finals still reach the store).
+that as its client gone (its finals still reach the store). A channel that ends while others go
+on (its idle timeout, a limit) is logged and told to the client once, as a non-fatal `Error`
+`channel_ended`; what is sent to it afterwards is dropped.
 
 Memory: each channel's pipeline holds what `supervisor.memory_bound` says of a mono session of
 the same encoding (its commands are the channel's share of each client message), plus the
@@ -32,6 +34,7 @@ split copy). A two-channel call is about two sessions' worth.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Protocol
@@ -64,6 +67,7 @@ from service.session.channel_answers import ChannelAnswers
 from service.session.channels import ChannelHooks, ChannelSocket, Outgoing
 from service.session.config import ready_frame
 from service.session.handle import SessionHandle
+from service.session.inbound import too_large_error
 from service.session.ports import (
     ClientGone,
     FrameSocket,
@@ -74,7 +78,9 @@ from service.session.ports import (
 )
 from service.session.record import Session, new_session_id
 from service.session.supervisor import run_session
+from service.session.vocabulary import configure_error
 
+log = logging.getLogger("chorus.session")
 STOP, KEEPALIVE = '{"type":"stop"}', '{"type":"keepalive"}'
 ChannelMaker = Callable[[int, ChannelSocket, SessionHooks], Session]
 
@@ -139,10 +145,8 @@ async def run_multichannel(session: Multichannel) -> None:
     outcome = _Outcome(answers=ChannelAnswers(channels))
     notice = await session.hooks.started(session.info())
     if session.config.record and notice is None:
-        notice = Error(
-            code="recording_disabled",
-            message="multichannel sessions are not recorded; the session goes on unrecorded",
-        )
+        message = "multichannel sessions are not recorded; the session goes on unrecorded"
+        notice = Error(code="recording_disabled", message=message)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_write, session, sockets, outgoing, outcome, notice)
@@ -185,6 +189,10 @@ async def _read(
             except ClientGone:
                 outcome.client_gone = True
                 return
+            too_large = too_large_error(message, session.options.limits)
+            if too_large is not None:  # as a mono session's reader does (`inbound.py`)
+                await outbox.send(too_large)
+                continue
             try:
                 items = session.codec.decode(message)
             except ProtocolError as error:
@@ -217,6 +225,7 @@ class _Demux:
             Deinterleaver(config.encoding, config.channels) if session.interleaved else None
         )
         self.gone = False
+        self.gone_channels: set[int] = set()
 
     async def route(self, item: Inbound | ChannelAudio) -> bool:
         match item:
@@ -231,28 +240,24 @@ class _Demux:
             case Finalize(channel=int(channel)) if 0 <= channel < len(self.inboxes):
                 await self.finalize(item, [channel])
             case Finalize(channel=channel):
-                await self.outbox.send(
-                    Error(
-                        code="invalid_channel",
-                        message=f"no channel {channel}: this session has {len(self.inboxes)}",
-                    )
-                )
+                message = f"no channel {channel}: this session has {len(self.inboxes)}"
+                await self.outbox.send(Error(code="invalid_channel", message=message))
             case Stop():
                 await self.to_all(STOP)
                 return False
             case KeepAlive():
                 await self.to_all(KEEPALIVE)
             case Configure():  # every channel's vocabulary; answered once (`ChannelAnswers`)
-                await self.to_all(encoder.encode(item).decode())
+                refused = configure_error(item)  # checked once: a dialect's is unchecked
+                if refused is not None:
+                    await self.outbox.send(refused)
+                else:
+                    await self.to_all(encoder.encode(item).decode())
             case Ping():
                 await self.give(0, encoder.encode(item).decode())
             case Config():
-                await self.outbox.send(
-                    Error(
-                        code="config_after_start",
-                        message="a multichannel session takes its config from the query only",
-                    )
-                )
+                message = "a multichannel session takes its config from the query only"
+                await self.outbox.send(Error(code="config_after_start", message=message))
         return not self.gone
 
     async def finalize(self, finalize: Finalize, channels: Sequence[int]) -> None:
@@ -287,8 +292,19 @@ class _Demux:
                     self.gone = True
                     return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.ended(channel)
             return False
         return True
+
+    async def ended(self, channel: int) -> None:
+        """A channel that has ended while the session goes on: logged and told to the client
+        once (a non-fatal `channel_ended`), never dropped silently."""
+        if channel in self.gone_channels:
+            return
+        self.gone_channels.add(channel)
+        log.info("a multichannel session's channel %d has ended; its audio is dropped", channel)
+        message = f"channel {channel} has ended; what is sent to it is dropped"
+        await self.outbox.send(Error(code="channel_ended", message=message, fatal=False))
 
 
 def _for_a_channel(finalize: Finalize, token: int | None) -> str:

@@ -20,6 +20,7 @@ import msgspec
 import trio
 from starlette.websockets import WebSocket
 
+from actors.store.schema import AlreadyStored
 from protocol.native import COMPANDED, Config, Error, Final
 from service.policy.caller import Caller
 from service.policy.limits import Admission
@@ -130,7 +131,9 @@ async def serve_multichannel(
             await socket.close(1008, problem.code)
             return
         session = multichannel(services, socket, codec, config, route, client, annotate)
-        await run_guarded(session)
+        if not await run_guarded(session):  # a new id is another session's: never so far
+            log.error("multichannel session %s: its id is taken", session.session_id)
+            await socket.close(1011, "internal error")
 
 
 @asynccontextmanager
@@ -147,13 +150,17 @@ async def admitted_channels(
             await socket.drain()
 
 
-async def run_guarded(session: Multichannel) -> None:
-    """Run it; a failure is logged and closes the connection with 1011."""
+async def run_guarded(session: Multichannel) -> bool:
+    """Run it; False, with nothing run or sent, when its id is another session's (the store
+    refused its row: `AlreadyStored`). A failure is logged and closes the connection with 1011."""
     try:
         await run_multichannel(session)
+    except AlreadyStored:  # raised only by `started`, before the session's nursery
+        return False
     except Exception:
         log.exception("multichannel session %s failed", session.session_id)
         await session.socket.close(1011, "internal error")
+    return True
 
 
 def multichannel(

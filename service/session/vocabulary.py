@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import attrs
 
 from actors.model.vocabulary import Vocabulary, vocabulary_problem
-from protocol.native import Config, Configure, Configured, Error
+from protocol.native import MAX_PROMPT_CHARS, Config, Configure, Configured, Error
 
 
 @attrs.define
@@ -32,9 +32,19 @@ class SessionVocabulary:
 
     def configure(self, frame: Configure, config: Config) -> Configured | Error:
         """Apply one `configure` frame on top of `config`'s vocabulary; the answer."""
-        problem = vocabulary_problem(frame.keyterms)
-        if problem is not None:
-            return Error(code="invalid_vocabulary", message=problem)
+        refused = configure_error(frame)
+        if refused is not None:
+            return refused
         current = self.current(config.keyterms, config.prompt)
         self.changed = current.changed(frame.keyterms, frame.prompt)
         return Configured(keyterms=list(self.changed.keyterms), prompt=self.changed.prompt)
+
+
+def configure_error(frame: Configure) -> Error | None:
+    """The `invalid_vocabulary` error for a `configure` no session takes (None: it may be
+    taken); a multichannel session checks it once, before every channel gets it, as a
+    dialect's `Configure` is built without the native frame's limits."""
+    problem = vocabulary_problem(frame.keyterms)
+    if problem is None and frame.prompt is not None and len(frame.prompt) > MAX_PROMPT_CHARS:
+        problem = f"a prompt holds at most {MAX_PROMPT_CHARS} characters"
+    return None if problem is None else Error(code="invalid_vocabulary", message=problem)

@@ -259,3 +259,4 @@ def test_the_live_stream_on_ws_gets_the_streams_door() -> None:
     assert bounds.message_bytes("/ws", "stream=true&token=k") == 1
     assert bounds.message_bytes("/ws", "stream=1") == 1
     assert bounds.message_bytes("/v1/stream") == 1
+    assert bounds.message_bytes("/v1/twilio") == 16 << 10  # Twilio's messages are small

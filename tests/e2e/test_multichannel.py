@@ -233,3 +233,31 @@ async def test_each_channel_takes_a_session_slot(tiny_model: SpeechModel, tmp_pa
         )
     assert stereo.status_code == 429 and b"too_many_sessions" in stereo.body
     assert mono.close_code == 1000  # the same client, one slot: a mixed-down session fits
+
+
+async def test_a_deepgram_configure_on_a_stereo_call_is_checked_and_answered_once(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    huge = json.dumps({"type": "Configure", "features": {f"f{i}": True for i in range(9000)}})
+    outgoing: list[str | bytes] = [
+        bytes(6400),
+        json.dumps({"type": "Configure", "keyterms": ["x" * 101]}),  # a term too long
+        json.dumps({"type": "Configure", "keyterms": ["Chorus"] * 101}),  # too many
+        huge,  # over the session's text limit
+        json.dumps({"type": "Configure", "features": {"smart_format": True}}),  # keeps terms
+        json.dumps({"type": "CloseStream"}),
+    ]
+    query = "multichannel=true&channels=2&encoding=linear16&sample_rate=16000"
+    async with serving(tiny_model, tmp_path) as address:
+        result = await exchange(f"ws://{address}/v1/listen?{query}", outgoing)
+    answers = [m for m in result.messages if m["type"].startswith(("Configure", "Error"))]
+    assert [m["type"] for m in answers] == [
+        "ConfigureFailure",
+        "ConfigureFailure",
+        "Error",
+        "ConfigureSuccess",
+    ], answers
+    assert {m["code"] for m in answers[:2]} == {"CONFIGURE_KEYTERM_LIMIT_EXCEEDED"}
+    assert answers[2]["code"] == "frame_too_large" and len(huge) > 64 << 10
+    assert answers[3].get("keyterms") is None  # it set none: nothing stale answered for it
+    assert result.close_code == 1000

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from conftest import serve_app
 from support.audio_files import DATA, g711_encode, load, telephone_band
 from support.dialect_helpers import overlap
@@ -143,11 +144,12 @@ def test_signatures_and_track_alignment() -> None:
     assert not signature_matches(TOKEN, url + "?x=1", signed)
     codec = TwilioCodec(["outbound", "inbound"])
     media = {"track": "outbound", "chunk": "1", "timestamp": "100", "payload": "AAE="}
-    [audio] = codec.decode(json.dumps({"event": "media", "media": media}))
+    inbound, audio = codec.decode(json.dumps({"event": "media", "media": media}))
     assert audio == ChannelAudio(1, b"\xff" * 800 + b"\x00\x01")  # 100 ms of silence first
+    assert inbound == ChannelAudio(0, b"\xff" * 800)  # one clock: the other track too
     media |= {"timestamp": "100", "track": "inbound"}
     [audio] = codec.decode(json.dumps({"event": "media", "media": media}))
-    assert isinstance(audio, ChannelAudio) and audio.channel == 0 and len(audio.data) == 802
+    assert audio == ChannelAudio(0, b"\x00\x01")
     assert codec.decode(json.dumps({"event": "dtmf", "dtmf": {"digit": "1"}})) == []
 
 
@@ -275,3 +277,54 @@ async def test_a_native_session_is_followed_while_it_runs(
     assert finals and [data["text"] for name, data in followed if name == "final"] == finals
     assert followed[-1] == ("end", {"reason": "ended"})
     assert all("channel" not in data for _, data in followed)
+
+
+async def test_streams_of_one_call_are_stored_and_followed_each_under_its_own_id(
+    tiny_model: SpeechModel, tmp_path: Path
+) -> None:
+    call_sid, first, second = "CA" + "d" * 32, "MZ" + "1" * 32, "MZ" + "2" * 32
+    both = call_messages(call_sid, {})
+    caller_only = [m.replace(first, second) for m in both if '"track": "outbound"' not in m]
+    # the same call three times; the third repeats the second's stream SID
+    streams = [both, caller_only, [m.replace(first, second) for m in both]]
+    ids = [call_sid, f"{call_sid}-{second}"]
+    async with twilio_server(tiny_model, tmp_path) as address:
+        host, port = address.split(":")
+        headers = [("X-Twilio-Signature", signature(TOKEN, f"wss://{address}/v1/twilio"))]
+        followed: dict[str, list[tuple[str, Any]]] = {}
+        async with (
+            httpx.AsyncClient(base_url=f"http://{address}") as http,
+            connect_from("127.0.0.1", host, int(port), "/v1/twilio", headers) as one,
+            connect_from("127.0.0.1", host, int(port), "/v1/twilio", headers) as two,
+            connect_from("127.0.0.1", host, int(port), "/v1/twilio", headers) as three,
+        ):
+            for ws, messages, session_id in zip((one, two), streams, ids, strict=False):
+                for message in messages[:2]:  # connected, start: stored, one after the other
+                    await ws.send_message(message)
+                await wait_stored(http, session_id, "twilio-key")
+            for message in streams[2][:2]:
+                await three.send_message(message)
+
+            async def follower(session_id: str) -> None:
+                followed[session_id] = await follow(address, session_id, "twilio-key")
+
+            async with trio.open_nursery() as nursery:
+                for session_id in ids:
+                    nursery.start_soon(follower, session_id)
+                await trio.testing.wait_all_tasks_blocked(0.05)  # both followers are in
+                for ws, messages in zip((one, two, three), streams, strict=True):
+                    nursery.start_soon(play, ws, messages[2:])
+            stored = {
+                session_id: (
+                    await http.get(f"/v1/sessions/{session_id}", headers=_auth("admin-key"))
+                ).json()
+                for session_id in ids
+            }
+            listed = (await http.get("/v1/sessions", headers=_auth("admin-key"))).json()
+    assert len([s for s in listed["sessions"] if s["route"] == "/v1/twilio"]) == 3
+    for session_id in ids:  # each follower saw its own session's finals, and only those
+        live = [data for name, data in followed[session_id] if name == "final"]
+        assert sorted(live, key=lambda u: u["index"]) == stored[session_id]["utterances"]
+        assert followed[session_id][-1] == ("end", {"reason": "ended"})
+    assert {u["channel"] for u in stored[ids[0]]["utterances"]} == {0, 1}
+    assert {u["channel"] for u in stored[ids[1]]["utterances"]} == {0}  # the caller only

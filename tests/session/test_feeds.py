@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 from actors.store.schema import SessionDetail, SessionRecord, StoredUtterance
 from protocol.native import Config, Final
-from service.routes.events import _stream
-from service.session.feeds import Feeds, TooManyFollowers
+from service.routes.events import EventStream, _stream
+from service.session.feeds import Feeds, Following, TooManyFollowers
 from service.session.ports import NoHooks, SessionInfo
 
 
@@ -62,7 +64,7 @@ async def test_the_event_stream_replays_then_follows_without_duplicates() -> Non
     feeds = Feeds(queue_size=2)
     feed = feeds.open("s1")
     following = feeds.follow("s1")
-    assert following is not None
+    assert feed is not None and following is not None
     record = SessionRecord(id="s1", route="/v1/stream", client="c", model="m", language="en")
     detail = SessionDetail(record, (_stored(0), _stored(1)))
     feed.publish(_stored(1))  # stored and published: sent once
@@ -75,3 +77,51 @@ async def test_the_event_stream_replays_then_follows_without_duplicates() -> Non
 
 def _stored(index: int) -> StoredUtterance:
     return StoredUtterance.from_final(final(index))
+
+
+async def test_a_feed_is_its_sessions_alone() -> None:
+    feeds = Feeds()
+    owner = feeds.hooks(NoHooks())
+    await owner.started(SessionInfo("s1", "/v1/twilio", "c", "tiny.en", Config()))
+    follower = feeds.follow("s1")
+    assert feeds.open("s1") is None  # open already: never joined
+    other = feeds.hooks(NoHooks())  # a second session under the same id (never stored so)
+    await other.started(SessionInfo("s1", "/v1/twilio", "c", "tiny.en", Config()))
+    await other.ended("stop", 1.0)
+    assert follower is not None and follower in owner._feed.followers  # the owner's goes on
+    assert feeds.follow("s1") is not None
+    await owner.ended("stop", 1.0)
+    assert feeds.follow("s1") is None
+
+
+def _replaying(feeds: Feeds) -> tuple[SessionDetail, Following]:
+    """A live session with two stored finals, and one follower of it."""
+    assert feeds.open("s1") is not None
+    following = feeds.follow("s1")
+    assert following is not None
+    record = SessionRecord(id="s1", route="/v1/stream", client="c", model="m", language="en")
+    return SessionDetail(record, (_stored(0), _stored(1))), following
+
+
+async def test_a_follower_that_leaves_during_the_replay_leaves_the_feed() -> None:
+    feeds = Feeds(max_followers=1)
+    detail, following = _replaying(feeds)
+    stream = _stream(detail, following)
+    assert "event: final" in await anext(stream)  # the first stored final; then it leaves
+    await stream.aclose()
+    assert feeds.follow("s1") is not None  # its place is free again
+
+
+async def test_a_response_never_iterated_still_lets_its_follower_go() -> None:
+    feeds = Feeds(max_followers=1)
+    detail, following = _replaying(feeds)
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}  # gone before the first event
+
+    async def send(message: Message) -> None:
+        raise OSError("gone")
+
+    with pytest.raises((OSError, ClientDisconnect)):
+        await EventStream(detail, following)({"type": "http"}, receive, send)
+    assert feeds.follow("s1") is not None

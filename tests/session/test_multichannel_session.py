@@ -14,7 +14,7 @@ from support.fakes import FakeSocket, FakeTranscriber
 from support.session_parts import RecordingHooks, speech_with_pauses
 
 from protocol.codec import NativeCodec
-from protocol.native import Config, Configured, Final, Finalized, Ready, Stopped
+from protocol.native import Config, Configured, Error, Final, Finalized, Ready, Stopped
 from service.session.admission import LiveSessions
 from service.session.channels import ChannelCodec, ChannelSocket
 from service.session.multichannel import Multichannel, run_multichannel
@@ -133,3 +133,23 @@ async def test_a_finalize_with_an_id_is_answered_once_after_every_targeted_chann
     first, second, _ = (i for i, frame in enumerate(frames) if isinstance(frame, Finalized))
     assert right < first and max(left, right) < second  # each after its channels' finals
     assert isinstance(frames[-1], Stopped) and socket.closed_with == 1000
+
+
+async def test_a_channel_that_ends_while_the_others_go_on_is_told_to_the_client_once() -> None:
+    socket, hooks, live = FakeSocket(), RecordingHooks(), LiveSessions()
+    audio = stereo(speech_with_pauses(), speech_with_pauses())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_multichannel, session(socket, hooks, live))
+        await socket.to_server.send(audio[:12800])
+        await trio.testing.wait_all_tasks_blocked()
+        live["call.1"].stop("server_shutdown", 1012)  # channel 1 alone ends
+        await trio.testing.wait_all_tasks_blocked()
+        for offset in range(12800, len(audio), 12800):  # channel 0 goes on
+            await socket.to_server.send(audio[offset : offset + 12800])
+        await socket.to_server.send(json.dumps({"type": "stop"}))
+    frames = await socket.frames()
+    errors = [frame for frame in frames if isinstance(frame, Error)]
+    assert [(error.code, error.fatal) for error in errors] == [("channel_ended", False)]
+    assert "channel 1" in errors[0].message
+    assert {frame.channel for frame in frames if isinstance(frame, Final)} == {0}
+    assert isinstance(frames[-1], Stopped)

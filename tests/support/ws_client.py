@@ -104,7 +104,9 @@ class Rejection:
     body: bytes
 
 
-async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> Rejection:
+async def rejected(
+    url: str, headers: list[tuple[str, str]] | None = None, *, host: str | None = None
+) -> Rejection:
     """Ask for a WebSocket upgrade that the server must refuse; return its refusal.
 
     A raw HTTP/1.1 upgrade request (h11) over a TCP stream this function opens and closes, so
@@ -115,7 +117,7 @@ async def rejected(url: str, headers: list[tuple[str, str]] | None = None) -> Re
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     upgrade = [
-        ("Host", parts.netloc),
+        ("Host", host or parts.netloc),  # `host`: another Host than the URL's
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Key", key),

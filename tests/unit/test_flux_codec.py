@@ -208,11 +208,18 @@ def test_each_configure_is_answered_once() -> None:
     assert flux.thresholds.eot_timeout_ms == 5000  # refused whole
 
 
-def test_bad_input_is_an_error_message() -> None:
+def test_bad_input_is_a_warning_and_only_an_ending_is_an_error() -> None:
+    from deepgram.listen.v2.types import ListenV2FatalError, ListenV2Warning
+
     flux, _ = codec()
     with pytest.raises(ProtocolError) as caught:
         flux.decode('{"type": "Shout"}')
-    [error] = encode_all(flux, Error(code=caught.value.code, message=caught.value.message))
-    assert error["type"] == "Error" and error["code"] == "UNKNOWN_TYPE"
-    assert error["sequence_id"] == 1 and "Flux" in error["description"]
+    [warning] = encode_all(flux, Error(code=caught.value.code, message=caught.value.message))
+    # the SDK's own models, strictly: a non-fatal one is never the SDK's fatal `Error`
+    assert ListenV2Warning.model_validate(warning).code == "UNKNOWN_TYPE"
+    assert warning["type"] == "Warning" and warning["request_id"] == flux.request_id
+    assert warning["sequence_id"] == 1 and "Flux" in warning["description"]
+    [fatal] = encode_all(flux, Error(code="idle_timeout", message="closing", fatal=True))
+    assert ListenV2FatalError.model_validate(fatal).code == "IDLE_TIMEOUT"
+    assert fatal["type"] == "Error" and fatal["sequence_id"] == 2
     assert flux.decode(b"") == [Stop()]
