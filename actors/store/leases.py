@@ -30,12 +30,14 @@ import hashlib
 from collections.abc import Collection
 
 import attrs
-import msgspec
 
-from actors.store.schema import SessionNotFound, StoredUtterance, StoredWord
+from actors.store.schema import (
+    UTTERANCE_COLUMNS,
+    SessionNotFound,
+    StoredUtterance,
+    utterance_of,
+)
 from actors.store.sql import Connection
-
-_words_decoder = msgspec.json.Decoder(tuple[StoredWord, ...])
 
 
 def hash_token(token: str) -> str:
@@ -175,25 +177,10 @@ def stored_finals(
     db: Connection, session_id: str
 ) -> tuple[tuple[int | None, StoredUtterance], ...]:
     rows = db.execute(
-        'SELECT seq, idx, start, "end", text, language, confidence, words FROM utterances'
-        " WHERE session_id = ? ORDER BY idx",
+        f"SELECT seq, {UTTERANCE_COLUMNS} FROM utterances WHERE session_id = ? ORDER BY idx",
         (session_id,),
     ).fetchall()
-    return tuple(
-        (
-            seq,
-            StoredUtterance(
-                index=index,
-                start=start,
-                end=end,
-                text=text,
-                language=language,
-                confidence=confidence,
-                words=None if words is None else _words_decoder.decode(words),
-            ),
-        )
-        for seq, index, start, end, text, language, confidence, words in rows
-    )
+    return tuple((row[0], utterance_of(tuple(row[1:]))) for row in rows)
 
 
 OpenRow = tuple[str, float, int | None, float]

@@ -245,25 +245,34 @@ def select_page(
     return SessionPage(sessions, next_page)
 
 
+UTTERANCE_COLUMNS = 'idx, start, "end", text, language, confidence, words, channel'
+"""The columns `utterance_of` reads, in its order."""
+
+
+def utterance_of(row: tuple[Any, ...]) -> StoredUtterance:
+    """A stored final from a row of `UTTERANCE_COLUMNS`."""
+    index, start, end, text, language, confidence, words, channel = row
+    return StoredUtterance(
+        index=index,
+        start=start,
+        end=end,
+        text=text,
+        language=language,
+        confidence=confidence,
+        words=None if words is None else _words_decoder.decode(words),
+        channel=channel,
+    )
+
+
 def select_session(db: Connection, session_id: str) -> SessionDetail:
     row = db.execute(f"SELECT {_COLUMNS} FROM sessions AS s WHERE s.id = ?", (session_id,))
     found = row.fetchone()
     if found is None:
         raise SessionNotFound(session_id)
     utterances = tuple(
-        StoredUtterance(
-            index=index,
-            start=start,
-            end=end,
-            text=text,
-            language=language,
-            confidence=confidence,
-            words=None if words is None else _words_decoder.decode(words),
-            channel=channel,
-        )
-        for index, start, end, text, language, confidence, words, channel in db.execute(
-            'SELECT idx, start, "end", text, language, confidence, words, channel FROM utterances'
-            " WHERE session_id = ? ORDER BY idx",
+        utterance_of(row)
+        for row in db.execute(
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances WHERE session_id = ? ORDER BY idx",
             (session_id,),
         )
     )

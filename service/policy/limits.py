@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Protocol
 
 import attrs
 from starlette.exceptions import HTTPException
@@ -152,6 +153,12 @@ class GateStatistics:
     max_sessions_per_client: int
     refused_per_client: int
     refused_full: int
+
+
+class Releasable(Protocol):
+    """What an admitted connection gives back: one `Admission`, or a multichannel call's."""
+
+    def release(self) -> None: ...
 
 
 class Admission:

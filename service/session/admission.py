@@ -36,7 +36,7 @@ from service.config import Settings
 from service.policy.caller import Caller
 from service.policy.capacity import CapacityMeter, CapacityStatistics, Counters
 from service.policy.latency import FinalWaits
-from service.policy.limits import Admission, SessionGate
+from service.policy.limits import Admission, Releasable, SessionGate
 from service.policy.refusal import Refusal
 from service.policy.security import refuse_websocket
 from service.session.config import check_config
@@ -339,7 +339,7 @@ async def turn_away(websocket: WebSocket, route: str, client: str, refusal: Refu
 
 
 @asynccontextmanager
-async def admitted(websocket: WebSocket, admission: Admission) -> AsyncIterator[StarletteSocket]:
+async def admitted(websocket: WebSocket, admission: Releasable) -> AsyncIterator[StarletteSocket]:
     """The life every admitted WebSocket connection shares (sessions and `/ws` recordings):
     the connection as a `StarletteSocket`; when it ends, however it ends, its admission slot
     is given back and what the client still sends is drained (`StarletteSocket.drain`)."""

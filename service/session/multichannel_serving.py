@@ -12,8 +12,7 @@ itself. The admission slots are given back when the session ends, however it end
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import attrs
 import msgspec
@@ -29,6 +28,7 @@ from service.session.admission import (
     SessionServices,
     _subprotocol,
     admit,
+    admitted,
     observe,
     turn_away,
 )
@@ -122,7 +122,7 @@ async def serve_multichannel(
     except Refusal as refusal:
         await turn_away(websocket, route, client, refusal)
         return
-    async with admitted_channels(websocket, admissions) as socket:
+    async with admitted(websocket, admissions) as socket:
         await websocket.accept(subprotocol=_subprotocol(websocket, None))
         if problem is not None:
             problem.fatal = True
@@ -134,20 +134,6 @@ async def serve_multichannel(
         if not await run_guarded(session):  # a new id is another session's: never so far
             log.error("multichannel session %s: its id is taken", session.session_id)
             await socket.close(1011, "internal error")
-
-
-@asynccontextmanager
-async def admitted_channels(
-    websocket: WebSocket, admissions: Admissions
-) -> AsyncIterator[StarletteSocket]:
-    """The connection, with its slots given back and what the client still sends drained."""
-    socket = StarletteSocket(websocket)
-    try:
-        yield socket
-    finally:
-        admissions.release()
-        with trio.CancelScope(shield=True):
-            await socket.drain()
 
 
 async def run_guarded(session: Multichannel) -> bool:
