@@ -159,18 +159,19 @@ class LeaseKeeper:
         this sweep ended."""
         now = time.time()
         held, replica, until = list(self._held), self.replica, now + self.lease_s
-        renewed: frozenset[str] = await self._write(
-            lambda db: leases.hold(db, held, replica, until)
-        )
+        renewed: frozenset[str] = frozenset()
+        if held:  # an idle replica renews nothing: no transaction
+            renewed = await self._write(lambda db: leases.hold(db, held, replica, until))
         if lost := set(held) - renewed:
             self._held -= lost
             log.warning("no longer holds %d sessions (ended, or taken over by another replica):"
                         " %s", len(lost), ", ".join(sorted(lost)))  # fmt: skip
         swept, repaired = await self._sweep(now)
-        spooled = list(self._spooled)
-        rows: dict[str, bool] = await self._write(lambda db: sessions_among(db, spooled))
-        ended = {id_ for id_ in spooled if not rows.get(id_, False)}
-        self._spooled -= ended
+        ended: set[str] = set()
+        if spooled := list(self._spooled):  # most sweeps have none: no transaction for them
+            rows: dict[str, bool] = await self._write(lambda db: sessions_among(db, spooled))
+            ended = {id_ for id_ in spooled if not rows.get(id_, False)}
+            self._spooled -= ended
         if swept or repaired or ended:
             self._recover |= swept | repaired | ended
             self._recover_wanted.set()
