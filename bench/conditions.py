@@ -13,6 +13,12 @@ changes hold WER on the shared English set and on noisy (10 dB babble) and telep
 - **telephone**: 300-3400 Hz (an FFT mask), resampled to 8 kHz, coded as G.711 μ-law, then
   decoded and resampled back to 16 kHz by Chorus's own `PcmDecoder`: what the server hears
   from a phone bridge sending `encoding=mulaw`.
+- **quiet-phone** and **cafe** are held out (issue 24): made differently from the two above so
+  that accuracy work tuned on those is checked on audio it never saw. quiet-phone is a narrower
+  line (400-3000 Hz with gentle slopes instead of a brick wall) on a caller 18 dB quieter, so
+  that μ-law's coarse steps at low level are heard; cafe is 2-3 other talkers (other seeds,
+  so other voices and places: a few near, intelligible talkers rather than a crowd) at 10 dB
+  plus a pink-noise floor at 15 dB.
 - Every condition ends as 16-bit PCM at 16 kHz (the telephone one as Chorus's decoder gives
   it), so the offline baseline and the streaming path get exactly the same samples.
 """
@@ -30,10 +36,17 @@ import soxr
 from actors.audio.pcm import PcmDecoder, g711_table
 from bench.audio import SAMPLE_RATE, Clip, Samples
 
-Condition = Literal["clean", "babble", "telephone"]
-CONDITIONS: tuple[Condition, ...] = ("clean", "babble", "telephone")
+Condition = Literal["clean", "babble", "telephone", "quiet-phone", "cafe"]
+CONDITIONS: tuple[Condition, ...] = ("clean", "babble", "telephone", "quiet-phone", "cafe")
+DEFAULT_CONDITIONS: tuple[Condition, ...] = ("clean", "babble", "telephone")
+HELD_OUT: tuple[Condition, ...] = ("quiet-phone", "cafe")  # no test or tuning looks at these
 TALKERS = (4, 6)  # fewest and most babble talkers a clip gets
+CAFE_TALKERS = (2, 3)
+CAFE_SNR_DB = 10.0  # speech over the cafe's talkers
+CAFE_FLOOR_SNR_DB = 15.0  # speech over its pink-noise floor
 PHONE_BAND_HZ = (300.0, 3400.0)
+QUIET_BAND_HZ = (400.0, 3000.0)
+QUIET_GAIN_DB = -18.0
 PHONE_RATE = 8000
 PEAK = 0.99  # a mixture louder than this is scaled down to it
 
@@ -51,34 +64,37 @@ def snr_db(speech: Samples, noise: Samples) -> float:
     return float(10 * np.log10(power(speech) / power(noise)))
 
 
-def babble_talkers(target: Clip, clips: Sequence[Clip]) -> tuple[Clip, ...]:
-    """The 4-6 clips, one per other speaker, that talk over `target` (seeded by its name)."""
+def babble_talkers(
+    target: Clip, clips: Sequence[Clip], talkers: tuple[int, int] = TALKERS, seed: str = ""
+) -> tuple[Clip, ...]:
+    """The 4-6 (`talkers`) clips, one per other speaker, that talk over `target` (seeded by its
+    name, and by `seed`)."""
     others: dict[str, list[Clip]] = defaultdict(list)
     for clip in clips:
         if speaker(clip.name) != speaker(target.name) and clip.speech_end > clip.speech_start:
             others[speaker(clip.name)].append(clip)
     speakers = sorted(others)
-    fewest, most = TALKERS
+    fewest, most = talkers
     if len(speakers) < fewest:
         raise ValueError(
             f"babble for {target.name!r} needs {fewest} other speakers, the set has "
             f"{len(speakers)} ({', '.join(speakers) or 'none'})"
         )
-    rng = _rng(target.name)
+    rng = _rng(f"{seed}{target.name}")
     count = min(int(rng.integers(fewest, most + 1)), len(speakers))
     chosen = sorted(int(index) for index in rng.choice(len(speakers), size=count, replace=False))
-    talkers = []
+    chosen_talkers: list[Clip] = []
     for index in chosen:
         voices = sorted(others[speakers[index]], key=lambda clip: clip.name)
-        talkers.append(voices[int(rng.integers(len(voices)))])
-    return tuple(talkers)
+        chosen_talkers.append(voices[int(rng.integers(len(voices)))])
+    return tuple(chosen_talkers)
 
 
-def babble(target: Clip, talkers: Sequence[Clip]) -> Samples:
+def babble(target: Clip, talkers: Sequence[Clip], seed: str = "") -> Samples:
     """The talkers' speech, each looped from a seeded start to `target`'s length and normalised
     to unit RMS, summed (not yet scaled to any SNR)."""
     length = len(target.samples)
-    rng = _rng(f"{target.name}:offsets")
+    rng = _rng(f"{seed}{target.name}:offsets")
     total = np.zeros(length, dtype=np.float64)
     for talker in talkers:
         start, end = int(talker.speech_start * SAMPLE_RATE), int(talker.speech_end * SAMPLE_RATE)
@@ -109,6 +125,31 @@ def babble_version(target: Clip, clips: Sequence[Clip], snr: float = 10.0) -> Sa
     return mixed
 
 
+def pink_noise(length: int, seed: str) -> Samples:
+    """Seeded noise whose power falls 3 dB an octave (1/f), unit RMS."""
+    rng = _rng(f"{seed}:pink")
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    frequencies = np.fft.rfftfreq(length)
+    spectrum[1:] /= np.sqrt(frequencies[1:])
+    spectrum[0] = 0
+    noise = np.fft.irfft(spectrum, length)
+    level = float(np.sqrt(np.mean(noise**2))) if length else 0.0
+    return (noise / level if level > 0 else noise).astype(np.float32)
+
+
+def cafe_version(target: Clip, clips: Sequence[Clip]) -> Samples:
+    """`target` among 2-3 other talkers at 10 dB over a pink-noise floor at 15 dB."""
+    talkers = babble_talkers(target, clips, CAFE_TALKERS, seed="cafe:")
+    speech = target.samples
+    crowd = mix_at_snr(speech, babble(target, talkers, seed="cafe:"), CAFE_SNR_DB) - speech
+    floor = mix_at_snr(speech, pink_noise(len(speech), target.name), CAFE_FLOOR_SNR_DB) - speech
+    mixed: Samples = (speech + crowd + floor).astype(np.float32)
+    peak = float(np.max(np.abs(mixed))) if len(mixed) else 0.0
+    if peak > PEAK:
+        mixed = (mixed * (PEAK / peak)).astype(np.float32)
+    return mixed
+
+
 def telephone_band(samples: Samples, rate: int = SAMPLE_RATE) -> Samples:
     """What a phone line leaves of `samples`: 300-3400 Hz, resampled to 8 kHz."""
     spectrum = np.fft.rfft(samples)
@@ -117,6 +158,18 @@ def telephone_band(samples: Samples, rate: int = SAMPLE_RATE) -> Samples:
     spectrum[(frequencies < low) | (frequencies > high)] = 0
     band = np.fft.irfft(spectrum, len(samples)).astype(np.float32)
     return np.asarray(soxr.resample(band, rate, PHONE_RATE), dtype=np.float32)
+
+
+def soft_band(samples: Samples, band: tuple[float, float], rate: int = SAMPLE_RATE) -> Samples:
+    """`samples` through a gentle band-pass: 4th-order Butterworth-shaped slopes (24 dB an
+    octave) at both edges of `band`, applied as a zero-phase gain on the spectrum."""
+    spectrum = np.fft.rfft(samples)
+    frequencies = np.fft.rfftfreq(len(samples), 1 / rate)
+    low, high = band
+    with np.errstate(divide="ignore"):
+        high_pass = 1 / np.sqrt(1 + (low / np.maximum(frequencies, 1e-9)) ** 8)
+    low_pass = 1 / np.sqrt(1 + (frequencies / high) ** 8)
+    return np.fft.irfft(spectrum * high_pass * low_pass, len(samples)).astype(np.float32)
 
 
 def g711_encode(samples: Samples, law: Literal["mulaw", "alaw"]) -> bytes:
@@ -137,6 +190,15 @@ def telephone_version(samples: Samples) -> Samples:
     return np.concatenate([decoder.feed(coded), decoder.flush()]).astype(np.float32)
 
 
+def quiet_phone_version(samples: Samples) -> Samples:
+    """400-3000 Hz with soft slopes, 18 dB quieter, 8 kHz μ-law, decoded as Chorus decodes it."""
+    band = soft_band(samples, QUIET_BAND_HZ) * 10 ** (QUIET_GAIN_DB / 20)
+    narrow = np.asarray(soxr.resample(band, SAMPLE_RATE, PHONE_RATE), dtype=np.float32)
+    coded = g711_encode(narrow, "mulaw")
+    decoder = PcmDecoder("mulaw", PHONE_RATE)
+    return np.concatenate([decoder.feed(coded), decoder.flush()]).astype(np.float32)
+
+
 def pcm16_round_trip(samples: Samples) -> Samples:
     """What a client sending 16-bit PCM delivers of `samples`."""
     quantized = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
@@ -151,6 +213,10 @@ def condition_audio(
         return pcm16_round_trip(clip.samples)
     if condition == "babble":
         return pcm16_round_trip(babble_version(clip, clips, snr))
+    if condition == "cafe":
+        return pcm16_round_trip(cafe_version(clip, clips))
+    if condition == "quiet-phone":
+        return quiet_phone_version(clip.samples)
     return telephone_version(clip.samples)
 
 

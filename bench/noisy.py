@@ -27,6 +27,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,21 @@ import attrs
 import msgspec
 import numpy as np
 
-from actors.model.port import DecodeOptions, Request, SpeechModel
+from actors.model.port import DecodeOptions, SpeechModel
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
-from bench.audio import SAMPLE_RATE, Samples, load_set, speech_dir
-from bench.conditions import CONDITIONS, Condition, babble_talkers, condition_audio
+from bench.audio import SAMPLE_RATE, Clip, Samples, load_set, speech_dir, to_pcm16
+from bench.conditions import (
+    CAFE_TALKERS,
+    CONDITIONS,
+    DEFAULT_CONDITIONS,
+    Condition,
+    babble_talkers,
+    condition_audio,
+)
+from bench.conversation import Conversation
 from bench.figures import ErrorRate, word_error_rate
 from bench.report import DEFAULT_RESULTS, cpu_model, machine, now_stamp
+from service.session.lead_in import LEAD_IN_MODES, LeadIn, LeadInMode
 from service.session.transcribing import CONTEXT_FINALS
 
 TRAILING_SILENCE_S = 0.5
@@ -59,6 +69,12 @@ class NoisySettings:
     language: str
     show: int
     out: Path
+    conversations: int = 0
+    pause_s: float = 1.0
+    live: int = 0
+    final_lead_in: LeadInMode = "narrowband"
+    server_cmd: str = "uv run chorus serve"
+    server_args: str = ""
 
 
 def parse_conditions(text: str) -> tuple[Condition, ...]:
@@ -77,9 +93,35 @@ def parse_arguments(argv: Sequence[str] | None = None) -> NoisySettings:
     parser.add_argument(
         "--conditions",
         type=parse_conditions,
-        default=CONDITIONS,
-        help="comma-separated, of clean,babble,telephone (default: all three)",
+        default=DEFAULT_CONDITIONS,
+        help=f"comma-separated, of {','.join(CONDITIONS)} (default: the first three; the last "
+        "two are held out: no test or tuning looks at them)",
     )
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=0,
+        help="lay the clips end to end in this many conversations (each clip once, in order, "
+        "--pause-s apart), and score those instead of single clips (default: single clips)",
+    )
+    parser.add_argument("--pause-s", type=float, default=1.0)
+    parser.add_argument(
+        "--live",
+        type=int,
+        default=0,
+        metavar="SESSIONS",
+        help="stream through a real server in real time, SESSIONS at once, instead of the "
+        "clock-free simulation (implies --conversations SESSIONS unless given)",
+    )
+    parser.add_argument(
+        "--final-lead-in",
+        choices=LEAD_IN_MODES,
+        default="narrowband",
+        help="which finals the streaming side decodes after the previous one (as the server's "
+        "CHORUS_FINAL_LEAD_IN; live: passed to the server)",
+    )
+    parser.add_argument("--server-cmd", default="uv run chorus serve")
+    parser.add_argument("--server-args", default="", help="more flags for the server")
     parser.add_argument("--snr-db", type=float, default=10.0, help="babble SNR")
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--compute-type", default="int8")
@@ -87,7 +129,10 @@ def parse_arguments(argv: Sequence[str] | None = None) -> NoisySettings:
     parser.add_argument("--language", default="en")
     parser.add_argument("--show", type=int, default=5, help="clips listed per condition")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
-    return NoisySettings(**vars(parser.parse_args(argv)))
+    settings = NoisySettings(**vars(parser.parse_args(argv)))
+    if settings.live and not settings.conversations:
+        settings = attrs.evolve(settings, conversations=settings.live)
+    return settings
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -140,19 +185,28 @@ class NoisyReport(msgspec.Struct):
 
 
 def stream_clip(
-    model: SpeechModel, audio: Samples, *, beam_size: int, language: str
+    model: SpeechModel,
+    audio: Samples,
+    *,
+    beam_size: int,
+    language: str,
+    lead_in: LeadInMode = "narrowband",
 ) -> list[StreamedFinal]:
     """One live session's finals for `audio`: the server's segmenter, finals decoded in order
-    with the options `service/session/transcribing.py` gives them (an empty final is dropped)."""
+    with the options `service/session/transcribing.py` gives them, after the previous final
+    where its `LeadIn` says so (an empty final is dropped)."""
     padded = np.concatenate([audio, np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)])
     segmenter = Segmenter(SegmenterConfig())
     events = [*segmenter.feed(padded), *segmenter.close()]
     texts: list[str] = []
     finals = []
+    leads = LeadIn(lead_in)
     for segment in (e for e in events if isinstance(e, Segment) and e.final):
         context = " ".join(texts[-CONTEXT_FINALS:]) or None
         options = DecodeOptions(language=language, beam_size=beam_size, context=context)
-        result = model.transcribe_batch([Request(segment.audio, options)])[0]
+        earlier = " ".join(texts[:-1][-CONTEXT_FINALS:]) or None
+        result = model.transcribe_batch([leads.request(segment, options, earlier)])[0]
+        leads.remember(segment, result.text)
         if result.text:
             texts.append(result.text)
         finals.append(
@@ -196,6 +250,154 @@ def streaming_model(settings: NoisySettings) -> SpeechModel:
     )
 
 
+def stream_simulated(
+    settings: NoisySettings, audio: dict[Condition, list[Samples]]
+) -> dict[Condition, tuple[list[list[StreamedFinal]], float]]:
+    """Every piece of audio through `stream_clip`, as many at once as the adapter has workers."""
+    streamed: dict[Condition, tuple[list[list[StreamedFinal]], float]] = {}
+    adapter = streaming_model(settings)
+    workers = max(1, adapter.workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for condition in settings.conditions:
+            begin = time.perf_counter()
+            finals = list(
+                pool.map(
+                    lambda samples: stream_clip(
+                        adapter,
+                        samples,
+                        beam_size=settings.beam_size,
+                        language=settings.language,
+                        lead_in=settings.final_lead_in,
+                    ),
+                    audio[condition],
+                )
+            )
+            streamed[condition] = (finals, time.perf_counter() - begin)
+            print(f"streaming {condition}: {streamed[condition][1]:.0f} s", flush=True)
+    return streamed
+
+
+def stream_live(
+    settings: NoisySettings, audio: dict[Condition, list[Samples]]
+) -> dict[Condition, tuple[list[list[StreamedFinal]], float]]:
+    """Every piece of audio through a real server (`bench.noisy_live`), one server a condition."""
+    import trio
+
+    from bench.noisy_live import run_live
+
+    streamed: dict[Condition, tuple[list[list[StreamedFinal]], float]] = {}
+    for condition in settings.conditions:
+        conversations = [
+            Conversation(pcm=to_pcm16(samples), spans=()) for samples in audio[condition]
+        ]
+        begin = time.perf_counter()
+        frames = trio.run(
+            partial(
+                run_live,
+                conversations,
+                model=settings.model,
+                sessions=settings.live,
+                server_cmd=settings.server_cmd,
+                server_args=f"--final-lead-in {settings.final_lead_in} {settings.server_args}",
+                log_path=settings.out / f"noisy-live-{condition}.log",
+            )
+        )
+        finals = [
+            [
+                StreamedFinal(start=f.start, end=f.end, text=f.text, flags=list(f.flags))
+                for f in session
+            ]
+            for session in frames
+        ]
+        streamed[condition] = (finals, time.perf_counter() - begin)
+        print(f"live {condition}: {streamed[condition][1]:.0f} s", flush=True)
+    return streamed
+
+
+@attrs.frozen
+class Item:
+    """What one WER line scores: a clip, or clips laid end to end as one conversation."""
+
+    name: str
+    reference: str
+    clips: list[Clip]
+
+
+def conversation_groups(count: int, conversations: int) -> list[list[int]]:
+    """Clip indices 0..count-1 in `conversations` runs of consecutive clips, as even as can be."""
+    size, extra = divmod(count, max(1, min(conversations, count)))
+    groups, begin = [], 0
+    for index in range(max(1, min(conversations, count))):
+        end = begin + size + (1 if index < extra else 0)
+        groups.append(list(range(begin, end)))
+        begin = end
+    return groups
+
+
+def pieces(
+    settings: NoisySettings, clips: Sequence[Clip], every: Sequence[Clip]
+) -> tuple[list[Item], dict[Condition, list[Samples]]]:
+    """What is scored, and its audio in each condition: every clip on its own, or with
+    `--conversations` the clips in that many runs laid end to end `--pause-s` apart."""
+    if not settings.conversations:
+        items = [Item(clip.name, clip.reference or "", [clip]) for clip in clips]
+        return items, {
+            condition: [condition_audio(condition, clip, every, settings.snr_db) for clip in clips]
+            for condition in settings.conditions
+        }
+    groups = [
+        [clips[i] for i in group]
+        for group in conversation_groups(len(clips), settings.conversations)
+    ]
+    items = [
+        Item(
+            "+".join(clip.name for clip in group),
+            " ".join(clip.reference or "" for clip in group),
+            group,
+        )
+        for group in groups
+    ]
+    audio = {
+        condition: [
+            np.concatenate(
+                [
+                    condition_audio(
+                        condition,
+                        padded(clip, settings.pause_s, first=index == 0),
+                        every,
+                        settings.snr_db,
+                    )
+                    for index, clip in enumerate(group)
+                ]
+            )
+            for group in groups
+        ]
+        for condition in settings.conditions
+    }
+    return items, audio
+
+
+def padded(clip: Clip, pause_s: float, *, first: bool) -> Clip:
+    """`clip` followed by `pause_s` of silence (the first of a conversation also led by 0.5 s
+    of it), before its condition is made: the noise of a noisy condition runs on through the
+    pauses, as a room's does, and its SNR counts them."""
+    lead = np.zeros(SAMPLE_RATE // 2 if first else 0, dtype=np.float32)
+    pause = np.zeros(round(pause_s * SAMPLE_RATE), dtype=np.float32)
+    return attrs.evolve(clip, samples=np.concatenate([lead, clip.samples, pause]))
+
+
+def talkers_of(condition: Condition, item: Item, every: Sequence[Clip]) -> list[str]:
+    if condition == "babble":
+        return [t.name for clip in item.clips for t in babble_talkers(clip, every)]
+    if condition == "cafe":
+        return [
+            t.name
+            for clip in item.clips
+            for t in babble_talkers(clip, every, CAFE_TALKERS, seed="cafe:")
+        ]
+    return []
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -222,11 +424,9 @@ def measure(settings: NoisySettings) -> list[ConditionResult]:
         raise SystemExit(f"no speech set at {table}; give --set")
     every = load_set(table)  # babble talkers come from the whole set, even under --limit
     clips = [clip for clip in every if clip.reference][: settings.limit]
-    audio = {
-        condition: [condition_audio(condition, clip, every, settings.snr_db) for clip in clips]
-        for condition in settings.conditions
-    }
-    print(f"{len(clips)} clips, {sum(c.duration for c in clips):.0f} s a condition", flush=True)
+    items, audio = pieces(settings, clips, every)
+    seconds = sum(len(samples) for samples in audio[settings.conditions[0]]) / SAMPLE_RATE
+    print(f"{len(clips)} clips in {len(items)} pieces, {seconds:.0f} s a condition", flush=True)
 
     offline: dict[Condition, tuple[list[str], float]] = {}
     model = offline_model(settings)
@@ -237,46 +437,27 @@ def measure(settings: NoisySettings) -> list[ConditionResult]:
         print(f"offline {condition}: {offline[condition][1]:.0f} s", flush=True)
     del model
 
-    streamed: dict[Condition, tuple[list[list[StreamedFinal]], float]] = {}
-    adapter = streaming_model(settings)
-    workers = max(1, adapter.workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for condition in settings.conditions:
-            begin = time.perf_counter()
-            finals = list(
-                pool.map(
-                    lambda samples: stream_clip(
-                        adapter, samples, beam_size=settings.beam_size, language=settings.language
-                    ),
-                    audio[condition],
-                )
-            )
-            streamed[condition] = (finals, time.perf_counter() - begin)
-            print(f"streaming {condition}: {streamed[condition][1]:.0f} s", flush=True)
+    streamed = stream_live(settings, audio) if settings.live else stream_simulated(settings, audio)
 
     results = []
     for condition in settings.conditions:
         offline_texts, offline_wall = offline[condition]
         all_finals, streaming_wall = streamed[condition]
         streaming_texts = [" ".join(f.text for f in finals if f.text) for finals in all_finals]
-        references = [clip.reference or "" for clip in clips]
+        references = [item.reference for item in items]
         per_clip = [
             ClipResult(
-                clip=clip.name,
+                clip=item.name,
                 reference=reference,
                 offline=off,
                 streaming=live,
                 finals=finals,
                 offline_errors=errors(reference, off, settings.language),
                 streaming_errors=errors(reference, live, settings.language),
-                babble_talkers=(
-                    [talker.name for talker in babble_talkers(clip, every)]
-                    if condition == "babble"
-                    else []
-                ),
+                babble_talkers=talkers_of(condition, item, every),
             )
-            for clip, reference, off, live, finals in zip(
-                clips, references, offline_texts, streaming_texts, all_finals, strict=True
+            for item, reference, off, live, finals in zip(
+                items, references, offline_texts, streaming_texts, all_finals, strict=True
             )
         ]
         results.append(
@@ -303,6 +484,8 @@ CONDITION_TITLES = {
     "clean": "clean",
     "babble": "babble {snr:g} dB",
     "telephone": "telephone (8 kHz μ-law)",
+    "quiet-phone": "held out: quiet phone (400-3000 Hz, -18 dB, 8 kHz μ-law)",
+    "cafe": "held out: cafe (2-3 talkers at 10 dB, pink noise at 15 dB)",
 }
 
 
@@ -371,7 +554,7 @@ def run(settings: NoisySettings) -> Path:
     options = {
         name: str(value)
         for name, value in attrs.asdict(settings).items()
-        if value is not None and name not in ("out", "show")
+        if value is not None and name not in ("out", "show", "server_cmd")
     }
     options["conditions"] = ",".join(settings.conditions)
     options["clips"] = str(len(conditions[0].clips))

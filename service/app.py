@@ -230,6 +230,7 @@ def _runtime(
         commit_partials=settings.commit_partials and not settings.naive,
         caption_target_s=settings.caption_target_s,
         final_reuse_s=0.0 if settings.naive else settings.final_reuse_s,
+        final_lead_in="never" if settings.naive else settings.final_lead_in,
         pace=settings.pace,
         pace_burst_s=settings.pace_burst_s,
         limits=limits.session_limits(),

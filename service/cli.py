@@ -21,6 +21,7 @@ import trio
 
 from service.config import Settings
 from service.policy.limits import Limits
+from service.session.lead_in import LEAD_IN_MODES
 from service.tools import add_commands, run_command
 
 PING_INTERVAL_S = 2.0  # WebSocket pings: how soon a paced session sees that its client has gone
@@ -128,6 +129,13 @@ def _add_drafting_options(serve: argparse.ArgumentParser) -> None:
         type=float,
         help="finals keep the drafts' committed words that end this many seconds before the "
         "utterance does and decode only the rest (0: decode every final afresh)",
+    )
+    serve.add_argument(
+        "--final-lead-in",
+        dest="final_lead_in",
+        choices=LEAD_IN_MODES,
+        help="which finals are decoded after the previous final's audio and text: on "
+        "phone-line audio only (narrowband, the default), always, or never",
     )
     serve.add_argument(
         "--no-commit-partials",

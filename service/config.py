@@ -18,6 +18,7 @@ from actors.store.database import check_database_url
 from actors.store.recording import SAMPLE_WIDTH, RecordingMode, RecordingPolicy
 from actors.store.recordings import RecordingsConfig, parse_s3_url
 from protocol.openai import DEFAULT_MODEL_ALIASES, ModelAliases, parse_model_aliases
+from service.session.lead_in import LEAD_IN_MODES, LeadInMode
 
 FinalWindowSetting = Literal["auto", "double", "pad"]
 """Finals' encoder window: `actors.model.windows.FinalWindow`, or "auto" (by model size)."""
@@ -100,6 +101,11 @@ class Settings:
     # finals keep the drafts' committed words that end this long before the utterance does and
     # decode only the rest (0: every final decoded afresh); `python -m bench.reuse` measures it
     final_reuse_s: float = 0.0
+    # finals decoded after the previous final's audio and text: on phone-line audio only
+    # (`narrowband`), `always` or `never` (service/session/lead_in.py)
+    final_lead_in: LeadInMode = attrs.field(
+        default="narrowband", validator=attrs.validators.in_(LEAD_IN_MODES)
+    )
     commit_partials: bool = True  # commit words two drafts agree on; drafts write only the rest
     pace: float = 1.5  # live audio is read no faster than this x real time (0: no limit)
     pace_burst_s: float = 10.0  # ... once a client is this far ahead of real time

@@ -39,6 +39,12 @@ class DecodeOptions:
     # words already committed for this utterance: forced as the start of the text, so the
     # decoder only writes what follows them (see `service/session/agreement.py`)
     committed: str | None = None
+    # the previous final's text, spoken in the first `lead_in_s` seconds of the audio: forced
+    # like committed words, so the model hears the utterance in its sentence, and then left
+    # out of the result (text, words, tokens): the final of the rest alone
+    # (`service/session/lead_in.py` says when)
+    lead_in: str | None = None
+    lead_in_s: float = 0.0
     words: bool = False
     beam_size: int = 1
     partial: bool = False  # a draft of an open utterance: cheaper window, no second try

@@ -24,6 +24,11 @@ Committed words: `DecodeOptions.committed` (the words two drafts of an open utte
 go after `<|notimestamps|>`, so the decoder reads them in one pass and generates only the rest;
 CTranslate2 takes forced prefixes of different lengths in one batch, and returns them as the
 start of the text.
+
+Lead-in: `DecodeOptions.lead_in` is the previous final's text, whose audio opens the request's
+audio. It is forced before any committed words, and its tokens are left out of the result's
+text; its words, when words are asked for, are aligned with the rest (the alignment needs the
+whole text of the audio) and then dropped, and the rest's timings moved back by `lead_in_s`.
 """
 
 from __future__ import annotations
@@ -215,7 +220,7 @@ class WhisperAdapter:
             self._tokenizer(language, request.options.task)
             for request, language in zip(requests, languages, strict=True)
         ]
-        prompts, forced_counts = self._prompts(requests, prefixes, tokenizers)
+        prompts, forced_counts, lead_counts = self._prompts(requests, prefixes, tokenizers)
         longest = max(len(request.audio) for request in requests) / SAMPLE_RATE
         max_length = min(448, max(len(p) for p in prompts) + 16 + int(longest * 12))
         outputs = self._whisper.model.generate(
@@ -233,6 +238,7 @@ class WhisperAdapter:
                 output,
                 tokenizers[index],
                 forced_counts[index],
+                lead_counts[index],
                 (languages[index], language_probs[index]),
                 room=max_length - len(prompts[index]),
                 usage=TokenUsage(audio=frames // 2, text=len(prompts[index])),
@@ -248,17 +254,23 @@ class WhisperAdapter:
 
     def _prompts(
         self, requests: list[Request], prefixes: list[list[int]], tokenizers: list[Tokenizer]
-    ) -> tuple[list[list[int]], list[int]]:
+    ) -> tuple[list[list[int]], list[int], list[int]]:
         """Each request's decoder prompt (its prefix, the start of transcript, no timestamps,
-        then its committed words), and how many committed tokens each forces."""
+        then its lead-in and committed words), how many tokens each forces, and how many of
+        those are its lead-in's."""
         prompts: list[list[int]] = []
         forced_counts: list[int] = []
+        lead_counts: list[int] = []
         for request, prefix, tokenizer in zip(requests, prefixes, tokenizers, strict=True):
+            lead = _lead_tokens(tokenizer, request.options.lead_in)
             forced = request.options.committed
             committed = tokenizer.encode(" " + forced.strip()) if forced else []
-            prompts.append([*prefix, *tokenizer.sot_sequence, tokenizer.no_timestamps, *committed])
-            forced_counts.append(len(committed))
-        return prompts, forced_counts
+            prompts.append(
+                [*prefix, *tokenizer.sot_sequence, tokenizer.no_timestamps, *lead, *committed]
+            )
+            forced_counts.append(len(lead) + len(committed))
+            lead_counts.append(len(lead))
+        return prompts, forced_counts, lead_counts
 
     def _languages(
         self, requests: list[Request], encoded: ctranslate2.StorageView
@@ -298,21 +310,27 @@ class WhisperAdapter:
                     ctranslate2.StorageView.from_array(np.ascontiguousarray(features[indices])),
                     to_cpu=False,
                 )
-            text_tokens = [tokenizer.encode(" " + results[i].text) for i in indices]
+            leads = [_lead_tokens(tokenizer, requests[i].options.lead_in) for i in indices]
+            text_tokens = [
+                [*lead, *tokenizer.encode(" " + results[i].text)]
+                for lead, i in zip(leads, indices, strict=True)
+            ]
             num_frames = [
                 min(frames, len(requests[i].audio) * 100 // SAMPLE_RATE) // 2 * 2 for i in indices
             ]
             alignments = self._whisper.find_alignment(
                 tokenizer, text_tokens, group_encoded, max(num_frames)
             )
-            for index, words in zip(indices, alignments, strict=True):
+            for index, words, lead in zip(indices, alignments, leads, strict=True):
+                words = _after_lead(words, len(lead))
                 merge_punctuations(words, PREPEND_MARKS, APPEND_MARKS)
-                limit = len(requests[index].audio) / SAMPLE_RATE
+                shift = requests[index].options.lead_in_s if lead else 0.0
+                limit = len(requests[index].audio) / SAMPLE_RATE - shift
                 timings = tuple(
                     WordTiming(
                         word["word"].strip(),
-                        round(min(float(word["start"]), limit), 3),
-                        round(min(float(word["end"]), limit), 3),
+                        round(min(max(0.0, float(word["start"]) - shift), limit), 3),
+                        round(min(max(0.0, float(word["end"]) - shift), limit), 3),
                         round(float(word["probability"]), 3),
                     )
                     for word in words
@@ -321,10 +339,25 @@ class WhisperAdapter:
                 results[index] = attrs.evolve(results[index], words=timings)
 
 
+def _lead_tokens(tokenizer: Tokenizer, lead_in: str | None) -> list[int]:
+    return tokenizer.encode(" " + lead_in.strip()) if lead_in and lead_in.strip() else []
+
+
+def _after_lead(words: list[dict[str, Any]], lead: int) -> list[dict[str, Any]]:
+    """The aligned words after the first `lead` tokens (the lead-in's words)."""
+    seen = 0
+    for index, word in enumerate(words):
+        if seen >= lead:
+            return words[index:]
+        seen += len(word["tokens"])
+    return []
+
+
 def _read_output(
     output: ctranslate2.models.WhisperGenerationResult,
     tokenizer: Tokenizer,
     forced: int,
+    lead: int,
     language: tuple[str, float],
     *,
     room: int,
@@ -333,7 +366,7 @@ def _read_output(
     """One request's result from CTranslate2's output: its text, judged (`judging.judge`), and
     flagged as looped when it looks so or used all the `room` its prompt left; `usage` (the
     window and the prompt) gets the generated tokens added."""
-    tokens = [token for token in output.sequences_ids[0] if token < tokenizer.eot]
+    tokens = [token for token in output.sequences_ids[0][lead:] if token < tokenizer.eot]
     text = tokenizer.decode(tokens).strip()
     length = len(output.sequences_ids[0]) - forced  # generated tokens
     avg_logprob = output.scores[0] * length / (length + 1) if length else -10.0

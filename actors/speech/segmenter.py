@@ -22,6 +22,7 @@ import attrs
 import numpy as np
 
 from actors.model.port import SAMPLE_RATE, Samples
+from actors.speech.band import BandMeter
 from actors.speech.vad import FRAME, StreamingVad
 
 PRE_ROLL_S = 0.5  # audio kept before the first speech frame: VAD starts late on soft onsets
@@ -31,6 +32,10 @@ POST_ROLL_S = 0.2  # audio kept after the last speech frame
 STEP_S = 0.256
 SPEECH_ON = 0.5
 SPEECH_OFF = 0.35
+# on a phone line (`BandMeter.narrowband`) Silero scores speech 0.3-0.5: lower bars, so that
+# its sentences open at all (telephone WER 11.49% -> 8.89%, base; docs/accuracy.md)
+NARROW_SPEECH_ON = 0.3
+NARROW_SPEECH_OFF = 0.2
 MIN_SPEECH_FRAMES = 3  # ~96 ms of speech before an utterance opens: clicks do not count
 
 
@@ -57,6 +62,7 @@ class Segment:
     revision: int = 0
     from_finalize: bool = False
     silence_s: float = 0.0  # a draft's: the silence at its end, since the last speech frame
+    narrowband: bool = False  # the session's audio is a phone line's (`BandMeter`)
 
 
 @attrs.frozen
@@ -92,6 +98,7 @@ class Segmenter:
         self._revision = 0
         self._spoken = 0  # samples of the utterances already cut
         self._origin = 0  # where this segmenter's audio starts (a resumed session's clock)
+        self.band = BandMeter()  # phone-line audio gets lower speech thresholds
 
     def resume_at(self, samples: int, utterance: int) -> None:
         """Start the clock at `samples` and the utterances at `utterance`, before any audio:
@@ -155,6 +162,7 @@ class Segmenter:
 
     def _feed_step(self, audio: Samples, probabilities: Samples) -> Iterator[Event]:
         self._append(audio)
+        self.band.feed(audio)
         for probability in probabilities:
             frame_end = self._analysed + FRAME
             self._analysed = frame_end
@@ -176,8 +184,10 @@ class Segmenter:
 
     def _judge(self, probability: float, frame_end: int) -> Iterator[Event]:
         config = self.config
+        narrow = self.band.narrowband
         if self._open is None:
-            self._run = self._run + 1 if probability >= SPEECH_ON else 0
+            bar = NARROW_SPEECH_ON if narrow else SPEECH_ON
+            self._run = self._run + 1 if probability >= bar else 0
             self._recent.append(probability)
             if self._run >= MIN_SPEECH_FRAMES:
                 first = frame_end - MIN_SPEECH_FRAMES * FRAME
@@ -190,7 +200,7 @@ class Segmenter:
                 yield SpeechStart(_seconds(first))
             return
         self._probabilities.append(probability)
-        if probability >= SPEECH_OFF:
+        if probability >= (NARROW_SPEECH_OFF if narrow else SPEECH_OFF):
             self._last_speech = frame_end
         silence = frame_end - self._last_speech
         if silence >= config.endpointing_ms * SAMPLE_RATE // 1000:
@@ -234,6 +244,7 @@ class Segmenter:
             _seconds(start),
             _seconds(end),
             from_finalize=from_finalize,
+            narrowband=self.band.narrowband,
         )
         yield UtteranceEnded(self.utterance, _seconds(end))
         self.utterance += 1

@@ -16,6 +16,7 @@ import trio
 from actors.model.port import Samples
 from actors.transcriber.actor import Transcriber as Transcriber
 from protocol.native import Config, Error, Final
+from service.session.lead_in import LeadInMode
 
 
 class ClientGone(Exception):
@@ -137,6 +138,8 @@ class StreamOptions:
     caption_target_s: float = 1.0
     # finals reuse the drafts' committed words that end this long before the utterance (0: off)
     final_reuse_s: float = 0.0
+    # which finals are decoded after the previous one's audio and text (`lead_in.py`)
+    final_lead_in: LeadInMode = "narrowband"
     # audio is read no faster than `pace` x real time once `pace_burst_s` ahead (0: no limit)
     pace: float = 1.5
     pace_burst_s: float = 10.0

@@ -48,6 +48,7 @@ from service.session.drafting import (
     plan_final,
     read_draft,
 )
+from service.session.lead_in import LeadIn
 from service.session.messages import Segmented
 from service.session.record import Session
 
@@ -91,9 +92,11 @@ class _Transcript:
     finals: list[str] = attrs.field(factory=list)
     partial_shown: set[int] = attrs.field(factory=set)  # utterances with partial text sent
 
-    def context(self) -> str | None:
-        """The earlier finals offered to the model as context."""
-        return " ".join(self.finals[-CONTEXT_FINALS:]) or None
+    def context(self, *, but_last: bool = False) -> str | None:
+        """The earlier finals offered to the model as context (`but_last`: those before the
+        last, when the last is a final's lead-in)."""
+        finals = self.finals[:-1] if but_last else self.finals
+        return " ".join(finals[-CONTEXT_FINALS:]) or None
 
 
 class _Client:
@@ -105,6 +108,7 @@ class _Client:
         self.agreements = Agreements(enabled=session.options.commit_partials)
         self.slot = DraftSlot()
         self.finals_done = trio.Event()
+        self.lead_in = LeadIn(session.options.final_lead_in)  # the finals worker's own
 
     def decode_options(self, *, final: bool) -> DecodeOptions:
         config, options = self.config, self.session.options
@@ -226,12 +230,16 @@ async def _final_frame(
     session = client.session
     decode = client.decode_options(final=True)
     plan = plan_final(segment, agreement, decode, session.options.final_reuse_s)
+    if not plan.before:  # decoded afresh: after the previous final, where that helps
+        context = client.transcript.context(but_last=True)
+        plan = attrs.evolve(plan, request=client.lead_in.request(segment, decode, context))
     try:
         result = await session.transcriber.transcribe(plan.request, priority="final")
         if plan.before:  # words reused from the drafts come first
             text, timings = read_draft(plan, result)
             result = attrs.evolve(result, text=text, words=tuple(_timings(timings)))
     except TranscriptionFailed as error:
+        client.lead_in.remember(segment, "")
         log.error(
             "the model failed on utterance %d of %s",
             segment.utterance,
@@ -239,6 +247,7 @@ async def _final_frame(
             exc_info=error,
         )  # the detail stays here: exception text is not for clients
         return _failed(segment)
+    client.lead_in.remember(segment, result.text)
     shown = segment.utterance in client.transcript.partial_shown
     if not result.text and not segment.from_finalize and not shown:
         return None  # nothing was shown and nothing was said: no empty final

@@ -9,7 +9,9 @@ utterances below lost their openings ("Please return the li-" and "My grandmothe
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import jiwer
@@ -17,12 +19,13 @@ import numpy as np
 import pytest
 import soxr
 from conftest import serve_app
-from support.audio_files import DATA, g711_encode, load, telephone_band
+from support.audio_files import DATA, SPEECH, en_wer_rows, g711_encode, load, telephone_band
 from support.dialect_helpers import exchange, serving
 from support.ws_client import connect, receive_all, send_json
+from whisper_normalizer.english import EnglishTextNormalizer
 
 from actors.audio.pcm import PcmDecoder
-from actors.model.port import SpeechModel
+from actors.model.port import Request, Result, SpeechModel
 from service.app import create_app
 from service.config import Settings
 
@@ -107,3 +110,58 @@ async def test_g711_on_the_seed_routes(tiny_model: SpeechModel, tmp_path: Path, 
         if isinstance(m, dict) and m.get("is_final", m.get("type") in ("transcription", "final"))
     ]
     assert normalize(" ".join(texts)).startswith("please return"), result.messages
+
+
+class Recorded:
+    """tiny.en, keeping every request it was given (the finals' lead-ins are read from them)."""
+
+    def __init__(self, model: SpeechModel) -> None:
+        self.model = model
+        self.name, self.multilingual = model.name, model.multilingual
+        self.languages, self.workers = model.languages, model.workers
+        self.requests: list[Request] = []
+
+    def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
+        self.requests += requests
+        return self.model.transcribe_batch(requests)
+
+
+CALL = [  # the repository's own clips (tests/data/speech), said as one call, 1 s apart
+    "ljspeech_coqui/LJ001-0001.wav",
+    "ljspeech_coqui/LJ001-0002.wav",  # continues the sentence before it
+    "librivox_pocketsphinx/sense_and_sensibility_01_austen_64kb-0870.wav",
+    "librivox_pocketsphinx/sense_and_sensibility_01_austen_64kb-0880.wav",
+]
+
+
+async def test_a_phone_call_is_heard_as_one_and_its_finals_lead_in(
+    tiny_model: SpeechModel,
+) -> None:
+    """Over a phone line the segmenter lowers its speech bars (the band meter hears that
+    nothing is above 4 kHz) and finals after a short pause are decoded after the previous
+    one; the text the client gets is each utterance's own, and the call's WER stays low."""
+    rows = {row["file"]: row["reference"] for row in en_wer_rows()}
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([piece for name in CALL for piece in (gap, load(SPEECH / name))])
+    coded = g711_encode(telephone_band(np.concatenate([audio, gap])), "mulaw")
+    model = Recorded(tiny_model)
+    app = create_app(Settings(model="tiny.en"), model=model)
+    async with serve_app(app) as address, connect(f"ws://{address}/v1/stream?encoding=mulaw") as ws:
+        for offset in range(0, len(coded), 1600):
+            await ws.send_message(coded[offset : offset + 1600])
+        await send_json(ws, {"type": "stop"})
+        frames = await receive_all(ws)
+    finals = [frame["text"] for frame in frames if frame["type"] == "final"]
+    reference = " ".join(rows[name] for name in CALL)
+    normalizer = EnglishTextNormalizer()
+    wer = jiwer.wer(normalizer(reference), normalizer(" ".join(finals)))
+    assert wer <= 0.2, (wer, finals)  # tiny.en over a phone line: about 0.1 here
+    leads = [request for request in model.requests if request.options.lead_in]
+    assert leads, "no final was decoded after the one before it"
+    texts = {text.strip() for text in finals}
+    for request in leads:
+        assert request.options.lead_in in texts  # an earlier final, word for word
+        assert len(request.audio) > request.options.lead_in_s * 16000  # and then this one
+    # each final is its utterance's own text: no final starts with the one before it
+    for before, after in itertools.pairwise(finals):
+        assert not normalizer(after).startswith(normalizer(before)), (before, after)
