@@ -4,13 +4,13 @@ A live session's utterances are cut at pauses of half a second, often inside a s
 ("it was natural therefore | that the forms…"). Whisper decoding such a piece alone hears a
 sentence start where there is none, and on a phone line, where every word is harder, that
 costs words: laid end to end with one-second pauses, the shared English set over a phone line
-read 9.36% streamed against 6.99% offline (base, beam 5). Given the previous utterance's
+read 9.36% streamed against 7.11% offline (base, beam 5). Given the previous utterance's
 audio before it and that utterance's final text forced as the decoder's first words (the
 adapter then leaves them out of the result: `DecodeOptions.lead_in`), the model hears the
 piece in its sentence, as offline decoding does with its 30 s windows: measured in
 docs/accuracy.md.
 
-It costs: the window holds both utterances, so such a final takes about 1.6x the model time.
+It costs: the window holds both utterances, so such a final takes about twice the model time.
 So it is used where the gap was measured (`mode`): on phone-line audio only by default
 (`Segment.narrowband`), everywhere with `always`, nowhere with `never`
 (`CHORUS_FINAL_LEAD_IN`). And only when it can help at that price: the pause between the two
