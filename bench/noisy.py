@@ -497,7 +497,15 @@ def markdown(report: NoisyReport, show: int) -> str:
     options = report.options
     snr = float(options["snr_db"])
     lines = [
-        f"# WER by listening condition: {options['model']}, {options['clips']} clips",
+        f"# WER by listening condition: {options['model']}, {options['clips']} clips"
+        + (
+            f" in {options['pieces']} conversations"
+            if options.get("conversations", "0") != "0"
+            else ""
+        )
+        + (
+            f", streamed live, {options['live']} at once" if options.get("live", "0") != "0" else ""
+        ),
         "",
         f"{report.created}; {report.machine.get('cpu', '')}; {options['compute_type']}, "
         f"{options['cpu_threads']} threads, beam {options['beam_size']}",
@@ -557,7 +565,9 @@ def run(settings: NoisySettings) -> Path:
         if value is not None and name not in ("out", "show", "server_cmd")
     }
     options["conditions"] = ",".join(settings.conditions)
-    options["clips"] = str(len(conditions[0].clips))
+    scored = conditions[0].clips  # clips, or conversations of clips named "a+b+…"
+    options["clips"] = str(sum(len(piece.clip.split("+")) for piece in scored))
+    options["pieces"] = str(len(scored))
     report = NoisyReport(
         kind="noisy",
         created=created,

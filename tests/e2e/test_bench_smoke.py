@@ -17,6 +17,8 @@ from support.audio_files import SPEECH
 
 from bench.load import run
 from bench.load_options import parse_arguments
+from bench.noisy import parse_arguments as noisy_arguments
+from bench.noisy import run as noisy_run
 from bench.schema import RunFigures
 
 CLIPS = ("ljspeech_coqui/LJ001-0002.wav", "ljspeech_coqui/LJ001-0004.wav")
@@ -139,3 +141,20 @@ async def test_soak_runs_its_three_phases_against_the_real_server(tmp_path: Path
     assert attacks.ok, attacks.figures
     report = await trio.Path(f"{stem}.md").read_text()
     assert "## churn" in report and "## attacks: ok" in report
+
+
+def test_noisy_streams_a_phone_call_through_the_real_server(tmp_path: Path) -> None:
+    """`python -m bench.noisy --live 1`: the clip as a phone call through `chorus serve`, in
+    real time, scored beside offline faster-whisper on the same audio."""
+    table = small_set(tmp_path)
+    arguments = ["--model", "tiny.en", "--set", str(table), "--limit", "1", "--live", "1"]
+    arguments += ["--conditions", "telephone", "--out", str(tmp_path / "results")]
+    stem = noisy_run(noisy_arguments(arguments))
+    report = json.loads(Path(f"{stem}.json").read_text())
+    assert report["options"]["live"] == "1" and report["options"]["conversations"] == "1"
+    (condition,) = report["conditions"]
+    (call,) = condition["clips"]
+    assert call["clip"].endswith(CLIPS[0]) and call["finals"], call
+    assert condition["streaming"]["wer"] <= 0.5 and condition["offline"]["wer"] <= 0.5
+    assert condition["streaming"]["wall_s"] >= 1.9  # real time: the clip is 1.9 s long
+    assert (tmp_path / "results" / "noisy-live-telephone.log").stat().st_size > 0

@@ -14,17 +14,22 @@ from support.fakes import FakeModel
 
 from bench.audio import SAMPLE_RATE, Clip, load_set, make_clip
 from bench.conditions import (
+    CAFE_TALKERS,
     PEAK,
     babble,
     babble_talkers,
     babble_version,
+    cafe_version,
     condition_audio,
     mix_at_snr,
+    pink_noise,
+    power,
+    quiet_phone_version,
     snr_db,
     speaker,
     telephone_version,
 )
-from bench.noisy import parse_conditions, stream_clip
+from bench.noisy import conversation_groups, parse_arguments, parse_conditions, pieces, stream_clip
 
 
 def talker(name: str, seed: int, seconds: float, level: float = 0.1) -> Clip:
@@ -134,3 +139,51 @@ def test_the_streaming_simulation_decodes_finals_as_the_server_does() -> None:
     assert second.context == "final 1"  # the session's earlier finals, as the server gives them
     assert finals[0].end <= finals[1].start
     assert parse_conditions("telephone,clean") == ("clean", "telephone")
+
+
+def test_the_held_out_phone_is_narrower_and_quieter() -> None:
+    speech = load(DATA / "weather.wav")
+    quiet, phone = quiet_phone_version(speech), telephone_version(speech)
+    assert abs(len(quiet) - len(speech)) <= 2
+    assert _share(quiet, 4000, 8000) < 1e-6  # 8 kHz μ-law: nothing above 4 kHz
+    # soft slopes where the tests' line has brick walls: less just inside the old band's
+    # edges, a little leaking past them
+    assert _share(quiet, 3000, 3400) < _share(phone, 3000, 3400) / 2
+    assert _share(quiet, 300, 400) < _share(phone, 300, 400) / 2
+    assert _share(quiet, 3400, 4000) > 10 * _share(phone, 3400, 4000)
+    level = 10 * np.log10(power(quiet) / power(phone))
+    assert -20.5 < level < -17.0  # the caller 18 dB quieter (and a narrower band)
+
+
+def test_the_held_out_cafe_is_other_voices_and_pink_noise() -> None:
+    clips = load_set(SPEECH / "en_wer.tsv")
+    same = 0
+    for clip in clips:
+        talkers = babble_talkers(clip, clips, CAFE_TALKERS, seed="cafe:")
+        voices = {speaker(t.name) for t in talkers}
+        assert 2 <= len(voices) <= 3 and speaker(clip.name) not in voices
+        same += set(talkers) <= set(babble_talkers(clip, clips))
+    assert same <= len(clips) // 2  # other seeds: mostly not the tests' babble talkers
+    clip = clips[0]
+    noise = cafe_version(clip, clips) - clip.samples
+    snr = snr_db(clip.samples, noise.astype(np.float32))
+    assert snr == pytest.approx(-10 * np.log10(10 ** (-1.0) + 10 ** (-1.5)), abs=0.5)
+    pink = pink_noise(SAMPLE_RATE * 4, "a")
+    assert _share(pink, 100, 200) > 3 * _share(pink, 3100, 3200)  # 1/f: more below than above
+
+
+def test_conversations_lay_each_clip_once_with_the_noise_through_the_pauses() -> None:
+    clips = load_set(SPEECH / "en_wer.tsv")
+    assert conversation_groups(10, 4) == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    settings = parse_arguments(["--conversations", "2", "--limit", "3", "--conditions", "babble"])
+    items, audio = pieces(settings, clips[:3], clips)
+    assert [item.clips for item in items] == [clips[:2], clips[2:3]]
+    assert items[0].reference == f"{clips[0].reference} {clips[1].reference}"
+    first, second = audio["babble"]
+    lead, pause = SAMPLE_RATE // 2, SAMPLE_RATE
+    assert len(second) == lead + len(clips[2].samples) + pause  # each conversation has a lead
+    assert len(first) == lead + len(clips[0].samples) + pause + len(clips[1].samples) + pause
+    gap = first[lead + len(clips[0].samples) : lead + len(clips[0].samples) + pause]
+    assert power(gap) > 1e-6  # the babble goes on through the pause
+    live = parse_arguments(["--live", "4"])
+    assert (live.live, live.conversations) == (4, 4)
