@@ -14,8 +14,8 @@ It costs: the window holds both utterances, so such a final takes about twice th
 So it is used where the gap was measured (`mode`): on phone-line audio only by default
 (`Segment.narrowband`), everywhere with `always`, nowhere with `never`
 (`CHORUS_FINAL_LEAD_IN`). And only when it can help at that price: the pause between the two
-was short (`MAX_GAP_S`: a longer one ends a thought), and the earlier utterance was not long
-(`MAX_LEAD_S`).
+was short (`MAX_GAP_S`: a longer one ends a thought), the earlier utterance was not long
+(`MAX_LEAD_S`), and the two fit in one Whisper window (`MAX_TOTAL_S`).
 
 `LeadIn` is plain state owned by one session's finals worker (`service/session/transcribing.py`);
 `python -m bench.noisy` uses it the same way.
@@ -37,6 +37,7 @@ LEAD_IN_MODES: tuple[LeadInMode, ...] = ("narrowband", "always", "never")
 MAX_GAP_S = 1.5  # a longer pause before the utterance: no lead-in
 MAX_LEAD_S = 12.0  # a longer utterance before it is not heard again
 GAP_FILL_S = 1.0  # the silence between the two, at most this long
+MAX_TOTAL_S = 28.0  # all of it within Whisper's 30 s window, with room for its padding
 
 
 @attrs.define
@@ -65,6 +66,9 @@ class LeadIn:
         if gap > MAX_GAP_S or gap < 0 or len(previous.audio) > MAX_LEAD_S * SAMPLE_RATE:
             return Request(segment.audio, options)
         pause = np.zeros(round(min(gap, GAP_FILL_S) * SAMPLE_RATE), dtype=np.float32)
+        total = len(previous.audio) + len(pause) + len(segment.audio)
+        if total > MAX_TOTAL_S * SAMPLE_RATE:  # the window would cut this utterance's end off
+            return Request(segment.audio, options)
         audio = np.concatenate([previous.audio, pause, segment.audio]).astype(np.float32)
         lead_in_s = (len(previous.audio) + len(pause)) / SAMPLE_RATE
         lead = attrs.evolve(options, lead_in=previous.text, lead_in_s=lead_in_s, context=context)

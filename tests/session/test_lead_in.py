@@ -9,7 +9,7 @@ import pytest
 
 from actors.model.port import DecodeOptions
 from actors.speech.segmenter import Segment
-from service.session.lead_in import GAP_FILL_S, MAX_GAP_S, MAX_LEAD_S, LeadIn
+from service.session.lead_in import GAP_FILL_S, MAX_GAP_S, MAX_LEAD_S, MAX_TOTAL_S, LeadIn
 
 RATE = 16000
 OPTIONS = DecodeOptions(language="en", beam_size=5, context="all of it so far")
@@ -56,6 +56,7 @@ def test_a_long_pause_is_filled_with_at_most_a_second() -> None:
     [
         ((0.0, 2.0), (2.0 + MAX_GAP_S + 0.1, 5.0), "a pause long enough to end a thought"),
         ((0.0, MAX_LEAD_S + 0.5), (MAX_LEAD_S + 1.0, MAX_LEAD_S + 3.0), "a long utterance"),
+        ((0.0, MAX_LEAD_S), (MAX_LEAD_S + 1.0, MAX_TOTAL_S + 0.5), "no room in the window"),
     ],
 )
 def test_no_lead_in_where_it_would_not_pay(
