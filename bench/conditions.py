@@ -117,12 +117,16 @@ def mix_at_snr(speech: Samples, noise: Samples, snr: float) -> Samples:
     return mixed.astype(np.float32)
 
 
-def babble_version(target: Clip, clips: Sequence[Clip], snr: float = 10.0) -> Samples:
-    mixed = mix_at_snr(target.samples, babble(target, babble_talkers(target, clips)), snr)
+def below_peak(mixed: Samples) -> Samples:
+    """`mixed`, scaled down as a whole if it is louder than `PEAK` (its SNRs stay)."""
     peak = float(np.max(np.abs(mixed))) if len(mixed) else 0.0
-    if peak > PEAK:
-        mixed = (mixed * (PEAK / peak)).astype(np.float32)
-    return mixed
+    return (mixed * (PEAK / peak)).astype(np.float32) if peak > PEAK else mixed
+
+
+def babble_version(target: Clip, clips: Sequence[Clip], snr: float = 10.0) -> Samples:
+    return below_peak(
+        mix_at_snr(target.samples, babble(target, babble_talkers(target, clips)), snr)
+    )
 
 
 def pink_noise(length: int, seed: str) -> Samples:
@@ -143,11 +147,7 @@ def cafe_version(target: Clip, clips: Sequence[Clip]) -> Samples:
     speech = target.samples
     crowd = mix_at_snr(speech, babble(target, talkers, seed="cafe:"), CAFE_SNR_DB) - speech
     floor = mix_at_snr(speech, pink_noise(len(speech), target.name), CAFE_FLOOR_SNR_DB) - speech
-    mixed: Samples = (speech + crowd + floor).astype(np.float32)
-    peak = float(np.max(np.abs(mixed))) if len(mixed) else 0.0
-    if peak > PEAK:
-        mixed = (mixed * (PEAK / peak)).astype(np.float32)
-    return mixed
+    return below_peak((speech + crowd + floor).astype(np.float32))
 
 
 def telephone_band(samples: Samples, rate: int = SAMPLE_RATE) -> Samples:
@@ -185,15 +185,17 @@ def g711_encode(samples: Samples, law: Literal["mulaw", "alaw"]) -> bytes:
 
 def telephone_version(samples: Samples) -> Samples:
     """Band-limited, 8 kHz μ-law, decoded back to 16 kHz as Chorus decodes `encoding=mulaw`."""
-    coded = g711_encode(telephone_band(samples), "mulaw")
-    decoder = PcmDecoder("mulaw", PHONE_RATE)
-    return np.concatenate([decoder.feed(coded), decoder.flush()]).astype(np.float32)
+    return over_mulaw(telephone_band(samples))
 
 
 def quiet_phone_version(samples: Samples) -> Samples:
     """400-3000 Hz with soft slopes, 18 dB quieter, 8 kHz μ-law, decoded as Chorus decodes it."""
     band = soft_band(samples, QUIET_BAND_HZ) * 10 ** (QUIET_GAIN_DB / 20)
-    narrow = np.asarray(soxr.resample(band, SAMPLE_RATE, PHONE_RATE), dtype=np.float32)
+    return over_mulaw(np.asarray(soxr.resample(band, SAMPLE_RATE, PHONE_RATE), dtype=np.float32))
+
+
+def over_mulaw(narrow: Samples) -> Samples:
+    """8 kHz `narrow` coded as G.711 μ-law and decoded back to 16 kHz by Chorus's decoder."""
     coded = g711_encode(narrow, "mulaw")
     decoder = PcmDecoder("mulaw", PHONE_RATE)
     return np.concatenate([decoder.feed(coded), decoder.flush()]).astype(np.float32)

@@ -325,9 +325,10 @@ class Item:
 
 def conversation_groups(count: int, conversations: int) -> list[list[int]]:
     """Clip indices 0..count-1 in `conversations` runs of consecutive clips, as even as can be."""
-    size, extra = divmod(count, max(1, min(conversations, count)))
+    runs = max(1, min(conversations, count))
+    size, extra = divmod(count, runs)
     groups, begin = [], 0
-    for index in range(max(1, min(conversations, count))):
+    for index in range(runs):
         end = begin + size + (1 if index < extra else 0)
         groups.append(list(range(begin, end)))
         begin = end

@@ -48,10 +48,10 @@ class BandMeter:
         count = len(audio)
         if count < 64:
             return
-        seconds = count / SAMPLE_RATE
-        keep = float(np.exp(-seconds / MEMORY_S))
         if float(np.mean(np.square(audio, dtype=np.float64))) < LOUD:
             return
+        seconds = count / SAMPLE_RATE
+        keep = float(np.exp(-seconds / MEMORY_S))
         window, high, low = _bands(count)
         power = np.abs(np.fft.rfft(audio * window)) ** 2
         self._high = self._high * keep + float(power[high].sum())

@@ -99,6 +99,7 @@ class Segmenter:
         self._spoken = 0  # samples of the utterances already cut
         self._origin = 0  # where this segmenter's audio starts (a resumed session's clock)
         self.band = BandMeter()  # phone-line audio gets lower speech thresholds
+        self._narrow = False  # what the meter said after the last step
 
     def resume_at(self, samples: int, utterance: int) -> None:
         """Start the clock at `samples` and the utterances at `utterance`, before any audio:
@@ -163,6 +164,7 @@ class Segmenter:
     def _feed_step(self, audio: Samples, probabilities: Samples) -> Iterator[Event]:
         self._append(audio)
         self.band.feed(audio)
+        self._narrow = self.band.narrowband  # judged once a step, not once a frame
         for probability in probabilities:
             frame_end = self._analysed + FRAME
             self._analysed = frame_end
@@ -183,8 +185,7 @@ class Segmenter:
                 )
 
     def _judge(self, probability: float, frame_end: int) -> Iterator[Event]:
-        config = self.config
-        narrow = self.band.narrowband
+        config, narrow = self.config, self._narrow
         if self._open is None:
             bar = NARROW_SPEECH_ON if narrow else SPEECH_ON
             self._run = self._run + 1 if probability >= bar else 0
@@ -244,7 +245,7 @@ class Segmenter:
             _seconds(start),
             _seconds(end),
             from_finalize=from_finalize,
-            narrowband=self.band.narrowband,
+            narrowband=self._narrow,
         )
         yield UtteranceEnded(self.utterance, _seconds(end))
         self.utterance += 1
