@@ -10,16 +10,14 @@ import numpy as np
 import trio
 import trio.testing
 from support.audio_files import pcm16
-from support.fakes import FakeSocket, FakeTranscriber
-from support.session_parts import RecordingHooks, speech_with_pauses
+from support.fakes import FakeSocket
+from support.session_parts import RecordingHooks, fake_multichannel, speech_with_pauses
 
 from protocol.codec import NativeCodec
 from protocol.native import Config, Configured, Error, Final, Finalized, Ready, Stopped
 from service.session.admission import LiveSessions
-from service.session.channels import ChannelCodec, ChannelSocket
 from service.session.multichannel import Multichannel, run_multichannel
 from service.session.ports import SessionHooks, StreamOptions
-from service.session.record import Session
 
 OPTIONS = StreamOptions(pace=0)
 
@@ -31,28 +29,9 @@ def stereo(left: np.ndarray, right: np.ndarray) -> bytes:
 
 
 def session(socket: FakeSocket, hooks: SessionHooks, live: LiveSessions) -> Multichannel:
-    transcriber = FakeTranscriber(text=lambda request: "words")
-
-    def make_channel(channel: int, channel_socket: ChannelSocket, hooks: SessionHooks) -> Session:
-        return Session(
-            socket=channel_socket,
-            codec=ChannelCodec(),
-            transcriber=transcriber,
-            config=Config(interim=False),
-            options=OPTIONS,
-            session_id=f"call.{channel}",
-            hooks=hooks,
-        )
-
-    return Multichannel(
-        socket=socket,
-        codec=NativeCodec(),
-        config=Config(channels=2, multichannel=True, interim=False),
-        options=OPTIONS,
-        hooks=hooks,
-        make_channel=make_channel,
-        hold=live.holding,
-        session_id="call",
+    config = Config(channels=2, multichannel=True, interim=False)
+    return fake_multichannel(
+        socket, hooks, live, codec=NativeCodec(), config=config, options=OPTIONS
     )
 
 

@@ -11,48 +11,32 @@ import json
 import trio
 import trio.testing
 from support.audio_files import DATA, g711_encode, load, telephone_band
-from support.fakes import FakeSocket, FakeTranscriber
-from support.session_parts import RecordingHooks
+from support.fakes import FakeSocket
+from support.session_parts import RecordingHooks, fake_multichannel
 
 from protocol.dialects.twilio import TwilioCodec
 from protocol.multichannel import ChannelAudio
 from protocol.native import Config
 from service.session.admission import LiveSessions
-from service.session.channels import ChannelCodec, ChannelSocket
 from service.session.multichannel import Multichannel, run_multichannel
 from service.session.ports import SessionHooks, SessionLimits, StreamOptions
-from service.session.record import Session
 
 OPTIONS = StreamOptions(pace=0, limits=SessionLimits(idle_timeout_s=1.0))
 CHUNK = 160  # 20 ms of μ-law at 8 kHz
 
 
 def call(socket: FakeSocket, hooks: SessionHooks, live: LiveSessions) -> Multichannel:
-    transcriber = FakeTranscriber(text=lambda request: "words")
-
-    def make_channel(channel: int, channel_socket: ChannelSocket, hooks: SessionHooks) -> Session:
-        return Session(
-            socket=channel_socket,
-            codec=ChannelCodec(),
-            transcriber=transcriber,
-            config=Config(encoding="mulaw", sample_rate=8000, interim=False),
-            options=OPTIONS,
-            session_id=f"call.{channel}",
-            hooks=hooks,
-        )
-
-    return Multichannel(
-        socket=socket,
+    config = Config(
+        encoding="mulaw", sample_rate=8000, channels=2, multichannel=True, interim=False
+    )
+    return fake_multichannel(
+        socket,
+        hooks,
+        live,
         codec=TwilioCodec(["inbound", "outbound"]),
-        config=Config(
-            encoding="mulaw", sample_rate=8000, channels=2, multichannel=True, interim=False
-        ),
+        config=config,
         options=OPTIONS,
-        hooks=hooks,
-        make_channel=make_channel,
-        hold=live.holding,
         interleaved=False,
-        session_id="call",
         route="/v1/twilio",
     )
 

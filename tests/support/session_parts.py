@@ -3,13 +3,20 @@ hooks that record what the session told them."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 import numpy as np
 from support.audio_files import DATA, load
+from support.fakes import FakeSocket, FakeTranscriber
 
 from actors.model.port import Samples
 from protocol.codec import NativeCodec
 from protocol.native import Config, Final
 from service.policy.latency import FinalWaits
+from service.session.admission import LiveSessions
+from service.session.channels import ChannelCodec, ChannelSocket
+from service.session.multichannel import Multichannel, MuxCodec
 from service.session.ports import (
     FinalWaitLog,
     FrameSocket,
@@ -69,4 +76,44 @@ def native_session(
         hooks=hooks or NoHooks(),
         vad=vad,
         final_waits=final_waits or FinalWaits(),
+    )
+
+
+def fake_multichannel(
+    socket: FakeSocket,
+    hooks: SessionHooks,
+    live: LiveSessions,
+    *,
+    codec: MuxCodec,
+    config: Config,
+    options: StreamOptions,
+    **extra: Any,
+) -> Multichannel:
+    """A multichannel session on `socket` whose channels (mono `config`s, session ids
+    `call.N`) share one fake transcriber that reads every utterance as "words"; `extra` goes
+    to `Multichannel` (`interleaved`, `route`)."""
+    transcriber = FakeTranscriber(text=lambda request: "words")
+    mono = msgspec.structs.replace(config, channels=1, multichannel=False)
+
+    def make_channel(channel: int, channel_socket: ChannelSocket, hooks: SessionHooks) -> Session:
+        return Session(
+            socket=channel_socket,
+            codec=ChannelCodec(),
+            transcriber=transcriber,
+            config=mono,
+            options=options,
+            session_id=f"call.{channel}",
+            hooks=hooks,
+        )
+
+    return Multichannel(
+        socket=socket,
+        codec=codec,
+        config=config,
+        options=options,
+        hooks=hooks,
+        make_channel=make_channel,
+        hold=live.holding,
+        session_id="call",
+        **extra,
     )
