@@ -18,6 +18,7 @@ import trio
 from support.dialect_helpers import (
     DATA,
     chunks,
+    deepgram_client,
     exchange,
     load_make_clips,
     overlap,
@@ -316,16 +317,8 @@ def test_downmix_averages_channels_across_chunk_boundaries() -> None:
 
 def _sdk_stream(address: str, audio: bytes, **options: str) -> list[Any]:
     """The official client, unmodified, pointed at the local server (runs in a thread)."""
-    from deepgram import DeepgramClient
-    from deepgram.environment import DeepgramClientEnvironment
 
-    environment = DeepgramClientEnvironment(
-        base=f"http://{address}",
-        production=f"ws://{address}",
-        agent=f"ws://{address}",
-        agent_rest=f"http://{address}",
-    )
-    client = DeepgramClient(api_key="local-test", environment=environment)
+    client = deepgram_client(address)
     with client.listen.v1.connect(model="nova-3", **options) as socket:
         for piece in chunks(audio, 6400):  # 200 ms of 16 kHz PCM16
             socket.send_media(piece)

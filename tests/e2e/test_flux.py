@@ -16,6 +16,7 @@ import pytest
 import trio
 from support.dialect_helpers import (
     chunks,
+    deepgram_client,
     exchange,
     pcm16_file,
     reference,
@@ -38,24 +39,11 @@ CHUNK = 3200  # 100 ms of 16 kHz PCM16
 Script = Callable[[Any], None]
 
 
-def client(address: str) -> Any:
-    from deepgram import DeepgramClient
-    from deepgram.environment import DeepgramClientEnvironment
-
-    environment = DeepgramClientEnvironment(
-        base=f"http://{address}",
-        production=f"ws://{address}",
-        agent=f"ws://{address}",
-        agent_rest=f"http://{address}",
-    )
-    return DeepgramClient(api_key="local-test", environment=environment)
-
-
 def flux(address: str, script: Script, **options: str) -> list[Any]:
     """Connect with the SDK, run `script` on the socket while a thread reads every message
     until the server closes; the messages, each checked against the SDK's model."""
     received: list[Any] = []
-    with client(address).listen.v2.connect(
+    with deepgram_client(address).listen.v2.connect(
         model="flux-general-en", encoding="linear16", sample_rate="16000", **options
     ) as socket:
         reader = threading.Thread(target=lambda: received.extend(socket))
@@ -146,7 +134,9 @@ async def test_a_bad_threshold_is_refused_before_the_upgrade(
 ) -> None:
     def connect(address: str) -> str:
         try:
-            with client(address).listen.v2.connect(model="flux-general-en", eot_threshold="0.2"):
+            with deepgram_client(address).listen.v2.connect(
+                model="flux-general-en", eot_threshold="0.2"
+            ):
                 pass
         except Exception as error:  # the SDK raises what websockets raised: HTTP 400
             return f"{type(error).__name__}: {error}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from support.dialect_helpers import chunks, pcm16_file, serving, silence, speech
+from support.dialect_helpers import chunks, deepgram_client, pcm16_file, serving, silence, speech
 from support.sdk_models import checked
 
 from actors.model.port import SpeechModel
@@ -25,19 +25,6 @@ BEFORE = "ljspeech_coqui/LJ001-0002.wav"  # an utterance before the vocabulary c
 RARE = "ljspeech_coqui/LJ001-0031.wav"
 
 
-def client(address: str) -> Any:
-    from deepgram import DeepgramClient
-    from deepgram.environment import DeepgramClientEnvironment
-
-    environment = DeepgramClientEnvironment(
-        base=f"http://{address}",
-        production=f"ws://{address}",
-        agent=f"ws://{address}",
-        agent_rest=f"http://{address}",
-    )
-    return DeepgramClient(api_key="local-test", environment=environment)
-
-
 def send(socket: Any, audio: bytes) -> None:
     for piece in chunks(audio, 6400):  # 200 ms of 16 kHz PCM16
         socket.send_media(piece)
@@ -46,7 +33,7 @@ def send(socket: Any, audio: bytes) -> None:
 
 def listen(address: str, configures: list[Any], **options: Any) -> list[Any]:
     """One utterance, then each of `configures`, then the clip with the rare names."""
-    with client(address).listen.v1.connect(
+    with deepgram_client(address).listen.v1.connect(
         model="nova-3", encoding="linear16", sample_rate="16000", punctuate="true", **options
     ) as socket:
         send(socket, pcm16_file(speech(BEFORE)) + silence(1.0))

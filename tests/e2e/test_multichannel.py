@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import trio
 from support.audio_files import DATA, load, pcm16
-from support.dialect_helpers import chunks, exchange, overlap, serving
+from support.dialect_helpers import chunks, deepgram_client, exchange, overlap, serving
 
 from actors.model.port import SpeechModel
 from protocol.multichannel import Deinterleaver
@@ -140,17 +140,9 @@ def _sdk_stereo(address: str, audio: bytes) -> list[Any]:
     the right channel only, then `CloseStream` (runs in a thread)."""
     import time
 
-    from deepgram import DeepgramClient
-    from deepgram.environment import DeepgramClientEnvironment
     from deepgram.listen.v1.types import ListenV1Finalize
 
-    environment = DeepgramClientEnvironment(
-        base=f"http://{address}",
-        production=f"ws://{address}",
-        agent=f"ws://{address}",
-        agent_rest=f"http://{address}",
-    )
-    client = DeepgramClient(api_key="local-test", environment=environment)
+    client = deepgram_client(address)
     options = {"encoding": "linear16", "sample_rate": "16000", "channels": "2"}
     with client.listen.v1.connect(
         model="nova-3",

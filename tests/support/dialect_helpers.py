@@ -138,3 +138,17 @@ def silence(seconds: float) -> bytes:
 def message_kinds(messages: list[Any], key: str = "type") -> list[str]:
     """The `key` of each JSON message, in order (binary messages skipped)."""
     return [m[key] for m in messages if isinstance(m, dict)]
+
+
+def deepgram_client(address: str) -> Any:
+    """The official Deepgram client, unmodified, with every base URL on the local server."""
+    from deepgram import DeepgramClient
+    from deepgram.environment import DeepgramClientEnvironment
+
+    environment = DeepgramClientEnvironment(
+        base=f"http://{address}",
+        production=f"ws://{address}",
+        agent=f"ws://{address}",
+        agent_rest=f"http://{address}",
+    )
+    return DeepgramClient(api_key="local-test", environment=environment)
