@@ -12,6 +12,16 @@ ran into its `max_length`) is marked `LOOPED`; the adapter decodes a looped fina
 30 s window and keeps the wider answer (marked `WIDENED`), which brings the word error rate of
 CPUs that loop back to that of those that do not (measured: docs/benchmarks.md). A looped
 draft is cut where the repeat begins instead (`cut_loop`).
+
+Skipped phrases: the session's earlier finals, given as context, now and then make Whisper
+leave out a phrase that echoes them. In 10 dB babble running through the pauses, a 13.5 s final
+after a context ending "…on the side of the lowercase." read "The earliest book printed with
+movable type the aforesaid Gutenberg Bible", 12 words where 26 were said ("than the capital
+letters; the lower-case being in fact invented in the early Middle Ages" gone); decoded
+without the context, it had them all. Such a final has far fewer words than its audio
+(`sparse`: under `SPARSE_WORDS_PER_S` a second over at least `SPARSE_MIN_S`; read speech runs
+2-3 words a second, slow verse 1.4), so the adapter decodes it once more without the context
+and keeps that answer (marked `UNPROMPTED`) where it has clearly more words (`fuller`).
 """
 
 from __future__ import annotations
@@ -35,6 +45,13 @@ HALLUCINATIONS = (
 )
 LOOPED = "looped: a phrase repeated back to back, or the generation ran out of length"
 WIDENED = "widened: decoded again in a 30 s window"
+UNPROMPTED = "unprompted: decoded again without the earlier finals, which had made it skip words"
+
+SPARSE_MIN_S = 6.0  # shorter finals are never judged sparse
+SPARSE_WORDS_PER_S = 1.0  # fewer words a second than this over a long final: a skipped phrase
+FULLER_BY = 1.5  # the second answer is kept when it has this many times the words
+# languages written without spaces between words: their word counts say nothing of skips
+UNSPACED = frozenset({"zh", "ja", "th", "lo", "my", "km", "bo", "yue"})
 
 
 def judge(
@@ -87,6 +104,24 @@ def cut_loop(result: Result) -> Result:
     """A looped draft up to where its repeat begins, with the words it keeps."""
     text = before_repeat(result.text)
     return attrs.evolve(result, text=text, words=result.words[: len(text.split())])
+
+
+def sparse(result: Result, seconds: float) -> bool:
+    """Whether a final of `seconds` of audio has so few words that a phrase was likely
+    skipped (an empty final is the silence rule's, not a skip)."""
+    if not result.text or seconds < SPARSE_MIN_S or result.language in UNSPACED:
+        return False
+    return len(result.text.split()) < SPARSE_WORDS_PER_S * seconds
+
+
+def fuller(first: Result, second: Result) -> Result | None:
+    """`second`, marked `UNPROMPTED` and its cost added to `first`'s, when it has at least
+    `FULLER_BY` times `first`'s words and is not itself looped; else None (keep `first`)."""
+    if looped(second) or len(second.text.split()) < FULLER_BY * len(first.text.split()):
+        return None
+    return attrs.evolve(
+        second, flags=(*second.flags, UNPROMPTED), tokens=first.tokens + second.tokens
+    )
 
 
 def repeat_start(text: str, shortest: int = 3, longest: int = 6) -> int | None:

@@ -4,6 +4,9 @@
 turns requests into log-mel windows, groups those that can share one CTranslate2 call (same
 window length, same number of prompt tokens before `<|startoftranscript|>`, same beam size),
 encodes each group once, detects languages where asked, decodes, and aligns words when asked.
+Two kinds of final are decoded once more in the same call, both rare: one that looped (in a
+30 s window) and one that skipped a phrase, far fewer words than its audio (without the
+session's context, `_retry_sparse`).
 How long a request's window is: `actors/model/windows.py`. What a decoded text is worth (the
 silence rule, flags for made-up text, the loop guard that decodes a looped final once more in
 a 30 s window): `actors/model/judging.py`.
@@ -48,7 +51,15 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
-from actors.model.judging import WIDENED, cut_loop, judge, looped, mark_loop
+from actors.model.judging import (
+    WIDENED,
+    cut_loop,
+    fuller,
+    judge,
+    looped,
+    mark_loop,
+    sparse,
+)
 from actors.model.port import SAMPLE_RATE, Request, Result, Samples, TokenUsage, WordTiming
 from actors.model.weights import ModelNotFound, ResolvedModel
 from actors.model.windows import (
@@ -125,6 +136,11 @@ class WhisperAdapter:
     # -- the public call -------------------------------------------------------------------
 
     def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
+        results = self._decode(requests)
+        self._retry_sparse(requests, results)
+        return results
+
+    def _decode(self, requests: Sequence[Request]) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         prompts = [self._prefix(request) for request in requests]
@@ -166,6 +182,29 @@ class WhisperAdapter:
             )
             for index, result in zip(indices, outputs, strict=True):
                 results[index] = attrs.evolve(result, flags=(*result.flags, WIDENED))
+
+    def _retry_sparse(self, requests: Sequence[Request], results: list[Result]) -> None:
+        """Decode finals that skipped a phrase (`judging.sparse`) once more without the
+        session's context, keeping that answer where it is `judging.fuller`."""
+        indices = [
+            index
+            for index, request in enumerate(requests)
+            if request.options.context
+            and not request.options.partial
+            and sparse(results[index], _own_seconds(request))
+        ]
+        if not indices:
+            return
+        again = self._decode(
+            [
+                attrs.evolve(requests[i], options=attrs.evolve(requests[i].options, context=None))
+                for i in indices
+            ]
+        )
+        for index, second in zip(indices, again, strict=True):
+            results[index] = fuller(results[index], second) or attrs.evolve(
+                results[index], tokens=results[index].tokens + second.tokens
+            )
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -337,6 +376,12 @@ class WhisperAdapter:
                     if word["word"].strip()
                 )
                 results[index] = attrs.evolve(results[index], words=timings)
+
+
+def _own_seconds(request: Request) -> float:
+    """The request's audio after its lead-in (the previous final's audio), in seconds."""
+    lead_s = request.options.lead_in_s if request.options.lead_in else 0.0
+    return len(request.audio) / SAMPLE_RATE - lead_s
 
 
 def _lead_tokens(tokenizer: Tokenizer, lead_in: str | None) -> list[int]:
