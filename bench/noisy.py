@@ -71,6 +71,7 @@ class NoisySettings:
     out: Path
     conversations: int = 0
     pause_s: float = 1.0
+    offset_ms: float = 0.0
     live: int = 0
     final_lead_in: LeadInMode = "narrowband"
     server_cmd: str = "uv run chorus serve"
@@ -105,6 +106,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> NoisySettings:
         "--pause-s apart), and score those instead of single clips (default: single clips)",
     )
     parser.add_argument("--pause-s", type=float, default=1.0)
+    parser.add_argument(
+        "--offset-ms",
+        type=float,
+        default=0.0,
+        help="more silence before each piece: the same speech with the VAD's 32 ms frames and "
+        "the mel's 10 ms hops falling elsewhere, to see how much a score moves by chance "
+        "(runs at a few offsets, e.g. 0, 8, 16, 24)",
+    )
     parser.add_argument(
         "--live",
         type=int,
@@ -340,10 +349,16 @@ def pieces(
 ) -> tuple[list[Item], dict[Condition, list[Samples]]]:
     """What is scored, and its audio in each condition: every clip on its own, or with
     `--conversations` the clips in that many runs laid end to end `--pause-s` apart."""
+    offset_s, snr = settings.offset_ms / 1000, settings.snr_db
     if not settings.conversations:
         items = [Item(clip.name, clip.reference or "", [clip]) for clip in clips]
         return items, {
-            condition: [condition_audio(condition, clip, every, settings.snr_db) for clip in clips]
+            condition: [
+                condition_audio(condition, padded(clip, 0.0, lead_s=offset_s), every, snr)
+                if offset_s
+                else condition_audio(condition, clip, every, snr)
+                for clip in clips
+            ]
             for condition in settings.conditions
         }
     groups = [
@@ -364,9 +379,11 @@ def pieces(
                 [
                     condition_audio(
                         condition,
-                        padded(clip, settings.pause_s, first=index == 0),
+                        padded(
+                            clip, settings.pause_s, lead_s=(0.5 + offset_s) if index == 0 else 0.0
+                        ),
                         every,
-                        settings.snr_db,
+                        snr,
                     )
                     for index, clip in enumerate(group)
                 ]
@@ -378,11 +395,11 @@ def pieces(
     return items, audio
 
 
-def padded(clip: Clip, pause_s: float, *, first: bool) -> Clip:
-    """`clip` followed by `pause_s` of silence (the first of a conversation also led by 0.5 s
-    of it), before its condition is made: the noise of a noisy condition runs on through the
-    pauses, as a room's does, and its SNR counts them."""
-    lead = np.zeros(SAMPLE_RATE // 2 if first else 0, dtype=np.float32)
+def padded(clip: Clip, pause_s: float, *, lead_s: float = 0.0) -> Clip:
+    """`clip` led by `lead_s` and followed by `pause_s` of silence (a conversation's first clip
+    is led by 0.5 s), before its condition is made: the noise of a noisy condition runs on
+    through the pauses, as a room's does, and its SNR counts them."""
+    lead = np.zeros(round(lead_s * SAMPLE_RATE), dtype=np.float32)
     pause = np.zeros(round(pause_s * SAMPLE_RATE), dtype=np.float32)
     return attrs.evolve(clip, samples=np.concatenate([lead, clip.samples, pause]))
 
@@ -509,7 +526,12 @@ def markdown(report: NoisyReport, show: int) -> str:
         ),
         "",
         f"{report.created}; {report.machine.get('cpu', '')}; {options['compute_type']}, "
-        f"{options['cpu_threads']} threads, beam {options['beam_size']}",
+        f"{options['cpu_threads']} threads, beam {options['beam_size']}"
+        + (
+            f"; each piece led by {options['offset_ms']} ms more silence"
+            if float(options.get("offset_ms", "0"))
+            else ""
+        ),
         "",
         "| condition | offline faster-whisper | streaming (Chorus) | streaming - offline | "
         "offline S/D/I | streaming S/D/I | finals | wall s offline / streaming |",

@@ -187,3 +187,17 @@ def test_conversations_lay_each_clip_once_with_the_noise_through_the_pauses() ->
     assert power(gap) > 1e-6  # the babble goes on through the pause
     live = parse_arguments(["--live", "4"])
     assert (live.live, live.conversations) == (4, 4)
+
+
+def test_an_offset_moves_the_same_speech_later() -> None:
+    clips = load_set(SPEECH / "en_wer.tsv")[:2]
+    arguments = ["--conversations", "1", "--conditions", "clean,telephone"]
+    _, plain = pieces(parse_arguments(arguments), clips, clips)
+    _, later = pieces(parse_arguments([*arguments, "--offset-ms", "8"]), clips, clips)
+    shift = 8 * SAMPLE_RATE // 1000
+    assert len(later["clean"][0]) == len(plain["clean"][0]) + shift
+    assert np.array_equal(later["clean"][0][shift:], plain["clean"][0])
+    assert not later["clean"][0][:shift].any()
+    assert len(later["telephone"][0]) == len(plain["telephone"][0]) + shift
+    _, single = pieces(parse_arguments(["--offset-ms", "8", "--conditions", "clean"]), clips, clips)
+    assert len(single["clean"][0]) == len(clips[0].samples) + shift
