@@ -281,6 +281,7 @@ class WhisperAdapter:
                 (languages[index], language_probs[index]),
                 room=max_length - len(prompts[index]),
                 usage=TokenUsage(audio=frames // 2, text=len(prompts[index])),
+                seconds=None if requests[index].options.partial else _own_seconds(requests[index]),
             )
             for index, output in enumerate(outputs)
         ]
@@ -407,17 +408,19 @@ def _read_output(
     *,
     room: int,
     usage: TokenUsage,
+    seconds: float | None = None,
 ) -> Result:
-    """One request's result from CTranslate2's output: its text, judged (`judging.judge`), and
-    flagged as looped when it looks so or used all the `room` its prompt left; `usage` (the
-    window and the prompt) gets the generated tokens added."""
+    """One request's result from CTranslate2's output: its text, judged (`judging.judge`; a
+    final's own `seconds` given), and flagged as looped when it looks so or used all the
+    `room` its prompt left; `usage` (the window and the prompt) gets the generated tokens
+    added."""
     tokens = [token for token in output.sequences_ids[0][lead:] if token < tokenizer.eot]
     text = tokenizer.decode(tokens).strip()
     length = len(output.sequences_ids[0]) - forced  # generated tokens
     avg_logprob = output.scores[0] * length / (length + 1) if length else -10.0
     if not length and forced:  # nothing generated after committed words: an end, not a doubt
         avg_logprob = 0.0
-    result = judge(text, *language, avg_logprob, output.no_speech_prob)
+    result = judge(text, *language, avg_logprob, output.no_speech_prob, seconds=seconds)
     result = attrs.evolve(result, tokens=attrs.evolve(usage, output=max(0, length)))
     return mark_loop(result, text, ran_out=length >= room)
 

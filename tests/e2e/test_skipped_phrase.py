@@ -1,6 +1,7 @@
 """A final that skipped a phrase (far fewer words than its audio) is decoded again without the
 session's earlier finals, whose echo made Whisper skip, and the fuller answer kept
-(`actors/model/judging.py`, `WhisperAdapter._retry_sparse`)."""
+(`actors/model/judging.py`, `WhisperAdapter._retry_sparse`); and a short final the decoder was
+unsure of (noise after the speaker stopped) is no text."""
 
 from __future__ import annotations
 
@@ -115,3 +116,45 @@ def test_the_retry_runs_on_the_real_decoder(
     assert retried.text == alone.text or UNPROMPTED in retried.flags
     rate = word_error_rate([(reference, retried.text)])
     assert rate.wer is not None and rate.wer <= 0.15
+
+
+# -- a short final the decoder was unsure of is noise ---------------------------------------
+
+MADE_UP = "That is the most important thing in the world."  # 2.1 s of babble, -1.38
+
+
+@pytest.mark.parametrize(
+    ("avg_logprob", "seconds", "kept"),
+    [
+        (-1.38, 2.1, False),  # the babble after the last speaker: no text
+        (-1.38, None, True),  # a draft: its first second may well be unsure
+        (-1.38, 5.0, True),  # long enough to be speech heard badly: kept, flagged
+        (-0.30, 1.0, True),  # a short, sure final ("Yes.")
+    ],
+)
+def test_a_short_unsure_final_is_no_text(
+    avg_logprob: float, seconds: float | None, kept: bool
+) -> None:
+    result = judging.judge(MADE_UP, "en", 1.0, avg_logprob, 0.2, seconds=seconds)
+    assert (result.text == MADE_UP) is kept
+    if not kept:
+        assert result.flags[0].startswith("no_speech")
+    elif avg_logprob < -1.0:
+        assert result.flags[0].startswith("low_confidence")
+
+
+def test_the_adapter_judges_a_final_by_its_own_seconds(tiny_model: WhisperAdapter) -> None:
+    # `_read_output` with the decoder's output for an unsure 2 s final: no text; the same
+    # output for a draft (no seconds given) keeps it
+    from types import SimpleNamespace
+
+    from actors.model.whisper import _read_output
+
+    tokenizer = tiny_model._tokenizer("en", "transcribe")
+    tokens = tokenizer.encode(" " + MADE_UP)
+    output = SimpleNamespace(sequences_ids=[tokens], scores=[-1.4], no_speech_prob=0.2)
+    common = {"room": 100, "usage": TokenUsage(audio=500)}
+    final = _read_output(output, tokenizer, 0, 0, ("en", 1.0), seconds=2.0, **common)  # type: ignore[arg-type]
+    draft = _read_output(output, tokenizer, 0, 0, ("en", 1.0), **common)  # type: ignore[arg-type]
+    assert final.text == "" and final.flags[0].startswith("no_speech")
+    assert draft.text == MADE_UP
