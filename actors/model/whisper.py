@@ -55,12 +55,11 @@ from actors.model.judging import (
     WIDENED,
     cut_loop,
     fuller,
-    judge,
     looped,
-    mark_loop,
     sparse,
 )
 from actors.model.port import SAMPLE_RATE, Request, Result, Samples, TokenUsage, WordTiming
+from actors.model.reading import after_lead, lead_tokens, own_seconds, read_output
 from actors.model.weights import ModelNotFound, ResolvedModel
 from actors.model.windows import (
     FRAMES_PER_SECOND,
@@ -191,7 +190,7 @@ class WhisperAdapter:
             for index, request in enumerate(requests)
             if request.options.context
             and not request.options.partial
-            and sparse(results[index], _own_seconds(request))
+            and sparse(results[index], own_seconds(request))
         ]
         if not indices:
             return
@@ -273,7 +272,7 @@ class WhisperAdapter:
             suppress_tokens=list(get_suppressed_tokens(tokenizers[0], (-1,)) or ()),
         )
         results = [
-            _read_output(
+            read_output(
                 output,
                 tokenizers[index],
                 forced_counts[index],
@@ -281,7 +280,7 @@ class WhisperAdapter:
                 (languages[index], language_probs[index]),
                 room=max_length - len(prompts[index]),
                 usage=TokenUsage(audio=frames // 2, text=len(prompts[index])),
-                seconds=None if requests[index].options.partial else _own_seconds(requests[index]),
+                seconds=None if requests[index].options.partial else own_seconds(requests[index]),
             )
             for index, output in enumerate(outputs)
         ]
@@ -302,7 +301,7 @@ class WhisperAdapter:
         forced_counts: list[int] = []
         lead_counts: list[int] = []
         for request, prefix, tokenizer in zip(requests, prefixes, tokenizers, strict=True):
-            lead = _lead_tokens(tokenizer, request.options.lead_in)
+            lead = lead_tokens(tokenizer, request.options.lead_in)
             forced = request.options.committed
             committed = tokenizer.encode(" " + forced.strip()) if forced else []
             prompts.append(
@@ -350,7 +349,7 @@ class WhisperAdapter:
                     ctranslate2.StorageView.from_array(np.ascontiguousarray(features[indices])),
                     to_cpu=False,
                 )
-            leads = [_lead_tokens(tokenizer, requests[i].options.lead_in) for i in indices]
+            leads = [lead_tokens(tokenizer, requests[i].options.lead_in) for i in indices]
             text_tokens = [
                 [*lead, *tokenizer.encode(" " + results[i].text)]
                 for lead, i in zip(leads, indices, strict=True)
@@ -362,7 +361,7 @@ class WhisperAdapter:
                 tokenizer, text_tokens, group_encoded, max(num_frames)
             )
             for index, words, lead in zip(indices, alignments, leads, strict=True):
-                words = _after_lead(words, len(lead))
+                words = after_lead(words, len(lead))
                 merge_punctuations(words, PREPEND_MARKS, APPEND_MARKS)
                 shift = requests[index].options.lead_in_s if lead else 0.0
                 limit = len(requests[index].audio) / SAMPLE_RATE - shift
@@ -377,52 +376,6 @@ class WhisperAdapter:
                     if word["word"].strip()
                 )
                 results[index] = attrs.evolve(results[index], words=timings)
-
-
-def _own_seconds(request: Request) -> float:
-    """The request's audio after its lead-in (the previous final's audio), in seconds."""
-    lead_s = request.options.lead_in_s if request.options.lead_in else 0.0
-    return len(request.audio) / SAMPLE_RATE - lead_s
-
-
-def _lead_tokens(tokenizer: Tokenizer, lead_in: str | None) -> list[int]:
-    return tokenizer.encode(" " + lead_in.strip()) if lead_in and lead_in.strip() else []
-
-
-def _after_lead(words: list[dict[str, Any]], lead: int) -> list[dict[str, Any]]:
-    """The aligned words after the first `lead` tokens (the lead-in's words)."""
-    seen = 0
-    for index, word in enumerate(words):
-        if seen >= lead:
-            return words[index:]
-        seen += len(word["tokens"])
-    return []
-
-
-def _read_output(
-    output: ctranslate2.models.WhisperGenerationResult,
-    tokenizer: Tokenizer,
-    forced: int,
-    lead: int,
-    language: tuple[str, float],
-    *,
-    room: int,
-    usage: TokenUsage,
-    seconds: float | None = None,
-) -> Result:
-    """One request's result from CTranslate2's output: its text, judged (`judging.judge`; a
-    final's own `seconds` given), and flagged as looped when it looks so or used all the
-    `room` its prompt left; `usage` (the window and the prompt) gets the generated tokens
-    added."""
-    tokens = [token for token in output.sequences_ids[0][lead:] if token < tokenizer.eot]
-    text = tokenizer.decode(tokens).strip()
-    length = len(output.sequences_ids[0]) - forced  # generated tokens
-    avg_logprob = output.scores[0] * length / (length + 1) if length else -10.0
-    if not length and forced:  # nothing generated after committed words: an end, not a doubt
-        avg_logprob = 0.0
-    result = judge(text, *language, avg_logprob, output.no_speech_prob, seconds=seconds)
-    result = attrs.evolve(result, tokens=attrs.evolve(usage, output=max(0, length)))
-    return mark_loop(result, text, ran_out=length >= room)
 
 
 def _one_blas_thread() -> None:

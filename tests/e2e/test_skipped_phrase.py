@@ -144,17 +144,17 @@ def test_a_short_unsure_final_is_no_text(
 
 
 def test_the_adapter_judges_a_final_by_its_own_seconds(tiny_model: WhisperAdapter) -> None:
-    # `_read_output` with the decoder's output for an unsure 2 s final: no text; the same
+    # `read_output` with the decoder's output for an unsure 2 s final: no text; the same
     # output for a draft (no seconds given) keeps it
     from types import SimpleNamespace
 
-    from actors.model.whisper import _read_output
+    from actors.model.reading import read_output
 
     tokenizer = tiny_model._tokenizer("en", "transcribe")
     tokens = tokenizer.encode(" " + MADE_UP)
     output = SimpleNamespace(sequences_ids=[tokens], scores=[-1.4], no_speech_prob=0.2)
     common = {"room": 100, "usage": TokenUsage(audio=500)}
-    final = _read_output(output, tokenizer, 0, 0, ("en", 1.0), seconds=2.0, **common)  # type: ignore[arg-type]
-    draft = _read_output(output, tokenizer, 0, 0, ("en", 1.0), **common)  # type: ignore[arg-type]
+    final = read_output(output, tokenizer, 0, 0, ("en", 1.0), seconds=2.0, **common)  # type: ignore[arg-type]
+    draft = read_output(output, tokenizer, 0, 0, ("en", 1.0), **common)  # type: ignore[arg-type]
     assert final.text == "" and final.flags[0].startswith("no_speech")
     assert draft.text == MADE_UP
