@@ -9,7 +9,8 @@ Two kinds of final are decoded once more in the same call, both rare: one that l
 session's context, `_retry_sparse`).
 How long a request's window is: `actors/model/windows.py`. What a decoded text is worth (the
 silence rule, flags for made-up text, the loop guard that decodes a looped final once more in
-a 30 s window): `actors/model/judging.py`.
+a 30 s window, a short final the decoder was unsure of): `actors/model/judging.py`; reading
+one decode's output into a judged result: `actors/model/reading.py`.
 
 Context: `DecodeOptions.context` carries the session's earlier finals. Its last
 `CONTEXT_TOKENS` tokens go before `<|startoftranscript|>` (after the client's own prompt), so
