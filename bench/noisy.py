@@ -355,8 +355,6 @@ def pieces(
         return items, {
             condition: [
                 condition_audio(condition, padded(clip, 0.0, lead_s=offset_s), every, snr)
-                if offset_s
-                else condition_audio(condition, clip, every, snr)
                 for clip in clips
             ]
             for condition in settings.conditions

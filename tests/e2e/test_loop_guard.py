@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.model_free import ModelFreeAdapter
 
 from actors.model.judging import before_repeat, repeats
 from actors.model.port import DecodeOptions, Request, Result
@@ -28,14 +29,11 @@ def test_repeats(text: str, looped: bool) -> None:
     assert repeats(text) is looped
 
 
-class _LoopingAdapter(WhisperAdapter):
+class _LoopingAdapter(ModelFreeAdapter):
     """The real batching and retry logic over a decoder that loops on windows under 30 s."""
 
-    def __init__(self) -> None:  # no model: `_run_group` is replaced below
-        self.bucket_s = 5.0
-        self.final_window = "double"
-        self.tight_partials = True
-        self.pad_to_longest = False
+    def __init__(self) -> None:
+        super().__init__()
         self.windows: list[tuple[int, int]] = []
 
     def _run_group(

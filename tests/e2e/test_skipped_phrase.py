@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.model_free import ModelFreeAdapter
 
 from actors.model import judging
 from actors.model.judging import UNPROMPTED, fuller, sparse
@@ -46,15 +47,12 @@ def test_fuller_keeps_only_clearly_more_words_and_never_a_loop() -> None:
     assert fuller(first, looping) is None
 
 
-class _EchoingAdapter(WhisperAdapter):
+class _EchoingAdapter(ModelFreeAdapter):
     """The real batching and retry logic over a decoder that skips the phrase when it is
     given context (as base did in babble), and hears it all without."""
 
-    def __init__(self) -> None:  # no model: `_run_group` is replaced below
-        self.bucket_s = 5.0
-        self.final_window = "double"
-        self.tight_partials = True
-        self.pad_to_longest = False
+    def __init__(self) -> None:
+        super().__init__()
         self.calls: list[list[str | None]] = []
 
     def _prefix(self, request: Request) -> list[int]:
