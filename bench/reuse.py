@@ -10,7 +10,12 @@ and at each utterance's end its final decoded two or more ways from the same dra
   default);
 - **reuse H**: the committed words that end H seconds or more before the utterance does stand,
   and only the audio from a second before their end on is decoded, with the final's beam
-  (`drafting.plan_final`, `CHORUS_FINAL_REUSE_S=H`).
+  (`drafting.plan_final`, `CHORUS_FINAL_REUSE_S=H`);
+- **forced H** (`--forced H` or `H:P`): the whole utterance in the finals' window, as fresh,
+  with the committed words that end H seconds or more before it forced as the decoder's first
+  words, up to the first whose draft gave it a probability under P. The encoder's work is
+  the same as fresh; what it shows is what forcing words saves of the decoder's
+  (`bench.model_cost` times one forced token).
 
 It reports WER (Whisper's English normalizer, over all words of a condition), substitutions,
 deletions and insertions per condition and rule, and the model seconds each rule's finals took
@@ -30,7 +35,7 @@ import attrs
 import msgspec
 import numpy as np
 
-from actors.model.port import DecodeOptions, SpeechModel
+from actors.model.port import DecodeOptions, Request, SpeechModel
 from actors.model.weights import resolve_model
 from actors.model.whisper import WhisperAdapter
 from actors.speech.segmenter import Segment, Segmenter, SegmenterConfig
@@ -40,8 +45,36 @@ from bench.figures import word_error_rate
 from bench.noisy import TRAILING_SILENCE_S, parse_conditions
 from bench.report import DEFAULT_RESULTS, cpu_model, now_stamp
 from service.session.agreement import Agreement
-from service.session.drafting import plan_draft, plan_final, read_draft
+from service.session.drafting import DraftPlan, plan_draft, plan_final, read_draft
 from service.session.transcribing import CONTEXT_FINALS
+
+
+@attrs.frozen
+class ForcedRule:
+    """The whole utterance decoded with committed words ending `hold_s` before its end
+    forced, up to the first with a probability under `min_probability`."""
+
+    hold_s: float
+    min_probability: float = 0.0
+
+    @property
+    def name(self) -> str:
+        floor = f", p ≥ {self.min_probability:g}" if self.min_probability > 0 else ""
+        return f"forced {self.hold_s:g} s{floor}"
+
+    @classmethod
+    def parse(cls, text: str) -> ForcedRule:
+        hold, _, floor = text.partition(":")
+        return cls(float(hold), float(floor or 0.0))
+
+    def words(self, agreement: Agreement, audio_s: float) -> list[str]:
+        kept = []
+        for word in agreement.committed:
+            late = word.timed and word.end > audio_s - self.hold_s
+            if late or word.probability < self.min_probability:
+                break
+            kept.append(word.word)
+        return kept
 
 
 @attrs.frozen
@@ -51,6 +84,7 @@ class ReuseSettings:
     limit: int | None
     conditions: tuple[Condition, ...]
     holds: tuple[float, ...]
+    forced: tuple[ForcedRule, ...]
     snr_db: float
     cpu_threads: int
     compute_type: str
@@ -88,6 +122,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> ReuseSettings:
         default=(0.5, 1.5, 3.0),
         help="reuse rules: committed words ending this many seconds before the utterance",
     )
+    parser.add_argument(
+        "--forced",
+        type=lambda text: tuple(ForcedRule.parse(x) for x in text.split(",") if x),
+        default=(),
+        help="rules H or H:P: committed words ending H s before the utterance (and each with "
+        "a draft probability of at least P) forced on the whole utterance's final",
+    )
     parser.add_argument("--snr-db", type=float, default=10.0)
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--compute-type", default="int8")
@@ -103,15 +144,38 @@ class _Tally:
     reused: int = 0
 
 
+Rule = float | ForcedRule
+"""A final's rule: reuse H (a hold in seconds; 0 is fresh) or forced words."""
+
+
+def rules_of(settings: ReuseSettings) -> dict[str, Rule]:
+    """Every rule the settings ask for, by its name in the report; fresh first."""
+    reuse: dict[str, Rule] = {f"reuse {hold:g} s": hold for hold in settings.holds}
+    return {"fresh": 0.0, **reuse, **{rule.name: rule for rule in settings.forced}}
+
+
+def final_plan(
+    rule: Rule, segment: Segment, agreement: Agreement, options: DecodeOptions
+) -> tuple[DraftPlan, int]:
+    """The final's request by `rule`, and how many committed words it did not decode."""
+    if isinstance(rule, ForcedRule):
+        words = rule.words(agreement, len(segment.audio) / SAMPLE_RATE)
+        forced = attrs.evolve(options, committed=" ".join(words) or None)
+        return DraftPlan(Request(segment.audio, forced), segment), len(words)
+    plan = plan_final(segment, agreement, options, rule)
+    return plan, len(plan.before)
+
+
 def stream_clip(
     model: SpeechModel,
     audio: Samples,
-    holds: Sequence[float],
+    rules: dict[str, Rule],
     beam_size: int,
     tallies: dict[str, _Tally],
 ) -> tuple[int, float]:
-    """One session over `audio`: drafts as asked, then each final by every rule. Appends each
-    rule's text for the clip to its tally; returns (drafts, draft model seconds)."""
+    """One session over `audio`: drafts as asked, then each final by every rule (fresh among
+    them). Appends each rule's text for the clip to its tally (`tallies`, by the same names);
+    returns (drafts, draft model seconds)."""
     padded = np.concatenate([audio, np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)])
     segmenter = Segmenter(SegmenterConfig())
     events = [*segmenter.feed(padded), *segmenter.close()]
@@ -128,22 +192,21 @@ def stream_clip(
             if result.text:
                 agreement.offer(*read_draft(draft, result))
             continue
-        for rule, tally in tallies.items():
+        for name, rule in rules.items():
             options = DecodeOptions(
-                language="en", beam_size=beam_size, context=_context(finals[rule])
+                language="en", beam_size=beam_size, context=_context(finals[name])
             )
-            hold_s = 0.0 if rule == "fresh" else float(rule)
-            plan = plan_final(segment, agreement, options, hold_s)
+            plan, reused = final_plan(rule, segment, agreement, options)
             begin = time.perf_counter()
             result = model.transcribe_batch([plan.request])[0]
-            tally.model_s += time.perf_counter() - begin
+            tallies[name].model_s += time.perf_counter() - begin
             text = read_draft(plan, result)[0]
-            tally.reused += len(plan.before)
+            tallies[name].reused += reused
             if text:
-                finals[rule].append(text)
+                finals[name].append(text)
         agreement = Agreement()
-    for rule, tally in tallies.items():
-        tally.texts.append(" ".join(finals[rule]))
+    for name, tally in tallies.items():
+        tally.texts.append(" ".join(finals[name]))
     return drafts, draft_s
 
 
@@ -163,19 +226,20 @@ def measure(settings: ReuseSettings) -> list[ConditionScores]:
     )
     scores = []
     for condition in settings.conditions:
-        tallies = {"fresh": _Tally(), **{f"{hold:g}": _Tally() for hold in settings.holds}}
+        rules = rules_of(settings)
+        tallies = {name: _Tally() for name in rules}
         drafts, draft_s = 0, 0.0
         for clip in clips:
             audio = condition_audio(condition, clip, every, settings.snr_db)
-            count, seconds = stream_clip(model, audio, settings.holds, settings.beam_size, tallies)
+            count, seconds = stream_clip(model, audio, rules, settings.beam_size, tallies)
             drafts, draft_s = drafts + count, draft_s + seconds
         references = [clip.reference or "" for clip in clips]
-        rules = []
-        for rule, tally in tallies.items():
+        scored = []
+        for name, tally in tallies.items():
             rate = word_error_rate(list(zip(references, tally.texts, strict=True)))
-            rules.append(
+            scored.append(
                 RuleScore(
-                    rule=rule if rule == "fresh" else f"reuse {rule} s",
+                    rule=name,
                     wer=rate.wer,
                     substitutions=rate.substitutions,
                     deletions=rate.deletions,
@@ -191,7 +255,7 @@ def measure(settings: ReuseSettings) -> list[ConditionScores]:
                 reference_words=reference_words.reference_words,
                 drafts=drafts,
                 draft_model_s=round(draft_s, 2),
-                rules=rules,
+                rules=scored,
             )
         )
         print(_table([scores[-1]]), flush=True)
@@ -211,6 +275,16 @@ def _table(scores: list[ConditionScores]) -> str:
                 f"{rule.deletions} | {rule.insertions} | {rule.final_model_s} | "
                 f"{rule.reused_words} |"
             )
+    lines += [
+        "",
+        "| condition | drafts | drafts' model s | ms a draft |",
+        "|---|---|---|---|",
+        *(
+            f"| {c.condition} | {c.drafts} | {c.draft_model_s} | "
+            f"{1000 * c.draft_model_s / max(1, c.drafts):.0f} |"
+            for c in scores
+        ),
+    ]
     return "\n".join(lines)
 
 
