@@ -1,4 +1,4 @@
-"""`python -m bench.model_cost` on the real tiny.en model and the shared speech set: every
+"""`python -m bench.model_cost` on the real tiny.en model and the repository's speech: every
 window, batch, beam and forced count asked for is timed once, and the report reads them. Only
 the shape and the decoded tokens are asserted: the times belong to the machine (speed lives in
 the bench, not in tests)."""
@@ -8,14 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+from support.audio_files import SPEECH
 
 from bench.model_cost import ModelCost, main, markdown, measure, parse_arguments
 
+SET = SPEECH / "en_wer.tsv"
+QUICK = ("--forced", "4", "--repeats", "1")
+
 
 def test_each_piece_asked_for_is_timed_and_reported(tmp_path: Path) -> None:
-    settings = parse_arguments(
-        ["--windows", "4,10", "--batches", "1,2", "--forced", "4", "--repeats", "1"]
-    )
+    settings = parse_arguments(["--set", str(SET), "--windows", "4,10", "--batches", "1,2", *QUICK])
     cost = measure(settings)
     assert [(e.window_s, e.batch) for e in cost.encoder] == [(4, 1), (4, 2), (10, 1), (10, 2)]
     assert all(e.ms > 0 for e in cost.encoder)
@@ -33,20 +35,7 @@ def test_each_piece_asked_for_is_timed_and_reported(tmp_path: Path) -> None:
 
 
 def test_the_report_is_written(tmp_path: Path) -> None:
-    main(
-        [
-            "--windows",
-            "4",
-            "--batches",
-            "1",
-            "--forced",
-            "2",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    main(["--set", str(SET), "--windows", "4", "--batches", "1", *QUICK, "--out", str(tmp_path)])
     (written,) = tmp_path.glob("model-cost-*.json")
     cost = msgspec.json.decode(written.read_bytes(), type=ModelCost)
     assert cost.model == "tiny.en" and cost.cpu_threads == 1
