@@ -32,7 +32,7 @@ import msgspec
 import numpy as np
 
 from bench.audio import SAMPLE_RATE, Clip, load_set, speech_dir
-from bench.report import DEFAULT_RESULTS, cpu_model, now_stamp
+from bench.report import DEFAULT_RESULTS, cpu_model, now_stamp, write_pair
 
 DECODE_WINDOW_S = 10  # the floor of a final's window (actors/model/windows.py)
 FRAMES_PER_SECOND = 100
@@ -258,13 +258,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_arguments(argv)
     cost = measure(settings)
     when, stamp = now_stamp()
-    settings.out.mkdir(parents=True, exist_ok=True)
-    base = settings.out / f"model-cost-{stamp}"
     text = f"# What the model's time goes to, {when}\n\n{markdown(cost)}\n"
-    base.with_suffix(".md").write_text(text, encoding="utf-8")
-    base.with_suffix(".json").write_bytes(msgspec.json.encode(cost))
     print(text)
-    print(f"wrote {base}.md and .json")
+    write_pair(settings.out / f"model-cost-{stamp}", text, cost)
 
 
 if __name__ == "__main__":

@@ -237,6 +237,13 @@ def write_text(text: str, path: Path) -> Path:
     return path
 
 
+def write_pair(stem: Path, markdown: str, payload: object) -> None:
+    """`stem`.md with `markdown` and `stem`.json with `payload` (msgspec-encoded)."""
+    write_text(markdown, stem.with_suffix(".md"))
+    stem.with_suffix(".json").write_bytes(msgspec.json.encode(payload))
+    print(f"wrote {stem}.md and .json")
+
+
 def write_load(report: LoadReport, stem: Path) -> Sequence[Path]:
     """JSON, Markdown and PNG files for a load report, all named from `stem`."""
     written = [

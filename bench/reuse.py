@@ -43,7 +43,7 @@ from bench.audio import SAMPLE_RATE, Samples, load_set, speech_dir
 from bench.conditions import CONDITIONS, Condition, condition_audio
 from bench.figures import word_error_rate
 from bench.noisy import TRAILING_SILENCE_S, parse_conditions
-from bench.report import DEFAULT_RESULTS, cpu_model, now_stamp
+from bench.report import DEFAULT_RESULTS, cpu_model, now_stamp, write_pair
 from service.session.agreement import Agreement
 from service.session.drafting import DraftPlan, plan_draft, plan_final, read_draft
 from service.session.transcribing import CONTEXT_FINALS
@@ -292,15 +292,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_arguments(argv)
     scores = measure(settings)
     when, stamp = now_stamp()
-    settings.out.mkdir(parents=True, exist_ok=True)
-    base = settings.out / f"reuse-{stamp}"
     header = (
         f"# Finals reusing drafts, {when}\n\nmodel {settings.model}, {settings.compute_type}, "
         f"{settings.cpu_threads} threads, beam {settings.beam_size}; CPU {cpu_model()}\n\n"
     )
-    base.with_suffix(".md").write_text(header + _table(scores) + "\n", encoding="utf-8")
-    base.with_suffix(".json").write_bytes(msgspec.json.encode(scores))
-    print(f"wrote {base}.md and .json")
+    write_pair(settings.out / f"reuse-{stamp}", header + _table(scores) + "\n", scores)
 
 
 if __name__ == "__main__":
