@@ -242,4 +242,8 @@ def batch_difference(before: Health | None, after: Health | None) -> BatchStats 
         mean_batch=items / batches if batches else None,
         batch_sizes=dict(sorted(sizes.items(), key=lambda pair: int(pair[0]))),
         busy_s=new.busy_s - old.busy_s,
+        model_s={
+            kind: round(seconds - old.model_s.get(kind, 0.0), 3)
+            for kind, seconds in new.model_s.items()
+        },
     )

@@ -74,7 +74,7 @@ LOAD_COLUMNS = (
     "server | N | started | done | refused | failed | final p50 | p95 | p99 | end-of-speech p95"
     " | 1st partial p50 | first text p95 | caption p50 | caption p95 | caption max"
     " | session caption p95 worst / median | partials/s | WER | CPU cores | peak RSS MB"
-    " | max lag | text lag p50 | text lag max | mean batch | together s"
+    " | max lag | text lag p50 | text lag max | mean batch | drafts' model time | together s"
     " | verdict"
 )
 
@@ -109,6 +109,7 @@ def _load_row(run: RunFigures) -> str:
         _number(run.text_lag_s.p50),
         _number(run.text_lag_s.max),
         _number(run.transcriber.mean_batch if run.transcriber else None),
+        _percent(run.transcriber.drafts_share if run.transcriber else None),
         _together(run),
         run.verdict,
     ]

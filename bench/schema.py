@@ -46,6 +46,16 @@ class BatchStats(msgspec.Struct, kw_only=True):
     mean_batch: float | None
     batch_sizes: dict[str, int]
     busy_s: float
+    # model seconds by kind of work (final, first_draft, revision, other); empty where the
+    # server does not say
+    model_s: dict[str, float] = msgspec.field(default_factory=dict)
+
+    @property
+    def drafts_share(self) -> float | None:
+        """The drafts' (first drafts' and revisions') share of the live work's model time."""
+        drafts = self.model_s.get("first_draft", 0.0) + self.model_s.get("revision", 0.0)
+        live = drafts + self.model_s.get("final", 0.0)
+        return drafts / live if live > 0 else None
 
 
 class SessionSpread(msgspec.Struct, kw_only=True):
@@ -209,6 +219,7 @@ class TranscriberHealth(msgspec.Struct, kw_only=True):
     batch_sizes: dict[str, int] = msgspec.field(default_factory=dict)
     queue: int = 0
     busy_s: float = 0.0
+    model_s: dict[str, float] = msgspec.field(default_factory=dict)  # busy_s by kind of work
     workers: int = 0  # 0: the server did not say
 
 

@@ -74,6 +74,19 @@ class TranscriberStatistics:
     def mean_batch_size(self) -> float:
         return self.items / self.batches if self.batches else 0.0
 
+    @property
+    def model_s(self) -> dict[str, float]:
+        """Model time so far by what it went to: live finals, first drafts of an utterance,
+        revisions (later drafts) and the rest (uploads)."""
+        revision = max(0.0, self.partial_busy_s - self.first_partial_busy_s)
+        rest = max(0.0, self.busy_s - self.final_busy_s - self.partial_busy_s)
+        return {
+            "final": round(self.final_busy_s, 3),
+            "first_draft": round(self.first_partial_busy_s, 3),
+            "revision": round(revision, 3),
+            "other": round(rest, 3),
+        }
+
 
 Latest = Callable[[], Request | None]
 """Called when a job is taken into a batch: a newer request to run instead, or None."""

@@ -111,6 +111,7 @@ async def _running(runtime: Runtime, *, sees_all: bool) -> dict[str, Any]:
         "mean_batch_size": round(stats.mean_batch_size, 3),
         "queue": stats.queue,
         "busy_s": stats.busy_s,
+        "model_s": stats.model_s,  # busy_s by what it went to: finals, drafts, uploads
         "dropped": stats.dropped,
         "failed": stats.failed,
         "workers": stats.workers,

@@ -99,6 +99,15 @@ def _transcriber_lines(stats: TranscriberStatistics) -> list[str]:
     lines += _line(
         "transcriber_busy_seconds_total", stats.busy_s, "Seconds the model was busy.", "counter"
     )
+    lines.append(
+        "# HELP chorus_transcriber_model_seconds_total Model time by what it went to: live"
+        " finals, first drafts of an utterance, revisions (later drafts), other (uploads)."
+    )
+    lines.append("# TYPE chorus_transcriber_model_seconds_total counter")
+    lines += [
+        f'chorus_transcriber_model_seconds_total{{kind="{kind}"}} {seconds}'
+        for kind, seconds in stats.model_s.items()
+    ]
     lines += _line("transcriber_queue", stats.queue, "Requests waiting for the model.")
     lines += _line(
         "transcriber_dropped_total",

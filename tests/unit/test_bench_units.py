@@ -187,7 +187,18 @@ def test_batch_difference() -> None:
     assert (stats.batches, stats.items) == (3, 7)
     assert stats.mean_batch == pytest.approx(7 / 3)
     assert stats.batch_sizes == {"2": 1, "3": 2}
+    assert stats.model_s == {} and stats.drafts_share is None  # a server that does not say
     assert batch_difference(None, after) is None
+
+
+def test_the_drafts_share_of_the_model_time_during_a_run() -> None:
+    spent = {"final": 10.0, "first_draft": 2.0, "revision": 5.0, "other": 1.0}
+    before = Health(transcriber=TranscriberHealth(model_s=spent))
+    later = {"final": 16.0, "first_draft": 4.0, "revision": 14.0, "other": 9.0}
+    stats = batch_difference(before, Health(transcriber=TranscriberHealth(model_s=later)))
+    assert stats is not None
+    assert stats.model_s == {"final": 6.0, "first_draft": 2.0, "revision": 9.0, "other": 8.0}
+    assert stats.drafts_share == pytest.approx(11 / 17)  # uploads ("other") are not live work
 
 
 # --- the client against a fake server ---------------------------------------------------------
