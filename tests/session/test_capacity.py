@@ -4,8 +4,6 @@ transcriber's counters, and a refusal at the handshake while the sessions held k
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -15,10 +13,10 @@ import pytest
 import trio
 from conftest import serve_app
 from support.audio_files import DATA, load
-from support.fakes import FakeModel
+from support.fakes import FakeModel, SlowModel
 from support.ws_client import connect, receive_all, rejected, send_audio, send_json
 
-from actors.model.port import Request, Result
+from actors.model.port import Request
 from actors.transcriber.actor import TranscriberConfig, open_transcriber
 from service.app import create_app
 from service.config import Settings
@@ -93,22 +91,6 @@ def test_samples_are_averaged_over_the_half_life() -> None:
     meter.observe(10.0, Counters(2.0, 10.0))  # cost 0.2: the first sample is taken as it is
     meter.observe(20.0, Counters(6.0, 20.0))  # cost 0.4, one half-life later: halfway
     assert meter.final_cost == pytest.approx(0.3)
-
-
-class SlowModel:
-    """Costs `cost` wall seconds per second of audio, like a real model but predictable."""
-
-    name = "slow"
-    multilingual = False
-    languages: tuple[str, ...] = ("en",)
-    workers = 1
-
-    def __init__(self, cost: float) -> None:
-        self.cost = cost
-
-    def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
-        time.sleep(self.cost * sum(len(r.audio) for r in requests) / 16000)
-        return [Result(text="words", language="en") for _ in requests]
 
 
 async def test_the_meter_reads_its_costs_from_the_real_transcriber() -> None:

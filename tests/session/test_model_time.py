@@ -4,39 +4,22 @@ upload's work through its real transcriber, and each kind's model seconds come o
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from conftest import serve_app
+from support.fakes import SlowModel
 
-from actors.model.port import Priority, Request, Result
+from actors.model.port import Priority, Request
 from service.app import create_app
 from service.config import Settings
 from service.runtime import runtime
 
 
-class TimedModel:
-    """Takes `cost` seconds per second of audio, one request after another."""
-
-    name = "timed"
-    multilingual = False
-    languages: tuple[str, ...] = ("en",)
-    workers = 1
-
-    def __init__(self, cost: float) -> None:
-        self.cost = cost
-
-    def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
-        time.sleep(self.cost * sum(len(r.audio) for r in requests) / 16000)
-        return [Result(text="words", language="en") for _ in requests]
-
-
 async def test_model_time_is_told_by_what_it_went_to(tmp_path: Path) -> None:
-    app = create_app(Settings(model="timed", data_dir=tmp_path), model=TimedModel(0.05))
+    app = create_app(Settings(model="slow", data_dir=tmp_path), model=SlowModel(0.05))
     second = np.zeros(16000, np.float32)
     work: list[tuple[Priority, float]] = [
         ("final", 4.0),  # 0.2 s of model time

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -56,6 +57,22 @@ class FakeModel:
     @property
     def seen(self) -> list[Request]:
         return [request for batch in self.batches for request in batch]
+
+
+class SlowModel:
+    """Costs `cost` wall seconds per second of audio, like a real model but predictable."""
+
+    name = "slow"
+    multilingual = False
+    languages: tuple[str, ...] = ("en",)
+    workers = 1
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+
+    def transcribe_batch(self, requests: Sequence[Request]) -> list[Result]:
+        time.sleep(self.cost * sum(len(r.audio) for r in requests) / SAMPLE_RATE)
+        return [Result(text="words", language="en") for _ in requests]
 
 
 class FakeTranscriber:
