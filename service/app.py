@@ -212,6 +212,9 @@ def _transcriber_config(settings: Settings, speech: SpeechModel) -> TranscriberC
         partial_share=(
             None if settings.naive or settings.partial_share >= 1 else settings.partial_share
         ),
+        revision_lead_s=(
+            None if settings.naive or settings.revision_lead_s <= 0 else settings.revision_lead_s
+        ),
     )
 
 

@@ -98,6 +98,10 @@ class Settings:
     # how far a session's text may fall behind its speech before its next draft is overdue;
     # drafts run earliest deadline first, and admission prices one per this much speech
     caption_target_s: float = 1.0
+    # while only revisions wait, they run no sooner than this long before the earliest one's
+    # deadline, leaving the workers free for finals and first drafts (0: as soon as a worker
+    # is free; measured: docs/benchmarks.md)
+    revision_lead_s: float = 0.3
     # finals keep the drafts' committed words that end this long before the utterance does and
     # decode only the rest (0: every final decoded afresh); `python -m bench.reuse` measures it
     final_reuse_s: float = 0.0

@@ -38,6 +38,10 @@ class TranscriberConfig:
     # share of the workers' time that revisions (later drafts) may use; None: any idle time
     partial_share: float | None = None
     partial_burst_s: float = 1.0  # model seconds of revisions the budget may save up
+    # while only revisions wait (fewer than a batch), they wait until this long before the
+    # earliest one's deadline, leaving the workers free for finals and first drafts; None:
+    # they run as soon as a worker is free (the server sets it: `Settings.revision_lead_s`)
+    revision_lead_s: float | None = None
 
     @property
     def sizes(self) -> BatchSizes:

@@ -14,6 +14,10 @@ that wait. Live work comes in three kinds, each with its own bound:
   fall behind together rather than a few starving;
 - **background** work (uploads) runs only when no live work may.
 
+While only revisions wait they run no sooner than `TranscriberConfig.revision_lead_s` before
+the earliest deadline (`revision_wait_s`), so a final or first draft that arrives finds a
+worker free.
+
 A revisions' budget (`Budget`, `TranscriberConfig.partial_share`) can cap their share of the
 model time; off by default, since admission prices the revisions that keep every session's
 captions under target (`service/policy/capacity.py`).
@@ -86,6 +90,20 @@ def next_batch(
         batch = batch[: sizes.background]
     taken = {id(job) for job in batch}
     return batch, [job for job in jobs if id(job) not in taken]
+
+
+def revision_wait_s(
+    jobs: Sequence[Waiting], sizes: BatchSizes, lead_s: float | None, now: float
+) -> float:
+    """How long the revisions waiting may wait: while only revisions wait, fewer than a batch
+    of them, until `lead_s` before the earliest deadline. A worker that would have started a
+    revision early is then free when a final or a first draft arrives, and the revision, when
+    it runs, decodes its session's newest audio (measured: docs/benchmarks.md)."""
+    if lead_s is None or any(job.priority != "partial" for job in jobs):
+        return 0.0
+    if not jobs or len(jobs) >= sizes.drafts:
+        return 0.0
+    return max(0.0, min(job.deadline for job in jobs) - lead_s - now)
 
 
 def _oldest(jobs: list[J]) -> list[J]:

@@ -19,7 +19,7 @@ import trio
 
 from actors.model.port import SAMPLE_RATE, Result, SpeechModel
 from actors.transcriber.jobs import Counters, Job, TranscriberClosed, TranscriberConfig
-from actors.transcriber.schedule import HELD_BACK, Budget, next_batch
+from actors.transcriber.schedule import HELD_BACK, Budget, next_batch, revision_wait_s
 
 
 class Signal:
@@ -64,7 +64,10 @@ async def serve_batches(
         counters.dropped += len(pending) - len(kept)
         pending[:] = kept
         draining = not (live_open or background_open)  # closing: whatever waits runs
-        held_s = 0.0 if budget is None or draining else budget.wait_s(trio.current_time())
+        now = trio.current_time()
+        held_s = 0.0 if budget is None or draining else budget.wait_s(now)
+        if held_s <= 0 and not draining:
+            held_s = revision_wait_s(kept, config.sizes, config.revision_lead_s, now)
         batch, rest = next_batch(kept, config.sizes, revisions=held_s <= 0)
         if not batch:
             if draining:

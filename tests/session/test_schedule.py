@@ -1,7 +1,8 @@
 """The transcriber's policy (`actors/transcriber/schedule.py`): revisions run earliest caption
 deadline first after finals and first drafts; a simulated server with a fake model whose cost
 grows with the window keeps every session's captions moving, none starving, finals bounded;
-and the actor swaps in a revision's newest request when it takes it."""
+the actor swaps in a revision's newest request when it takes it, and holds a revision that
+waits alone until near its deadline."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from support.transcriber_jobs import request, wait_entered
 
 from actors.model.port import Priority, Request
 from actors.transcriber.actor import Job, TranscriberConfig, open_transcriber
-from actors.transcriber.schedule import BatchSizes, next_batch
+from actors.transcriber.schedule import BatchSizes, next_batch, revision_wait_s
 
 
 def job(priority: Priority, submitted: float, deadline: float = 0.0) -> Job:
@@ -41,6 +42,18 @@ def test_the_most_overdue_revision_goes_first_after_finals_and_first_drafts() ->
     assert batch[0] is first and [j.deadline for j in batch[1:]] == [2.0, 4.0, 9.0]
     batch, rest = next_batch(jobs, BatchSizes(), revisions=False)  # budget spent
     assert batch == [] and len(rest) == 3
+
+
+def test_revisions_alone_wait_to_share_a_batch_until_near_their_deadline() -> None:
+    revisions = [job("partial", 1.0, deadline=10.5), job("partial", 1.2, deadline=10.8)]
+    sizes = BatchSizes(drafts=4)
+    assert revision_wait_s(revisions, sizes, 0.3, now=10.0) == pytest.approx(0.2)  # 10.5 - 0.3
+    assert revision_wait_s(revisions, sizes, 0.3, now=10.3) == 0.0  # the earliest is due: run
+    assert revision_wait_s(revisions, sizes, None, now=10.0) == 0.0  # gathering off
+    assert revision_wait_s([*revisions, *revisions], sizes, 0.3, now=10.0) == 0.0  # a batch is full
+    for other in ("final", "first_partial", "background"):  # never while other work waits
+        assert revision_wait_s([*revisions, job(other, 1.1)], sizes, 0.3, now=10.0) == 0.0
+    assert revision_wait_s([], sizes, 0.3, now=10.0) == 0.0
 
 
 # -- a simulated server: sessions speaking into a fake model -------------------------------
@@ -196,3 +209,42 @@ async def test_a_revision_taken_into_a_batch_runs_the_sessions_newest_audio() ->
         model.gate.set()
     seconds = [[len(r.audio) / 16000 for r in batch] for batch in model.batches]
     assert seconds == [[9.0], [7.0]] and asked == [newer]
+
+
+async def test_a_revision_alone_waits_for_its_deadline_and_a_final_finds_the_worker_free() -> None:
+    model = FakeModel()
+    config = TranscriberConfig(revision_lead_s=0.3)
+    async with open_transcriber(model, config) as transcriber, trio.open_nursery() as nursery:
+        asked = trio.current_time()
+        revision = partial(
+            transcriber.transcribe, request(3.0), priority="partial", deadline=asked + 1.0
+        )
+        nursery.start_soon(revision)
+        await trio.sleep(0.05)
+        assert model.batches == []  # held: its deadline is 1 s off, 0.3 s before it is 0.7 s
+        await transcriber.transcribe(request(9.0), priority="final")  # not behind the revision
+        assert [len(batch[0].audio) / 16000 for batch in model.batches] == [9.0]
+    assert [len(batch[0].audio) / 16000 for batch in model.batches] == [9.0, 3.0]
+    assert trio.current_time() - asked >= 0.65  # it ran 0.3 s before its deadline, not sooner
+
+
+async def test_without_a_lead_a_revision_runs_as_soon_as_a_worker_is_free() -> None:
+    model = FakeModel()
+    async with open_transcriber(model, TranscriberConfig()) as transcriber:
+        asked = trio.current_time()
+        await transcriber.transcribe(request(3.0), priority="partial", deadline=asked + 1.0)
+        assert trio.current_time() - asked < 0.5
+
+
+def test_the_server_holds_revisions_by_default_and_zero_or_naive_turns_it_off() -> None:
+    from service.app import _transcriber_config
+    from service.config import Settings
+
+    def lead(settings: Settings) -> float | None:
+        return _transcriber_config(settings, FakeModel()).revision_lead_s
+
+    assert lead(Settings(model="fake")) == 0.3
+    assert lead(Settings(model="fake", revision_lead_s=0)) is None
+    assert lead(Settings(model="fake", naive=True)) is None
+    from_env = Settings.from_env({"CHORUS_REVISION_LEAD_S": "0.5"})
+    assert from_env.revision_lead_s == 0.5
