@@ -224,9 +224,8 @@ def measure(settings: ReuseSettings) -> list[ConditionScores]:
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
     )
-    scores = []
+    scores, rules = [], rules_of(settings)
     for condition in settings.conditions:
-        rules = rules_of(settings)
         tallies = {name: _Tally() for name in rules}
         drafts, draft_s = 0, 0.0
         for clip in clips:

@@ -69,7 +69,8 @@ class TranscriberStatistics:
     partial_audio_s: float = 0.0  # audio seconds of the partials answered
     first_partials: int = 0  # first drafts of an utterance answered (counted in `partials` too)
     first_partial_busy_s: float = 0.0  # their share of the model time of their batches
-    revisions_held_s: float = 0.0  # worker time spent waiting for the revisions' budget
+    # worker time spent holding revisions back: their budget spent, or their lead not reached
+    revisions_held_s: float = 0.0
     finals: int = 0  # live finals answered
     workers: int = 1
     background_queue: int = 0  # upload jobs waiting
