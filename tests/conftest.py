@@ -14,6 +14,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.types import ASGIApp
+from support.hangs import watched_run
 from support.postgres_server import postgres_server, store_database_url
 
 from actors.model.port import SpeechModel
@@ -27,6 +28,16 @@ answer_pings_only_while_open()
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-trio's trio mode has marked the async tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test runs under `watched_run`: one that hangs fails with its trio tasks'
+    stacks (`support/hangs.py`) instead of ending the whole run."""
+    for item in items:
+        for index, mark in enumerate(item.own_markers):
+            if mark.name == "trio" and mark.kwargs.get("run") is trio.run:
+                item.own_markers[index] = pytest.mark.trio(run=watched_run).mark
 
 
 @pytest.fixture(scope="session")
