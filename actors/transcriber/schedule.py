@@ -99,9 +99,9 @@ def revision_wait_s(
     of them, until `lead_s` before the earliest deadline. A worker that would have started a
     revision early is then free when a final or a first draft arrives, and the revision, when
     it runs, decodes its session's newest audio (measured: docs/benchmarks.md)."""
-    if lead_s is None or any(job.priority != "partial" for job in jobs):
+    if lead_s is None or not 0 < len(jobs) < sizes.drafts:
         return 0.0
-    if not jobs or len(jobs) >= sizes.drafts:
+    if any(job.priority != "partial" for job in jobs):
         return 0.0
     return max(0.0, min(job.deadline for job in jobs) - lead_s - now)
 

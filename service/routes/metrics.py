@@ -12,6 +12,9 @@ tenant's key: 403. A server without keys answers everyone, as before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -37,6 +40,17 @@ def _line(
         f"# HELP chorus_{name} {help_text}",
         f"# TYPE chorus_{name} {kind}",
         f"chorus_{name}{{{label}}} {value}" if label else f"chorus_{name} {value}",
+    ]
+
+
+def _family(
+    name: str, help_text: str, kind: str, label: str, values: Mapping[Any, float]
+) -> list[str]:
+    """One metric with a sample per value of one label (`values`: label value -> sample)."""
+    return [
+        f"# HELP chorus_{name} {help_text}",
+        f"# TYPE chorus_{name} {kind}",
+        *(f'chorus_{name}{{{label}="{key}"}} {value}' for key, value in values.items()),
     ]
 
 
@@ -99,15 +113,14 @@ def _transcriber_lines(stats: TranscriberStatistics) -> list[str]:
     lines += _line(
         "transcriber_busy_seconds_total", stats.busy_s, "Seconds the model was busy.", "counter"
     )
-    lines.append(
-        "# HELP chorus_transcriber_model_seconds_total Model time by what it went to: live"
-        " finals, first drafts of an utterance, revisions (later drafts), other (uploads)."
+    lines += _family(
+        "transcriber_model_seconds_total",
+        "Model time by what it went to: live finals, first drafts of an utterance, revisions"
+        " (later drafts), other (uploads).",
+        "counter",
+        "kind",
+        stats.model_s,
     )
-    lines.append("# TYPE chorus_transcriber_model_seconds_total counter")
-    lines += [
-        f'chorus_transcriber_model_seconds_total{{kind="{kind}"}} {seconds}'
-        for kind, seconds in stats.model_s.items()
-    ]
     lines += _line("transcriber_queue", stats.queue, "Requests waiting for the model.")
     lines += _line(
         "transcriber_dropped_total",
@@ -118,12 +131,9 @@ def _transcriber_lines(stats: TranscriberStatistics) -> list[str]:
     lines += _line(
         "transcriber_failed_total", stats.failed, "Requests the model failed.", "counter"
     )
-    lines.append("# HELP chorus_transcriber_batch_size_total Batches by size.")
-    lines.append("# TYPE chorus_transcriber_batch_size_total counter")
-    lines += [
-        f'chorus_transcriber_batch_size_total{{size="{size}"}} {count}'
-        for size, count in stats.batch_sizes.items()
-    ]
+    lines += _family(
+        "transcriber_batch_size_total", "Batches by size.", "counter", "size", stats.batch_sizes
+    )
     return lines
 
 

@@ -44,12 +44,12 @@ def test_the_most_overdue_revision_goes_first_after_finals_and_first_drafts() ->
     assert batch == [] and len(rest) == 3
 
 
-def test_revisions_alone_wait_to_share_a_batch_until_near_their_deadline() -> None:
+def test_revisions_alone_wait_until_their_lead_before_the_earliest_deadline() -> None:
     revisions = [job("partial", 1.0, deadline=10.5), job("partial", 1.2, deadline=10.8)]
     sizes = BatchSizes(drafts=4)
     assert revision_wait_s(revisions, sizes, 0.3, now=10.0) == pytest.approx(0.2)  # 10.5 - 0.3
     assert revision_wait_s(revisions, sizes, 0.3, now=10.3) == 0.0  # the earliest is due: run
-    assert revision_wait_s(revisions, sizes, None, now=10.0) == 0.0  # gathering off
+    assert revision_wait_s(revisions, sizes, None, now=10.0) == 0.0  # no lead: off
     assert revision_wait_s([*revisions, *revisions], sizes, 0.3, now=10.0) == 0.0  # a batch is full
     for other in ("final", "first_partial", "background"):  # never while other work waits
         assert revision_wait_s([*revisions, job(other, 1.1)], sizes, 0.3, now=10.0) == 0.0
