@@ -2,8 +2,9 @@
 
 `WhisperAdapter.transcribe_batch` is called by the transcriber actor in its worker thread. It
 turns requests into log-mel windows, groups those that can share one CTranslate2 call (same
-window length, same number of prompt tokens before `<|startoftranscript|>`, same beam size),
-encodes each group once, detects languages where asked, decodes, and aligns words when asked.
+window length, or any for greedy drafts, which pad to the longest; same number of prompt tokens
+before `<|startoftranscript|>`; same beam size), encodes each group once, detects languages
+where asked, decodes, and aligns words when asked.
 Two kinds of final are decoded once more in the same call, both rare: one that looped (in a
 30 s window) and one that skipped a phrase, far fewer words than its audio (without the
 session's context, `_retry_sparse`).
@@ -17,17 +18,10 @@ Context: `DecodeOptions.context` carries the session's earlier finals. Its last
 an utterance cut at a pause keeps the sense of what came before ("ask not" alone read "Knock!").
 The count is fixed so that sessions with enough history share one batch.
 
-BLAS: the only BLAS call here is the mel filterbank (80 x 201 by the window's frames). numpy's
-OpenBLAS starts a pool of as many threads as cores, and they spin after each call, taking the
-cores the model workers run on: two workers transcribing at once ran much slower, in wall and
-CPU time, with the pool than with BLAS on one thread (measured: docs/benchmarks.md). So loading
-the adapter sets numpy's BLAS to one thread for the process (`_one_blas_thread`), unless
-`OPENBLAS_NUM_THREADS` says otherwise.
-
 Committed words: `DecodeOptions.committed` (the words two drafts of an open utterance agreed on)
-go after `<|notimestamps|>`, so the decoder reads them in one pass and generates only the rest;
-CTranslate2 takes forced prefixes of different lengths in one batch, and returns them as the
-start of the text.
+go after `<|notimestamps|>`, so the decoder writes only the rest (each forced token still
+costs a decoding step: docs/benchmarks.md); CTranslate2 takes forced prefixes of different
+lengths in one batch, and returns them as the start of the text.
 
 Lead-in: `DecodeOptions.lead_in` is the previous final's text, whose audio opens the request's
 audio. It is forced before any committed words, and its tokens are left out of the result's
@@ -145,9 +139,8 @@ class WhisperAdapter:
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         prompts = [self._prefix(request) for request in requests]
         for index, request in enumerate(requests):
-            # On a GPU one wide call beats several narrow ones: pad to the longest window.
-            # On a CPU the encoder's cost grows with batch x window, so keep windows apart.
-            frames = 0 if self.pad_to_longest else self._window(request)
+            # a CPU encoder's cost grows with batch x window: finals keep their windows apart
+            frames = 0 if self._shares_window(request) else self._window(request)
             groups[(frames, len(prompts[index]), request.options.beam_size)].append(index)
         for (frames, _, beam_size), indices in groups.items():
             if not frames:
@@ -207,6 +200,13 @@ class WhisperAdapter:
             )
 
     # -- pieces ----------------------------------------------------------------------------
+
+    def _shares_window(self, request: Request) -> bool:
+        """Whether a request is encoded in its group's longest window: all on a GPU; greedy
+        drafts on a CPU, whose short windows cost less to pad than the decoding steps a
+        shared batch saves (measured: docs/benchmarks.md)."""
+        options = request.options
+        return self.pad_to_longest or (options.partial and options.beam_size == 1)
 
     def _window(self, request: Request) -> int:
         """Encoder frames for a request (`actors/model/windows.py`): partials tight to the
@@ -380,8 +380,12 @@ class WhisperAdapter:
 
 
 def _one_blas_thread() -> None:
-    """numpy's BLAS on one thread for the whole process (see the module's docstring), unless
-    the environment chose a number; an application mounting Chorus keeps its own choice."""
+    """numpy's BLAS on one thread for the whole process, unless the environment chose a
+    number (`OPENBLAS_NUM_THREADS`; an application mounting Chorus keeps its own choice).
+
+    The only BLAS call here is the mel filterbank. OpenBLAS starts a pool of as many threads
+    as cores, which spin after each call on the cores the model workers run on: two workers
+    ran much slower, in wall and CPU time, with the pool (measured: docs/benchmarks.md)."""
     if "OPENBLAS_NUM_THREADS" not in os.environ:
         threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 

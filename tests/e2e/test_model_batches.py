@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,3 +106,36 @@ def test_a_prompt_is_tokenized_once_for_all_its_utterances(tiny_model: WhisperAd
     tiny_model.transcribe_batch(requests[:1])
     info = tiny_model._prompt_tokens.cache_info()
     assert (info.misses, info.hits) == (1, 3)
+
+
+def test_greedy_drafts_of_different_lengths_share_one_call(
+    tiny_model: WhisperAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU, drafts pad to the longest window of their batch and share one encoder and
+    decoder call (two calls' decoding steps cost more than the padding); finals, whose windows
+    are long, keep theirs apart."""
+    garden = load(DATA / "garden.wav")
+    draft = DecodeOptions(language="en", partial=True, words=True)
+    final = DecodeOptions(language="en", beam_size=5)
+    drafts = [Request(garden[: int(seconds * 16000)], draft) for seconds in (1.2, 2.6, 4.5)]
+    longer = np.concatenate([load(DATA / "weather.wav"), np.zeros(8000, np.float32), garden])
+    finals = [Request(garden, final), Request(longer, final)]
+    alone = [tiny_model.transcribe_batch([request])[0] for request in drafts]
+    calls: list[tuple[int, int]] = []
+    run_group = tiny_model._run_group
+
+    def spy(requests: list[Request], prefixes: list[list[int]], frames: int, beam: int) -> Any:
+        calls.append((len(requests), frames))
+        return run_group(requests, prefixes, frames, beam)
+
+    monkeypatch.setattr(tiny_model, "_run_group", spy)
+    shared = tiny_model.transcribe_batch(drafts)
+    assert calls == [(3, tiny_model._window(drafts[-1]))]  # one call, the longest window
+    calls.clear()
+    tiny_model.transcribe_batch(finals)
+    windows = sorted((1, tiny_model._window(request)) for request in finals)
+    assert windows[0][1] < windows[1][1] and sorted(calls) == windows
+    for request, together, single in zip(drafts, shared, alone, strict=True):
+        said, heard = lowered(together.text).split(), lowered(single.text).split()
+        assert said and len(set(said) & set(heard)) >= 0.7 * len(set(heard))
+        assert together.words and together.words[-1].end <= len(request.audio) / 16000 + 0.01
