@@ -11,7 +11,11 @@ speech set about `--clip-s` long, distinct in each batch:
   with the milliseconds per decoding step (per generated token of each sequence);
 - **forced words**: the same greedy decode with the first k tokens of its own answer forced after
   `<|notimestamps|>` (how committed words and a lead-in reach the decoder), and with k tokens of
-  earlier text before `<|startoftranscript|>` (how a session's context does).
+  earlier text before `<|startoftranscript|>` (how a session's context does);
+- **drafts**: b tail drafts as the server asks for them (1.5-3.5 s of different clips, a
+  session's context, word timings) through the server's adapter, `WhisperAdapter`: one call
+  each, one call per draft window (how the adapter grouped them until drafts shared a window),
+  and one call for all (how it does now: padded to the longest window).
 
 Every figure is the median of `--repeats` calls after one untimed call. Writes
 `bench/results/model-cost-<stamp>.md` and `.json`.
@@ -75,6 +79,14 @@ class ForcedCost(msgspec.Struct):
     ms: float
 
 
+class DraftsCost(msgspec.Struct):
+    batch: int
+    windows: int  # distinct draft windows among them
+    alone_ms: float  # one call per draft, all of them
+    apart_ms: float  # one call per window
+    shared_ms: float  # one call
+
+
 class ModelCost(msgspec.Struct):
     model: str
     compute_type: str
@@ -84,6 +96,7 @@ class ModelCost(msgspec.Struct):
     encoder: list[EncoderCost]
     decoding: list[DecodeCost]
     forced: list[ForcedCost]
+    drafts: list[DraftsCost]
 
 
 def _numbers(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
@@ -206,6 +219,48 @@ def measure_forced(probe: Probe, settings: CostSettings) -> list[ForcedCost]:
     return costs
 
 
+TAILS_S = (2.5, 3.5, 1.5, 2.0, 3.0, 1.8, 2.8, 3.2)  # the drafts' audio, cycled
+TAIL_FROM_S = 1.0  # where in its clip a tail starts
+
+
+def measure_drafts(settings: CostSettings, clips: Sequence[Clip]) -> list[DraftsCost]:
+    from actors.model.weights import resolve_model
+    from actors.model.whisper import WhisperAdapter
+
+    adapter = WhisperAdapter(
+        resolve_model(settings.model),
+        device="cpu",
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+        workers=1,
+    )
+    timer = _Timer(settings.repeats)
+    return [_time_drafts(adapter, _tail_drafts(batch, clips), timer) for batch in settings.batches]
+
+
+def _tail_drafts(batch: int, clips: Sequence[Clip]) -> list[Any]:
+    from actors.model.port import DecodeOptions, Request
+
+    requests = []
+    for index in range(batch):
+        clip, before = clips[index % len(clips)], clips[(index + 1) % len(clips)]
+        start = int(TAIL_FROM_S * SAMPLE_RATE)
+        end = start + int(TAILS_S[index % len(TAILS_S)] * SAMPLE_RATE)
+        options = DecodeOptions(language="en", context=before.reference, words=True, partial=True)
+        requests.append(Request(np.ascontiguousarray(clip.samples[start:end]), options))
+    return requests
+
+
+def _time_drafts(adapter: Any, requests: list[Any], timer: _Timer) -> DraftsCost:
+    by_window: dict[int, list[Any]] = {}
+    for request in requests:
+        by_window.setdefault(adapter._window(request), []).append(request)
+    alone, _ = timer(lambda: [adapter.transcribe_batch([r]) for r in requests])
+    apart, _ = timer(lambda: [adapter.transcribe_batch(g) for g in by_window.values()])
+    shared, _ = timer(lambda: adapter.transcribe_batch(requests))
+    return DraftsCost(len(requests), len(by_window), alone, apart, shared)
+
+
 def measure(settings: CostSettings) -> ModelCost:
     table = settings.clip_set or speech_dir() / "en_wer.tsv"
     clips = sorted(
@@ -222,6 +277,7 @@ def measure(settings: CostSettings) -> ModelCost:
         encoder=measure_encoder(probe, settings),
         decoding=measure_decoding(probe, settings),
         forced=measure_forced(probe, settings),
+        drafts=measure_drafts(settings, clips),
     )
 
 
@@ -250,6 +306,13 @@ def markdown(cost: ModelCost) -> str:
         "| greedy, batch 1, with | tokens | ms a call |",
         "|---|---|---|",
         *(f"| {_WHERE[f.where]} | {f.tokens} | {f.ms:.0f} |" for f in cost.forced),
+        "",
+        "| tail drafts | windows | ms: one call each | one call per window | one call |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {d.batch} | {d.windows} | {d.alone_ms:.0f} | {d.apart_ms:.0f} | {d.shared_ms:.0f} |"
+            for d in cost.drafts
+        ),
     ]
     return "\n".join(lines)
 

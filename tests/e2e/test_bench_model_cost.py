@@ -29,9 +29,12 @@ def test_each_piece_asked_for_is_timed_and_reported(tmp_path: Path) -> None:
         ("prefix", 4),
         ("context", 4),
     ]
+    assert [d.batch for d in cost.drafts] == [1, 2]
+    assert all(1 <= d.windows <= d.batch for d in cost.drafts)
+    assert all(min(d.alone_ms, d.apart_ms, d.shared_ms) > 0 for d in cost.drafts)
     table = markdown(cost)
     assert "| 10 s | 2 |" in table and "| forced prefix | 4 |" in table
-    assert "| beam 5 | 2 |" in table
+    assert "| beam 5 | 2 |" in table and f"| 2 | {cost.drafts[1].windows} |" in table
 
 
 def test_the_report_is_written(tmp_path: Path) -> None:
