@@ -19,8 +19,11 @@ of its own. It learns, each as a time-weighted moving average (`halflife_s`):
   Until measured, `default_speech_fraction` (0.8) is assumed, so a burst of new sessions that
   have not spoken yet does not look free.
 
-Cost per second of speech = final cost + first draft cost ÷ mean utterance + revision cost ÷
-`revision_every_s`. With `workers`
+Cost per second of speech = final cost + first draft cost ÷ mean utterance + revision cost ×
+(1 ÷ `revision_every_s` − 1 ÷ mean utterance): an utterance asks for a draft every
+`revision_every_s` of it, and the first of them is its first draft, priced already (at 8 live
+tiny.en sessions the workers ran 1.12 revisions per second of speech, where 1 ÷ 0.8 s would have
+priced 1.25; measured: docs/benchmarks.md). With `workers`
 model workers the model serves `workers × utilization / cost` seconds of speech per wall
 second (`utilization`, which the app sets from `CHORUS_ADMISSION_UTILIZATION`, 0.75), and a
 new session fits when `(live + 1) × speech per session` stays within that. Busy time is wall
@@ -156,9 +159,18 @@ class CapacityMeter:
         cost = self.final_cost
         if self.first_draft_cost and self.utterance_s:
             cost += self.first_draft_cost / self.utterance_s
-        if self.revision_cost and self.revision_every_s:
-            cost += self.revision_cost / self.revision_every_s
+        if self.revision_cost:
+            cost += self.revision_cost * self.revisions_per_speech_s
         return cost
+
+    @property
+    def revisions_per_speech_s(self) -> float:
+        """Revisions priced per second of speech: one per `revision_every_s`, less each
+        utterance's first draft; none without a cadence (the naive server drafts none)."""
+        if not self.revision_every_s:
+            return 0.0
+        first = 1.0 / self.utterance_s if self.utterance_s else 0.0
+        return max(0.0, 1.0 / self.revision_every_s - first)
 
     @property
     def capacity(self) -> float | None:

@@ -53,10 +53,26 @@ def test_headroom_follows_costs_and_speech_per_session() -> None:
     assert meter.headroom(7) == 8
 
 
-def test_revisions_are_not_priced() -> None:
-    """Revisions run only when no final or first draft waits, on a budget of their own: what
-    they cost reaches no counter the meter reads, and without first drafts measured a second
-    of speech costs its final alone."""
+def test_revisions_are_priced_per_second_of_speech_less_each_first_draft() -> None:
+    """An utterance asks for a draft every `revision_every_s` of it; its first is its first
+    draft, priced on its own, so a second of speech pays for 1 / 0.8 - 1 / 4 revisions of 4 s
+    utterances, not 1 / 0.8."""
+    meter = CapacityMeter(halflife_s=1e-9, trust_audio_s=0, revision_every_s=0.8)
+    meter.observe(0.0, Counters())
+    counters = Counters(final_busy_s=1.2, final_audio_s=12.0, finals=3)  # utterances of 4 s
+    counters = attrs.evolve(counters, first_partial_busy_s=0.6, first_partials=3)
+    meter.observe(10.0, attrs.evolve(counters, revision_busy_s=1.0, revisions=10))
+    assert meter.revision_cost == pytest.approx(0.1)
+    assert meter.revisions_per_speech_s == pytest.approx(1.25 - 0.25)
+    assert meter.cost == pytest.approx(0.1 + 0.2 / 4 + 0.1 * 1.0)
+    assert meter.statistics(1).revision_cost == pytest.approx(0.1)
+    meter.utterance_s = 0.5  # utterances shorter than the cadence ask for no revision
+    assert meter.revisions_per_speech_s == 0.0
+
+
+def test_revisions_are_not_priced_without_a_cadence() -> None:
+    """The naive server drafts no revisions (`revision_every_s` None): a second of speech costs
+    its final alone, here with no first drafts measured either."""
     meter = CapacityMeter(utilization=0.8, halflife_s=1e-9, trust_audio_s=0)
     meter.observe(0.0, Counters())
     meter.observe(10.0, Counters(final_busy_s=1.0, final_audio_s=10.0, finals=2))
