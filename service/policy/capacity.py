@@ -166,10 +166,11 @@ class CapacityMeter:
     @property
     def revisions_per_speech_s(self) -> float:
         """Revisions priced per second of speech: one per `revision_every_s`, less each
-        utterance's first draft; none without a cadence (the naive server drafts none)."""
+        utterance's first draft once that is priced; none without a cadence (the naive server
+        drafts none)."""
         if not self.revision_every_s:
             return 0.0
-        first = 1.0 / self.utterance_s if self.utterance_s else 0.0
+        first = 1.0 / self.utterance_s if self.first_draft_cost and self.utterance_s else 0.0
         return max(0.0, 1.0 / self.revision_every_s - first)
 
     @property

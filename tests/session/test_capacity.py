@@ -68,6 +68,8 @@ def test_revisions_are_priced_per_second_of_speech_less_each_first_draft() -> No
     assert meter.statistics(1).revision_cost == pytest.approx(0.1)
     meter.utterance_s = 0.5  # utterances shorter than the cadence ask for no revision
     assert meter.revisions_per_speech_s == 0.0
+    meter.first_draft_cost = None  # first drafts not priced yet: every ask priced a revision
+    assert meter.revisions_per_speech_s == pytest.approx(1.25)
 
 
 def test_revisions_are_not_priced_without_a_cadence() -> None:
