@@ -29,14 +29,18 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import msgspec
 import numpy as np
 
+from actors.model.port import DecodeOptions, Request
 from bench.audio import SAMPLE_RATE, Clip, load_set, speech_dir
 from bench.report import DEFAULT_RESULTS, cpu_model, now_stamp, write_pair
+
+if TYPE_CHECKING:
+    from actors.model.whisper import WhisperAdapter
 
 DECODE_WINDOW_S = 10  # the floor of a final's window (actors/model/windows.py)
 FRAMES_PER_SECOND = 100
@@ -238,9 +242,7 @@ def measure_drafts(settings: CostSettings, clips: Sequence[Clip]) -> list[Drafts
     return [_time_drafts(adapter, _tail_drafts(batch, clips), timer) for batch in settings.batches]
 
 
-def _tail_drafts(batch: int, clips: Sequence[Clip]) -> list[Any]:
-    from actors.model.port import DecodeOptions, Request
-
+def _tail_drafts(batch: int, clips: Sequence[Clip]) -> list[Request]:
     requests = []
     for index in range(batch):
         clip, before = clips[index % len(clips)], clips[(index + 1) % len(clips)]
@@ -251,8 +253,8 @@ def _tail_drafts(batch: int, clips: Sequence[Clip]) -> list[Any]:
     return requests
 
 
-def _time_drafts(adapter: Any, requests: list[Any], timer: _Timer) -> DraftsCost:
-    by_window: dict[int, list[Any]] = {}
+def _time_drafts(adapter: WhisperAdapter, requests: list[Request], timer: _Timer) -> DraftsCost:
+    by_window: dict[int, list[Request]] = {}
     for request in requests:
         by_window.setdefault(adapter._window(request), []).append(request)
     alone, _ = timer(lambda: [adapter.transcribe_batch([r]) for r in requests])
