@@ -157,21 +157,25 @@ class CapacityMeter:
         if self.final_cost is None or self._last.final_audio_s < self.trust_audio_s:
             return None
         cost = self.final_cost
-        if self.first_draft_cost and self.utterance_s:
-            cost += self.first_draft_cost / self.utterance_s
+        if self.first_draft_cost:
+            cost += self.first_draft_cost * self.first_drafts_per_speech_s
         if self.revision_cost:
             cost += self.revision_cost * self.revisions_per_speech_s
         return cost
 
     @property
+    def first_drafts_per_speech_s(self) -> float:
+        """First drafts priced per second of speech: one per utterance, once both are
+        measured."""
+        return 1.0 / self.utterance_s if self.first_draft_cost and self.utterance_s else 0.0
+
+    @property
     def revisions_per_speech_s(self) -> float:
-        """Revisions priced per second of speech: one per `revision_every_s`, less each
-        utterance's first draft once that is priced; none without a cadence (the naive server
-        drafts none)."""
+        """Revisions priced per second of speech: one per `revision_every_s`, less the first
+        drafts priced; none without a cadence (the naive server drafts none)."""
         if not self.revision_every_s:
             return 0.0
-        first = 1.0 / self.utterance_s if self.first_draft_cost and self.utterance_s else 0.0
-        return max(0.0, 1.0 / self.revision_every_s - first)
+        return max(0.0, 1.0 / self.revision_every_s - self.first_drafts_per_speech_s)
 
     @property
     def capacity(self) -> float | None:
