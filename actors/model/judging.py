@@ -118,8 +118,10 @@ def looped(result: Result) -> bool:
 
 
 def cut_loop(result: Result) -> Result:
-    """A looped draft up to where its repeat begins, with the words it keeps."""
-    text = before_repeat(result.text)
+    """A looped draft up to where its repeat begins, with the words it keeps: a phrase said
+    again (`before_repeat`), and then a repeat that its token room cut short at the end
+    ("should be viewed. The forms", `before_trailing_repeat`)."""
+    text = before_trailing_repeat(before_repeat(result.text))
     return attrs.evolve(result, text=text, words=result.words[: len(text.split())])
 
 
@@ -169,6 +171,21 @@ def before_repeat(text: str) -> str:
     """`text` up to where a phrase starts again, else unchanged."""
     start = repeat_start(text)
     return text if start is None else " ".join(text.split()[:start])
+
+
+def before_trailing_repeat(text: str) -> str:
+    """`text` without its last words where they say again the words some places before
+    them: two words or more ("viewed. The forms" after "The forms of…"), or one said twice
+    ("but but"). Only for text already judged looped: ordinary speech repeats words too."""
+    words = [word.strip(".,!?;:").lower() for word in text.split()]
+    cut = len(words)
+    for lag in range(1, len(words)):
+        run = 0  # how many of the last words equal the word `lag` places before each
+        while run < len(words) - lag and words[-1 - run] == words[-1 - run - lag]:
+            run += 1
+        if run >= min(lag, 2):
+            cut = min(cut, len(words) - run)
+    return text if cut == len(words) else " ".join(text.split()[:cut])
 
 
 def compression_ratio(text: str) -> float:

@@ -6,12 +6,11 @@ window length, or any for greedy drafts, which pad to the longest; same number o
 before `<|startoftranscript|>`; same beam size), encodes each group once, detects languages
 where asked, decodes, and aligns words when asked.
 Two kinds of final are decoded once more in the same call, both rare: one that looped (in a
-30 s window) and one that skipped a phrase, far fewer words than its audio (without the
-session's context, `_retry_sparse`).
-How long a request's window is: `actors/model/windows.py`. What a decoded text is worth (the
-silence rule, flags for made-up text, the loop guard that decodes a looped final once more in
-a 30 s window, a short final the decoder was unsure of): `actors/model/judging.py`; reading
-one decode's output into a judged result: `actors/model/reading.py`.
+30 s window) and one that skipped a phrase (without the session's context, `_retry_sparse`).
+How long a request's window is, and how many tokens it may write: `actors/model/windows.py`.
+What a decoded text is worth (the silence rule, flags for made-up text, the loop guard, a short
+final the decoder was unsure of): `actors/model/judging.py`; reading one decode's output into
+a judged result: `actors/model/reading.py`.
 
 Context: `DecodeOptions.context` carries the session's earlier finals. Its last
 `CONTEXT_TOKENS` tokens go before `<|startoftranscript|>` (after the client's own prompt), so
@@ -63,7 +62,9 @@ from actors.model.windows import (
     FinalWindow,
     final_frames,
     final_window_for,
+    max_length,
     partial_frames,
+    token_cap,
 )
 from protocol.dialects.common import APPEND_MARKS, PREPEND_MARKS
 
@@ -167,12 +168,8 @@ class WhisperAdapter:
             elif self._window(requests[index]) < FULL_WINDOW:
                 retry[(len(prompts[index]), requests[index].options.beam_size)].append(index)
         for (_, beam_size), indices in retry.items():
-            outputs = self._run_group(
-                [requests[i] for i in indices],
-                [prompts[i] for i in indices],
-                FULL_WINDOW,
-                beam_size,
-            )
+            batch, batch_prompts = [requests[i] for i in indices], [prompts[i] for i in indices]
+            outputs = self._run_group(batch, batch_prompts, FULL_WINDOW, beam_size)
             for index, result in zip(indices, outputs, strict=True):
                 results[index] = attrs.evolve(result, flags=(*result.flags, WIDENED))
 
@@ -260,13 +257,13 @@ class WhisperAdapter:
             for request, language in zip(requests, languages, strict=True)
         ]
         prompts, forced_counts, lead_counts = self._prompts(requests, prefixes, tokenizers)
-        longest = max(len(request.audio) for request in requests) / SAMPLE_RATE
-        max_length = min(448, max(len(p) for p in prompts) + 16 + int(longest * 12))
+        starts = [len(p) - forced for p, forced in zip(prompts, forced_counts, strict=True)]
+        length = max_length([len(p) for p in prompts], starts, requests)
         outputs = self._whisper.model.generate(
             encoded,
             prompts,
             beam_size=beam_size,
-            max_length=max_length,
+            max_length=length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -279,7 +276,7 @@ class WhisperAdapter:
                 forced_counts[index],
                 lead_counts[index],
                 (languages[index], language_probs[index]),
-                room=max_length - len(prompts[index]),
+                room=token_cap(length, starts[index]) - forced_counts[index],
                 usage=TokenUsage(audio=frames // 2, text=len(prompts[index])),
                 seconds=None if requests[index].options.partial else own_seconds(requests[index]),
             )

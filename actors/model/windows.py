@@ -24,10 +24,11 @@ rounded up to `PARTIAL_BUCKET_S` (a 1.8 s draft: a 4 s window where the finals' 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from actors.model.port import SAMPLE_RATE
+from actors.model.port import SAMPLE_RATE, Request
 
 FinalWindow = Literal["double", "pad"]
 """How a final's encoder window grows with its audio (see the module's docstring)."""
@@ -41,6 +42,9 @@ MIN_WINDOW_S = 10.0
 FRAMES_PER_SECOND = 100
 FULL_WINDOW = int(WINDOW_S * FRAMES_PER_SECOND)
 """Whisper's standard window, in encoder frames."""
+MAX_TOKENS = 448  # Whisper's decoder positions
+FINAL_TOKENS, FINAL_TOKENS_PER_S = 16, 12.0
+DRAFT_TOKENS, DRAFT_TOKENS_PER_S = 6, 6.0
 
 
 def final_window_for(name: str) -> FinalWindow:
@@ -63,3 +67,29 @@ def final_frames(samples: int, bucket_s: float, rule: FinalWindow) -> int:
     seconds = audio_s * WINDOW_FACTOR if rule == "double" else audio_s + FINAL_PAD_S
     window = max(MIN_WINDOW_S, math.ceil(seconds / bucket_s) * bucket_s)
     return int(min(WINDOW_S, window) * FRAMES_PER_SECOND)
+
+
+def max_length(prompts: Sequence[int], starts: Sequence[int], requests: Sequence[Request]) -> int:
+    """CTranslate2's `max_length` for one call of `requests`, whose prompts have these lengths,
+    of which `starts` lead up to `<|notimestamps|>` (the rest are forced words).
+
+    Finals get 16 tokens + 12 a second of the longest audio after the longest prompt. Drafts
+    get room (`token_cap`) for `DRAFT_TOKENS` + `DRAFT_TOKENS_PER_S` a second of their audio,
+    forced words included: above what the shared set's drafts write (under 4 a second at
+    p99), and all that a draft that loops writes before it stops. They had the finals' rule,
+    and on 8 live tiny.en sessions 15% of them looped and wrote 65% of the drafts' tokens
+    (measured: docs/benchmarks.md)."""
+    samples = [len(request.audio) for request in requests]
+    if not all(request.options.partial for request in requests):
+        longest_s = max(samples) / SAMPLE_RATE
+        return min(MAX_TOKENS, max(prompts) + FINAL_TOKENS + int(longest_s * FINAL_TOKENS_PER_S))
+    rooms = [DRAFT_TOKENS + int(n / SAMPLE_RATE * DRAFT_TOKENS_PER_S) for n in samples]
+    lengths = [max(2 * room, room + start - 1) for room, start in zip(rooms, starts, strict=True)]
+    return min(MAX_TOKENS, max(lengths))
+
+
+def token_cap(length: int, start: int) -> int:
+    """How many tokens (forced and written) a decode whose prompt has `start` tokens up to
+    `<|notimestamps|>` gets before `max_length=length` stops it: CTranslate2 (4.8) stops at
+    half of `max_length`, or at what the prompt leaves of it plus one, whichever comes first."""
+    return max(0, min(length // 2, length - start + 1))
