@@ -23,13 +23,14 @@ def free_port() -> int:
 
 
 async def start_server(
-    data_dir: Path, port: int, env: dict[str, str] | None = None
+    data_dir: Path, port: int, env: dict[str, str] | None = None, module: str = "service.cli"
 ) -> trio.Process:
+    """`python -m <module> serve …`: `chorus serve`, or a wrapper that takes its flags."""
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
             "-m",
-            "service.cli",
+            module,
             "serve",
             "--model",
             "tiny.en",
