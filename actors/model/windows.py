@@ -77,8 +77,8 @@ def max_length(prompts: Sequence[int], starts: Sequence[int], requests: Sequence
     get room (`token_cap`) for `DRAFT_TOKENS` + `DRAFT_TOKENS_PER_S` a second of their audio,
     forced words included: above what the shared set's drafts write (under 4 a second at
     p99), and all that a draft that loops writes before it stops. They had the finals' rule,
-    and on 8 live tiny.en sessions 15% of them looped and wrote 65% of the drafts' tokens
-    (measured: docs/benchmarks.md)."""
+    and on 12 live tiny.en sessions a fifth of them looped and wrote 59-62% of the drafts'
+    tokens (measured: docs/benchmarks.md)."""
     samples = [len(request.audio) for request in requests]
     if not all(request.options.partial for request in requests):
         longest_s = max(samples) / SAMPLE_RATE
