@@ -71,7 +71,8 @@ def test_token_cap_is_what_ctranslate2_writes(
     prompt leaves of it plus one: the rule `token_cap` is, checked on speech long enough
     to go on past every cap here."""
     whisper, tokenizer, model = _tokens(tiny_model)
-    speech = np.concatenate([load(DATA / name) for name in ("weather.wav", "library.wav", "garden.wav")])
+    names = ("weather.wav", "library.wav", "garden.wav")
+    speech = np.concatenate([load(DATA / name) for name in names])
     audio = np.zeros(30 * 16000, np.float32)
     audio[: min(len(speech), len(audio))] = speech[: len(audio)]
     features = whisper.feature_extractor(audio, padding=160)[None, :, :3000]
