@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -127,8 +128,6 @@ def markdown(named: Sequence[tuple[str, Sequence[KindSummary]]]) -> str:
 
 
 def serve(argv: Sequence[str]) -> int:
-    import time
-
     from actors.model.whisper import WhisperAdapter
     from service.cli import main as chorus
 
